@@ -1,0 +1,83 @@
+"""Multimodal retrieval-augmented generation: find the knowledge-base images most like a
+photo or a text, and answer questions about it from their descriptions.
+
+Every public name is importable from here. Names resolve on first use (PEP 562),
+so ``import multimodal_rag`` stays fast and pulls in neither torch, faiss nor openai
+until a component that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from multimodal_rag._version import __version__
+
+# Public name -> module that defines it. Keep sorted.
+_EXPORTS: dict[str, str] = {
+    "AddResult": "multimodal_rag.types",
+    "Answer": "multimodal_rag.types",
+    "Answerer": "multimodal_rag.protocols",
+    "AnswererAuthenticationError": "multimodal_rag.errors",
+    "AnswererBadRequestError": "multimodal_rag.errors",
+    "AnswererConnectionError": "multimodal_rag.errors",
+    "AnswererError": "multimodal_rag.errors",
+    "AnswererRateLimitError": "multimodal_rag.errors",
+    "AnswererTimeoutError": "multimodal_rag.errors",
+    "BackendConnectionError": "multimodal_rag.errors",
+    "BackendError": "multimodal_rag.errors",
+    "CorruptFileError": "multimodal_rag.errors",
+    "DescriptionStore": "multimodal_rag.protocols",
+    "DimensionMismatchError": "multimodal_rag.errors",
+    "EmbeddedBatch": "multimodal_rag.protocols",
+    "Embedder": "multimodal_rag.protocols",
+    "EmbedderMismatchError": "multimodal_rag.errors",
+    "FaissFlatStore": "multimodal_rag.vectors.faiss_flat",
+    "Hit": "multimodal_rag.types",
+    "ImageError": "multimodal_rag.errors",
+    "InvalidInputError": "multimodal_rag.errors",
+    "JSONLDescriptionStore": "multimodal_rag.descriptions.jsonl",
+    "KnowledgeBaseError": "multimodal_rag.errors",
+    "KnowledgeBaseExistsError": "multimodal_rag.errors",
+    "KnowledgeBaseLockedError": "multimodal_rag.errors",
+    "KnowledgeBaseNotFoundError": "multimodal_rag.errors",
+    "ManifestError": "multimodal_rag.errors",
+    "MissingDependencyError": "multimodal_rag.errors",
+    "ModelLoadError": "multimodal_rag.errors",
+    "MultimodalRAG": "multimodal_rag.rag",
+    "MultimodalRAGError": "multimodal_rag.errors",
+    "Neighbor": "multimodal_rag.types",
+    "NotFoundError": "multimodal_rag.errors",
+    "ReadOnlyError": "multimodal_rag.errors",
+    "Record": "multimodal_rag.types",
+    "SQLiteDescriptionStore": "multimodal_rag.descriptions.sqlite",
+    "Skipped": "multimodal_rag.types",
+    "Source": "multimodal_rag.types",
+    "UnknownBackendError": "multimodal_rag.errors",
+    "VectorStore": "multimodal_rag.protocols",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'multimodal_rag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # let type checkers and IDEs see the real names
+    from multimodal_rag.descriptions.jsonl import JSONLDescriptionStore
+    from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
+    from multimodal_rag.errors import *  # noqa: F403
+    from multimodal_rag.protocols import Answerer, DescriptionStore, EmbeddedBatch, Embedder, VectorStore
+    from multimodal_rag.rag import MultimodalRAG
+    from multimodal_rag.types import AddResult, Answer, Hit, Neighbor, Record, Skipped, Source
+    from multimodal_rag.vectors.faiss_flat import FaissFlatStore

@@ -1,0 +1,75 @@
+"""Finding images in a directory and their entries in a cookbook-style descriptions file."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from multimodal_rag.descriptions.jsonl import RESERVED_KEYS, read_jsonl
+from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.images import IMAGE_SUFFIXES
+
+__all__ = ["DescriptionEntry", "DescriptionsFile", "find_images"]
+
+
+def find_images(directory: Path, *, recursive: bool = True) -> list[Path]:
+    """Image files under ``directory`` (by suffix, any letter case), in sorted order.
+
+    Raises:
+        InvalidInputError: ``directory`` is not a directory.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InvalidInputError(f"not a directory: {str(directory)!r}")
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in directory.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+@frozen
+class DescriptionEntry:
+    description: str | None
+    metadata: dict[str, Any]
+    line: int
+
+
+class DescriptionsFile:
+    """The entries of a descriptions file, looked up by image file.
+
+    An entry's ``image_path`` may be relative to the descriptions file's folder or to
+    the image directory; when neither matches, an image is matched by its file name,
+    provided only one entry has that name.
+    """
+
+    def __init__(self, path: Path, image_root: Path) -> None:
+        self.path = Path(path)
+        self._by_path: dict[str, DescriptionEntry] = {}
+        by_name: dict[str, list[DescriptionEntry]] = defaultdict(list)
+        bases = [self.path.resolve().parent, Path(image_root).resolve()]
+        if not self.path.is_file():
+            raise InvalidInputError(f"descriptions file not found: {str(path)!r}")
+        for line, obj in read_jsonl(self.path):
+            image_path = obj.get("image_path")
+            if not isinstance(image_path, str) or not image_path:
+                raise InvalidInputError(f"{str(path)!r} line {line} has no 'image_path' string")
+            description = obj.get("description")
+            if description is not None and not isinstance(description, str):
+                raise InvalidInputError(f"{str(path)!r} line {line}: 'description' must be a string")
+            metadata = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
+            entry = DescriptionEntry(description, metadata, line)
+            for base in bases:
+                self._by_path.setdefault(os.path.normpath(base / image_path), entry)
+            by_name[Path(image_path).name].append(entry)
+        self._by_name = {name: entries[0] for name, entries in by_name.items() if len(entries) == 1}
+
+    def lookup(self, image: Path) -> DescriptionEntry | None:
+        """The entry describing ``image``, or ``None``."""
+        entry = self._by_path.get(os.path.normpath(Path(image).resolve()))
+        if entry is None:
+            entry = self._by_path.get(os.path.normpath(Path(image).absolute()))
+        return entry if entry is not None else self._by_name.get(Path(image).name)

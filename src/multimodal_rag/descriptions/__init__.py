@@ -1,0 +1,1 @@
+"""Description stores: one module per backend, all implementing :class:`~multimodal_rag.DescriptionStore`."""

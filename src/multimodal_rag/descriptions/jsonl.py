@@ -1,0 +1,154 @@
+"""Descriptions kept in memory and saved as JSON Lines, the cookbook's ``description.json`` format.
+
+Each line is one JSON object: ``{"image_path": ..., "description": ..., ...}``.
+Keys other than ``id``, ``image_path`` and ``description`` are the record's
+metadata, so a file written by the cookbook or by hand reads back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from multimodal_rag.errors import CorruptFileError, InvalidInputError, NotFoundError
+from multimodal_rag.protocols import DescriptionStore
+from multimodal_rag.types import Record
+
+__all__ = ["RESERVED_KEYS", "JSONLDescriptionStore", "read_jsonl", "record_from_json", "record_to_json"]
+
+#: Keys of a JSONL line that are not metadata.
+RESERVED_KEYS = frozenset({"id", "image_path", "description"})
+
+_FILE = "descriptions.jsonl"
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON Lines file.
+
+    Raises:
+        CorruptFileError: A line that is not UTF-8 or not a JSON object; the
+            message names the file and the line.
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise CorruptFileError(f"{str(path)!r} line {number} is not valid UTF-8: {exc}") from exc
+            except json.JSONDecodeError as exc:
+                raise CorruptFileError(f"{str(path)!r} line {number} is not valid JSON: {exc}") from exc
+            if not isinstance(obj, dict):
+                raise CorruptFileError(f"{str(path)!r} line {number} is not a JSON object")
+            yield number, obj
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    """One JSONL object for ``record`` (metadata keys at top level)."""
+    clash = RESERVED_KEYS.intersection(record.metadata)
+    if clash:
+        raise InvalidInputError(f"metadata of {record.id!r} uses reserved key(s) {sorted(clash)}")
+    return {"id": record.id, "image_path": record.image_path, "description": record.description, **record.metadata}
+
+
+def record_from_json(obj: dict[str, Any], *, id: str | None = None) -> Record:
+    """A record from one JSONL object; ``id`` overrides the object's own."""
+    metadata = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
+    record_id = id if id is not None else obj.get("id")
+    if not isinstance(record_id, str) or not record_id:
+        raise InvalidInputError(f"record has no usable id: {str(obj)[:120]}")
+    return Record(
+        id=record_id, image_path=obj.get("image_path"), description=obj.get("description"), metadata=metadata
+    )
+
+
+def check_record(record: Record) -> None:
+    """Reject records no store could keep faithfully."""
+    if not isinstance(record, Record):
+        raise InvalidInputError(f"expected a Record, got {type(record).__name__}")
+    if not isinstance(record.id, str) or not record.id:
+        raise InvalidInputError(f"record id must be a non-empty string, got {record.id!r}")
+    if record.description is not None and not isinstance(record.description, str):
+        raise InvalidInputError(f"description of {record.id!r} must be a string or None")
+    if record.image_path is not None and not isinstance(record.image_path, str):
+        raise InvalidInputError(f"image_path of {record.id!r} must be a string or None")
+    clash = RESERVED_KEYS.intersection(record.metadata)
+    if clash:
+        raise InvalidInputError(f"metadata of {record.id!r} uses reserved key(s) {sorted(clash)}")
+    try:
+        json.dumps(record.metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata of {record.id!r} is not JSON-serialisable: {exc}") from exc
+
+
+class JSONLDescriptionStore(DescriptionStore):
+    """Records in a dict, saved as one JSON Lines file. Simple, diffable, human-editable."""
+
+    kind: ClassVar[str] = "jsonl"
+
+    def __init__(self) -> None:
+        self._records: dict[str, Record] = {}
+        self._lock = threading.Lock()
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def get(self, id: str) -> Record:
+        try:
+            return self._records[id]
+        except KeyError:
+            raise NotFoundError(f"no description record with id {id!r}") from None
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, Record]:
+        records = self._records
+        return {i: records[i] for i in ids if i in records}
+
+    def put(self, records: Iterable[Record]) -> None:
+        records = list(records)
+        for record in records:
+            check_record(record)
+        with self._lock:
+            self._records.update((r.id, r) for r in records)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        if isinstance(ids, str):
+            ids = [ids]
+        with self._lock:
+            return sum(self._records.pop(i, None) is not None for i in ids)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(list(self._records.values()))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._records
+
+    def save(self, directory: Path) -> None:
+        with self._lock:
+            records = list(self._records.values())
+        with open(Path(directory) / _FILE, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record_to_json(record), ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, **config: Any) -> JSONLDescriptionStore:
+        store = cls(**config)
+        path = Path(directory) / _FILE
+        try:
+            for number, obj in read_jsonl(path):
+                try:
+                    record = record_from_json(obj)
+                except InvalidInputError as exc:
+                    raise CorruptFileError(f"{str(path)!r} line {number}: {exc}") from exc
+                store._records[record.id] = record
+        except OSError as exc:
+            if isinstance(exc, CorruptFileError):
+                raise
+            raise CorruptFileError(f"cannot read {str(path)!r}: {exc}") from exc
+        return store

@@ -1,0 +1,171 @@
+"""The library's exceptions.
+
+Every error raised on purpose by ``multimodal_rag`` derives from
+:class:`MultimodalRAGError`. Where an error has an obvious builtin meaning it
+also subclasses that builtin, so ``except ValueError`` or ``except KeyError``
+keeps working in code that does not know this library::
+
+    MultimodalRAGError
+    ├── InvalidInputError (ValueError)            bad argument, id, vector or text
+    │   ├── DimensionMismatchError (ValueError)   vectors or models of another dimension
+    │   └── ImageError (ValueError)               image missing, unreadable, corrupt or too large
+    ├── NotFoundError (KeyError)                  unknown id
+    ├── KnowledgeBaseError (OSError)              the knowledge-base directory on disk
+    │   ├── KnowledgeBaseNotFoundError (FileNotFoundError)
+    │   ├── KnowledgeBaseExistsError (FileExistsError)
+    │   ├── KnowledgeBaseLockedError (BlockingIOError)
+    │   ├── ManifestError                         unreadable manifest, unknown format version
+    │   ├── CorruptFileError                      a file whose checksum does not match
+    │   └── ReadOnlyError (PermissionError)       write on a knowledge base opened read-only
+    ├── EmbedderMismatchError (ValueError)        reopening with another model or other weights
+    ├── BackendError (RuntimeError)               a storage backend failed
+    │   ├── UnknownBackendError (LookupError)     no backend of that kind, or module not allowed
+    │   └── BackendConnectionError (ConnectionError)
+    ├── ModelLoadError (RuntimeError)             model weights cannot be found or loaded
+    ├── MissingDependencyError (ImportError)      an optional package is not installed
+    └── AnswererError (RuntimeError)              the answering model failed
+        ├── AnswererAuthenticationError (PermissionError)
+        ├── AnswererRateLimitError
+        ├── AnswererTimeoutError (TimeoutError)
+        ├── AnswererConnectionError (ConnectionError)
+        └── AnswererBadRequestError (ValueError)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AnswererAuthenticationError",
+    "AnswererBadRequestError",
+    "AnswererConnectionError",
+    "AnswererError",
+    "AnswererRateLimitError",
+    "AnswererTimeoutError",
+    "BackendConnectionError",
+    "BackendError",
+    "CorruptFileError",
+    "DimensionMismatchError",
+    "EmbedderMismatchError",
+    "ImageError",
+    "InvalidInputError",
+    "KnowledgeBaseError",
+    "KnowledgeBaseExistsError",
+    "KnowledgeBaseLockedError",
+    "KnowledgeBaseNotFoundError",
+    "ManifestError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "MultimodalRAGError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "UnknownBackendError",
+]
+
+
+class MultimodalRAGError(Exception):
+    """Root of every error this library raises on purpose."""
+
+
+class InvalidInputError(MultimodalRAGError, ValueError):
+    """An argument, id, vector or text that the library cannot accept."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """Vectors whose dimension differs from the store's or the model's."""
+
+
+class ImageError(InvalidInputError):
+    """An image that is missing, unreadable, corrupt or unreasonably large.
+
+    Attributes:
+        source: What was being read: a path, ``"<bytes>"`` or ``"<PIL image>"``.
+    """
+
+    def __init__(self, message: str, *, source: Any = None) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class NotFoundError(MultimodalRAGError, KeyError):
+    """An id that is not in the knowledge base."""
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument; a message reads better.
+        return str(self.args[0]) if self.args else ""
+
+
+class KnowledgeBaseError(MultimodalRAGError, OSError):
+    """Something is wrong with a knowledge-base directory."""
+
+
+class KnowledgeBaseNotFoundError(KnowledgeBaseError, FileNotFoundError):
+    """No knowledge base at the given path."""
+
+
+class KnowledgeBaseExistsError(KnowledgeBaseError, FileExistsError):
+    """A knowledge base already exists where a new one was to be created."""
+
+
+class KnowledgeBaseLockedError(KnowledgeBaseError, BlockingIOError):
+    """Another process holds the knowledge base open for writing."""
+
+
+class ManifestError(KnowledgeBaseError):
+    """The manifest is unreadable, incomplete or of an unknown format version."""
+
+
+class CorruptFileError(KnowledgeBaseError):
+    """A file of the knowledge base does not match the checksum in its manifest."""
+
+
+class ReadOnlyError(KnowledgeBaseError, PermissionError):
+    """A change was attempted on a knowledge base opened read-only."""
+
+
+class EmbedderMismatchError(MultimodalRAGError, ValueError):
+    """The embedder differs from the one the knowledge base was built with."""
+
+
+class BackendError(MultimodalRAGError, RuntimeError):
+    """A storage backend failed."""
+
+
+class UnknownBackendError(BackendError, LookupError):
+    """No backend is registered under that kind, or its module is not allowed."""
+
+
+class BackendConnectionError(BackendError, ConnectionError):
+    """A remote backend could not be reached."""
+
+
+class ModelLoadError(MultimodalRAGError, RuntimeError):
+    """Model weights could not be found, downloaded or loaded."""
+
+
+class MissingDependencyError(MultimodalRAGError, ImportError):
+    """An optional package needed for this feature is not installed."""
+
+
+class AnswererError(MultimodalRAGError, RuntimeError):
+    """The answering model failed."""
+
+
+class AnswererAuthenticationError(AnswererError, PermissionError):
+    """The provider rejected the credentials."""
+
+
+class AnswererRateLimitError(AnswererError):
+    """The provider's rate limit was hit and retries did not help."""
+
+
+class AnswererTimeoutError(AnswererError, TimeoutError):
+    """The provider did not answer in time."""
+
+
+class AnswererConnectionError(AnswererError, ConnectionError):
+    """The provider could not be reached."""
+
+
+class AnswererBadRequestError(AnswererError, ValueError):
+    """The provider refused the request as malformed."""

@@ -1,0 +1,316 @@
+"""The four interfaces a knowledge base is composed of.
+
+Each is a :class:`typing.Protocol` whose required methods are abstract, so a
+backend may either subclass it (and get the default methods) or simply provide
+the same methods (duck typing). Every component also reports a JSON-serialisable
+``config()``; the knowledge-base manifest stores it with the component's kind so
+that :meth:`MultimodalRAG.open` can rebuild the same component after a restart.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from attrs import frozen
+
+from multimodal_rag.errors import ImageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from typing_extensions import Self
+
+    from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record
+
+__all__ = ["Answerer", "DescriptionStore", "EmbeddedBatch", "Embedder", "IdFilter", "VectorStore"]
+
+#: A search filter over ids: keep an id when it returns True.
+IdFilter = Callable[[str], bool]
+
+
+@frozen
+class EmbeddedBatch:
+    """One batch from :meth:`Embedder.iter_embed_images`.
+
+    Attributes:
+        indices: Positions, in the input stream, of the images that were embedded.
+        vectors: Their embeddings, shape ``(len(indices), dim)``.
+        failures: ``(position, error)`` of the images of this batch that could not be read.
+    """
+
+    indices: list[int]
+    vectors: np.ndarray
+    failures: list[tuple[int, ImageError]]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Maps images and texts into one vector space.
+
+    Attributes:
+        kind: Short name the backend registry knows this embedder by.
+    """
+
+    kind: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Length of every embedding."""
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Identifies the model, its weights and its preprocessing.
+
+        Two embedders with equal fingerprints produce the same vectors; a knowledge
+        base refuses to open with an embedder of another fingerprint.
+        """
+
+    @abstractmethod
+    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Embed images.
+
+        Args:
+            images: Paths, encoded bytes or PIL images.
+
+        Returns:
+            L2-normalised float32 array of shape ``(len(images), dim)``.
+
+        Raises:
+            ImageError: An image cannot be read; ``error.source`` names it and
+                ``error.index`` (when set) is its position in ``images``.
+        """
+
+    @abstractmethod
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts into the same space as the images.
+
+        Returns:
+            L2-normalised float32 array of shape ``(len(texts), dim)``.
+        """
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this embedder (JSON-serialisable)."""
+
+    def iter_embed_images(
+        self, images: Iterable[ImageInput], *, batch_size: int = 32
+    ) -> Iterator[EmbeddedBatch]:
+        """Embed a stream of images batch by batch, reporting unreadable ones.
+
+        Memory stays bounded by the batch size whatever the stream's length. A bad
+        image never stops the stream: it is reported in its batch's ``failures``.
+        Embedders with a faster pipeline (parallel decoding) override this.
+        """
+        return iter_embed_images_in_batches(self, images, batch_size=batch_size)
+
+
+def iter_embed_images_in_batches(
+    embedder: Embedder, images: Iterable[ImageInput], *, batch_size: int = 32
+) -> Iterator[EmbeddedBatch]:
+    """Default :meth:`Embedder.iter_embed_images`, usable with duck-typed embedders."""
+    import numpy as np
+
+    if batch_size < 1:
+        from multimodal_rag.errors import InvalidInputError
+
+        raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
+    batch: list[ImageInput] = []
+    positions: list[int] = []
+
+    def flush() -> EmbeddedBatch:
+        failures: list[tuple[int, ImageError]] = []
+        keep = list(range(len(batch)))
+        while True:
+            try:
+                vectors = embedder.embed_images([batch[i] for i in keep]) if keep else None
+                break
+            except ImageError as exc:
+                # Drop the image the embedder named, then retry the rest of the batch.
+                bad = getattr(exc, "index", None)
+                if bad is None or not 0 <= bad < len(keep):
+                    bad = _find_bad_image(embedder, [batch[i] for i in keep])
+                failures.append((positions[keep[bad]], exc))
+                del keep[bad]
+        if vectors is None:
+            vectors = np.zeros((0, embedder.dim), dtype=np.float32)
+        return EmbeddedBatch([positions[i] for i in keep], vectors, failures)
+
+    for position, image in enumerate(images):
+        batch.append(image)
+        positions.append(position)
+        if len(batch) == batch_size:
+            yield flush()
+            batch, positions = [], []
+    if batch:
+        yield flush()
+
+
+def _find_bad_image(embedder: Embedder, images: list[ImageInput]) -> int:
+    # The embedder did not say which image failed: embed one at a time to find it.
+    for i, image in enumerate(images):
+        try:
+            embedder.embed_images([image])
+        except ImageError:
+            return i
+    raise ImageError("an image failed to embed in its batch but not on its own")
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Nearest-neighbour index over vectors with string ids.
+
+    Scores are similarities: higher means more similar (inner product, which is
+    the cosine for the normalised vectors an :class:`Embedder` returns). Results are
+    never padded: a search for more neighbours than the store holds returns what
+    there is.
+    """
+
+    kind: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Dimension of the vectors this store holds."""
+
+    @abstractmethod
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add vectors, replacing the vector of any id already present.
+
+        Raises:
+            InvalidInputError: Ids repeated within the call, empty ids, non-finite
+                or zero vectors, or a count that does not match the vectors.
+            DimensionMismatchError: Vectors of another dimension.
+        """
+
+    @abstractmethod
+    def search(
+        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None
+    ) -> list[list[Neighbor]]:
+        """Find the ``k`` nearest stored vectors of each query.
+
+        Args:
+            queries: Array of shape ``(n, dim)``.
+            k: Neighbours wanted per query; more than the store holds is fine.
+            filter: Keep only ids for which this returns True; the store still
+                returns ``k`` results when at least ``k`` ids pass.
+
+        Returns:
+            One list per query of ``Neighbor(id, score)``, best first.
+        """
+
+    @abstractmethod
+    def remove(self, ids: Iterable[str]) -> int:
+        """Remove ids; unknown ids are ignored. Returns how many were removed."""
+
+    @abstractmethod
+    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors of ``ids``, shape ``(len(ids), dim)``.
+
+        Raises:
+            NotFoundError: An id is not in the store.
+        """
+
+    @abstractmethod
+    def ids(self) -> list[str]:
+        """Every id in the store."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __contains__(self, id: object) -> bool: ...
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild an empty store like this one (without ``dim``)."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the store's files into ``directory`` (which exists and is empty)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, *, dim: int, **config: Any) -> Self:
+        """Read a store written by :meth:`save`, with the config it reported."""
+
+
+@runtime_checkable
+class DescriptionStore(Protocol):
+    """Keeps each image's path, description and metadata, by id."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def get(self, id: str) -> Record:
+        """The record of ``id``.
+
+        Raises:
+            NotFoundError: No record has this id.
+        """
+
+    @abstractmethod
+    def get_many(self, ids: Sequence[str]) -> dict[str, Record]:
+        """Records of those ``ids`` that exist, keyed by id."""
+
+    @abstractmethod
+    def put(self, records: Iterable[Record]) -> None:
+        """Insert records, replacing any with the same id."""
+
+    @abstractmethod
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete records; unknown ids are ignored. Returns how many were deleted."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Record]: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __contains__(self, id: object) -> bool: ...
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild an empty store like this one."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the store's files into ``directory`` (which exists and is empty)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, **config: Any) -> Self:
+        """Read a store written by :meth:`save`, with the config it reported."""
+
+
+@runtime_checkable
+class Answerer(Protocol):
+    """Answers a question about an image from the retrieved matches."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def answer(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer:
+        """Answer ``question``.
+
+        Args:
+            question: The user's question.
+            image: The user's own image, if the question is about one.
+            matches: Retrieved knowledge-base items, best first, with descriptions.
+            metadata: Free-form context for the answerer (unused by the built-in ones).
+        """
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this answerer (never secrets such as API keys)."""

@@ -1,0 +1,641 @@
+"""The :class:`MultimodalRAG` facade: one object that ingests, searches, answers and saves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from multimodal_rag.description_files import DescriptionsFile, find_images
+from multimodal_rag.descriptions.jsonl import check_record
+from multimodal_rag.errors import (
+    DimensionMismatchError,
+    EmbedderMismatchError,
+    ImageError,
+    InvalidInputError,
+    KnowledgeBaseExistsError,
+    KnowledgeBaseNotFoundError,
+    NotFoundError,
+    ReadOnlyError,
+)
+from multimodal_rag.images import content_id, image_bytes
+from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
+from multimodal_rag.persistence import KnowledgeBaseDirectory
+from multimodal_rag.protocols import (
+    Answerer,
+    DescriptionStore,
+    Embedder,
+    IdFilter,
+    VectorStore,
+    iter_embed_images_in_batches,
+)
+from multimodal_rag.registry import kind_of, resolve
+from multimodal_rag.types import AddResult, Hit, ImageInput, Record, Skipped, is_path, source_name
+
+__all__ = ["MultimodalRAG"]
+
+#: A search filter: metadata that must match exactly, or a predicate over ids.
+Filter = Mapping[str, Any] | IdFilter
+
+
+@attrs.define
+class _Item:
+    """One input of an ingest, on its way to the stores."""
+
+    image: ImageInput
+    source: str
+    id: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    image_path: str | None = None
+
+
+class MultimodalRAG:
+    """A knowledge base of images and their descriptions, searchable by image or text.
+
+    Compose it from the four parts, or let :meth:`create` and :meth:`open` do it::
+
+        rag = MultimodalRAG.create("kb/", embedder=CLIPEmbedder())
+        rag.add_directory("image_database/", descriptions="description.json")
+        hits = rag.search(image="query.jpg", k=3)
+        rag.save()
+
+    Args:
+        embedder: Turns images and texts into vectors.
+        vector_store: Index of the vectors; an exact :class:`FaissFlatStore` by default.
+        description_store: Keeps paths, descriptions and metadata; in-memory SQLite by default.
+        answerer: Answers questions from the matches (used by :meth:`ask`).
+        path: The knowledge-base directory, if it lives on disk.
+        read_only: Refuse every change (for readers that share a knowledge base).
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        vector_store: VectorStore | None = None,
+        description_store: DescriptionStore | None = None,
+        answerer: Answerer | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        read_only: bool = False,
+    ) -> None:
+        if vector_store is None:
+            from multimodal_rag.vectors.faiss_flat import FaissFlatStore
+
+            vector_store = FaissFlatStore(embedder.dim)
+        if description_store is None:
+            from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
+
+            description_store = SQLiteDescriptionStore()
+        if vector_store.dim != embedder.dim:
+            raise DimensionMismatchError(
+                f"the embedder makes {embedder.dim}-d vectors but the vector store holds {vector_store.dim}-d"
+            )
+        self.embedder = embedder
+        self.vector_store = vector_store
+        self.description_store = description_store
+        self.answerer = answerer
+        self.read_only = read_only
+        self._dir = KnowledgeBaseDirectory(Path(path)) if path is not None else None
+        self._generation = 0
+        self._created_at: str | None = None
+
+    # -- construction ------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        embedder: Embedder,
+        vector_store: str | VectorStore = "faiss-flat",
+        description_store: str | DescriptionStore = "sqlite",
+        answerer: Answerer | None = None,
+        exist_ok: bool = False,
+    ) -> MultimodalRAG:
+        """Create a new, empty knowledge base in directory ``path`` and save it.
+
+        Args:
+            path: Directory to create (it may exist if empty).
+            embedder: The embedder every image and query goes through.
+            vector_store: A built-in kind (``"faiss-flat"``, ...) or a store instance.
+            description_store: ``"sqlite"``, ``"jsonl"`` or a store instance.
+            answerer: Answerer for :meth:`ask`.
+            exist_ok: Open the knowledge base already at ``path`` instead of failing.
+
+        Raises:
+            KnowledgeBaseExistsError: A knowledge base (or other files) is already there.
+        """
+        directory = Path(path)
+        if (directory / MANIFEST_FILE).exists():
+            if exist_ok:
+                return cls.open(directory, embedder=embedder, answerer=answerer)
+            raise KnowledgeBaseExistsError(f"a knowledge base already exists at {str(directory)!r}")
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise KnowledgeBaseExistsError(
+                f"{str(directory)!r} exists and is not an empty directory; choose a new path"
+            )
+        if isinstance(vector_store, str):
+            vector_store = resolve("vector_store", vector_store)(embedder.dim)
+        if isinstance(description_store, str):
+            description_store = resolve("description_store", description_store)()
+        directory.mkdir(parents=True, exist_ok=True)
+        rag = cls(embedder, vector_store, description_store, answerer, path=directory)
+        assert rag._dir is not None
+        rag._dir.lock()
+        rag.save()
+        return rag
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        embedder: Embedder | None = None,
+        answerer: Answerer | None = None,
+        read_only: bool = False,
+        allow_modules: Iterable[str] = (),
+    ) -> MultimodalRAG:
+        """Open the knowledge base saved in ``path``.
+
+        Args:
+            path: The knowledge-base directory.
+            embedder: The embedder to use; it must have the fingerprint the knowledge
+                base was built with. By default it is rebuilt from the manifest.
+            answerer: Answerer for :meth:`ask`.
+            read_only: Open without the writer's lock; changes are refused.
+            allow_modules: Packages whose classes the manifest may name by dotted path
+                (custom backends). Nothing else is imported from a manifest.
+
+        Raises:
+            KnowledgeBaseNotFoundError: No knowledge base there.
+            KnowledgeBaseLockedError: Another process has it open for writing.
+            ManifestError: Unreadable manifest or unknown format version.
+            CorruptFileError: A file does not match its checksum; names the file.
+            EmbedderMismatchError: ``embedder`` differs from the one it was built with.
+        """
+        directory = KnowledgeBaseDirectory(Path(path))
+        if not directory.path.is_dir():
+            raise KnowledgeBaseNotFoundError(f"no knowledge base at {str(path)!r}")
+        if not read_only:
+            directory.lock()
+        try:
+            manifest = read_manifest(directory.path)
+            snapshot = directory.verify_snapshot(manifest)
+            recorded = manifest["embedder"]
+            if embedder is None:
+                embedder_cls = resolve("embedder", recorded["kind"], allow_modules=allow_modules)
+                embedder = embedder_cls(**recorded.get("config", {}))
+            _check_embedder(embedder, recorded, directory.path)
+            vs_entry, ds_entry = manifest["vector_store"], manifest["description_store"]
+            vs_cls = resolve("vector_store", vs_entry["kind"], allow_modules=allow_modules)
+            ds_cls = resolve("description_store", ds_entry["kind"], allow_modules=allow_modules)
+            vector_store = vs_cls.load(snapshot / "vectors", dim=recorded["dim"], **vs_entry.get("config", {}))
+            description_store = ds_cls.load(snapshot / "descriptions", **ds_entry.get("config", {}))
+            if not read_only:
+                directory.remove_stale_snapshots(keep=manifest["generation"])
+        except BaseException:
+            directory.unlock()
+            raise
+        rag = cls(embedder, vector_store, description_store, answerer, read_only=read_only)
+        rag._dir = directory
+        rag._generation = manifest["generation"]
+        rag._created_at = manifest.get("created_at")
+        return rag
+
+    # -- persistence -------------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """The knowledge-base directory, or ``None`` for one that lives only in memory."""
+        return self._dir.path if self._dir is not None else None
+
+    def save(self) -> None:
+        """Write the knowledge base to its directory, atomically.
+
+        Raises:
+            ReadOnlyError: Opened read-only, or not created with a path.
+            KnowledgeBaseError: The disk refused the write; the previous save is intact.
+        """
+        self._check_writable()
+        if self._dir is None:
+            raise ReadOnlyError("this knowledge base has no directory; create it with MultimodalRAG.create(path)")
+        manifest = {
+            "created_at": self._created_at,
+            "embedder": {
+                "kind": kind_of(self.embedder),
+                "config": self.embedder.config(),
+                "fingerprint": self.embedder.fingerprint,
+                "dim": self.embedder.dim,
+            },
+            "vector_store": {"kind": kind_of(self.vector_store), "config": self.vector_store.config()},
+            "description_store": {
+                "kind": kind_of(self.description_store),
+                "config": self.description_store.config(),
+            },
+            "counts": {"vectors": len(self.vector_store), "descriptions": len(self.description_store)},
+        }
+        written = self._dir.write_snapshot(
+            self._generation + 1, self.vector_store, self.description_store, manifest
+        )
+        self._generation = written["generation"]
+        self._created_at = written["created_at"] or written["saved_at"]
+
+    def close(self) -> None:
+        """Release the writer's lock. Unsaved changes are not saved."""
+        if self._dir is not None:
+            self._dir.unlock()
+
+    def __enter__(self) -> MultimodalRAG:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None and self._dir is not None and not self.read_only:
+                self.save()
+        finally:
+            self.close()
+
+    # -- ingest ------------------------------------------------------------------
+
+    def add(
+        self,
+        images: Sequence[ImageInput] | ImageInput,
+        *,
+        ids: Sequence[str] | None = None,
+        descriptions: Sequence[str | None] | str | None = None,
+        metadata: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        on_error: str = "raise",
+        batch_size: int = 32,
+        progress: bool | None = None,
+    ) -> AddResult:
+        """Embed images and store them with their descriptions.
+
+        An image whose id is already present is reported in ``duplicates`` and not
+        embedded again. With explicit ``ids``, an existing id is replaced.
+
+        Args:
+            images: One image or a sequence of paths, encoded bytes or PIL images.
+            ids: Ids to store them under; by default a hash of each image's bytes.
+            descriptions: A description per image (``None`` for none).
+            metadata: A metadata mapping per image.
+            on_error: ``"raise"`` stops at the first unreadable image and stores
+                nothing from this call; ``"skip"`` reports it in ``skipped`` and
+                goes on, committing batch by batch.
+            batch_size: Images embedded per batch.
+            progress: Show a progress bar (default: when writing to a terminal).
+
+        Raises:
+            ImageError: An unreadable image, with ``on_error="raise"``.
+            InvalidInputError: Lengths that do not match, bad ids, descriptions or metadata.
+        """
+        if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+            images = [images]  # one image
+            descriptions = [descriptions] if isinstance(descriptions, str) else descriptions
+            metadata = [metadata] if isinstance(metadata, Mapping) else metadata
+        n = len(images)
+        ids_list = _aligned("ids", ids, n)
+        descriptions_list = _aligned("descriptions", descriptions, n)
+        metadata_list = _aligned("metadata", metadata, n)
+        items = [
+            _Item(
+                image=image,
+                source=source_name(image),
+                id=ids_list[i],
+                description=descriptions_list[i],
+                metadata=dict(metadata_list[i] or {}),
+                image_path=str(Path(image).resolve()) if is_path(image) else None,  # type: ignore[arg-type]
+            )
+            for i, image in enumerate(images)
+        ]
+        return self._ingest(items, on_error=on_error, batch_size=batch_size, progress=progress)
+
+    def add_directory(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        descriptions: str | os.PathLike[str] | None = None,
+        recursive: bool = True,
+        batch_size: int = 32,
+        progress: bool | None = None,
+    ) -> AddResult:
+        """Index every image under ``directory``.
+
+        Unreadable images are skipped and reported, never stopping the rest; the
+        knowledge base is updated batch by batch.
+
+        Args:
+            directory: Folder of images (jpg, jpeg, png, webp, gif, bmp, tif, tiff).
+            descriptions: A JSON Lines file of ``{"image_path", "description", ...}``
+                objects (the cookbook's ``description.json``). Extra keys become metadata.
+            recursive: Include subfolders.
+        """
+        root = Path(directory)
+        files = find_images(root, recursive=recursive)
+        catalog = DescriptionsFile(Path(descriptions), root) if descriptions is not None else None
+        items = []
+        for file in files:
+            entry = catalog.lookup(file) if catalog is not None else None
+            items.append(
+                _Item(
+                    image=file,
+                    source=str(file),
+                    description=entry.description if entry else None,
+                    metadata=dict(entry.metadata) if entry else {},
+                    image_path=str(file.resolve()),
+                )
+            )
+        return self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress)
+
+    def _ingest(self, items: list[_Item], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
+        from tqdm.auto import tqdm
+
+        self._check_writable()
+        if on_error not in ("raise", "skip"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        for item in items:  # refuse bad records before anything is embedded
+            check_record(Record(id=item.id or "-", description=item.description, metadata=item.metadata))
+
+        ids: dict[int, str] = {}  # item position -> id, for every item that ends up stored
+        duplicates: list[tuple[str, str]] = []
+        skipped: list[Skipped] = []
+        queued: list[int] = []  # stream position -> item position
+        claimed: set[str] = set()
+
+        def stream() -> Iterator[ImageInput]:
+            # Read and hash lazily so memory stays bounded by the embedder's batches.
+            for pos, item in enumerate(items):
+                try:
+                    data = image_bytes(item.image) if item.id is None else None
+                except ImageError as exc:
+                    if on_error == "raise":
+                        raise
+                    skipped.append(Skipped(source=item.source, reason=str(exc)))
+                    continue
+                item.id = item.id or content_id(data)  # type: ignore[arg-type]
+                if item.id in claimed or (data is not None and item.id in self.vector_store):
+                    duplicates.append((item.source, item.id))
+                    ids[pos] = item.id
+                    continue
+                claimed.add(item.id)
+                queued.append(pos)
+                # The embedder reads the image itself (in parallel, where it can), so its
+                # errors name the file; the hashing read above is served by the page cache.
+                yield item.image
+
+        pending: list[tuple[list[str], Any, list[Record]]] = []
+        added_positions: list[int] = []
+        # tqdm's disable=None shows the bar only on a terminal.
+        bar = tqdm(total=len(items), desc="embedding", unit="img", disable=None if progress is None else not progress)
+        iterate = getattr(self.embedder, "iter_embed_images", None)
+        batches = (
+            iterate(stream(), batch_size=batch_size)
+            if iterate is not None
+            else iter_embed_images_in_batches(self.embedder, stream(), batch_size=batch_size)
+        )
+        try:
+            for batch in batches:
+                for index, error in batch.failures:
+                    item = items[queued[index]]
+                    if on_error == "raise":
+                        raise error
+                    claimed.discard(item.id)  # type: ignore[arg-type]
+                    skipped.append(Skipped(source=item.source, reason=str(error)))
+                chosen = [items[queued[i]] for i in batch.indices]
+                batch_ids = [item.id for item in chosen]
+                records = [self._record_for(item) for item in chosen]
+                if on_error == "raise":
+                    pending.append((batch_ids, batch.vectors, records))  # all or nothing
+                else:
+                    self._commit(batch_ids, batch.vectors, records)
+                for i in batch.indices:
+                    ids[queued[i]] = items[queued[i]].id  # type: ignore[assignment]
+                    added_positions.append(queued[i])
+                bar.update(len(batch.indices) + len(batch.failures))
+        finally:
+            bar.close()
+        for batch_ids, vectors, records in pending:
+            self._commit(batch_ids, vectors, records)
+
+        added_positions.sort()
+        return AddResult(
+            ids=[ids[pos] for pos in sorted(ids)],
+            added=[items[pos].id for pos in added_positions],
+            duplicates=duplicates,
+            skipped=skipped,
+            undescribed=[items[pos].id for pos in added_positions if items[pos].description is None],
+        )
+
+    def _record_for(self, item: _Item) -> Record:
+        image_path = item.image_path
+        if image_path is None and self._dir is not None:
+            image_path = str(self._store_image(item))
+        return Record(id=item.id, image_path=image_path, description=item.description, metadata=item.metadata)  # type: ignore[arg-type]
+
+    def _store_image(self, item: _Item) -> Path:
+        """Keep an image that was given in memory, so answers can show it later."""
+        import io
+
+        from PIL import Image
+
+        from multimodal_rag.fileio import atomic_write_bytes
+
+        assert self._dir is not None
+        if isinstance(item.image, (bytes, bytearray, memoryview)):
+            data = bytes(item.image)
+            with Image.open(io.BytesIO(data)) as probe:  # already decoded once: cannot fail
+                suffix = (probe.format or "bin").lower()
+        else:
+            buffer = io.BytesIO()
+            item.image.save(buffer, format="PNG")  # type: ignore[union-attr]
+            data, suffix = buffer.getvalue(), "png"
+        self._dir.images.mkdir(exist_ok=True)
+        path = self._dir.images / f"{item.id}.{suffix}"
+        if not path.exists():  # named by content hash: an existing file is the same image
+            atomic_write_bytes(path, data)
+        return path
+
+    def _commit(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
+        # Vectors first: the store validates (NaN, zero rows, dimension) before it
+        # changes anything, so a bad batch leaves both stores as they were.
+        self.vector_store.add(ids, vectors)
+        try:
+            self.description_store.put(records)
+        except BaseException:
+            self.vector_store.remove(ids)
+            raise
+
+    # -- search ------------------------------------------------------------------
+
+    def embed_query(
+        self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5
+    ) -> Any:
+        """The query vector for an image, a text, or both.
+
+        With both, the result is the normalised weighted sum
+        ``(1 - text_weight) * image_vector + text_weight * text_vector``.
+        """
+        import numpy as np
+
+        if image is None and text is None:
+            raise InvalidInputError("search needs an image, a text, or both")
+        if text is not None and not isinstance(text, str):
+            raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
+        if not 0.0 <= text_weight <= 1.0:
+            raise InvalidInputError(f"text_weight must be between 0 and 1, got {text_weight}")
+        vector = np.zeros(self.embedder.dim, dtype=np.float32)
+        if image is not None:
+            vector += (1.0 - text_weight if text is not None else 1.0) * self.embedder.embed_images([image])[0]
+        if text is not None:
+            vector += (text_weight if image is not None else 1.0) * self.embedder.embed_texts([text])[0]
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0:
+            raise InvalidInputError("the image and text vectors cancel out; change text_weight")
+        return vector / norm
+
+    def search(
+        self,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        *,
+        k: int = 5,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+    ) -> list[Hit]:
+        """Find the knowledge-base images most similar to an image, a text, or both.
+
+        Args:
+            image: Query image (path, bytes or PIL image).
+            text: Query text, in the same space as the images.
+            k: How many hits; more than the knowledge base holds returns them all.
+            filter: Metadata that must match exactly (``{"category": "animals"}``), or a
+                predicate over ids.
+            text_weight: Weight of the text when both an image and a text are given.
+
+        Returns:
+            Hits, best first, with score, image path, description and metadata.
+        """
+        query = self.embed_query(image, text, text_weight=text_weight)
+        return self.search_by_vector(query, k=k, filter=filter)
+
+    def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
+        """Like :meth:`search`, for a query vector already embedded."""
+        neighbors = self.vector_store.search(vector, k, filter=self._id_filter(filter))[0]
+        records = self.description_store.get_many([n.id for n in neighbors])
+        hits = []
+        for neighbor in neighbors:
+            record = records.get(neighbor.id) or Record(id=neighbor.id)
+            hits.append(
+                Hit(
+                    id=neighbor.id,
+                    score=neighbor.score,
+                    image_path=record.image_path,
+                    description=record.description,
+                    metadata=record.metadata,
+                )
+            )
+        return hits
+
+    def _id_filter(self, filter: Filter | None) -> IdFilter | None:
+        if filter is None or callable(filter):
+            return filter  # type: ignore[return-value]
+        if not isinstance(filter, Mapping):
+            raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
+        wanted = dict(filter)
+        store = self.description_store
+
+        def keep(id_: str) -> bool:
+            try:
+                metadata = store.get(id_).metadata
+            except NotFoundError:
+                return False
+            return all(metadata.get(key) == value for key, value in wanted.items())
+
+        return keep
+
+    # -- records -----------------------------------------------------------------
+
+    def get(self, id: str) -> Record:
+        """The stored record of ``id``.
+
+        Raises:
+            NotFoundError: Unknown id.
+        """
+        if id not in self.vector_store:
+            raise NotFoundError(f"no image with id {id!r} in the knowledge base")
+        try:
+            return self.description_store.get(id)
+        except NotFoundError:
+            return Record(id=id)
+
+    def describe(self, id: str, description: str | None, *, metadata: Mapping[str, Any] | None = None) -> Record:
+        """Replace the description (and optionally the metadata) of ``id``, without re-embedding.
+
+        Raises:
+            NotFoundError: Unknown id.
+        """
+        self._check_writable()
+        current = self.get(id)
+        updated = attrs.evolve(
+            current,
+            description=description,
+            metadata=dict(metadata) if metadata is not None else current.metadata,
+        )
+        self.description_store.put([updated])
+        return updated
+
+    def remove(self, ids: Iterable[str] | str) -> int:
+        """Remove images by id (vectors and descriptions). Unknown ids are ignored.
+
+        Returns:
+            How many images were removed.
+        """
+        self._check_writable()
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        removed = self.vector_store.remove(ids)
+        self.description_store.delete(ids)
+        return removed
+
+    def ids(self) -> list[str]:
+        """Ids of every image in the knowledge base."""
+        return self.vector_store.ids()
+
+    def __len__(self) -> int:
+        return len(self.vector_store)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self.vector_store
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path is not None else "in memory"
+        return (
+            f"MultimodalRAG({where}, {len(self)} images, embedder={kind_of(self.embedder)}, "
+            f"vector_store={kind_of(self.vector_store)}, description_store={kind_of(self.description_store)})"
+        )
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError("this knowledge base was opened read-only")
+
+
+def _aligned(name: str, values: Sequence[Any] | None, n: int) -> list[Any]:
+    if values is None:
+        return [None] * n
+    if isinstance(values, (str, Mapping)):
+        raise InvalidInputError(f"{name} must be a sequence with one entry per image")
+    values = list(values)
+    if len(values) != n:
+        raise InvalidInputError(f"got {n} images but {len(values)} {name}")
+    return values
+
+
+def _check_embedder(embedder: Embedder, recorded: Mapping[str, Any], path: Path) -> None:
+    if embedder.dim != recorded["dim"] or embedder.fingerprint != recorded["fingerprint"]:
+        raise EmbedderMismatchError(
+            f"knowledge base {str(path)!r} was built with embedder {recorded['fingerprint']!r} "
+            f"({recorded['dim']}-d), but the embedder given is {embedder.fingerprint!r} ({embedder.dim}-d); "
+            "open it with the same model and weights, or rebuild it"
+        )

@@ -1,0 +1,109 @@
+"""Finds a component class by the kind named in a manifest.
+
+Built-in backends are known by a short kind (``"faiss-flat"``, ``"sqlite"``) and
+imported only when first used, so a knowledge base never pays for backends it
+does not use. A user's own class is named by its dotted path
+(``"mypackage.stores:MyStore"``). Because a manifest may come from someone else,
+such a module is imported only when the caller allows it (``allow_modules``):
+opening a knowledge base never runs code that the caller did not choose.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from multimodal_rag.errors import UnknownBackendError
+
+Role = Literal["embedder", "vector_store", "description_store", "answerer"]
+
+# kind -> "module:Class". Keep each role's table sorted by kind.
+BUILTINS: dict[Role, dict[str, str]] = {
+    "embedder": {},
+    "vector_store": {
+        "faiss-flat": "multimodal_rag.vectors.faiss_flat:FaissFlatStore",
+    },
+    "description_store": {
+        "jsonl": "multimodal_rag.descriptions.jsonl:JSONLDescriptionStore",
+        "sqlite": "multimodal_rag.descriptions.sqlite:SQLiteDescriptionStore",
+    },
+    "answerer": {},
+}
+
+_PROTOCOLS = {
+    "embedder": "Embedder",
+    "vector_store": "VectorStore",
+    "description_store": "DescriptionStore",
+    "answerer": "Answerer",
+}
+
+
+def kind_of(component: object) -> str:
+    """The kind to record in a manifest for ``component``.
+
+    Built-in classes are named by their short kind; any other class by its
+    ``module:qualname`` path, so that it can be found again.
+    """
+    cls = type(component)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    for table in BUILTINS.values():
+        for kind, target in table.items():
+            if target == path:
+                return kind
+    return path
+
+
+def resolve(role: Role, kind: str, *, allow_modules: Iterable[str] = ()) -> type[Any]:
+    """Import and return the class registered as ``kind`` for ``role``.
+
+    Args:
+        role: Which protocol the class must implement.
+        kind: A built-in short kind, or ``"package.module:Class"``.
+        allow_modules: Top-level packages (or full module names) whose classes may be
+            imported by dotted path. Built-in kinds are always allowed.
+
+    Raises:
+        UnknownBackendError: Unknown kind, a module not allowed, or a class that
+            does not implement the role's protocol.
+    """
+    from multimodal_rag import protocols
+
+    table = BUILTINS[role]
+    if kind in table:
+        target = table[kind]
+    elif ":" in kind:
+        module_name = kind.split(":", 1)[0]
+        allowed = set(allow_modules)
+        parts = module_name.split(".")
+        if not any(".".join(parts[:i]) in allowed for i in range(1, len(parts) + 1)):
+            raise UnknownBackendError(
+                f"the {role.replace('_', ' ')} {kind!r} comes from module {module_name!r}, "
+                f"which is not allowed; pass allow_modules=[{parts[0]!r}] to import it"
+            )
+        target = kind
+    else:
+        known = ", ".join(sorted(table)) or "none"
+        raise UnknownBackendError(
+            f"unknown {role.replace('_', ' ')} kind {kind!r}; built-in kinds: {known}; "
+            "a custom class is named 'package.module:ClassName'"
+        )
+    module_name, _, qualname = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for attr in qualname.split("."):
+            obj = getattr(obj, attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownBackendError(f"cannot import {target!r} for kind {kind!r}: {exc}") from exc
+    protocol = getattr(protocols, _PROTOCOLS[role])
+    if not isinstance(obj, type) or not _implements(obj, protocol):
+        raise UnknownBackendError(f"{target!r} does not implement {protocol.__name__}")
+    return obj
+
+
+def _implements(cls: type, protocol: type) -> bool:
+    if protocol in cls.__mro__:
+        return True
+    # Duck-typed class: it must provide every method the protocol requires.
+    required = getattr(protocol, "__abstractmethods__", ())
+    return all(hasattr(cls, name) for name in required)

@@ -1,0 +1,150 @@
+"""Records that cross the library's public boundary."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Union, overload
+
+from attrs import field, frozen
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+#: Anything the library accepts as an image: a file path, encoded bytes or a PIL image.
+ImageInput = Union[str, "os.PathLike[str]", bytes, "PILImage.Image"]
+
+__all__ = ["AddResult", "Answer", "Hit", "ImageInput", "Neighbor", "Record", "Skipped", "Source"]
+
+
+class Neighbor(NamedTuple):
+    """One result of a :class:`~multimodal_rag.VectorStore` search."""
+
+    id: str
+    score: float
+
+
+def _frozen_dict(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
+@frozen(kw_only=True)
+class Record:
+    """What the description store keeps about one knowledge-base image.
+
+    Attributes:
+        id: Stable id of the image (by default a hash of its bytes).
+        image_path: Where the image lives, or ``None`` when it was added from memory
+            and not kept on disk.
+        description: The text that describes the image, or ``None`` if none was given.
+        metadata: Any other JSON-serialisable fields (kept from the descriptions file).
+    """
+
+    id: str
+    image_path: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = field(factory=dict, converter=_frozen_dict)
+
+
+@frozen(kw_only=True)
+class Hit:
+    """One search result: the matched image with its description, best first.
+
+    Attributes:
+        id: The image's id.
+        score: Cosine similarity to the query (higher is more similar).
+        image_path: Path of the matched image, if known.
+        description: Its description, or ``None``.
+        metadata: Its metadata.
+    """
+
+    id: str
+    score: float
+    image_path: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = field(factory=dict, converter=_frozen_dict)
+
+
+@frozen(kw_only=True)
+class Skipped:
+    """An input that was not indexed, and why."""
+
+    source: str
+    reason: str
+
+
+@frozen(kw_only=True)
+class AddResult(Sequence[str]):
+    """What an ingest did. Behaves as the sequence of ids of every indexed input.
+
+    Attributes:
+        ids: Id of every input that is now in the knowledge base, in input order
+            (new ones and ones that were already there).
+        added: Ids that were new and have been embedded.
+        duplicates: ``(source, id)`` of inputs whose image was already present, in
+            the knowledge base or earlier in the same batch; nothing was stored twice.
+        skipped: Inputs that could not be indexed (unreadable image, ...), with the reason.
+        undescribed: Ids of added images that have no description.
+    """
+
+    ids: tuple[str, ...] = field(converter=tuple)
+    added: tuple[str, ...] = field(converter=tuple)
+    duplicates: tuple[tuple[str, str], ...] = field(converter=tuple, default=())
+    skipped: tuple[Skipped, ...] = field(converter=tuple, default=())
+    undescribed: tuple[str, ...] = field(converter=tuple, default=())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self.ids[index]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+
+@frozen(kw_only=True)
+class Source:
+    """A knowledge-base item an answer was based on."""
+
+    id: str
+    score: float
+    description: str | None = None
+    image_path: str | None = None
+
+
+@frozen(kw_only=True)
+class Answer:
+    """An answer to a question, with what it was based on.
+
+    Attributes:
+        text: The answer.
+        sources: The matches given to the model, best first.
+        model: Which model answered (``"extractive"`` for the offline answerer).
+        usage: Token counts reported by the provider, if any.
+        latency_s: Seconds spent producing the answer.
+    """
+
+    text: str
+    sources: tuple[Source, ...] = field(converter=tuple, default=())
+    model: str = ""
+    usage: dict[str, int] = field(factory=dict, converter=_frozen_dict)
+    latency_s: float = 0.0
+
+
+def source_name(image: object) -> str:
+    """How an image input is named in messages and reports."""
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return "<PIL image>"
+
+
+def is_path(image: object) -> bool:
+    return isinstance(image, (str, Path, os.PathLike))

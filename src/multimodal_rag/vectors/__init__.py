@@ -1,0 +1,1 @@
+"""Vector stores: one module per backend, all implementing :class:`~multimodal_rag.VectorStore`."""

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import COLORS, ColorEmbedder, solid
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def embedder() -> ColorEmbedder:
+    return ColorEmbedder()
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    """A folder of solid-colour images in two subfolders, with a cookbook descriptions file."""
+    root = tmp_path / "image_database"
+    entries = []
+    for i, name in enumerate(COLORS):
+        sub = root / ("warm" if name in ("red", "yellow", "magenta") else "other")
+        sub.mkdir(parents=True, exist_ok=True)
+        suffix = [".png", ".JPG", ".jpeg", ".webp"][i % 4]
+        file = sub / f"{name}{suffix}"
+        fmt = {".png": "PNG", ".JPG": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}[suffix]
+        solid(name, (40 + i, 30)).save(file, format=fmt, quality=95)
+        if name != "black":  # one image has no description
+            entries.append(
+                {"image_path": str(file.relative_to(root)), "description": f"A {name} square.", "shade": name}
+            )
+    (root / "description.json").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+    return root
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def clustered_vectors(rng: np.random.Generator, n: int, dim: int, clusters: int = 8) -> np.ndarray:
+    """Normalised vectors in a few clusters, so nearest neighbours are well defined."""
+    centers = rng.standard_normal((clusters, dim))
+    rows = centers[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, dim))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+VectorStoreFactory = Callable[[int], object]

@@ -1,0 +1,132 @@
+"""Knowledge bases on disk: manifest, checksums, embedder checks, the writer's lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ColorEmbedder, solid
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.errors import (
+    CorruptFileError,
+    EmbedderMismatchError,
+    KnowledgeBaseError,
+    KnowledgeBaseExistsError,
+    KnowledgeBaseLockedError,
+    KnowledgeBaseNotFoundError,
+    ManifestError,
+    UnknownBackendError,
+)
+
+
+@pytest.fixture
+def kb(tmp_path: Path, embedder: ColorEmbedder) -> Path:
+    rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder)
+    rag.add([solid("red"), solid("blue")], descriptions=["r", "b"], progress=False)
+    rag.save()
+    rag.close()
+    return tmp_path / "kb"
+
+
+def test_manifest_records_components_versions_and_checksums(kb: Path) -> None:
+    manifest = json.loads((kb / "manifest.json").read_text())
+    assert manifest["format"] == "multimodal-rag-knowledge-base" and manifest["format_version"] == 1
+    assert manifest["library_version"]
+    assert manifest["embedder"]["fingerprint"] == "test-color:grid=4" and manifest["embedder"]["dim"] == 48
+    assert manifest["vector_store"]["kind"] == "faiss-flat"
+    assert manifest["description_store"]["kind"] == "sqlite"
+    assert manifest["counts"] == {"vectors": 2, "descriptions": 2}
+    assert set(manifest["files"]) == {"vectors/index.faiss", "vectors/ids.json", "descriptions/descriptions.sqlite"}
+    assert [p.name for p in (kb / "snapshots").iterdir()] == [f"{manifest['generation']:08d}"]
+
+
+def test_open_with_another_embedder_names_both(kb: Path) -> None:
+    with pytest.raises(EmbedderMismatchError, match=r"test-color:grid=4.*48-d.*test-color:grid=2.*12-d"):
+        MultimodalRAG.open(kb, embedder=ColorEmbedder(grid=2))
+
+
+def test_embedder_is_rebuilt_from_the_manifest_only_when_allowed(kb: Path) -> None:
+    with pytest.raises(UnknownBackendError, match="allow_modules"):
+        MultimodalRAG.open(kb, read_only=True)
+    rag = MultimodalRAG.open(kb, read_only=True, allow_modules=["helpers"])
+    assert isinstance(rag.embedder, ColorEmbedder) and len(rag) == 2
+
+
+def test_unknown_format_version_fails_clearly(kb: Path, embedder) -> None:
+    manifest = json.loads((kb / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (kb / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="format version 99"):
+        MultimodalRAG.open(kb, embedder=embedder)
+    (kb / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="manifest.json"):
+        MultimodalRAG.open(kb, embedder=embedder)
+
+
+def test_a_changed_file_is_reported_by_name(kb: Path, embedder) -> None:
+    [index] = kb.glob("snapshots/*/vectors/index.faiss")
+    data = bytearray(index.read_bytes())
+    data[-5] ^= 0xFF
+    index.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="index.faiss"):
+        MultimodalRAG.open(kb, embedder=embedder)
+
+
+def test_missing_and_existing_knowledge_bases(tmp_path: Path, kb: Path, embedder) -> None:
+    with pytest.raises(KnowledgeBaseNotFoundError):
+        MultimodalRAG.open(tmp_path / "nothing", embedder=embedder)
+    with pytest.raises(KnowledgeBaseExistsError):
+        MultimodalRAG.create(kb, embedder=embedder)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file.txt").write_text("x")
+    with pytest.raises(KnowledgeBaseExistsError, match="not an empty directory"):
+        MultimodalRAG.create(tmp_path / "busy", embedder=embedder)
+    rag = MultimodalRAG.create(kb, embedder=embedder, exist_ok=True)
+    assert len(rag) == 2
+
+
+def test_second_writer_is_refused_with_the_holders_pid(kb: Path, embedder) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; sys.path[:0] = ['src', 'tests'];"
+         "from helpers import ColorEmbedder; from multimodal_rag import MultimodalRAG;"
+         f"rag = MultimodalRAG.open({str(kb)!r}, embedder=ColorEmbedder()); print('ready', flush=True);"
+         "time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(KnowledgeBaseLockedError, match=f"pid {holder.pid}"):
+            MultimodalRAG.open(kb, embedder=embedder)
+        assert len(MultimodalRAG.open(kb, embedder=embedder, read_only=True)) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    MultimodalRAG.open(kb, embedder=embedder).close()  # released when the holder died
+
+
+def test_failed_save_keeps_the_previous_state(kb: Path, embedder, monkeypatch) -> None:
+    rag = MultimodalRAG.open(kb, embedder=embedder)
+    rag.add([solid("green")], progress=False)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(rag.description_store), "save", disk_full)
+    with pytest.raises(KnowledgeBaseError, match="No space left.*previous save is intact"):
+        rag.save()
+    rag.close()
+    reopened = MultimodalRAG.open(kb, embedder=embedder, read_only=True)
+    assert len(reopened) == 2
+    assert len(list((kb / "snapshots").iterdir())) == 1
+
+
+def test_stale_snapshots_are_removed_on_open(kb: Path, embedder) -> None:
+    (kb / "snapshots" / "99999999.tmp").mkdir()
+    MultimodalRAG.open(kb, embedder=embedder).close()
+    assert len(list((kb / "snapshots").iterdir())) == 1

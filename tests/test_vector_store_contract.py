@@ -1,0 +1,198 @@
+"""The contract every VectorStore must keep. A new backend adds one entry to VECTOR_STORES."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import clustered_vectors
+from multimodal_rag.errors import DimensionMismatchError, InvalidInputError, NotFoundError
+from multimodal_rag.protocols import VectorStore
+
+
+def _faiss_flat(dim: int) -> VectorStore:
+    from multimodal_rag.vectors.faiss_flat import FaissFlatStore
+
+    return FaissFlatStore(dim)
+
+
+#: name -> factory(dim) of an empty store. Every store here must pass every test below.
+VECTOR_STORES: dict[str, Callable[[int], VectorStore]] = {
+    "faiss-flat": _faiss_flat,
+}
+
+DIM = 32
+
+
+@pytest.fixture(params=sorted(VECTOR_STORES))
+def make_store(request: pytest.FixtureRequest) -> Callable[[], VectorStore]:
+    return lambda: VECTOR_STORES[request.param](DIM)
+
+
+def reload(store: VectorStore, directory: Path) -> VectorStore:
+    directory.mkdir()
+    store.save(directory)
+    config: dict[str, Any] = json.loads(json.dumps(store.config()))  # as the manifest keeps it
+    return type(store).load(directory, dim=store.dim, **config)
+
+
+@pytest.fixture
+def data(rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    vectors = clustered_vectors(rng, 200, DIM)
+    return [f"img-{i}" for i in range(len(vectors))], vectors
+
+
+def test_each_vector_finds_itself_first(make_store, data) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids, vectors)
+    results = store.search(vectors[:50], 5)
+    assert [r[0].id for r in results] == ids[:50]
+    for row in results:
+        assert row[0].score == pytest.approx(1.0, abs=1e-4)
+        scores = [n.score for n in row]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_scores_are_inner_products(make_store, data) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids, vectors)
+    query = vectors[7]
+    for neighbor in store.search(query[None, :], 10)[0]:
+        expected = float(vectors[ids.index(neighbor.id)] @ query)
+        assert neighbor.score == pytest.approx(expected, abs=1e-3)
+
+
+def test_k_larger_than_store_returns_everything_unpadded(make_store, data) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids[:3], vectors[:3])
+    result = store.search(vectors[:1], 50)[0]
+    assert sorted(n.id for n in result) == sorted(ids[:3])
+    assert all(isinstance(n.id, str) for n in result)
+
+
+def test_empty_store_returns_no_results(make_store, data) -> None:
+    store = make_store()
+    assert len(store) == 0
+    assert store.search(data[1][:2], 3) == [[], []]
+
+
+def test_unicode_ids_round_trip(make_store, data, tmp_path: Path) -> None:
+    ids = ["🦜 parrot", "طوطی", "a/b\\c", "x" * 300]
+    store = make_store()
+    store.add(ids, data[1][:4])
+    loaded = reload(store, tmp_path / "s")
+    assert sorted(loaded.ids()) == sorted(ids)
+    assert loaded.search(data[1][1:2], 1)[0][0].id == "طوطی"
+
+
+def test_remove_drops_ids_and_ignores_unknown(make_store, data) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids, vectors)
+    assert store.remove([ids[0], ids[1], "never-added"]) == 2
+    assert len(store) == len(ids) - 2
+    assert ids[0] not in store and ids[2] in store
+    returned = {n.id for row in store.search(vectors[:5], 20) for n in row}
+    assert ids[0] not in returned and ids[1] not in returned
+    assert store.remove([ids[0]]) == 0
+
+
+def test_readding_an_id_replaces_its_vector(make_store, data) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids[:10], vectors[:10])
+    store.add([ids[0]], vectors[50:51])
+    assert len(store) == 10
+    np.testing.assert_allclose(store.get_vectors([ids[0]])[0], vectors[50], atol=1e-5)
+    assert store.search(vectors[50:51], 1)[0][0].id == ids[0]
+
+
+def test_labels_are_never_reused_after_removal(make_store, data, tmp_path: Path) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(["a", "b"], vectors[:2])
+    store.remove(["a"])
+    store.add(["c"], vectors[2:3])
+    store = reload(store, tmp_path / "s")
+    store.add(["d"], vectors[3:4])
+    np.testing.assert_allclose(store.get_vectors(["b", "c", "d"]), vectors[1:4], atol=1e-5)
+    for row, expected in zip(store.search(vectors[1:4], 1), ["b", "c", "d"]):
+        assert row[0].id == expected
+
+
+def test_get_vectors_of_unknown_id_raises(make_store, data) -> None:
+    store = make_store()
+    store.add(["a"], data[1][:1])
+    with pytest.raises(NotFoundError, match="'zzz'"):
+        store.get_vectors(["a", "zzz"])
+
+
+@pytest.mark.parametrize(
+    ("ids", "vectors", "error"),
+    [
+        (["a"], np.ones((1, DIM + 1)), DimensionMismatchError),
+        (["a", "b"], np.ones((1, DIM)), InvalidInputError),
+        (["a", "a"], np.ones((2, DIM)), InvalidInputError),
+        ([""], np.ones((1, DIM)), InvalidInputError),
+        (["a"], np.full((1, DIM), np.nan), InvalidInputError),
+        (["a"], np.full((1, DIM), np.inf), InvalidInputError),
+        (["a"], np.zeros((1, DIM)), InvalidInputError),
+        (["a"], np.array([["x"] * DIM]), InvalidInputError),
+        (["a"], np.ones((1, 2, DIM)), InvalidInputError),
+        ("ab", np.ones((2, DIM)), InvalidInputError),
+    ],
+)
+def test_bad_adds_are_refused_and_change_nothing(make_store, data, ids, vectors, error) -> None:
+    store = make_store()
+    store.add(["keep"], data[1][:1])
+    with pytest.raises(error):
+        store.add(ids, vectors)
+    assert store.ids() == ["keep"]
+    assert store.search(data[1][:1], 5)[0][0].id == "keep"
+
+
+def test_bad_queries_are_refused(make_store, data) -> None:
+    store = make_store()
+    store.add(["a"], data[1][:1])
+    with pytest.raises(InvalidInputError):
+        store.search(data[1][:1], 0)
+    with pytest.raises(DimensionMismatchError):
+        store.search(np.ones((1, DIM + 2), np.float32), 1)
+    with pytest.raises(InvalidInputError):
+        store.search(np.full((1, DIM), np.nan, np.float32), 1)
+
+
+def test_filtered_search_still_returns_k(make_store, data) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids, vectors)
+    wanted = set(ids[::10])  # 20 of 200, mostly far from the query
+    result = store.search(vectors[1:2], 15, filter=wanted.__contains__)[0]
+    assert len(result) == 15
+    assert {n.id for n in result} <= wanted
+    assert store.search(vectors[1:2], 50, filter=wanted.__contains__)[0].__len__() == 20
+
+
+def test_save_and_load_give_the_same_results(make_store, data, tmp_path: Path) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids, vectors)
+    store.remove(ids[:5])
+    loaded = reload(store, tmp_path / "s")
+    assert len(loaded) == len(store) and sorted(loaded.ids()) == sorted(store.ids())
+    assert loaded.search(vectors[:20], 5) == store.search(vectors[:20], 5)
+    assert all(isinstance(v, (int, float, str, bool, type(None), list, dict)) for v in loaded.config().values())
+
+
+def test_single_query_vector_is_accepted(make_store, data) -> None:
+    store = make_store()
+    store.add(["a", "b"], data[1][:2])
+    assert store.search(data[1][1], 1)[0][0].id == "b"
