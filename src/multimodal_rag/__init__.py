@@ -48,13 +48,17 @@ _EXPORTS: dict[str, str] = {
     "MultimodalRAGError": "multimodal_rag.errors",
     "Neighbor": "multimodal_rag.types",
     "NotFoundError": "multimodal_rag.errors",
+    "Problem": "multimodal_rag.verify",
+    "ProblemKind": "multimodal_rag.verify",
     "ReadOnlyError": "multimodal_rag.errors",
     "Record": "multimodal_rag.types",
+    "RepairReport": "multimodal_rag.verify",
     "SQLiteDescriptionStore": "multimodal_rag.descriptions.sqlite",
     "Skipped": "multimodal_rag.types",
     "Source": "multimodal_rag.types",
     "UnknownBackendError": "multimodal_rag.errors",
     "VectorStore": "multimodal_rag.protocols",
+    "VerificationReport": "multimodal_rag.verify",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -81,3 +85,4 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.types import AddResult, Answer, Hit, Neighbor, Record, Skipped, Source
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore
+    from multimodal_rag.verify import Problem, ProblemKind, RepairReport, VerificationReport

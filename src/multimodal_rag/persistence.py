@@ -139,18 +139,24 @@ class KnowledgeBaseDirectory:
         Raises:
             CorruptFileError: A file is missing or its content changed; names the file.
         """
+        for path, reason in self.check_snapshot(manifest):
+            raise CorruptFileError(f"knowledge-base file {str(path)!r} {reason}")
+        return self.snapshot(manifest["generation"])
+
+    def check_snapshot(self, manifest: dict[str, Any]) -> list[tuple[Path, str]]:
+        """``(file, what is wrong)`` for each file of the manifest's snapshot that fails its checksum."""
         snapshot = self.snapshot(manifest["generation"])
+        problems = []
         for relative, expected in manifest["files"].items():
             path = snapshot / relative
             try:
                 actual = sha256_file(path)
             except OSError as exc:
-                raise CorruptFileError(f"knowledge-base file {str(path)!r} cannot be read: {exc}") from exc
+                problems.append((path, f"cannot be read: {exc}"))
+                continue
             if actual != expected:
-                raise CorruptFileError(
-                    f"knowledge-base file {str(path)!r} is corrupt: its checksum does not match the manifest"
-                )
-        return snapshot
+                problems.append((path, "is corrupt: its checksum does not match the manifest"))
+        return problems
 
     def remove_stale_snapshots(self, *, keep: int) -> None:
         """Delete snapshots other than ``keep`` (left by earlier saves or by a crash)."""

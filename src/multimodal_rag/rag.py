@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -34,6 +34,9 @@ from multimodal_rag.protocols import (
 )
 from multimodal_rag.registry import kind_of, resolve
 from multimodal_rag.types import AddResult, Hit, ImageInput, Record, Skipped, is_path, source_name
+
+if TYPE_CHECKING:
+    from multimodal_rag.verify import RepairReport, VerificationReport
 
 __all__ = ["MultimodalRAG"]
 
@@ -258,6 +261,43 @@ class MultimodalRAG:
                 self.save()
         finally:
             self.close()
+
+    # -- integrity ---------------------------------------------------------------
+
+    def verify(self) -> VerificationReport:
+        """Check that the knowledge base's parts agree and its files are intact.
+
+        Looks for vectors without a description record, records without a vector,
+        image files that are missing, vectors that are not finite or all zeros, and
+        (for a knowledge base on disk) files whose checksum no longer matches the
+        manifest. Nothing is changed.
+
+        Returns:
+            A report; ``report.ok`` is true when nothing is wrong, and each of
+            ``report.problems`` has a ``kind``, the ``id`` concerned (or ``None``)
+            and a ``detail`` sentence.
+        """
+        from multimodal_rag.verify import verify_knowledge_base
+
+        return verify_knowledge_base(self)
+
+    def repair(self) -> RepairReport:
+        """Rebuild what :meth:`verify` found broken, without losing any description.
+
+        Rebuilds the vector index from the vectors it still holds, embeds again the
+        images of records whose vector is missing, gives vectors without a record an
+        empty one, and saves (for a knowledge base on disk).
+
+        Returns:
+            What was done, and in ``remaining`` what could not be fixed.
+
+        Raises:
+            ReadOnlyError: Opened read-only.
+        """
+        from multimodal_rag.verify import repair_knowledge_base
+
+        self._check_writable()
+        return repair_knowledge_base(self)
 
     # -- ingest ------------------------------------------------------------------
 

@@ -1,0 +1,247 @@
+"""Checking a knowledge base for damage, and rebuilding what can be rebuilt.
+
+:func:`verify_knowledge_base` looks for every way the parts of a knowledge base
+can disagree: a vector without a description record, a record without a
+vector, an image file that has gone, a vector that is not finite or is all
+zeros, and files on disk that no longer match the manifest's checksums.
+
+:func:`repair_knowledge_base` fixes what it can without losing a description:
+it rebuilds the vector index from the vectors it still holds, re-embeds
+records whose vector is missing (when their image is still on disk), gives
+vectors without a record an empty one, and saves, which writes fresh files
+with fresh checksums. What it cannot fix stays in its report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attrs import field, frozen
+
+from multimodal_rag.types import Record
+
+if TYPE_CHECKING:
+    from multimodal_rag.rag import MultimodalRAG
+
+__all__ = ["Problem", "ProblemKind", "RepairReport", "VerificationReport", "repair_knowledge_base", "verify_knowledge_base"]
+
+# Vectors are checked this many at a time, so memory stays flat on large knowledge bases.
+_CHUNK = 4096
+
+
+class ProblemKind:
+    """The kinds of :class:`Problem` (plain strings, so reports serialise as JSON)."""
+
+    VECTOR_WITHOUT_RECORD = "vector-without-record"
+    RECORD_WITHOUT_VECTOR = "record-without-vector"
+    MISSING_IMAGE = "missing-image"
+    BAD_VECTOR = "bad-vector"
+    CORRUPT_FILE = "corrupt-file"
+    UNREADABLE_VECTORS = "unreadable-vectors"
+
+
+@frozen(kw_only=True)
+class Problem:
+    """One thing wrong with a knowledge base.
+
+    Attributes:
+        kind: One of the :class:`ProblemKind` strings.
+        id: The image id concerned, or ``None`` for a problem with a file.
+        detail: A sentence explaining the problem (naming the file, where there is one).
+    """
+
+    kind: str
+    id: str | None
+    detail: str
+
+
+@frozen(kw_only=True)
+class VerificationReport:
+    """What :meth:`MultimodalRAG.verify` found.
+
+    Attributes:
+        problems: Every problem found, grouped by kind; empty when all is well.
+        vectors: Number of vectors checked.
+        records: Number of description records checked.
+    """
+
+    problems: tuple[Problem, ...] = field(converter=tuple, default=())
+    vectors: int = 0
+    records: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def of_kind(self, kind: str) -> list[Problem]:
+        """The problems of one kind."""
+        return [p for p in self.problems if p.kind == kind]
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.vectors} vectors, {self.records} records, no problems"
+        lines = [f"{len(self.problems)} problem(s) in {self.vectors} vectors and {self.records} records:"]
+        lines += [f"  {p.kind}: {p.detail}" for p in self.problems]
+        return "\n".join(lines)
+
+
+@frozen(kw_only=True)
+class RepairReport:
+    """What :meth:`MultimodalRAG.repair` did.
+
+    Attributes:
+        reembedded: Ids whose missing vector was rebuilt from their image.
+        records_created: Ids of vectors that had no record and got an empty one.
+        index_rebuilt: Whether the vector index was rebuilt from its stored vectors.
+        remaining: A verification after the repair: what could not be fixed.
+    """
+
+    reembedded: tuple[str, ...] = field(converter=tuple, default=())
+    records_created: tuple[str, ...] = field(converter=tuple, default=())
+    index_rebuilt: bool = False
+    remaining: VerificationReport = field(factory=VerificationReport)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is left to fix."""
+        return self.remaining.ok
+
+
+def verify_knowledge_base(rag: MultimodalRAG, *, check_files: bool = True) -> VerificationReport:
+    """Look for inconsistencies between a knowledge base's parts (see :meth:`MultimodalRAG.verify`)."""
+    problems: list[Problem] = []
+    vector_ids = rag.vector_store.ids()
+    records = {record.id: record for record in rag.description_store}
+    in_index = set(vector_ids)
+
+    for id_ in vector_ids:
+        if id_ not in records:
+            problems.append(
+                Problem(kind=ProblemKind.VECTOR_WITHOUT_RECORD, id=id_, detail=f"vector {id_!r} has no description record")
+            )
+    for id_ in records:
+        if id_ not in in_index:
+            problems.append(
+                Problem(kind=ProblemKind.RECORD_WITHOUT_VECTOR, id=id_, detail=f"record {id_!r} has no vector")
+            )
+    for record in records.values():
+        if record.image_path is not None and not Path(record.image_path).is_file():
+            problems.append(
+                Problem(
+                    kind=ProblemKind.MISSING_IMAGE,
+                    id=record.id,
+                    detail=f"image file {record.image_path!r} of {record.id!r} is missing",
+                )
+            )
+    problems.extend(_vector_problems(rag, vector_ids))
+    if check_files and rag._dir is not None:
+        problems.extend(_file_problems(rag))
+    return VerificationReport(problems=problems, vectors=len(vector_ids), records=len(records))
+
+
+def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
+    import numpy as np
+
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        try:
+            vectors = np.asarray(rag.vector_store.get_vectors(chunk), dtype=np.float32)
+        except Exception as exc:  # any failure here means the index itself is damaged
+            yield Problem(
+                kind=ProblemKind.UNREADABLE_VECTORS,
+                id=None,
+                detail=f"the vector store cannot return its stored vectors: {exc}",
+            )
+            return
+        if vectors.shape != (len(chunk), rag.vector_store.dim):
+            yield Problem(
+                kind=ProblemKind.UNREADABLE_VECTORS,
+                id=None,
+                detail=f"the vector store returned shape {vectors.shape} for {len(chunk)} ids",
+            )
+            return
+        bad = ~np.isfinite(vectors).all(axis=1) | (np.abs(vectors).sum(axis=1) == 0)
+        for row in np.flatnonzero(bad).tolist():
+            yield Problem(
+                kind=ProblemKind.BAD_VECTOR,
+                id=chunk[row],
+                detail=f"the vector of {chunk[row]!r} is all zeros or not finite",
+            )
+
+
+def _file_problems(rag: MultimodalRAG) -> Iterator[Problem]:
+    from multimodal_rag.errors import KnowledgeBaseError
+    from multimodal_rag.manifest import read_manifest
+
+    assert rag._dir is not None
+    try:
+        manifest = read_manifest(rag._dir.path)
+    except KnowledgeBaseError as exc:
+        yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))
+        return
+    for path, reason in rag._dir.check_snapshot(manifest):
+        yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=f"knowledge-base file {str(path)!r} {reason}")
+
+
+def repair_knowledge_base(rag: MultimodalRAG) -> RepairReport:
+    """Rebuild what can be rebuilt (see :meth:`MultimodalRAG.repair`)."""
+    before = verify_knowledge_base(rag, check_files=False)
+    index_rebuilt = False
+    if before.of_kind(ProblemKind.BAD_VECTOR) or before.of_kind(ProblemKind.UNREADABLE_VECTORS):
+        index_rebuilt = _rebuild_index(rag)
+
+    created = []
+    for problem in before.of_kind(ProblemKind.VECTOR_WITHOUT_RECORD):
+        assert problem.id is not None
+        if problem.id in rag.vector_store:
+            rag.description_store.put([Record(id=problem.id)])
+            created.append(problem.id)
+
+    reembedded = _reembed(rag, [p.id for p in before.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR) if p.id])
+    if rag._dir is not None:
+        rag.save()  # fresh files, fresh checksums
+    return RepairReport(
+        reembedded=reembedded,
+        records_created=created,
+        index_rebuilt=index_rebuilt,
+        remaining=verify_knowledge_base(rag),
+    )
+
+
+def _rebuild_index(rag: MultimodalRAG) -> bool:
+    """Copy every readable, valid vector into a fresh store of the same kind."""
+    import numpy as np
+
+    store = rag.vector_store
+    fresh: Any = type(store)(store.dim, **store.config())
+    for id_ in store.ids():
+        try:
+            vector = np.asarray(store.get_vectors([id_]), dtype=np.float32)
+        except Exception:  # unreadable: the id is dropped; its record makes it re-embeddable
+            continue
+        if np.isfinite(vector).all() and np.abs(vector).sum() > 0:
+            fresh.add([id_], vector)
+    rag.vector_store = fresh
+    return True
+
+
+def _reembed(rag: MultimodalRAG, ids: list[str]) -> list[str]:
+    """Embed again the images of records that lost their vector, where the image is still there."""
+    from multimodal_rag.errors import ImageError, InvalidInputError
+
+    done = []
+    records = rag.description_store.get_many(ids)
+    for id_ in ids:
+        record = records.get(id_)
+        if record is None or record.image_path is None or not Path(record.image_path).is_file():
+            continue
+        try:
+            vector = rag.embedder.embed_images([record.image_path])
+            rag.vector_store.add([id_], vector)
+        except (ImageError, InvalidInputError):
+            continue  # stays reported as a record without a vector
+        done.append(id_)
+    return done

@@ -1,0 +1,135 @@
+"""verify() finds each kind of damage; repair() fixes what can be fixed and keeps descriptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import ColorEmbedder, solid
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.errors import ReadOnlyError
+from multimodal_rag.types import Record
+from multimodal_rag.verify import ProblemKind
+
+
+@pytest.fixture
+def kb(tmp_path: Path, embedder: ColorEmbedder):
+    images = tmp_path / "images"
+    images.mkdir()
+    paths = []
+    for color in ("red", "green", "blue"):
+        solid(color).save(images / f"{color}.png")
+        paths.append(images / f"{color}.png")
+    rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder)
+    rag.add(paths, descriptions=["r", "g", "b"], progress=False)
+    rag.save()
+    yield rag
+    rag.close()
+
+
+def kinds(report) -> list[tuple[str, str | None]]:
+    return sorted((p.kind, p.id) for p in report.problems)
+
+
+def test_a_healthy_knowledge_base_verifies_ok(kb) -> None:
+    report = kb.verify()
+    assert report.ok and report.problems == () and report.vectors == 3 and report.records == 3
+    assert "no problems" in str(report)
+
+
+def test_vectors_and_records_that_drifted_apart_are_reported_by_id(kb) -> None:
+    red, green, _ = kb.ids()
+    kb.description_store.delete([red])
+    kb.vector_store.remove([green])
+    report = kb.verify()
+    assert not report.ok
+    assert kinds(report) == sorted(
+        [(ProblemKind.VECTOR_WITHOUT_RECORD, red), (ProblemKind.RECORD_WITHOUT_VECTOR, green)]
+    )
+    assert all(p.detail and p.id in p.detail for p in report.problems)
+
+
+def test_missing_image_files_are_reported(kb, tmp_path: Path) -> None:
+    (tmp_path / "images" / "blue.png").unlink()
+    report = kb.verify()
+    [problem] = report.problems
+    assert problem.kind == ProblemKind.MISSING_IMAGE and "blue.png" in problem.detail
+    assert problem.id == kb.get(problem.id).id
+
+
+def test_changed_files_on_disk_are_reported_by_name(kb) -> None:
+    [sqlite] = kb.path.glob("snapshots/*/descriptions/descriptions.sqlite")
+    sqlite.write_bytes(sqlite.read_bytes()[:-10])
+    [ids] = kb.path.glob("snapshots/*/vectors/ids.json")
+    ids.unlink()
+    report = kb.verify()
+    details = [p.detail for p in report.of_kind(ProblemKind.CORRUPT_FILE)]
+    assert len(details) == 2 and all(p.id is None for p in report.problems)
+    assert any("descriptions.sqlite" in d and "checksum" in d for d in details)
+    assert any("ids.json" in d and "cannot be read" in d for d in details)
+
+
+def test_bad_vectors_are_reported(embedder: ColorEmbedder) -> None:
+    rag = MultimodalRAG(embedder)
+    rag.add([solid("red"), solid("blue")], ids=["r", "b"], progress=False)
+    original = rag.vector_store.get_vectors
+
+    def damaged(ids):
+        out = original(ids)
+        out[[i for i, id_ in enumerate(ids) if id_ == "b"]] = np.nan
+        return out
+
+    rag.vector_store.get_vectors = damaged  # type: ignore[method-assign]
+    assert kinds(rag.verify()) == [(ProblemKind.BAD_VECTOR, "b")]
+
+
+def test_repair_reembeds_lost_vectors_and_keeps_every_description(kb) -> None:
+    red, green, blue = kb.ids()
+    descriptions = {id_: kb.get(id_).description for id_ in kb.ids()}
+    kb.vector_store.remove([red, green])
+    kb.description_store.put([Record(id="orphan-record", description="kept", image_path="/nowhere.png")])
+    report = kb.repair()
+    assert sorted(report.reembedded) == sorted([red, green])
+    assert kinds(report.remaining) == [
+        (ProblemKind.MISSING_IMAGE, "orphan-record"),
+        (ProblemKind.RECORD_WITHOUT_VECTOR, "orphan-record"),
+    ]
+    for id_, text in descriptions.items():
+        assert kb.get(id_).description == text
+    assert kb.description_store.get("orphan-record").description == "kept"
+    assert kb.search(image=solid("red"), k=1)[0].id == red
+    # The repair was saved: a fresh open sees it and the files verify.
+    kb.close()
+    reopened = MultimodalRAG.open(kb.path, embedder=ColorEmbedder(), read_only=True)
+    assert len(reopened) == 3 and not reopened.verify().of_kind(ProblemKind.CORRUPT_FILE)
+
+
+def test_repair_gives_orphan_vectors_a_record_and_rebuilds_a_damaged_index(embedder) -> None:
+    rag = MultimodalRAG(embedder)
+    rag.add([solid("red"), solid("blue")], ids=["r", "b"], descriptions=["red", None], progress=False)
+    rag.description_store.delete(["b"])
+    store = rag.vector_store
+    original = store.get_vectors
+
+    def damaged(ids):
+        out = original(ids)
+        out[[i for i, id_ in enumerate(ids) if id_ == "r"]] = 0.0
+        return out
+
+    store.get_vectors = damaged  # type: ignore[method-assign]
+    report = rag.repair()
+    assert report.records_created == ("b",) and report.index_rebuilt
+    assert rag.vector_store is not store and rag.ids() == ["b"]
+    # The zeroed vector was dropped from the index; its record stays, reported.
+    assert kinds(report.remaining) == [(ProblemKind.RECORD_WITHOUT_VECTOR, "r")]
+    assert rag.description_store.get("r").description == "red"
+
+
+def test_repair_is_refused_read_only(kb) -> None:
+    kb.close()
+    reader = MultimodalRAG.open(kb.path, embedder=ColorEmbedder(), read_only=True)
+    assert reader.verify().ok
+    with pytest.raises(ReadOnlyError):
+        reader.repair()
