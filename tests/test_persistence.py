@@ -120,10 +120,13 @@ def test_failed_save_keeps_the_previous_state(kb: Path, embedder, monkeypatch) -
     monkeypatch.setattr(type(rag.description_store), "save", disk_full)
     with pytest.raises(KnowledgeBaseError, match="No space left.*previous save is intact"):
         rag.save()
+    generation = json.loads((kb / "manifest.json").read_text())["generation"]
     rag.close()
-    reopened = MultimodalRAG.open(kb, embedder=embedder, read_only=True)
-    assert len(reopened) == 2
+    # The old snapshot is still the current one; the committed add survives in the journal.
+    assert json.loads((kb / "manifest.json").read_text())["generation"] == generation
     assert len(list((kb / "snapshots").iterdir())) == 1
+    reopened = MultimodalRAG.open(kb, embedder=embedder, read_only=True)
+    assert len(reopened) == 3 and reopened.verify().ok
 
 
 def test_stale_snapshots_are_removed_on_open(kb: Path, embedder) -> None:

@@ -127,11 +127,14 @@ def test_save_and_open_give_the_same_hits(tmp_path: Path, embedder: ColorEmbedde
         assert reopened.get(ids[1]).description == "new text" and len(reopened) == 7
 
 
-def test_unsaved_changes_are_not_on_disk(tmp_path: Path, embedder: ColorEmbedder) -> None:
+def test_committed_changes_survive_without_a_save(tmp_path: Path, embedder: ColorEmbedder) -> None:
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder)
-    rag.add([solid("red")], progress=False)
-    rag.close()
-    assert len(MultimodalRAG.open(tmp_path / "kb", embedder=embedder, read_only=True)) == 0
+    red, blue = rag.add([solid("red"), solid("blue")], descriptions=["r", "b"], progress=False)
+    rag.remove([blue])
+    rag.describe(red, "red, edited")
+    rag.close()  # no save: the journal holds every change
+    reopened = MultimodalRAG.open(tmp_path / "kb", embedder=embedder, read_only=True)
+    assert reopened.ids() == [red] and reopened.get(red).description == "red, edited"
 
 
 def test_context_manager_saves_on_success(tmp_path: Path, embedder: ColorEmbedder) -> None:

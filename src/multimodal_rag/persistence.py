@@ -7,6 +7,7 @@ Layout::
       snapshots/00000007/      the current snapshot, written whole by one save
         vectors/               the vector store's files
         descriptions/          the description store's files
+      journal.bin              changes committed since that snapshot (see journal.py)
       images/                  images added from memory (bytes, PIL), named by id
       .lock                    held (flock) by the one process that may write
 
@@ -35,13 +36,16 @@ from multimodal_rag.errors import (
 from multimodal_rag.fileio import atomic_write_json, fsync_directory, fsync_tree, sha256_file
 from multimodal_rag.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE
 
-__all__ = ["KnowledgeBaseDirectory"]
+__all__ = ["CREATE_LEFTOVERS", "KnowledgeBaseDirectory"]
 
 SNAPSHOTS = "snapshots"
 IMAGES = "images"
 VECTORS = "vectors"
 DESCRIPTIONS = "descriptions"
 LOCK_FILE = ".lock"
+JOURNAL_FILE = "journal.bin"
+#: What a create that crashed before writing its manifest can leave behind.
+CREATE_LEFTOVERS = frozenset({LOCK_FILE, SNAPSHOTS})
 
 
 class KnowledgeBaseDirectory:
@@ -54,6 +58,10 @@ class KnowledgeBaseDirectory:
     @property
     def images(self) -> Path:
         return self.path / IMAGES
+
+    @property
+    def journal(self) -> Path:
+        return self.path / JOURNAL_FILE
 
     def snapshot(self, generation: int) -> Path:
         return self.path / SNAPSHOTS / f"{generation:08d}"

@@ -14,6 +14,7 @@ from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import (
     DimensionMismatchError,
     EmbedderMismatchError,
+    CorruptFileError,
     ImageError,
     InvalidInputError,
     KnowledgeBaseExistsError,
@@ -22,8 +23,9 @@ from multimodal_rag.errors import (
     ReadOnlyError,
 )
 from multimodal_rag.images import content_id, image_bytes
+from multimodal_rag.journal import Journal, load_journal
 from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
-from multimodal_rag.persistence import KnowledgeBaseDirectory
+from multimodal_rag.persistence import CREATE_LEFTOVERS, KnowledgeBaseDirectory
 from multimodal_rag.protocols import (
     Answerer,
     DescriptionStore,
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from multimodal_rag.verify import RepairReport, VerificationReport
 
 __all__ = ["MultimodalRAG"]
+
+# How often a read-only open starts again when a writer saves while it loads.
+_READER_RETRIES = 3
 
 #: A search filter: metadata that must match exactly, or a predicate over ids.
 Filter = Mapping[str, Any] | IdFilter
@@ -105,6 +110,8 @@ class MultimodalRAG:
         self._dir = KnowledgeBaseDirectory(Path(path)) if path is not None else None
         self._generation = 0
         self._created_at: str | None = None
+        # Committed changes since the last save; set once the knowledge base has a snapshot.
+        self._journal: Journal | None = None
 
     # -- construction ------------------------------------------------------------
 
@@ -137,7 +144,10 @@ class MultimodalRAG:
             if exist_ok:
                 return cls.open(directory, embedder=embedder, answerer=answerer)
             raise KnowledgeBaseExistsError(f"a knowledge base already exists at {str(directory)!r}")
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        # A create killed before its first manifest leaves only a lock file and snapshots.
+        if directory.exists() and (
+            not directory.is_dir() or any(p.name not in CREATE_LEFTOVERS for p in directory.iterdir())
+        ):
             raise KnowledgeBaseExistsError(
                 f"{str(directory)!r} exists and is not an empty directory; choose a new path"
             )
@@ -186,20 +196,36 @@ class MultimodalRAG:
         if not read_only:
             directory.lock()
         try:
-            manifest = read_manifest(directory.path)
-            snapshot = directory.verify_snapshot(manifest)
-            recorded = manifest["embedder"]
-            if embedder is None:
-                embedder_cls = resolve("embedder", recorded["kind"], allow_modules=allow_modules)
-                embedder = embedder_cls(**recorded.get("config", {}))
-            _check_embedder(embedder, recorded, directory.path)
-            vs_entry, ds_entry = manifest["vector_store"], manifest["description_store"]
-            vs_cls = resolve("vector_store", vs_entry["kind"], allow_modules=allow_modules)
-            ds_cls = resolve("description_store", ds_entry["kind"], allow_modules=allow_modules)
-            vector_store = vs_cls.load(snapshot / "vectors", dim=recorded["dim"], **vs_entry.get("config", {}))
-            description_store = ds_cls.load(snapshot / "descriptions", **ds_entry.get("config", {}))
+            for attempt in range(_READER_RETRIES + 1):
+                manifest = read_manifest(directory.path)
+                try:
+                    snapshot = directory.verify_snapshot(manifest)
+                    recorded = manifest["embedder"]
+                    if embedder is None:
+                        embedder_cls = resolve("embedder", recorded["kind"], allow_modules=allow_modules)
+                        embedder = embedder_cls(**recorded.get("config", {}))
+                    _check_embedder(embedder, recorded, directory.path)
+                    vs_entry, ds_entry = manifest["vector_store"], manifest["description_store"]
+                    vs_cls = resolve("vector_store", vs_entry["kind"], allow_modules=allow_modules)
+                    ds_cls = resolve("description_store", ds_entry["kind"], allow_modules=allow_modules)
+                    vector_store = vs_cls.load(
+                        snapshot / "vectors", dim=recorded["dim"], **vs_entry.get("config", {})
+                    )
+                    description_store = ds_cls.load(snapshot / "descriptions", **ds_entry.get("config", {}))
+                    journal = load_journal(
+                        directory.journal, manifest["generation"], vector_store, description_store
+                    )
+                    break
+                except CorruptFileError:
+                    # A reader races the writer's saves: the snapshot its manifest named may
+                    # be replaced while it loads. Only a manifest that moved on is retried.
+                    moved = read_manifest(directory.path)["generation"] != manifest["generation"]
+                    if read_only and moved and attempt < _READER_RETRIES:
+                        continue
+                    raise
             if not read_only:
                 directory.remove_stale_snapshots(keep=manifest["generation"])
+                writer_journal = Journal.resume(directory.journal, journal, manifest["generation"])
         except BaseException:
             directory.unlock()
             raise
@@ -207,6 +233,7 @@ class MultimodalRAG:
         rag._dir = directory
         rag._generation = manifest["generation"]
         rag._created_at = manifest.get("created_at")
+        rag._journal = None if read_only else writer_journal
         return rag
 
     # -- persistence -------------------------------------------------------------
@@ -246,9 +273,20 @@ class MultimodalRAG:
         )
         self._generation = written["generation"]
         self._created_at = written["created_at"] or written["saved_at"]
+        # Only after the new manifest is in place: until then the old journal is still needed.
+        if self._journal is None:
+            self._journal = Journal(self._dir.journal, self._generation)
+        self._journal.reset(self._generation)
 
     def close(self) -> None:
-        """Release the writer's lock. Unsaved changes are not saved."""
+        """Release the writer's lock.
+
+        Changes since the last save stay in the journal and are replayed by the next
+        :meth:`open`; a save folds them into the snapshot, which makes opening faster.
+        """
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         if self._dir is not None:
             self._dir.unlock()
 
@@ -457,8 +495,14 @@ class MultimodalRAG:
                 bar.update(len(batch.indices) + len(batch.failures))
         finally:
             bar.close()
-        for batch_ids, vectors, records in pending:
-            self._commit(batch_ids, vectors, records)
+        if pending:  # one commit, so the call is stored whole or not at all
+            import numpy as np
+
+            self._commit(
+                [id_ for batch_ids, _, _ in pending for id_ in batch_ids],
+                np.concatenate([vectors for _, vectors, _ in pending]),
+                [record for _, _, records in pending for record in records],
+            )
 
         added_positions.sort()
         return AddResult(
@@ -500,13 +544,22 @@ class MultimodalRAG:
 
     def _commit(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
         # Vectors first: the store validates (NaN, zero rows, dimension) before it
-        # changes anything, so a bad batch leaves both stores as they were.
+        # changes anything, so a bad batch leaves both stores as they were. The
+        # journal entry comes last, once the batch is known to be good; when it cannot
+        # be written the batch is taken out again, so memory matches the disk.
         self.vector_store.add(ids, vectors)
         try:
             self.description_store.put(records)
         except BaseException:
             self.vector_store.remove(ids)
             raise
+        if self._journal is not None:
+            try:
+                self._journal.add(ids, vectors, records)
+            except BaseException:
+                self.vector_store.remove(ids)
+                self.description_store.delete(ids)
+                raise
 
     # -- search ------------------------------------------------------------------
 
@@ -624,6 +677,9 @@ class MultimodalRAG:
             description=description,
             metadata=dict(metadata) if metadata is not None else current.metadata,
         )
+        check_record(updated)
+        if self._journal is not None:
+            self._journal.put([updated])
         self.description_store.put([updated])
         return updated
 
@@ -635,6 +691,8 @@ class MultimodalRAG:
         """
         self._check_writable()
         ids = [ids] if isinstance(ids, str) else list(ids)
+        if self._journal is not None:
+            self._journal.remove(ids)
         removed = self.vector_store.remove(ids)
         self.description_store.delete(ids)
         return removed

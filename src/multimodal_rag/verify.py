@@ -3,7 +3,8 @@
 :func:`verify_knowledge_base` looks for every way the parts of a knowledge base
 can disagree: a vector without a description record, a record without a
 vector, an image file that has gone, a vector that is not finite or is all
-zeros, and files on disk that no longer match the manifest's checksums.
+zeros, files on disk that no longer match the manifest's checksums, and a
+damaged journal.
 
 :func:`repair_knowledge_base` fixes what it can without losing a description:
 it rebuilds the vector index from the vectors it still holds, re-embeds
@@ -174,6 +175,7 @@ def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
 
 def _file_problems(rag: MultimodalRAG) -> Iterator[Problem]:
     from multimodal_rag.errors import KnowledgeBaseError
+    from multimodal_rag.journal import read_journal
     from multimodal_rag.manifest import read_manifest
 
     assert rag._dir is not None
@@ -184,6 +186,10 @@ def _file_problems(rag: MultimodalRAG) -> Iterator[Problem]:
         return
     for path, reason in rag._dir.check_snapshot(manifest):
         yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=f"knowledge-base file {str(path)!r} {reason}")
+    try:
+        read_journal(rag._dir.journal)
+    except KnowledgeBaseError as exc:
+        yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))
 
 
 def repair_knowledge_base(rag: MultimodalRAG) -> RepairReport:
