@@ -21,9 +21,41 @@ def _faiss_flat(dim: int) -> VectorStore:
     return FaissFlatStore(dim)
 
 
+def _faiss_hnsw(dim: int) -> VectorStore:
+    from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
+
+    return FaissHNSWStore(dim)
+
+
+def _hnswlib(dim: int) -> VectorStore:
+    from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
+
+    return HNSWLibStore(dim)
+
+
+def _faiss_ivf(dim: int) -> VectorStore:
+    from multimodal_rag.vectors.faiss_ivf import FaissIVFStore
+
+    # Few lists and a small training size, so that the 200-vector tests run on a
+    # trained index and the few-vector tests on the exact fallback before training.
+    return FaissIVFStore(dim, nlist=4, nprobe=2, train_size=50)
+
+
+def _faiss_ivf_pq(dim: int) -> VectorStore:
+    from multimodal_rag.vectors.faiss_ivf import FaissIVFStore
+
+    # 8 sub-quantisers of 4 bits keep little of a 32-d vector: a re-ranking pool of
+    # 16 candidates per result lets the exact stage recover the true neighbours.
+    return FaissIVFStore(dim, nlist=4, nprobe=2, pq_m=8, k_factor=16, train_size=50)
+
+
 #: name -> factory(dim) of an empty store. Every store here must pass every test below.
 VECTOR_STORES: dict[str, Callable[[int], VectorStore]] = {
     "faiss-flat": _faiss_flat,
+    "faiss-hnsw": _faiss_hnsw,
+    "faiss-ivf": _faiss_ivf,
+    "faiss-ivf-pq": _faiss_ivf_pq,
+    "hnswlib": _hnswlib,
 }
 
 DIM = 32
@@ -196,3 +228,32 @@ def test_single_query_vector_is_accepted(make_store, data) -> None:
     store = make_store()
     store.add(["a", "b"], data[1][:2])
     assert store.search(data[1][1], 1)[0][0].id == "b"
+
+
+def test_many_removals_never_return_removed_ids(make_store, data, tmp_path: Path) -> None:
+    # Enough removals that approximate stores must skip tombstones, compact on save,
+    # or fall back to exact search for some queries.
+    ids, vectors = data
+    store = make_store()
+    store.add(ids, vectors)
+    removed = set(ids[::4]) | set(ids[100:])
+    store.remove(removed)
+    live = [i for i in ids if i not in removed]
+    for current in (store, reload(store, tmp_path / "s")):
+        assert sorted(current.ids()) == sorted(live)
+        for row in current.search(vectors[:40], 20):
+            assert len(row) == 20
+            assert not {n.id for n in row} & removed
+        assert len(current.search(vectors[:1], 500)[0]) == len(live)
+
+
+def test_growing_in_batches_keeps_every_vector_findable(make_store, rng) -> None:
+    vectors = clustered_vectors(rng, 2500, DIM, clusters=40)
+    ids = [f"v{i}" for i in range(len(vectors))]
+    store = make_store()
+    for start in range(0, len(ids), 500):  # past any initial capacity or training size
+        store.add(ids[start : start + 500], vectors[start : start + 500])
+    assert len(store) == len(ids)
+    sample = rng.choice(len(ids), 100, replace=False)
+    found = [ids[i] in {n.id for n in row} for i, row in zip(sample, store.search(vectors[sample], 5))]
+    assert sum(found) >= 98  # approximate stores may miss a rare one

@@ -33,6 +33,9 @@ _EXPORTS: dict[str, str] = {
     "Embedder": "multimodal_rag.protocols",
     "EmbedderMismatchError": "multimodal_rag.errors",
     "FaissFlatStore": "multimodal_rag.vectors.faiss_flat",
+    "FaissHNSWStore": "multimodal_rag.vectors.faiss_hnsw",
+    "FaissIVFStore": "multimodal_rag.vectors.faiss_ivf",
+    "HNSWLibStore": "multimodal_rag.vectors.hnswlib_store",
     "Hit": "multimodal_rag.types",
     "ImageError": "multimodal_rag.errors",
     "InvalidInputError": "multimodal_rag.errors",
@@ -85,4 +88,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.types import AddResult, Answer, Hit, Neighbor, Record, Skipped, Source
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore
+    from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
+    from multimodal_rag.vectors.faiss_ivf import FaissIVFStore
+    from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
     from multimodal_rag.verify import Problem, ProblemKind, RepairReport, VerificationReport

@@ -23,6 +23,9 @@ BUILTINS: dict[Role, dict[str, str]] = {
     "embedder": {},
     "vector_store": {
         "faiss-flat": "multimodal_rag.vectors.faiss_flat:FaissFlatStore",
+        "faiss-hnsw": "multimodal_rag.vectors.faiss_hnsw:FaissHNSWStore",
+        "faiss-ivf": "multimodal_rag.vectors.faiss_ivf:FaissIVFStore",
+        "hnswlib": "multimodal_rag.vectors.hnswlib_store:HNSWLibStore",
     },
     "description_store": {
         "jsonl": "multimodal_rag.descriptions.jsonl:JSONLDescriptionStore",

@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from multimodal_rag.errors import CorruptFileError, InvalidInputError
-from multimodal_rag.protocols import IdFilter, VectorStore
+from multimodal_rag.errors import CorruptFileError
+from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor
-from multimodal_rag.vectors._common import (
-    LabelMap,
-    check_ids,
-    check_queries,
-    check_vectors,
-    filtered_search,
-)
+from multimodal_rag.vectors._base import LabelledVectorStore
+from multimodal_rag.vectors._common import LabelMap, top_k
 
 __all__ = ["FaissFlatStore"]
 
 _INDEX_FILE = "index.faiss"
 _IDS_FILE = "ids.json"
 
+#: Up to this many queries go through one BLAS matrix product plus a linear-time top-k.
+#: FAISS scans a handful of queries on a single thread, while the BLAS product streams
+#: the stored vectors once using every core, so small batches are memory-bound and about
+#: twice as fast this way; larger batches go to FAISS, which blocks the product in cache.
+_MATMUL_MAX_QUERIES = 16
 
-class FaissFlatStore(VectorStore):
+
+class FaissFlatStore(LabelledVectorStore):
     """Exact inner-product search (cosine on normalised vectors) with ``faiss.IndexFlatIP``.
 
     Best for up to a few hundred thousand vectors: no training, no recall loss.
     Ids map to int64 labels through a :class:`LabelMap` whose counter only grows.
+    Safe to search from many threads while one thread adds or removes.
 
     Args:
         dim: Dimension of the vectors.
@@ -38,82 +39,63 @@ class FaissFlatStore(VectorStore):
     kind: ClassVar[str] = "faiss-flat"
 
     def __init__(self, dim: int) -> None:
-        if not isinstance(dim, int) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        super().__init__(dim)
         import faiss
 
-        self._dim = dim
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._labels = LabelMap()
-
-    @property
-    def dim(self) -> int:
-        return self._dim
+        self._view: tuple[np.ndarray, np.ndarray] | None = None
 
     def config(self) -> dict[str, Any]:
         return {}
 
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def __contains__(self, id: object) -> bool:
-        return id in self._labels
-
-    def ids(self) -> list[str]:
-        return list(self._labels.label_of)
-
-    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        ids = check_ids(ids)
-        array = check_vectors(vectors, self._dim, count=len(ids))
-        if not ids:
-            return
-        self._remove_labels(self._labels.pop([i for i in ids if i in self._labels]))
-        self._index.add_with_ids(array, self._labels.assign(ids))
-
-    def remove(self, ids: Iterable[str]) -> int:
-        if isinstance(ids, str):
-            ids = [ids]
-        labels = self._labels.pop(ids)
-        self._remove_labels(labels)
-        return len(labels)
-
-    def _remove_labels(self, labels: np.ndarray) -> None:
-        if len(labels):
-            import faiss
-
-            self._index.remove_ids(faiss.IDSelectorBatch(labels))
-
-    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
-        labels = self._labels.labels(ids)
-        out = np.empty((len(labels), self._dim), dtype=np.float32)
-        for row, label in enumerate(labels.tolist()):
-            out[row] = self._index.reconstruct(label)
-        return out
-
     def search(
         self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None
     ) -> list[list[Neighbor]]:
-        array = check_queries(queries, self._dim, k)
-        if filter is not None:
-            return filtered_search(self._search, array, k, len(self), filter)
-        return self._search(array, k)
+        return self._search(queries, k, filter)
 
-    def _search(self, queries: np.ndarray, k: int) -> list[list[Neighbor]]:
-        k = min(k, len(self))
-        if k == 0:
-            return [[] for _ in range(len(queries))]
-        scores, labels = self._index.search(queries, k)
-        id_of = self._labels.id_of
-        return [
-            [Neighbor(id_of[label], float(score)) for score, label in zip(srow, lrow) if label >= 0]
-            for srow, lrow in zip(scores.tolist(), labels.tolist())
-        ]
+    def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        self._view = None
+        self._index.add_with_ids(vectors, labels)
+
+    def _index_remove(self, labels: np.ndarray) -> None:
+        import faiss
+
+        self._view = None
+        self._index.remove_ids(faiss.IDSelectorBatch(labels))
+
+    def _index_vectors(self, labels: np.ndarray) -> np.ndarray:
+        return np.stack([self._index.reconstruct(label) for label in labels.tolist()])
+
+    def _index_search(self, queries: np.ndarray, k: int, **params: Any) -> tuple[np.ndarray, np.ndarray]:
+        if len(queries) > _MATMUL_MAX_QUERIES:
+            return self._index.search(queries, k)
+        vectors, labels = self._stored()
+        scores, positions = top_k(queries @ vectors.T, k)
+        return scores, labels[positions]
+
+    def _stored(self) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-copy views of FAISS's vectors and labels, valid until the next change.
+
+        Only changes (under the write lock) reset the cache, so concurrent readers at
+        worst build it twice.
+        """
+        view = self._view
+        if view is None:
+            import faiss
+
+            n = self._index.ntotal
+            flat = faiss.downcast_index(self._index.index)
+            vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self._dim).reshape(n, self._dim)
+            labels = faiss.vector_to_array(self._index.id_map)
+            view = self._view = (vectors, labels)
+        return view
 
     def save(self, directory: Path) -> None:
         import faiss
 
-        faiss.write_index(self._index, str(Path(directory) / _INDEX_FILE))
-        self._labels.save(Path(directory) / _IDS_FILE)
+        with self._lock.read():
+            faiss.write_index(self._index, str(Path(directory) / _INDEX_FILE))
+            self._labels.save(Path(directory) / _IDS_FILE)
 
     @classmethod
     def load(cls, directory: Path, *, dim: int, **config: Any) -> FaissFlatStore:

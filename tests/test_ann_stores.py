@@ -1,0 +1,154 @@
+"""Behaviour specific to the approximate stores: knobs, training, compaction, recall."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import clustered_vectors
+from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.vectors.faiss_flat import FaissFlatStore
+from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
+from multimodal_rag.vectors.faiss_ivf import FaissIVFStore
+from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
+
+DIM = 64
+
+
+@pytest.fixture
+def corpus(rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    vectors = clustered_vectors(rng, 3000, DIM, clusters=60)
+    return [f"v{i}" for i in range(len(vectors))], vectors
+
+
+def near(rng: np.random.Generator, vectors: np.ndarray, n: int) -> np.ndarray:
+    """Queries close to stored vectors (as real queries are), not random directions."""
+    rows = vectors[rng.choice(len(vectors), n, replace=False)] + 0.05 * rng.standard_normal((n, DIM))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_ids(ids: list[str], vectors: np.ndarray, queries: np.ndarray, k: int) -> list[list[str]]:
+    flat = FaissFlatStore(DIM)
+    flat.add(ids, vectors)
+    return [[n.id for n in row] for row in flat.search(queries, k)]
+
+
+def recall(found: list[list[str]], truth: list[list[str]]) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: FaissHNSWStore(DIM),
+        lambda: HNSWLibStore(DIM),
+        lambda: FaissIVFStore(DIM, nlist=32, nprobe=8),
+        lambda: FaissIVFStore(DIM, nlist=32, nprobe=8, pq_m=16),
+    ],
+    ids=["faiss-hnsw", "hnswlib", "faiss-ivf", "faiss-ivf-pq"],
+)
+def test_default_search_settings_have_high_recall(make, corpus, rng) -> None:
+    ids, vectors = corpus
+    queries = near(rng, vectors, 100)
+    store = make()
+    store.add(ids, vectors)
+    found = [[n.id for n in row] for row in store.search(queries, 10)]
+    assert recall(found, exact_ids(ids, vectors, queries, 10)) >= 0.9
+
+
+def test_ivf_searches_exactly_until_it_has_enough_vectors_to_train(corpus) -> None:
+    ids, vectors = corpus
+    store = FaissIVFStore(DIM, nlist=16, nprobe=1, train_size=1000)
+    store.add(ids[:999], vectors[:999])
+    assert not store.is_trained
+    exact = exact_ids(ids[:999], vectors[:999], vectors[:50], 10)
+    assert [[n.id for n in row] for row in store.search(vectors[:50], 10)] == exact
+    store.add(ids[999:], vectors[999:])
+    assert store.is_trained and len(store) == len(ids)
+    assert [row[0].id for row in store.search(vectors[:50], 1)] == ids[:50]
+
+
+def test_ivf_trains_on_an_explicit_sample_and_keeps_stored_vectors(corpus, tmp_path: Path) -> None:
+    ids, vectors = corpus
+    store = FaissIVFStore(DIM, nlist=16, pq_m=8, k_factor=32)
+    store.add(ids[:100], vectors[:100])
+    with pytest.raises(InvalidInputError, match="at least nlist=16"):
+        store.train(vectors[:10])
+    store.train(vectors)
+    assert store.is_trained and sorted(store.ids()) == sorted(ids[:100])
+    store.add(ids[100:], vectors[100:])
+    (tmp_path / "s").mkdir()
+    store.save(tmp_path / "s")
+    loaded = FaissIVFStore.load(tmp_path / "s", dim=DIM, **json.loads(json.dumps(store.config())))
+    assert loaded.is_trained and loaded.factory == "IVF16,PQ8x4fs,RFlat"
+    assert loaded.search(vectors[:20], 5) == store.search(vectors[:20], 5)
+
+
+def test_ivf_probing_every_list_is_exact(corpus, rng) -> None:
+    ids, vectors = corpus
+    # Queries between the clusters, whose neighbours spread over several lists.
+    queries = clustered_vectors(rng, 50, DIM, clusters=60)
+    store = FaissIVFStore(DIM, nlist=32, nprobe=1)
+    store.add(ids, vectors)
+    truth = exact_ids(ids, vectors, queries, 10)
+    one = recall([[n.id for n in row] for row in store.search(queries, 10)], truth)
+    every = recall([[n.id for n in row] for row in store.search(queries, 10, nprobe=32)], truth)
+    assert every == 1.0 and one < 1.0
+
+
+@pytest.mark.parametrize("store_cls", [FaissHNSWStore, HNSWLibStore])
+def test_a_larger_ef_finds_at_least_as_much(store_cls, corpus, rng) -> None:
+    ids, vectors = corpus
+    queries = near(rng, vectors, 100)
+    store = store_cls(DIM, M=4, ef_construction=16, ef_search=10)  # a deliberately poor graph
+    store.add(ids, vectors)
+    truth = exact_ids(ids, vectors, queries, 10)
+    low = recall([[n.id for n in row] for row in store.search(queries, 10)], truth)
+    high = recall([[n.id for n in row] for row in store.search(queries, 10, ef=400)], truth)
+    assert high > low
+    # The override lasts one call only.
+    assert recall([[n.id for n in row] for row in store.search(queries, 10)], truth) == low
+
+
+def test_faiss_hnsw_save_compacts_many_removals(corpus, tmp_path: Path) -> None:
+    ids, vectors = corpus
+    store = FaissHNSWStore(DIM)
+    store.add(ids[:500], vectors[:500])
+    store.remove(ids[:10])  # 2%: kept as tombstones
+    (tmp_path / "a").mkdir()
+    store.save(tmp_path / "a")
+    assert len(np.load(tmp_path / "a" / "positions.npy")) == 500
+    store.remove(ids[10:100])  # 20%: compacted
+    (tmp_path / "b").mkdir()
+    store.save(tmp_path / "b")
+    assert len(np.load(tmp_path / "b" / "positions.npy")) == 400
+    assert [row[0].id for row in store.search(vectors[100:120], 1)] == ids[100:120]
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: FaissHNSWStore(DIM, M=1), "M"),
+        (lambda: HNSWLibStore(DIM, ef_search=0), "ef_search"),
+        (lambda: FaissIVFStore(DIM, nlist=0), "nlist"),
+        (lambda: FaissIVFStore(DIM, pq_m=7), "pq_m"),
+        (lambda: FaissIVFStore(DIM, nlist=64, train_size=10), "train_size"),
+        (lambda: FaissIVFStore(DIM, nprobe=True), "nprobe"),
+    ],
+)
+def test_bad_knobs_are_refused(make, match) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("store", "override"),
+    [(FaissHNSWStore(DIM), {"ef": 0}), (HNSWLibStore(DIM), {"ef": -3}), (FaissIVFStore(DIM), {"nprobe": "8"})],
+)
+def test_bad_per_query_overrides_are_refused(store, override, corpus) -> None:
+    store.add(corpus[0][:5], corpus[1][:5])
+    with pytest.raises(InvalidInputError, match=next(iter(override))):
+        store.search(corpus[1][:1], 1, **override)
