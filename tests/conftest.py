@@ -50,3 +50,12 @@ def clustered_vectors(rng: np.random.Generator, n: int, dim: int, clusters: int 
 
 
 VectorStoreFactory = Callable[[int], object]
+
+
+@pytest.fixture
+def chat_server():
+    """A chat-completions server on 127.0.0.1 that the real openai client can talk to."""
+    from chat_server import ChatServer
+
+    with ChatServer() as server:
+        yield server

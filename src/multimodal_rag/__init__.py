@@ -17,6 +17,7 @@ from multimodal_rag._version import __version__
 _EXPORTS: dict[str, str] = {
     "AddResult": "multimodal_rag.types",
     "Answer": "multimodal_rag.types",
+    "AnswerStream": "multimodal_rag.answerers.streaming",
     "Answerer": "multimodal_rag.protocols",
     "AnswererAuthenticationError": "multimodal_rag.errors",
     "AnswererBadRequestError": "multimodal_rag.errors",
@@ -24,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "AnswererError": "multimodal_rag.errors",
     "AnswererRateLimitError": "multimodal_rag.errors",
     "AnswererTimeoutError": "multimodal_rag.errors",
+    "AsyncAnswerStream": "multimodal_rag.answerers.streaming",
     "BackendConnectionError": "multimodal_rag.errors",
     "BackendError": "multimodal_rag.errors",
     "CorruptFileError": "multimodal_rag.errors",
@@ -32,11 +34,13 @@ _EXPORTS: dict[str, str] = {
     "EmbeddedBatch": "multimodal_rag.protocols",
     "Embedder": "multimodal_rag.protocols",
     "EmbedderMismatchError": "multimodal_rag.errors",
+    "ExtractiveAnswerer": "multimodal_rag.answerers.extractive",
     "FaissFlatStore": "multimodal_rag.vectors.faiss_flat",
     "FaissHNSWStore": "multimodal_rag.vectors.faiss_hnsw",
     "FaissIVFStore": "multimodal_rag.vectors.faiss_ivf",
     "HNSWLibStore": "multimodal_rag.vectors.hnswlib_store",
     "Hit": "multimodal_rag.types",
+    "ImageDescriber": "multimodal_rag.protocols",
     "ImageError": "multimodal_rag.errors",
     "InvalidInputError": "multimodal_rag.errors",
     "JSONLDescriptionStore": "multimodal_rag.descriptions.jsonl",
@@ -51,8 +55,10 @@ _EXPORTS: dict[str, str] = {
     "MultimodalRAGError": "multimodal_rag.errors",
     "Neighbor": "multimodal_rag.types",
     "NotFoundError": "multimodal_rag.errors",
+    "OpenAIAnswerer": "multimodal_rag.answerers.openai",
     "Problem": "multimodal_rag.verify",
     "ProblemKind": "multimodal_rag.verify",
+    "PromptTemplate": "multimodal_rag.answerers.prompt",
     "ReadOnlyError": "multimodal_rag.errors",
     "Record": "multimodal_rag.types",
     "RepairReport": "multimodal_rag.verify",
@@ -81,10 +87,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # let type checkers and IDEs see the real names
+    from multimodal_rag.answerers.extractive import ExtractiveAnswerer
+    from multimodal_rag.answerers.openai import OpenAIAnswerer
+    from multimodal_rag.answerers.prompt import PromptTemplate
+    from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.descriptions.jsonl import JSONLDescriptionStore
     from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
     from multimodal_rag.errors import *  # noqa: F403
-    from multimodal_rag.protocols import Answerer, DescriptionStore, EmbeddedBatch, Embedder, VectorStore
+    from multimodal_rag.protocols import (
+        Answerer,
+        DescriptionStore,
+        EmbeddedBatch,
+        Embedder,
+        ImageDescriber,
+        VectorStore,
+    )
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.types import AddResult, Answer, Hit, Neighbor, Record, Skipped, Source
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore

@@ -22,9 +22,18 @@ if TYPE_CHECKING:
     import numpy as np
     from typing_extensions import Self
 
+    from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record
 
-__all__ = ["Answerer", "DescriptionStore", "EmbeddedBatch", "Embedder", "IdFilter", "VectorStore"]
+__all__ = [
+    "Answerer",
+    "DescriptionStore",
+    "EmbeddedBatch",
+    "Embedder",
+    "IdFilter",
+    "ImageDescriber",
+    "VectorStore",
+]
 
 #: A search filter over ids: keep an id when it returns True.
 IdFilter = Callable[[str], bool]
@@ -314,3 +323,72 @@ class Answerer(Protocol):
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this answerer (never secrets such as API keys)."""
+
+    def stream(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AnswerStream:
+        """Answer ``question`` as a stream of text chunks (see :meth:`answer`).
+
+        Answerers that can stream override this; by default the whole answer is one chunk.
+        """
+        from multimodal_rag.answerers.streaming import AnswerStream
+
+        return AnswerStream.from_answer(self.answer(question, image=image, matches=matches, metadata=metadata))
+
+    async def aanswer(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer:
+        """Answer ``question`` without blocking the event loop (see :meth:`answer`).
+
+        Answerers with an asynchronous client override this; by default :meth:`answer`
+        runs in a worker thread.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self.answer, question, image=image, matches=matches, metadata=metadata)
+
+    async def astream(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncAnswerStream:
+        """Answer ``question`` as an asynchronous stream of text chunks.
+
+        The request has been accepted when this returns; the chunks follow. By default
+        the whole answer of :meth:`aanswer` is one chunk.
+        """
+        from multimodal_rag.answerers.streaming import AsyncAnswerStream
+
+        return AsyncAnswerStream.from_answer(
+            await self.aanswer(question, image=image, matches=matches, metadata=metadata)
+        )
+
+
+@runtime_checkable
+class ImageDescriber(Protocol):
+    """Writes a short description of an image on its own (used to fill missing descriptions)."""
+
+    @abstractmethod
+    def describe_image(self, image: ImageInput) -> Answer:
+        """Describe ``image``.
+
+        Returns:
+            An answer whose text is the description and whose model names the writer.
+
+        Raises:
+            ImageError: The image cannot be read.
+            AnswererError: The model failed.
+        """

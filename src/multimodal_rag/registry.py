@@ -31,7 +31,10 @@ BUILTINS: dict[Role, dict[str, str]] = {
         "jsonl": "multimodal_rag.descriptions.jsonl:JSONLDescriptionStore",
         "sqlite": "multimodal_rag.descriptions.sqlite:SQLiteDescriptionStore",
     },
-    "answerer": {},
+    "answerer": {
+        "extractive": "multimodal_rag.answerers.extractive:ExtractiveAnswerer",
+        "openai": "multimodal_rag.answerers.openai:OpenAIAnswerer",
+    },
 }
 
 _PROTOCOLS = {

@@ -1,0 +1,6 @@
+"""Answerers: one module per backend, all implementing :class:`~multimodal_rag.Answerer`.
+
+``extractive`` answers offline from the best match's description; ``openai`` asks a vision
+model behind any OpenAI-compatible chat-completions endpoint. ``prompt`` holds the template
+the model is given, ``streaming`` the objects a streamed answer arrives in.
+"""

@@ -1,0 +1,516 @@
+"""Answers with a vision model behind any OpenAI-compatible chat-completions endpoint.
+
+One request per question, as in the OpenAI cookbook: the question, the user's image, the
+best match's image (and optionally the next ones) and each match's description. Pointing
+``base_url`` elsewhere (or injecting a client) reaches Azure OpenAI, local servers and
+gateways that speak the same protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from multimodal_rag.answerers._common import (
+    check_min_score,
+    check_question,
+    no_match_text,
+    passing_matches,
+    sources_of,
+)
+from multimodal_rag.answerers.data_urls import check_max_side, image_data_url
+from multimodal_rag.answerers.prompt import PromptTemplate
+from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
+from multimodal_rag.errors import (
+    AnswererAuthenticationError,
+    AnswererBadRequestError,
+    AnswererConnectionError,
+    AnswererError,
+    AnswererRateLimitError,
+    AnswererTimeoutError,
+    ImageError,
+    InvalidInputError,
+    MissingDependencyError,
+)
+from multimodal_rag.protocols import Answerer
+from multimodal_rag.types import Answer, Hit, ImageInput
+
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_MODEL", "OpenAIAnswerer"]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable the API key is read from when none is passed.
+API_KEY_ENV = "OPENAI_API_KEY"
+#: Environment variable the endpoint is read from when no base URL is passed.
+BASE_URL_ENV = "OPENAI_BASE_URL"
+#: The model asked when none is named: a vision model.
+DEFAULT_MODEL = "gpt-4o"
+
+_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+
+NoMatchPolicy = Literal["refuse", "image_only"]
+
+
+class _Secret:
+    """Holds an API key so that no repr, str or ``vars()`` dump shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class OpenAIAnswerer(Answerer):
+    """Asks a vision model through the official ``openai`` client.
+
+    Every argument is a keyword. ``api_key`` and ``base_url`` default to the
+    ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` environment variables. The key is never
+    part of :meth:`config`, the repr, log lines or error messages.
+
+    Args:
+        model: Model (or Azure deployment) name.
+        api_key: The provider's API key.
+        base_url: The endpoint, e.g. ``http://localhost:8000/v1`` for a local server.
+        organization: OpenAI organisation id.
+        timeout: Seconds to wait for one request.
+        max_retries: Retries after rate limits, server errors and timeouts (the client
+            backs off exponentially, honouring ``Retry-After``).
+        max_tokens: Longest answer, in tokens (``None`` leaves it to the provider).
+        temperature: Sampling temperature (``None`` leaves it to the provider).
+        max_image_side: Every image is downscaled until its long side fits this many pixels.
+        match_images: How many knowledge-base images to show the model (best first);
+            every match's description is sent regardless.
+        image_detail: The ``detail`` sent with each image (``"low"``, ``"high"``,
+            ``"auto"``); ``None`` sends none, which any compatible server accepts.
+        min_score: Similarity gate: matches below it are not used, and when none is left
+            no request is made (see ``on_no_match``). ``None`` keeps every match.
+        on_no_match: ``"refuse"`` answers that no matching item was found, without a
+            request; ``"image_only"`` asks the model about the user's image alone.
+        prompt: The prompt template (a :class:`PromptTemplate` or a mapping of its fields).
+        stream_usage: Ask for token usage at the end of a stream (``stream_options``);
+            turn off for servers that reject it.
+        client: An ``openai.OpenAI`` (or ``AzureOpenAI``) client to use instead of making one.
+        async_client: An ``openai.AsyncOpenAI`` client for :meth:`aanswer` and :meth:`astream`.
+
+    Raises:
+        AnswererAuthenticationError: No API key was given or found in ``OPENAI_API_KEY``
+            (and no client was injected).
+        InvalidInputError: An option out of range.
+    """
+
+    kind: ClassVar[str] = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        organization: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        max_tokens: int | None = 300,
+        temperature: float | None = None,
+        max_image_side: int = 1024,
+        match_images: int = 1,
+        image_detail: str | None = None,
+        min_score: float | None = None,
+        on_no_match: NoMatchPolicy = "refuse",
+        prompt: PromptTemplate | Mapping[str, Any] | None = None,
+        stream_usage: bool = True,
+        client: Any = None,
+        async_client: Any = None,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        _check_count("max_retries", max_retries, minimum=0)
+        if max_tokens is not None:
+            _check_count("max_tokens", max_tokens, minimum=1)
+        if temperature is not None and (
+            isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2
+        ):
+            raise InvalidInputError(f"temperature must be between 0 and 2, or None; got {temperature!r}")
+        _check_count("match_images", match_images, minimum=0)
+        if on_no_match not in ("refuse", "image_only"):
+            raise InvalidInputError(f"on_no_match must be 'refuse' or 'image_only', got {on_no_match!r}")
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        if key is None and client is None and async_client is None:
+            raise AnswererAuthenticationError(_missing_key_message())
+        self.model = model
+        self.base_url = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
+        self.organization = organization
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.max_tokens = max_tokens
+        self.temperature = None if temperature is None else float(temperature)
+        self.max_image_side = check_max_side(max_image_side)
+        self.match_images = match_images
+        self.image_detail = image_detail
+        self.min_score = check_min_score(min_score)
+        self.on_no_match: NoMatchPolicy = on_no_match
+        self.prompt = PromptTemplate.from_config(prompt)
+        self.stream_usage = bool(stream_usage)
+        self._api_key = _Secret(key) if key is not None else None
+        self._client = client
+        self._async_client = async_client
+        self._client_lock = threading.Lock()
+
+    # -- the Answerer protocol ---------------------------------------------------
+
+    def answer(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer:
+        started = time.perf_counter()
+        kept = self._gate(question, image, matches)
+        if kept is None:
+            return self._no_match_answer(matches, started)
+        params = self._request(self._answer_messages(question, image, kept))
+        with self._provider_errors():
+            response = self._sync_client().chat.completions.create(**params)
+        return self._answer_from(response, kept, started)
+
+    def stream(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AnswerStream:
+        started = time.perf_counter()
+        kept = self._gate(question, image, matches)
+        if kept is None:
+            return AnswerStream.from_answer(self._no_match_answer(matches, started))
+        params = self._request(self._answer_messages(question, image, kept), stream=True)
+        with self._provider_errors():
+            response = self._sync_client().chat.completions.create(**params)
+        return AnswerStream(self._stream_chunks(response, kept, started))
+
+    async def aanswer(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer:
+        import asyncio
+
+        if self._async_client is None and self._api_key is None:
+            # Only a synchronous client was injected: run it in a worker thread.
+            return await super().aanswer(question, image=image, matches=matches, metadata=metadata)
+        started = time.perf_counter()
+        kept = self._gate(question, image, matches)
+        if kept is None:
+            return self._no_match_answer(matches, started)
+        # Decoding and resizing images is CPU work: keep it off the event loop.
+        messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
+        with self._provider_errors():
+            response = await self._get_async_client().chat.completions.create(**self._request(messages))
+        return self._answer_from(response, kept, started)
+
+    async def astream(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None,
+        matches: Sequence[Hit],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AsyncAnswerStream:
+        import asyncio
+
+        if self._async_client is None and self._api_key is None:
+            return await super().astream(question, image=image, matches=matches, metadata=metadata)
+        started = time.perf_counter()
+        kept = self._gate(question, image, matches)
+        if kept is None:
+            return AsyncAnswerStream.from_answer(self._no_match_answer(matches, started))
+        messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
+        with self._provider_errors():
+            response = await self._get_async_client().chat.completions.create(**self._request(messages, stream=True))
+        return AsyncAnswerStream(self._astream_chunks(response, kept, started))
+
+    def describe_image(self, image: ImageInput) -> Answer:
+        """Write a short label of ``image`` (the prompt's ``describe`` instruction).
+
+        Raises:
+            ImageError: The image cannot be read.
+            AnswererError: The provider failed (a subclass says how).
+        """
+        started = time.perf_counter()
+        url = image_data_url(image, max_side=self.max_image_side)
+        params = self._request(self.prompt.describe_messages(url, detail=self.image_detail))
+        with self._provider_errors():
+            response = self._sync_client().chat.completions.create(**params)
+        answer = self._answer_from(response, [], started)
+        return Answer(text=answer.text.strip(), model=answer.model, usage=answer.usage, latency_s=answer.latency_s)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "base_url": _without_credentials(self.base_url),
+            "organization": self.organization,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "max_image_side": self.max_image_side,
+            "match_images": self.match_images,
+            "image_detail": self.image_detail,
+            "min_score": self.min_score,
+            "on_no_match": self.on_no_match,
+            "prompt": self.prompt.to_config(),
+            "stream_usage": self.stream_usage,
+        }
+
+    def __repr__(self) -> str:
+        return f"OpenAIAnswerer(model={self.model!r}, endpoint={self._endpoint()!r})"
+
+    # -- building the request ----------------------------------------------------
+
+    def _gate(self, question: str, image: ImageInput | None, matches: Sequence[Hit]) -> list[Hit] | None:
+        """The matches to use, or ``None`` when the answer is "no match" without a request."""
+        check_question(question)
+        kept = passing_matches(matches, self.min_score)
+        if not kept and (self.on_no_match == "refuse" or image is None):
+            return None
+        return kept
+
+    def _no_match_answer(self, matches: Sequence[Hit], started: float) -> Answer:
+        return Answer(
+            text=no_match_text(matches, self.min_score), model=self.model, latency_s=time.perf_counter() - started
+        )
+
+    def _answer_messages(self, question: str, image: ImageInput | None, kept: Sequence[Hit]) -> list[dict[str, Any]]:
+        user_url = image_data_url(image, max_side=self.max_image_side) if image is not None else None
+        match_urls = []
+        for n, hit in enumerate(kept[: self.match_images], start=1):
+            if hit.image_path is None:
+                continue
+            try:
+                match_urls.append((n, image_data_url(hit.image_path, max_side=self.max_image_side)))
+            except ImageError as exc:
+                # A knowledge-base file gone missing should not stop the answer; its
+                # description is still sent.
+                logger.warning("not showing the image of match %s to the model: %s", hit.id, exc)
+        return self.prompt.answer_messages(
+            question, matches=kept, user_image_url=user_url, match_image_urls=match_urls, detail=self.image_detail
+        )
+
+    def _request(self, messages: list[dict[str, Any]], *, stream: bool = False) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if stream:
+            params["stream"] = True
+            if self.stream_usage:
+                params["stream_options"] = {"include_usage": True}
+        return params
+
+    # -- reading the response ----------------------------------------------------
+
+    def _answer_from(self, response: Any, kept: Sequence[Hit], started: float) -> Answer:
+        try:
+            message = response.choices[0].message
+            text = message.content if message.content is not None else getattr(message, "refusal", None)
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise AnswererError(
+                f"{self._endpoint()} sent a chat completion without a message: {str(response)[:200]}"
+            ) from exc
+        if not isinstance(text, str):
+            raise AnswererError(f"{self._endpoint()} sent an empty answer: {str(response)[:200]}")
+        return Answer(
+            text=text,
+            sources=sources_of(kept),
+            model=getattr(response, "model", None) or self.model,
+            usage=_usage(getattr(response, "usage", None)),
+            latency_s=time.perf_counter() - started,
+        )
+
+    def _stream_chunks(self, response: Any, kept: Sequence[Hit], started: float) -> Iterator[str | Answer]:
+        parts: list[str] = []
+        state: dict[str, Any] = {"model": self.model, "usage": {}}
+        try:
+            with self._provider_errors():
+                for chunk in response:
+                    text = self._read_chunk(chunk, state)
+                    if text:
+                        parts.append(text)
+                        yield text
+        finally:
+            response.close()
+        yield self._streamed_answer(parts, state, kept, started)
+
+    async def _astream_chunks(self, response: Any, kept: Sequence[Hit], started: float) -> AsyncIterator[str | Answer]:
+        parts: list[str] = []
+        state: dict[str, Any] = {"model": self.model, "usage": {}}
+        try:
+            with self._provider_errors():
+                async for chunk in response:
+                    text = self._read_chunk(chunk, state)
+                    if text:
+                        parts.append(text)
+                        yield text
+        finally:
+            await response.close()
+        yield self._streamed_answer(parts, state, kept, started)
+
+    def _read_chunk(self, chunk: Any, state: dict[str, Any]) -> str | None:
+        state["model"] = getattr(chunk, "model", None) or state["model"]
+        if getattr(chunk, "usage", None) is not None:
+            state["usage"] = _usage(chunk.usage)  # the last chunk, when stream_usage is on
+        for choice in getattr(chunk, "choices", None) or ():
+            if getattr(choice, "index", 0) == 0 and choice.delta is not None:
+                return choice.delta.content
+        return None
+
+    def _streamed_answer(self, parts: list[str], state: dict[str, Any], kept: Sequence[Hit], started: float) -> Answer:
+        return Answer(
+            text="".join(parts),
+            sources=sources_of(kept),
+            model=state["model"],
+            usage=state["usage"],
+            latency_s=time.perf_counter() - started,
+        )
+
+    # -- clients and errors ------------------------------------------------------
+
+    def _sync_client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                self._client = _import_openai().OpenAI(**self._client_options())
+            return self._client
+
+    def _get_async_client(self) -> Any:
+        with self._client_lock:
+            if self._async_client is None:
+                self._async_client = _import_openai().AsyncOpenAI(**self._client_options())
+            return self._async_client
+
+    def _client_options(self) -> dict[str, Any]:
+        if self._api_key is None:
+            raise AnswererAuthenticationError(_missing_key_message())
+        return {
+            "api_key": self._api_key.reveal(),
+            "base_url": self.base_url,
+            "organization": self.organization,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+        }
+
+    def _endpoint(self) -> str:
+        """The endpoint as named in messages (never with credentials)."""
+        client = self._client if self._client is not None else self._async_client
+        url = self.base_url or (str(client.base_url) if client is not None and hasattr(client, "base_url") else None)
+        return _without_credentials(url or _DEFAULT_ENDPOINT) or _DEFAULT_ENDPOINT
+
+    @contextmanager
+    def _provider_errors(self) -> Iterator[None]:
+        """Turn the provider's exceptions into the library's own, keeping its message."""
+        openai = _import_openai()
+        try:
+            yield
+        except openai.OpenAIError as exc:
+            raise self._map_error(exc, openai) from exc
+        except json.JSONDecodeError as exc:
+            raise AnswererError(f"{self._endpoint()} sent a response that is not valid JSON: {exc}") from exc
+
+    def _map_error(self, exc: Exception, openai: Any) -> AnswererError:
+        where = self._endpoint()
+        message = self._redact(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            return AnswererAuthenticationError(
+                f"{where} refused the credentials: {message} (check {API_KEY_ENV} or the api_key argument)"
+            )
+        if isinstance(exc, openai.RateLimitError):
+            return AnswererRateLimitError(
+                f"{where} kept hitting its rate limit ({self.max_retries} retries): {message}"
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return AnswererTimeoutError(
+                f"{where} did not answer within {self.timeout:g} s ({self.max_retries} retries): {message}"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = self._redact(str(exc.__cause__)) if exc.__cause__ is not None else ""
+            return AnswererConnectionError(f"cannot reach {where}: {message}{f' ({cause})' if cause else ''}")
+        if isinstance(
+            exc,
+            (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError, openai.ConflictError),
+        ):
+            return AnswererBadRequestError(f"{where} refused the request for model {self.model!r}: {message}")
+        if isinstance(exc, openai.APIStatusError):
+            return AnswererError(f"{where} failed ({self.max_retries} retries): {message}")
+        return AnswererError(f"{where}: {message}")
+
+    def _redact(self, text: str) -> str:
+        # Some providers echo the key they rejected; it must not reach a log or a traceback.
+        if self._api_key is not None and self._api_key.reveal():
+            text = text.replace(self._api_key.reveal(), "***")
+        return text
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+
+
+def _missing_key_message() -> str:
+    return (
+        f"no OpenAI API key: set the {API_KEY_ENV} environment variable or pass api_key= "
+        "(a compatible server that needs no key accepts any string, e.g. api_key='none'), "
+        "or pass a configured client="
+    )
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    if usage is None:
+        return {}
+    counts = {}
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = getattr(usage, name, None)
+        if isinstance(value, int):
+            counts[name] = value
+    return counts
+
+
+def _without_credentials(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError as exc:
+        raise MissingDependencyError("the OpenAI answerer needs the 'openai' package: pip install openai") from exc
+    return openai

@@ -1,0 +1,150 @@
+"""Answers that arrive piece by piece.
+
+A streamed answer is an iterator of text chunks that, once exhausted, also holds the
+complete :class:`~multimodal_rag.Answer` (with sources, usage and latency)::
+
+    stream = rag.ask("What is this?", image="photo.jpg", stream=True)
+    for chunk in stream:
+        print(chunk, end="", flush=True)
+    print(stream.answer.usage)
+
+Producers yield ``str`` chunks and then exactly one :class:`Answer`; the stream passes the
+chunks on and keeps the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from multimodal_rag.errors import AnswererError
+from multimodal_rag.types import Answer
+
+__all__ = ["AnswerStream", "AsyncAnswerStream"]
+
+
+class AnswerStream(Iterator[str]):
+    """Text chunks of an answer as they arrive; :attr:`answer` once they are all in.
+
+    Use it as a context manager (or call :meth:`close`) to stop early and release the
+    connection.
+    """
+
+    def __init__(self, source: Iterator[str | Answer]) -> None:
+        self._source = source
+        self._answer: Answer | None = None
+
+    @classmethod
+    def from_answer(cls, answer: Answer) -> AnswerStream:
+        """A stream of one chunk, the whole answer (for answerers that cannot stream)."""
+        return cls(iter([answer.text, answer]))
+
+    def __iter__(self) -> AnswerStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._answer is not None:
+            raise StopIteration
+        # A producer that stops without an Answer ends the chunks; .answer then says so.
+        item = next(self._source)
+        if isinstance(item, Answer):
+            self._answer = item
+            raise StopIteration
+        return item
+
+    @property
+    def done(self) -> bool:
+        """Whether every chunk has been read."""
+        return self._answer is not None
+
+    @property
+    def answer(self) -> Answer:
+        """The complete answer. Reads (and discards) any chunks not read yet."""
+        for _ in self:
+            pass
+        if self._answer is None:
+            raise AnswererError("the answer stream ended without a final answer")
+        return self._answer
+
+    def close(self) -> None:
+        """Stop reading and release the connection; :attr:`answer` is then unavailable."""
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> AnswerStream:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class AsyncAnswerStream(AsyncIterator[str]):
+    """The asynchronous counterpart of :class:`AnswerStream` (``async for chunk in stream``).
+
+    :meth:`get_answer` awaits the remaining chunks and returns the complete answer;
+    :attr:`answer` returns it once the stream has been read to the end.
+    """
+
+    def __init__(self, source: AsyncIterator[str | Answer]) -> None:
+        self._source = source
+        self._answer: Answer | None = None
+
+    @classmethod
+    def from_answer(cls, answer: Answer) -> AsyncAnswerStream:
+        """A stream of one chunk, the whole answer (for answerers that cannot stream)."""
+
+        async def chunks() -> AsyncIterator[str | Answer]:
+            yield answer.text
+            yield answer
+
+        return cls(chunks())
+
+    def __aiter__(self) -> AsyncAnswerStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._answer is not None:
+            raise StopAsyncIteration
+        item = await self._source.__anext__()
+        if isinstance(item, Answer):
+            self._answer = item
+            raise StopAsyncIteration
+        return item
+
+    @property
+    def done(self) -> bool:
+        """Whether every chunk has been read."""
+        return self._answer is not None
+
+    @property
+    def answer(self) -> Answer:
+        """The complete answer.
+
+        Raises:
+            AnswererError: The stream has not been read to the end yet (await
+                :meth:`get_answer` instead).
+        """
+        if self._answer is None:
+            raise AnswererError("the answer is not complete yet; read the stream to the end or await get_answer()")
+        return self._answer
+
+    async def get_answer(self) -> Answer:
+        """Read (and discard) any chunks not read yet, then return the complete answer."""
+        async for _ in self:
+            pass
+        if self._answer is None:
+            raise AnswererError("the answer stream ended without a final answer")
+        return self._answer
+
+    async def aclose(self) -> None:
+        """Stop reading and release the connection."""
+        aclose = getattr(self._source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def __aenter__(self) -> AsyncAnswerStream:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
