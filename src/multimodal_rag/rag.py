@@ -24,6 +24,7 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.images import content_id, image_bytes
 from multimodal_rag.journal import Journal, load_journal
+from multimodal_rag.locks import ReadWriteLock, reading, writing
 from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
 from multimodal_rag.persistence import CREATE_LEFTOVERS, KnowledgeBaseDirectory
 from multimodal_rag.protocols import (
@@ -110,6 +111,8 @@ class MultimodalRAG:
         self._dir = KnowledgeBaseDirectory(Path(path)) if path is not None else None
         self._generation = 0
         self._created_at: str | None = None
+        # Searches share it; each change (a batch, a removal, a save) holds it alone.
+        self._lock = ReadWriteLock()
         # Committed changes since the last save; set once the knowledge base has a snapshot.
         self._journal: Journal | None = None
 
@@ -243,6 +246,7 @@ class MultimodalRAG:
         """The knowledge-base directory, or ``None`` for one that lives only in memory."""
         return self._dir.path if self._dir is not None else None
 
+    @writing
     def save(self) -> None:
         """Write the knowledge base to its directory, atomically.
 
@@ -302,6 +306,7 @@ class MultimodalRAG:
 
     # -- integrity ---------------------------------------------------------------
 
+    @reading
     def verify(self) -> VerificationReport:
         """Check that the knowledge base's parts agree and its files are intact.
 
@@ -319,6 +324,7 @@ class MultimodalRAG:
 
         return verify_knowledge_base(self)
 
+    @writing
     def repair(self) -> RepairReport:
         """Rebuild what :meth:`verify` found broken, without losing any description.
 
@@ -542,6 +548,7 @@ class MultimodalRAG:
             atomic_write_bytes(path, data)
         return path
 
+    @writing
     def _commit(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
         # Vectors first: the store validates (NaN, zero rows, dimension) before it
         # changes anything, so a bad batch leaves both stores as they were. The
@@ -614,6 +621,7 @@ class MultimodalRAG:
         query = self.embed_query(image, text, text_weight=text_weight)
         return self.search_by_vector(query, k=k, filter=filter)
 
+    @reading
     def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
         """Like :meth:`search`, for a query vector already embedded."""
         neighbors = self.vector_store.search(vector, k, filter=self._id_filter(filter))[0]
@@ -651,6 +659,7 @@ class MultimodalRAG:
 
     # -- records -----------------------------------------------------------------
 
+    @reading
     def get(self, id: str) -> Record:
         """The stored record of ``id``.
 
@@ -664,6 +673,7 @@ class MultimodalRAG:
         except NotFoundError:
             return Record(id=id)
 
+    @writing
     def describe(self, id: str, description: str | None, *, metadata: Mapping[str, Any] | None = None) -> Record:
         """Replace the description (and optionally the metadata) of ``id``, without re-embedding.
 
@@ -683,6 +693,7 @@ class MultimodalRAG:
         self.description_store.put([updated])
         return updated
 
+    @writing
     def remove(self, ids: Iterable[str] | str) -> int:
         """Remove images by id (vectors and descriptions). Unknown ids are ignored.
 
@@ -697,6 +708,7 @@ class MultimodalRAG:
         self.description_store.delete(ids)
         return removed
 
+    @reading
     def ids(self) -> list[str]:
         """Ids of every image in the knowledge base."""
         return self.vector_store.ids()
