@@ -68,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     "UnknownBackendError": "multimodal_rag.errors",
     "VectorStore": "multimodal_rag.protocols",
     "VerificationReport": "multimodal_rag.verify",
+    "make_random_clip_checkpoint": "multimodal_rag.random_checkpoint",
+    "render_contact_sheet": "multimodal_rag.contact_sheet",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -91,6 +93,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.answerers.openai import OpenAIAnswerer
     from multimodal_rag.answerers.prompt import PromptTemplate
     from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
+    from multimodal_rag.contact_sheet import render_contact_sheet
     from multimodal_rag.descriptions.jsonl import JSONLDescriptionStore
     from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
     from multimodal_rag.errors import *  # noqa: F403
@@ -102,6 +105,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
         ImageDescriber,
         VectorStore,
     )
+    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.types import AddResult, Answer, Hit, Neighbor, Record, Skipped, Source
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore

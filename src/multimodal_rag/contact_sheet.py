@@ -1,0 +1,185 @@
+"""Search results as one picture: the query image beside its matches, each captioned.
+
+This is the cookbook's matplotlib display of the query and its nearest images,
+drawn with Pillow alone so that it needs no plotting library and can be written
+to a file (``multimodal-rag show``).
+
+Layout, for ``n`` matches and tiles of ``tile`` pixels::
+
+    width  = (n + 1) * tile + (n + 2) * MARGIN
+    height = tile + CAPTION_HEIGHT + 2 * MARGIN
+
+Each image is scaled to fit its square tile without changing its aspect ratio.
+The query's caption says "query" and its name; a match's caption gives its rank,
+score and description (wrapped, and cut with an ellipsis when too long).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from multimodal_rag.errors import ImageError, InvalidInputError
+from multimodal_rag.images import open_image
+from multimodal_rag.types import Hit, ImageInput, source_name
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+__all__ = ["CAPTION_HEIGHT", "MARGIN", "render_contact_sheet"]
+
+#: Pixels between tiles and around the sheet.
+MARGIN = 16
+#: Height of the caption band under each tile (a header line and three description lines).
+CAPTION_HEIGHT = 84
+_FONT_SIZE = 14
+_LINE_HEIGHT = 18
+_DESCRIPTION_LINES = 3
+_BACKGROUND = (255, 255, 255)
+_QUERY_FRAME = (31, 119, 180)
+_FRAME = (200, 200, 200)
+_TEXT = (20, 20, 20)
+_MUTED = (110, 110, 110)
+
+
+def render_contact_sheet(
+    query: ImageInput,
+    hits: Sequence[Hit],
+    *,
+    tile: int = 256,
+    query_label: str | None = None,
+) -> PILImage.Image:
+    """Draw the query image and its matches side by side.
+
+    Args:
+        query: The query image (path, bytes or PIL image).
+        hits: Matches, best first, as returned by :meth:`MultimodalRAG.search`.
+        tile: Side of each image's square tile, in pixels.
+        query_label: Caption under the query (default: its file name).
+
+    Returns:
+        An RGB image of the size given in this module's docstring. A match whose
+        image file cannot be read is drawn as a grey tile that says so.
+
+    Raises:
+        ImageError: The query image cannot be read.
+        InvalidInputError: ``tile`` is too small to draw captions in.
+    """
+    from PIL import Image, ImageDraw
+
+    if tile < 64:
+        raise InvalidInputError(f"tile must be at least 64 pixels, got {tile}")
+    font = _font(_FONT_SIZE)
+    columns = len(hits) + 1
+    sheet = Image.new(
+        "RGB",
+        (columns * tile + (columns + 1) * MARGIN, tile + CAPTION_HEIGHT + 2 * MARGIN),
+        _BACKGROUND,
+    )
+    draw = ImageDraw.Draw(sheet)
+
+    label = query_label if query_label is not None else _short_name(source_name(query))
+    _paste_fitted(sheet, open_image(query), MARGIN, MARGIN, tile)
+    draw.rectangle(
+        (MARGIN - 3, MARGIN - 3, MARGIN + tile + 2, MARGIN + tile + 2),
+        outline=_QUERY_FRAME,
+        width=3,
+    )
+    _caption(draw, font, MARGIN, tile, "query", label)
+
+    for rank, hit in enumerate(hits, start=1):
+        left = MARGIN + rank * (tile + MARGIN)
+        try:
+            if hit.image_path is None:
+                raise ImageError("no image file is recorded for this item")
+            _paste_fitted(sheet, open_image(hit.image_path), left, MARGIN, tile)
+        except ImageError:
+            draw.rectangle((left, MARGIN, left + tile - 1, MARGIN + tile - 1), fill=(225, 225, 225))
+            draw.text((left + 8, MARGIN + tile // 2 - 8), "image missing", font=font, fill=_MUTED)
+        draw.rectangle((left - 1, MARGIN - 1, left + tile, MARGIN + tile), outline=_FRAME, width=1)
+        description = hit.description if hit.description is not None else "(no description)"
+        _caption(draw, font, left, tile, f"#{rank}   score {hit.score:.3f}", description)
+    return sheet
+
+
+def _paste_fitted(
+    sheet: PILImage.Image, image: PILImage.Image, left: int, top: int, tile: int
+) -> None:
+    from PIL import Image
+
+    scale = min(tile / image.width, tile / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    fitted = image.resize(size, Image.LANCZOS)
+    sheet.paste(fitted, (left + (tile - size[0]) // 2, top + (tile - size[1]) // 2))
+
+
+def _caption(
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    left: int,
+    tile: int,
+    header: str,
+    body: str,
+) -> None:
+    top = MARGIN + tile + 6
+    draw.text((left, top), header, font=font, fill=_TEXT)
+    for i, line in enumerate(_wrap(draw, font, body, tile, _DESCRIPTION_LINES)):
+        draw.text(
+            (left, top + (i + 1) * _LINE_HEIGHT), line, font=font, fill=_MUTED if i else _TEXT
+        )
+
+
+def _wrap(
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    text: str,
+    width: int,
+    max_lines: int,
+) -> list[str]:
+    """Greedy word wrap to ``width`` pixels; the last line ends in an ellipsis if text is left."""
+
+    def fits(candidate: str) -> bool:
+        return draw.textlength(candidate, font=font) <= width
+
+    lines: list[str] = []
+    words = text.split()
+    current = ""
+    while words:
+        word = words[0]
+        candidate = f"{current} {word}" if current else word
+        if fits(candidate):
+            current = candidate
+            words.pop(0)
+            continue
+        if not current:  # one word wider than the tile: break it by characters
+            cut = max(1, next((n for n in range(len(word), 0, -1) if fits(word[:n])), 1))
+            current, words[0] = word[:cut], word[cut:]
+        lines.append(current)
+        current = ""
+        if len(lines) == max_lines:
+            break
+    if current and len(lines) < max_lines:
+        lines.append(current)
+    if words and lines:  # text left over: mark the cut
+        last = lines[-1]
+        while last and not fits(last + "…"):
+            last = last[:-1]
+        lines[-1] = last.rstrip() + "…"
+    return lines
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    from PIL import ImageFont
+
+    try:
+        # Pillow ships a scalable font when it is built with FreeType.
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _short_name(name: str) -> str:
+    from pathlib import PurePath
+
+    return PurePath(name).name if name and not name.startswith("<") else name

@@ -1,0 +1,418 @@
+"""The ``multimodal-rag`` command line, run as a user runs it: in a subprocess.
+
+The knowledge base here uses the deterministic colour embedder from ``helpers``
+(named by dotted path, so the CLI's ``--allow-module`` is exercised too): a red
+image is near the text "red", which lets search results be checked exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from helpers import solid
+
+REPO = Path(__file__).resolve().parents[1]
+COLOR = ("--allow-module", "helpers")
+COLORS = ("red", "green", "blue", "yellow", "white")
+
+
+def run_cli(
+    *args: object, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m multimodal_rag ARGS`` against this checkout's code."""
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MULTIMODAL_RAG_", "OPENAI_"))
+    }
+    environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "multimodal_rag", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five solid-colour images (white has no description) and one broken file."""
+    root = tmp_path_factory.mktemp("photos")
+    lines = []
+    for i, name in enumerate(COLORS):
+        solid(name, (40 + 8 * i, 30)).save(root / f"{name}.png")
+        if name != "white":
+            lines.append(
+                json.dumps(
+                    {"image_path": f"{name}.png", "description": f"A {name} card.", "tone": name}
+                )
+            )
+    (root / "broken.jpg").write_bytes(b"this is not a JPEG")
+    (root / "descriptions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A knowledge base indexed from ``photos`` by the CLI, and the index command's JSON."""
+    kb = tmp_path_factory.mktemp("kbs") / "kb"
+    result = ok(
+        run_cli(
+            *COLOR,
+            "index",
+            photos,
+            "--kb",
+            kb,
+            "--descriptions",
+            photos / "descriptions.jsonl",
+            "--embedder",
+            "helpers:ColorEmbedder",
+            "--json",
+        )
+    )
+    return kb, json.loads(result.stdout)
+
+
+@pytest.fixture
+def kb(built: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A private copy of the built knowledge base, for tests that change it."""
+    return Path(shutil.copytree(built[0], tmp_path / "kb"))
+
+
+def search_json(kb: Path, *args: object) -> dict:
+    return json.loads(ok(run_cli(*COLOR, "search", kb, *args, "--json")).stdout)
+
+
+# -- index ---------------------------------------------------------------------
+
+
+def test_index_reports_added_skipped_and_undescribed(
+    built: tuple[Path, dict], photos: Path
+) -> None:
+    kb, report = built
+    assert set(report) == {
+        "kb",
+        "created",
+        "added",
+        "duplicates",
+        "skipped",
+        "undescribed",
+        "total",
+    }
+    assert report["created"] is True and report["kb"] == str(kb)
+    assert len(report["added"]) == len(COLORS) == report["total"]
+    assert report["duplicates"] == []
+    assert [s["source"] for s in report["skipped"]] == [str(photos / "broken.jpg")]
+    assert "not a known image format" in report["skipped"][0]["reason"]
+    assert len(report["undescribed"]) == 1 and report["undescribed"][0] in report["added"]
+
+
+def test_index_again_deduplicates_and_prints_a_summary(kb: Path, photos: Path) -> None:
+    result = ok(run_cli(*COLOR, "index", photos, "--kb", kb))
+    assert f"Updated knowledge base {kb}: 5 images in total." in result.stdout
+    assert "added:       0" in result.stdout
+    assert "duplicates:  5" in result.stdout
+    assert "skipped:     1" in result.stdout and "broken.jpg: cannot read image" in result.stdout
+
+
+def test_index_refuses_another_index_kind_for_an_existing_knowledge_base(
+    kb: Path, photos: Path
+) -> None:
+    result = run_cli(*COLOR, "index", photos, "--kb", kb, "--index", "hnsw")
+    assert result.returncode == 2
+    assert "applies only when creating" in result.stderr and "faiss-flat" in result.stderr
+
+
+def test_clip_options_are_refused_for_another_embedder(photos: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        *COLOR,
+        "index",
+        photos,
+        "--kb",
+        tmp_path / "kb",
+        "--embedder",
+        "helpers:ColorEmbedder",
+        "--model",
+        "RN50",
+    )
+    assert result.returncode == 2 and "--model apply only to the clip embedder" in result.stderr
+    assert not (tmp_path / "kb").exists()
+
+
+def test_a_custom_embedder_module_must_be_allowed(photos: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "index", photos, "--kb", tmp_path / "kb", "--embedder", "helpers:ColorEmbedder"
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "--allow-module" not in result.stdout
+    assert "not allowed" in result.stderr
+
+
+# -- search --------------------------------------------------------------------
+
+
+def test_search_by_text_ranks_the_named_colour_first(built: tuple[Path, dict]) -> None:
+    answer = search_json(built[0], "--text", "blue", "-k", "3")
+    assert answer["query"] == {"image": None, "text": "blue"} and answer["k"] == 3
+    hits = answer["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert set(hits[0]) == {"rank", "id", "score", "image_path", "description", "metadata"}
+    assert hits[0]["description"] == "A blue card." and hits[0]["metadata"] == {"tone": "blue"}
+    assert Path(hits[0]["image_path"]).name == "blue.png"
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+
+def test_search_by_image_finds_itself_with_score_one(
+    built: tuple[Path, dict], photos: Path
+) -> None:
+    result = ok(run_cli(*COLOR, "search", built[0], "--image", photos / "green.png", "-k", "2"))
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(" 1. 1.0000  A green card.")
+    assert "green.png" in lines[1] and len(lines) == 4
+
+
+def test_search_with_a_metadata_filter(built: tuple[Path, dict]) -> None:
+    hits = search_json(built[0], "--text", "blue", "--where", "tone=red")["hits"]
+    assert [h["description"] for h in hits] == ["A red card."]
+
+
+def test_search_needs_a_query(built: tuple[Path, dict]) -> None:
+    result = run_cli(*COLOR, "search", built[0])
+    assert result.returncode == 2 and "give --image, --text, or both" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", "KB", "--text", "red", "-k", "0"),  # k below 1
+        ("search", "KB", "--image", "no-such-file.png"),  # missing file
+        ("search", "KB", "--text", "red", "--where", "tone"),  # not KEY=VALUE
+        ("frobnicate",),  # unknown command
+        ("show", "KB", "--image", "no-such-file.png"),  # missing --out
+    ],
+)
+def test_bad_usage_exits_2(built: tuple[Path, dict], args: tuple[str, ...]) -> None:
+    result = run_cli(*COLOR, *(str(built[0]) if a == "KB" else a for a in args))
+    assert result.returncode == 2, result.stderr
+    assert "Usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_failures_exit_1_with_a_message_and_a_traceback_only_under_debug(tmp_path: Path) -> None:
+    result = run_cli("search", tmp_path / "nowhere", "--text", "red")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: no knowledge base at {str(tmp_path / 'nowhere')!r}"
+    assert result.stdout == ""
+    debug = run_cli("--debug", "search", tmp_path / "nowhere", "--text", "red")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "KnowledgeBaseNotFoundError" in debug.stderr
+
+
+# -- info ----------------------------------------------------------------------
+
+
+def test_info_describes_the_knowledge_base(built: tuple[Path, dict]) -> None:
+    kb = built[0]
+    info = json.loads(ok(run_cli("info", kb, "--json")).stdout)
+    assert info["kb"] == str(kb) and info["format"] == "multimodal-rag-knowledge-base"
+    assert info["format_version"] == 1 and info["generation"] >= 1
+    assert info["embedder"] == {
+        "kind": "helpers:ColorEmbedder",
+        "config": {"grid": 4},
+        "fingerprint": "test-color:grid=4",
+        "dim": 48,
+    }
+    assert info["vector_store"] == {"kind": "faiss-flat", "config": {}}
+    assert info["description_store"]["kind"] == "sqlite"
+    assert info["counts"] == {"vectors": 5, "descriptions": 5}
+    on_disk = sum(p.stat().st_size for p in kb.rglob("*") if p.is_file())
+    assert info["size_bytes"] == on_disk
+    text = ok(run_cli("info", kb)).stdout
+    assert "faiss-flat" in text and "5 vectors" in text and "48-d" in text
+
+
+# -- remove and describe -------------------------------------------------------
+
+
+def test_remove_by_id_and_by_prefix(kb: Path) -> None:
+    ids = [h["id"] for h in search_json(kb, "--text", "red", "-k", "5")["hits"]]
+    result = json.loads(ok(run_cli(*COLOR, "remove", kb, ids[0], ids[1][:8], "--json")).stdout)
+    assert result == {"removed": [ids[0], ids[1]], "missing": [], "total": 3}
+    left = {h["id"] for h in search_json(kb, "--text", "red", "-k", "5")["hits"]}
+    assert left == set(ids[2:])
+
+
+def test_remove_of_an_unknown_id_changes_nothing_unless_missing_ok(kb: Path) -> None:
+    some_id = search_json(kb, "--text", "red", "-k", "1")["hits"][0]["id"]
+    refused = run_cli(*COLOR, "remove", kb, some_id, "feedbeef")
+    assert (
+        refused.returncode == 1
+        and "'feedbeef'" in refused.stderr
+        and "nothing was changed" in refused.stderr
+    )
+    assert len(search_json(kb, "--text", "red", "-k", "9")["hits"]) == 5
+    done = ok(run_cli(*COLOR, "remove", kb, some_id, "feedbeef", "--missing-ok"))
+    assert "Removed 1 image; 4 left." in done.stdout and "not found: feedbeef" in done.stdout
+
+
+def test_describe_replaces_a_description_without_reembedding(kb: Path) -> None:
+    white = search_json(kb, "--text", "white", "-k", "1")["hits"][0]
+    assert white["description"] is None
+    record = json.loads(
+        ok(run_cli(*COLOR, "describe", kb, white["id"], "A plain white card.", "--json")).stdout
+    )
+    assert record["id"] == white["id"] and record["description"] == "A plain white card."
+    again = search_json(kb, "--text", "white", "-k", "1")["hits"][0]
+    assert again["description"] == "A plain white card." and again["score"] == pytest.approx(
+        white["score"]
+    )
+    unknown = run_cli(*COLOR, "describe", kb, "0000ffff", "text")
+    assert unknown.returncode == 1 and "no image with id '0000ffff'" in unknown.stderr
+
+
+def test_a_writer_lock_refuses_a_second_writer_but_not_readers(kb: Path) -> None:
+    code = (
+        "import sys, time; from multimodal_rag import MultimodalRAG; "
+        f"rag = MultimodalRAG.open({str(kb)!r}, allow_modules=['helpers']); "
+        "print('locked', flush=True); sys.stdin.read()"
+    )
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]),
+    }
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environ,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        refused = run_cli(*COLOR, "describe", kb, "0000ffff", "text")
+        assert refused.returncode == 1 and "open for writing in another process" in refused.stderr
+        assert (
+            search_json(kb, "--text", "red", "-k", "1")["hits"][0]["description"] == "A red card."
+        )
+    finally:
+        holder.communicate("", timeout=60)
+
+
+# -- show ----------------------------------------------------------------------
+
+
+def test_show_writes_a_contact_sheet_of_the_expected_size(
+    built: tuple[Path, dict], photos: Path, tmp_path: Path
+) -> None:
+    from multimodal_rag.contact_sheet import CAPTION_HEIGHT, MARGIN
+
+    out = tmp_path / "sheets" / "results.png"
+    result = json.loads(
+        ok(
+            run_cli(
+                *COLOR,
+                "show",
+                built[0],
+                "--image",
+                photos / "red.png",
+                "-k",
+                "3",
+                "--out",
+                out,
+                "--tile",
+                "128",
+                "--json",
+            )
+        ).stdout
+    )
+    with Image.open(out) as sheet:
+        assert sheet.format == "PNG"
+        assert sheet.size == (4 * 128 + 5 * MARGIN, 128 + CAPTION_HEIGHT + 2 * MARGIN)
+        assert (result["width"], result["height"]) == sheet.size
+        # The query tile and the best match (the same red image) are drawn red at their centres.
+        assert sheet.getpixel((MARGIN + 64, MARGIN + 64)) == (255, 0, 0)
+        assert sheet.getpixel((2 * MARGIN + 128 + 64, MARGIN + 64)) == (255, 0, 0)
+    assert [h["rank"] for h in result["hits"]] == [1, 2, 3] and result["hits"][0][
+        "description"
+    ] == "A red card."
+
+
+def test_show_draws_a_placeholder_for_a_missing_image_file(
+    kb: Path, photos: Path, tmp_path: Path
+) -> None:
+    moved = tmp_path / "photos"
+    shutil.copytree(photos, moved)
+    ok(
+        run_cli(
+            *COLOR,
+            "remove",
+            kb,
+            *[h["id"] for h in search_json(kb, "--text", "x", "-k", "9")["hits"]],
+        )
+    )
+    ok(run_cli(*COLOR, "index", moved, "--kb", kb))
+    (moved / "green.png").unlink()
+    out = tmp_path / "sheet.png"
+    text = ok(
+        run_cli(*COLOR, "show", kb, "--image", photos / "green.png", "-k", "4", "--out", out)
+    ).stdout
+    assert text.startswith(f"Wrote {out} (") and "the query and 4 matches" in text
+    with Image.open(out) as sheet:
+        # The best match is green.png, now gone: its tile is the grey placeholder, not green.
+        assert sheet.getpixel((2 * 16 + 256 + 4, 16 + 4)) == (225, 225, 225)
+
+
+# -- offline checkpoint and entry points ---------------------------------------
+
+
+def test_random_checkpoint_loads_through_clip_and_is_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "weights" / "random.pt"
+    first = ok(run_cli("random-checkpoint", path))
+    assert "random weights" in first.stdout and "meaningless" in first.stdout
+    assert first.stderr == ""
+    stamp = path.stat().st_mtime_ns
+    again = ok(run_cli("random-checkpoint", path))
+    assert "already exists; keeping it" in again.stdout and path.stat().st_mtime_ns == stamp
+
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import clip
+
+        model, _preprocess = clip.load(str(path), device="cpu", jit=False)
+    with torch.no_grad():
+        vectors = model.encode_text(clip.tokenize(["a frog"]))
+    assert vectors.shape == (1, 64)
+
+
+def test_help_and_version() -> None:
+    result = ok(run_cli("--help"))
+    for command in ("index", "search", "show", "info", "remove", "describe", "random-checkpoint"):
+        assert command in result.stdout
+    from multimodal_rag import __version__
+
+    assert ok(run_cli("--version")).stdout.strip() == f"multimodal-rag, version {__version__}"
+
+
+def test_console_script_is_declared() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"multimodal-rag": "multimodal_rag.cli:main"}
