@@ -12,7 +12,7 @@ from PIL import Image
 
 from helpers import COLORS, ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
-from multimodal_rag.locks import ReadWriteLock
+from multimodal_rag.locks import ReentrantReadWriteLock
 
 
 def noise(seed: int) -> Image.Image:
@@ -82,7 +82,7 @@ def test_searches_in_threads_while_one_thread_ingests_edits_and_saves(
 
 
 def test_a_writer_waits_for_readers_and_new_readers_wait_for_a_waiting_writer() -> None:
-    lock = ReadWriteLock()
+    lock = ReentrantReadWriteLock()
     order: list[str] = []
     reader_in = threading.Event()
     release_reader = threading.Event()
@@ -107,7 +107,7 @@ def test_a_writer_waits_for_readers_and_new_readers_wait_for_a_waiting_writer() 
     reader_in.wait(5)
     threads.append(threading.Thread(target=writer))
     threads[1].start()
-    while not lock._writers_waiting:  # the writer is queued behind reader 1
+    while not lock._lock._writers_waiting:  # the writer is queued behind reader 1
         time.sleep(0.001)
     threads.append(threading.Thread(target=second_reader))
     threads[2].start()
@@ -120,7 +120,7 @@ def test_a_writer_waits_for_readers_and_new_readers_wait_for_a_waiting_writer() 
 
 
 def test_the_lock_is_reentrant_but_refuses_an_upgrade() -> None:
-    lock = ReadWriteLock()
+    lock = ReentrantReadWriteLock()
     with lock.write(), lock.write(), lock.read():
         pass
     with lock.read(), lock.read():

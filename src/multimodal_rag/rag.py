@@ -24,7 +24,7 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.images import content_id, image_bytes
 from multimodal_rag.journal import Journal, load_journal
-from multimodal_rag.locks import ReadWriteLock, reading, writing
+from multimodal_rag.locks import ReentrantReadWriteLock, reading, writing
 from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
 from multimodal_rag.persistence import CREATE_LEFTOVERS, KnowledgeBaseDirectory
 from multimodal_rag.protocols import (
@@ -112,7 +112,7 @@ class MultimodalRAG:
         self._generation = 0
         self._created_at: str | None = None
         # Searches share it; each change (a batch, a removal, a save) holds it alone.
-        self._lock = ReadWriteLock()
+        self._lock = ReentrantReadWriteLock()
         # Committed changes since the last save; set once the knowledge base has a snapshot.
         self._journal: Journal | None = None
 
