@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,36 @@ def chat_server():
 
     with ChatServer() as server:
         yield server
+
+
+#: Set by CI, which starts the servers: a test that needs one then fails instead of skipping.
+REQUIRE_SERVERS_ENV = "MULTIMODAL_RAG_REQUIRE_SERVERS"
+
+#: Collections and tables made on a server by the current test; dropped after it.
+SERVER_OBJECTS: list[object] = []
+
+
+def server_uri(variable: str, server: str) -> str:
+    """The URI of a test server from environment ``variable``, or skip (fail in CI) without one."""
+    uri = os.environ.get(variable)
+    if uri:
+        return uri
+    message = f"${variable} is not set, so there is no {server} server to test against"
+    if os.environ.get(REQUIRE_SERVERS_ENV) == "1":
+        pytest.fail(f"{message}, but ${REQUIRE_SERVERS_ENV}=1 requires one")
+    pytest.skip(message)
+
+
+def on_server(store: object) -> object:
+    """Register a server-backed store so its collection or table is dropped after the test."""
+    SERVER_OBJECTS.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _drop_server_objects() -> Iterator[None]:
+    yield
+    while SERVER_OBJECTS:
+        store = SERVER_OBJECTS.pop()
+        store.drop()  # type: ignore[attr-defined]
+        store.close()  # type: ignore[attr-defined]

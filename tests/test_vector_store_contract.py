@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import clustered_vectors
+from conftest import clustered_vectors, on_server, server_uri
 from multimodal_rag.errors import DimensionMismatchError, InvalidInputError, NotFoundError
 from multimodal_rag.protocols import VectorStore
 
@@ -49,6 +49,12 @@ def _faiss_ivf_pq(dim: int) -> VectorStore:
     return FaissIVFStore(dim, nlist=4, nprobe=2, pq_m=8, k_factor=16, train_size=50)
 
 
+def _milvus(dim: int) -> VectorStore:
+    from multimodal_rag.vectors.milvus import MilvusVectorStore
+
+    return on_server(MilvusVectorStore(dim, uri=server_uri("MILVUS_URI", "Milvus")))  # type: ignore[return-value]
+
+
 #: name -> factory(dim) of an empty store. Every store here must pass every test below.
 VECTOR_STORES: dict[str, Callable[[int], VectorStore]] = {
     "faiss-flat": _faiss_flat,
@@ -56,6 +62,7 @@ VECTOR_STORES: dict[str, Callable[[int], VectorStore]] = {
     "faiss-ivf": _faiss_ivf,
     "faiss-ivf-pq": _faiss_ivf_pq,
     "hnswlib": _hnswlib,
+    "milvus": _milvus,
 }
 
 DIM = 32

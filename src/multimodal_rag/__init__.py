@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "KnowledgeBaseLockedError": "multimodal_rag.errors",
     "KnowledgeBaseNotFoundError": "multimodal_rag.errors",
     "ManifestError": "multimodal_rag.errors",
+    "MilvusVectorStore": "multimodal_rag.vectors.milvus",
     "MissingDependencyError": "multimodal_rag.errors",
     "ModelLoadError": "multimodal_rag.errors",
     "MultimodalRAG": "multimodal_rag.rag",
@@ -112,4 +113,5 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
     from multimodal_rag.vectors.faiss_ivf import FaissIVFStore
     from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
+    from multimodal_rag.vectors.milvus import MilvusVectorStore
     from multimodal_rag.verify import Problem, ProblemKind, RepairReport, VerificationReport

@@ -26,6 +26,7 @@ BUILTINS: dict[Role, dict[str, str]] = {
         "faiss-hnsw": "multimodal_rag.vectors.faiss_hnsw:FaissHNSWStore",
         "faiss-ivf": "multimodal_rag.vectors.faiss_ivf:FaissIVFStore",
         "hnswlib": "multimodal_rag.vectors.hnswlib_store:HNSWLibStore",
+        "milvus": "multimodal_rag.vectors.milvus:MilvusVectorStore",
     },
     "description_store": {
         "jsonl": "multimodal_rag.descriptions.jsonl:JSONLDescriptionStore",

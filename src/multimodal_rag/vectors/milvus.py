@@ -1,0 +1,528 @@
+"""Vectors in Milvus: a shared, server-side index that outgrows one machine.
+
+The same class talks to a Milvus cluster, a standalone server, or Milvus Lite
+(``milvus-lite``, the same gRPC protocol served from one Python process): only
+the URI changes.
+
+Unlike the embedded stores, the data lives on the server. Every change is
+visible to every process as soon as the call returns (the collection is created
+with consistency level ``"Strong"`` and every read asks for it), and
+:meth:`MilvusVectorStore.save` writes only a small marker naming the collection.
+A knowledge base's snapshot therefore pins the *collection*, not its contents:
+changes made after the last save are not rolled back when it is reopened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from multimodal_rag._remote import (
+    fresh_name,
+    import_optional,
+    split_credentials,
+    valid_name,
+)
+from multimodal_rag.errors import (
+    BackendConnectionError,
+    BackendError,
+    DimensionMismatchError,
+    InvalidInputError,
+    NotFoundError,
+)
+from multimodal_rag.protocols import IdFilter, VectorStore
+from multimodal_rag.types import Neighbor
+from multimodal_rag.vectors._common import check_ids, check_queries, check_vectors, filtered_search
+
+__all__ = ["MilvusVectorStore"]
+
+#: Environment variables read when ``uri`` / ``token`` are not passed.
+URI_ENV = "MILVUS_URI"
+TOKEN_ENV = "MILVUS_TOKEN"
+
+_MARKER_FILE = "milvus.json"
+_ID_FIELD = "id"
+_VECTOR_FIELD = "vector"
+_METRIC = "IP"  # inner product is the cosine for the normalised vectors embedders return
+_CONSISTENCY = "Strong"
+# Milvus's limits: the longest VARCHAR, and the most results (offset + limit) one request returns.
+_MAX_ID_BYTES = 65_535
+_MAX_TOPK = 16_384
+# Ids per filter expression (``id in [...]``); long expressions slow the server's parser.
+_EXPR_CHUNK = 1_000
+# The most ids a set filter may hold and still be sent to the server as an expression.
+_MAX_PUSHDOWN_IDS = 10_000
+_QUERY_CHUNK = 1_024
+
+_DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {
+    "HNSW": {"M": 16, "efConstruction": 200},
+    "HNSW_SQ": {"M": 16, "efConstruction": 200, "sq_type": "SQ8"},
+    "IVF_FLAT": {"nlist": 128},
+    "IVF_SQ8": {"nlist": 128},
+    "IVF_PQ": {"nlist": 128, "m": 8, "nbits": 8},
+}
+_DEFAULT_SEARCH_PARAMS: dict[str, dict[str, Any]] = {
+    "HNSW": {"ef": 64},
+    "HNSW_SQ": {"ef": 64},
+    "IVF_FLAT": {"nprobe": 16},
+    "IVF_SQ8": {"nprobe": 16},
+    "IVF_PQ": {"nprobe": 16},
+}
+
+
+class MilvusVectorStore(VectorStore):
+    """Inner-product search in a Milvus collection, one collection per knowledge base.
+
+    The collection has an explicit schema: a VARCHAR primary key holding the id and
+    a FLOAT_VECTOR field of dimension ``dim``, indexed with metric ``IP``. It is
+    created on first use; an existing one is checked to have the same dimension
+    and metric.
+
+    Args:
+        dim: Dimension of the vectors.
+        uri: Where Milvus listens (``http://host:19530``), or a local file path for an
+            embedded Milvus Lite. Defaults to ``$MILVUS_URI``. A ``user:password@`` in
+            it is used as the token and never saved.
+        collection: Collection name; a fresh ``mrag_...`` name by default.
+        token: ``"user:password"`` or an API key; defaults to ``$MILVUS_TOKEN``.
+            Never written to the manifest.
+        index_type: ``"HNSW"`` (default), ``"IVF_FLAT"``, ``"IVF_SQ8"``, ``"HNSW_SQ"``,
+            ``"FLAT"``, ``"AUTOINDEX"`` or another type the server supports.
+        index_params: Build parameters (``{"M": 16, "efConstruction": 200}`` for HNSW,
+            ``{"nlist": 128}`` for IVF).
+        search_params: Search parameters (``{"ef": 64}`` for HNSW, raised to ``k``
+            when needed; ``{"nprobe": 16}`` for IVF).
+        timeout: Seconds to wait for the server on each call.
+        max_batch_bytes: Upper bound on the payload of one insert request, kept
+            under the server's gRPC message-size limit (64 MiB by default).
+        create: Create the collection when it does not exist; with ``False`` a
+            missing collection is an error (how :meth:`load` reconnects).
+
+    Raises:
+        InvalidInputError: No URI, or a bad name, dimension or index setting.
+        BackendConnectionError: Milvus cannot be reached, or refuses the credentials.
+        DimensionMismatchError: The existing collection holds vectors of another dimension.
+        BackendError: The existing collection has another schema or metric.
+    """
+
+    kind: ClassVar[str] = "milvus"
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        uri: str | None = None,
+        collection: str | None = None,
+        token: str | None = None,
+        index_type: str = "HNSW",
+        index_params: dict[str, Any] | None = None,
+        search_params: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+        max_batch_bytes: int = 16 << 20,
+        create: bool = True,
+    ) -> None:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        uri = uri if uri is not None else os.environ.get(URI_ENV)
+        if not uri:
+            raise InvalidInputError(f"no Milvus URI: pass uri= or set ${URI_ENV}")
+        bare_uri, user, password = split_credentials(uri)
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or (f"{user}:{password or ''}" if user else None)
+        if not isinstance(index_type, str) or not index_type:
+            raise InvalidInputError(f"index_type must be a non-empty string, got {index_type!r}")
+        if not isinstance(max_batch_bytes, int) or max_batch_bytes < 1:
+            raise InvalidInputError(
+                f"max_batch_bytes must be a positive integer, got {max_batch_bytes!r}"
+            )
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidInputError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        self._dim = dim
+        self._uri = bare_uri
+        self._collection = (
+            valid_name(collection, what="collection") if collection else fresh_name("mrag")
+        )
+        self._index_type = index_type.upper()
+        self._index_params = dict(
+            index_params
+            if index_params is not None
+            else _DEFAULT_INDEX_PARAMS.get(self._index_type, {})
+        )
+        self._search_params = dict(
+            search_params
+            if search_params is not None
+            else _DEFAULT_SEARCH_PARAMS.get(self._index_type, {})
+        )
+        self._timeout = float(timeout)
+        self._max_batch_bytes = max_batch_bytes
+        self._token = token
+        pymilvus = import_optional("pymilvus", extra="milvus")
+        with self._calls("connect"):
+            self._client = pymilvus.MilvusClient(
+                uri=bare_uri, token=token or "", timeout=self._timeout
+            )
+        self._open_collection(create=create)
+
+    # -- setup -------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def uri(self) -> str:
+        """The server's URI, without credentials."""
+        return self._uri
+
+    @property
+    def collection(self) -> str:
+        """The Milvus collection holding this store's vectors."""
+        return self._collection
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "uri": self._uri,
+            "collection": self._collection,
+            "index_type": self._index_type,
+            "index_params": dict(self._index_params),
+            "search_params": dict(self._search_params),
+            "timeout": self._timeout,
+        }
+
+    def _open_collection(self, *, create: bool) -> None:
+        client = self._client
+        with self._calls("open the collection"):
+            exists = client.has_collection(self._collection, timeout=self._timeout)
+            if not exists:
+                if not create:
+                    raise BackendError(
+                        f"Milvus at {self._uri} has no collection {self._collection!r}; "
+                        "it was dropped or the knowledge base points at another server"
+                    )
+                self._create_collection()
+            else:
+                self._check_collection()
+            client.load_collection(self._collection, timeout=self._timeout)
+
+    def _create_collection(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(_ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=_MAX_ID_BYTES)
+        schema.add_field(_VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self._dim)
+        index = self._client.prepare_index_params()
+        index.add_index(
+            field_name=_VECTOR_FIELD,
+            index_type=self._index_type,
+            metric_type=_METRIC,
+            params=self._index_params,
+        )
+        self._client.create_collection(
+            self._collection,
+            schema=schema,
+            index_params=index,
+            consistency_level=_CONSISTENCY,
+            timeout=self._timeout,
+        )
+
+    def _check_collection(self) -> None:
+        where = f"collection {self._collection!r} on Milvus at {self._uri}"
+        info = self._client.describe_collection(self._collection, timeout=self._timeout)
+        fields = {field["name"]: field for field in info.get("fields", [])}
+        id_field, vector_field = fields.get(_ID_FIELD), fields.get(_VECTOR_FIELD)
+        from pymilvus import DataType
+
+        if (
+            id_field is None
+            or vector_field is None
+            or not id_field.get("is_primary")
+            or id_field.get("type") != DataType.VARCHAR
+            or vector_field.get("type") != DataType.FLOAT_VECTOR
+        ):
+            raise BackendError(
+                f"{where} was not made by this library: it needs a VARCHAR primary key "
+                f"{_ID_FIELD!r} and a FLOAT_VECTOR field {_VECTOR_FIELD!r}"
+            )
+        existing_dim = int(vector_field.get("params", {}).get("dim", -1))
+        if existing_dim != self._dim:
+            raise DimensionMismatchError(
+                f"{where} holds {existing_dim}-d vectors, "
+                f"but this store was opened for {self._dim}-d"
+            )
+        metrics = {
+            self._client.describe_index(self._collection, name, timeout=self._timeout).get(
+                "metric_type"
+            )
+            for name in self._client.list_indexes(
+                self._collection, field_name=_VECTOR_FIELD, timeout=self._timeout
+            )
+        }
+        if metrics != {_METRIC}:
+            found = ", ".join(sorted(str(m) for m in metrics)) or "no index"
+            raise BackendError(
+                f"{where} is indexed with metric {found}; this store needs metric {_METRIC}"
+            )
+
+    @contextmanager
+    def _calls(self, action: str) -> Iterator[None]:
+        """Turn pymilvus and gRPC failures into the library's errors, naming the server."""
+        try:
+            yield
+        except BackendError:
+            raise
+        except Exception as exc:
+            if not _is_client_error(exc):
+                raise
+            raise _translate(exc, action=action, uri=self._uri, secret=self._token) from None
+
+    # -- reads -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        with self._calls("count vectors"):
+            rows = self._client.query(
+                self._collection,
+                filter="",
+                output_fields=["count(*)"],
+                consistency_level=_CONSISTENCY,
+                timeout=self._timeout,
+            )
+        return int(rows[0]["count(*)"])
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, str) and bool(id) and bool(self._existing([id]))
+
+    def ids(self) -> list[str]:
+        out: list[str] = []
+        last: str | None = None
+        with self._calls("list ids"):
+            while True:
+                # With "iterator" the server returns the smallest ids past the cursor, in
+                # order, so the id itself is the page cursor (no offset window limit).
+                page = self._client.query(
+                    self._collection,
+                    filter="" if last is None else f"{_ID_FIELD} > {_literal(last)}",
+                    output_fields=[_ID_FIELD],
+                    limit=_MAX_TOPK,
+                    iterator="True",
+                    consistency_level=_CONSISTENCY,
+                    timeout=self._timeout,
+                )
+                if not page:
+                    return out
+                batch = sorted(row[_ID_FIELD] for row in page)
+                out.extend(batch)
+                last = batch[-1]
+
+    def _existing(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self._calls("look up ids"):
+            for chunk in _chunks(list(dict.fromkeys(ids)), _EXPR_CHUNK):
+                rows = self._client.query(
+                    self._collection,
+                    filter=_id_in(chunk),
+                    output_fields=[_ID_FIELD],
+                    consistency_level=_CONSISTENCY,
+                    timeout=self._timeout,
+                )
+                found.update(row[_ID_FIELD] for row in rows)
+        return found
+
+    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        ids = list(ids)
+        vectors: dict[str, Any] = {}
+        with self._calls("read vectors"):
+            for chunk in _chunks(list(dict.fromkeys(ids)), _EXPR_CHUNK):
+                rows = self._client.query(
+                    self._collection,
+                    filter=_id_in(chunk),
+                    output_fields=[_ID_FIELD, _VECTOR_FIELD],
+                    consistency_level=_CONSISTENCY,
+                    timeout=self._timeout,
+                )
+                vectors.update((row[_ID_FIELD], row[_VECTOR_FIELD]) for row in rows)
+        missing = next((i for i in ids if i not in vectors), None)
+        if missing is not None:
+            raise NotFoundError(f"id {missing!r} is not in the vector store")
+        out = np.empty((len(ids), self._dim), dtype=np.float32)
+        for row, id_ in enumerate(ids):
+            out[row] = vectors[id_]
+        return out
+
+    def search(
+        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None
+    ) -> list[list[Neighbor]]:
+        """Find the ``k`` nearest vectors of each query.
+
+        A filter that is the ``__contains__`` of a set (``wanted.__contains__``) is sent
+        to the server as an ``id in [...]`` expression, so Milvus searches only those
+        ids; any other predicate is applied here to an over-fetched result.
+        """
+        array = check_queries(queries, self._dim, k)
+        if filter is None:
+            return self._search(array, k)
+        wanted = _id_set_of(filter)
+        if wanted is not None:
+            ids = [i for i in wanted if isinstance(i, str) and i]
+            if not ids:
+                return [[] for _ in range(len(array))]
+            return self._search(array, min(k, len(ids)), expression=_id_in(sorted(ids)))
+        return filtered_search(self._search, array, k, len(self), filter)
+
+    def _search(self, queries: np.ndarray, k: int, *, expression: str = "") -> list[list[Neighbor]]:
+        limit = min(k, _MAX_TOPK)
+        params = dict(self._search_params)
+        if "ef" in params:  # HNSW returns at most ef results
+            params["ef"] = max(int(params["ef"]), limit)
+        results: list[list[Neighbor]] = []
+        with self._calls("search"):
+            for start in range(0, len(queries), _QUERY_CHUNK):
+                rows = self._client.search(
+                    self._collection,
+                    data=list(queries[start : start + _QUERY_CHUNK]),
+                    limit=limit,
+                    filter=expression,
+                    output_fields=[_ID_FIELD],
+                    search_params={"metric_type": _METRIC, "params": params},
+                    consistency_level=_CONSISTENCY,
+                    timeout=self._timeout,
+                )
+                results.extend(
+                    [Neighbor(hit["id"], float(hit["distance"])) for hit in row] for row in rows
+                )
+        return results
+
+    # -- writes ------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Insert or replace vectors (Milvus upsert), in requests under ``max_batch_bytes``.
+
+        Input is checked before anything is sent. A batch the server refuses half-way
+        through a large add leaves the earlier batches stored.
+        """
+        ids = check_ids(ids)
+        array = check_vectors(vectors, self._dim, count=len(ids))
+        sizes = [len(i.encode("utf-8")) for i in ids]
+        too_long = next(
+            (i for i, size in zip(ids, sizes, strict=True) if size > _MAX_ID_BYTES), None
+        )
+        if too_long is not None:
+            raise InvalidInputError(
+                f"id {too_long[:40]!r}... is longer than Milvus's {_MAX_ID_BYTES} bytes"
+            )
+        row_overhead = 4 * self._dim + 64  # vector bytes plus framing per row
+        with self._calls("insert vectors"):
+            batch: list[dict[str, Any]] = []
+            batch_bytes = 0
+            for id_, size, vector in zip(ids, sizes, array, strict=True):
+                if batch and batch_bytes + size + row_overhead > self._max_batch_bytes:
+                    self._client.upsert(self._collection, batch, timeout=self._timeout)
+                    batch, batch_bytes = [], 0
+                batch.append({_ID_FIELD: id_, _VECTOR_FIELD: vector})
+                batch_bytes += size + row_overhead
+            if batch:
+                self._client.upsert(self._collection, batch, timeout=self._timeout)
+
+    def remove(self, ids: Iterable[str]) -> int:
+        if isinstance(ids, str):
+            ids = [ids]
+        # Milvus counts requested keys, not deleted ones: look them up first.
+        present = sorted(self._existing([i for i in ids if isinstance(i, str) and i]))
+        with self._calls("delete vectors"):
+            for chunk in _chunks(present, _EXPR_CHUNK):
+                self._client.delete(self._collection, filter=_id_in(chunk), timeout=self._timeout)
+        return len(present)
+
+    def drop(self) -> None:
+        """Delete the collection and every vector in it, on the server."""
+        with self._calls("drop the collection"):
+            self._client.drop_collection(self._collection, timeout=self._timeout)
+
+    def close(self) -> None:
+        """Close the connection to the server."""
+        with self._calls("close the connection"):
+            self._client.close()
+
+    # -- persistence -------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write a marker naming the server and collection; the vectors stay on the server."""
+        marker = {"uri": self._uri, "collection": self._collection, "dim": self._dim}
+        (Path(directory) / _MARKER_FILE).write_text(
+            json.dumps(marker, indent=2) + "\n", encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, directory: Path, *, dim: int, **config: Any) -> MilvusVectorStore:
+        """Reconnect to the collection named in ``config`` (the manifest's copy).
+
+        The token comes from ``$MILVUS_TOKEN`` (or a ``token=`` in ``config``).
+
+        Raises:
+            BackendError: The collection no longer exists on that server.
+        """
+        return cls(dim, create=False, **config)
+
+    def __repr__(self) -> str:
+        where = f"uri={self._uri!r}, collection={self._collection!r}"
+        return f"MilvusVectorStore({where}, dim={self._dim})"
+
+
+def _literal(value: str) -> str:
+    # Milvus expression strings take JSON's escapes; ensure_ascii=False keeps them readable.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _id_in(ids: Sequence[str]) -> str:
+    return f"{_ID_FIELD} in [{', '.join(_literal(i) for i in ids)}]"
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _id_set_of(filter: IdFilter) -> Any:
+    """The set behind ``some_set.__contains__``, when it is small enough to send to the server."""
+    owner = getattr(filter, "__self__", None)
+    if getattr(filter, "__name__", None) != "__contains__":
+        return None
+    if isinstance(owner, (set, frozenset, dict)) and len(owner) <= _MAX_PUSHDOWN_IDS:
+        return owner
+    return None
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("pymilvus", "grpc", "milvus_lite")) or isinstance(
+        exc, (ConnectionError, TimeoutError)
+    )
+
+
+def _translate(exc: BaseException, *, action: str, uri: str, secret: str | None) -> BackendError:
+    message = str(getattr(exc, "message", "") or exc).strip() or type(exc).__name__
+    if secret:
+        message = message.replace(secret, "***")
+    lowered = f"{message} {exc.__cause__ or ''}".lower()
+    code = getattr(exc, "code", None)
+    if code == 1800 or any(
+        s in lowered for s in ("unauthenticated", "authenticat", "auth check", "password")
+    ):
+        return BackendConnectionError(
+            f"Milvus at {uri} refused the credentials (could not {action}): {message}"
+        )
+    if code == 2 or any(
+        s in lowered
+        for s in ("unavailable", "deadline", "timeout", "timed out", "fail connecting", "connect")
+    ):
+        return BackendConnectionError(
+            f"cannot reach Milvus at {uri} (could not {action}): {message}"
+        )
+    return BackendError(f"Milvus at {uri} could not {action}: {message}")
