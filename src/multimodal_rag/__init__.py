@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "BackendConnectionError": "multimodal_rag.errors",
     "BackendError": "multimodal_rag.errors",
     "CorruptFileError": "multimodal_rag.errors",
+    "DescribeResult": "multimodal_rag.types",
     "DescriptionStore": "multimodal_rag.protocols",
     "DimensionMismatchError": "multimodal_rag.errors",
     "EmbeddedBatch": "multimodal_rag.protocols",
@@ -108,7 +109,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     )
     from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
     from multimodal_rag.rag import MultimodalRAG
-    from multimodal_rag.types import AddResult, Answer, Hit, Neighbor, Record, Skipped, Source
+    from multimodal_rag.types import AddResult, Answer, DescribeResult, Hit, Neighbor, Record, Skipped, Source
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore
     from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
     from multimodal_rag.vectors.faiss_ivf import FaissIVFStore

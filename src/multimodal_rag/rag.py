@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -39,9 +40,14 @@ from multimodal_rag.registry import kind_of, resolve
 from multimodal_rag.types import AddResult, Hit, ImageInput, Record, Skipped, is_path, source_name
 
 if TYPE_CHECKING:
+    from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
+    from multimodal_rag.protocols import ImageDescriber
+    from multimodal_rag.types import Answer, DescribeResult
     from multimodal_rag.verify import RepairReport, VerificationReport
 
 __all__ = ["MultimodalRAG"]
+
+logger = logging.getLogger(__name__)
 
 # How often a read-only open starts again when a writer saves while it loads.
 _READER_RETRIES = 3
@@ -76,9 +82,15 @@ class MultimodalRAG:
         embedder: Turns images and texts into vectors.
         vector_store: Index of the vectors; an exact :class:`FaissFlatStore` by default.
         description_store: Keeps paths, descriptions and metadata; in-memory SQLite by default.
-        answerer: Answers questions from the matches (used by :meth:`ask`).
+        answerer: Answers questions from the matches (used by :meth:`ask`). By default an
+            :class:`OpenAIAnswerer` when ``OPENAI_API_KEY`` is set, otherwise the offline
+            :class:`ExtractiveAnswerer`; :attr:`answerer_reason` (and a log line) says which.
         path: The knowledge-base directory, if it lives on disk.
         read_only: Refuse every change (for readers that share a knowledge base).
+
+    Attributes:
+        answerer: The answerer :meth:`ask` uses.
+        answerer_reason: Why that answerer is the one in use.
     """
 
     def __init__(
@@ -106,6 +118,13 @@ class MultimodalRAG:
         self.embedder = embedder
         self.vector_store = vector_store
         self.description_store = description_store
+        if answerer is None:
+            from multimodal_rag.answerers.default import choose_answerer
+
+            answerer, self.answerer_reason = choose_answerer()
+            logger.info("%s", self.answerer_reason)
+        else:
+            self.answerer_reason = "given by the caller"
         self.answerer = answerer
         self.read_only = read_only
         self._dir = KnowledgeBaseDirectory(Path(path)) if path is not None else None
@@ -656,6 +675,187 @@ class MultimodalRAG:
             return all(metadata.get(key) == value for key, value in wanted.items())
 
         return keep
+
+    # -- answers -----------------------------------------------------------------
+
+    def ask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        k: int = 3,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+        stream: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer | AnswerStream:
+        """Answer a question about an image (or about the knowledge base) from the best matches.
+
+        The knowledge base is searched with ``image`` and ``text`` (by default the question
+        itself when no image is given); the :attr:`answerer` then answers from the ``k``
+        best matches::
+
+            answer = rag.ask("What is this and where can I buy it?", image="photo.jpg")
+            print(answer.text, [source.id for source in answer.sources])
+
+            for chunk in (stream := rag.ask("What is this?", image="photo.jpg", stream=True)):
+                print(chunk, end="")
+            print(stream.answer.usage)
+
+        Args:
+            question: The user's question.
+            image: The user's image: the search query, and shown to the answerer.
+            text: Search text; defaults to the question when there is no image.
+            k: How many matches the answer may draw on.
+            filter: Search filter, as in :meth:`search`.
+            text_weight: Weight of ``text`` when searching with both an image and a text.
+            stream: Return an :class:`AnswerStream` of text chunks instead of an :class:`Answer`.
+            metadata: Passed to the answerer.
+
+        Returns:
+            The answer, with the sources it drew on; or, with ``stream=True``, an iterator of
+            text chunks whose ``answer`` attribute holds the complete answer once read.
+
+        Raises:
+            InvalidInputError: An empty question or bad search arguments.
+            ImageError: The image cannot be read.
+            AnswererError: The answerer failed (a subclass says how).
+        """
+        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight)
+        if not stream:
+            return answerer.answer(question, image=image, matches=matches, metadata=metadata)
+        if callable(getattr(answerer, "stream", None)):
+            return answerer.stream(question, image=image, matches=matches, metadata=metadata)
+        from multimodal_rag.answerers.streaming import AnswerStream
+
+        return AnswerStream.from_answer(answerer.answer(question, image=image, matches=matches, metadata=metadata))
+
+    async def aask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        k: int = 3,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+        stream: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer | AsyncAnswerStream:
+        """Like :meth:`ask`, for asyncio code; with ``stream=True`` it returns an :class:`AsyncAnswerStream`.
+
+        The search itself runs in the calling thread (it is local and quick); waiting for
+        the model does not block the event loop.
+        """
+        import asyncio
+
+        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight)
+        aanswer = getattr(answerer, "aanswer", None)
+        if stream and callable(getattr(answerer, "astream", None)):
+            return await answerer.astream(question, image=image, matches=matches, metadata=metadata)
+        if callable(aanswer):
+            answer = await aanswer(question, image=image, matches=matches, metadata=metadata)
+        else:  # a duck-typed answerer with only the synchronous method
+            answer = await asyncio.to_thread(answerer.answer, question, image=image, matches=matches, metadata=metadata)
+        if not stream:
+            return answer
+        from multimodal_rag.answerers.streaming import AsyncAnswerStream
+
+        return AsyncAnswerStream.from_answer(answer)
+
+    def _answerer_and_matches(
+        self,
+        question: str,
+        image: ImageInput | None,
+        text: str | None,
+        k: int,
+        filter: Filter | None,
+        text_weight: float,
+    ) -> tuple[Answerer, list[Hit]]:
+        from multimodal_rag.answerers._common import check_question
+
+        check_question(question)
+        if self.answerer is None:
+            raise InvalidInputError("this knowledge base has no answerer; set rag.answerer or pass answerer=")
+        if image is None and text is None:
+            text = question  # a question with no picture is its own search
+        return self.answerer, self.search(image=image, text=text, k=k, filter=filter, text_weight=text_weight)
+
+    def describe_missing(
+        self,
+        *,
+        describer: ImageDescriber | None = None,
+        ids: Iterable[str] | None = None,
+        batch_size: int = 8,
+        workers: int = 4,
+        progress: bool | None = None,
+    ) -> DescribeResult:
+        """Have a model describe the images that have no description.
+
+        Each description is written into the record with metadata
+        ``{"description_source": "machine", "description_model": <model>}`` so that a
+        person can find and review it. An image that already has a description is never
+        touched. Batches are stored as they finish (and journalled like any change), so an
+        interrupted run keeps what it had done; running it again continues where it stopped.
+
+        Args:
+            describer: Writes the descriptions; by default the :attr:`answerer`, which must
+                be able to (:class:`OpenAIAnswerer` can, :class:`ExtractiveAnswerer` cannot).
+            ids: Only consider these images (default: every image).
+            batch_size: Images per stored batch.
+            workers: Images described at the same time.
+            progress: Show a progress bar (default: when writing to a terminal).
+
+        Returns:
+            The ids described, and the images skipped with the reason (unreadable image,
+            no image file kept, refused by the provider).
+
+        Raises:
+            ReadOnlyError: Opened read-only.
+            InvalidInputError: The describer cannot describe images.
+            NotFoundError: An id in ``ids`` is not in the knowledge base.
+            AnswererError: The provider failed for every image (credentials, rate limit,
+                connection); the batches finished before are kept.
+        """
+        from multimodal_rag.describing import fill_missing_descriptions, needs_description
+        from multimodal_rag.protocols import ImageDescriber
+
+        self._check_writable()
+        describer = describer if describer is not None else self.answerer  # type: ignore[assignment]
+        if not isinstance(describer, ImageDescriber):
+            raise InvalidInputError(
+                f"{type(describer).__name__} cannot describe images; pass describer=OpenAIAnswerer(...) "
+                "or any object with a describe_image(image) method"
+            )
+        if ids is None:
+            wanted = self.ids()
+        else:
+            wanted = list(dict.fromkeys([ids] if isinstance(ids, str) else ids))
+            for id_ in wanted:
+                if id_ not in self.vector_store:
+                    raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
+        stored = self.description_store.get_many(wanted)
+        records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
+        return fill_missing_descriptions(
+            [record for record in records if needs_description(record)],
+            describer,
+            current=self.get,
+            put=self._put_records,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
+
+    def _put_records(self, records: list[Record]) -> None:
+        """Store changed records (descriptions, metadata) of images already indexed."""
+        if not records:
+            return
+        for record in records:
+            check_record(record)
+        if self._journal is not None:
+            self._journal.put(records)
+        self.description_store.put(records)
 
     # -- records -----------------------------------------------------------------
 

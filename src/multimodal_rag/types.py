@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 #: Anything the library accepts as an image: a file path, encoded bytes or a PIL image.
 ImageInput = Union[str, "os.PathLike[str]", bytes, "PILImage.Image"]
 
-__all__ = ["AddResult", "Answer", "Hit", "ImageInput", "Neighbor", "Record", "Skipped", "Source"]
+__all__ = ["AddResult", "Answer", "DescribeResult", "Hit", "ImageInput", "Neighbor", "Record", "Skipped", "Source"]
 
 
 class Neighbor(NamedTuple):
@@ -106,6 +106,19 @@ class AddResult(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
+
+
+@frozen(kw_only=True)
+class DescribeResult:
+    """What :meth:`MultimodalRAG.describe_missing` did.
+
+    Attributes:
+        described: Ids that now have a machine-written description.
+        skipped: Images left without one, and why (``source`` is the image's id).
+    """
+
+    described: tuple[str, ...] = field(converter=tuple, default=())
+    skipped: tuple[Skipped, ...] = field(converter=tuple, default=())
 
 
 @frozen(kw_only=True)

@@ -1,0 +1,29 @@
+"""Which answerer a knowledge base uses when it is given none."""
+
+from __future__ import annotations
+
+import os
+
+from multimodal_rag.protocols import Answerer
+
+__all__ = ["choose_answerer"]
+
+
+def choose_answerer() -> tuple[Answerer, str]:
+    """The default answerer and why it was chosen.
+
+    :class:`~multimodal_rag.OpenAIAnswerer` when ``OPENAI_API_KEY`` is set (it also reads
+    ``OPENAI_BASE_URL``), otherwise the offline :class:`~multimodal_rag.ExtractiveAnswerer`.
+    Neither makes a network call here.
+    """
+    from multimodal_rag.answerers.openai import API_KEY_ENV, OpenAIAnswerer
+
+    if os.environ.get(API_KEY_ENV):
+        answerer = OpenAIAnswerer()
+        return answerer, f"{API_KEY_ENV} is set: answering with {answerer!r}"
+    from multimodal_rag.answerers.extractive import ExtractiveAnswerer
+
+    return ExtractiveAnswerer(), (
+        f"{API_KEY_ENV} is not set: answering offline with ExtractiveAnswerer, which quotes the best "
+        f"match's description (set {API_KEY_ENV} or pass answerer= to answer with a vision model)"
+    )
