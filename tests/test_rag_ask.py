@@ -297,7 +297,7 @@ def test_describe_missing_never_overwrites_a_description_written_meanwhile(kb) -
             return Answer(text="machine text", model="m")
 
     result = kb.describe_missing(describer=PersonFirst(), ids=["late"], progress=False)
-    assert result.described == () and result.skipped[0].reason == "a description was written meanwhile"
+    assert result.described == () and result.skipped[0].reason == "it was described (or removed) meanwhile"
     assert kb.get("late").description == "Written by a person."
 
 

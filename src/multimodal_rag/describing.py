@@ -20,7 +20,7 @@ from multimodal_rag.errors import AnswererBadRequestError, ImageError, InvalidIn
 from multimodal_rag.protocols import ImageDescriber
 from multimodal_rag.types import Answer, DescribeResult, Record, Skipped
 
-__all__ = ["MACHINE", "MODEL_KEY", "SOURCE_KEY", "fill_missing_descriptions", "needs_description"]
+__all__ = ["MACHINE", "MODEL_KEY", "SOURCE_KEY", "fill_missing_descriptions", "machine_written", "needs_description"]
 
 #: Metadata key that says who wrote a description; its value is :data:`MACHINE` for a model.
 SOURCE_KEY = "description_source"
@@ -39,8 +39,7 @@ def fill_missing_descriptions(
     records: Sequence[Record],
     describer: ImageDescriber,
     *,
-    current: Callable[[str], Record],
-    put: Callable[[list[Record]], None],
+    store: Callable[[list[tuple[str, Answer]]], list[str]],
     batch_size: int = 8,
     workers: int = 4,
     progress: bool | None = None,
@@ -50,8 +49,8 @@ def fill_missing_descriptions(
     Args:
         records: Records without a description.
         describer: Writes the descriptions.
-        current: Reads a record as it is now, just before it is updated.
-        put: Stores a batch of updated records.
+        store: Stores a batch of ``(id, answer)`` and returns the ids it updated; it must
+            leave alone any record that has a description by then (see :func:`machine_written`).
         batch_size: Images per batch; each batch is stored before the next starts, so an
             interruption loses at most one batch of work.
         workers: Images of a batch described at the same time.
@@ -81,20 +80,21 @@ def fill_missing_descriptions(
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 outcomes = list(pool.map(lambda record: _describe(describer, record), batch))
-                updates, fatal = [], None
+                written: list[tuple[str, Answer]] = []
+                fatal = None
                 for record, outcome in zip(batch, outcomes, strict=True):
                     if isinstance(outcome, Skipped):
                         skipped.append(outcome)
                     elif isinstance(outcome, Answer):
-                        update = _machine_written(current(record.id), outcome)
-                        if update is None:
-                            skipped.append(Skipped(source=record.id, reason="a description was written meanwhile"))
-                        else:
-                            updates.append(update)
+                        written.append((record.id, outcome))
                     else:
                         fatal = fatal or outcome
-                put(updates)
-                described.extend(update.id for update in updates)
+                stored = set(store(written)) if written else set()
+                for id_, _ in written:
+                    if id_ in stored:
+                        described.append(id_)
+                    else:
+                        skipped.append(Skipped(source=id_, reason="it was described (or removed) meanwhile"))
                 bar.update(len(batch))
                 if fatal is not None:
                     raise fatal
@@ -119,7 +119,7 @@ def _describe(describer: ImageDescriber, record: Record) -> Answer | Skipped | E
     return answer
 
 
-def _machine_written(record: Record, answer: Answer) -> Record | None:
+def machine_written(record: Record, answer: Answer) -> Record | None:
     """``record`` with the model's description, or ``None`` if it has one by now."""
     if not needs_description(record):
         return None  # a person (or another run) got there first: never overwrite

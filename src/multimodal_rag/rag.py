@@ -818,7 +818,7 @@ class MultimodalRAG:
             AnswererError: The provider failed for every image (credentials, rate limit,
                 connection); the batches finished before are kept.
         """
-        from multimodal_rag.describing import fill_missing_descriptions, needs_description
+        from multimodal_rag.describing import fill_missing_descriptions
         from multimodal_rag.protocols import ImageDescriber
 
         self._check_writable()
@@ -828,6 +828,19 @@ class MultimodalRAG:
                 f"{type(describer).__name__} cannot describe images; pass describer=OpenAIAnswerer(...) "
                 "or any object with a describe_image(image) method"
             )
+        return fill_missing_descriptions(
+            self._undescribed(ids),
+            describer,
+            store=self._store_machine_descriptions,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
+
+    @reading
+    def _undescribed(self, ids: Iterable[str] | None) -> list[Record]:
+        from multimodal_rag.describing import needs_description
+
         if ids is None:
             wanted = self.ids()
         else:
@@ -837,25 +850,31 @@ class MultimodalRAG:
                     raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
         stored = self.description_store.get_many(wanted)
         records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
-        return fill_missing_descriptions(
-            [record for record in records if needs_description(record)],
-            describer,
-            current=self.get,
-            put=self._put_records,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-        )
+        return [record for record in records if needs_description(record)]
 
-    def _put_records(self, records: list[Record]) -> None:
-        """Store changed records (descriptions, metadata) of images already indexed."""
-        if not records:
-            return
-        for record in records:
+    @writing
+    def _store_machine_descriptions(self, written: list[tuple[str, Answer]]) -> list[str]:
+        """Store model-written descriptions; returns the ids updated.
+
+        Checking and writing under one write lock means a description a person wrote
+        in the meantime is seen, and kept.
+        """
+        from multimodal_rag.describing import machine_written
+
+        updates = []
+        for id_, answer in written:
+            if id_ not in self.vector_store:
+                continue  # removed while it was being described
+            update = machine_written(self.get(id_), answer)
+            if update is not None:
+                updates.append(update)
+        for record in updates:
             check_record(record)
-        if self._journal is not None:
-            self._journal.put(records)
-        self.description_store.put(records)
+        if updates:
+            if self._journal is not None:
+                self._journal.put(updates)
+            self.description_store.put(updates)
+        return [record.id for record in updates]
 
     # -- records -----------------------------------------------------------------
 
