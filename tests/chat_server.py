@@ -120,6 +120,8 @@ def sse(datas: Sequence[str]) -> Reply:
     def reply(handler: _Handler, request: Received) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Connection", "close")  # the end of the body is the end of the connection
+        handler.close_connection = True
         handler.end_headers()
         for data in datas:
             handler.wfile.write(f"data: {data}\n\n".encode())
@@ -140,6 +142,8 @@ def slow(seconds: float, then: Reply | None = None) -> Reply:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    # Keep-alive, like real providers: clients reuse pooled connections between requests.
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:  # noqa: N802 - the name http.server looks for
         length = int(self.headers.get("Content-Length") or 0)

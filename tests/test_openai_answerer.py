@@ -294,6 +294,21 @@ def test_async_answer_and_stream(chat_server, matches) -> None:
     assert second.body["stream"] is True
 
 
+def test_async_calls_work_across_event_loops(chat_server, matches) -> None:
+    # Each asyncio.run has its own loop; a connection pooled by an earlier loop must not be reused.
+    answerer = make(chat_server)
+    for _ in range(3):
+        assert asyncio.run(answerer.aanswer("Q?", image=None, matches=matches)).text == "A default answer."
+    chat_server.reply(stream(["x"]))
+
+    async def streamed() -> str:
+        answer_stream = await answerer.astream("Q?", image=None, matches=matches)
+        return (await answer_stream.get_answer()).text
+
+    assert asyncio.run(streamed()) == "x"
+    assert len(chat_server.requests) == 4
+
+
 def test_async_errors_are_mapped(chat_server, matches) -> None:
     chat_server.reply(error(401, "nope", kind="authentication_error"))
     with pytest.raises(AnswererAuthenticationError, match="nope"):

@@ -227,8 +227,13 @@ class OpenAIAnswerer(Answerer):
             return self._no_match_answer(matches, started)
         # Decoding and resizing images is CPU work: keep it off the event loop.
         messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
-        with self._provider_errors():
-            response = await self._get_async_client().chat.completions.create(**self._request(messages))
+        client, owned = self._async_client_for_call()
+        try:
+            with self._provider_errors():
+                response = await client.chat.completions.create(**self._request(messages))
+        finally:
+            if owned:
+                await client.close()
         return self._answer_from(response, kept, started)
 
     async def astream(
@@ -248,9 +253,15 @@ class OpenAIAnswerer(Answerer):
         if kept is None:
             return AsyncAnswerStream.from_answer(self._no_match_answer(matches, started))
         messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
-        with self._provider_errors():
-            response = await self._get_async_client().chat.completions.create(**self._request(messages, stream=True))
-        return AsyncAnswerStream(self._astream_chunks(response, kept, started))
+        client, owned = self._async_client_for_call()
+        try:
+            with self._provider_errors():
+                response = await client.chat.completions.create(**self._request(messages, stream=True))
+        except BaseException:
+            if owned:
+                await client.close()
+            raise
+        return AsyncAnswerStream(self._astream_chunks(response, kept, started, client if owned else None))
 
     def describe_image(self, image: ImageInput) -> Answer:
         """Write a short label of ``image`` (the prompt's ``describe`` instruction).
@@ -365,7 +376,9 @@ class OpenAIAnswerer(Answerer):
             response.close()
         yield self._streamed_answer(parts, state, kept, started)
 
-    async def _astream_chunks(self, response: Any, kept: Sequence[Hit], started: float) -> AsyncIterator[str | Answer]:
+    async def _astream_chunks(
+        self, response: Any, kept: Sequence[Hit], started: float, owned_client: Any = None
+    ) -> AsyncIterator[str | Answer]:
         parts: list[str] = []
         state: dict[str, Any] = {"model": self.model, "usage": {}}
         try:
@@ -377,6 +390,8 @@ class OpenAIAnswerer(Answerer):
                         yield text
         finally:
             await response.close()
+            if owned_client is not None:
+                await owned_client.close()
         yield self._streamed_answer(parts, state, kept, started)
 
     def _read_chunk(self, chunk: Any, state: dict[str, Any]) -> str | None:
@@ -405,11 +420,15 @@ class OpenAIAnswerer(Answerer):
                 self._client = _import_openai().OpenAI(**self._client_options())
             return self._client
 
-    def _get_async_client(self) -> Any:
-        with self._client_lock:
-            if self._async_client is None:
-                self._async_client = _import_openai().AsyncOpenAI(**self._client_options())
-            return self._async_client
+    def _async_client_for_call(self) -> tuple[Any, bool]:
+        """The injected async client, or a new one owned by this call (and closed after it).
+
+        An async client's pooled connections belong to the event loop that opened them, so
+        one kept across calls breaks on the next ``asyncio.run``; a client per call does not.
+        """
+        if self._async_client is not None:
+            return self._async_client, False
+        return _import_openai().AsyncOpenAI(**self._client_options()), True
 
     def _client_options(self) -> dict[str, Any]:
         if self._api_key is None:
