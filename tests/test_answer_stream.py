@@ -30,6 +30,29 @@ def test_chunks_then_answer_and_close_releases_the_source() -> None:
     assert list(full) == ["a", "b"] and full.done and full.answer.text == "ab"
 
 
+def test_close_releases_a_source_that_never_started() -> None:
+    released = []
+
+    def produce():
+        yield "never read"
+
+    with AnswerStream(produce(), on_close=lambda: released.append("sync")):
+        pass
+
+    async def release() -> None:
+        released.append("async")
+
+    async def run() -> None:
+        async def produce_async():
+            yield "never read"
+
+        async with AsyncAnswerStream(produce_async(), on_close=release):
+            pass
+
+    asyncio.run(run())
+    assert released == ["sync", "async"]
+
+
 def test_a_producer_without_final_answer_is_reported() -> None:
     answer_stream = AnswerStream(iter(["a"]))
     assert list(answer_stream) == ["a"]

@@ -328,9 +328,12 @@ def test_describe_image_sends_the_describe_prompt_and_one_image(chat_server) -> 
         make(chat_server).describe_image(b"not an image")
 
 
-def test_missing_key_names_the_variable() -> None:
+def test_missing_key_names_the_variable(monkeypatch) -> None:
     with pytest.raises(AnswererAuthenticationError, match="OPENAI_API_KEY"):
         OpenAIAnswerer()
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    with pytest.raises(AnswererAuthenticationError, match="OPENAI_API_KEY"):
+        OpenAIAnswerer(api_key="")
 
 
 def test_key_and_base_url_come_from_the_environment(chat_server, matches, monkeypatch) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -150,7 +150,7 @@ class OpenAIAnswerer(Answerer):
         _check_count("match_images", match_images, minimum=0)
         if on_no_match not in ("refuse", "image_only"):
             raise InvalidInputError(f"on_no_match must be 'refuse' or 'image_only', got {on_no_match!r}")
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        key = api_key or os.environ.get(API_KEY_ENV) or None  # an empty key is no key
         if key is None and client is None and async_client is None:
             raise AnswererAuthenticationError(_missing_key_message())
         self.model = model
@@ -206,7 +206,7 @@ class OpenAIAnswerer(Answerer):
         params = self._request(self._answer_messages(question, image, kept), stream=True)
         with self._provider_errors():
             response = self._sync_client().chat.completions.create(**params)
-        return AnswerStream(self._stream_chunks(response, kept, started))
+        return AnswerStream(self._stream_chunks(response, kept, started), on_close=response.close)
 
     async def aanswer(
         self,
@@ -261,7 +261,13 @@ class OpenAIAnswerer(Answerer):
             if owned:
                 await client.close()
             raise
-        return AsyncAnswerStream(self._astream_chunks(response, kept, started, client if owned else None))
+
+        async def release() -> None:
+            await response.close()
+            if owned:
+                await client.close()
+
+        return AsyncAnswerStream(self._astream_chunks(response, kept, started, release), on_close=release)
 
     def describe_image(self, image: ImageInput) -> Answer:
         """Write a short label of ``image`` (the prompt's ``describe`` instruction).
@@ -377,7 +383,7 @@ class OpenAIAnswerer(Answerer):
         yield self._streamed_answer(parts, state, kept, started)
 
     async def _astream_chunks(
-        self, response: Any, kept: Sequence[Hit], started: float, owned_client: Any = None
+        self, response: Any, kept: Sequence[Hit], started: float, release: Callable[[], Awaitable[None]]
     ) -> AsyncIterator[str | Answer]:
         parts: list[str] = []
         state: dict[str, Any] = {"model": self.model, "usage": {}}
@@ -389,9 +395,7 @@ class OpenAIAnswerer(Answerer):
                         parts.append(text)
                         yield text
         finally:
-            await response.close()
-            if owned_client is not None:
-                await owned_client.close()
+            await release()
         yield self._streamed_answer(parts, state, kept, started)
 
     def _read_chunk(self, chunk: Any, state: dict[str, Any]) -> str | None:

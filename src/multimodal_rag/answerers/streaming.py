@@ -14,7 +14,7 @@ chunks on and keeps the answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from multimodal_rag.errors import AnswererError
@@ -28,10 +28,16 @@ class AnswerStream(Iterator[str]):
 
     Use it as a context manager (or call :meth:`close`) to stop early and release the
     connection.
+
+    Args:
+        source: Yields the chunks, then one :class:`Answer`.
+        on_close: Releases what the source holds (a connection); called by :meth:`close`,
+            which matters when the source was never started and so cannot clean up itself.
     """
 
-    def __init__(self, source: Iterator[str | Answer]) -> None:
+    def __init__(self, source: Iterator[str | Answer], *, on_close: Callable[[], None] | None = None) -> None:
         self._source = source
+        self._on_close = on_close
         self._answer: Answer | None = None
 
     @classmethod
@@ -71,6 +77,8 @@ class AnswerStream(Iterator[str]):
         close = getattr(self._source, "close", None)
         if close is not None:
             close()
+        if self._on_close is not None:
+            self._on_close()
 
     def __enter__(self) -> AnswerStream:
         return self
@@ -86,8 +94,11 @@ class AsyncAnswerStream(AsyncIterator[str]):
     :attr:`answer` returns it once the stream has been read to the end.
     """
 
-    def __init__(self, source: AsyncIterator[str | Answer]) -> None:
+    def __init__(
+        self, source: AsyncIterator[str | Answer], *, on_close: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self._source = source
+        self._on_close = on_close
         self._answer: Answer | None = None
 
     @classmethod
@@ -142,6 +153,8 @@ class AsyncAnswerStream(AsyncIterator[str]):
         aclose = getattr(self._source, "aclose", None)
         if aclose is not None:
             await aclose()
+        if self._on_close is not None:
+            await self._on_close()
 
     async def __aenter__(self) -> AsyncAnswerStream:
         return self
