@@ -2,5 +2,6 @@
 
 ``extractive`` answers offline from the best match's description; ``openai`` asks a vision
 model behind any OpenAI-compatible chat-completions endpoint. ``prompt`` holds the template
-the model is given, ``streaming`` the objects a streamed answer arrives in.
+the model is given, ``data_urls`` turns images into what it is sent, ``streaming`` the
+objects a streamed answer arrives in, and ``default`` picks an answerer when none is given.
 """
