@@ -264,3 +264,64 @@ def test_growing_in_batches_keeps_every_vector_findable(make_store, rng) -> None
     sample = rng.choice(len(ids), 100, replace=False)
     found = [ids[i] in {n.id for n in row} for i, row in zip(sample, store.search(vectors[sample], 5))]
     assert sum(found) >= 98  # approximate stores may miss a rare one
+
+
+def test_searches_from_many_threads_while_one_thread_writes(make_store, rng) -> None:
+    import threading
+
+    vectors = clustered_vectors(rng, 1200, DIM, clusters=30)
+    ids = [f"v{i}" for i in range(len(vectors))]
+    row_of = {id_: i for i, id_ in enumerate(ids)}
+    anchors = list(range(0, 200, 10))  # added first and never removed
+    store = make_store()
+    store.add(ids[:200], vectors[:200])
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def write() -> None:
+        try:
+            for start in range(200, len(ids), 100):
+                store.add(ids[start : start + 100], vectors[start : start + 100])
+                store.remove([ids[i] for i in range(start - 100, start) if i % 10])
+                store.add([ids[start + 1]], vectors[start + 1 : start + 2])  # replace one
+        except Exception as exc:  # reported by the main thread
+            failures.append(f"writer: {exc!r}")
+        finally:
+            stop.set()
+
+    def read(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        try:
+            while not stop.is_set():
+                picks = local.choice(anchors, 3)
+                for anchor, row in zip(picks, store.search(vectors[picks], 10)):
+                    assert row[0].id == ids[anchor], "an anchor did not find itself"
+                    assert len({n.id for n in row}) == len(row), "an id appears twice"
+                    for n in row:  # the score belongs to the vector of the id returned with it
+                        expected = float(vectors[row_of[n.id]] @ vectors[anchor])
+                        assert abs(n.score - expected) < 1e-3, f"torn result for {n.id}"
+        except Exception as exc:
+            failures.append(f"reader: {exc!r}")
+            stop.set()
+
+    threads = [threading.Thread(target=read, args=(seed,)) for seed in range(4)]
+    threads.append(threading.Thread(target=write))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failures, failures[:3]
+    live = set(store.ids())
+    assert all(ids[a] in live for a in anchors) and len(live) == len(store)
+
+
+def test_batched_and_single_queries_agree(make_store, data) -> None:
+    # Stores may take another code path for one query than for many (FAISS flat does).
+    ids, vectors = data
+    store = make_store()
+    store.add(ids, vectors)
+    batched = store.search(vectors[:40], 7)
+    for query, expected in zip(vectors[:40], batched):
+        single = store.search(query[None, :], 7)[0]
+        assert [n.id for n in single] == [n.id for n in expected]
+        assert [n.score for n in single] == pytest.approx([n.score for n in expected], abs=1e-5)
