@@ -131,6 +131,33 @@ def test_index_again_deduplicates_and_prints_a_summary(kb: Path, photos: Path) -
     assert "skipped:     1" in result.stdout and "broken.jpg: cannot read image" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("flag", "kind"), [("hnsw", "faiss-hnsw"), ("hnswlib", "hnswlib"), ("ivf", "faiss-ivf")]
+)
+def test_index_creates_the_chosen_vector_index(
+    photos: Path, tmp_path: Path, flag: str, kind: str
+) -> None:
+    kb = tmp_path / "kb"
+    ok(
+        run_cli(
+            *COLOR,
+            "index",
+            photos,
+            "--kb",
+            kb,
+            "--embedder",
+            "helpers:ColorEmbedder",
+            "--index",
+            flag,
+        )
+    )
+    assert json.loads(ok(run_cli("info", kb, "--json")).stdout)["vector_store"]["kind"] == kind
+    best = search_json(kb, "--image", photos / "yellow.png", "-k", "1")["hits"][0]
+    assert Path(best["image_path"]).name == "yellow.png" and best["score"] == pytest.approx(
+        1.0, abs=1e-5
+    )
+
+
 def test_index_refuses_another_index_kind_for_an_existing_knowledge_base(
     kb: Path, photos: Path
 ) -> None:
@@ -313,6 +340,90 @@ def test_a_writer_lock_refuses_a_second_writer_but_not_readers(kb: Path) -> None
         holder.communicate("", timeout=60)
 
 
+# -- verify and repair ---------------------------------------------------------
+
+
+@pytest.fixture
+def own_kb(photos: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A knowledge base over a private copy of the photos, whose files a test may delete."""
+    folder = Path(shutil.copytree(photos, tmp_path / "photos"))
+    kb = tmp_path / "kb"
+    ok(
+        run_cli(
+            *COLOR,
+            "index",
+            folder,
+            "--kb",
+            kb,
+            "--descriptions",
+            folder / "descriptions.jsonl",
+            "--embedder",
+            "helpers:ColorEmbedder",
+        )
+    )
+    return kb, folder
+
+
+def change_stores(kb: Path, change) -> None:
+    """Open the knowledge base in this process, change its stores directly, and save."""
+    from multimodal_rag import MultimodalRAG
+
+    with MultimodalRAG.open(kb, allow_modules=["helpers"]) as rag:
+        change(rag)
+
+
+def test_verify_passes_on_a_sound_knowledge_base(built: tuple[Path, dict]) -> None:
+    result = ok(run_cli(*COLOR, "verify", built[0]))
+    assert result.stdout.strip() == f"{built[0]}: ok (5 vectors, 5 description records)."
+    report = json.loads(ok(run_cli(*COLOR, "verify", built[0], "--json")).stdout)
+    assert report == {"ok": True, "vectors": 5, "records": 5, "problems": []}
+
+
+def test_verify_finds_a_deleted_image_and_a_description_without_a_vector(
+    own_kb: tuple[Path, Path],
+) -> None:
+    from multimodal_rag import Record
+
+    kb, folder = own_kb
+    blue_id = search_json(kb, "--image", folder / "blue.png", "-k", "1")["hits"][0]["id"]
+    (folder / "blue.png").unlink()
+    change_stores(
+        kb,
+        lambda rag: rag.description_store.put(
+            [Record(id="orphan-record", description="A lost card.")]
+        ),
+    )
+
+    result = run_cli(*COLOR, "verify", kb, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["vectors"] == 5 and report["records"] == 6
+    found = {(p["kind"], p["id"]) for p in report["problems"]}
+    assert found == {("missing-image", blue_id), ("record-without-vector", "orphan-record")}
+    assert all(set(p) == {"kind", "id", "detail"} for p in report["problems"])
+
+    text = run_cli(*COLOR, "verify", kb)
+    assert text.returncode == 1
+    assert f"{kb}: 2 problems" in text.stdout
+    assert "missing-image: image file" in text.stdout and "blue.png" in text.stdout
+    assert "record-without-vector: record 'orphan-record' has no vector" in text.stdout
+
+
+def test_repair_gives_a_vector_without_a_description_an_empty_record(
+    own_kb: tuple[Path, Path],
+) -> None:
+    kb, folder = own_kb
+    red_id = search_json(kb, "--image", folder / "red.png", "-k", "1")["hits"][0]["id"]
+    change_stores(kb, lambda rag: rag.description_store.delete([red_id]))
+    broken = json.loads(run_cli(*COLOR, "verify", kb, "--json").stdout)
+    assert [(p["kind"], p["id"]) for p in broken["problems"]] == [("vector-without-record", red_id)]
+
+    report = json.loads(ok(run_cli(*COLOR, "repair", kb, "--json")).stdout)
+    assert report["records_created"] == [red_id] and report["reembedded"] == []
+    assert report["remaining"] == {"ok": True, "vectors": 5, "records": 5, "problems": []}
+    ok(run_cli(*COLOR, "verify", kb))
+
+
 # -- show ----------------------------------------------------------------------
 
 
@@ -405,7 +516,17 @@ def test_random_checkpoint_loads_through_clip_and_is_not_overwritten(tmp_path: P
 
 def test_help_and_version() -> None:
     result = ok(run_cli("--help"))
-    for command in ("index", "search", "show", "info", "remove", "describe", "random-checkpoint"):
+    for command in (
+        "index",
+        "search",
+        "show",
+        "info",
+        "remove",
+        "describe",
+        "verify",
+        "repair",
+        "random-checkpoint",
+    ):
         assert command in result.stdout
     from multimodal_rag import __version__
 

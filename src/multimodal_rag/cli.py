@@ -59,8 +59,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise  # click reports these itself (a closed pipe, as in `| head`, quietly)
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
@@ -560,6 +560,78 @@ def describe(settings: _Settings, kb: Path, id: str, text: str, as_json: bool) -
         )
     else:
         click.echo(f"{record.id}: {record.description}")
+
+
+@cli.command()
+@_KB
+@_JSON
+@click.pass_obj
+def verify(settings: _Settings, kb: Path, as_json: bool) -> None:
+    """Check that vectors, descriptions, image files and checksums agree.
+
+    Exits with status 1, listing every problem, when something is wrong.
+    """
+    report = _open(kb, settings, read_only=True).verify()
+    if as_json:
+        _print_json(_verification_json(report))
+    elif report.ok:
+        click.echo(f"{kb}: ok ({report.vectors} vectors, {report.records} description records).")
+    else:
+        click.echo(
+            f"{kb}: {len(report.problems)} problem{'s' if len(report.problems) != 1 else ''}"
+        )
+        for problem in report.problems:
+            click.echo(f"  {problem.kind}: {problem.detail}")
+        click.echo("Run `multimodal-rag repair` to rebuild what can be rebuilt.")
+    if not report.ok:
+        click.get_current_context().exit(EXIT_FAILURE)
+
+
+@cli.command()
+@_KB
+@_JSON
+@click.pass_obj
+def repair(settings: _Settings, kb: Path, as_json: bool) -> None:
+    """Rebuild what `verify` finds broken, without dropping any description.
+
+    Exits with status 1 when problems remain that cannot be fixed (they are listed).
+    """
+    with _open(kb, settings, read_only=False) as rag:
+        report = rag.repair()
+    remaining = report.remaining
+    if as_json:
+        _print_json(
+            {
+                "reembedded": list(report.reembedded),
+                "records_created": list(report.records_created),
+                "index_rebuilt": report.index_rebuilt,
+                "remaining": _verification_json(remaining),
+            }
+        )
+    else:
+        click.echo(f"Re-embedded {len(report.reembedded)} image(s) whose vector was missing.")
+        click.echo(
+            f"Created {len(report.records_created)} empty record(s) for vectors without one."
+        )
+        if report.index_rebuilt:
+            click.echo("Rebuilt the vector index from its stored vectors.")
+        if remaining.ok:
+            click.echo(f"{kb}: ok now.")
+        else:
+            click.echo(f"{len(remaining.problems)} problem(s) could not be fixed:")
+            for problem in remaining.problems:
+                click.echo(f"  {problem.kind}: {problem.detail}")
+    if not remaining.ok:
+        click.get_current_context().exit(EXIT_FAILURE)
+
+
+def _verification_json(report: Any) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "vectors": report.vectors,
+        "records": report.records,
+        "problems": [{"kind": p.kind, "id": p.id, "detail": p.detail} for p in report.problems],
+    }
 
 
 def _resolve_ids(
