@@ -250,6 +250,104 @@ def test_failures_exit_1_with_a_message_and_a_traceback_only_under_debug(tmp_pat
     assert "Traceback" in debug.stderr and "KnowledgeBaseNotFoundError" in debug.stderr
 
 
+# -- ask -----------------------------------------------------------------------
+
+
+def test_ask_answers_offline_without_an_api_key(built: tuple[Path, dict], photos: Path) -> None:
+    result = ok(
+        run_cli(*COLOR, "ask", built[0], "--image", photos / "blue.png", "What is this?", "-k", "2")
+    )
+    assert result.stdout.startswith("Best match: A blue card. (id ")
+    assert "Sources:\n 1. 1.0000  A blue card.  [" in result.stdout
+    assert "Answered by extractive in " in result.stdout
+    assert "OPENAI_API_KEY is not set: answering offline with ExtractiveAnswerer" in result.stderr
+
+    answer = json.loads(
+        ok(
+            run_cli(
+                *COLOR, "ask", built[0], "--image", photos / "blue.png", "What is this?", "--json"
+            )
+        ).stdout
+    )
+    assert set(answer) == {"question", "image", "answer", "model", "sources", "usage", "latency_s"}
+    assert answer["question"] == "What is this?" and answer["image"] == str(photos / "blue.png")
+    assert answer["model"] == "extractive" and answer["answer"].startswith(
+        "Best match: A blue card."
+    )
+    assert len(answer["sources"]) == 3
+    assert set(answer["sources"][0]) == {"id", "score", "description", "image_path"}
+    assert answer["sources"][0]["description"] == "A blue card."
+
+
+def test_ask_streams_the_same_answer(built: tuple[Path, dict], photos: Path) -> None:
+    whole = ok(
+        run_cli(*COLOR, "ask", built[0], "--image", photos / "red.png", "Which card?")
+    ).stdout
+    streamed = ok(
+        run_cli(*COLOR, "ask", built[0], "--image", photos / "red.png", "Which card?", "--stream")
+    ).stdout
+    strip = lambda text: text.rsplit("Answered by", 1)[0].strip()  # noqa: E731 - latency differs
+    assert strip(streamed) == strip(whole)
+
+
+def test_ask_without_an_image_searches_with_the_question(built: tuple[Path, dict]) -> None:
+    answer = json.loads(ok(run_cli(*COLOR, "ask", built[0], "yellow", "--json", "-k", "1")).stdout)
+    assert answer["image"] is None and answer["sources"][0]["description"] == "A yellow card."
+
+
+def test_ask_through_an_openai_compatible_server(
+    built: tuple[Path, dict], photos: Path, chat_server
+) -> None:
+    from chat_server import completion, stream
+
+    env = {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": chat_server.url}
+    chat_server.reply(completion("It is a green card."), stream(["It is ", "a green ", "card."]))
+    answer = json.loads(
+        ok(
+            run_cli(
+                *COLOR,
+                "ask",
+                built[0],
+                "--image",
+                photos / "green.png",
+                "What is it?",
+                "--answer-model",
+                "vision-1",
+                "--json",
+                env=env,
+            )
+        ).stdout
+    )
+    assert answer["answer"] == "It is a green card." and answer["usage"]["prompt_tokens"] == 11
+    assert answer["sources"][0]["description"] == "A green card."
+    request = chat_server.requests[0]
+    assert request.body["model"] == "vision-1"
+    assert "A green card." in request.text() and "What is it?" in request.text()
+
+    streamed = ok(
+        run_cli(
+            *COLOR,
+            "ask",
+            built[0],
+            "--image",
+            photos / "green.png",
+            "What is it?",
+            "--stream",
+            env=env,
+        )
+    )
+    assert streamed.stdout.startswith("It is a green card.\n")
+    assert "OPENAI_API_KEY is set" in streamed.stderr
+    assert chat_server.requests[1].body["stream"] is True
+
+
+def test_ask_refuses_bad_combinations(built: tuple[Path, dict]) -> None:
+    both = run_cli(*COLOR, "ask", built[0], "q", "--stream", "--json")
+    assert both.returncode == 2 and "--stream and --json cannot be combined" in both.stderr
+    no_key = run_cli(*COLOR, "ask", built[0], "q", "--answerer", "openai")
+    assert no_key.returncode == 1 and no_key.stderr.startswith("error: no OpenAI API key")
+
+
 # -- info ----------------------------------------------------------------------
 
 

@@ -416,6 +416,128 @@ def show(
         )
 
 
+@cli.command()
+@_KB
+@click.argument("question")
+@click.option(
+    "--image", type=_IMAGE, help="Your image: the search query, and shown to the answerer."
+)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Matches the answer may draw on.",
+)
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Use only matches whose metadata has KEY=VALUE.",
+)
+@click.option(
+    "--answerer",
+    "answerer_kind",
+    type=click.Choice(["auto", "extractive", "openai"]),
+    default="auto",
+    show_default=True,
+    help="auto: openai if OPENAI_API_KEY is set, else extractive (offline, quotes the best match)",
+)
+@click.option(
+    "--answer-model",
+    default=None,
+    metavar="NAME",
+    help="Model of the openai answerer, e.g. gpt-4o.",
+)
+@click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
+@_JSON
+@click.pass_obj
+def ask(
+    settings: _Settings,
+    kb: Path,
+    question: str,
+    image: Path | None,
+    k: int,
+    where: tuple[str, ...],
+    answerer_kind: str,
+    answer_model: str | None,
+    stream: bool,
+    as_json: bool,
+) -> None:
+    """Answer QUESTION about an image from the descriptions of its closest matches.
+
+    Without --image the question itself is the search. The answerer is not stored
+    with the knowledge base: OPENAI_API_KEY and OPENAI_BASE_URL choose the provider.
+    """
+    from multimodal_rag.rag import MultimodalRAG
+
+    if stream and as_json:
+        raise click.UsageError("--stream and --json cannot be combined")
+    if answer_model is not None and answerer_kind == "extractive":
+        raise click.UsageError("--answer-model applies to the openai answerer")
+    answerer = _build_answerer(
+        "openai" if answer_model is not None else answerer_kind, answer_model
+    )
+    rag = MultimodalRAG.open(
+        kb, read_only=True, answerer=answerer, allow_modules=settings.allow_modules
+    )
+    if answerer is None and not as_json:
+        click.echo(f"note: {rag.answerer_reason}", err=True)
+    result = rag.ask(question, image=image, k=k, filter=_parse_where(where), stream=stream)
+    if stream:
+        with result:
+            for chunk in result:
+                click.echo(chunk, nl=False)  # click.echo flushes, so each chunk shows at once
+            answer = result.answer
+        click.echo()
+    else:
+        answer = result
+    if as_json:
+        _print_json(
+            {
+                "question": question,
+                "image": str(image) if image is not None else None,
+                "answer": answer.text,
+                "model": answer.model,
+                "sources": [
+                    {
+                        "id": s.id,
+                        "score": s.score,
+                        "description": s.description,
+                        "image_path": s.image_path,
+                    }
+                    for s in answer.sources
+                ],
+                "usage": dict(answer.usage),
+                "latency_s": answer.latency_s,
+            }
+        )
+        return
+    if not stream:
+        click.echo(answer.text)
+    if answer.sources:
+        click.echo("\nSources:")
+        for rank, source in enumerate(answer.sources, start=1):
+            where_ = _display_path(source.image_path) if source.image_path else "(no image file)"
+            click.echo(
+                f"{rank:>2}. {source.score:.4f}  {_description(source.description)}  [{where_}]"
+            )
+    click.echo(f"\nAnswered by {answer.model or 'the answerer'} in {answer.latency_s:.2f} s.")
+
+
+def _build_answerer(kind: str, model: str | None) -> Any:
+    if kind == "extractive":
+        from multimodal_rag.answerers.extractive import ExtractiveAnswerer
+
+        return ExtractiveAnswerer()
+    if kind == "openai":
+        from multimodal_rag.answerers.openai import OpenAIAnswerer
+
+        return OpenAIAnswerer(model=model) if model is not None else OpenAIAnswerer()
+    return None  # the knowledge base chooses, and says why
+
+
 def _parse_where(pairs: Iterable[str]) -> dict[str, Any] | None:
     metadata: dict[str, Any] = {}
     for pair in pairs:
