@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from conftest import on_server, server_uri
 from multimodal_rag.errors import InvalidInputError, NotFoundError
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
@@ -26,9 +27,16 @@ def _sqlite() -> DescriptionStore:
     return SQLiteDescriptionStore()
 
 
+def _postgres() -> DescriptionStore:
+    from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
+
+    return on_server(PostgresDescriptionStore(server_uri("DATABASE_URL", "PostgreSQL")))  # type: ignore[return-value]
+
+
 #: name -> factory of an empty store. Every store here must pass every test below.
 DESCRIPTION_STORES: dict[str, Callable[[], DescriptionStore]] = {
     "jsonl": _jsonl,
+    "postgres": _postgres,
     "sqlite": _sqlite,
 }
 

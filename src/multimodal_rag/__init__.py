@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "Neighbor": "multimodal_rag.types",
     "NotFoundError": "multimodal_rag.errors",
     "OpenAIAnswerer": "multimodal_rag.answerers.openai",
+    "PostgresDescriptionStore": "multimodal_rag.descriptions.postgres",
     "Problem": "multimodal_rag.verify",
     "ProblemKind": "multimodal_rag.verify",
     "PromptTemplate": "multimodal_rag.answerers.prompt",
@@ -97,6 +98,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.contact_sheet import render_contact_sheet
     from multimodal_rag.descriptions.jsonl import JSONLDescriptionStore
+    from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
     from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
     from multimodal_rag.errors import *  # noqa: F403
     from multimodal_rag.protocols import (

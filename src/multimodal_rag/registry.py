@@ -30,6 +30,7 @@ BUILTINS: dict[Role, dict[str, str]] = {
     },
     "description_store": {
         "jsonl": "multimodal_rag.descriptions.jsonl:JSONLDescriptionStore",
+        "postgres": "multimodal_rag.descriptions.postgres:PostgresDescriptionStore",
         "sqlite": "multimodal_rag.descriptions.sqlite:SQLiteDescriptionStore",
     },
     "answerer": {

@@ -1,0 +1,397 @@
+"""Descriptions in PostgreSQL: one table per knowledge base, shared by every application server.
+
+Like :class:`~multimodal_rag.MilvusVectorStore`, the data lives on the server:
+each call commits its own transaction, every process sees it as soon as the call
+returns, and :meth:`PostgresDescriptionStore.save` writes only a small marker
+naming the table. Every statement is parameterised; the table name is checked and
+quoted as an identifier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from multimodal_rag._remote import fresh_name, import_optional, valid_name
+from multimodal_rag.descriptions.jsonl import check_record
+from multimodal_rag.errors import (
+    BackendConnectionError,
+    BackendError,
+    InvalidInputError,
+    NotFoundError,
+)
+from multimodal_rag.protocols import DescriptionStore
+from multimodal_rag.types import Record
+
+__all__ = ["PostgresDescriptionStore"]
+
+#: Environment variable read when no ``dsn`` is passed.
+DSN_ENV = "DATABASE_URL"
+
+_MARKER_FILE = "postgres.json"
+_COLUMNS = "id, image_path, description, metadata"
+_PAGE = 1_000  # rows per round trip when iterating
+_ID_CHUNK = 10_000  # ids per "= ANY(%s)" array
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id TEXT PRIMARY KEY,
+    image_path TEXT,
+    description TEXT,
+    metadata JSONB NOT NULL DEFAULT '{{}}'::jsonb,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+_UPSERT = """
+INSERT INTO {table} (id, image_path, description, metadata) VALUES (%s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    image_path = EXCLUDED.image_path,
+    description = EXCLUDED.description,
+    metadata = EXCLUDED.metadata,
+    updated_at = now()
+"""
+
+
+class PostgresDescriptionStore(DescriptionStore):
+    """Records in a PostgreSQL table, through a pool of psycopg 3 connections.
+
+    The table (``id`` primary key, ``image_path``, ``description``, ``metadata`` as
+    JSONB, ``created_at`` and ``updated_at``) is created on first use. JSONB keeps
+    metadata's values but not the order of its keys.
+
+    Args:
+        dsn: A libpq connection string or URL (``postgresql://user:pw@host:5432/db``);
+            defaults to ``$DATABASE_URL``. Its password is used but never saved.
+        table: Table name; a fresh ``mrag_descriptions_...`` name by default.
+        password: The password, when the DSN has none. Otherwise it is taken from
+            ``$DATABASE_URL`` when that names the same server, database and user,
+            and finally from libpq's own ``$PGPASSWORD`` or ``~/.pgpass``.
+        max_connections: Size of the connection pool.
+        timeout: Seconds to wait for a connection (connecting, or a free one in the pool).
+        create: Create the table when it does not exist; with ``False`` a missing
+            table is an error (how :meth:`load` reconnects).
+
+    Raises:
+        InvalidInputError: No DSN, or a bad table name or setting.
+        BackendConnectionError: The server cannot be reached or refuses the credentials.
+        BackendError: The table is missing (with ``create=False``) or unusable.
+    """
+
+    kind: ClassVar[str] = "postgres"
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        table: str | None = None,
+        password: str | None = None,
+        max_connections: int = 4,
+        timeout: float = 30.0,
+        create: bool = True,
+    ) -> None:
+        dsn = dsn if dsn is not None else os.environ.get(DSN_ENV)
+        if not dsn:
+            raise InvalidInputError(f"no PostgreSQL DSN: pass dsn= or set ${DSN_ENV}")
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise InvalidInputError(
+                f"max_connections must be a positive integer, got {max_connections!r}"
+            )
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidInputError(
+                f"timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        psycopg = import_optional("psycopg", extra="postgres")
+        pool_module = import_optional("psycopg_pool", extra="postgres")
+        from psycopg import sql
+
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise InvalidInputError(f"cannot parse the PostgreSQL DSN: {exc}") from None
+        self._password = password or params.pop("password", None) or _password_from_env(params)
+        params.pop("password", None)
+        self._params = {key: str(value) for key, value in params.items()}
+        self._dsn = psycopg.conninfo.make_conninfo(**self._params)
+        self._table_name = (
+            valid_name(table, what="table") if table else fresh_name("mrag_descriptions")
+        )
+        self._table = sql.Identifier(self._table_name)
+        self._max_connections = max_connections
+        self._timeout = float(timeout)
+        connect_args: dict[str, Any] = {"connect_timeout": max(1, round(self._timeout))}
+        if self._password:
+            connect_args["password"] = self._password
+
+        # One direct connection first: it reports the server's own reason (refused,
+        # bad password, unknown database) where a pool would only time out.
+        with self._calls("connect"), psycopg.connect(self._dsn, **connect_args) as conn:
+            self._prepare_table(conn, create=create)
+        with self._calls("open a connection pool"):
+            self._pool = pool_module.ConnectionPool(
+                self._dsn,
+                kwargs=connect_args,
+                min_size=1,
+                max_size=max_connections,
+                timeout=self._timeout,
+                open=False,
+            )
+            self._pool.open(wait=True, timeout=self._timeout)
+        self._finalizer = weakref.finalize(self, self._pool.close)
+
+    def _prepare_table(self, conn: Any, *, create: bool) -> None:
+        from psycopg import sql
+
+        exists = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (self._qualified_name(conn),)
+        ).fetchone()[0]
+        if not exists:
+            if not create:
+                raise BackendError(
+                    f"PostgreSQL at {self.where} has no table {self._table_name!r}; "
+                    "it was dropped or the knowledge base points at another database"
+                )
+            conn.execute(sql.SQL(_SCHEMA).format(table=self._table))
+            return
+        columns = {
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = %s AND table_schema = current_schema()",
+                (self._table_name,),
+            )
+        }
+        missing = {"id", "image_path", "description", "metadata"} - columns
+        if missing:
+            raise BackendError(
+                f"table {self._table_name!r} on PostgreSQL at {self.where} was not made by this "
+                f"library: it lacks column(s) {sorted(missing)}"
+            )
+
+    def _qualified_name(self, conn: Any) -> str:
+        from psycopg import sql
+
+        return sql.Identifier(self._table_name).as_string(conn)
+
+    @property
+    def where(self) -> str:
+        """The server and database, without credentials, for messages."""
+        p = self._params
+        user = f"{p['user']}@" if "user" in p else ""
+        host = p.get("host") or p.get("hostaddr") or "localhost"
+        port = f":{p['port']}" if "port" in p else ""
+        return f"postgresql://{user}{host}{port}/{p.get('dbname', '')}"
+
+    @property
+    def table(self) -> str:
+        """The table holding this store's records."""
+        return self._table_name
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dsn": self._dsn,
+            "table": self._table_name,
+            "max_connections": self._max_connections,
+            "timeout": self._timeout,
+        }
+
+    @contextmanager
+    def _calls(self, action: str) -> Iterator[None]:
+        """Turn psycopg failures into the library's errors: the server named, the password not."""
+        import psycopg
+        import psycopg_pool
+
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            message = self._scrub(exc)
+            if "password" in message.lower() or "authentication" in message.lower():
+                raise BackendConnectionError(
+                    f"PostgreSQL at {self.where} refused the credentials "
+                    f"(could not {action}): {message}"
+                ) from None
+            raise BackendConnectionError(
+                f"cannot reach PostgreSQL at {self.where} (could not {action}): {message}"
+            ) from None
+        except psycopg.Error as exc:
+            raise BackendError(
+                f"PostgreSQL at {self.where} could not {action}: {self._scrub(exc)}"
+            ) from None
+
+    def _scrub(self, exc: BaseException) -> str:
+        message = str(exc).strip() or type(exc).__name__
+        return message.replace(self._password, "***") if self._password else message
+
+    @contextmanager
+    def _connection(self, action: str) -> Iterator[Any]:
+        # The pool commits when the block succeeds and rolls back when it raises.
+        with self._calls(action), self._pool.connection() as conn:
+            yield conn
+
+    # -- reads -------------------------------------------------------------------
+
+    def _select(self, where: str) -> Any:
+        from psycopg import sql
+
+        return sql.SQL(f"SELECT {_COLUMNS} FROM {{table}} {where}").format(table=self._table)
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> Record:
+        return Record(id=row[0], image_path=row[1], description=row[2], metadata=row[3])
+
+    def get(self, id: str) -> Record:
+        with self._connection("read a record") as conn:
+            row = conn.execute(self._select("WHERE id = %s"), (id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no description record with id {id!r}")
+        return self._record(row)
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, Record]:
+        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
+        out: dict[str, Record] = {}
+        with self._connection("read records") as conn:
+            for start in range(0, len(wanted), _ID_CHUNK):
+                rows = conn.execute(
+                    self._select("WHERE id = ANY(%s)"), (wanted[start : start + _ID_CHUNK],)
+                )
+                out.update((row[0], self._record(row)) for row in rows)
+        return out
+
+    def __iter__(self) -> Iterator[Record]:
+        # Page by key so that no connection is held while the caller works on a page.
+        last: str | None = None
+        while True:
+            with self._connection("read records") as conn:
+                if last is None:
+                    rows = conn.execute(self._select("ORDER BY id LIMIT %s"), (_PAGE,)).fetchall()
+                else:
+                    rows = conn.execute(
+                        self._select("WHERE id > %s ORDER BY id LIMIT %s"), (last, _PAGE)
+                    ).fetchall()
+            yield from (self._record(row) for row in rows)
+            if len(rows) < _PAGE:
+                return
+            last = rows[-1][0]
+
+    def __len__(self) -> int:
+        from psycopg import sql
+
+        with self._connection("count records") as conn:
+            return int(
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {table}").format(table=self._table)
+                ).fetchone()[0]
+            )
+
+    def __contains__(self, id: object) -> bool:
+        if not isinstance(id, str):
+            return False
+        from psycopg import sql
+
+        with self._connection("look up a record") as conn:
+            query = sql.SQL("SELECT 1 FROM {table} WHERE id = %s").format(table=self._table)
+            return conn.execute(query, (id,)).fetchone() is not None
+
+    # -- writes ------------------------------------------------------------------
+
+    def put(self, records: Iterable[Record]) -> None:
+        """Insert or replace records in one transaction: all of them are stored, or none."""
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        rows = []
+        for record in records:
+            check_record(record)
+            _check_no_nul(record)
+            rows.append((record.id, record.image_path, record.description, Jsonb(record.metadata)))
+        if not rows:
+            return
+        with self._connection("store records") as conn, conn.cursor() as cursor:
+            cursor.executemany(sql.SQL(_UPSERT).format(table=self._table), rows)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        from psycopg import sql
+
+        if isinstance(ids, str):
+            ids = [ids]
+        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
+        deleted = 0
+        with self._connection("delete records") as conn:
+            query = sql.SQL("DELETE FROM {table} WHERE id = ANY(%s)").format(table=self._table)
+            for start in range(0, len(wanted), _ID_CHUNK):
+                deleted += conn.execute(query, (wanted[start : start + _ID_CHUNK],)).rowcount
+        return deleted
+
+    def drop(self) -> None:
+        """Delete the table and every record in it, on the server."""
+        from psycopg import sql
+
+        with self._connection("drop the table") as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {table}").format(table=self._table))
+
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self._finalizer()
+
+    # -- persistence -------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write a marker naming the database and table; the records stay on the server."""
+        marker = {"dsn": self._dsn, "table": self._table_name}
+        (Path(directory) / _MARKER_FILE).write_text(
+            json.dumps(marker, indent=2) + "\n", encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, directory: Path, **config: Any) -> PostgresDescriptionStore:
+        """Reconnect to the table named in ``config`` (the manifest's copy).
+
+        Raises:
+            BackendError: The table no longer exists in that database.
+        """
+        return cls(create=False, **config)
+
+    def __repr__(self) -> str:
+        return f"PostgresDescriptionStore({self.where!r}, table={self._table_name!r})"
+
+
+def _password_from_env(params: dict[str, Any]) -> str | None:
+    """The password of ``$DATABASE_URL`` when it names the same server, database and user."""
+    env = os.environ.get(DSN_ENV)
+    if not env:
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        other = conninfo_to_dict(env)
+    except Exception:  # a malformed variable is simply not a source of passwords
+        return None
+    same = all(
+        str(other.get(key)) == str(params.get(key)) for key in ("host", "port", "dbname", "user")
+    )
+    return other.get("password") if same else None
+
+
+def _check_no_nul(record: Record) -> None:
+    # PostgreSQL text and JSONB cannot hold the NUL character; refuse it before the server does.
+    def has_nul(value: Any) -> bool:
+        if isinstance(value, str):
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(has_nul(k) or has_nul(v) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return any(has_nul(v) for v in value)
+        return False
+
+    for name, value in (
+        ("id", record.id),
+        ("image_path", record.image_path),
+        ("description", record.description),
+        ("metadata", record.metadata),
+    ):
+        if has_nul(value):
+            raise InvalidInputError(f"the {name} of record {record.id!r} contains a NUL character")
