@@ -10,10 +10,20 @@ from typing import Any
 from attrs import frozen
 
 from multimodal_rag.descriptions.jsonl import RESERVED_KEYS, read_jsonl
-from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.errors import CorruptFileError, InvalidInputError
 from multimodal_rag.images import IMAGE_SUFFIXES
 
-__all__ = ["DescriptionEntry", "DescriptionsFile", "find_images"]
+__all__ = ["DescriptionEntry", "DescriptionsFile", "find_images", "is_inside", "outside_root"]
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with symlinks and ``..`` resolved, lies within ``root``."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+def outside_root(files: list[Path], root: Path) -> list[Path]:
+    """The ``files`` that resolve outside ``root``: symlinks (to files or folders) leading out of it."""
+    return [file for file in files if not is_inside(file, root)]
 
 
 def find_images(directory: Path, *, recursive: bool = True) -> list[Path]:
@@ -44,19 +54,41 @@ class DescriptionsFile:
     An entry's ``image_path`` may be relative to the descriptions file's folder or to
     the image directory; when neither matches, an image is matched by its file name,
     provided only one entry has that name.
+
+    Args:
+        path: The JSON Lines file.
+        image_root: The folder being indexed.
+        allow_outside: Accept entries whose ``image_path`` leads outside ``image_root``.
+
+    Raises:
+        InvalidInputError: A missing file, a line that is not UTF-8 JSON, an entry
+            without ``image_path``, or one that leads outside ``image_root``.
     """
 
-    def __init__(self, path: Path, image_root: Path) -> None:
+    def __init__(self, path: Path, image_root: Path, *, allow_outside: bool = False) -> None:
         self.path = Path(path)
         self._by_path: dict[str, DescriptionEntry] = {}
         by_name: dict[str, list[DescriptionEntry]] = defaultdict(list)
-        bases = [self.path.resolve().parent, Path(image_root).resolve()]
+        root = Path(image_root).resolve()
+        bases = [self.path.resolve().parent, root]
         if not self.path.is_file():
             raise InvalidInputError(f"descriptions file not found: {str(path)!r}")
-        for line, obj in read_jsonl(self.path):
+        try:
+            lines = list(read_jsonl(self.path))
+        except CorruptFileError as exc:
+            # The file is the caller's input, not part of a knowledge base: bad input.
+            raise InvalidInputError(str(exc)) from exc
+        for line, obj in lines:
             image_path = obj.get("image_path")
-            if not isinstance(image_path, str) or not image_path:
-                raise InvalidInputError(f"{str(path)!r} line {line} has no 'image_path' string")
+            if not isinstance(image_path, str) or not image_path or "\0" in image_path:
+                raise InvalidInputError(f"{str(path)!r} line {line} has no usable 'image_path' string")
+            # A descriptions file may come from someone else: it must not point the
+            # library at files outside the folder being indexed ("../", absolute paths).
+            if not allow_outside and not any(is_inside(base / image_path, root) for base in bases):
+                raise InvalidInputError(
+                    f"{str(path)!r} line {line}: image_path {image_path!r} points outside the image "
+                    f"directory {str(root)!r}; pass allow_outside=True to accept it"
+                )
             description = obj.get("description")
             if description is not None and not isinstance(description, str):
                 raise InvalidInputError(f"{str(path)!r} line {line}: 'description' must be a string")

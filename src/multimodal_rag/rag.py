@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from multimodal_rag.description_files import DescriptionsFile, find_images
+from multimodal_rag.description_files import DescriptionsFile, find_images, outside_root
 from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import (
     DimensionMismatchError,
@@ -424,21 +424,38 @@ class MultimodalRAG:
         recursive: bool = True,
         batch_size: int = 32,
         progress: bool | None = None,
+        allow_outside: bool = False,
     ) -> AddResult:
         """Index every image under ``directory``.
 
         Unreadable images are skipped and reported, never stopping the rest; the
-        knowledge base is updated batch by batch.
+        knowledge base is updated batch by batch. So are symlinks that lead outside
+        ``directory``, unless ``allow_outside`` is true.
 
         Args:
             directory: Folder of images (jpg, jpeg, png, webp, gif, bmp, tif, tiff).
             descriptions: A JSON Lines file of ``{"image_path", "description", ...}``
                 objects (the cookbook's ``description.json``). Extra keys become metadata.
             recursive: Include subfolders.
+            allow_outside: Follow symlinks, and descriptions-file entries, that lead
+                outside ``directory`` (refused by default: the folder or the file may
+                come from someone else).
+
+        Raises:
+            InvalidInputError: ``directory`` is not a folder, or the descriptions file
+                is unreadable or has an entry leading outside ``directory``.
         """
         root = Path(directory)
         files = find_images(root, recursive=recursive)
-        catalog = DescriptionsFile(Path(descriptions), root) if descriptions is not None else None
+        escaping = [] if allow_outside else outside_root(files, root)
+        if escaping:
+            refused_files = set(escaping)
+            files = [file for file in files if file not in refused_files]
+        catalog = (
+            DescriptionsFile(Path(descriptions), root, allow_outside=allow_outside)
+            if descriptions is not None
+            else None
+        )
         items = []
         for file in files:
             entry = catalog.lookup(file) if catalog is not None else None
@@ -451,10 +468,19 @@ class MultimodalRAG:
                     image_path=str(file.resolve()),
                 )
             )
-        return self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress)
+        result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress)
+        if escaping:
+            refused = [
+                Skipped(source=str(file), reason=f"a symlink to {os.path.realpath(file)!r}, outside {str(root)!r}")
+                for file in escaping
+            ]
+            result = attrs.evolve(result, skipped=(*refused, *result.skipped))
+        return result
 
     def _ingest(self, items: list[_Item], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
         from tqdm.auto import tqdm
+
+        from multimodal_rag.vectors._common import check_vectors
 
         self._check_writable()
         if on_error not in ("raise", "skip"):
@@ -511,7 +537,9 @@ class MultimodalRAG:
                 batch_ids = [item.id for item in chosen]
                 records = [self._record_for(item) for item in chosen]
                 if on_error == "raise":
-                    pending.append((batch_ids, batch.vectors, records))  # all or nothing
+                    # All or nothing: checked now, so a bad batch fails before more are embedded.
+                    vectors = check_vectors(batch.vectors, self.vector_store.dim, count=len(batch_ids))
+                    pending.append((batch_ids, vectors, records))
                 else:
                     self._commit(batch_ids, batch.vectors, records)
                 for i in batch.indices:
@@ -605,11 +633,17 @@ class MultimodalRAG:
             raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
         if not 0.0 <= text_weight <= 1.0:
             raise InvalidInputError(f"text_weight must be between 0 and 1, got {text_weight}")
-        vector = np.zeros(self.embedder.dim, dtype=np.float32)
+        from multimodal_rag.vectors._common import check_vectors
+
+        dim = self.embedder.dim
+        vector = np.zeros(dim, dtype=np.float32)
+        # A custom embedder's output is checked like stored vectors are: NaN, shape, dtype.
         if image is not None:
-            vector += (1.0 - text_weight if text is not None else 1.0) * self.embedder.embed_images([image])[0]
+            image_vector = check_vectors(self.embedder.embed_images([image]), dim, count=1, what="image query vectors")
+            vector += (1.0 - text_weight if text is not None else 1.0) * image_vector[0]
         if text is not None:
-            vector += (text_weight if image is not None else 1.0) * self.embedder.embed_texts([text])[0]
+            text_vector = check_vectors(self.embedder.embed_texts([text]), dim, count=1, what="text query vectors")
+            vector += (text_weight if image is not None else 1.0) * text_vector[0]
         norm = float(np.linalg.norm(vector))
         if norm == 0.0:
             raise InvalidInputError("the image and text vectors cancel out; change text_weight")

@@ -458,6 +458,7 @@ class OpenAIAnswerer(Answerer):
         try:
             yield
         except openai.OpenAIError as exc:
+            self._redact_exception(exc)  # it stays chained as __cause__, which tracebacks print
             raise self._map_error(exc, openai) from exc
         except json.JSONDecodeError as exc:
             raise AnswererError(f"{self._endpoint()} sent a response that is not valid JSON: {exc}") from exc
@@ -488,6 +489,11 @@ class OpenAIAnswerer(Answerer):
         if isinstance(exc, openai.APIStatusError):
             return AnswererError(f"{where} failed ({self.max_retries} retries): {message}")
         return AnswererError(f"{where}: {message}")
+
+    def _redact_exception(self, exc: BaseException) -> None:
+        exc.args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
+        if isinstance(getattr(exc, "message", None), str):
+            exc.message = self._redact(exc.message)  # type: ignore[attr-defined]
 
     def _redact(self, text: str) -> str:
         # Some providers echo the key they rejected; it must not reach a log or a traceback.

@@ -66,6 +66,14 @@ def record_from_json(obj: dict[str, Any], *, id: str | None = None) -> Record:
     )
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_record(record: Record) -> None:
     """Reject records no store could keep faithfully."""
     if not isinstance(record, Record):
@@ -76,11 +84,14 @@ def check_record(record: Record) -> None:
         raise InvalidInputError(f"description of {record.id!r} must be a string or None")
     if record.image_path is not None and not isinstance(record.image_path, str):
         raise InvalidInputError(f"image_path of {record.id!r} must be a string or None")
+    for name, value in (("id", record.id), ("description", record.description), ("image_path", record.image_path)):
+        if value is not None and not _is_utf8(value):
+            raise InvalidInputError(f"{name} of record {record.id!r} has characters UTF-8 cannot store (lone surrogates)")
     clash = RESERVED_KEYS.intersection(record.metadata)
     if clash:
         raise InvalidInputError(f"metadata of {record.id!r} uses reserved key(s) {sorted(clash)}")
     try:
-        json.dumps(record.metadata, allow_nan=False)
+        json.dumps(record.metadata, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata of {record.id!r} is not JSON-serialisable: {exc}") from exc
 
