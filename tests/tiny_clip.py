@@ -7,6 +7,7 @@ loaded back through the real ``clip.load`` code path.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 
@@ -41,7 +42,14 @@ def make_tiny_clip_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if jit:
-        torch.jit.save(torch.jit.script(model), str(path))
+        # openai's own TorchScript archives were traced: CLIP's LayerNorm calls
+        # super().forward, which torch.jit.script cannot compile.
+        image = torch.zeros(1, 3, image_resolution, image_resolution)
+        text = torch.zeros(1, 77, dtype=torch.long)
+        with warnings.catch_warnings():
+            # TorchScript is deprecated and tracing warns about Python values it freezes.
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(model, (image, text), check_trace=False), str(path))
     else:
         torch.save(model.state_dict(), path)
     return path

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncAnswerStream": "multimodal_rag.answerers.streaming",
     "BackendConnectionError": "multimodal_rag.errors",
     "BackendError": "multimodal_rag.errors",
+    "CLIPEmbedder": "multimodal_rag.embedders.clip",
     "CorruptFileError": "multimodal_rag.errors",
     "DescribeResult": "multimodal_rag.types",
     "DescriptionStore": "multimodal_rag.protocols",
@@ -100,6 +101,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.descriptions.jsonl import JSONLDescriptionStore
     from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
     from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
+    from multimodal_rag.embedders.clip import CLIPEmbedder
     from multimodal_rag.errors import *  # noqa: F403
     from multimodal_rag.protocols import (
         Answerer,

@@ -20,7 +20,9 @@ Role = Literal["embedder", "vector_store", "description_store", "answerer"]
 
 # kind -> "module:Class". Keep each role's table sorted by kind.
 BUILTINS: dict[Role, dict[str, str]] = {
-    "embedder": {},
+    "embedder": {
+        "clip": "multimodal_rag.embedders.clip:CLIPEmbedder",
+    },
     "vector_store": {
         "faiss-flat": "multimodal_rag.vectors.faiss_flat:FaissFlatStore",
         "faiss-hnsw": "multimodal_rag.vectors.faiss_hnsw:FaissHNSWStore",
