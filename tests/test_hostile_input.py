@@ -21,6 +21,8 @@ from multimodal_rag.errors import (
     UnknownBackendError,
 )
 from multimodal_rag.journal import read_journal
+from test_description_store_contract import DESCRIPTION_STORES
+from test_vector_store_contract import VECTOR_STORES
 
 
 @pytest.fixture
@@ -278,10 +280,16 @@ def test_a_manifest_naming_a_module_that_is_not_allowed_imports_nothing(tmp_path
     assert not marker.exists() and "evil_plugin" not in sys.modules
 
 
-def test_opening_a_knowledge_base_never_unpickles(tmp_path: Path, embedder, monkeypatch) -> None:
-    import pickle
+STORE_PAIRS = [(v, "sqlite") for v in sorted(VECTOR_STORES)] + [
+    ("faiss-flat", d) for d in sorted(DESCRIPTION_STORES) if d != "sqlite"
+]
 
-    from multimodal_rag.registry import BUILTINS
+
+@pytest.mark.parametrize(("vector_kind", "description_kind"), STORE_PAIRS)
+def test_opening_a_knowledge_base_never_unpickles(
+    tmp_path: Path, embedder, monkeypatch, vector_kind: str, description_kind: str
+) -> None:
+    import pickle
 
     real_load = np.load
 
@@ -295,14 +303,15 @@ def test_opening_a_knowledge_base_never_unpickles(tmp_path: Path, embedder, monk
     for name in ("load", "loads", "Unpickler"):
         monkeypatch.setattr(pickle, name, refuse)
     monkeypatch.setattr(np, "load", load_without_pickle)
-    for vector_kind in sorted(BUILTINS["vector_store"]):
-        for description_kind in sorted(BUILTINS["description_store"]):
-            path = tmp_path / f"{vector_kind}-{description_kind}"
-            rag = MultimodalRAG.create(path, embedder=embedder, vector_store=vector_kind,
-                                       description_store=description_kind)
-            rag.add([solid(c) for c in ("red", "green", "blue")], descriptions=["r", "g", "b"], progress=False)
-            rag.save()
-            rag.add([solid("yellow")], descriptions=["y"], progress=False)  # journaled
-            rag.close()
-            reopened = MultimodalRAG.open(path, embedder=embedder, read_only=True)
-            assert len(reopened) == 4 and reopened.search(text="green", k=1)[0].description == "g"
+    rag = MultimodalRAG.create(
+        tmp_path / "kb",
+        embedder=embedder,
+        vector_store=VECTOR_STORES[vector_kind](embedder.dim),
+        description_store=DESCRIPTION_STORES[description_kind](),
+    )
+    rag.add([solid(c) for c in ("red", "green", "blue")], descriptions=["r", "g", "b"], progress=False)
+    rag.save()
+    rag.add([solid("yellow")], descriptions=["y"], progress=False)  # journaled
+    rag.close()
+    reopened = MultimodalRAG.open(tmp_path / "kb", embedder=embedder, read_only=True)
+    assert len(reopened) == 4 and reopened.search(text="green", k=1)[0].description == "g"
