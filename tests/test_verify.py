@@ -133,3 +133,66 @@ def test_repair_is_refused_read_only(kb) -> None:
     assert reader.verify().ok
     with pytest.raises(ReadOnlyError):
         reader.repair()
+
+
+def flip_a_byte(path: Path, offset: int = -5) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_index_is_salvaged_by_reembedding_and_no_description_is_lost(kb) -> None:
+    from multimodal_rag.errors import CorruptFileError
+
+    descriptions = {id_: kb.get(id_).description for id_ in kb.ids()}
+    kb.close()
+    [index] = kb.path.glob("snapshots/*/vectors/index.faiss")
+    flip_a_byte(index)
+    with pytest.raises(CorruptFileError, match="index.faiss"):
+        MultimodalRAG.open(kb.path, embedder=ColorEmbedder())
+    rag = MultimodalRAG.open(kb.path, embedder=ColorEmbedder(), salvage=True)
+    report = rag.verify()
+    assert [p.detail for p in report.of_kind(ProblemKind.CORRUPT_FILE)] == [
+        f"knowledge-base file {str(index)!r} is corrupt: its checksum does not match the manifest"
+    ]
+    assert sorted(p.id for p in report.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR)) == sorted(descriptions)
+    repaired = rag.repair()
+    assert repaired.ok and sorted(repaired.reembedded) == sorted(descriptions)
+    rag.close()
+    reopened = MultimodalRAG.open(kb.path, embedder=ColorEmbedder())  # no salvage needed any more
+    assert {id_: reopened.get(id_).description for id_ in reopened.ids()} == descriptions
+    assert reopened.search(image=solid("green"), k=1)[0].description == "g"
+    reopened.close()
+
+
+def test_corrupt_descriptions_keep_the_vectors_and_the_journal_restores_recent_records(kb) -> None:
+    kb.add([solid("yellow")], ids=["recent"], descriptions=["journaled"], progress=False)
+    kb.close()
+    [database] = kb.path.glob("snapshots/*/descriptions/descriptions.sqlite")
+    database.write_bytes(b"garbage" * 100)
+    rag = MultimodalRAG.open(kb.path, embedder=ColorEmbedder(), salvage=True)
+    report = rag.repair()
+    # The saved descriptions are gone with their file; the vectors stay, each with an
+    # empty record, and the batch committed after the save comes back from the journal.
+    assert len(report.records_created) == 3 and report.ok
+    assert rag.get("recent").description == "journaled" and len(rag) == 4
+    rag.close()
+
+
+def test_a_journal_damaged_in_the_middle_is_salvaged_up_to_the_damage(kb) -> None:
+    from multimodal_rag.errors import CorruptFileError
+
+    journal = kb.path / "journal.bin"
+    kb.add([solid("yellow")], ids=["first"], progress=False)
+    first_entry_end = journal.stat().st_size
+    kb.add([solid("cyan")], ids=["second"], progress=False)
+    kb.add([solid("magenta")], ids=["third"], progress=False)
+    kb.close()
+    flip_a_byte(journal, first_entry_end + 30)  # inside the second entry, with a third after it
+    with pytest.raises(CorruptFileError, match="journal.bin"):
+        MultimodalRAG.open(kb.path, embedder=ColorEmbedder())
+    rag = MultimodalRAG.open(kb.path, embedder=ColorEmbedder(), salvage=True)
+    assert "first" in rag and "second" not in rag and "third" not in rag and len(rag) == 4
+    rag.save()
+    rag.close()
+    assert MultimodalRAG.open(kb.path, embedder=ColorEmbedder(), read_only=True).verify().ok

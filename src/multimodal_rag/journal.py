@@ -74,8 +74,12 @@ class JournalContents:
     torn_bytes: int  # bytes of an incomplete last entry (a crash mid-append)
 
 
-def read_journal(path: Path) -> JournalContents:
+def read_journal(path: Path, *, salvage: bool = False) -> JournalContents:
     """Read every complete entry of the journal at ``path``.
+
+    Args:
+        path: The journal file.
+        salvage: Stop at a damaged entry instead of failing (what follows it is lost).
 
     Raises:
         CorruptFileError: Not a journal, or a damaged entry with data after it.
@@ -103,7 +107,7 @@ def read_journal(path: Path) -> JournalContents:
         end = offset + _ENTRY.size + length
         payload = data[offset + _ENTRY.size : end]
         if end > len(data) or zlib.crc32(payload) != crc:
-            if end < len(data):
+            if end < len(data) and not salvage:
                 raise CorruptFileError(
                     f"the journal {str(path)!r} is damaged at byte {offset} (entry checksum mismatch); "
                     "changes after the last save may be lost"
@@ -112,6 +116,8 @@ def read_journal(path: Path) -> JournalContents:
         try:
             entries.append(_decode(payload, np))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            if salvage:
+                break
             raise CorruptFileError(f"the journal {str(path)!r} has an unreadable entry at byte {offset}: {exc}") from exc
         offset = end
     return JournalContents(generation, entries, offset, len(data) - offset)
@@ -165,15 +171,22 @@ class SnapshotMovedError(CorruptFileError):
 
 
 def load_journal(
-    path: Path, generation: int, vector_store: VectorStore, description_store: DescriptionStore
+    path: Path,
+    generation: int,
+    vector_store: VectorStore,
+    description_store: DescriptionStore,
+    *,
+    salvage: bool = False,
 ) -> JournalContents:
     """Read the journal at ``path`` and replay it if it applies to snapshot ``generation``.
+
+    With ``salvage``, a damaged journal is replayed up to the damage.
 
     Raises:
         SnapshotMovedError: The journal is for a newer snapshot.
         CorruptFileError: The journal is damaged.
     """
-    contents = read_journal(path)
+    contents = read_journal(path, salvage=salvage)
     if contents.generation is not None and contents.generation > generation:
         raise SnapshotMovedError(
             f"the journal {str(path)!r} is for snapshot {contents.generation}, newer than {generation}"

@@ -36,7 +36,7 @@ from multimodal_rag.errors import (
 from multimodal_rag.fileio import atomic_write_json, fsync_directory, fsync_tree, sha256_file
 from multimodal_rag.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE
 
-__all__ = ["CREATE_LEFTOVERS", "KnowledgeBaseDirectory"]
+__all__ = ["CREATE_LEFTOVERS", "KnowledgeBaseDirectory", "damaged_parts"]
 
 SNAPSHOTS = "snapshots"
 IMAGES = "images"
@@ -174,3 +174,9 @@ class KnowledgeBaseDirectory:
         for entry in root.iterdir():
             if entry.name != f"{keep:08d}":
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def damaged_parts(directory: KnowledgeBaseDirectory, manifest: dict[str, Any]) -> set[str]:
+    """Which parts of the manifest's snapshot (``"vectors"``, ``"descriptions"``) fail their checksums."""
+    snapshot = directory.snapshot(manifest["generation"])
+    return {path.relative_to(snapshot).parts[0] for path, _ in directory.check_snapshot(manifest)}

@@ -27,7 +27,7 @@ from multimodal_rag.images import content_id, image_bytes
 from multimodal_rag.journal import Journal, load_journal
 from multimodal_rag.locks import ReentrantReadWriteLock, reading, writing
 from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
-from multimodal_rag.persistence import CREATE_LEFTOVERS, KnowledgeBaseDirectory
+from multimodal_rag.persistence import CREATE_LEFTOVERS, KnowledgeBaseDirectory, damaged_parts
 from multimodal_rag.protocols import (
     Answerer,
     DescriptionStore,
@@ -193,6 +193,7 @@ class MultimodalRAG:
         answerer: Answerer | None = None,
         read_only: bool = False,
         allow_modules: Iterable[str] = (),
+        salvage: bool = False,
     ) -> MultimodalRAG:
         """Open the knowledge base saved in ``path``.
 
@@ -204,6 +205,11 @@ class MultimodalRAG:
             read_only: Open without the writer's lock; changes are refused.
             allow_modules: Packages whose classes the manifest may name by dotted path
                 (custom backends). Nothing else is imported from a manifest.
+            salvage: Open a damaged knowledge base instead of refusing it: a store
+                whose files fail their checksums starts empty, and a damaged journal
+                is replayed up to the damage. :meth:`verify` then lists what is
+                missing and :meth:`repair` rebuilds it (for instance, re-embeds the
+                images of descriptions whose vectors were lost).
 
         Raises:
             KnowledgeBaseNotFoundError: No knowledge base there.
@@ -221,7 +227,10 @@ class MultimodalRAG:
             for attempt in range(_READER_RETRIES + 1):
                 manifest = read_manifest(directory.path)
                 try:
-                    snapshot = directory.verify_snapshot(manifest)
+                    snapshot = directory.snapshot(manifest["generation"])
+                    damaged = damaged_parts(directory, manifest) if salvage else set()
+                    if not salvage:
+                        directory.verify_snapshot(manifest)
                     recorded = manifest["embedder"]
                     if embedder is None:
                         embedder_cls = resolve("embedder", recorded["kind"], allow_modules=allow_modules)
@@ -230,12 +239,17 @@ class MultimodalRAG:
                     vs_entry, ds_entry = manifest["vector_store"], manifest["description_store"]
                     vs_cls = resolve("vector_store", vs_entry["kind"], allow_modules=allow_modules)
                     ds_cls = resolve("description_store", ds_entry["kind"], allow_modules=allow_modules)
-                    vector_store = vs_cls.load(
-                        snapshot / "vectors", dim=recorded["dim"], **vs_entry.get("config", {})
+                    vs_config, ds_config = vs_entry.get("config", {}), ds_entry.get("config", {})
+                    vector_store = (
+                        vs_cls(recorded["dim"], **vs_config)
+                        if "vectors" in damaged
+                        else vs_cls.load(snapshot / "vectors", dim=recorded["dim"], **vs_config)
                     )
-                    description_store = ds_cls.load(snapshot / "descriptions", **ds_entry.get("config", {}))
+                    description_store = (
+                        ds_cls(**ds_config) if "descriptions" in damaged else ds_cls.load(snapshot / "descriptions", **ds_config)
+                    )
                     journal = load_journal(
-                        directory.journal, manifest["generation"], vector_store, description_store
+                        directory.journal, manifest["generation"], vector_store, description_store, salvage=salvage
                     )
                     break
                 except CorruptFileError:
