@@ -522,6 +522,25 @@ def test_repair_gives_a_vector_without_a_description_an_empty_record(
     ok(run_cli(*COLOR, "verify", kb))
 
 
+def test_verify_names_a_corrupt_index_and_repair_rebuilds_it_from_the_images(
+    own_kb: tuple[Path, Path],
+) -> None:
+    kb, _ = own_kb
+    [index] = kb.glob("snapshots/*/vectors/index.faiss")
+    data = bytearray(index.read_bytes())
+    data[-5] ^= 0xFF
+    index.write_bytes(bytes(data))
+    broken = run_cli(*COLOR, "verify", kb, "--json")
+    assert broken.returncode == 1
+    problems = json.loads(broken.stdout)["problems"]
+    [corrupt] = [p for p in problems if p["id"] is None]
+    assert corrupt["kind"] == "corrupt-file" and "index.faiss" in corrupt["detail"]
+    assert {p["kind"] for p in problems if p["id"] is not None} == {"record-without-vector"}
+    report = json.loads(ok(run_cli(*COLOR, "repair", kb, "--json")).stdout)
+    assert len(report["reembedded"]) == 5 and report["remaining"]["ok"] is True
+    ok(run_cli(*COLOR, "verify", kb))
+
+
 # -- show ----------------------------------------------------------------------
 
 

@@ -693,7 +693,8 @@ def verify(settings: _Settings, kb: Path, as_json: bool) -> None:
 
     Exits with status 1, listing every problem, when something is wrong.
     """
-    report = _open(kb, settings, read_only=True).verify()
+    # Salvage: a file that fails its checksum is listed as a problem rather than refused.
+    report = _open(kb, settings, read_only=True, salvage=True).verify()
     if as_json:
         _print_json(_verification_json(report))
     elif report.ok:
@@ -718,7 +719,7 @@ def repair(settings: _Settings, kb: Path, as_json: bool) -> None:
 
     Exits with status 1 when problems remain that cannot be fixed (they are listed).
     """
-    with _open(kb, settings, read_only=False) as rag:
+    with _open(kb, settings, read_only=False, salvage=True) as rag:
         report = rag.repair()
     remaining = report.remaining
     if as_json:
@@ -816,11 +817,11 @@ def random_checkpoint(path: Path, seed: int, force: bool) -> None:
 # -- helpers -------------------------------------------------------------------
 
 
-def _open(kb: Path, settings: _Settings, *, read_only: bool) -> MultimodalRAG:
+def _open(kb: Path, settings: _Settings, *, read_only: bool, salvage: bool = False) -> MultimodalRAG:
     """Open a knowledge base, rebuilding its embedder from the manifest."""
     from multimodal_rag.rag import MultimodalRAG
 
-    return MultimodalRAG.open(kb, read_only=read_only, allow_modules=settings.allow_modules)
+    return MultimodalRAG.open(kb, read_only=read_only, allow_modules=settings.allow_modules, salvage=salvage)
 
 
 def _print_json(obj: Any) -> None:
