@@ -143,20 +143,25 @@ class MultimodalRAG:
         path: str | os.PathLike[str],
         *,
         embedder: Embedder,
-        vector_store: str | VectorStore = "faiss-flat",
+        vector_store: str | VectorStore | None = None,
         description_store: str | DescriptionStore = "sqlite",
         answerer: Answerer | None = None,
         exist_ok: bool = False,
+        expected_size: int | None = None,
     ) -> MultimodalRAG:
         """Create a new, empty knowledge base in directory ``path`` and save it.
 
         Args:
             path: Directory to create (it may exist if empty).
             embedder: The embedder every image and query goes through.
-            vector_store: A built-in kind (``"faiss-flat"``, ...) or a store instance.
+            vector_store: A built-in kind (``"faiss-flat"``, ``"hnswlib"``, ...) or a store
+                instance. By default, the right kind for ``expected_size`` (see
+                ``docs/choosing-an-index.md``): exact search up to 100,000 images, HNSW above.
             description_store: ``"sqlite"``, ``"jsonl"`` or a store instance.
             answerer: Answerer for :meth:`ask`.
             exist_ok: Open the knowledge base already at ``path`` instead of failing.
+            expected_size: How many images the knowledge base is expected to hold; picks
+                the default ``vector_store``.
 
         Raises:
             KnowledgeBaseExistsError: A knowledge base (or other files) is already there.
@@ -173,7 +178,11 @@ class MultimodalRAG:
             raise KnowledgeBaseExistsError(
                 f"{str(directory)!r} exists and is not an empty directory; choose a new path"
             )
-        if isinstance(vector_store, str):
+        if vector_store is None:
+            from multimodal_rag.vectors.defaults import default_vector_store
+
+            vector_store = default_vector_store(embedder.dim, expected_size=expected_size)
+        elif isinstance(vector_store, str):
             vector_store = resolve("vector_store", vector_store)(embedder.dim)
         if isinstance(description_store, str):
             description_store = resolve("description_store", description_store)()

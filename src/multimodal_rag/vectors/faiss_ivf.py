@@ -65,7 +65,7 @@ class FaissIVFStore(PositionalFaissStore):
         nlist: int = 1024,
         nprobe: int = 16,
         pq_m: int | None = None,
-        k_factor: int = 8,
+        k_factor: int = 16,
         train_size: int | None = None,
     ) -> None:
         super().__init__(dim)
