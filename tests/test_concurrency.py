@@ -1,4 +1,4 @@
-"""Threads searching a knowledge base while another changes it, and the lock that makes it safe."""
+"""Threads searching and asking while another changes the knowledge base, and the lock that makes it safe."""
 
 from __future__ import annotations
 
@@ -23,7 +23,11 @@ def noise(seed: int) -> Image.Image:
 def test_searches_in_threads_while_one_thread_ingests_edits_and_saves(
     tmp_path: Path, embedder: ColorEmbedder, description_store: str
 ) -> None:
-    rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder, description_store=description_store)
+    from multimodal_rag import ExtractiveAnswerer
+
+    rag = MultimodalRAG.create(
+        tmp_path / "kb", embedder=embedder, description_store=description_store, answerer=ExtractiveAnswerer()
+    )
     rag.add([solid(c) for c in COLORS], descriptions=[f"seed {c}" for c in COLORS],
             metadata=[{"n": -1} for _ in COLORS], progress=False)
     errors: list[BaseException] = []
@@ -46,6 +50,9 @@ def test_searches_in_threads_while_one_thread_ingests_edits_and_saves(
                     assert hit.description is not None and "n" in hit.metadata, hit
                     if worker == 0:
                         assert hit.metadata["n"] == 3
+                if worker == 3:  # answers are built from the same lookups
+                    answer = rag.ask("What colour is it?", text=words[rng.integers(len(words))], k=3)
+                    assert answer.sources and all(source.description for source in answer.sources)
                 ids = rag.ids()
                 if ids:
                     try:
