@@ -51,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "KnowledgeBaseLockedError": "multimodal_rag.errors",
     "KnowledgeBaseNotFoundError": "multimodal_rag.errors",
     "ManifestError": "multimodal_rag.errors",
+    "MigrationError": "multimodal_rag.errors",
+    "MigrationReport": "multimodal_rag.migrate",
     "MilvusVectorStore": "multimodal_rag.vectors.milvus",
     "MissingDependencyError": "multimodal_rag.errors",
     "ModelLoadError": "multimodal_rag.errors",
@@ -73,6 +75,7 @@ _EXPORTS: dict[str, str] = {
     "VectorStore": "multimodal_rag.protocols",
     "VerificationReport": "multimodal_rag.verify",
     "make_random_clip_checkpoint": "multimodal_rag.random_checkpoint",
+    "migrate": "multimodal_rag.migrate",
     "render_contact_sheet": "multimodal_rag.contact_sheet",
 }
 
@@ -112,6 +115,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
         VectorStore,
     )
     from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag.migrate import MigrationReport, migrate
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.types import AddResult, Answer, DescribeResult, Hit, Neighbor, Record, Skipped, Source
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore

@@ -1,4 +1,4 @@
-"""The ``multimodal-rag`` command line: build, search, inspect and repair knowledge bases.
+"""The ``multimodal-rag`` command line: build, search, inspect, repair and move knowledge bases.
 
 Every command takes the knowledge-base directory first. Commands that only read
 (``search``, ``show``, ``info``) open it read-only, so they run while another
@@ -790,6 +790,123 @@ def _resolve_ids(
 
 
 # -- offline tools -------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--vector-store",
+    default="faiss-flat",
+    show_default=True,
+    metavar="KIND",
+    help="Vector store of the copy: faiss-flat, faiss-hnsw, faiss-ivf, hnswlib, milvus, ...",
+)
+@click.option(
+    "--description-store",
+    default="sqlite",
+    show_default=True,
+    metavar="KIND",
+    help="Description store of the copy: sqlite, jsonl, postgres, ...",
+)
+@click.option(
+    "--vector-option",
+    "vector_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Setting of the new vector store, e.g. uri=http://milvus:19530 or collection=products "
+    "(repeatable; VALUE is read as JSON when it parses).",
+)
+@click.option(
+    "--description-option",
+    "description_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Setting of the new description store, e.g. table=products (repeatable).",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Stored vectors searched in both knowledge bases to compare them afterwards.",
+)
+@_JSON
+@click.pass_obj
+def migrate(
+    settings: _Settings,
+    source: Path,
+    target: Path,
+    vector_store: str,
+    description_store: str,
+    vector_options: tuple[str, ...],
+    description_options: tuple[str, ...],
+    sample: int,
+    as_json: bool,
+) -> None:
+    """Copy the knowledge base SOURCE into a new one at TARGET with other stores.
+
+    Nothing is re-embedded. Milvus and PostgreSQL are found through $MILVUS_URI and
+    $DATABASE_URL (or uri=/dsn= options); their passwords are never written to TARGET.
+    Exits with status 1 when the copy's counts or searches differ from the source's.
+    """
+    from multimodal_rag.manifest import read_manifest
+    from multimodal_rag.migrate import migrate as copy_knowledge_base
+    from multimodal_rag.registry import resolve
+
+    vs: Any = vector_store
+    ds: Any = description_store
+    if vector_options:
+        dim = read_manifest(source)["embedder"]["dim"]
+        vs = resolve("vector_store", vector_store, allow_modules=settings.allow_modules)(
+            dim, **_parse_options(vector_options)
+        )
+    if description_options:
+        ds = resolve("description_store", description_store, allow_modules=settings.allow_modules)(
+            **_parse_options(description_options)
+        )
+    report = copy_knowledge_base(
+        source,
+        target,
+        vector_store=vs,
+        description_store=ds,
+        allow_modules=settings.allow_modules,
+        sample=sample,
+    )
+    if as_json:
+        _print_json(
+            {
+                "source": str(report.source),
+                "target": str(report.target),
+                "vectors": report.vectors[1],
+                "descriptions": report.descriptions[1],
+                "images": report.images,
+                "sampled": report.sampled,
+                "overlap": report.overlap,
+            }
+        )
+    else:
+        click.echo(
+            f"Copied {report.vectors[1]} vectors, {report.descriptions[1]} descriptions and "
+            f"{report.images} image file(s) from {source} to {target}."
+        )
+        click.echo(
+            f"Searches for {report.sampled} stored vectors agree on "
+            f"{report.overlap:.0%} of their results."
+        )
+
+
+def _parse_options(pairs: Iterable[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 @cli.command("random-checkpoint")

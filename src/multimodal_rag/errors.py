@@ -20,7 +20,8 @@ keeps working in code that does not know this library::
     ├── EmbedderMismatchError (ValueError)        reopening with another model or other weights
     ├── BackendError (RuntimeError)               a storage backend failed
     │   ├── UnknownBackendError (LookupError)     no backend of that kind, or module not allowed
-    │   └── BackendConnectionError (ConnectionError)
+    │   ├── BackendConnectionError (ConnectionError)
+    │   └── MigrationError                        a copied knowledge base differs from its source
     ├── ModelLoadError (RuntimeError)             model weights cannot be found or loaded
     ├── MissingDependencyError (ImportError)      an optional package is not installed
     └── AnswererError (RuntimeError)              the answering model failed
@@ -54,6 +55,7 @@ __all__ = [
     "KnowledgeBaseLockedError",
     "KnowledgeBaseNotFoundError",
     "ManifestError",
+    "MigrationError",
     "MissingDependencyError",
     "ModelLoadError",
     "MultimodalRAGError",
@@ -137,6 +139,18 @@ class UnknownBackendError(BackendError, LookupError):
 
 class BackendConnectionError(BackendError, ConnectionError):
     """A remote backend could not be reached."""
+
+
+class MigrationError(BackendError):
+    """A knowledge base copied to other stores does not match its source.
+
+    Attributes:
+        report: The :class:`~multimodal_rag.migrate.MigrationReport` of the copy.
+    """
+
+    def __init__(self, message: str, *, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class ModelLoadError(MultimodalRAGError, RuntimeError):

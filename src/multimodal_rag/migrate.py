@@ -1,0 +1,218 @@
+"""Copy a knowledge base to other stores: from the embedded FAISS + SQLite files to Milvus +
+PostgreSQL when it outgrows one machine, and back.
+
+The copy never re-embeds: vectors are read from the source's vector store and
+written to the target's, records likewise, and images kept inside the source
+knowledge base are copied with it. Afterwards the two are compared (counts, and
+the nearest neighbours of a sample of stored vectors) and a mismatch raises
+:class:`~multimodal_rag.errors.MigrationError`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from multimodal_rag.errors import InvalidInputError, MigrationError
+from multimodal_rag.persistence import IMAGES
+
+if TYPE_CHECKING:
+    from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
+    from multimodal_rag.rag import MultimodalRAG
+    from multimodal_rag.types import Record
+
+__all__ = ["MigrationReport", "migrate"]
+
+
+@frozen(kw_only=True)
+class MigrationReport:
+    """What a :func:`migrate` copied, and how closely the copy matches.
+
+    Attributes:
+        source: The knowledge base copied from.
+        target: The knowledge base created.
+        vectors: Vectors in the source, and in the target.
+        descriptions: Description records in the source, and in the target.
+        images: Image files copied from the source's ``images/`` folder.
+        sampled: Stored vectors used as test queries.
+        overlap: Mean share of the source's top-``k`` results that the target also
+            returned for the sampled queries (1.0 when they agree exactly).
+    """
+
+    source: Path
+    target: Path
+    vectors: tuple[int, int]
+    descriptions: tuple[int, int]
+    images: int
+    sampled: int
+    overlap: float
+
+    @property
+    def counts_match(self) -> bool:
+        """Whether the target holds as many vectors and records as the source."""
+        return self.vectors[0] == self.vectors[1] and self.descriptions[0] == self.descriptions[1]
+
+
+def migrate(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    vector_store: str | VectorStore = "faiss-flat",
+    description_store: str | DescriptionStore = "sqlite",
+    embedder: Embedder | None = None,
+    allow_modules: Iterable[str] = (),
+    sample: int = 20,
+    k: int = 10,
+    min_overlap: float = 0.9,
+    batch_size: int = 1_000,
+) -> MigrationReport:
+    """Copy the knowledge base at ``source`` into a new one at ``target`` with other stores.
+
+    Example, moving to servers (the URIs come from ``$MILVUS_URI`` and ``$DATABASE_URL``,
+    or pass configured store instances)::
+
+        migrate("kb/", "kb-shared/", vector_store="milvus", description_store="postgres")
+
+    Args:
+        source: An existing knowledge-base directory; it is only read.
+        target: Directory of the new knowledge base (must not hold one yet).
+        vector_store: The target's vector store: a built-in kind or an empty instance
+            of the embedder's dimension.
+        description_store: The target's description store: a kind or an empty instance.
+        embedder: The source's embedder, when it should not be rebuilt from the manifest.
+            It is only recorded in the target's manifest; nothing is re-embedded.
+        allow_modules: Packages the source's manifest may name custom backends from.
+        sample: How many stored vectors to search with, in both, after the copy.
+        k: Neighbours compared per sampled query.
+        min_overlap: Least acceptable mean share of the source's top-``k`` found by the
+            target; approximate indexes (HNSW, IVF) may legitimately differ a little.
+        batch_size: Vectors and records copied per request.
+
+    Returns:
+        The report of the copy.
+
+    Raises:
+        KnowledgeBaseExistsError: ``target`` already holds a knowledge base or other files.
+        MigrationError: The copy's counts differ from the source's, or its searches
+            agree less than ``min_overlap``; the target is kept for inspection and
+            ``error.report`` says what was found.
+    """
+    from multimodal_rag.rag import MultimodalRAG
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(sample, int) or sample < 0 or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"sample must be >= 0 and k >= 1, got sample={sample!r}, k={k!r}")
+    if not 0.0 <= min_overlap <= 1.0:
+        raise InvalidInputError(f"min_overlap must be between 0 and 1, got {min_overlap!r}")
+    source, target = Path(source), Path(target)
+    src = MultimodalRAG.open(source, embedder=embedder, read_only=True, allow_modules=allow_modules)
+    try:
+        dst = MultimodalRAG.create(
+            target,
+            embedder=src.embedder,
+            vector_store=vector_store,
+            description_store=description_store,
+        )
+        try:
+            images = _copy_images(source / IMAGES, target / IMAGES)
+            _copy_vectors(src, dst, batch_size)
+            _copy_records(src, dst, batch_size, source / IMAGES, target / IMAGES)
+            dst.save()
+            report = MigrationReport(
+                source=source,
+                target=target,
+                vectors=(len(src.vector_store), len(dst.vector_store)),
+                descriptions=(len(src.description_store), len(dst.description_store)),
+                images=images,
+                sampled=min(sample, len(src.vector_store)),
+                overlap=_search_overlap(src, dst, sample=sample, k=k),
+            )
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    if not report.counts_match:
+        raise MigrationError(
+            f"the copy at {str(target)!r} holds {report.vectors[1]} vectors and "
+            f"{report.descriptions[1]} records, the source {report.vectors[0]} and "
+            f"{report.descriptions[0]}",
+            report=report,
+        )
+    if report.overlap < min_overlap:
+        raise MigrationError(
+            f"searches of the copy at {str(target)!r} agree with the source on only "
+            f"{report.overlap:.0%} of the top {k} (at least {min_overlap:.0%} expected)",
+            report=report,
+        )
+    return report
+
+
+def _copy_vectors(src: MultimodalRAG, dst: MultimodalRAG, batch_size: int) -> None:
+    for batch in _batches(src.vector_store.ids(), batch_size):
+        dst.vector_store.add(batch, src.vector_store.get_vectors(batch))
+
+
+def _copy_records(
+    src: MultimodalRAG, dst: MultimodalRAG, batch_size: int, old_images: Path, new_images: Path
+) -> None:
+    import attrs
+
+    old_root = old_images.resolve()
+
+    def moved(record: Record) -> Record:
+        # Images the knowledge base keeps itself move with it; others stay where they are.
+        if record.image_path is None:
+            return record
+        path = Path(record.image_path).resolve()
+        if path.parent != old_root:
+            return record
+        return attrs.evolve(record, image_path=str(new_images.resolve() / path.name))
+
+    for batch in _batches(iter(src.description_store), batch_size):
+        dst.description_store.put([moved(record) for record in batch])
+
+
+def _copy_images(old: Path, new: Path) -> int:
+    if not old.is_dir():
+        return 0
+    new.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for file in sorted(old.iterdir()):
+        if file.is_file():
+            shutil.copy2(file, new / file.name)
+            count += 1
+    return count
+
+
+def _search_overlap(src: MultimodalRAG, dst: MultimodalRAG, *, sample: int, k: int) -> float:
+    ids = sorted(src.vector_store.ids())
+    if not ids or sample == 0:
+        return 1.0
+    # Evenly spaced over the sorted ids: the same sample every run, spread over the collection.
+    step = max(1, len(ids) // sample)
+    chosen = ids[::step][:sample]
+    queries = src.vector_store.get_vectors(chosen)
+    expected = src.vector_store.search(queries, k)
+    found = dst.vector_store.search(queries, k)
+    shares = [
+        len({n.id for n in a} & {n.id for n in b}) / len(a) if a else 1.0
+        for a, b in zip(expected, found, strict=True)
+    ]
+    return sum(shares) / len(shares)
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
