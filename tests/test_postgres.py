@@ -130,17 +130,27 @@ def _password_or_none() -> str | None:
     return conninfo_to_dict(server_uri("DATABASE_URL", "PostgreSQL")).get("password")
 
 
-def test_nul_characters_are_refused_before_anything_is_stored(
+def test_nul_characters_round_trip_and_plain_values_are_stored_as_they_are(
     store: PostgresDescriptionStore,
 ) -> None:
-    for bad in [
-        Record(id="a\x00b"),
-        Record(id="c", description="nul\x00"),
-        Record(id="d", metadata={"tags": ["ok", "x\x00"]}),
-    ]:
-        with pytest.raises(InvalidInputError, match="NUL"):
-            store.put([Record(id="fine"), bad])
-    assert len(store) == 0
+    from psycopg import sql
+
+    records = [
+        Record(id="a\x00b", description="nul\x00", metadata={"tags": ["ok", "x\x00"], "n": 1.0}),
+        Record(id="\uffffstarts with the mark", image_path="C:\\images\\0.png"),
+        Record(id="plain", description="A red card.", metadata={"b": 2, "a": 1}),
+    ]
+    store.put(records)
+    assert [store.get(r.id) for r in records] == records
+    assert list(store.get("plain").metadata) == ["b", "a"]  # key order kept
+    assert isinstance(store.get("a\x00b").metadata["n"], float)
+    assert store.delete(["a\x00b"]) == 1 and "a\x00b" not in store
+    query = sql.SQL("SELECT description, metadata->>'a' FROM {} WHERE id = 'plain'")
+    with store._connection("test") as conn:  # readable by any SQL client
+        assert conn.execute(query.format(sql.Identifier(store.table))).fetchone() == (
+            "A red card.",
+            "1",
+        )
 
 
 def test_batch_put_and_paged_iteration(store: PostgresDescriptionStore, monkeypatch) -> None:

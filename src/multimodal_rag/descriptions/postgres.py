@@ -1,5 +1,12 @@
 """Descriptions in PostgreSQL: one table per knowledge base, shared by every application server.
 
+Records come back exactly as they were put, as from the embedded stores. PostgreSQL
+text cannot hold the NUL character, so a string that contains one (or starts with
+the marker U+FFFF) is stored escaped behind that marker; every other value is
+stored as it is, readable by other SQL clients. Metadata is kept twice: as exact
+JSON text (``metadata_json``: key order, ``1`` versus ``1.0``), which is what the
+store reads, and as JSONB (``metadata``) for SQL queries and indexes.
+
 Like :class:`~multimodal_rag.MilvusVectorStore`, the data lives on the server:
 each call commits its own transaction, every process sees it as soon as the call
 returns, and :meth:`PostgresDescriptionStore.save` writes only a small marker
@@ -11,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +42,7 @@ __all__ = ["PostgresDescriptionStore"]
 DSN_ENV = "DATABASE_URL"
 
 _MARKER_FILE = "postgres.json"
-_COLUMNS = "id, image_path, description, metadata"
+_COLUMNS = "id, image_path, description, metadata_json"
 _PAGE = 1_000  # rows per round trip when iterating
 _ID_CHUNK = 10_000  # ids per "= ANY(%s)" array
 _SCHEMA = """
@@ -43,16 +51,19 @@ CREATE TABLE IF NOT EXISTS {table} (
     image_path TEXT,
     description TEXT,
     metadata JSONB NOT NULL DEFAULT '{{}}'::jsonb,
+    metadata_json TEXT NOT NULL DEFAULT '{{}}',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )
 """
 _UPSERT = """
-INSERT INTO {table} (id, image_path, description, metadata) VALUES (%s, %s, %s, %s)
+INSERT INTO {table} (id, image_path, description, metadata, metadata_json)
+VALUES (%s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET
     image_path = EXCLUDED.image_path,
     description = EXCLUDED.description,
     metadata = EXCLUDED.metadata,
+    metadata_json = EXCLUDED.metadata_json,
     updated_at = now()
 """
 
@@ -61,8 +72,8 @@ class PostgresDescriptionStore(DescriptionStore):
     """Records in a PostgreSQL table, through a pool of psycopg 3 connections.
 
     The table (``id`` primary key, ``image_path``, ``description``, ``metadata`` as
-    JSONB, ``created_at`` and ``updated_at``) is created on first use. JSONB keeps
-    metadata's values but not the order of its keys.
+    JSONB, ``metadata_json`` as exact JSON text, ``created_at`` and ``updated_at``) is
+    created on first use.
 
     Args:
         dsn: A libpq connection string or URL (``postgresql://user:pw@host:5432/db``);
@@ -165,7 +176,7 @@ class PostgresDescriptionStore(DescriptionStore):
                 (self._table_name,),
             )
         }
-        missing = {"id", "image_path", "description", "metadata"} - columns
+        missing = {"id", "image_path", "description", "metadata", "metadata_json"} - columns
         if missing:
             raise BackendError(
                 f"table {self._table_name!r} on PostgreSQL at {self.where} was not made by this "
@@ -241,24 +252,29 @@ class PostgresDescriptionStore(DescriptionStore):
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> Record:
-        return Record(id=row[0], image_path=row[1], description=row[2], metadata=row[3])
+        return Record(
+            id=_decode(row[0]),
+            image_path=_decode(row[1]),
+            description=_decode(row[2]),
+            metadata=json.loads(row[3]),
+        )
 
     def get(self, id: str) -> Record:
         with self._connection("read a record") as conn:
-            row = conn.execute(self._select("WHERE id = %s"), (id,)).fetchone()
+            row = conn.execute(self._select("WHERE id = %s"), (_encode(id),)).fetchone()
         if row is None:
             raise NotFoundError(f"no description record with id {id!r}")
         return self._record(row)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Record]:
-        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
+        wanted = [_encode(i) for i in dict.fromkeys(ids) if isinstance(i, str)]
         out: dict[str, Record] = {}
         with self._connection("read records") as conn:
             for start in range(0, len(wanted), _ID_CHUNK):
                 rows = conn.execute(
                     self._select("WHERE id = ANY(%s)"), (wanted[start : start + _ID_CHUNK],)
                 )
-                out.update((row[0], self._record(row)) for row in rows)
+                out.update((record.id, record) for record in map(self._record, rows))
         return out
 
     def __iter__(self) -> Iterator[Record]:
@@ -294,7 +310,7 @@ class PostgresDescriptionStore(DescriptionStore):
 
         with self._connection("look up a record") as conn:
             query = sql.SQL("SELECT 1 FROM {table} WHERE id = %s").format(table=self._table)
-            return conn.execute(query, (id,)).fetchone() is not None
+            return conn.execute(query, (_encode(id),)).fetchone() is not None
 
     # -- writes ------------------------------------------------------------------
 
@@ -306,8 +322,16 @@ class PostgresDescriptionStore(DescriptionStore):
         rows = []
         for record in records:
             check_record(record)
-            _check_no_nul(record)
-            rows.append((record.id, record.image_path, record.description, Jsonb(record.metadata)))
+            rows.append(
+                (
+                    _encode(record.id),
+                    _encode(record.image_path),
+                    _encode(record.description),
+                    Jsonb(_without_nul(record.metadata)),
+                    # ASCII escapes keep NUL out of the text and every value exact.
+                    json.dumps(record.metadata, ensure_ascii=True, allow_nan=False),
+                )
+            )
         if not rows:
             return
         with self._connection("store records") as conn, conn.cursor() as cursor:
@@ -318,7 +342,7 @@ class PostgresDescriptionStore(DescriptionStore):
 
         if isinstance(ids, str):
             ids = [ids]
-        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
+        wanted = [_encode(i) for i in dict.fromkeys(ids) if isinstance(i, str)]
         deleted = 0
         with self._connection("delete records") as conn:
             query = sql.SQL("DELETE FROM {table} WHERE id = ANY(%s)").format(table=self._table)
@@ -376,22 +400,35 @@ def _password_from_env(params: dict[str, Any]) -> str | None:
     return other.get("password") if same else None
 
 
-def _check_no_nul(record: Record) -> None:
-    # PostgreSQL text and JSONB cannot hold the NUL character; refuse it before the server does.
-    def has_nul(value: Any) -> bool:
-        if isinstance(value, str):
-            return "\x00" in value
-        if isinstance(value, dict):
-            return any(has_nul(k) or has_nul(v) for k, v in value.items())
-        if isinstance(value, (list, tuple)):
-            return any(has_nul(v) for v in value)
-        return False
+# Marks a stored string that was escaped; a noncharacter, so real text almost never starts with it.
+_MARK = "\uffff"
 
-    for name, value in (
-        ("id", record.id),
-        ("image_path", record.image_path),
-        ("description", record.description),
-        ("metadata", record.metadata),
-    ):
-        if has_nul(value):
-            raise InvalidInputError(f"the {name} of record {record.id!r} contains a NUL character")
+
+def _encode(value: str | None) -> str | None:
+    """A string PostgreSQL text can hold; unchanged unless it contains NUL or starts with the mark.
+
+    The escaped form starts with the mark and no unescaped value does, so the mapping is
+    one-to-one and ids stay unique.
+    """
+    if value is None or ("\x00" not in value and not value.startswith(_MARK)):
+        return value
+    return _MARK + value.replace("\\", "\\\\").replace("\x00", "\\0")
+
+
+def _decode(value: str | None) -> str | None:
+    if value is None or not value.startswith(_MARK):
+        return value
+    return re.sub(
+        r"\\([\\0])", lambda m: "\x00" if m.group(1) == "0" else "\\", value[len(_MARK) :]
+    )
+
+
+def _without_nul(value: Any) -> Any:
+    """The JSONB copy of metadata: JSONB cannot hold NUL, so it becomes U+FFFD there."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
