@@ -23,6 +23,7 @@ more data means the file itself is corrupt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -285,10 +286,8 @@ class Journal:
             os.fsync(self._fd)
         except OSError as exc:
             # Leave no half entry behind, so the next append starts on a clean boundary.
-            try:
+            with contextlib.suppress(OSError):  # a torn tail is dropped on the next open anyway
                 os.ftruncate(self._fd, start)
-            except OSError:
-                pass  # a torn tail is dropped on the next open anyway
             raise KnowledgeBaseError(
                 f"cannot commit to the journal {str(self.path)!r}: {exc.strerror or exc}; "
                 "the change was not stored"

@@ -1,0 +1,152 @@
+"""What durability costs: committing a batch to the journal, against a full save, as a knowledge base grows.
+
+For knowledge bases of several sizes (512-d vectors, as CLIP ViT-B/32 makes), times
+``add`` of one batch of images on disk (which appends one journal entry and fsyncs it)
+and in memory (no journal), and times a full ``save``. A batch's commit should cost the
+same whatever the size of the knowledge base; a save grows with it.
+
+    python benchmarks/journal.py [--sizes 0 10000 50000] [--batch 32] [--repeat 5]
+
+Prints a table and writes ``benchmarks/results/journal.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from multimodal_rag import Embedder, MultimodalRAG, Record
+from multimodal_rag.images import image_bytes
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DIM = 512
+
+
+class HashEmbedder(Embedder):
+    """A vector derived from the image's bytes: no model, so only the storage path is timed."""
+
+    kind: ClassVar[str] = "bench-hash"
+
+    @property
+    def dim(self) -> int:
+        return DIM
+
+    @property
+    def fingerprint(self) -> str:
+        return "bench-hash"
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        rows = [self._vector(image_bytes(image)) for image in images]
+        return np.stack(rows) if rows else np.zeros((0, DIM), np.float32)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vector(text.encode()) for text in texts])
+
+    @staticmethod
+    def _vector(data: bytes) -> np.ndarray:
+        seed = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+        row = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+        return row / np.linalg.norm(row)
+
+
+def png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def prefill(rag: MultimodalRAG, size: int) -> None:
+    """Fill the stores directly (fast), as if earlier ingests had been saved."""
+    rng = np.random.default_rng(size)
+    for start in range(0, size, 5000):
+        count = min(5000, size - start)
+        ids = [f"pre-{start + i}" for i in range(count)]
+        vectors = rng.standard_normal((count, DIM)).astype(np.float32)
+        rag.vector_store.add(ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+        rag.description_store.put([Record(id=i, description=f"image {i}") for i in ids])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 10_000, 50_000])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    seed = 0
+    rows = []
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            images = Path(tmp) / "images"
+            images.mkdir()
+            on_disk = MultimodalRAG.create(Path(tmp) / "kb", embedder=HashEmbedder())
+            in_memory = MultimodalRAG(HashEmbedder())
+            for rag in (on_disk, in_memory):
+                prefill(rag, size)
+            started = time.perf_counter()
+            on_disk.save()
+            save_s = time.perf_counter() - started
+            timings: dict[str, list[float]] = {"disk": [], "memory": []}
+            for _ in range(args.repeat):
+                paths = []
+                for _ in range(args.batch):
+                    seed += 1
+                    path = images / f"{seed}.png"
+                    path.write_bytes(png(seed))
+                    paths.append(path)
+                for name, rag in (("disk", on_disk), ("memory", in_memory)):
+                    started = time.perf_counter()
+                    rag.add(paths, descriptions=["a description"] * len(paths), on_error="skip",
+                            batch_size=args.batch, progress=False)
+                    timings[name].append(time.perf_counter() - started)
+            journal_bytes = (Path(tmp) / "kb" / "journal.bin").stat().st_size
+            on_disk.close()
+        disk_ms = statistics.median(timings["disk"]) * 1000
+        memory_ms = statistics.median(timings["memory"]) * 1000
+        rows.append(
+            {
+                "size": size,
+                "batch": args.batch,
+                "add_batch_on_disk_ms": round(disk_ms, 2),
+                "add_batch_in_memory_ms": round(memory_ms, 2),
+                "journal_cost_ms": round(disk_ms - memory_ms, 2),
+                "journal_bytes_per_image": round(journal_bytes / (args.batch * args.repeat)),
+                "save_ms": round(save_s * 1000, 1),
+            }
+        )
+
+    header = (
+        f"{'images':>8}{'batch':>7}{'add on disk ms':>16}{'add in memory ms':>18}"
+        f"{'journal ms':>12}{'bytes/image':>13}{'save ms':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['size']:>8}{row['batch']:>7}{row['add_batch_on_disk_ms']:>16.2f}"
+            f"{row['add_batch_in_memory_ms']:>18.2f}{row['journal_cost_ms']:>12.2f}"
+            f"{row['journal_bytes_per_image']:>13}{row['save_ms']:>10.1f}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = {"rows": rows, "platform": platform.platform(), "python": platform.python_version()}
+    (RESULTS / "journal.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
