@@ -55,6 +55,13 @@ def _milvus(dim: int) -> VectorStore:
     return on_server(MilvusVectorStore(dim, uri=server_uri("MILVUS_URI", "Milvus")))  # type: ignore[return-value]
 
 
+def _docs_numpy(dim: int) -> VectorStore:
+    # The worked example of docs/custom-backend.md, so the documentation stays correct.
+    from doc_examples import REPO, import_doc_module
+
+    return import_doc_module(REPO / "docs" / "custom-backend.md", "my_backends").NumpyVectorStore(dim)
+
+
 #: name -> factory(dim) of an empty store. Every store here must pass every test below.
 VECTOR_STORES: dict[str, Callable[[int], VectorStore]] = {
     "faiss-flat": _faiss_flat,
@@ -63,6 +70,7 @@ VECTOR_STORES: dict[str, Callable[[int], VectorStore]] = {
     "faiss-ivf-pq": _faiss_ivf_pq,
     "hnswlib": _hnswlib,
     "milvus": _milvus,
+    "numpy (docs/custom-backend.md)": _docs_numpy,
 }
 
 DIM = 32

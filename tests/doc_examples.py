@@ -1,0 +1,62 @@
+"""The code blocks of the project's Markdown files, so tests can run them as written."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+
+_FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.M | re.S)
+_MODULE_HEADER = re.compile(r"^# (\w+)\.py\n")
+
+
+def fenced_blocks(path: Path, language: str) -> list[str]:
+    """The contents of every fenced block of ``language`` in a Markdown file, in order."""
+    return [
+        body for lang, body in _FENCE.findall(path.read_text(encoding="utf-8")) if lang == language
+    ]
+
+
+def module_blocks(path: Path) -> dict[str, str]:
+    """Python blocks that start with a ``# name.py`` line: modules, keyed by name."""
+    modules = {}
+    for block in fenced_blocks(path, "python"):
+        header = _MODULE_HEADER.match(block)
+        if header:
+            modules[header.group(1)] = block
+    return modules
+
+
+def script_blocks(path: Path) -> list[str]:
+    """Python blocks that are not modules: the example to run, in order."""
+    return [block for block in fenced_blocks(path, "python") if not _MODULE_HEADER.match(block)]
+
+
+def write_modules(path: Path, directory: Path) -> list[Path]:
+    """Write the module blocks of ``path`` into ``directory`` as ``name.py`` files."""
+    written = []
+    for name, code in module_blocks(path).items():
+        target = directory / f"{name}.py"
+        target.write_text(code, encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def import_doc_module(path: Path, name: str) -> ModuleType:
+    """Import module block ``name`` of a Markdown file (once per test session)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    directory = Path(tempfile.mkdtemp(prefix="doc-modules-"))
+    source = directory / f"{name}.py"
+    source.write_text(module_blocks(path)[name], encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the store's kind names this module; load() must find it
+    spec.loader.exec_module(module)
+    return module
