@@ -40,6 +40,7 @@ _BACKGROUND = (255, 255, 255)
 _QUERY_FRAME = (31, 119, 180)
 _FRAME = (200, 200, 200)
 _TEXT = (20, 20, 20)
+_BODY = (70, 70, 70)
 _MUTED = (110, 110, 110)
 
 
@@ -125,9 +126,7 @@ def _caption(
     top = MARGIN + tile + 6
     draw.text((left, top), header, font=font, fill=_TEXT)
     for i, line in enumerate(_wrap(draw, font, body, tile, _DESCRIPTION_LINES)):
-        draw.text(
-            (left, top + (i + 1) * _LINE_HEIGHT), line, font=font, fill=_MUTED if i else _TEXT
-        )
+        draw.text((left, top + (i + 1) * _LINE_HEIGHT), line, font=font, fill=_BODY)
 
 
 def _wrap(
