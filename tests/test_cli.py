@@ -605,6 +605,100 @@ def test_show_draws_a_placeholder_for_a_missing_image_file(
         assert sheet.getpixel((2 * 16 + 256 + 4, 16 + 4)) == (225, 225, 225)
 
 
+# -- with a real CLIP model (tiny, random weights) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_kb(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A knowledge base indexed by the CLI with a tiny random CLIP checkpoint, and the checkpoint."""
+    from tiny_clip import make_tiny_clip_checkpoint
+
+    root = tmp_path_factory.mktemp("clip")
+    checkpoint = make_tiny_clip_checkpoint(root / "tiny.pt")
+    kb = root / "kb"
+    ok(
+        run_cli(
+            "index",
+            photos,
+            "--kb",
+            kb,
+            "--descriptions",
+            photos / "descriptions.jsonl",
+            "--checkpoint",
+            checkpoint,
+        )
+    )
+    return kb, checkpoint
+
+
+def test_clip_knowledge_base_records_its_checkpoint(clip_kb: tuple[Path, Path]) -> None:
+    kb, checkpoint = clip_kb
+    info = json.loads(ok(run_cli("info", kb, "--json")).stdout)
+    assert info["embedder"]["kind"] == "clip" and info["embedder"]["dim"] == 64
+    assert info["embedder"]["config"]["checkpoint"] == str(checkpoint.resolve())
+    assert info["counts"] == {"vectors": 5, "descriptions": 5}
+    ok(run_cli("verify", kb))
+
+
+def test_clip_search_by_image_and_text(clip_kb: tuple[Path, Path], photos: Path) -> None:
+    kb = clip_kb[0]
+    by_image = json.loads(
+        ok(run_cli("search", kb, "--image", photos / "yellow.png", "-k", "5", "--json")).stdout
+    )
+    assert by_image["hits"][0]["description"] == "A yellow card."
+    assert by_image["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    by_text = json.loads(
+        ok(run_cli("search", kb, "--text", "a yellow card", "-k", "2", "--json")).stdout
+    )
+    assert len(by_text["hits"]) == 2 and all(-1.0 <= h["score"] <= 1.0 for h in by_text["hits"])
+    both = json.loads(
+        ok(
+            run_cli(
+                "search",
+                kb,
+                "--image",
+                photos / "red.png",
+                "--text",
+                "red",
+                "--text-weight",
+                "0",
+                "--json",
+            )
+        ).stdout
+    )
+    assert both["hits"][0]["description"] == "A red card."  # weight 0: the image alone decides
+
+
+def test_clip_ask_stream_and_show(clip_kb: tuple[Path, Path], photos: Path, tmp_path: Path) -> None:
+    kb = clip_kb[0]
+    streamed = ok(run_cli("ask", kb, "--image", photos / "green.png", "What is it?", "--stream"))
+    assert streamed.stdout.startswith("Best match: A green card.")
+    out = tmp_path / "sheet.png"
+    ok(
+        run_cli(
+            "show", kb, "--image", photos / "green.png", "-k", "2", "--out", out, "--tile", "96"
+        )
+    )
+    with Image.open(out) as sheet:
+        assert sheet.size == (3 * 96 + 4 * 16, 96 + 84 + 2 * 16)
+
+
+def test_clip_knowledge_base_refuses_other_weights(
+    clip_kb: tuple[Path, Path], photos: Path, tmp_path: Path
+) -> None:
+    from tiny_clip import make_tiny_clip_checkpoint
+
+    kb = Path(shutil.copytree(clip_kb[0], tmp_path / "kb"))
+    other = make_tiny_clip_checkpoint(tmp_path / "other.pt", seed=1)
+    result = run_cli("index", photos, "--kb", kb, "--checkpoint", other)
+    assert result.returncode == 1 and "was built with embedder" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        json.loads(ok(run_cli("info", kb, "--json")).stdout)["generation"]
+        == json.loads(ok(run_cli("info", clip_kb[0], "--json")).stdout)["generation"]
+    )
+
+
 # -- offline checkpoint and entry points ---------------------------------------
 
 

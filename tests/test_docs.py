@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from doc_examples import REPO, fenced_blocks, script_blocks, write_modules
 
@@ -89,3 +90,81 @@ def test_links_between_pages_resolve(page: Path) -> None:
     for target in _LINK.findall(page.read_text(encoding="utf-8")):
         if "://" not in target:
             assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
+
+
+# -- the README and the getting-started page -----------------------------------
+
+README = REPO / "README.md"
+TEST_COMMAND = (
+    "python -m venv .venv && . .venv/bin/activate && "
+    "pip install torch==2.14.1 torchvision==0.29.1 -e '.[dev]' && pytest"
+)
+
+
+def cli_commands(page: Path) -> list[list[str]]:
+    """The ``multimodal-rag`` commands of a page's bash blocks, in order, as argument lists."""
+    import shlex
+
+    commands = []
+    for block in fenced_blocks(page, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split(" && "):
+                if part.strip().startswith("multimodal-rag "):
+                    commands.append(shlex.split(part)[1:])
+    return commands
+
+
+def run_cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    code = f"import sys; from multimodal_rag.cli import main; main({argv!r})"
+    return run_python(code, cwd)
+
+
+def test_readme_has_exactly_the_two_fresh_machine_commands() -> None:
+    main_job, tests = fenced_blocks(README, "bash")
+    assert tests.strip() == TEST_COMMAND
+    steps = main_job.strip().split(" && ")
+    assert steps[:3] == [
+        "python -m venv .venv",
+        ". .venv/bin/activate",
+        "pip install torch==2.14.1 torchvision==0.29.1 -e .",
+    ]
+    assert [step.split()[1] for step in steps[3:]] == ["random-checkpoint", "index", "ask"]
+    # CI installs the same pinned versions the README tells people to.
+    assert "torch==2.14.1 torchvision==0.29.1 -e '.[dev]'" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_main_job_runs(workdir: Path) -> None:
+    outputs = []
+    for argv in cli_commands(README):
+        result = run_cli(argv, workdir)
+        assert result.returncode == 0, f"{argv}: {result.stderr}"
+        outputs.append(result.stdout)
+    assert "random weights" in outputs[0]
+    assert "Created knowledge base demo/kb: 8 images in total." in outputs[1]
+    assert outputs[2].startswith("Best match: ") and "\nSources:\n 1. " in outputs[2]
+
+
+def test_readme_python_example_runs(workdir: Path) -> None:
+    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+
+    make_random_clip_checkpoint(workdir / "demo" / "clip-random.pt")
+    (example,) = script_blocks(README)
+    assert len(example.strip().splitlines()) <= 12
+    result = run_python(example, workdir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) >= 4 and all(re.fullmatch(r"-?\d\.\d{3}  .+", line) for line in lines[:3])
+    assert lines[3].startswith("Best match: ")
+
+
+def test_getting_started_runs_as_written(workdir: Path) -> None:
+    page = DOCS / "getting-started.md"
+    for argv in cli_commands(page):
+        result = run_cli(argv, workdir)
+        assert result.returncode == 0, f"{argv}: {result.stderr}"
+    with Image.open(workdir / "results.png") as sheet:
+        assert sheet.size == (5 * 256 + 6 * 16, 256 + 84 + 2 * 16)
+    for script in script_blocks(page):
+        result = run_python(script, workdir)
+        assert result.returncode == 0, result.stderr
+    assert (workdir / "demo" / "kb-python" / "manifest.json").is_file()
