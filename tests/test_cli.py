@@ -610,7 +610,7 @@ def test_show_draws_a_placeholder_for_a_missing_image_file(
 
 @pytest.fixture(scope="module")
 def clip_kb(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A knowledge base indexed by the CLI with a tiny random CLIP checkpoint, and the checkpoint."""
+    """A knowledge base the CLI indexed with a tiny random CLIP checkpoint, and the checkpoint."""
     from tiny_clip import make_tiny_clip_checkpoint
 
     root = tmp_path_factory.mktemp("clip")
