@@ -568,6 +568,9 @@ def test_show_writes_a_contact_sheet_of_the_expected_size(
             )
         ).stdout
     )
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temp file
     with Image.open(out) as sheet:
         assert sheet.format == "PNG"
         assert sheet.size == (4 * 128 + 5 * MARGIN, 128 + CAPTION_HEIGHT + 2 * MARGIN)

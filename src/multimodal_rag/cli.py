@@ -387,18 +387,13 @@ def show(
 ) -> None:
     """Draw the query image beside its top-k matches, with scores and descriptions, as a PNG."""
     from multimodal_rag.contact_sheet import render_contact_sheet
-    from multimodal_rag.fileio import atomic_write_bytes
 
     rag = _open(kb, settings, read_only=True)
     hits = rag.search(image=image, k=k)
     sheet = render_contact_sheet(image, hits, tile=tile)
-    import io
-
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out, buffer.getvalue())
+        sheet.save(out, format="PNG")
     except OSError as exc:
         raise CommandFailed(f"cannot write {str(out)!r}: {exc.strerror or exc}") from exc
     if as_json:
