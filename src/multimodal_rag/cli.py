@@ -1,8 +1,8 @@
 """The ``multimodal-rag`` command line: build, search, inspect, repair and move knowledge bases.
 
 Every command takes the knowledge-base directory first. Commands that only read
-(``search``, ``show``, ``info``) open it read-only, so they run while another
-process is indexing. ``--json`` output is a stable interface, documented in
+(``search``, ``ask``, ``show``, ``info``, ``verify``) open it read-only, so they run
+while another process is indexing. ``--json`` output is a stable interface, documented in
 ``docs/cli.md``.
 
 Exit status: 0 when the command did what was asked, 1 when the operation failed
@@ -36,9 +36,6 @@ EXIT_USAGE = 2
 
 #: ``--index`` choices and the vector-store kinds they create.
 INDEX_KINDS = {"flat": "faiss-flat", "hnsw": "faiss-hnsw", "hnswlib": "hnswlib", "ivf": "faiss-ivf"}
-
-#: Options that only the CLIP embedder understands.
-_CLIP_OPTIONS = ("model", "checkpoint", "device")
 
 
 class CommandFailed(click.ClickException):
@@ -204,10 +201,7 @@ def index(
 
     clip_options = {"model": model, "checkpoint": checkpoint, "device": device}
     exists = (kb / MANIFEST_FILE).is_file()
-    embedder = None
-    if not exists or embedder_kind is not None or any(v is not None for v in clip_options.values()):
-        embedder = _build_embedder(embedder_kind or "clip", clip_options, settings.allow_modules)
-    if exists:
+    if exists:  # refuse options that cannot apply before loading any model
         manifest = read_manifest(kb)
         _check_same_kind(
             manifest, "vector_store", INDEX_KINDS.get(index_kind or ""), "--index", index_kind
@@ -219,6 +213,10 @@ def index(
             "--description-store",
             description_store,
         )
+    embedder = None  # an existing knowledge base rebuilds its own from the manifest
+    if not exists or embedder_kind is not None or any(v is not None for v in clip_options.values()):
+        embedder = _build_embedder(embedder_kind or "clip", clip_options, settings.allow_modules)
+    if exists:
         rag = MultimodalRAG.open(kb, embedder=embedder, allow_modules=settings.allow_modules)
     else:
         assert embedder is not None
