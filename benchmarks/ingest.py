@@ -1,0 +1,442 @@
+"""Ingest speed and memory: the cookbook's approach against CLIPEmbedder, side by side.
+
+Makes photo-sized JPEGs (1920x1080 and 4000x3000) by upscaling and tiling the stamp
+images in ``../shared/data/stamps/images``, and a CLIP model with ViT-B/32's shape and
+random weights (it costs what the real one costs). Then, each in its own subprocess
+so that its peak RSS is its own:
+
+- **cookbook**: ``preprocess(Image.open(p).convert("RGB"))`` for every image, one
+  stacked tensor, one fp32 ``encode_image`` call, a FAISS ``IndexFlatIP``;
+- **ours**: ``MultimodalRAG(CLIPEmbedder(...)).add_directory(folder)`` (hashing, parallel
+  draft decoding, bf16 where the CPU has it, the vector and description stores);
+- **ours fp32**: the same pipeline with ``precision="fp32"``, to separate the gain of the
+  pipeline from that of bf16;
+- **query**: one 1080p JPEG, decode + preprocess + encode, p50 and p90 latency, and the
+  cosine of its embedding to fp32 and to a full (non-draft) decode.
+
+Also reports the encoder alone, its FLOPs per image and the fraction of the machine's
+measured matmul peak that each approach reaches.
+
+    python benchmarks/ingest.py            # 200 and 2,000 images, a few minutes on 2 cores
+    python benchmarks/ingest.py --quick    # a smoke run
+
+Prints a table and writes ``benchmarks/results/ingest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+STAMPS = ROOT.parent / "shared" / "data" / "stamps" / "images"
+CACHE = Path(tempfile.gettempdir()) / "multimodal-rag-bench-ingest"
+
+VIT_B_32 = {
+    "embed_dim": 512,
+    "image_resolution": 224,
+    "vision_layers": 12,
+    "vision_width": 768,
+    "vision_patch_size": 32,
+    "context_length": 77,
+    "vocab_size": 49408,
+    "transformer_width": 512,
+    "transformer_heads": 8,
+    "transformer_layers": 12,
+}
+
+SIZES = {"1080p": (1920, 1080, 3, 2), "12MP": (4000, 3000, 4, 3)}  # width, height, columns, rows
+
+
+# -- inputs ------------------------------------------------------------------------
+
+
+def make_photos(kind: str, count: int) -> Path:
+    """``count`` distinct JPEGs of size ``kind``, tiled from upscaled stamps (cached)."""
+    folder = CACHE / f"{kind}-{count}"
+    if folder.is_dir() and len(list(folder.glob("*.jpg"))) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    stamps = sorted(p for p in STAMPS.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(kind, i, [str(s) for s in stamps], str(folder)) for i in range(count)]
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(_make_photo, jobs, chunksize=16))
+    return folder
+
+
+def _make_photo(job: tuple[str, int, list[str], str]) -> None:
+    from PIL import Image
+
+    from multimodal_rag.images import open_image
+
+    kind, index, stamps, folder = job
+    width, height, columns, rows = SIZES[kind]
+    rng = np.random.default_rng(index)
+    canvas = Image.new("RGB", (width, height), "white")
+    cell = (width // columns, height // rows)
+    for r in range(rows):
+        for c in range(columns):
+            stamp = open_image(stamps[int(rng.integers(len(stamps)))])
+            canvas.paste(stamp.resize(cell, Image.BICUBIC), (c * cell[0], r * cell[1]))
+    # A per-photo tint and sensor-like noise: every file differs, and compresses like a photo.
+    pixels = np.asarray(canvas, dtype=np.float32) * rng.uniform(0.85, 1.0, 3)
+    pixels += rng.normal(0.0, 4.0, pixels.shape)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+        Path(folder) / f"{index:05d}.jpg", quality=90
+    )
+
+
+def make_checkpoint() -> Path:
+    """A random-weight CLIP of ViT-B/32's shape, saved in fp16 like openai's files."""
+    path = CACHE / "vit-b-32-random.pt"
+    if not path.is_file():
+        import torch
+        from clip.model import CLIP
+
+        torch.manual_seed(0)
+        model = CLIP(**VIT_B_32).eval().half()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return path
+
+
+# -- the approaches, each run in its own process -------------------------------------
+
+
+class RSSSampler:
+    """Highest resident set size seen while the block runs (sampled every few milliseconds).
+
+    ``ru_maxrss`` covers the whole process, model loading included; this isolates the
+    ingest itself, which is what grows with the number of images.
+    """
+
+    def __enter__(self) -> RSSSampler:
+        import threading
+
+        self.start_mb = _rss_mb()
+        self.peak_mb = self.start_mb
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def report(self) -> dict:
+        return {"rss_before_ingest_mb": self.start_mb, "ingest_peak_rss_mb": self.peak_mb}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_cookbook(folder: Path, checkpoint: Path, **_: object) -> dict:
+    """The cookbook's code: everything decoded, stacked and encoded at once, in fp32."""
+    import clip
+    import faiss
+    import torch
+    from PIL import Image
+
+    model, preprocess = clip.load(str(checkpoint), device="cpu")
+    paths = sorted(folder.glob("*.jpg"))
+    with RSSSampler() as rss:
+        start = time.perf_counter()
+        images = [preprocess(Image.open(path).convert("RGB")) for path in paths]
+        image_input = torch.tensor(np.stack(images))
+        with torch.no_grad():
+            features = model.encode_image(image_input).float()
+        index = faiss.IndexFlatIP(features.shape[1])
+        index.add(features.numpy())
+        seconds = time.perf_counter() - start
+    return {"images": index.ntotal, "seconds": seconds, **rss.report()}
+
+
+def run_ours(folder: Path, checkpoint: Path, precision: str = "auto", **_: object) -> dict:
+    from multimodal_rag import CLIPEmbedder, MultimodalRAG
+
+    embedder = CLIPEmbedder(checkpoint=checkpoint, precision=precision)
+    rag = MultimodalRAG(embedder)
+    with RSSSampler() as rss:
+        start = time.perf_counter()
+        result = rag.add_directory(folder, progress=False)
+        seconds = time.perf_counter() - start
+    return {
+        **rss.report(),
+        "images": len(result.added),
+        "skipped": len(result.skipped),
+        "seconds": seconds,
+        "precision": embedder.precision,
+        "workers": embedder.num_workers,
+    }
+
+
+def run_query(folder: Path, checkpoint: Path, repeat: int = 30, **_: object) -> dict:
+    """Latency of one query image, and how far bf16 and draft decoding move its vector."""
+    from multimodal_rag import CLIPEmbedder, MultimodalRAG
+
+    paths = sorted(folder.glob("*.jpg"))
+    embedder = CLIPEmbedder(checkpoint=checkpoint)
+    rag = MultimodalRAG(embedder)
+    rag.add(paths[:64], progress=False)
+    embed_ms, search_ms = [], []
+    for i in range(repeat + 3):
+        path = paths[i % len(paths)]
+        start = time.perf_counter()
+        embedder.embed_images([path])
+        middle = time.perf_counter()
+        rag.search(image=path, k=5)
+        end = time.perf_counter()
+        if i >= 3:  # the first calls warm up the allocator and oneDNN's kernels
+            embed_ms.append((middle - start) * 1000)
+            search_ms.append((end - middle) * 1000)
+    sample = paths[:32]
+    fast = embedder.embed_images(sample)
+    exact = CLIPEmbedder(checkpoint=checkpoint, precision="fp32", draft=False).embed_images(sample)
+    fp32_draft = CLIPEmbedder(checkpoint=checkpoint, precision="fp32").embed_images(sample)
+    return {
+        "precision": embedder.precision,
+        "embed_ms_p50": statistics.median(embed_ms),
+        "embed_ms_p90": float(np.percentile(embed_ms, 90)),
+        "search_ms_p50": statistics.median(search_ms),
+        "min_cosine_to_fp32_full_decode": float(np.min(np.sum(fast * exact, axis=1))),
+        "min_cosine_bf16_to_fp32": float(np.min(np.sum(fast * fp32_draft, axis=1))),
+        "min_cosine_draft_to_full_decode_fp32": float(np.min(np.sum(fp32_draft * exact, axis=1))),
+    }
+
+
+def run_encoder(checkpoint: Path, batch: int = 32, **_: object) -> dict:
+    """The encoder alone, its FLOPs per image, and the machine's matmul peak."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from multimodal_rag import CLIPEmbedder
+
+    embedder = CLIPEmbedder(checkpoint=checkpoint)
+    pixels = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    with FlopCounterMode(display=False) as counter:
+        embedder._encode_pixels(pixels[:1])
+    flops = counter.get_total_flops()
+    out = {"flops_per_image": flops, "threads": torch.get_num_threads(), "batch": batch}
+    for precision in ("fp32", embedder.precision):
+        encoder = (
+            embedder
+            if precision == embedder.precision
+            else CLIPEmbedder(checkpoint=checkpoint, precision=precision)
+        )
+        encoder._encode_pixels(pixels)
+        start = time.perf_counter()
+        for _ in range(3):
+            encoder._encode_pixels(pixels)
+        out[f"encoder_images_per_s_{precision}"] = 3 * batch / (time.perf_counter() - start)
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(2048, 2048, dtype=dtype)
+        b = torch.randn(2048, 2048, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        out[f"matmul_peak_gflops_{name}"] = 5 * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+    return out
+
+
+APPROACHES = {
+    "cookbook": run_cookbook,
+    "ours": run_ours,
+    "query": run_query,
+    "encoder": run_encoder,
+}
+
+
+def in_subprocess(approach: str, **kwargs: object) -> dict:
+    """Run one approach in a fresh interpreter; return its result and its own peak RSS."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    spec = json.dumps(
+        {
+            "approach": approach,
+            **{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()},
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", __file__, "--child", spec],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{approach} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child(spec: str) -> None:
+    args = json.loads(spec)
+    approach = APPROACHES[args.pop("approach")]
+    for key in ("folder", "checkpoint"):
+        if key in args:
+            args[key] = Path(args[key])
+    result = approach(**args)
+    # ru_maxrss is in kilobytes on Linux.
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# -- report --------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (a minute or so)")
+    parser.add_argument(
+        "--cookbook-large",
+        action="store_true",
+        help="also run the cookbook on the large set (slow; holds every image in memory at once)",
+    )
+    parser.add_argument(
+        "--large", type=int, default=2000, help="images in the large run (default 2000)"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    if not STAMPS.is_dir():
+        print(f"skipped: no source images at {STAMPS}")
+        return
+
+    small, large, big_photos = (24, 96, 8) if args.quick else (200, args.large, 48)
+    print("preparing inputs (cached in", CACHE, ")", flush=True)
+    checkpoint = make_checkpoint()
+    folders = {n: make_photos("1080p", n) for n in (small, large)}
+    folder_12mp = make_photos("12MP", big_photos)
+
+    runs: list[dict] = []
+
+    def record(
+        label: str, approach: str, folder: Path, count: int, photo: str, **kwargs: object
+    ) -> None:
+        print(f"running {label} on {count} {photo} JPEGs", flush=True)
+        result = in_subprocess(approach, folder=folder, checkpoint=checkpoint, **kwargs)
+        result.update(
+            approach=label, photo=photo, n=count, images_per_s=result["images"] / result["seconds"]
+        )
+        runs.append(result)
+
+    record("cookbook", "cookbook", folders[small], small, "1080p")
+    record("ours", "ours", folders[small], small, "1080p")
+    record("ours fp32", "ours", folders[small], small, "1080p", precision="fp32")
+    if args.cookbook_large:
+        record("cookbook", "cookbook", folders[large], large, "1080p")
+    record("ours", "ours", folders[large], large, "1080p")
+    record("cookbook", "cookbook", folder_12mp, big_photos, "12MP")
+    record("ours", "ours", folder_12mp, big_photos, "12MP")
+    print("timing the encoder and one query", flush=True)
+    encoder = in_subprocess("encoder", checkpoint=checkpoint)
+    query = in_subprocess(
+        "query", folder=folders[small], checkpoint=checkpoint, repeat=10 if args.quick else 30
+    )
+
+    flops = encoder["flops_per_image"]
+    peak = {"fp32": encoder["matmul_peak_gflops_fp32"], "bf16": encoder["matmul_peak_gflops_bf16"]}
+    for run in runs:
+        precision = run.get("precision", "fp32")
+        run["matmul_peak_gflops"] = peak.get(precision, peak["fp32"])
+        run["fraction_of_peak"] = run["images_per_s"] * flops / 1e9 / run["matmul_peak_gflops"]
+        cookbook = next(
+            (
+                r
+                for r in runs
+                if r["approach"] == "cookbook" and r["photo"] == run["photo"] and r["n"] <= run["n"]
+            ),
+            None,
+        )
+        run["speedup_vs_cookbook"] = (
+            run["images_per_s"] / cookbook["images_per_s"] if cookbook else None
+        )
+
+    print()
+    print(
+        f"{'approach':<10} {'photos':<6} {'n':>5} {'img/s':>6} {'vs cookbook':>11} "
+        f"{'peak RSS MB':>11} {'ingest +MB':>10} {'precision':>9} {'of peak':>7}"
+    )
+    for run in runs:
+        ratio = f"{run['speedup_vs_cookbook']:.2f}x" if run["speedup_vs_cookbook"] else "-"
+        growth = run["ingest_peak_rss_mb"] - run["rss_before_ingest_mb"]
+        print(
+            f"{run['approach']:<10} {run['photo']:<6} {run['n']:>5} "
+            f"{run['images_per_s']:>6.1f} {ratio:>11} {run['peak_rss_mb']:>11.0f} {growth:>10.0f} "
+            f"{run.get('precision', 'fp32'):>9} "
+            f"{run['fraction_of_peak']:>7.0%}"
+        )
+    ours = {r["n"]: r for r in runs if r["approach"] == "ours" and r["photo"] == "1080p"}
+    rss_ratio = ours[large]["peak_rss_mb"] / ours[small]["peak_rss_mb"]
+    print()
+    print(
+        f"peak RSS, ours, {large} vs {small} images: {rss_ratio:.2f}x "
+        "(peak RSS includes loading the model; 'ingest +MB' is what the ingest itself added)"
+    )
+    print(
+        f"encoder alone (batch {encoder['batch']}, {encoder['threads']} threads): "
+        + ", ".join(
+            f"{k.rsplit('_', 1)[1]} {v:.1f} img/s"
+            for k, v in encoder.items()
+            if k.startswith("encoder_")
+        )
+        + f"; {flops / 1e9:.2f} GFLOP/image; matmul peak fp32 {peak['fp32']:.0f}, "
+        + f"bf16 {peak['bf16']:.0f} GFLOP/s"
+    )
+    print(
+        f"one 1080p query image ({query['precision']}): embed p50 {query['embed_ms_p50']:.1f} ms, "
+        f"p90 {query['embed_ms_p90']:.1f} ms; search on top p50 {query['search_ms_p50']:.1f} ms"
+    )
+    print(
+        f"min cosine over 32 photos: bf16 vs fp32 {query['min_cosine_bf16_to_fp32']:.5f}; "
+        f"draft vs full decode {query['min_cosine_draft_to_full_decode_fp32']:.5f}; "
+        f"ours vs cookbook-exact {query['min_cosine_to_fp32_full_decode']:.5f}"
+    )
+
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "quick": args.quick,
+        "runs": runs,
+        "peak_rss_ratio_large_vs_small": rss_ratio,
+        "encoder": encoder,
+        "query": query,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ingest.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {RESULTS / 'ingest.json'}")
+
+
+if __name__ == "__main__":
+    main()
