@@ -191,3 +191,25 @@ def test_a_reader_sees_the_writers_committed_batches(kb: Path) -> None:
 def test_a_copied_knowledge_base_keeps_its_journal(kb: Path, tmp_path: Path) -> None:
     shutil.copytree(kb, tmp_path / "copy")
     assert state(tmp_path / "copy") == {"red": "saved", "green": "journaled"}
+
+
+def test_a_reader_that_races_a_save_reads_the_new_snapshot(kb: Path, monkeypatch) -> None:
+    import multimodal_rag.rag as rag_module
+
+    writer = MultimodalRAG.open(kb, embedder=ColorEmbedder())
+    writer.add([solid("blue")], ids=["blue"], descriptions=["saved meanwhile"], progress=False)
+    real_read_manifest = rag_module.read_manifest
+    calls = []
+
+    def save_right_after_reading(directory):
+        manifest = real_read_manifest(directory)
+        if not calls:  # the writer saves while this reader loads: its snapshot disappears
+            writer.save()
+        calls.append(manifest["generation"])
+        return manifest
+
+    monkeypatch.setattr(rag_module, "read_manifest", save_right_after_reading)
+    reader = MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=True)
+    assert calls[0] < calls[-1]  # it started again on the new manifest
+    assert reader.get("blue").description == "saved meanwhile" and len(reader) == 3
+    writer.close()
