@@ -440,6 +440,17 @@ class MilvusVectorStore(VectorStore):
                 self._client.delete(self._collection, filter=_id_in(chunk), timeout=self._timeout)
         return len(present)
 
+    def flush(self) -> None:
+        """Ask the server to seal what was inserted and index it.
+
+        Inserted vectors are searchable at once, but until they are sealed the server
+        scans them without the index. Milvus seals on its own as segments fill up;
+        :meth:`save` flushes too, so call this only after a bulk load that is searched
+        before the next save.
+        """
+        with self._calls("flush"):
+            self._client.flush(self._collection, timeout=self._timeout)
+
     def drop(self) -> None:
         """Delete the collection and every vector in it, on the server."""
         with self._calls("drop the collection"):
@@ -453,7 +464,8 @@ class MilvusVectorStore(VectorStore):
     # -- persistence -------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Write a marker naming the server and collection; the vectors stay on the server."""
+        """Flush, and write a marker naming the server and collection (the vectors stay there)."""
+        self.flush()
         marker = {"uri": self._uri, "collection": self._collection, "dim": self._dim}
         (Path(directory) / _MARKER_FILE).write_text(
             json.dumps(marker, indent=2) + "\n", encoding="utf-8"
