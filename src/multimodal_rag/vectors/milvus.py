@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,10 +167,23 @@ class MilvusVectorStore(VectorStore):
         self._token = token
         pymilvus = import_optional("pymilvus", extra="milvus")
         with self._calls("connect"):
-            self._client = pymilvus.MilvusClient(
-                uri=bare_uri, token=token or "", timeout=self._timeout
-            )
+            self._client = self._connect(pymilvus, bare_uri, token)
         self._open_collection(create=create)
+
+    def _connect(self, pymilvus: Any, uri: str, token: str | None) -> Any:
+        # A busy server may drop a new connection (gRPC GOAWAY); a short retry rides it
+        # out, while a server that is really down still fails within a couple of seconds.
+        for delay in (0.25, 1.0, None):
+            try:
+                return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=self._timeout)
+            except Exception as exc:
+                unreachable = _is_client_error(exc) and str(
+                    _translate(exc, action="connect", uri=uri, secret=token)
+                ).startswith("cannot reach")
+                if delay is None or not unreachable:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     # -- setup -------------------------------------------------------------------
 
