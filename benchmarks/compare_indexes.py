@@ -309,8 +309,8 @@ def run_size(base: np.ndarray, queries: np.ndarray, args: argparse.Namespace) ->
         build_s = time.perf_counter() - start
         size = bytes_on_disk(store)
         for label, params, raw_factory in sweep:
-            latency = paired_latency(lambda q, p=params: store.search(q, K, **p), raw_factory(store), single)
-            qps, batch = batched_qps(lambda q, p=params: store.search(q, K, **p), queries)
+            latency = paired_latency(lambda q, p=params, s=store: s.search(q, K, **p), raw_factory(store), single)
+            qps, batch = batched_qps(lambda q, p=params, s=store: s.search(q, K, **p), queries)
             found = [[int(neighbor.id) for neighbor in row] for row in batch]
             row = {
                 "family": family,

@@ -8,8 +8,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from multimodal_rag.errors import CorruptFileError
-from multimodal_rag.protocols import IdFilter
-from multimodal_rag.types import Neighbor
 from multimodal_rag.vectors._base import LabelledVectorStore
 from multimodal_rag.vectors._common import LabelMap, top_k
 
@@ -47,11 +45,6 @@ class FaissFlatStore(LabelledVectorStore):
 
     def config(self) -> dict[str, Any]:
         return {}
-
-    def search(
-        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None
-    ) -> list[list[Neighbor]]:
-        return self._search(queries, k, filter)
 
     def _index_add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         self._view = None
