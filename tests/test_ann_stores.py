@@ -152,3 +152,23 @@ def test_bad_per_query_overrides_are_refused(store, override, corpus) -> None:
     store.add(corpus[0][:5], corpus[1][:5])
     with pytest.raises(InvalidInputError, match=next(iter(override))):
         store.search(corpus[1][:1], 1, **override)
+
+
+@pytest.mark.parametrize("kind", ["faiss-flat", "faiss-hnsw", "hnswlib", "faiss-ivf"])
+def test_metadata_filters_through_the_facade_return_k_hits(kind, embedder, rng) -> None:
+    from helpers import solid
+
+    from multimodal_rag import MultimodalRAG
+    from multimodal_rag.registry import resolve
+
+    store = resolve("vector_store", kind)(embedder.dim)
+    rag = MultimodalRAG(embedder, vector_store=store)
+    colours = [tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(60)]
+    rag.add(
+        [solid(c) for c in colours],
+        ids=[f"img{i}" for i in range(60)],
+        metadata=[{"group": i % 6} for i in range(60)],
+    )
+    hits = rag.search(image=solid(colours[0]), k=8, filter={"group": 5})
+    assert len(hits) == 8 and all(hit.metadata["group"] == 5 for hit in hits)
+    assert len(rag.search(image=solid(colours[0]), k=50, filter={"group": 5})) == 10
