@@ -5,8 +5,9 @@ The rule comes from ``benchmarks/compare_indexes.py`` (see ``docs/choosing-an-in
 - Up to :data:`FLAT_MAX_SIZE` vectors, exact search (:class:`FaissFlatStore`): a single
   query reads every vector once, which at that size still takes only milliseconds,
   recall is perfect, adding is instant and nothing needs tuning.
-- Beyond it, an HNSW graph (:class:`HNSWLibStore`): sub-millisecond queries at
-  recall@10 above 0.95 with the settings below, at the cost of a slower build.
+- Beyond it, an HNSW graph (:class:`HNSWLibStore` with its defaults, ``ef_search=128``):
+  measured recall@10 1.00 at 100,000 vectors and 0.97 at one million, with single queries
+  in 0.2-0.4 ms, at the cost of a much slower build.
 """
 
 from __future__ import annotations
