@@ -157,7 +157,6 @@ def test_bad_per_query_overrides_are_refused(store, override, corpus) -> None:
 @pytest.mark.parametrize("kind", ["faiss-flat", "faiss-hnsw", "hnswlib", "faiss-ivf"])
 def test_metadata_filters_through_the_facade_return_k_hits(kind, embedder, rng) -> None:
     from helpers import solid
-
     from multimodal_rag import MultimodalRAG
     from multimodal_rag.registry import resolve
 

@@ -106,6 +106,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
     from multimodal_rag.embedders.clip import CLIPEmbedder
     from multimodal_rag.errors import *  # noqa: F403
+    from multimodal_rag.migrate import MigrationReport, migrate
     from multimodal_rag.protocols import (
         Answerer,
         DescriptionStore,
@@ -114,10 +115,18 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
         ImageDescriber,
         VectorStore,
     )
-    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
-    from multimodal_rag.migrate import MigrationReport, migrate
     from multimodal_rag.rag import MultimodalRAG
-    from multimodal_rag.types import AddResult, Answer, DescribeResult, Hit, Neighbor, Record, Skipped, Source
+    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag.types import (
+        AddResult,
+        Answer,
+        DescribeResult,
+        Hit,
+        Neighbor,
+        Record,
+        Skipped,
+        Source,
+    )
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore
     from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
     from multimodal_rag.vectors.faiss_ivf import FaissIVFStore

@@ -13,9 +13,9 @@ import attrs
 from multimodal_rag.description_files import DescriptionsFile, find_images, outside_root
 from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import (
+    CorruptFileError,
     DimensionMismatchError,
     EmbedderMismatchError,
-    CorruptFileError,
     ImageError,
     InvalidInputError,
     KnowledgeBaseExistsError,
