@@ -1,14 +1,16 @@
 """Tiny random CLIP checkpoints, made on the spot: no registry ships real CLIP weights.
 
-The model has the real openai/CLIP architecture (``clip.model.CLIP``) with small
-widths (multiples of 64, since CLIP derives its head counts as width // 64) and is
-loaded back through the real ``clip.load`` code path.
+The library's own :func:`make_random_clip_checkpoint` builds the real openai/CLIP
+architecture with small widths; the tests load it back through the real
+``clip.load`` code path, as a state_dict or, traced, as a TorchScript archive.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+
+from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
 
 
 def make_tiny_clip_checkpoint(
@@ -23,25 +25,20 @@ def make_tiny_clip_checkpoint(
     jit: bool = False,
 ) -> Path:
     """Write a random ViT CLIP as a state_dict (or TorchScript archive) and return its path."""
-    import torch
-    from clip.model import CLIP
-
-    torch.manual_seed(seed)
-    model = CLIP(
+    path = make_random_clip_checkpoint(
+        path,
+        seed=seed,
         embed_dim=embed_dim,
+        width=width,
+        layers=layers,
         image_resolution=image_resolution,
-        vision_layers=layers,
-        vision_width=width,
-        vision_patch_size=patch_size,
-        context_length=77,
-        vocab_size=49408,
-        transformer_width=width,
-        transformer_heads=width // 64,
-        transformer_layers=layers,
-    ).eval()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+        patch_size=patch_size,
+    )
     if jit:
+        import torch
+        from clip.model import build_model
+
+        model = build_model(torch.load(path)).float().eval()
         # openai's own TorchScript archives were traced: CLIP's LayerNorm calls
         # super().forward, which torch.jit.script cannot compile.
         image = torch.zeros(1, 3, image_resolution, image_resolution)
@@ -50,6 +47,4 @@ def make_tiny_clip_checkpoint(
             # TorchScript is deprecated and tracing warns about Python values it freezes.
             warnings.simplefilter("ignore")
             torch.jit.save(torch.jit.trace(model, (image, text), check_trace=False), str(path))
-    else:
-        torch.save(model.state_dict(), path)
     return path
