@@ -99,3 +99,12 @@ def two_tone(left: str, right: str, size: tuple[int, int] = (32, 32)) -> Image.I
     image = solid(left, size)
     image.paste(solid(right, (size[0] // 2, size[1])), (size[0] // 2, 0))
     return image
+
+
+def current_snapshot(kb: Any) -> Any:
+    """The snapshot directory the manifest of the knowledge base at ``kb`` names."""
+    import json
+    from pathlib import Path
+
+    generation = json.loads((Path(kb) / "manifest.json").read_text())["generation"]
+    return Path(kb) / "snapshots" / f"{generation:08d}"

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import clustered_vectors
-from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.errors import CorruptFileError, InvalidInputError
 from multimodal_rag.vectors.faiss_flat import FaissFlatStore
 from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
 from multimodal_rag.vectors.faiss_ivf import FaissIVFStore
-from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
+from multimodal_rag.vectors.hnswlib_store import HNSWLibStore, check_index_file
 
 DIM = 64
 
@@ -171,3 +173,136 @@ def test_metadata_filters_through_the_facade_return_k_hits(kind, embedder, rng) 
     hits = rag.search(image=solid(colours[0]), k=8, filter={"group": 5})
     assert len(hits) == 8 and all(hit.metadata["group"] == 5 for hit in hits)
     assert len(rag.search(image=solid(colours[0]), k=50, filter={"group": 5})) == 10
+
+
+# -- hnswlib index files from someone else -------------------------------------------
+
+HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex header, 96 bytes
+HNSW_FIELDS = ("offset_level0", "max_elements", "count", "size_data_per_element", "label_offset",
+               "offset_data", "max_level", "entry_point", "max_m", "max_m0", "m", "mult", "ef_construction")
+
+
+def hnsw_layout(data: bytes) -> tuple[dict, list[int], list[int]]:
+    """The header of an hnswlib index file, each element's level and the offset of its upper-level lists."""
+    header = dict(zip(HNSW_FIELDS, HNSW_HEADER.unpack_from(data)))
+    position = HNSW_HEADER.size + header["count"] * header["size_data_per_element"]
+    levels, offsets = [], []
+    for _ in range(header["count"]):
+        (size,) = struct.unpack_from("<I", data, position)
+        levels.append(size // (4 + 4 * header["max_m"]))
+        offsets.append(position + 4)
+        position += 4 + size
+    return header, levels, offsets
+
+
+def set_header(data: bytearray, **fields) -> None:
+    header, _, _ = hnsw_layout(bytes(data))
+    header.update(fields)
+    data[: HNSW_HEADER.size] = HNSW_HEADER.pack(*(header[name] for name in HNSW_FIELDS))
+
+
+def mutate_hnsw(data: bytearray, how: str) -> None:
+    header, levels, offsets = hnsw_layout(bytes(data))
+    level0 = HNSW_HEADER.size
+    per = header["size_data_per_element"]
+    if how == "neighbour past the end":
+        struct.pack_into("<I", data, level0 + 4, 0xFFFFFF00)  # element 0's first level-0 link
+    elif how == "too many links":
+        struct.pack_into("<H", data, level0 + 3 * per, 0xFFFF)
+    elif how == "entry point past the end":
+        set_header(data, entry_point=header["count"] + 7)
+    elif how == "entry point below the top":
+        set_header(data, entry_point=levels.index(0))
+    elif how == "upper link to a level-0 node":
+        owner = levels.index(max(levels))
+        struct.pack_into("<HHI", data, offsets[owner], 1, 0, levels.index(0))
+    elif how == "another dimension":
+        set_header(data, size_data_per_element=per + 64, label_offset=header["label_offset"] + 64)
+    elif how == "another M":
+        set_header(data, max_m0=4 * header["m"])
+    elif how == "more elements than the file holds":
+        set_header(data, count=header["count"] + 1000, max_elements=header["count"] + 1000)
+    elif how == "upper level size not a whole list":
+        struct.pack_into("<I", data, offsets[levels.index(max(levels))] - 4, 6)
+    elif how == "bytes after the last list":
+        data += b"\0" * 8
+    elif how == "absurd mult":
+        set_header(data, mult=float("nan"))
+    elif how == "two live elements with one label":
+        label = struct.unpack_from("<Q", data, level0 + 10 * per + header["label_offset"])[0]
+        struct.pack_into("<Q", data, level0 + 11 * per + header["label_offset"], label)
+    else:
+        raise AssertionError(how)
+
+
+HNSW_MUTATIONS = [
+    "neighbour past the end", "too many links", "entry point past the end", "entry point below the top",
+    "upper link to a level-0 node", "another dimension", "another M", "more elements than the file holds",
+    "upper level size not a whole list", "bytes after the last list", "absurd mult",
+    "two live elements with one label",
+]
+
+
+@pytest.fixture
+def saved_hnswlib(corpus, tmp_path: Path) -> Path:
+    ids, vectors = corpus
+    store = HNSWLibStore(DIM, M=8)
+    store.add(ids[:300], vectors[:300])
+    store.remove(ids[:5])
+    directory = tmp_path / "hnswlib"
+    directory.mkdir()
+    store.save(directory)
+    return directory
+
+
+def test_a_saved_hnswlib_index_passes_the_file_checks(saved_hnswlib: Path) -> None:
+    count, live = check_index_file(saved_hnswlib / "index.hnsw", dim=DIM, M=8)
+    assert count == 300 and sorted(live.tolist()) == list(range(5, 300))
+    loaded = HNSWLibStore.load(saved_hnswlib, dim=DIM, M=8)
+    assert len(loaded) == 295
+
+
+@pytest.mark.parametrize("how", HNSW_MUTATIONS)
+def test_a_crafted_hnswlib_index_is_refused_before_hnswlib_reads_it(saved_hnswlib: Path, how: str, corpus) -> None:
+    path = saved_hnswlib / "index.hnsw"
+    data = bytearray(path.read_bytes())
+    mutate_hnsw(data, how)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="index.hnsw"):
+        HNSWLibStore.load(saved_hnswlib, dim=DIM, M=8)
+
+
+def test_an_hnswlib_index_of_another_dimension_is_refused(saved_hnswlib: Path) -> None:
+    with pytest.raises(CorruptFileError, match="size_data_per_element"):
+        HNSWLibStore.load(saved_hnswlib, dim=DIM * 2, M=8)
+    with pytest.raises(CorruptFileError, match="M=16"):
+        HNSWLibStore.load(saved_hnswlib, dim=DIM, M=16)
+
+
+def test_an_hnswlib_capacity_in_the_file_allocates_nothing(saved_hnswlib: Path) -> None:
+    path = saved_hnswlib / "index.hnsw"
+    data = bytearray(path.read_bytes())
+    set_header(data, max_elements=2**40)  # hnswlib would allocate 2**40 elements' worth of memory
+    path.write_bytes(bytes(data))
+    loaded = HNSWLibStore.load(saved_hnswlib, dim=DIM, M=8)
+    assert loaded._index.get_max_elements() == 300 and len(loaded) == 295
+
+
+def test_a_short_hnswlib_write_is_a_disk_full_error(corpus, tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import hnswlib
+
+    real_save = hnswlib.Index.save_index
+
+    def save_short(index, path):  # what hnswlib does on a full disk: no error, a short file
+        real_save(index, path)
+        os.truncate(path, os.path.getsize(path) - 100)
+
+    ids, vectors = corpus
+    store = HNSWLibStore(DIM)
+    store.add(ids[:50], vectors[:50])
+    monkeypatch.setattr(hnswlib.Index, "save_index", save_short)
+    with pytest.raises(OSError, match="index.hnsw") as raised:
+        store.save(tmp_path)
+    assert raised.value.errno == errno.ENOSPC

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import solid
+from helpers import current_snapshot, solid
 
 REPO = Path(__file__).resolve().parents[1]
 COLOR = ("--allow-module", "helpers")
@@ -526,7 +526,7 @@ def test_verify_names_a_corrupt_index_and_repair_rebuilds_it_from_the_images(
     own_kb: tuple[Path, Path],
 ) -> None:
     kb, _ = own_kb
-    [index] = kb.glob("snapshots/*/vectors/index.faiss")
+    [index] = current_snapshot(kb).glob("vectors/index.faiss")
     data = bytearray(index.read_bytes())
     data[-5] ^= 0xFF
     index.write_bytes(bytes(data))

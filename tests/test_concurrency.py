@@ -133,3 +133,34 @@ def test_the_lock_is_reentrant_but_refuses_an_upgrade() -> None:
         pass
     with lock.write():  # everything was released
         pass
+
+
+def test_a_search_is_not_starved_by_a_thread_that_describes_and_saves_in_a_loop(
+    tmp_path: Path, embedder: ColorEmbedder
+) -> None:
+    from multimodal_rag import ExtractiveAnswerer
+
+    rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder, answerer=ExtractiveAnswerer())
+    (red,) = rag.add([solid("red")]).ids
+    stop = threading.Event()
+
+    def busy_writer() -> None:
+        turn = 0
+        while not stop.is_set():
+            turn += 1
+            rag.describe(red, f"turn {turn}")
+            rag.save()
+
+    writer = threading.Thread(target=busy_writer, daemon=True)
+    writer.start()
+    try:
+        for _ in range(5):
+            searched = threading.Event()
+            thread = threading.Thread(target=lambda: (rag.search(text="red", k=1), searched.set()), daemon=True)
+            thread.start()
+            assert searched.wait(2), "a search waited more than 2 s behind a busy writer"
+            thread.join(2)
+    finally:
+        stop.set()
+        writer.join(10)
+    rag.close()

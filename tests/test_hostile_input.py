@@ -203,6 +203,10 @@ def broken_output(kind: str, rows: np.ndarray) -> object:
         out[0, 3] = np.inf
     elif kind == "zero":
         out[-1] = 0.0
+    elif kind == "huge":
+        out[0] = 1e38  # finite, but it would outrank every stored vector
+    elif kind == "not-normalised":
+        out[-1] *= 1.5
     elif kind == "too-few-rows":
         return out[:-1]
     elif kind == "wrong-dimension":
@@ -218,8 +222,8 @@ def broken_output(kind: str, rows: np.ndarray) -> object:
     return out
 
 
-BROKEN = ["nan", "inf", "zero", "too-few-rows", "wrong-dimension", "three-dimensional", "strings", "complex",
-          "nested-lists"]
+BROKEN = ["nan", "inf", "zero", "huge", "not-normalised", "too-few-rows", "wrong-dimension", "three-dimensional",
+          "strings", "complex", "nested-lists"]
 
 
 @pytest.mark.parametrize("kind", BROKEN)
@@ -249,6 +253,29 @@ def test_broken_vectors_from_an_embedder_are_refused_and_change_nothing(tmp_path
     unchanged(rag)
     rag.close()
     assert MultimodalRAG.open(tmp_path / "kb", embedder=ColorEmbedder(), read_only=True).ids() == ["before"]
+
+
+@pytest.mark.parametrize(("scale", "row"), [(1e38, 0), (1.5, 1), (0.5, 1)])
+def test_a_vector_that_is_not_unit_length_is_refused_naming_its_row(kb, scale: float, row: int) -> None:
+    vectors = kb.embedder.embed_texts(["red", "blue"])
+    vectors[row] *= scale
+    with pytest.raises(InvalidInputError, match=f"row {row} has norm .*not 1"):
+        kb.vector_store.add(["a", "b"], vectors)
+    # bf16 or fp16 outputs normalised in float32 are a little off 1, and accepted.
+    half = kb.embedder.embed_texts(["red", "blue"]).astype(np.float16).astype(np.float32)
+    kb.vector_store.add(["a", "b"], half * np.float32(1.004))
+    assert kb.verify().of_kind("bad-vector") == []
+
+
+def test_verify_reports_a_stored_vector_that_is_not_unit_length(kb) -> None:
+    original = kb.vector_store.get_vectors
+
+    def scaled(ids):
+        return original(ids) * np.float32(1e30)
+
+    kb.vector_store.get_vectors = scaled  # as a crafted index file would hold it
+    [problem] = kb.verify().problems
+    assert problem.kind == "bad-vector" and problem.id == "before" and "norm 1e+30" in problem.detail
 
 
 def test_vectors_of_another_dtype_are_converted_not_refused(kb) -> None:
@@ -317,3 +344,54 @@ def test_opening_a_knowledge_base_never_unpickles(
     modules = [type(rag.vector_store).__module__, type(rag.description_store).__module__]
     reopened = MultimodalRAG.open(tmp_path / "kb", embedder=embedder, read_only=True, allow_modules=modules)
     assert len(reopened) == 4 and reopened.search(text="green", k=1)[0].description == "g"
+
+
+#: Where the package under test is imported from (a subprocess gets it first on its path).
+SRC = str(Path(__import__("multimodal_rag").__file__).parents[1])
+
+CRAFTED_OPEN = """
+import sys
+sys.path[:0] = sys.argv[2:]
+from helpers import ColorEmbedder, solid
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.errors import CorruptFileError
+try:
+    rag = MultimodalRAG.open(sys.argv[1], embedder=ColorEmbedder())  # replays the journal's adds
+    rag.add([solid((9 * i, 255 - 9 * i, 80)) for i in range(20)], progress=False)
+    rag.search(text="red", k=5)
+    print("opened")
+except CorruptFileError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize("how", ["neighbour past the end", "upper link to a level-0 node", "entry point past the end"])
+def test_a_crafted_hnswlib_index_with_a_matching_checksum_is_refused_not_a_crash(
+    tmp_path: Path, embedder, how: str
+) -> None:
+    import hashlib
+    import subprocess
+
+    from test_ann_stores import mutate_hnsw
+
+    rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder, vector_store="hnswlib")
+    colours = [(i * 5 % 256, i * 11 % 256, i * 17 % 256) for i in range(200)]
+    rag.add([solid(c) for c in colours[:150]], progress=False)
+    rag.save()
+    rag.add([solid(c) for c in colours[150:]], progress=False)  # journaled, replayed on open
+    rag.close()
+    manifest_path = tmp_path / "kb" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    index = tmp_path / "kb" / "snapshots" / f"{manifest['generation']:08d}" / "vectors" / "index.hnsw"
+    data = bytearray(index.read_bytes())
+    mutate_hnsw(data, how)
+    index.write_bytes(bytes(data))
+    manifest["files"]["vectors/index.hnsw"] = hashlib.sha256(data).hexdigest()  # integrity is not safety
+    manifest_path.write_text(json.dumps(manifest))
+    tests = str(Path(__file__).parent)
+    run = subprocess.run(
+        [sys.executable, "-c", CRAFTED_OPEN, str(tmp_path / "kb"), tests, SRC],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, f"the process died ({run.returncode}): {run.stderr[-2000:]}"
+    assert run.stdout.startswith("refused:") and "index.hnsw" in run.stdout

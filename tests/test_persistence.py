@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ColorEmbedder, solid
+from helpers import ColorEmbedder, current_snapshot, solid
 from multimodal_rag import MultimodalRAG
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -41,7 +41,11 @@ def test_manifest_records_components_versions_and_checksums(kb: Path) -> None:
     assert manifest["description_store"]["kind"] == "sqlite"
     assert manifest["counts"] == {"vectors": 2, "descriptions": 2}
     assert set(manifest["files"]) == {"vectors/index.faiss", "vectors/ids.json", "descriptions/descriptions.sqlite"}
-    assert [p.name for p in (kb / "snapshots").iterdir()] == [f"{manifest['generation']:08d}"]
+    assert set(manifest["sizes"]) == set(manifest["files"])
+    current = f"{manifest['generation']:08d}"
+    # Beside the current snapshot, only the previous one's descriptions are kept.
+    assert {p.name for p in (kb / "snapshots").iterdir()} - {current} == {f"{manifest['generation'] - 1:08d}"}
+    assert [p.name for p in (kb / "snapshots" / f"{manifest['generation'] - 1:08d}").iterdir()] == ["descriptions"]
 
 
 def test_open_with_another_embedder_names_both(kb: Path) -> None:
@@ -68,7 +72,7 @@ def test_unknown_format_version_fails_clearly(kb: Path, embedder) -> None:
 
 
 def test_a_changed_file_is_reported_by_name(kb: Path, embedder) -> None:
-    [index] = kb.glob("snapshots/*/vectors/index.faiss")
+    [index] = current_snapshot(kb).glob("vectors/index.faiss")
     data = bytearray(index.read_bytes())
     data[-5] ^= 0xFF
     index.write_bytes(bytes(data))
@@ -124,12 +128,15 @@ def test_failed_save_keeps_the_previous_state(kb: Path, embedder, monkeypatch) -
     rag.close()
     # The old snapshot is still the current one; the committed add survives in the journal.
     assert json.loads((kb / "manifest.json").read_text())["generation"] == generation
-    assert len(list((kb / "snapshots").iterdir())) == 1
+    assert sorted((kb / "snapshots").iterdir())[-1].name == f"{generation:08d}"
+    assert not list((kb / "snapshots").glob("*.tmp"))
     reopened = MultimodalRAG.open(kb, embedder=embedder, read_only=True)
     assert len(reopened) == 3 and reopened.verify().ok
 
 
 def test_stale_snapshots_are_removed_on_open(kb: Path, embedder) -> None:
     (kb / "snapshots" / "99999999.tmp").mkdir()
+    (kb / "snapshots" / "00000000").mkdir()
     MultimodalRAG.open(kb, embedder=embedder).close()
-    assert len(list((kb / "snapshots").iterdir())) == 1
+    assert not (kb / "snapshots" / "99999999.tmp").exists() and not (kb / "snapshots" / "00000000").exists()
+    assert current_snapshot(kb).is_dir()

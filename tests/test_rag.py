@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ColorEmbedder, encoded, solid, two_tone
+from helpers import ColorEmbedder, current_snapshot, encoded, solid, two_tone
 from multimodal_rag import MultimodalRAG
 from multimodal_rag.errors import (
     DimensionMismatchError,
@@ -208,7 +208,7 @@ def test_jsonl_description_store_writes_the_cookbook_format(tmp_path: Path, embe
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder, description_store="jsonl")
     rag.add_directory(image_dir, descriptions=image_dir / "description.json", progress=False)
     rag.save()
-    [saved] = (tmp_path / "kb" / "snapshots").glob("*/descriptions/descriptions.jsonl")
+    [saved] = current_snapshot(tmp_path / "kb").glob("descriptions/descriptions.jsonl")
     lines = [json.loads(line) for line in saved.read_text().splitlines()]
     red = next(line for line in lines if line["description"] == "A red square.")
     assert red["shade"] == "red" and Path(red["image_path"]).name.startswith("red")

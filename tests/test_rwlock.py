@@ -40,3 +40,91 @@ def test_a_writer_waits_for_readers_and_excludes_everyone() -> None:
     writer.join(5)
     late_reader.join(5)
     assert events == ["write", "late read"]
+
+
+def _writer_in_a_loop(lock: ReadWriteLock, stop: threading.Event, turns: list[int]) -> None:
+    while not stop.is_set():
+        with lock.write():
+            turns[0] += 1
+            time.sleep(0.0005)  # some work under the lock; released and taken again at once
+
+
+def test_a_writer_taking_the_lock_again_and_again_lets_a_waiting_reader_in() -> None:
+    lock = ReadWriteLock()
+    stop = threading.Event()
+    turns = [0]
+    writer = threading.Thread(target=_writer_in_a_loop, args=(lock, stop, turns), daemon=True)
+    writer.start()
+    try:
+        for _ in range(5):
+            entered = threading.Event()
+            waited: list[int] = []
+
+            def read() -> None:
+                start = turns[0]
+                with lock.read():
+                    waited.append(turns[0] - start)
+                    entered.set()
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            # Generous: the reader goes in as soon as the writer's current turn ends.
+            assert entered.wait(2), "a reader waited more than 2 s behind a busy writer"
+            reader.join(2)
+            assert waited[0] <= 2  # writer turns that passed while the reader waited
+    finally:
+        stop.set()
+        writer.join(5)
+
+
+def test_readers_taking_turns_without_pause_do_not_starve_a_writer() -> None:
+    lock = ReadWriteLock()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with lock.read():
+                time.sleep(0.001)
+
+    readers = [threading.Thread(target=reader, daemon=True) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    try:
+        got_in = threading.Event()
+        writer = threading.Thread(target=lambda: (lock.acquire_write(), got_in.set(), lock.release_write()))
+        writer.start()
+        assert got_in.wait(2), "a writer waited more than 2 s behind overlapping readers"
+        writer.join(2)
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join(5)
+
+
+def test_readers_waiting_when_a_writer_leaves_go_before_the_next_writer() -> None:
+    lock = ReadWriteLock()
+    events: list[str] = []
+    lock.acquire_write()
+
+    def read(name: str) -> None:
+        with lock.read():
+            events.append(name)
+
+    def write() -> None:
+        with lock.write():
+            events.append("writer 2")
+
+    readers = [threading.Thread(target=read, args=(f"reader {i}",)) for i in range(2)]
+    for thread in readers:
+        thread.start()
+    while lock._readers_waiting < 2:
+        time.sleep(0.001)
+    second_writer = threading.Thread(target=write)
+    second_writer.start()
+    while not lock._writers_waiting:
+        time.sleep(0.001)
+    lock.release_write()
+    for thread in [*readers, second_writer]:
+        thread.join(5)
+    assert sorted(events[:2]) == ["reader 0", "reader 1"]
+    assert events[2] == "writer 2"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ColorEmbedder, solid
+from helpers import ColorEmbedder, current_snapshot, solid
 from multimodal_rag import MultimodalRAG
 from multimodal_rag.errors import ReadOnlyError
 from multimodal_rag.types import Record
@@ -60,14 +60,14 @@ def test_missing_image_files_are_reported(kb, tmp_path: Path) -> None:
 
 
 def test_changed_files_on_disk_are_reported_by_name(kb) -> None:
-    [sqlite] = kb.path.glob("snapshots/*/descriptions/descriptions.sqlite")
+    [sqlite] = current_snapshot(kb.path).glob("descriptions/descriptions.sqlite")
     sqlite.write_bytes(sqlite.read_bytes()[:-10])
-    [ids] = kb.path.glob("snapshots/*/vectors/ids.json")
+    [ids] = current_snapshot(kb.path).glob("vectors/ids.json")
     ids.unlink()
     report = kb.verify()
     details = [p.detail for p in report.of_kind(ProblemKind.CORRUPT_FILE)]
     assert len(details) == 2 and all(p.id is None for p in report.problems)
-    assert any("descriptions.sqlite" in d and "checksum" in d for d in details)
+    assert any("descriptions.sqlite" in d and "corrupt" in d for d in details)
     assert any("ids.json" in d and "cannot be read" in d for d in details)
 
 
@@ -146,7 +146,7 @@ def test_a_corrupt_index_is_salvaged_by_reembedding_and_no_description_is_lost(k
 
     descriptions = {id_: kb.get(id_).description for id_ in kb.ids()}
     kb.close()
-    [index] = kb.path.glob("snapshots/*/vectors/index.faiss")
+    [index] = current_snapshot(kb.path).glob("vectors/index.faiss")
     flip_a_byte(index)
     with pytest.raises(CorruptFileError, match="index.faiss"):
         MultimodalRAG.open(kb.path, embedder=ColorEmbedder())
@@ -168,14 +168,18 @@ def test_a_corrupt_index_is_salvaged_by_reembedding_and_no_description_is_lost(k
 def test_corrupt_descriptions_keep_the_vectors_and_the_journal_restores_recent_records(kb) -> None:
     kb.add([solid("yellow")], ids=["recent"], descriptions=["journaled"], progress=False)
     kb.close()
-    [database] = kb.path.glob("snapshots/*/descriptions/descriptions.sqlite")
+    [database] = current_snapshot(kb.path).glob("descriptions/descriptions.sqlite")
     database.write_bytes(b"garbage" * 100)
     rag = MultimodalRAG.open(kb.path, embedder=ColorEmbedder(), salvage=True)
     report = rag.repair()
-    # The saved descriptions are gone with their file; the vectors stay, each with an
-    # empty record, and the batch committed after the save comes back from the journal.
-    assert len(report.records_created) == 3 and report.ok
+    # The saved descriptions are gone with their file (and the snapshot before held none);
+    # the vectors stay, each with an empty record, the loss is reported, and the batch
+    # committed after the save comes back from the journal.
+    assert len(report.records_created) == 3 and report.records_lost == 3 and not report.ok
+    assert sorted(report.lost_ids) == sorted(report.records_created) and report.remaining.ok
     assert rag.get("recent").description == "journaled" and len(rag) == 4
+    [kept] = report.set_aside
+    assert Path(kept).read_bytes() == b"garbage" * 100  # set aside, not deleted
     rag.close()
 
 

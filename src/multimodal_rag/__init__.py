@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "ImageError": "multimodal_rag.errors",
     "InvalidInputError": "multimodal_rag.errors",
     "JSONLDescriptionStore": "multimodal_rag.descriptions.jsonl",
+    "KnowledgeBaseAccessError": "multimodal_rag.errors",
     "KnowledgeBaseError": "multimodal_rag.errors",
     "KnowledgeBaseExistsError": "multimodal_rag.errors",
     "KnowledgeBaseLockedError": "multimodal_rag.errors",

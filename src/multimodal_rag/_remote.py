@@ -1,16 +1,48 @@
-"""Pieces the server-backed stores share: optional imports, credential-free URIs, and names."""
+"""Pieces the server-backed stores share: optional imports, credential-free URIs, names, and
+which servers may receive the environment's credentials.
+
+A knowledge base's manifest may come from someone else, so a server it names is not one the
+caller chose. :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` builds its
+components through :func:`build_from_manifest`; while they are built,
+:func:`manifest_endpoints` returns the endpoints the caller allowed, and a store sends
+credentials found in the environment (``$MILVUS_TOKEN``, ``$PGPASSWORD``, ``~/.pgpass``) only
+to those and to the server the environment itself names (``$MILVUS_URI``, ``$DATABASE_URL``).
+A component the caller builds with its own arguments is the caller's choice, and unaffected.
+"""
 
 from __future__ import annotations
 
 import importlib
 import re
 import uuid
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from types import ModuleType
+from typing import TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from multimodal_rag.errors import InvalidInputError, MissingDependencyError
 
-__all__ = ["fresh_name", "import_optional", "redact_url", "split_credentials", "valid_name"]
+__all__ = [
+    "build_from_manifest",
+    "check_endpoints",
+    "fresh_name",
+    "import_optional",
+    "manifest_endpoints",
+    "may_send_credentials",
+    "redact_url",
+    "same_endpoint",
+    "split_credentials",
+    "valid_name",
+    "withheld_hint",
+]
+
+T = TypeVar("T")
+
+# None while the caller builds a component itself; the allowed endpoints while a manifest does.
+_MANIFEST_ENDPOINTS: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "multimodal_rag_manifest_endpoints", default=None
+)
 
 # Milvus collection names and unquoted PostgreSQL identifiers share these rules, so one
 # name works on both servers; 63 is PostgreSQL's identifier limit.
@@ -72,3 +104,85 @@ def valid_name(name: object, *, what: str) -> str:
 def fresh_name(prefix: str) -> str:
     """A new, practically unique name such as ``mrag_3f9c0a1b2d4e5f60``."""
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def check_endpoints(endpoints: Iterable[str]) -> tuple[str, ...]:
+    """``allow_endpoints`` as a tuple of non-empty strings.
+
+    Raises:
+        InvalidInputError: One string instead of a list, or an entry that is not a string.
+    """
+    if isinstance(endpoints, (str, bytes)):
+        raise InvalidInputError(
+            f"allow_endpoints takes a list of server URLs, not one string: "
+            f"allow_endpoints=[{endpoints!r}]"
+        )
+    allowed = tuple(endpoints)
+    bad = [e for e in allowed if not isinstance(e, str) or not e]
+    if bad:
+        raise InvalidInputError(
+            f"allow_endpoints entries must be server URLs such as 'http://milvus.internal:19530' "
+            f"or 'postgresql://db.internal:5432', got {bad[0]!r}"
+        )
+    return allowed
+
+
+def build_from_manifest(
+    allow_endpoints: Iterable[str], factory: Callable[..., T], /, *args: object, **kwargs: object
+) -> T:
+    """Call ``factory(*args, **kwargs)``, a component built from what a manifest says.
+
+    While it runs, :func:`manifest_endpoints` returns ``allow_endpoints``, so the component
+    treats the servers and files its arguments name as the manifest's choice.
+    """
+    token = _MANIFEST_ENDPOINTS.set(check_endpoints(allow_endpoints))
+    try:
+        return factory(*args, **kwargs)
+    finally:
+        _MANIFEST_ENDPOINTS.reset(token)
+
+
+def manifest_endpoints() -> tuple[str, ...] | None:
+    """The endpoints the caller allowed while a manifest's component is built, else ``None``."""
+    return _MANIFEST_ENDPOINTS.get()
+
+
+def same_endpoint(url: str, other: str) -> bool:
+    """Whether two URLs name the same scheme, host and port; credentials and path aside.
+
+    Strings without a network location (a Milvus Lite file) must be equal.
+    """
+    mine, theirs = urlsplit(split_credentials(url)[0]), urlsplit(split_credentials(other)[0])
+    if not mine.netloc or not theirs.netloc:
+        return url == other
+    try:
+        return (mine.scheme.lower(), mine.hostname, mine.port) == (
+            theirs.scheme.lower(),
+            theirs.hostname,
+            theirs.port,
+        )
+    except ValueError:  # a port that is not a number names no server
+        return False
+
+
+def may_send_credentials(
+    endpoint: object, *, env: str | None, same: Callable[[object, str], bool]
+) -> bool:
+    """Whether credentials from the environment may go to ``endpoint``.
+
+    Always, when the caller built the component; when a manifest did, only if ``endpoint`` is
+    the one the environment names (``env``) or one the caller allowed (``same`` compares).
+    """
+    allowed = manifest_endpoints()
+    if allowed is None:
+        return True
+    return any(same(endpoint, other) for other in (env, *allowed) if other)
+
+
+def withheld_hint(where: str, sources: str) -> str:
+    """The end of an error on a server that got none of the environment's credentials."""
+    return (
+        f"; the knowledge base's manifest names {where}, which the environment does not, so "
+        f"{sources} were not sent to it. If you trust that server, pass "
+        f"MultimodalRAG.open(..., allow_endpoints=[{where!r}])"
+    )

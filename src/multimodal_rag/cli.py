@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -641,7 +641,7 @@ def remove(
 
     Nothing is removed when an id is unknown, unless --missing-ok is given.
     """
-    with _open(kb, settings, read_only=False) as rag:
+    with _committing(kb, settings) as rag:
         found, missing = _resolve_ids(rag, ids, missing_ok=missing_ok)
         removed = rag.remove(found)
         total = len(rag)
@@ -661,7 +661,7 @@ def remove(
 @click.pass_obj
 def describe(settings: _Settings, kb: Path, id: str, text: str, as_json: bool) -> None:
     """Set the description of image ID (an id or unique id prefix) to TEXT, without re-embedding."""
-    with _open(kb, settings, read_only=False) as rag:
+    with _committing(kb, settings) as rag:
         (resolved,), _ = _resolve_ids(rag, [id], missing_ok=False)
         record = rag.describe(resolved, text)
     if as_json:
@@ -710,7 +710,10 @@ def verify(settings: _Settings, kb: Path, as_json: bool) -> None:
 def repair(settings: _Settings, kb: Path, as_json: bool) -> None:
     """Rebuild what `verify` finds broken, without dropping any description.
 
-    Exits with status 1 when problems remain that cannot be fixed (they are listed).
+    Damaged files are copied into KB/damaged/ first, and every record that can still be
+    read (from the damaged file, the snapshot before it, or the journal) is kept.
+    Exits with status 1 when records or changes could not be recovered, or problems
+    remain (they are listed).
     """
     with _open(kb, settings, read_only=False, salvage=True) as rag:
         report = rag.repair()
@@ -718,26 +721,52 @@ def repair(settings: _Settings, kb: Path, as_json: bool) -> None:
     if as_json:
         _print_json(
             {
+                "ok": report.ok,
                 "reembedded": list(report.reembedded),
                 "records_created": list(report.records_created),
                 "index_rebuilt": report.index_rebuilt,
+                "records_salvaged": report.records_salvaged,
+                "records_from_older_snapshot": report.records_from_older_snapshot,
+                "records_lost": report.records_lost,
+                "lost_ids": list(report.lost_ids),
+                "changes_lost": report.changes_lost,
+                "set_aside": [_display_path(path) for path in report.set_aside],
                 "remaining": _verification_json(remaining),
             }
         )
     else:
+        if report.set_aside:
+            click.echo(f"Set {len(report.set_aside)} damaged file(s) aside:")
+            for path in report.set_aside:
+                click.echo(f"  {_display_path(path)}")
+        if report.records_salvaged or report.records_from_older_snapshot or report.records_lost:
+            click.echo(
+                f"Recovered {report.records_salvaged} description record(s) from the damaged file(s) "
+                f"and {report.records_from_older_snapshot} from the snapshot before."
+            )
         click.echo(f"Re-embedded {len(report.reembedded)} image(s) whose vector was missing.")
         click.echo(
             f"Created {len(report.records_created)} empty record(s) for vectors without one."
         )
         if report.index_rebuilt:
             click.echo("Rebuilt the vector index from its stored vectors.")
-        if remaining.ok:
-            click.echo(f"{kb}: ok now.")
-        else:
+        if report.records_lost:
+            click.echo(
+                f"LOST: {report.records_lost} description record(s) could not be recovered"
+                + (f" (ids: {', '.join(report.lost_ids[:10])}{', ...' if len(report.lost_ids) > 10 else ''})" if report.lost_ids else "")
+                + "."
+            )
+        if report.changes_lost:
+            click.echo(f"LOST: {report.changes_lost} committed change(s) since the last save (damaged journal).")
+        if not remaining.ok:
             click.echo(f"{len(remaining.problems)} problem(s) could not be fixed:")
             for problem in remaining.problems:
                 click.echo(f"  {problem.kind}: {problem.detail}")
-    if not remaining.ok:
+        elif report.ok:
+            click.echo(f"{kb}: ok now.")
+        else:
+            click.echo(f"{kb}: consistent again, but with the losses above.")
+    if not report.ok:
         click.get_current_context().exit(EXIT_FAILURE)
 
 
@@ -932,6 +961,31 @@ def _open(kb: Path, settings: _Settings, *, read_only: bool, salvage: bool = Fal
     from multimodal_rag.rag import MultimodalRAG
 
     return MultimodalRAG.open(kb, read_only=read_only, allow_modules=settings.allow_modules, salvage=salvage)
+
+
+@contextlib.contextmanager
+def _committing(kb: Path, settings: _Settings) -> Iterator[MultimodalRAG]:
+    """Open for writing, then save; a failed save does not undo what was committed.
+
+    Each change is durable in the journal when it returns, so a save that fails
+    afterwards (a full disk) is a warning: the change stays, and the next open
+    replays it.
+    """
+    from multimodal_rag.errors import KnowledgeBaseError
+
+    rag = _open(kb, settings, read_only=False)
+    try:
+        yield rag
+        try:
+            rag.save()
+        except KnowledgeBaseError as exc:
+            click.echo(
+                f"warning: the change is committed (in the journal, replayed on every open) but the "
+                f"snapshot could not be written: {exc}",
+                err=True,
+            )
+    finally:
+        rag.close()
 
 
 def _print_json(obj: Any) -> None:

@@ -16,6 +16,7 @@ keeps working in code that does not know this library::
     │   ├── KnowledgeBaseLockedError (BlockingIOError)
     │   ├── ManifestError                         unreadable manifest, unknown format version
     │   ├── CorruptFileError                      a file whose checksum does not match
+    │   ├── KnowledgeBaseAccessError (PermissionError)  a file the process may not read or write
     │   └── ReadOnlyError (PermissionError)       write on a knowledge base opened read-only
     ├── EmbedderMismatchError (ValueError)        reopening with another model or other weights
     ├── BackendError (RuntimeError)               a storage backend failed
@@ -50,6 +51,7 @@ __all__ = [
     "EmbedderMismatchError",
     "ImageError",
     "InvalidInputError",
+    "KnowledgeBaseAccessError",
     "KnowledgeBaseError",
     "KnowledgeBaseExistsError",
     "KnowledgeBaseLockedError",
@@ -119,6 +121,13 @@ class ManifestError(KnowledgeBaseError):
 
 class CorruptFileError(KnowledgeBaseError):
     """A file of the knowledge base does not match the checksum in its manifest."""
+
+
+class KnowledgeBaseAccessError(KnowledgeBaseError, PermissionError):
+    """The operating system refuses access to a knowledge-base file.
+
+    Not damage: nothing is salvaged or rebuilt because of it, and nothing is changed.
+    """
 
 
 class ReadOnlyError(KnowledgeBaseError, PermissionError):

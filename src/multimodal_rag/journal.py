@@ -11,14 +11,34 @@ File format (all integers little-endian)::
 
     header   b"MRAGJRNL" | u32 version | u64 generation
     entry    u32 payload length | u32 CRC-32 of payload | payload
-    payload  u8 operation | u32 JSON length | JSON | raw float32 vectors (adds only)
+    payload  u64 sequence number | u8 operation | u32 JSON length | JSON
+             | raw float32 vectors (adds only)
 
 The header names the snapshot generation the entries apply to. A save swaps the
 manifest first and resets the journal second, so after a crash between the two
 the journal names an older generation than the manifest: its changes are already
 in the snapshot, and it is ignored. An entry cut short by a crash (the torn tail)
 fails its length or checksum and is dropped; only a damaged entry followed by
-more data means the file itself is corrupt.
+more data means the file itself is corrupt. Entries are numbered 1, 2, 3, ...
+since the header, so an entry that is missing or out of place is seen.
+
+A torn tail is legitimate, but a journal that lost entries that were reported
+committed is not, and the journal alone cannot tell the two apart: truncated,
+deleted or replaced by an older copy, it still reads as a valid journal. So
+after every append the writer also records how many entries are committed in
+``journal.commit``, a second file a damaged journal cannot erase::
+
+    slot     b"MRAGCMIT" | u64 generation | u64 entries | u64 journal length | u32 CRC-32
+             (two 64-byte slots, written in turn, so a torn write of one leaves the other)
+
+Opening checks the journal against it: fewer entries than committed means
+committed changes were lost, which :func:`load_journal` refuses (unless
+salvaging) and verification reports. One entry more than committed is the
+crash between the two writes, and is kept.
+
+Journals of version 1 (written by multimodal_rag 0.1) have no sequence numbers
+and no commit record; they are read as before and rewritten as version 2 by the
+next writer.
 """
 
 from __future__ import annotations
@@ -32,6 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from attrs import frozen
 
 from multimodal_rag.errors import CorruptFileError, KnowledgeBaseError
@@ -43,13 +64,33 @@ if TYPE_CHECKING:
 
     from multimodal_rag.protocols import DescriptionStore, VectorStore
 
-__all__ = ["Journal", "JournalContents", "JournalEntry", "SnapshotMovedError", "load_journal", "read_journal", "replay"]
+__all__ = [
+    "COMMIT_FILE",
+    "CommitRecord",
+    "Journal",
+    "JournalContents",
+    "JournalEntry",
+    "SnapshotMovedError",
+    "journal_problems",
+    "load_journal",
+    "read_commit_record",
+    "read_journal",
+    "replay",
+]
 
 _MAGIC = b"MRAGJRNL"
-_VERSION = 1
+_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<8sIQ")
 _ENTRY = struct.Struct("<II")
-_OP = struct.Struct("<BI")
+_OP_V1 = struct.Struct("<BI")
+_OP = struct.Struct("<QBI")
+
+#: The commit record beside the journal.
+COMMIT_FILE = "journal.commit"
+_COMMIT_MAGIC = b"MRAGCMIT"
+_COMMIT = struct.Struct("<8sQQQ")
+_COMMIT_SLOT = 64
 
 ADD, REMOVE, PUT = 1, 2, 3
 _OPS = {ADD: "add", REMOVE: "remove", PUT: "put"}
@@ -67,12 +108,69 @@ class JournalEntry:
 
 @frozen
 class JournalContents:
-    """What :func:`read_journal` found."""
+    """What :func:`read_journal` found (and :func:`load_journal` checked)."""
 
     generation: int | None  # None: no journal file
     entries: list[JournalEntry]
     valid_length: int  # bytes up to the end of the last good entry
     torn_bytes: int  # bytes of an incomplete last entry (a crash mid-append)
+    version: int = _VERSION
+    #: Committed entries that the journal no longer holds (set by load_journal).
+    lost_entries: int = 0
+
+
+@frozen
+class CommitRecord:
+    """How many journal entries were committed for a snapshot generation."""
+
+    generation: int
+    entries: int
+    length: int
+
+
+def commit_path(journal: Path) -> Path:
+    """Where the commit record of the journal at ``journal`` lives."""
+    return Path(journal).with_name(COMMIT_FILE)
+
+
+def read_commit_record(journal: Path) -> CommitRecord | None:
+    """The newest intact slot of the commit record, or ``None`` when there is none."""
+    try:
+        data = commit_path(journal).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CorruptFileError(f"cannot read the commit record {str(commit_path(journal))!r}: {exc}") from exc
+    best: CommitRecord | None = None
+    for offset in (0, _COMMIT_SLOT):
+        slot = data[offset : offset + _COMMIT.size + 4]
+        if len(slot) < _COMMIT.size + 4:
+            continue
+        body, (crc,) = slot[: _COMMIT.size], struct.unpack("<I", slot[_COMMIT.size :])
+        if zlib.crc32(body) != crc:
+            continue
+        magic, generation, entries, length = _COMMIT.unpack(body)
+        if magic != _COMMIT_MAGIC:
+            continue
+        record = CommitRecord(generation, entries, length)
+        if best is None or (record.generation, record.entries) > (best.generation, best.entries):
+            best = record
+    return best
+
+
+def _commit_slot(record: CommitRecord) -> bytes:
+    body = _COMMIT.pack(_COMMIT_MAGIC, record.generation, record.entries, record.length)
+    return (body + struct.pack("<I", zlib.crc32(body))).ljust(_COMMIT_SLOT, b"\0")
+
+
+def lost_entries(contents: JournalContents, commit: CommitRecord | None, generation: int) -> int:
+    """How many entries committed for snapshot ``generation`` the journal no longer holds."""
+    if commit is None or commit.generation != generation:
+        # No record for this snapshot: a crash came between the save's manifest swap and
+        # the new journal (nothing was committed to it yet), or the journal predates records.
+        return 0
+    held = len(contents.entries) if contents.generation == generation else 0
+    return max(0, commit.entries - held)
 
 
 def read_journal(path: Path, *, salvage: bool = False) -> JournalContents:
@@ -94,10 +192,11 @@ def read_journal(path: Path, *, salvage: bool = False) -> JournalContents:
     except OSError as exc:
         raise CorruptFileError(f"cannot read the journal {str(path)!r}: {exc}") from exc
     if len(data) < _HEADER.size:
-        # Only a crash while the journal was first being written leaves less than a header.
+        # The journal is written whole by an atomic rename, so a short one was cut by
+        # someone else; the commit record tells whether anything committed went with it.
         return JournalContents(None, [], 0, len(data))
     magic, version, generation = _HEADER.unpack_from(data, 0)
-    if magic != _MAGIC or version != _VERSION:
+    if magic != _MAGIC or version not in _READABLE_VERSIONS:
         raise CorruptFileError(f"{str(path)!r} is not a knowledge-base journal of version {_VERSION}")
     entries: list[JournalEntry] = []
     offset = _HEADER.size
@@ -115,20 +214,27 @@ def read_journal(path: Path, *, salvage: bool = False) -> JournalContents:
                 )
             break
         try:
-            entries.append(_decode(payload, np))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            entry = _decode(payload, np, version=version, expected_seq=len(entries) + 1)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error) as exc:
             if salvage:
                 break
             raise CorruptFileError(f"the journal {str(path)!r} has an unreadable entry at byte {offset}: {exc}") from exc
+        entries.append(entry)
         offset = end
-    return JournalContents(generation, entries, offset, len(data) - offset)
+    return JournalContents(generation, entries, offset, len(data) - offset, version=version)
 
 
-def _decode(payload: bytes, np: Any) -> JournalEntry:
-    op, json_length = _OP.unpack_from(payload, 0)
+def _decode(payload: bytes, np: Any, *, version: int, expected_seq: int) -> JournalEntry:
+    if version == 1:
+        op, json_length = _OP_V1.unpack_from(payload, 0)
+        start = _OP_V1.size
+    else:
+        seq, op, json_length = _OP.unpack_from(payload, 0)
+        if seq != expected_seq:
+            raise ValueError(f"entry number {seq} where entry {expected_seq} belongs (an entry is missing or out of place)")
+        start = _OP.size
     if op not in _OPS:
         raise ValueError(f"unknown operation {op}")
-    start = _OP.size
     header = json.loads(payload[start : start + json_length].decode("utf-8"))
     records = [
         Record(id=r["id"], image_path=r["image_path"], description=r["description"], metadata=r["metadata"])
@@ -143,7 +249,7 @@ def _decode(payload: bytes, np: Any) -> JournalEntry:
     return JournalEntry(op, list(header["ids"]), records, vectors)
 
 
-def _encode(op: int, ids: Sequence[str], records: Sequence[Record], vectors: Any = None) -> bytes:
+def _encode(seq: int, op: int, ids: Sequence[str], records: Sequence[Record], vectors: Any = None) -> bytes:
     header: dict[str, Any] = {
         "ids": list(ids),
         "records": [
@@ -159,7 +265,7 @@ def _encode(op: int, ids: Sequence[str], records: Sequence[Record], vectors: Any
         header["dim"] = int(array.shape[1])
         raw = array.tobytes()
     text = json.dumps(header, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    payload = _OP.pack(op, len(text)) + text + raw
+    payload = _OP.pack(seq, op, len(text)) + text + raw
     return _ENTRY.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -179,22 +285,53 @@ def load_journal(
     *,
     salvage: bool = False,
 ) -> JournalContents:
-    """Read the journal at ``path`` and replay it if it applies to snapshot ``generation``.
+    """Read the journal at ``path``, check it against its commit record, and replay it if it
+    applies to snapshot ``generation``.
 
-    With ``salvage``, a damaged journal is replayed up to the damage.
+    With ``salvage``, a damaged or shortened journal is replayed up to the damage and
+    the number of committed entries it lost is in the result's ``lost_entries``.
 
     Raises:
         SnapshotMovedError: The journal is for a newer snapshot.
-        CorruptFileError: The journal is damaged.
+        CorruptFileError: The journal is damaged, or holds fewer entries than were committed.
     """
     contents = read_journal(path, salvage=salvage)
     if contents.generation is not None and contents.generation > generation:
         raise SnapshotMovedError(
             f"the journal {str(path)!r} is for snapshot {contents.generation}, newer than {generation}"
         )
+    commit = read_commit_record(path)
+    if commit is not None and commit.generation > generation:
+        raise SnapshotMovedError(f"the journal's commit record is for snapshot {commit.generation}, newer than {generation}")
+    lost = lost_entries(contents, commit, generation)
+    if lost and not salvage:
+        raise CorruptFileError(
+            f"the journal {str(path)!r} lost {lost} committed change(s): {commit.entries if commit else '?'} "
+            f"were committed since the last save, it holds {len(contents.entries) if contents.generation == generation else 0} "
+            "(truncated, deleted or replaced by an older copy); open with salvage=True to keep what is left, "
+            "then repair"
+        )
     if contents.generation == generation:
         replay(contents.entries, vector_store, description_store)
-    return contents
+    return attrs.evolve(contents, lost_entries=lost)
+
+
+def journal_problems(path: Path, generation: int) -> list[str]:
+    """Sentences describing what is wrong with the journal of snapshot ``generation`` (none: all is well)."""
+    try:
+        contents = read_journal(path)
+        commit = read_commit_record(path)
+    except CorruptFileError as exc:
+        return [str(exc)]
+    if contents.generation is not None and contents.generation > generation:
+        return []  # a save moved on while we looked; the next look sees the new snapshot
+    lost = lost_entries(contents, commit, generation)
+    if lost:
+        return [
+            f"the journal {str(path)!r} lost {lost} committed change(s) since the last save "
+            "(truncated, deleted or replaced by an older copy)"
+        ]
+    return []
 
 
 def replay(entries: Sequence[JournalEntry], vector_store: VectorStore, description_store: DescriptionStore) -> None:
@@ -222,78 +359,125 @@ class Journal:
         self.path = Path(path)
         self.generation = generation
         self._fd: int | None = None
+        self._commit_fd: int | None = None
+        self._entries = 0  # entries committed since the header
+        self._length = 0  # bytes of the journal up to the end of the last entry
 
     @classmethod
     def resume(cls, path: Path, contents: JournalContents, generation: int) -> Journal:
         """Continue the journal after the entries just replayed, or start one if it was stale.
 
-        A torn tail is cut off so that new entries follow the last good one.
+        A torn tail is cut off so that new entries follow the last good one. A journal
+        of an older version is rewritten, with its entries, in the current one; a
+        salvaged journal is rewritten with the entries that were left, so that its
+        commit record agrees with it again.
         """
         journal = cls(path, generation)
         if contents.generation != generation:
             journal.reset(generation)
             return journal
-        fd = os.open(path, os.O_RDWR)
+        if contents.version != _VERSION or contents.lost_entries:
+            journal.reset(generation, entries=contents.entries)
+            return journal
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise KnowledgeBaseError(f"cannot open the journal {str(path)!r} for writing: {exc.strerror or exc}") from exc
         try:
             if contents.torn_bytes:
                 os.ftruncate(fd, contents.valid_length)
                 os.fsync(fd)
+            journal._fd = fd
+            journal._entries = len(contents.entries)
+            journal._length = contents.valid_length
+            journal._open_commit_record()
+        except OSError as exc:
+            journal.close()
+            raise KnowledgeBaseError(f"cannot open the journal {str(path)!r} for writing: {exc.strerror or exc}") from exc
         except BaseException:
-            os.close(fd)
+            journal.close()
             raise
-        journal._fd = fd
         return journal
 
-    def reset(self, generation: int) -> None:
-        """Start an empty journal for snapshot ``generation`` (after a save)."""
+    def _open_commit_record(self) -> None:
+        record = read_commit_record(self.path)
+        committed = CommitRecord(self.generation, self._entries, self._length)
+        if record != committed:
+            # Missing, stale, or one entry behind (a crash between an append and its record).
+            atomic_write_bytes(commit_path(self.path), _commit_slot(committed) * 2)
+        self._commit_fd = os.open(commit_path(self.path), os.O_RDWR)
+
+    def reset(self, generation: int, *, entries: Sequence[JournalEntry] = ()) -> None:
+        """Start a journal for snapshot ``generation`` (after a save), holding ``entries``."""
         # Closed first: should the reset fail, changes must be refused rather than
         # appended to the old journal, which the new manifest makes stale.
         self.close()
+        data = bytearray(_HEADER.pack(_MAGIC, _VERSION, generation))
+        for seq, entry in enumerate(entries, start=1):
+            data += _encode(seq, entry.op, entry.ids, entry.records, entry.vectors)
         try:
-            atomic_write_bytes(self.path, _HEADER.pack(_MAGIC, _VERSION, generation))
+            # The journal first: a crash before the record is written leaves a record of
+            # an older generation, which says nothing about this journal.
+            atomic_write_bytes(self.path, bytes(data))
+            self.generation = generation
+            self._entries, self._length = len(entries), len(data)
+            atomic_write_bytes(commit_path(self.path), _commit_slot(CommitRecord(generation, self._entries, self._length)) * 2)
             self._fd = os.open(self.path, os.O_RDWR)
+            self._commit_fd = os.open(commit_path(self.path), os.O_RDWR)
         except OSError as exc:
+            self.close()
             raise KnowledgeBaseError(
                 f"the knowledge base was saved, but a new journal {str(self.path)!r} cannot be started: "
                 f"{exc.strerror or exc}; save again before making more changes"
             ) from exc
-        self.generation = generation
 
     def add(self, ids: Sequence[str], vectors: np.ndarray, records: Sequence[Record]) -> None:
         """Record an ingest batch: ids, their vectors and their records."""
-        self._append(_encode(ADD, ids, records, vectors))
+        self._append(lambda seq: _encode(seq, ADD, ids, records, vectors))
 
     def remove(self, ids: Sequence[str]) -> None:
         """Record a removal."""
-        self._append(_encode(REMOVE, ids, ()))
+        self._append(lambda seq: _encode(seq, REMOVE, ids, ()))
 
     def put(self, records: Sequence[Record]) -> None:
         """Record replaced records (description edits)."""
-        self._append(_encode(PUT, [r.id for r in records], records))
+        self._append(lambda seq: _encode(seq, PUT, [r.id for r in records], records))
 
-    def _append(self, entry: bytes) -> None:
-        if self._fd is None:
+    def _append(self, encode: Any) -> None:
+        if self._fd is None or self._commit_fd is None:
             raise KnowledgeBaseError(
                 f"the journal {str(self.path)!r} is not open (closed, or the last save could not "
                 "start it); save again, or reopen the knowledge base, before making changes"
             )
-        start = os.lseek(self._fd, 0, os.SEEK_END)
+        entry = encode(self._entries + 1)
+        start = self._length
+        committed = CommitRecord(self.generation, self._entries + 1, start + len(entry))
         try:
+            os.lseek(self._fd, start, os.SEEK_SET)
             view = memoryview(entry)
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
             os.fsync(self._fd)
+            # Slots alternate, so a write torn by a crash leaves the previous record whole.
+            os.pwrite(self._commit_fd, _commit_slot(committed), (committed.entries % 2) * _COMMIT_SLOT)
+            os.fsync(self._commit_fd)
         except OSError as exc:
             # Leave no half entry behind, so the next append starts on a clean boundary.
             with contextlib.suppress(OSError):  # a torn tail is dropped on the next open anyway
                 os.ftruncate(self._fd, start)
+            with contextlib.suppress(OSError):  # and the record must not claim the entry either
+                previous = CommitRecord(self.generation, self._entries, self._length)
+                os.pwrite(self._commit_fd, _commit_slot(previous), (committed.entries % 2) * _COMMIT_SLOT)
             raise KnowledgeBaseError(
                 f"cannot commit to the journal {str(self.path)!r}: {exc.strerror or exc}; "
                 "the change was not stored"
             ) from exc
+        self._entries, self._length = committed.entries, committed.length
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for name in ("_fd", "_commit_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)

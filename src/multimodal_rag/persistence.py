@@ -7,22 +7,34 @@ Layout::
       snapshots/00000007/      the current snapshot, written whole by one save
         vectors/               the vector store's files
         descriptions/          the description store's files
+      snapshots/00000006/      the previous snapshot's descriptions, kept for salvage
       journal.bin              changes committed since that snapshot (see journal.py)
-      images/                  images added from memory (bytes, PIL), named by id
+      journal.commit           how many journal entries were committed
+      images/                  images added from memory (bytes, PIL), named by content hash
+      damaged/                 files that repair set aside instead of deleting
       .lock                    held (flock) by the one process that may write
 
 A save writes a new snapshot directory beside the current one, fsyncs it,
-records its files' checksums in a new manifest, and atomically replaces the
-manifest. A crash at any moment leaves the old manifest pointing at the old,
-complete snapshot; snapshots no manifest names are removed on the next
-writable open.
+records its files' sizes and checksums in a new manifest, and atomically
+replaces the manifest. A crash at any moment leaves the old manifest pointing
+at the old, complete snapshot; snapshots no manifest names are removed on the
+next writable open, except the descriptions of the one before the current,
+which can be read back should the current description file be damaged.
+
+A knowledge base may come from someone else, so nothing in it is trusted to
+point where it should: every internal path must be a real file or directory
+(not a symbolic link) inside the knowledge base, and only names this module
+creates are ever deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -30,22 +42,27 @@ from typing import Any
 from multimodal_rag._version import __version__
 from multimodal_rag.errors import (
     CorruptFileError,
+    KnowledgeBaseAccessError,
     KnowledgeBaseError,
     KnowledgeBaseLockedError,
 )
 from multimodal_rag.fileio import atomic_write_json, fsync_directory, fsync_tree, sha256_file
 from multimodal_rag.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE
 
-__all__ = ["CREATE_LEFTOVERS", "KnowledgeBaseDirectory", "damaged_parts"]
+__all__ = ["KnowledgeBaseDirectory", "damaged_parts", "remove_tree"]
 
 SNAPSHOTS = "snapshots"
 IMAGES = "images"
 VECTORS = "vectors"
 DESCRIPTIONS = "descriptions"
+DAMAGED = "damaged"
 LOCK_FILE = ".lock"
 JOURNAL_FILE = "journal.bin"
-#: What a create that crashed before writing its manifest can leave behind.
-CREATE_LEFTOVERS = frozenset({LOCK_FILE, SNAPSHOTS})
+COMMIT_FILE = "journal.commit"
+#: Snapshot directories, finished or being written: the only names under snapshots/ ever deleted.
+_SNAPSHOT_NAME = re.compile(r"^\d{8}(\.tmp)?$")
+#: Temporary files of atomic writes (fileio.atomic_write_bytes) of the top-level files.
+_TEMPORARY_NAME = re.compile(r"^\.(manifest\.json|journal\.bin|journal\.commit)\..+\.tmp$")
 
 
 class KnowledgeBaseDirectory:
@@ -63,8 +80,58 @@ class KnowledgeBaseDirectory:
     def journal(self) -> Path:
         return self.path / JOURNAL_FILE
 
+    @property
+    def damaged(self) -> Path:
+        return self.path / DAMAGED
+
     def snapshot(self, generation: int) -> Path:
         return self.path / SNAPSHOTS / f"{generation:08d}"
+
+    def older_snapshots(self, generation: int) -> list[Path]:
+        """Snapshot directories older than ``generation``, newest first."""
+        root = self.path / SNAPSHOTS
+        if not _is_real_directory(root):
+            return []
+        found = [
+            entry
+            for entry in root.iterdir()
+            if _SNAPSHOT_NAME.match(entry.name) and not entry.name.endswith(".tmp") and int(entry.name) < generation
+        ]
+        return sorted((entry for entry in found if _is_real_directory(entry)), reverse=True)
+
+    # -- trust ---------------------------------------------------------------
+
+    def check_layout(self) -> None:
+        """Refuse a knowledge base whose own paths lead elsewhere (symbolic links).
+
+        A knowledge base may come from someone else: a ``snapshots`` that links to
+        another folder would have saves and clean-ups write and delete there.
+
+        Raises:
+            CorruptFileError: An internal path is a symbolic link or not what it should be.
+        """
+        for name, want_dir in (
+            (SNAPSHOTS, True),
+            (IMAGES, True),
+            (DAMAGED, True),
+            (JOURNAL_FILE, False),
+            (COMMIT_FILE, False),
+            (LOCK_FILE, False),
+        ):
+            entry = self.path / name
+            try:
+                mode = os.lstat(entry).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _access_error(entry, exc) from exc
+            if stat.S_ISLNK(mode):
+                raise CorruptFileError(
+                    f"{str(entry)!r} is a symbolic link (to {os.readlink(entry)!r}); a knowledge base holds "
+                    "only its own files and folders, so it is refused"
+                )
+            if want_dir != stat.S_ISDIR(mode) or not (want_dir or stat.S_ISREG(mode)):
+                raise CorruptFileError(f"{str(entry)!r} is not a {'folder' if want_dir else 'regular file'}")
 
     # -- the writer's lock ---------------------------------------------------
 
@@ -76,7 +143,13 @@ class KnowledgeBaseDirectory:
         """
         import fcntl
 
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise KnowledgeBaseError(
+                f"cannot open knowledge base {str(self.path)!r} for writing: {exc.strerror or exc}"
+                + ("; open it with read_only=True to search it" if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "")
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -87,9 +160,10 @@ class KnowledgeBaseDirectory:
                     f"knowledge base {str(self.path)!r} is open for writing in another process "
                     f"(locked by pid {holder}); open it with read_only=True to search it"
                 ) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            raise KnowledgeBaseError(f"cannot lock knowledge base {str(self.path)!r}: {exc.strerror or exc}") from exc
+        with contextlib.suppress(OSError):  # the pid is a courtesy to the next writer; the lock is what counts
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -104,23 +178,41 @@ class KnowledgeBaseDirectory:
     ) -> dict[str, Any]:
         """Save both stores as snapshot ``generation`` and point the manifest at it.
 
+        Every file is fsynced and its size and checksum recorded before the manifest
+        is swapped; any failure (a full disk, a read-only file system, a store's own
+        error) removes what this save wrote and leaves the previous save as it was.
+
         Returns the manifest that was written.
+
+        Raises:
+            KnowledgeBaseError: The save failed; the previous save is intact.
         """
         final = self.snapshot(generation)
         staging = final.with_name(final.name + ".tmp")
+        swapped = False
         try:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(final, ignore_errors=True)
+            (self.path / SNAPSHOTS).mkdir(exist_ok=True)
+            self.check_layout()
+            remove_tree(staging)
+            remove_tree(final)
             (staging / VECTORS).mkdir(parents=True)
             (staging / DESCRIPTIONS).mkdir()
             vector_store.save(staging / VECTORS)
             description_store.save(staging / DESCRIPTIONS)
             fsync_tree(staging)
+            files, sizes = {}, {}
+            for file in sorted(staging.rglob("*")):
+                if file.is_symlink() or not (file.is_file() or file.is_dir()):
+                    raise KnowledgeBaseError(f"a store saved {str(file)!r}, which is not a regular file")
+                if file.is_file():
+                    relative = str(file.relative_to(staging))
+                    files[relative], sizes[relative] = sha256_file(file), file.stat().st_size
             os.replace(staging, final)
             fsync_directory(final.parent)
-            files = {
-                str(p.relative_to(final)): sha256_file(p) for p in sorted(final.rglob("*")) if p.is_file()
-            }
+            for relative, size in sizes.items():
+                # Cheap, and catches a file shortened between the checksum and the rename.
+                if (final / relative).stat().st_size != size:
+                    raise OSError(errno.EIO, f"{relative} changed size while the snapshot was written")
             manifest = {
                 **manifest,
                 "format": FORMAT_NAME,
@@ -129,14 +221,20 @@ class KnowledgeBaseDirectory:
                 "generation": generation,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "files": files,
+                "sizes": sizes,
             }
             atomic_write_json(self.path / MANIFEST_FILE, manifest)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(exc, KnowledgeBaseError):
+            swapped = True
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                remove_tree(staging)
+                if not swapped:
+                    remove_tree(final)
+            if isinstance(exc, KnowledgeBaseError) or not isinstance(exc, Exception):
                 raise
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise KnowledgeBaseError(
-                f"cannot save knowledge base {str(self.path)!r}: {exc}; the previous save is intact"
+                f"cannot save knowledge base {str(self.path)!r}: {reason}; the previous save is intact"
             ) from exc
         self.remove_stale_snapshots(keep=generation)
         return manifest
@@ -146,37 +244,140 @@ class KnowledgeBaseDirectory:
 
         Raises:
             CorruptFileError: A file is missing or its content changed; names the file.
+            KnowledgeBaseAccessError: A file may not be read (not damage).
         """
         for path, reason in self.check_snapshot(manifest):
             raise CorruptFileError(f"knowledge-base file {str(path)!r} {reason}")
         return self.snapshot(manifest["generation"])
 
     def check_snapshot(self, manifest: dict[str, Any]) -> list[tuple[Path, str]]:
-        """``(file, what is wrong)`` for each file of the manifest's snapshot that fails its checksum."""
+        """``(file, what is wrong)`` for each file of the manifest's snapshot that fails its checksum.
+
+        Raises:
+            KnowledgeBaseAccessError: A file may not be read: a permission problem, not damage.
+        """
         snapshot = self.snapshot(manifest["generation"])
+        sizes = manifest.get("sizes") or {}
         problems = []
         for relative, expected in manifest["files"].items():
             path = snapshot / relative
+            if not _inside(path, snapshot):
+                problems.append((path, "is named by the manifest outside its snapshot"))
+                continue
+            # No link anywhere on the way: the file must be where its name says.
+            expected_real = os.path.join(os.path.realpath(self.path), SNAPSHOTS, snapshot.name, os.path.normpath(relative))
+            if os.path.lexists(path) and os.path.realpath(path) != expected_real:
+                problems.append((path, "leads outside the knowledge base through a symbolic link"))
+                continue
             try:
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode) or not stat.S_ISREG(info.st_mode):
+                    problems.append((path, "is not a regular file (a knowledge base holds no links)"))
+                    continue
+                if relative in sizes and info.st_size != sizes[relative]:
+                    problems.append((path, f"is corrupt: {info.st_size} bytes where {sizes[relative]} were saved"))
+                    continue
                 actual = sha256_file(path)
+            except (PermissionError, IsADirectoryError) as exc:
+                raise _access_error(path, exc) from exc
             except OSError as exc:
-                problems.append((path, f"cannot be read: {exc}"))
+                problems.append((path, f"cannot be read: {exc.strerror or exc}"))
                 continue
             if actual != expected:
                 problems.append((path, "is corrupt: its checksum does not match the manifest"))
         return problems
 
     def remove_stale_snapshots(self, *, keep: int) -> None:
-        """Delete snapshots other than ``keep`` (left by earlier saves or by a crash)."""
+        """Delete snapshots other than ``keep``, left by earlier saves or by a crash.
+
+        The newest older snapshot keeps its descriptions (not its vectors, which can be
+        embedded again) so that a damaged description file can be salvaged from it.
+        """
         root = self.path / SNAPSHOTS
-        if not root.is_dir():
+        if not _is_real_directory(root):
             return
+        previous = self.older_snapshots(keep)[:1]
         for entry in root.iterdir():
-            if entry.name != f"{keep:08d}":
-                shutil.rmtree(entry, ignore_errors=True)
+            if entry.name == f"{keep:08d}" or not _SNAPSHOT_NAME.match(entry.name):
+                continue  # the current snapshot, or nothing this library made
+            if previous and entry == previous[0]:
+                for part in entry.iterdir():
+                    if part.name != DESCRIPTIONS:
+                        remove_tree(part)
+                continue
+            remove_tree(entry)
+
+    # -- an interrupted create -----------------------------------------------
+
+    def is_unfinished(self) -> bool:
+        """True for a directory holding only what a create killed before its first manifest leaves.
+
+        That is: the lock file, temporary files of the first manifest or journal, and
+        snapshot directories; nothing a person put there, and no manifest.
+        """
+        if not _is_real_directory(self.path) or (self.path / MANIFEST_FILE).exists():
+            return False
+        entries = list(self.path.iterdir())
+        if not entries:
+            return False
+        for entry in entries:
+            if entry.name == LOCK_FILE or _TEMPORARY_NAME.match(entry.name):
+                continue
+            if entry.name == SNAPSHOTS and _is_real_directory(entry):
+                if all(_SNAPSHOT_NAME.match(child.name) for child in entry.iterdir()):
+                    continue
+            return False
+        return True
+
+    def remove_unfinished(self) -> None:
+        """Delete what an interrupted create left (see :meth:`is_unfinished`); the lock stays."""
+        for entry in self.path.iterdir():
+            if entry.name == SNAPSHOTS or _TEMPORARY_NAME.match(entry.name):
+                remove_tree(entry)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` (a file or a folder) without ever following a symbolic link.
+
+    A link is removed itself; what it points at is never touched.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        # rmtree does not follow links inside the tree, and refuses a link as its root.
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def damaged_parts(directory: KnowledgeBaseDirectory, manifest: dict[str, Any]) -> set[str]:
     """Which parts of the manifest's snapshot (``"vectors"``, ``"descriptions"``) fail their checksums."""
     snapshot = directory.snapshot(manifest["generation"])
-    return {path.relative_to(snapshot).parts[0] for path, _ in directory.check_snapshot(manifest)}
+    parts = set()
+    for path, _ in directory.check_snapshot(manifest):
+        try:
+            parts.add(path.relative_to(snapshot).parts[0])
+        except (ValueError, IndexError):
+            parts.update((VECTORS, DESCRIPTIONS))  # a manifest naming odd paths: trust neither
+    return parts
+
+
+def _is_real_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, root: Path) -> bool:
+    relative = os.path.normpath(os.path.relpath(path, root))
+    return not (relative == ".." or relative.startswith(".." + os.sep) or os.path.isabs(relative))
+
+
+def _access_error(path: Path, exc: OSError) -> KnowledgeBaseAccessError:
+    return KnowledgeBaseAccessError(
+        f"cannot read knowledge-base file {str(path)!r}: {exc.strerror or exc}. This is a permission "
+        "problem, not damage: nothing was changed; give this process access to the file and try again"
+    )

@@ -295,6 +295,20 @@ class DescriptionStore(Protocol):
     def load(cls, directory: Path, **config: Any) -> Self:
         """Read a store written by :meth:`save`, with the config it reported."""
 
+    @classmethod
+    def salvage(cls, directory: Path, **config: Any) -> Self:
+        """Read every record that can still be read from files that :meth:`load` refuses as damaged.
+
+        Used when a damaged knowledge base is opened with ``salvage=True`` (and so by
+        repair): whatever this returns is kept, and what it misses is counted as lost.
+        By default it is :meth:`load`, so a store that cannot read around damage
+        recovers nothing from a damaged file.
+
+        Raises:
+            CorruptFileError: Nothing at all can be read.
+        """
+        return cls.load(directory, **config)
+
 
 @runtime_checkable
 class Answerer(Protocol):

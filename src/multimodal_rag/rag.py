@@ -24,10 +24,10 @@ from multimodal_rag.errors import (
     ReadOnlyError,
 )
 from multimodal_rag.images import content_id, image_bytes
-from multimodal_rag.journal import Journal, load_journal
+from multimodal_rag.journal import Journal, SnapshotMovedError, load_journal
 from multimodal_rag.locks import ReentrantReadWriteLock, reading, writing
 from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
-from multimodal_rag.persistence import CREATE_LEFTOVERS, KnowledgeBaseDirectory, damaged_parts
+from multimodal_rag.persistence import KnowledgeBaseDirectory, damaged_parts
 from multimodal_rag.protocols import (
     Answerer,
     DescriptionStore,
@@ -37,6 +37,7 @@ from multimodal_rag.protocols import (
     iter_embed_images_in_batches,
 )
 from multimodal_rag.registry import kind_of, resolve
+from multimodal_rag.salvage import SalvageFindings, salvage_descriptions
 from multimodal_rag.types import AddResult, Hit, ImageInput, Record, Skipped, is_path, source_name
 
 if TYPE_CHECKING:
@@ -134,6 +135,8 @@ class MultimodalRAG:
         self._lock = ReentrantReadWriteLock()
         # Committed changes since the last save; set once the knowledge base has a snapshot.
         self._journal: Journal | None = None
+        # What a salvaging open found damaged or lost; verify() and repair() report it.
+        self._salvage: SalvageFindings | None = None
 
     # -- construction ------------------------------------------------------------
 
@@ -171,10 +174,10 @@ class MultimodalRAG:
             if exist_ok:
                 return cls.open(directory, embedder=embedder, answerer=answerer)
             raise KnowledgeBaseExistsError(f"a knowledge base already exists at {str(directory)!r}")
-        # A create killed before its first manifest leaves only a lock file and snapshots.
-        if directory.exists() and (
-            not directory.is_dir() or any(p.name not in CREATE_LEFTOVERS for p in directory.iterdir())
-        ):
+        # A create killed before its first manifest leaves only the library's own files:
+        # those are cleaned up below, anything else is someone's and stops the create.
+        unfinished = KnowledgeBaseDirectory(directory).is_unfinished()
+        if directory.exists() and not unfinished and (not directory.is_dir() or any(directory.iterdir())):
             raise KnowledgeBaseExistsError(
                 f"{str(directory)!r} exists and is not an empty directory; choose a new path"
             )
@@ -190,7 +193,13 @@ class MultimodalRAG:
         rag = cls(embedder, vector_store, description_store, answerer, path=directory)
         assert rag._dir is not None
         rag._dir.lock()
-        rag.save()
+        try:
+            if unfinished:
+                rag._dir.remove_unfinished()
+            rag.save()
+        except BaseException:
+            rag.close()
+            raise
         return rag
 
     @classmethod
@@ -214,29 +223,44 @@ class MultimodalRAG:
             read_only: Open without the writer's lock; changes are refused.
             allow_modules: Packages whose classes the manifest may name by dotted path
                 (custom backends). Nothing else is imported from a manifest.
-            salvage: Open a damaged knowledge base instead of refusing it: a store
-                whose files fail their checksums starts empty, and a damaged journal
-                is replayed up to the damage. :meth:`verify` then lists what is
-                missing and :meth:`repair` rebuilds it (for instance, re-embeds the
-                images of descriptions whose vectors were lost).
+            salvage: Open a damaged knowledge base instead of refusing it: a vector
+                store whose files fail their checksums starts empty; a damaged
+                description store keeps every record its files still hold, filled in
+                from the snapshot before it; a damaged or shortened journal is
+                replayed up to the damage. :meth:`verify` then lists what is damaged
+                and what could not be recovered, and :meth:`repair` rebuilds the rest
+                (for instance, re-embeds the images of descriptions whose vectors
+                were lost).
 
         Raises:
             KnowledgeBaseNotFoundError: No knowledge base there.
             KnowledgeBaseLockedError: Another process has it open for writing.
             ManifestError: Unreadable manifest or unknown format version.
-            CorruptFileError: A file does not match its checksum; names the file.
+            CorruptFileError: A file does not match its checksum (names the file), the
+                journal lost committed changes, or a path inside the knowledge base
+                is a symbolic link.
+            KnowledgeBaseAccessError: A file may not be read (a permission problem, not
+                damage; nothing is changed, even when salvaging).
             EmbedderMismatchError: ``embedder`` differs from the one it was built with.
         """
         directory = KnowledgeBaseDirectory(Path(path))
         if not directory.path.is_dir():
             raise KnowledgeBaseNotFoundError(f"no knowledge base at {str(path)!r}")
+        directory.check_layout()
+        if directory.is_unfinished():
+            raise KnowledgeBaseNotFoundError(
+                f"{str(path)!r} holds only what an interrupted create left behind, no knowledge base; "
+                "create it again (MultimodalRAG.create(path, ..., exist_ok=True) or `multimodal-rag index`), "
+                "which cleans it up"
+            )
         if not read_only:
             directory.lock()
         try:
             for attempt in range(_READER_RETRIES + 1):
                 manifest = read_manifest(directory.path)
                 try:
-                    snapshot = directory.snapshot(manifest["generation"])
+                    generation = manifest["generation"]
+                    snapshot = directory.snapshot(generation)
                     damaged = damaged_parts(directory, manifest) if salvage else set()
                     if not salvage:
                         directory.verify_snapshot(manifest)
@@ -254,12 +278,20 @@ class MultimodalRAG:
                         if "vectors" in damaged
                         else vs_cls.load(snapshot / "vectors", dim=recorded["dim"], **vs_config)
                     )
-                    description_store = (
-                        ds_cls(**ds_config) if "descriptions" in damaged else ds_cls.load(snapshot / "descriptions", **ds_config)
-                    )
+                    snapshot_ids = None if "vectors" in damaged else set(vector_store.ids())
+                    salvaged = from_older = 0
+                    if "descriptions" in damaged:
+                        description_store, salvaged, from_older = salvage_descriptions(
+                            ds_cls, ds_config, directory, generation, expected_ids=snapshot_ids
+                        )
+                    else:
+                        description_store = ds_cls.load(snapshot / "descriptions", **ds_config)
                     journal = load_journal(
-                        directory.journal, manifest["generation"], vector_store, description_store, salvage=salvage
+                        directory.journal, generation, vector_store, description_store, salvage=salvage
                     )
+                    if damaged and read_manifest(directory.path)["generation"] != generation:
+                        # What looked damaged was a snapshot a writer's save replaced meanwhile.
+                        raise SnapshotMovedError(f"snapshot {generation} was replaced while it was read")
                     break
                 except CorruptFileError:
                     # A reader races the writer's saves: the snapshot its manifest named may
@@ -268,6 +300,12 @@ class MultimodalRAG:
                     if read_only and moved and attempt < _READER_RETRIES:
                         continue
                     raise
+            findings = None
+            if damaged or journal.lost_entries:
+                findings = _salvage_findings(
+                    directory, manifest, damaged, vector_store, description_store, snapshot_ids,
+                    salvaged=salvaged, from_older=from_older, changes_lost=journal.lost_entries,
+                )
             if not read_only:
                 directory.remove_stale_snapshots(keep=manifest["generation"])
                 writer_journal = Journal.resume(directory.journal, journal, manifest["generation"])
@@ -279,6 +317,7 @@ class MultimodalRAG:
         rag._generation = manifest["generation"]
         rag._created_at = manifest.get("created_at")
         rag._journal = None if read_only else writer_journal
+        rag._salvage = findings
         return rag
 
     # -- persistence -------------------------------------------------------------
@@ -1025,3 +1064,37 @@ def _check_embedder(embedder: Embedder, recorded: Mapping[str, Any], path: Path)
             f"({recorded['dim']}-d), but the embedder given is {embedder.fingerprint!r} ({embedder.dim}-d); "
             "open it with the same model and weights, or rebuild it"
         )
+
+
+def _salvage_findings(
+    directory: KnowledgeBaseDirectory,
+    manifest: Mapping[str, Any],
+    damaged: set[str],
+    vector_store: VectorStore,
+    description_store: DescriptionStore,
+    snapshot_ids: set[str] | None,
+    *,
+    salvaged: int,
+    from_older: int,
+    changes_lost: int,
+) -> SalvageFindings:
+    """Count what a salvaging open could not read back (see :mod:`multimodal_rag.salvage`)."""
+    lost_ids: list[str] = []
+    records_lost = 0
+    if "descriptions" in damaged:
+        if snapshot_ids is not None:
+            # Every vector had a record when the snapshot was saved: those still without one are lost.
+            lost_ids = sorted(id_ for id_ in snapshot_ids if id_ in vector_store and id_ not in description_store)
+            records_lost = len(lost_ids)
+        else:
+            saved = manifest.get("counts", {}).get("descriptions")
+            records_lost = max(0, saved - salvaged - from_older) if isinstance(saved, int) else 0
+    damaged_files = [str(path) for path, _ in directory.check_snapshot(dict(manifest))]
+    return SalvageFindings(
+        damaged_files=damaged_files,
+        records_salvaged=salvaged,
+        records_from_older_snapshot=from_older,
+        lost_ids=lost_ids,
+        records_lost=records_lost,
+        changes_lost=changes_lost,
+    )

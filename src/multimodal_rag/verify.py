@@ -41,6 +41,8 @@ class ProblemKind:
     BAD_VECTOR = "bad-vector"
     CORRUPT_FILE = "corrupt-file"
     UNREADABLE_VECTORS = "unreadable-vectors"
+    LOST_RECORDS = "lost-records"
+    LOST_CHANGES = "lost-changes"
 
 
 @frozen(kw_only=True)
@@ -97,18 +99,32 @@ class RepairReport:
         reembedded: Ids whose missing vector was rebuilt from their image.
         records_created: Ids of vectors that had no record and got an empty one.
         index_rebuilt: Whether the vector index was rebuilt from its stored vectors.
+        records_salvaged: Records read back from damaged description files.
+        records_from_older_snapshot: Records recovered from the snapshot before the
+            damaged one (possibly older versions of them).
+        records_lost: How many description records could not be recovered anywhere.
+        lost_ids: The ids among them, where known (their vectors got empty records).
+        changes_lost: Committed journal entries the damaged journal no longer held.
+        set_aside: Where the damaged files were copied (under ``damaged/``) before
+            being replaced; nothing is deleted.
         remaining: A verification after the repair: what could not be fixed.
     """
 
     reembedded: tuple[str, ...] = field(converter=tuple, default=())
     records_created: tuple[str, ...] = field(converter=tuple, default=())
     index_rebuilt: bool = False
+    records_salvaged: int = 0
+    records_from_older_snapshot: int = 0
+    records_lost: int = 0
+    lost_ids: tuple[str, ...] = field(converter=tuple, default=())
+    changes_lost: int = 0
+    set_aside: tuple[str, ...] = field(converter=tuple, default=())
     remaining: VerificationReport = field(factory=VerificationReport)
 
     @property
     def ok(self) -> bool:
-        """True when nothing is left to fix."""
-        return self.remaining.ok
+        """True when nothing was lost and nothing is left to fix."""
+        return self.remaining.ok and not self.records_lost and not self.changes_lost
 
 
 def verify_knowledge_base(rag: MultimodalRAG, *, check_files: bool = True) -> VerificationReport:
@@ -138,13 +154,43 @@ def verify_knowledge_base(rag: MultimodalRAG, *, check_files: bool = True) -> Ve
                 )
             )
     problems.extend(_vector_problems(rag, vector_ids))
+    problems.extend(_salvage_problems(rag))
     if check_files and rag._dir is not None:
         problems.extend(_file_problems(rag))
     return VerificationReport(problems=problems, vectors=len(vector_ids), records=len(records))
 
 
+def _salvage_problems(rag: MultimodalRAG) -> Iterator[Problem]:
+    """What a salvaging open could not recover (see :mod:`multimodal_rag.salvage`)."""
+    findings = rag._salvage
+    if findings is None:
+        return
+    if findings.records_lost:
+        named = set(findings.lost_ids)
+        for id_ in findings.lost_ids:
+            yield Problem(
+                kind=ProblemKind.LOST_RECORDS,
+                id=id_,
+                detail=f"the description record of {id_!r} was in a damaged file and could not be recovered",
+            )
+        if findings.records_lost > len(named):
+            yield Problem(
+                kind=ProblemKind.LOST_RECORDS,
+                id=None,
+                detail=f"{findings.records_lost - len(named)} description record(s) of the damaged snapshot could not be recovered",
+            )
+    if findings.changes_lost:
+        yield Problem(
+            kind=ProblemKind.LOST_CHANGES,
+            id=None,
+            detail=f"{findings.changes_lost} committed change(s) since the last save were lost with the damaged journal",
+        )
+
+
 def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
     import numpy as np
+
+    from multimodal_rag.vectors._common import bad_vector_rows
 
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
@@ -164,37 +210,49 @@ def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
                 detail=f"the vector store returned shape {vectors.shape} for {len(chunk)} ids",
             )
             return
-        bad = ~np.isfinite(vectors).all(axis=1) | (np.abs(vectors).sum(axis=1) == 0)
-        for row in np.flatnonzero(bad).tolist():
-            yield Problem(
-                kind=ProblemKind.BAD_VECTOR,
-                id=chunk[row],
-                detail=f"the vector of {chunk[row]!r} is all zeros or not finite",
-            )
+        # Not finite, all zeros, or not of unit norm: a vector that every store's add refuses.
+        rows, reasons = bad_vector_rows(np.ascontiguousarray(vectors))
+        for row, reason in zip(rows.tolist(), reasons):
+            yield Problem(kind=ProblemKind.BAD_VECTOR, id=chunk[row], detail=f"the vector of {chunk[row]!r} {reason}")
 
 
 def _file_problems(rag: MultimodalRAG) -> Iterator[Problem]:
-    from multimodal_rag.errors import KnowledgeBaseError
-    from multimodal_rag.journal import read_journal
+    from multimodal_rag.errors import KnowledgeBaseAccessError, KnowledgeBaseError
+    from multimodal_rag.journal import journal_problems
     from multimodal_rag.manifest import read_manifest
 
     assert rag._dir is not None
-    try:
-        manifest = read_manifest(rag._dir.path)
-    except KnowledgeBaseError as exc:
-        yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))
-        return
-    for path, reason in rag._dir.check_snapshot(manifest):
-        yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=f"knowledge-base file {str(path)!r} {reason}")
-    try:
-        read_journal(rag._dir.journal)
-    except KnowledgeBaseError as exc:
-        yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))
+    found: list[Problem] = []
+    # A writer may save while we look, replacing the files the manifest names: look
+    # again at the new manifest rather than report its predecessor's files as damaged.
+    for _ in range(4):
+        found = []
+        try:
+            manifest = read_manifest(rag._dir.path)
+            rag._dir.check_layout()
+        except KnowledgeBaseAccessError:
+            raise
+        except KnowledgeBaseError as exc:
+            return iter([Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))])
+        for path, reason in rag._dir.check_snapshot(manifest):
+            found.append(
+                Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=f"knowledge-base file {str(path)!r} {reason}")
+            )
+        for detail in journal_problems(rag._dir.journal, manifest["generation"]):
+            found.append(Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=detail))
+        if not found or read_manifest(rag._dir.path)["generation"] == manifest["generation"]:
+            break
+    return iter(found)
 
 
 def repair_knowledge_base(rag: MultimodalRAG) -> RepairReport:
     """Rebuild what can be rebuilt (see :meth:`MultimodalRAG.repair`)."""
+    from multimodal_rag.salvage import set_aside
+
     before = verify_knowledge_base(rag, check_files=False)
+    findings = rag._salvage
+    # Copied aside before anything is rewritten: the user's data is never only deleted.
+    set_aside_paths = set_aside(rag._dir, list(findings.damaged_files)) if findings and rag._dir else []
     index_rebuilt = False
     if before.of_kind(ProblemKind.BAD_VECTOR) or before.of_kind(ProblemKind.UNREADABLE_VECTORS):
         index_rebuilt = _rebuild_index(rag)
@@ -209,10 +267,18 @@ def repair_knowledge_base(rag: MultimodalRAG) -> RepairReport:
     reembedded = _reembed(rag, [p.id for p in before.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR) if p.id])
     if rag._dir is not None:
         rag.save()  # fresh files, fresh checksums
+    # What was lost has been reported here; the repaired knowledge base is whole again.
+    rag._salvage = None
     return RepairReport(
         reembedded=reembedded,
         records_created=created,
         index_rebuilt=index_rebuilt,
+        records_salvaged=findings.records_salvaged if findings else 0,
+        records_from_older_snapshot=findings.records_from_older_snapshot if findings else 0,
+        records_lost=findings.records_lost if findings else 0,
+        lost_ids=findings.lost_ids if findings else (),
+        changes_lost=findings.changes_lost if findings else 0,
+        set_aside=[str(path) for path in set_aside_paths],
         remaining=verify_knowledge_base(rag),
     )
 

@@ -13,7 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from multimodal_rag.errors import CorruptFileError, InvalidInputError, NotFoundError
+from multimodal_rag.errors import (
+    CorruptFileError,
+    InvalidInputError,
+    KnowledgeBaseAccessError,
+    KnowledgeBaseError,
+    NotFoundError,
+)
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 
@@ -159,7 +165,34 @@ class JSONLDescriptionStore(DescriptionStore):
                     raise CorruptFileError(f"{str(path)!r} line {number}: {exc}") from exc
                 store._records[record.id] = record
         except OSError as exc:
-            if isinstance(exc, CorruptFileError):
-                raise
-            raise CorruptFileError(f"cannot read {str(path)!r}: {exc}") from exc
+            raise _read_error(path, exc) from exc
         return store
+
+    @classmethod
+    def salvage(cls, directory: Path, **config: Any) -> JSONLDescriptionStore:
+        """Every line that still reads as a record; damaged lines are skipped."""
+        store = cls(**config)
+        path = Path(directory) / _FILE
+        try:
+            with open(path, "rb") as f:
+                for raw in f:
+                    try:
+                        obj = json.loads(raw.decode("utf-8"))
+                        record = record_from_json(obj) if isinstance(obj, dict) else None
+                        if record is not None:
+                            check_record(record)
+                    except (ValueError, TypeError, RecursionError):  # JSON, UTF-8 and record errors
+                        continue
+                    if record is not None:
+                        store._records[record.id] = record
+        except OSError as exc:
+            raise _read_error(path, exc) from exc
+        return store
+
+
+def _read_error(path: Path, exc: OSError) -> KnowledgeBaseError:
+    if isinstance(exc, KnowledgeBaseError):
+        return exc
+    if isinstance(exc, PermissionError):
+        return KnowledgeBaseAccessError(f"cannot read {str(path)!r}: {exc.strerror or exc} (a permission problem, not damage)")
+    return CorruptFileError(f"cannot read {str(path)!r}: {exc}")

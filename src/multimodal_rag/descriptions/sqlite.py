@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from multimodal_rag.descriptions.jsonl import check_record
-from multimodal_rag.errors import CorruptFileError, NotFoundError
+from multimodal_rag.errors import CorruptFileError, KnowledgeBaseAccessError, NotFoundError
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 
@@ -126,14 +127,68 @@ class SQLiteDescriptionStore(DescriptionStore):
     def load(cls, directory: Path, **config: Any) -> SQLiteDescriptionStore:
         store = cls(**config)
         path = Path(directory) / _FILE
-        if not path.is_file():
-            raise CorruptFileError(f"the description database {str(path)!r} is missing")
-        source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            source = _open_read_only(path)
+        except sqlite3.Error as exc:
+            # Also what a reader sees when a writer's save removes the snapshot it is loading.
+            raise CorruptFileError(f"cannot open the description database {str(path)!r}: {exc}") from exc
         try:
             source.backup(store._db)
             store._db.execute("SELECT id, image_path, description, metadata FROM records LIMIT 1")
+            # The backup copies pages as they are; a damaged one shows only when read.
+            verdict = store._db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(f"cannot read the description database {str(path)!r}: {exc}") from exc
         finally:
             source.close()
         return store
+
+    @classmethod
+    def salvage(cls, directory: Path, **config: Any) -> SQLiteDescriptionStore:
+        """Every row that SQLite can still read: the whole file if it reads, else the rows
+        before the damage (in id order) and the rows after it (read backwards)."""
+        try:
+            return cls.load(directory, **config)
+        except CorruptFileError:
+            pass
+        store = cls(**config)
+        path = Path(directory) / _FILE
+        try:
+            source = _open_read_only(path)
+        except sqlite3.Error:
+            return store
+        rows: dict[str, tuple[Any, ...]] = {}
+        try:
+            for order in ("ASC", "DESC"):
+                try:
+                    cursor = source.execute(
+                        f"SELECT id, image_path, description, metadata FROM records ORDER BY id {order}"
+                    )
+                    while batch := cursor.fetchmany(256):
+                        rows.update((row[0], row) for row in batch)
+                except sqlite3.DatabaseError:
+                    continue  # the damage: read from the other end
+        finally:
+            source.close()
+        records = []
+        for row in rows.values():
+            try:
+                record = cls._record(row)
+                check_record(record)
+            except (ValueError, TypeError, RecursionError):
+                continue  # a row whose fields were damaged
+            records.append(record)
+        store.put(records)
+        return store
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise CorruptFileError(f"the description database {str(path)!r} is missing")
+    if not os.access(path, os.R_OK):
+        raise KnowledgeBaseAccessError(
+            f"cannot read the description database {str(path)!r}: permission denied (a permission problem, not damage)"
+        )
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)

@@ -17,7 +17,9 @@ from multimodal_rag.errors import (
 )
 
 __all__ = [
+    "UNIT_NORM_TOLERANCE",
     "LabelMap",
+    "bad_vector_rows",
     "check_ids",
     "check_queries",
     "check_vectors",
@@ -25,6 +27,36 @@ __all__ = [
     "filtered_search",
     "top_k",
 ]
+
+
+#: How far from 1 a stored vector's norm may be. Scores are inner products, which equal
+#: cosines only for unit vectors; a vector of norm 1e38 would outrank every other.
+#: Vectors computed in bf16 or fp16 and normalised in float32 are well within this.
+UNIT_NORM_TOLERANCE = 1e-2
+
+
+def bad_vector_rows(vectors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The rows of a float32 ``(n, dim)`` array that are not finite unit vectors, and why each is not."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Squares of huge rows overflow to inf in float32: refused below like NaN.
+        squares = np.einsum("ij,ij->i", vectors, vectors)
+    # A slightly wider test than |norm - 1| <= tolerance, settled exactly row by row.
+    candidates = np.flatnonzero(~(np.abs(squares - 1.0) <= 2.1 * UNIT_NORM_TOLERANCE))
+    rows, reasons = [], []
+    for row in candidates.tolist():
+        vector = vectors[row].astype(np.float64)
+        norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else None
+        if norm is None:
+            reason = "contains NaN or infinity"
+        elif norm == 0:
+            reason = "is all zeros"
+        elif abs(norm - 1.0) > UNIT_NORM_TOLERANCE:
+            reason = f"has norm {norm:.6g}, not 1 (vectors must be normalised to unit length)"
+        else:
+            continue
+        rows.append(row)
+        reasons.append(reason)
+    return np.asarray(rows, dtype=np.int64), reasons
 
 
 def check_ids(ids: Sequence[str]) -> list[str]:
@@ -42,13 +74,20 @@ def check_ids(ids: Sequence[str]) -> list[str]:
     return out
 
 
-def check_vectors(vectors: Any, dim: int, *, count: int | None = None, what: str = "vectors") -> np.ndarray:
+def check_vectors(
+    vectors: Any, dim: int, *, count: int | None = None, what: str = "vectors", unit: bool = True
+) -> np.ndarray:
     """Validate and return vectors as a C-contiguous float32 ``(n, dim)`` array.
+
+    Args:
+        unit: Require every row's norm to be within :data:`UNIT_NORM_TOLERANCE` of 1,
+            as the embedder protocol promises (otherwise only refuse zero rows).
 
     Raises:
         DimensionMismatchError: Wrong dimension.
-        InvalidInputError: Wrong shape or dtype, NaN/inf values, zero vectors, or
-            a row count that differs from ``count``.
+        InvalidInputError: Wrong shape or dtype, NaN/inf values, zero vectors, rows
+            that are not unit vectors (with ``unit``), or a row count that differs
+            from ``count``. The message names the first bad row.
     """
     try:
         array = np.asarray(vectors)
@@ -70,6 +109,11 @@ def check_vectors(vectors: Any, dim: int, *, count: int | None = None, what: str
     if not np.isfinite(array).all():
         bad = int(np.argwhere(~np.isfinite(array).all(axis=1))[0, 0])
         raise InvalidInputError(f"{what} row {bad} contains NaN or infinity")
+    if unit:
+        rows, reasons = bad_vector_rows(array)
+        if len(rows):
+            raise InvalidInputError(f"{what} row {int(rows[0])} {reasons[0]}")
+        return array
     norms = np.linalg.norm(array, axis=1)
     if (norms == 0).any():
         raise InvalidInputError(f"{what} row {int(np.argmin(norms))} is all zeros")
@@ -77,7 +121,11 @@ def check_vectors(vectors: Any, dim: int, *, count: int | None = None, what: str
 
 
 def check_queries(queries: Any, dim: int, k: int) -> np.ndarray:
-    """Validate ``k`` and the queries (as :func:`check_vectors` does)."""
+    """Validate ``k`` and the queries (as :func:`check_vectors` does).
+
+    A query's norm only scales its scores, never its ranking, so queries need not be
+    unit vectors (only stored vectors must be).
+    """
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     if (
@@ -93,7 +141,7 @@ def check_queries(queries: Any, dim: int, k: int) -> np.ndarray:
         # sum means no NaN or infinity (a huge-but-finite sum overflowing to inf only
         # sends the queries through the full check below), and no row is all zeros.
         return queries
-    return check_vectors(queries, dim, what="queries")
+    return check_vectors(queries, dim, what="queries", unit=False)
 
 
 class LabelMap:

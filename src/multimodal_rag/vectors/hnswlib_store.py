@@ -1,7 +1,27 @@
-"""Approximate search on an hnswlib HNSW graph (``space="ip"``)."""
+"""Approximate search on an hnswlib HNSW graph (``space="ip"``).
+
+hnswlib's ``loadIndex`` trusts its file: the sizes in the header, the neighbour ids
+in the link lists and the entry point are used as memory offsets unchecked, so a
+crafted ``index.hnsw`` (a checksum proves integrity, not safety) could make it read
+or write outside its buffers. :func:`check_index_file` reads the file with numpy
+first and refuses any file hnswlib would misread. The layout (``saveIndex`` in
+hnswlib's ``hnswalg.h``, little-endian, ``size_t`` = 8 bytes)::
+
+    header, 96 bytes: offsetLevel0 max_elements count size_data_per_element
+        label_offset offsetData (u64 each) maxlevel (i32) enterpoint (u32)
+        maxM maxM0 M (u64) mult (f64) ef_construction (u64)
+    count level-0 records of size_data_per_element bytes each:
+        u16 link count, u8 flags (bit 0: deleted), u8 unused, maxM0 x u32 neighbours,
+        dim x f32 vector, u64 label
+    count upper-level blocks: u32 byte size (0 for a node on level 0 only), then
+        one list per level above 0: u16 link count, u16 unused, maxM x u32 neighbours
+"""
 
 from __future__ import annotations
 
+import errno
+import math
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,11 +33,31 @@ from multimodal_rag.types import Neighbor
 from multimodal_rag.vectors._base import LabelledVectorStore, check_knob
 from multimodal_rag.vectors._common import LabelMap
 
-__all__ = ["HNSWLibStore"]
+__all__ = ["HNSWLibStore", "IndexFileError", "check_index_file", "check_index_layout"]
 
 _INDEX_FILE = "index.hnsw"
 _IDS_FILE = "ids.json"
 _INITIAL_CAPACITY = 1024
+
+_HEADER = np.dtype(
+    [
+        ("offset_level0", "<u8"),
+        ("max_elements", "<u8"),
+        ("count", "<u8"),
+        ("size_data_per_element", "<u8"),
+        ("label_offset", "<u8"),
+        ("offset_data", "<u8"),
+        ("max_level", "<i4"),
+        ("entry_point", "<u4"),
+        ("max_m", "<u8"),
+        ("max_m0", "<u8"),
+        ("m", "<u8"),
+        ("mult", "<f8"),
+        ("ef_construction", "<u8"),
+    ]
+)
+# Level-0 records are checked this many at a time, so memory stays flat on large indexes.
+_CHUNK = 65536
 
 
 class HNSWLibStore(LabelledVectorStore):
@@ -103,8 +143,17 @@ class HNSWLibStore(LabelledVectorStore):
         return 1.0 - distances, labels.astype(np.int64)
 
     def save(self, directory: Path) -> None:
+        path = Path(directory) / _INDEX_FILE
         with self._lock.read():
-            self._index.save_index(str(Path(directory) / _INDEX_FILE))
+            self._index.save_index(str(path))
+            # hnswlib's save reports no write error: on a full disk it returns normally
+            # after writing a short file, so read back the sizes the file declares.
+            try:
+                check_index_layout(path, dim=self._dim, M=self._M)
+            except IndexFileError as exc:
+                code = errno.ENOSPC if exc.short else errno.EIO
+                reason = "is the disk full?" if exc.short else "hnswlib wrote an inconsistent file"
+                raise OSError(code, f"the hnswlib index was not written completely ({exc}); {reason}", str(path)) from None
             self._labels.save(Path(directory) / _IDS_FILE)
 
     @classmethod
@@ -112,21 +161,204 @@ class HNSWLibStore(LabelledVectorStore):
         store = cls(dim, **config)
         path = Path(directory) / _INDEX_FILE
         labels = LabelMap.load(Path(directory) / _IDS_FILE)
+        # hnswlib uses the file's sizes and links as memory offsets without checking them.
+        try:
+            count, live = check_index_file(path, dim=dim, M=store._M)
+        except (IndexFileError, OSError) as exc:
+            raise CorruptFileError(f"cannot read the hnswlib index {str(path)!r}: {exc}") from exc
         import hnswlib
 
         # A fresh object: load_index on the one __init__ made would discard it noisily.
         store._index = hnswlib.Index(space="ip", dim=dim)
         try:
-            store._index.load_index(str(path), allow_replace_deleted=True)
+            # The capacity is the element count checked above, never the file's own
+            # max_elements, which could ask for any amount of memory.
+            store._index.load_index(str(path), max_elements=max(count, 1), allow_replace_deleted=True)
         except (RuntimeError, OSError) as exc:
             raise CorruptFileError(f"cannot read the hnswlib index {str(path)!r}: {exc}") from exc
-        index = store._index
-        # hnswlib does not report which of its labels are deleted; every live one must be there.
-        if index.dim != dim or not set(labels.id_of) <= set(index.get_ids_list()):
+        if set(live.tolist()) != set(labels.id_of):
             raise CorruptFileError(
-                f"the hnswlib index {str(path)!r} ({index.element_count} vectors of dimension "
-                f"{index.dim}) lacks vectors of its id map ({len(labels)} ids of dimension {dim})"
+                f"the hnswlib index {str(path)!r} ({len(live)} live vectors) does not hold exactly "
+                f"the vectors of its id map ({len(labels)} ids)"
             )
-        index.set_ef(store._ef_search)
+        store._index.set_ef(store._ef_search)
         store._labels = labels
         return store
+
+
+class IndexFileError(ValueError):
+    """An hnswlib index file that does not match its declared layout.
+
+    Attributes:
+        short: The file ends before the sizes its header declares (a truncated write).
+    """
+
+    def __init__(self, message: str, *, short: bool = False) -> None:
+        super().__init__(message)
+        self.short = short
+
+
+def check_index_file(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray]:
+    """Check that ``path`` is an hnswlib ``ip`` index of ``dim``-dimensional vectors built with ``M``.
+
+    Beyond :func:`check_index_layout`: every link count is within bounds, every
+    neighbour id is below the element count and on a level its node has, and no two
+    live elements share a label.
+
+    Returns:
+        The number of elements (deleted ones included) and the labels of the live ones.
+
+    Raises:
+        IndexFileError: The first problem found.
+        OSError: The file cannot be read.
+    """
+    count, levels, blocks, tail = check_index_layout(path, dim=dim, M=M)
+    if count == 0:
+        return 0, np.zeros(0, dtype=np.uint64)
+    record = np.dtype([("links", "<u4", (1 + 2 * M,)), ("vector", "<f4", (dim,)), ("label", "<u8")])
+    level0 = np.memmap(path, dtype=record, mode="r", offset=_HEADER.itemsize, shape=(count,))
+    live = []
+    for start in range(0, count, _CHUNK):
+        chunk = level0[start : start + _CHUNK]
+        links = np.asarray(chunk["links"])
+        owners = np.arange(start, start + len(chunk))
+        _check_lists(links, 2 * M, count, levels, np.zeros_like(owners), owners)
+        live.append(np.asarray(chunk["label"])[(links[:, 0] >> 16) & 1 == 0])
+    if len(blocks):
+        owners, starts = blocks[:, 0], blocks[:, 1]
+        # One row per list: the word where it starts and the level it is on.
+        per_owner = levels[owners]
+        level_of = np.concatenate([np.arange(1, n + 1) for n in per_owner.tolist()])
+        first = np.repeat(starts, per_owner) + (level_of - 1) * (1 + M)
+        lists = tail[first[:, None] + np.arange(1 + M)]
+        _check_lists(lists, M, count, levels, level_of, np.repeat(owners, per_owner))
+    labels = np.concatenate(live)
+    if len(np.unique(labels)) != len(labels):
+        raise IndexFileError("two of its live elements have the same label")
+    return count, labels
+
+
+def check_index_layout(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Check an hnswlib index file's header and sizes against ``dim``, ``M`` and its length.
+
+    The header must agree with ``dim`` and ``M``; the level-0 records and the
+    per-element link-list sizes must add up to the file's length exactly; the entry
+    point must be an element on the top level.
+
+    Returns:
+        The element count, each element's level, ``(element, first word)`` of each
+        upper-level block, and the link-list words after the level-0 records.
+
+    Raises:
+        IndexFileError: The first problem found; ``short`` when the file is shorter
+            than its header declares.
+        OSError: The file cannot be read.
+    """
+    length = os.stat(path).st_size
+    if length < _HEADER.itemsize:
+        raise IndexFileError(f"it is {length} bytes, shorter than its {_HEADER.itemsize}-byte header", short=True)
+    with open(path, "rb") as file:
+        raw = np.frombuffer(file.read(_HEADER.itemsize), dtype=_HEADER)[0]
+    header = {name: raw[name].item() for name in _HEADER.names}
+    links0 = 4 * (1 + 2 * M)  # u16 count + flags, then maxM0 neighbour ids
+    expected = {
+        "offset_level0": 0,
+        "size_data_per_element": links0 + 4 * dim + 8,
+        "label_offset": links0 + 4 * dim,
+        "offset_data": links0,
+        "m": M,
+        "max_m": M,
+        "max_m0": 2 * M,
+    }
+    for name, value in expected.items():
+        if header[name] != value:
+            raise IndexFileError(
+                f"its header's {name} is {header[name]}, but an index of dimension {dim} with M={M} has {value}"
+            )
+    # hnswlib draws new nodes' levels with mult; a NaN or negative one would give absurd levels.
+    if not math.isclose(header["mult"], 1.0 / math.log(M), rel_tol=1e-9):
+        raise IndexFileError(f"its header's mult is {header['mult']!r}, not 1/ln(M)")
+    count, per_element = header["count"], header["size_data_per_element"]
+    if count > header["max_elements"]:
+        raise IndexFileError(f"its header declares {count} elements, more than its capacity {header['max_elements']}")
+    level0_end = _HEADER.itemsize + count * per_element
+    if level0_end > length:
+        raise IndexFileError(
+            f"its header declares {count} elements of {per_element} bytes, but the file is {length} bytes",
+            short=True,
+        )
+    if (length - level0_end) % 4:
+        raise IndexFileError(f"its link lists take {length - level0_end} bytes, not a multiple of 4")
+    tail = np.memmap(path, dtype="<u4", mode="r", offset=level0_end, shape=((length - level0_end) // 4,)) if (
+        length > level0_end
+    ) else np.zeros(0, dtype="<u4")
+    levels, blocks = _upper_levels(tail, count, 4 * (1 + M))
+    max_level, entry = header["max_level"], header["entry_point"]
+    if count == 0:
+        if max_level != -1:
+            raise IndexFileError(f"it has no elements but a top level of {max_level}")
+        return 0, levels, blocks, tail
+    if entry >= count:
+        raise IndexFileError(f"its entry point {entry} is not one of its {count} elements")
+    if levels[entry] != max_level or int(levels.max()) != max_level:
+        raise IndexFileError(
+            f"its top level is {max_level}, but its entry point is on level {levels[entry]} "
+            f"and its highest node on level {int(levels.max())}"
+        )
+    return count, levels, blocks, tail
+
+
+def _upper_levels(tail: np.ndarray, count: int, list_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Walk the per-element link-list sizes: each element's level and ``(element, first word)`` of each block."""
+    levels = np.zeros(count, dtype=np.int64)
+    blocks = []
+    # Most elements live on level 0 only (size 0): skip runs of zero sizes at once, so
+    # the Python loop runs once per element with upper levels (about 1 in M).
+    nonzero = np.flatnonzero(tail)
+    word = element = 0
+    while element < count:
+        at = int(np.searchsorted(nonzero, word))
+        next_nonzero = int(nonzero[at]) if at < len(nonzero) else len(tail)
+        zeros = next_nonzero - word
+        if zeros >= count - element:
+            word += count - element
+            element = count
+            break
+        element += zeros
+        word = next_nonzero
+        size = int(tail[word])
+        if size % list_bytes:
+            raise IndexFileError(f"element {element}'s link lists take {size} bytes, not a multiple of {list_bytes}")
+        end = word + 1 + size // 4
+        if end > len(tail):
+            raise IndexFileError(f"element {element}'s link lists run past the end of the file", short=True)
+        levels[element] = size // list_bytes
+        blocks.append((element, word + 1))
+        word = end
+        element += 1
+    if element < count or word > len(tail):
+        raise IndexFileError("the file ends before the link lists of all its elements", short=True)
+    if word != len(tail):
+        raise IndexFileError(f"{4 * (len(tail) - word)} bytes follow its last link list")
+    return levels, np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
+
+
+def _check_lists(
+    lists: np.ndarray, most: int, count: int, levels: np.ndarray, level: np.ndarray, owner: np.ndarray
+) -> None:
+    """Check link lists: one per row, the u16 link count in the low half of the first word, then ids."""
+    counts = lists[:, 0] & 0xFFFF
+    used = np.arange(most) < counts[:, None]
+    neighbours = np.where(used, lists[:, 1:], 0).astype(np.int64)
+    too_many = counts > most
+    past_end = (neighbours >= count).any(axis=1)
+    checks = [(too_many, f"has more than {most} links"), (past_end, f"links past its last element ({count})")]
+    if not (too_many.any() or past_end.any()):
+        # A link on level l to a node without level l would make hnswlib read that
+        # node's missing level-l list (a null pointer).
+        below = (used & (levels[neighbours] < level[:, None])).any(axis=1)
+        checks.append((below, "links to a node below the list's level"))
+    for bad, problem in checks:
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise IndexFileError(f"element {int(owner[row])}'s level-{int(level[row])} link list {problem}")

@@ -27,8 +27,11 @@ import numpy as np
 from multimodal_rag._remote import (
     fresh_name,
     import_optional,
+    may_send_credentials,
+    same_endpoint,
     split_credentials,
     valid_name,
+    withheld_hint,
 )
 from multimodal_rag.errors import (
     BackendConnectionError,
@@ -92,7 +95,11 @@ class MilvusVectorStore(VectorStore):
             it is used as the token and never saved.
         collection: Collection name; a fresh ``mrag_...`` name by default.
         token: ``"user:password"`` or an API key; defaults to ``$MILVUS_TOKEN``.
-            Never written to the manifest.
+            Never written to the manifest. When a knowledge base's manifest names the
+            server, ``$MILVUS_TOKEN`` (or the credentials in ``$MILVUS_URI``) go only to
+            the server ``$MILVUS_URI`` names or one the caller allowed with
+            ``MultimodalRAG.open(..., allow_endpoints=[...])``; any other is reached
+            without them.
         index_type: ``"HNSW"`` (default), ``"IVF_FLAT"``, ``"IVF_SQ8"``, ``"HNSW_SQ"``,
             ``"FLAT"``, ``"AUTOINDEX"`` or another type the server supports.
         index_params: Build parameters (``{"M": 16, "efConstruction": 200}`` for HNSW,
@@ -134,8 +141,20 @@ class MilvusVectorStore(VectorStore):
         if not uri:
             raise InvalidInputError(f"no Milvus URI: pass uri= or set ${URI_ENV}")
         bare_uri, user, password = split_credentials(uri)
+        env_uri = os.environ.get(URI_ENV)
+        trusted = may_send_credentials(bare_uri, env=env_uri, same=same_endpoint)
+        env_token = os.environ.get(TOKEN_ENV) or _token_of(env_uri, bare_uri)
         if token is None:
-            token = os.environ.get(TOKEN_ENV) or (f"{user}:{password or ''}" if user else None)
+            token = (env_token if trusted else None) or (
+                f"{user}:{password or ''}" if user else None
+            )
+        # A server only a manifest names gets none of the environment's credentials; if it
+        # asks for some, the error says how the caller can vouch for it.
+        self._hint = (
+            withheld_hint(bare_uri, f"${TOKEN_ENV} and the credentials of ${URI_ENV}")
+            if env_token and not trusted
+            else ""
+        )
         if not isinstance(index_type, str) or not index_type:
             raise InvalidInputError(f"index_type must be a non-empty string, got {index_type!r}")
         if not isinstance(max_batch_bytes, int) or max_batch_bytes < 1:
@@ -295,7 +314,9 @@ class MilvusVectorStore(VectorStore):
         except Exception as exc:
             if not _is_client_error(exc):
                 raise
-            raise _translate(exc, action=action, uri=self._uri, secret=self._token) from None
+            raise _translate(
+                exc, action=action, uri=self._uri, secret=self._token, hint=self._hint
+            ) from None
 
     # -- reads -------------------------------------------------------------------
 
@@ -489,7 +510,9 @@ class MilvusVectorStore(VectorStore):
     def load(cls, directory: Path, *, dim: int, **config: Any) -> MilvusVectorStore:
         """Reconnect to the collection named in ``config`` (the manifest's copy).
 
-        The token comes from ``$MILVUS_TOKEN`` (or a ``token=`` in ``config``).
+        The token comes from ``$MILVUS_TOKEN`` (or a ``token=`` in ``config``); when
+        :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` loads a manifest, only
+        for a server that ``$MILVUS_URI`` names or the caller allowed.
 
         Raises:
             BackendError: The collection no longer exists on that server.
@@ -532,7 +555,17 @@ def _is_client_error(exc: BaseException) -> bool:
     )
 
 
-def _translate(exc: BaseException, *, action: str, uri: str, secret: str | None) -> BackendError:
+def _token_of(env_uri: str | None, uri: str) -> str | None:
+    """The ``user:password`` written into ``$MILVUS_URI``, when it names the server ``uri``."""
+    if not env_uri or not same_endpoint(env_uri, uri):
+        return None
+    _, user, password = split_credentials(env_uri)
+    return f"{user}:{password or ''}" if user else None
+
+
+def _translate(
+    exc: BaseException, *, action: str, uri: str, secret: str | None, hint: str = ""
+) -> BackendError:
     message = str(getattr(exc, "message", "") or exc).strip() or type(exc).__name__
     if secret:
         message = message.replace(secret, "***")
@@ -542,7 +575,7 @@ def _translate(exc: BaseException, *, action: str, uri: str, secret: str | None)
         s in lowered for s in ("unauthenticated", "authenticat", "auth check", "password")
     ):
         return BackendConnectionError(
-            f"Milvus at {uri} refused the credentials (could not {action}): {message}"
+            f"Milvus at {uri} refused the credentials (could not {action}): {message}{hint}"
         )
     if code == 2 or any(
         s in lowered

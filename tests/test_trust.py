@@ -1,0 +1,334 @@
+"""A knowledge base from someone else: its manifest may name servers and files, but gets no secrets.
+
+Each test builds a knowledge base, then rewrites its manifest as a stranger could (the
+files' checksums still match) and opens it as its new owner would, with credentials in
+the environment for the owner's own servers.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import ColorEmbedder, solid
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.errors import BackendConnectionError, InvalidInputError, ModelLoadError
+
+CANARY = "canary-secret-5e1f0a9b"
+
+
+def _knowledge_base(path: Path, embedder: Any = None) -> Path:
+    with MultimodalRAG.create(path, embedder=embedder or ColorEmbedder()) as rag:
+        rag.add([solid("red"), solid("blue")], descriptions=["red", "blue"], progress=False)
+    return path
+
+
+def _rewrite(kb: Path, entry: str, kind: str | None = None, **config: Any) -> None:
+    manifest_file = kb / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    if kind is not None:
+        manifest[entry]["kind"] = kind
+    manifest[entry]["config"] = config
+    manifest_file.write_text(json.dumps(manifest))
+
+
+# -- Milvus ----------------------------------------------------------------------
+
+
+class _RefusingMilvusClient:
+    """Stands in for pymilvus.MilvusClient: records what it was given, then refuses it."""
+
+    calls: list[dict[str, Any]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        from pymilvus.exceptions import MilvusException
+
+        type(self).calls.append(kwargs)
+        raise MilvusException(code=1800, message="auth check failure, please check username and password")
+
+
+@pytest.fixture
+def milvus_client(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    pymilvus = pytest.importorskip("pymilvus")
+    monkeypatch.setattr(_RefusingMilvusClient, "calls", [])
+    monkeypatch.setattr(pymilvus, "MilvusClient", _RefusingMilvusClient)
+    return _RefusingMilvusClient.calls
+
+
+STRANGER_MILVUS = "http://203.0.113.7:19530"
+
+
+@pytest.fixture
+def milvus_kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    kb = _knowledge_base(tmp_path / "kb")
+    _rewrite(kb, "vector_store", "milvus", uri=STRANGER_MILVUS, collection="theirs", timeout=5)
+    monkeypatch.setenv("MILVUS_URI", "http://milvus.internal:19530")
+    monkeypatch.setenv("MILVUS_TOKEN", CANARY)
+    return kb
+
+
+def test_a_manifest_named_milvus_server_gets_no_token(
+    milvus_kb: Path, milvus_client: list[dict[str, Any]]
+) -> None:
+    with pytest.raises(BackendConnectionError) as caught:
+        MultimodalRAG.open(milvus_kb, embedder=ColorEmbedder(), read_only=True)
+    assert [call["uri"] for call in milvus_client] == [STRANGER_MILVUS]
+    assert all(CANARY not in str(call.get("token")) for call in milvus_client)
+    # The error says which server was not trusted and how to trust it.
+    message = str(caught.value)
+    assert STRANGER_MILVUS in message and "allow_endpoints" in message and CANARY not in message
+
+
+def test_an_allowed_milvus_server_gets_the_token(
+    milvus_kb: Path, milvus_client: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(BackendConnectionError):
+        MultimodalRAG.open(
+            milvus_kb, embedder=ColorEmbedder(), read_only=True, allow_endpoints=[STRANGER_MILVUS]
+        )
+    assert milvus_client[-1]["token"] == CANARY
+    # So does the server that $MILVUS_URI names.
+    monkeypatch.setenv("MILVUS_URI", STRANGER_MILVUS)
+    with pytest.raises(BackendConnectionError):
+        MultimodalRAG.open(milvus_kb, embedder=ColorEmbedder(), read_only=True)
+    assert milvus_client[-1]["token"] == CANARY
+
+
+def test_a_milvus_server_the_caller_names_gets_the_environments_token(
+    milvus_client: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from multimodal_rag.vectors.milvus import MilvusVectorStore
+
+    monkeypatch.setenv("MILVUS_TOKEN", CANARY)
+    with pytest.raises(BackendConnectionError):
+        MilvusVectorStore(8, uri=STRANGER_MILVUS)
+    assert milvus_client[-1]["token"] == CANARY
+
+
+def test_allow_endpoints_must_be_a_list_of_urls(milvus_kb: Path) -> None:
+    with pytest.raises(InvalidInputError, match="allow_endpoints"):
+        MultimodalRAG.open(milvus_kb, embedder=ColorEmbedder(), allow_endpoints=STRANGER_MILVUS)
+
+
+# -- PostgreSQL ------------------------------------------------------------------
+
+_SSL_REQUEST, _GSSENC_REQUEST = 80877103, 80877104
+
+
+class FakePostgres:
+    """Speaks just enough of PostgreSQL's protocol to ask for a cleartext password and keep it."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self.port = self._listener.getsockname()[1]
+        self.passwords: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self._session(conn)
+                except (OSError, struct.error):
+                    pass
+
+    def _session(self, conn: socket.socket) -> None:
+        while True:
+            (length,) = struct.unpack("!I", _read(conn, 4))
+            body = _read(conn, length - 4)
+            if struct.unpack("!I", body[:4])[0] not in (_SSL_REQUEST, _GSSENC_REQUEST):
+                break  # the startup message
+            conn.sendall(b"N")  # no TLS, no GSS encryption: carry on in the clear
+        conn.sendall(b"R" + struct.pack("!II", 8, 3))  # AuthenticationCleartextPassword
+        if _read(conn, 1) != b"p":
+            return
+        (length,) = struct.unpack("!I", _read(conn, 4))
+        self.passwords.append(_read(conn, length - 4).rstrip(b"\0").decode())
+        fields = b"SFATAL\0C28P01\0Mpassword authentication failed\0\0"
+        conn.sendall(b"E" + struct.pack("!I", 4 + len(fields)) + fields)
+
+
+def _read(conn: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            raise OSError("the client hung up")
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def fake_postgres() -> Iterator[FakePostgres]:
+    pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg_pool")
+    server = FakePostgres()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_kb(
+    tmp_path: Path, fake_postgres: FakePostgres, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    kb = _knowledge_base(tmp_path / "kb")
+    dsn = f"host=127.0.0.1 port={fake_postgres.port} user=alice dbname=theirs"
+    _rewrite(kb, "description_store", "postgres", dsn=dsn, table="theirs", timeout=5)
+    # Every place libpq and this library find a password: all meant for the owner's server.
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:*:{CANARY}-pgpass\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    monkeypatch.setenv("PGPASSWORD", f"{CANARY}-pgpassword")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://alice:{CANARY}-url@db.internal:5432/theirs")
+    return kb
+
+
+def test_a_manifest_named_postgres_server_gets_no_password(
+    postgres_kb: Path, fake_postgres: FakePostgres
+) -> None:
+    with pytest.raises(BackendConnectionError) as caught:
+        MultimodalRAG.open(postgres_kb, embedder=ColorEmbedder(), read_only=True)
+    assert not [p for p in fake_postgres.passwords if CANARY in p]
+    message = str(caught.value)
+    assert f"127.0.0.1:{fake_postgres.port}" in message and "allow_endpoints" in message
+
+
+def test_an_allowed_postgres_server_gets_the_password(
+    postgres_kb: Path, fake_postgres: FakePostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(BackendConnectionError, match="refused the credentials"):
+        MultimodalRAG.open(
+            postgres_kb, embedder=ColorEmbedder(), read_only=True, allow_endpoints=[fake_postgres.url]
+        )
+    assert fake_postgres.passwords == [f"{CANARY}-pgpassword"]
+    # So does the server $DATABASE_URL names, with that URL's password.
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://alice:{CANARY}-url@127.0.0.1:{fake_postgres.port}/theirs")
+    with pytest.raises(BackendConnectionError):
+        MultimodalRAG.open(postgres_kb, embedder=ColorEmbedder(), read_only=True)
+    assert fake_postgres.passwords[-1] == f"{CANARY}-url"
+
+
+def test_a_manifest_cannot_borrow_a_password_through_hostaddr_or_a_service(
+    postgres_kb: Path, fake_postgres: FakePostgres, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # host names the owner's server (so its password would match) but hostaddr points elsewhere.
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://alice:{CANARY}-url@db.internal:5432/theirs")
+    dsn = f"host=db.internal hostaddr=127.0.0.1 port={fake_postgres.port} user=alice dbname=theirs"
+    _rewrite(postgres_kb, "description_store", "postgres", dsn=dsn, table="theirs", timeout=5)
+    with pytest.raises(BackendConnectionError):
+        MultimodalRAG.open(postgres_kb, embedder=ColorEmbedder(), read_only=True)
+    # A service file entry of the owner's, whose password the stranger's host would receive.
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[owner]\npassword={CANARY}-service\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    dsn = f"service=owner host=127.0.0.1 port={fake_postgres.port} user=alice dbname=theirs"
+    _rewrite(postgres_kb, "description_store", "postgres", dsn=dsn, table="theirs", timeout=5)
+    with pytest.raises(BackendConnectionError):
+        MultimodalRAG.open(postgres_kb, embedder=ColorEmbedder(), read_only=True)
+    assert not [p for p in fake_postgres.passwords if CANARY in p]
+
+
+# -- CLIP checkpoints ----------------------------------------------------------------
+
+SIDE_EFFECT = "CODE FROM THE ARCHIVE RAN"
+
+
+def _code_running_archive(path: Path) -> Path:
+    """A TorchScript archive whose ``__setstate__`` runs, printing, as torch.jit.load reads it."""
+    import warnings
+
+    import torch
+
+    class Payload(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.x = torch.zeros(1)
+
+        def forward(self, a: torch.Tensor) -> torch.Tensor:
+            return a
+
+        @torch.jit.export
+        def __getstate__(self) -> tuple[torch.Tensor, bool]:
+            return (self.x, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+            print("CODE FROM THE ARCHIVE RAN")
+            self.x = state[0]
+            self.training = state[1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is deprecated
+        torch.jit.save(torch.jit.script(Payload()), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pytest.importorskip("torch")
+    pytest.importorskip("clip")
+    from tiny_clip import make_tiny_clip_checkpoint
+
+    root = tmp_path_factory.mktemp("clip-trust")
+    return {
+        "weights": make_tiny_clip_checkpoint(root / "weights.pt"),
+        "payload": _code_running_archive(root / "payload.pt"),
+    }
+
+
+@pytest.fixture
+def clip_kb(clip_files: dict[str, Path], tmp_path: Path) -> Path:
+    from multimodal_rag import CLIPEmbedder
+
+    return _knowledge_base(tmp_path / "kb", CLIPEmbedder(checkpoint=clip_files["weights"], precision="fp32"))
+
+
+def test_a_manifest_named_torchscript_archive_is_not_run(
+    clip_kb: Path, clip_files: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    _rewrite(clip_kb, "embedder", checkpoint=str(clip_files["payload"]), precision="fp32")
+    with pytest.raises(ModelLoadError, match="TorchScript.*allow_torchscript"):
+        MultimodalRAG.open(clip_kb, read_only=True)
+    # Nor can the manifest opt in on the caller's behalf.
+    _rewrite(clip_kb, "embedder", checkpoint=str(clip_files["payload"]), allow_torchscript=True)
+    with pytest.raises(ModelLoadError, match="manifest"):
+        MultimodalRAG.open(clip_kb, read_only=True)
+    assert SIDE_EFFECT not in capfd.readouterr().out
+
+
+def test_a_relative_checkpoint_in_a_manifest_is_not_looked_up_in_the_current_directory(
+    clip_kb: Path, clip_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(clip_files["weights"].parent)
+    _rewrite(clip_kb, "embedder", checkpoint="weights.pt", precision="fp32")
+    with pytest.raises(ModelLoadError, match="relative"):
+        MultimodalRAG.open(clip_kb, read_only=True)
+
+
+def test_a_state_dict_named_by_the_manifest_still_opens(clip_kb: Path) -> None:
+    with MultimodalRAG.open(clip_kb, read_only=True) as rag:
+        assert rag.search(image=solid("red"), k=1)[0].description == "red"
