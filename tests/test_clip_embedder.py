@@ -122,7 +122,9 @@ def test_texts_must_be_strings(clip_fp32: CLIPEmbedder) -> None:
 def test_torchscript_checkpoint_gives_the_same_model(
     checkpoints: dict[str, Path], clip_fp32: CLIPEmbedder
 ) -> None:
-    scripted = CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32")
+    scripted = CLIPEmbedder(
+        checkpoint=checkpoints["a-jit"], precision="fp32", allow_torchscript=True
+    )
     images = varied_images()
     np.testing.assert_allclose(
         scripted.embed_images(images), clip_fp32.embed_images(images), atol=1e-5
@@ -130,6 +132,46 @@ def test_torchscript_checkpoint_gives_the_same_model(
     np.testing.assert_allclose(
         scripted.embed_texts(["a cat"]), clip_fp32.embed_texts(["a cat"]), atol=1e-5
     )
+
+
+def test_a_torchscript_checkpoint_loads_only_when_allowed(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its code would run as it loads: the caller must say the file is trusted.
+    with pytest.raises(ModelLoadError, match="TorchScript.*allow_torchscript=True"):
+        CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32")
+    # openai's published archives are vouched for by their SHA-256.
+    from multimodal_rag.embedders import clip as clip_module
+
+    published = clip_module._sha256_file(checkpoints["a-jit"])
+    monkeypatch.setattr(clip_module, "_published_sha256s", lambda clip: {published})
+    assert CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32").dim == 64
+
+
+class _RunsCode:
+    """Unpickling this calls os.mkdir: what a hostile checkpoint's pickle could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_checkpoint_is_unpickled_as_tensors_only(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    import torch
+
+    state = torch.load(checkpoints["a"], weights_only=True)
+    state["visual.proj"] = _RunsCode(tmp_path / "code-ran")
+    hostile = tmp_path / "hostile.pt"
+    torch.save(state, hostile)
+    with pytest.raises(ModelLoadError, match="hostile.pt"):
+        CLIPEmbedder(checkpoint=hostile, precision="fp32")
+    assert not (tmp_path / "code-ran").exists()
 
 
 # -- identity ------------------------------------------------------------------

@@ -97,6 +97,37 @@ def test_symlinks_leading_outside_are_skipped_and_reported(kb, folder: Path) -> 
     assert len(opted_in.added) == 1 and not opted_in.skipped
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="needs FIFOs and /dev/zero")
+def test_names_in_a_folder_that_are_not_regular_files_are_skipped_with_reasons(kb, folder: Path) -> None:
+    os.mkfifo(folder / "pipe.jpg")  # reading it would block forever
+    os.symlink("/dev/zero", folder / "zero.png")  # reading it would never end
+    os.symlink(folder / "loop.png", folder / "loop.png")
+    os.symlink(folder / "gone.png", folder / "broken.png")
+    (folder / "folder.png").mkdir()  # a folder named like an image is just a folder
+    result = kb.add_directory(folder, progress=False, allow_outside=True)
+    reasons = {Path(s.source).name: s.reason for s in result.skipped}
+    assert sorted(reasons) == ["broken.png", "loop.png", "pipe.jpg", "zero.png"]
+    assert "FIFO" in reasons["pipe.jpg"] and "character device" in reasons["zero.png"]
+    assert "/dev/zero" in reasons["zero.png"] and "symlink loop" in reasons["loop.png"]
+    assert "broken symlink" in reasons["broken.png"]
+    assert len(result.added) == 1 and kb.get(result.added[0]).image_path == str(folder / "red.png")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="needs FIFOs and /dev/zero")
+def test_adding_a_fifo_or_a_device_is_an_image_error_not_a_hang(kb, tmp_path: Path) -> None:
+    from test_images import read_in_a_thread
+
+    os.mkfifo(tmp_path / "x.jpg")
+
+    def add(path):
+        return kb.add([path], progress=False)
+
+    for path, kind in ((tmp_path / "x.jpg", "FIFO"), (Path("/dev/zero"), "character device")):
+        error = read_in_a_thread(add, path)
+        assert isinstance(error, ImageError) and kind in str(error) and path.name in str(error)
+    unchanged(kb)
+
+
 # -- images that are not what they claim ----------------------------------------
 
 

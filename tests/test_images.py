@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,10 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     buffer = io.BytesIO()
     Image.new("1", (30000, 30000)).save(buffer, format="PNG")
     assert len(buffer.getvalue()) < 1_000_000
-    with pytest.raises(ImageError, match="too large"):
+    # Over Pillow's own hard limit, which Pillow checks first: the message still states ours.
+    with pytest.raises(ImageError, match="900,000,000 pixels, more than the limit of 50,000,000") as raised:
         open_image(buffer.getvalue())
+    assert "178,956,970" not in str(raised.value) and "178956970" not in str(raised.value)
     # Our own, lower limit applies from the header alone.
     with pytest.raises(ImageError, match="2,000,000 pixels, more than the limit of 1,000,000"):
         open_image(encoded(Image.new("1", (2000, 1000))), max_pixels=1_000_000)
@@ -91,3 +94,84 @@ def test_content_id_is_stable_and_distinguishes_images() -> None:
     assert image_bytes(solid("red")) == image_bytes(solid("red"))
     with pytest.raises(ImageError, match="expected an image path"):
         image_bytes(42)  # type: ignore[arg-type]
+
+
+def test_the_default_pixel_limit_bounds_memory_per_image() -> None:
+    # A 10000 x 10000 PNG compresses to a few kilobytes but decodes to 100 million pixels.
+    buffer = io.BytesIO()
+    Image.new("1", (10000, 10000)).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < 20_000
+    with pytest.raises(ImageError, match="100,000,000 pixels, more than the limit of 50,000,000"):
+        open_image(buffer.getvalue())
+    with pytest.raises(ImageError, match="limit of 50,000,000"):
+        open_image(Image.new("1", (10000, 10000)))
+
+
+def test_the_pixel_limit_counts_the_pixels_a_draft_decode_produces() -> None:
+    data = encoded(solid("red", (2000, 1000)), "JPEG")
+    with pytest.raises(ImageError, match="2,000,000 pixels"):
+        open_image(data, max_pixels=1_000_000)
+    # Decoded at 1/4 scale, it never holds more than 125,000 pixels.
+    assert open_image(data, max_pixels=1_000_000, draft_size=(224, 224)).size == (500, 250)
+
+
+def test_wide_images_are_scaled_in_bands() -> None:
+    # Taller than one band: every band must use the range of the whole image.
+    values = np.linspace(0, 60000, 3000 * 600).reshape(3000, 600).astype(np.uint16)
+    out = np.asarray(open_image(Image.fromarray(values)))
+    assert out[0, 0].tolist() == [0, 0, 0] and out[-1, -1].tolist() == [255, 255, 255]
+    assert abs(int(out[1500, 300, 0]) - 128) <= 1
+    floats = np.array([[np.nan, 0.0], [1.0, np.inf]], dtype=np.float32)
+    assert np.asarray(open_image(Image.fromarray(floats)))[1, 0].tolist() == [255, 255, 255]
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    solid("red", (64, 64)).save(path)
+    size = path.stat().st_size
+    for read in (lambda: open_image(path, max_file_bytes=size - 1), lambda: image_bytes(path, max_file_bytes=size - 1)):
+        with pytest.raises(ImageError, match=f"big.png.*{size:,} bytes, more than the limit of {size - 1:,}"):
+            read()
+    assert open_image(path, max_file_bytes=size).size == (64, 64)
+
+
+def read_in_a_thread(read, path: Path) -> object:
+    """What ``read(path)`` returns or raises within 10 s, or a failure naming the hang."""
+    import threading
+
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(read(path))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        # Unblock the reader (a writer's open and close gives it end-of-file), then fail.
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"{read.__name__} blocked on {path.name}")
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("read", [image_bytes, open_image])
+def test_a_fifo_named_like_an_image_is_refused_without_blocking(tmp_path: Path, read) -> None:
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    error = read_in_a_thread(read, fifo)
+    assert isinstance(error, ImageError) and "x.jpg" in str(error) and "FIFO" in str(error)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+@pytest.mark.parametrize("read", [image_bytes, open_image])
+def test_a_device_is_refused_without_reading_it(tmp_path: Path, read) -> None:
+    link = tmp_path / "zero.png"
+    os.symlink("/dev/zero", link)
+    for path in ("/dev/zero", link):
+        with pytest.raises(ImageError, match="character device, not a regular file"):
+            read(path)

@@ -214,3 +214,28 @@ def test_knowledge_base_on_milvus_and_postgres_reopens(
         assert isinstance(reopened.description_store, PostgresDescriptionStore)
         assert reopened.search(image=two_tone("red", "green"), k=2) == before
         assert before[0].description == "a red one"
+
+
+def test_a_server_only_the_manifest_names_gets_the_password_once_allowed(
+    dsn: str, tmp_path: Path, monkeypatch
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    password = _password(dsn)
+    params = conninfo_to_dict(dsn)
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    with MultimodalRAG.create(
+        tmp_path / "kb", embedder=ColorEmbedder(), description_store="postgres"
+    ) as rag:
+        on_server(rag.description_store)
+        rag.add([solid("red")], descriptions=["a red one"], progress=False)
+    # The knowledge base travels; its new owner keeps the password in $PGPASSWORD.
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("PGPASSWORD", password)
+    with pytest.raises(BackendConnectionError, match="allow_endpoints"):
+        MultimodalRAG.open(tmp_path / "kb", embedder=ColorEmbedder(), read_only=True)
+    server = f"postgresql://{params['host']}:{params.get('port', 5432)}"
+    with MultimodalRAG.open(
+        tmp_path / "kb", embedder=ColorEmbedder(), read_only=True, allow_endpoints=[server]
+    ) as reopened:
+        assert reopened.search(image=solid("red"), k=1)[0].description == "a red one"

@@ -101,6 +101,13 @@ def test_readers_taking_turns_without_pause_do_not_starve_a_writer() -> None:
             thread.join(5)
 
 
+def _until(condition: object) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "the threads never queued"
+        time.sleep(0.001)
+
+
 def test_readers_waiting_when_a_writer_leaves_go_before_the_next_writer() -> None:
     lock = ReadWriteLock()
     events: list[str] = []
@@ -114,17 +121,17 @@ def test_readers_waiting_when_a_writer_leaves_go_before_the_next_writer() -> Non
         with lock.write():
             events.append("writer 2")
 
-    readers = [threading.Thread(target=read, args=(f"reader {i}",)) for i in range(2)]
-    for thread in readers:
-        thread.start()
-    while lock._readers_waiting < 2:
-        time.sleep(0.001)
-    second_writer = threading.Thread(target=write)
-    second_writer.start()
-    while not lock._writers_waiting:
-        time.sleep(0.001)
-    lock.release_write()
+    readers = [threading.Thread(target=read, args=(f"reader {i}",), daemon=True) for i in range(2)]
+    second_writer = threading.Thread(target=write, daemon=True)
+    try:
+        for thread in readers:
+            thread.start()
+        _until(lambda: lock._readers_waiting == 2)
+        second_writer.start()
+        _until(lambda: lock._writers_waiting == 1)
+    finally:
+        lock.release_write()
     for thread in [*readers, second_writer]:
         thread.join(5)
     assert sorted(events[:2]) == ["reader 0", "reader 1"]
-    assert events[2] == "writer 2"
+    assert events[2:] == ["writer 2"]

@@ -7,6 +7,7 @@ the environment for the owner's own servers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -51,7 +52,7 @@ class _RefusingMilvusClient:
         from pymilvus.exceptions import MilvusException
 
         type(self).calls.append(kwargs)
-        raise MilvusException(code=1800, message="auth check failure, please check username and password")
+        raise MilvusException(code=1800, message="auth check failure, please check the password")
 
 
 @pytest.fixture
@@ -150,10 +151,8 @@ class FakePostgres:
                 return
             with conn:
                 conn.settimeout(5)
-                try:
+                with contextlib.suppress(OSError, struct.error):  # a client that gave up
                     self._session(conn)
-                except (OSError, struct.error):
-                    pass
 
     def _session(self, conn: socket.socket) -> None:
         while True:
@@ -222,11 +221,15 @@ def test_an_allowed_postgres_server_gets_the_password(
 ) -> None:
     with pytest.raises(BackendConnectionError, match="refused the credentials"):
         MultimodalRAG.open(
-            postgres_kb, embedder=ColorEmbedder(), read_only=True, allow_endpoints=[fake_postgres.url]
+            postgres_kb,
+            embedder=ColorEmbedder(),
+            read_only=True,
+            allow_endpoints=[fake_postgres.url],
         )
     assert fake_postgres.passwords == [f"{CANARY}-pgpassword"]
     # So does the server $DATABASE_URL names, with that URL's password.
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://alice:{CANARY}-url@127.0.0.1:{fake_postgres.port}/theirs")
+    own = f"postgresql://alice:{CANARY}-url@127.0.0.1:{fake_postgres.port}/theirs"
+    monkeypatch.setenv("DATABASE_URL", own)
     with pytest.raises(BackendConnectionError):
         MultimodalRAG.open(postgres_kb, embedder=ColorEmbedder(), read_only=True)
     assert fake_postgres.passwords[-1] == f"{CANARY}-url"
@@ -304,7 +307,8 @@ def clip_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def clip_kb(clip_files: dict[str, Path], tmp_path: Path) -> Path:
     from multimodal_rag import CLIPEmbedder
 
-    return _knowledge_base(tmp_path / "kb", CLIPEmbedder(checkpoint=clip_files["weights"], precision="fp32"))
+    embedder = CLIPEmbedder(checkpoint=clip_files["weights"], precision="fp32")
+    return _knowledge_base(tmp_path / "kb", embedder)
 
 
 def test_a_manifest_named_torchscript_archive_is_not_run(
@@ -332,3 +336,19 @@ def test_a_relative_checkpoint_in_a_manifest_is_not_looked_up_in_the_current_dir
 def test_a_state_dict_named_by_the_manifest_still_opens(clip_kb: Path) -> None:
     with MultimodalRAG.open(clip_kb, read_only=True) as rag:
         assert rag.search(image=solid("red"), k=1)[0].description == "red"
+
+
+def test_the_caller_opts_into_torchscript_by_passing_the_embedder(tmp_path: Path) -> None:
+    pytest.importorskip("clip")
+    from multimodal_rag import CLIPEmbedder
+    from tiny_clip import make_tiny_clip_checkpoint
+
+    archive = make_tiny_clip_checkpoint(tmp_path / "scripted.pt", jit=True)
+    trusted = CLIPEmbedder(checkpoint=archive, precision="fp32", allow_torchscript=True)
+    kb = _knowledge_base(tmp_path / "kb", trusted)
+    manifest = json.loads((kb / "manifest.json").read_text())
+    assert "allow_torchscript" not in manifest["embedder"]["config"]
+    with pytest.raises(ModelLoadError, match="embedder=CLIPEmbedder"):
+        MultimodalRAG.open(kb, read_only=True)
+    with MultimodalRAG.open(kb, read_only=True, embedder=trusted) as rag:
+        assert rag.search(image=solid("blue"), k=1)[0].description == "blue"

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 # None while the caller builds a component itself; the allowed endpoints while a manifest does.
 _MANIFEST_ENDPOINTS: ContextVar[tuple[str, ...] | None] = ContextVar(
@@ -165,9 +166,7 @@ def same_endpoint(url: str, other: str) -> bool:
         return False
 
 
-def may_send_credentials(
-    endpoint: object, *, env: str | None, same: Callable[[object, str], bool]
-) -> bool:
+def may_send_credentials(endpoint: E, *, env: str | None, same: Callable[[E, str], bool]) -> bool:
     """Whether credentials from the environment may go to ``endpoint``.
 
     Always, when the caller built the component; when a manifest did, only if ``endpoint`` is

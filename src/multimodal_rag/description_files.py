@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,9 @@ from attrs import frozen
 
 from multimodal_rag.descriptions.jsonl import RESERVED_KEYS, read_jsonl
 from multimodal_rag.errors import CorruptFileError, InvalidInputError
-from multimodal_rag.images import IMAGE_SUFFIXES
+from multimodal_rag.images import IMAGE_SUFFIXES, file_kind
 
-__all__ = ["DescriptionEntry", "DescriptionsFile", "find_images", "is_inside", "outside_root"]
+__all__ = ["DescriptionEntry", "DescriptionsFile", "find_images", "is_inside", "outside_root", "scan_images"]
 
 
 def is_inside(path: Path, root: Path) -> bool:
@@ -32,13 +34,46 @@ def find_images(directory: Path, *, recursive: bool = True) -> list[Path]:
     Raises:
         InvalidInputError: ``directory`` is not a directory.
     """
+    return scan_images(directory, recursive=recursive)[0]
+
+
+def scan_images(directory: Path, *, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files under ``directory`` and the image names that cannot be read as files.
+
+    Returns:
+        The regular files with an image suffix (any letter case), in sorted order,
+        and ``(path, reason)`` for each entry with an image suffix that is not a
+        regular file or a folder: a FIFO, a device, a socket, a symlink loop or a
+        broken symlink. Reading those would block, never end or fail, so they are
+        reported instead of read.
+
+    Raises:
+        InvalidInputError: ``directory`` is not a directory.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise InvalidInputError(f"not a directory: {str(directory)!r}")
     pattern = "**/*" if recursive else "*"
-    return sorted(
-        p for p in directory.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    files, unreadable = [], []
+    for path in directory.glob(pattern):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                unreadable.append((path, "a symlink loop"))
+            elif path.is_symlink():
+                unreadable.append((path, f"a broken symlink to {os.readlink(path)!r}"))
+            else:  # vanished since it was listed, or not readable
+                unreadable.append((path, f"cannot be read: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISREG(mode):
+            files.append(path)
+        elif not stat.S_ISDIR(mode):  # a folder named like an image is simply a folder
+            via = f" (a symlink to {os.readlink(path)!r})" if path.is_symlink() else ""
+            unreadable.append((path, f"{file_kind(mode)}{via}, not a regular file"))
+    return sorted(files), sorted(unreadable)
 
 
 @frozen

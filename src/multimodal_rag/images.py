@@ -4,6 +4,14 @@ Every embedder and answerer reads images through :func:`open_image`, so that all
 of them see the same pixels: EXIF orientation applied, transparency composited
 on white, any mode (P, L, LA, CMYK, 16-bit, float) converted to 8-bit RGB, and
 decompression bombs refused before they are decoded.
+
+Memory per image is bounded by two limits, both checked before anything is
+decoded: ``max_file_bytes`` on the file read (only regular files are read, never a
+FIFO or a device, which could block or never end) and ``max_pixels`` on the pixels
+decoded. Decoding and conversion to RGB take 5 to 10 bytes per pixel, so the
+default of 50 million pixels bounds one image to about 500 MB. A JPEG decoded with
+``draft_size`` counts only the pixels of its reduced decode, so large photos that
+are shrunk anyway stay accepted.
 """
 
 from __future__ import annotations
@@ -11,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+import stat
 import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from multimodal_rag.errors import ImageError
 from multimodal_rag.types import ImageInput, source_name
@@ -22,16 +31,23 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 __all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
     "content_id",
+    "file_kind",
     "image_bytes",
     "open_image",
     "to_rgb",
 ]
 
-#: Images larger than this many pixels are refused (a 12 MP photo is 12e6).
-DEFAULT_MAX_PIXELS = 100_000_000
+#: Images that would decode to more pixels than this are refused (a 12 MP photo is 12e6).
+#: At 5 to 10 bytes per pixel while decoding, one image takes at most about 500 MB.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+#: Image files larger than this are refused before they are read (256 MiB; a 50 MP
+#: photo is about 25 MB as a JPEG and 150 MB as an uncompressed TIFF).
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 
 #: File suffixes directory ingest treats as images (compared in lower case).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -42,25 +58,28 @@ def content_id(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def image_bytes(image: ImageInput) -> bytes:
+def image_bytes(image: ImageInput, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
     """The bytes an image's id is computed from.
 
     Files and bytes hash as they are encoded; a PIL image hashes its mode, size
     and pixels, so equal pictures get equal ids.
 
     Raises:
-        ImageError: A path that does not exist or cannot be read.
+        ImageError: A path that does not exist, cannot be read, is not a regular
+            file, is empty or is larger than ``max_file_bytes``.
     """
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     if isinstance(image, (str, os.PathLike)):
-        try:
-            return Path(image).read_bytes()
-        except OSError as exc:
-            raise ImageError(
-                f"cannot read image file {os.fspath(image)!r}: {exc.strerror or exc}",
-                source=os.fspath(image),
-            ) from exc
+        name = os.fspath(image)
+        with _open_regular_file(name, max_file_bytes) as file:
+            try:
+                data = file.read(max_file_bytes + 1)
+            except OSError as exc:
+                raise ImageError(f"cannot read image file {name!r}: {exc.strerror or exc}", source=name) from exc
+        if len(data) > max_file_bytes:  # it grew after its size was checked
+            raise _too_many_bytes(name, len(data), max_file_bytes)
+        return data
     pil = _require_pil_image(image)
     header = f"{pil.mode}:{pil.size[0]}x{pil.size[1]}:".encode()
     return header + pil.tobytes()
@@ -71,19 +90,24 @@ def open_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_size: tuple[int, int] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> PILImage.Image:
     """Decode an image into an 8-bit RGB PIL image.
 
     Args:
         image: A path, encoded bytes or a PIL image.
-        max_pixels: Refuse images with more pixels than this (decompression bombs).
+        max_pixels: Refuse images that would decode to more pixels than this
+            (decompression bombs); checked from the header, before decoding.
         draft_size: If given, let JPEG decoding reduce the image by a power of two
             as long as both sides stay at least this large (much faster for large
-            photos that will be shrunk anyway).
+            photos that will be shrunk anyway). ``max_pixels`` then applies to the
+            reduced size.
+        max_file_bytes: Refuse image files larger than this, before reading them.
 
     Raises:
-        ImageError: Missing file, not an image, truncated or corrupt data, or too
-            many pixels. The message names the image.
+        ImageError: Missing file, not a regular file, a file too large, not an
+            image, truncated or corrupt data, or too many pixels. The message
+            names the image.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -95,20 +119,17 @@ def open_image(
         if isinstance(image, (bytes, bytearray, memoryview)):
             if len(image) == 0:
                 raise ImageError("cannot read image <bytes>: it is empty", source=name)
-            fp: io.BytesIO | Path = io.BytesIO(bytes(image))
+            fp: BinaryIO = io.BytesIO(bytes(image))
         else:
-            fp = Path(os.fspath(image))
-            if not fp.is_file():
-                raise ImageError(f"image file not found: {name!r}", source=name)
-            if fp.stat().st_size == 0:
-                raise ImageError(f"cannot read image {name!r}: the file is empty", source=name)
-        with warnings.catch_warnings():
+            fp = _open_regular_file(os.fspath(image), max_file_bytes)
+        with fp, warnings.catch_warnings():
             # We enforce our own pixel limit below; PIL's warning would be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(fp) as opened:
-                _check_pixels(opened.size, max_pixels, name)
                 if draft_size is not None and opened.format == "JPEG":
+                    # Only the reduced image is decoded, so only its pixels count.
                     opened.draft("RGB", draft_size)
+                _check_pixels(opened.size, max_pixels, name)
                 opened.load()
                 return to_rgb(opened)
     except ImageError:
@@ -116,8 +137,19 @@ def open_image(
     except UnidentifiedImageError as exc:
         raise ImageError(f"cannot read image {name!r}: not a known image format", source=name) from exc
     except Image.DecompressionBombError as exc:
-        # PIL refuses images over twice its own limit before we see their size.
-        raise ImageError(f"image {name!r} is too large to decode safely: {exc}", source=name) from exc
+        # PIL refuses images over twice its own limit (Image.MAX_IMAGE_PIXELS) before we
+        # see their size; report our limit, or PIL's where the caller raised ours past it.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels"
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        if max_pixels < limit:
+            message = f"image {name!r} is {pixels}, more than the limit of {max_pixels:,} (raise max_pixels to accept it)"
+        else:
+            message = (
+                f"image {name!r} is {pixels}, more than Pillow's own limit of {limit:,} "
+                "(raise PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels to accept it)"
+            )
+        raise ImageError(message, source=name) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         # Truncated and corrupt files surface as OSError (or SyntaxError in some plugins).
         raise ImageError(f"cannot read image {name!r}: {exc}", source=name) from exc
@@ -125,16 +157,11 @@ def open_image(
 
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
     """Convert any PIL image to upright 8-bit RGB, compositing transparency on white."""
-    import numpy as np
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image) or image
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        # Wide integer and float images: scale their actual range into 8 bits.
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(((array - low) * scale).round().astype(np.uint8), mode="L")
+        image = _wide_to_8_bit(image)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("LA", "La", "PA"):
@@ -143,11 +170,92 @@ def to_rgb(image: PILImage.Image) -> PILImage.Image:
         image = image.convert("RGBA")
     if image.mode == "RGBA":
         background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.getchannel("A"))
+        background.paste(image, mask=image)  # an RGBA mask pastes by its alpha, without a copy of it
         return background
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image
+
+
+def _wide_to_8_bit(image: PILImage.Image) -> PILImage.Image:
+    """Scale a 16-bit, 32-bit or float image's actual range into 8-bit L, a band of rows at a time.
+
+    Converting the whole array to float64 at once cost 8 bytes per pixel more
+    than the image itself; bands keep the extra memory to one band.
+    """
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image)
+    low, high = float(array.min()), float(array.max())
+    if not (np.isfinite(low) and np.isfinite(high)):  # float images may hold NaN or inf
+        array = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = float(array.min()), float(array.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    out = np.empty(array.shape, dtype=np.uint8)
+    band = max(1, (1 << 20) // max(1, array.shape[1]))
+    for top in range(0, array.shape[0], band):
+        rows = array[top : top + band].astype(np.float64)
+        out[top : top + band] = ((rows - low) * scale).round()
+    return Image.fromarray(out, mode="L")
+
+
+def _open_regular_file(name: str, max_file_bytes: int) -> BinaryIO:
+    """Open an image file for reading, after checking it is a regular file of acceptable size.
+
+    A FIFO would block the read forever and a device such as ``/dev/zero`` never
+    ends; both are refused before they are opened, and what was opened is checked
+    again, in case the path changed in between.
+    """
+    try:
+        _check_regular(os.stat(name), name, max_file_bytes)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(name, flags)
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {name!r}", source=name) from None
+    except ImageError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ImageError(f"cannot read image file {name!r}: {getattr(exc, 'strerror', None) or exc}", source=name) from exc
+    try:
+        _check_regular(os.fstat(fd), name, max_file_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (``"a FIFO (named pipe)"``)."""
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def _check_regular(info: os.stat_result, name: str, max_file_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(
+            f"cannot read image {name!r}: it is {file_kind(info.st_mode)}, not a regular file", source=name
+        )
+    if info.st_size == 0:
+        raise ImageError(f"cannot read image {name!r}: the file is empty", source=name)
+    if info.st_size > max_file_bytes:
+        raise _too_many_bytes(name, info.st_size, max_file_bytes)
+
+
+def _too_many_bytes(name: str, size: int, max_file_bytes: int) -> ImageError:
+    return ImageError(
+        f"image file {name!r} is {size:,} bytes, more than the limit of {max_file_bytes:,} "
+        "(raise max_file_bytes to accept it)",
+        source=name,
+    )
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:

@@ -22,8 +22,10 @@ __all__ = ["ReentrantReadWriteLock", "reading", "writing"]
 class ReentrantReadWriteLock:
     """The stores' :class:`ReadWriteLock`, made re-entrant for the facade's methods.
 
-    Shared reading, exclusive writing, and a waiting writer goes before new readers
-    (so a steady stream of searches cannot starve an ingest). A thread that holds
+    Shared reading, exclusive writing, in fair turns: a waiting writer goes before
+    new readers (so a steady stream of searches cannot starve an ingest), and the
+    readers waiting when a writer finishes go before the next writer (so a thread
+    that changes and saves in a loop cannot starve searches). A thread that holds
     the lock may take it again, and the writer may also read, so a locked method may
     call another; a reader may not upgrade to writing.
     """

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from multimodal_rag.description_files import DescriptionsFile, find_images, outside_root
+from multimodal_rag._remote import build_from_manifest, check_endpoints
+from multimodal_rag.description_files import DescriptionsFile, outside_root, scan_images
 from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -212,6 +213,7 @@ class MultimodalRAG:
         read_only: bool = False,
         allow_modules: Iterable[str] = (),
         salvage: bool = False,
+        allow_endpoints: Iterable[str] = (),
     ) -> MultimodalRAG:
         """Open the knowledge base saved in ``path``.
 
@@ -231,6 +233,12 @@ class MultimodalRAG:
                 and what could not be recovered, and :meth:`repair` rebuilds the rest
                 (for instance, re-embeds the images of descriptions whose vectors
                 were lost).
+            allow_endpoints: Servers named by the manifest that may receive credentials
+                from the environment (``$MILVUS_TOKEN``, ``$PGPASSWORD``, ``~/.pgpass``),
+                as URLs: ``["http://milvus.internal:19530", "postgresql://db.internal:5432"]``.
+                The servers ``$MILVUS_URI`` and ``$DATABASE_URL`` name always may; any other
+                is reached without credentials. A manifest never opts into loading code
+                (a TorchScript checkpoint): pass your own ``embedder`` for that.
 
         Raises:
             KnowledgeBaseNotFoundError: No knowledge base there.
@@ -242,7 +250,9 @@ class MultimodalRAG:
             KnowledgeBaseAccessError: A file may not be read (a permission problem, not
                 damage; nothing is changed, even when salvaging).
             EmbedderMismatchError: ``embedder`` differs from the one it was built with.
+            InvalidInputError: ``allow_endpoints`` is not a list of URLs.
         """
+        allow_endpoints = check_endpoints(allow_endpoints)
         directory = KnowledgeBaseDirectory(Path(path))
         if not directory.path.is_dir():
             raise KnowledgeBaseNotFoundError(f"no knowledge base at {str(path)!r}")
@@ -267,25 +277,30 @@ class MultimodalRAG:
                     recorded = manifest["embedder"]
                     if embedder is None:
                         embedder_cls = resolve("embedder", recorded["kind"], allow_modules=allow_modules)
-                        embedder = embedder_cls(**recorded.get("config", {}))
+                        embedder = build_from_manifest(allow_endpoints, embedder_cls, **recorded.get("config", {}))
                     _check_embedder(embedder, recorded, directory.path)
                     vs_entry, ds_entry = manifest["vector_store"], manifest["description_store"]
                     vs_cls = resolve("vector_store", vs_entry["kind"], allow_modules=allow_modules)
                     ds_cls = resolve("description_store", ds_entry["kind"], allow_modules=allow_modules)
                     vs_config, ds_config = vs_entry.get("config", {}), ds_entry.get("config", {})
                     vector_store = (
-                        vs_cls(recorded["dim"], **vs_config)
+                        build_from_manifest(allow_endpoints, vs_cls, recorded["dim"], **vs_config)
                         if "vectors" in damaged
-                        else vs_cls.load(snapshot / "vectors", dim=recorded["dim"], **vs_config)
+                        else build_from_manifest(
+                            allow_endpoints, vs_cls.load, snapshot / "vectors", dim=recorded["dim"], **vs_config
+                        )
                     )
                     snapshot_ids = None if "vectors" in damaged else set(vector_store.ids())
                     salvaged = from_older = 0
                     if "descriptions" in damaged:
-                        description_store, salvaged, from_older = salvage_descriptions(
-                            ds_cls, ds_config, directory, generation, expected_ids=snapshot_ids
+                        description_store, salvaged, from_older = build_from_manifest(
+                            allow_endpoints, salvage_descriptions,
+                            ds_cls, ds_config, directory, generation, expected_ids=snapshot_ids,
                         )
                     else:
-                        description_store = ds_cls.load(snapshot / "descriptions", **ds_config)
+                        description_store = build_from_manifest(
+                            allow_endpoints, ds_cls.load, snapshot / "descriptions", **ds_config
+                        )
                     journal = load_journal(
                         directory.journal, generation, vector_store, description_store, salvage=salvage
                     )
@@ -492,7 +507,9 @@ class MultimodalRAG:
 
         Unreadable images are skipped and reported, never stopping the rest; the
         knowledge base is updated batch by batch. So are symlinks that lead outside
-        ``directory``, unless ``allow_outside`` is true.
+        ``directory``, unless ``allow_outside`` is true, and image names that are not
+        regular files (FIFOs, devices, symlink loops, broken symlinks), which are
+        never opened.
 
         Args:
             directory: Folder of images (jpg, jpeg, png, webp, gif, bmp, tif, tiff).
@@ -508,7 +525,7 @@ class MultimodalRAG:
                 is unreadable or has an entry leading outside ``directory``.
         """
         root = Path(directory)
-        files = find_images(root, recursive=recursive)
+        files, not_files = scan_images(root, recursive=recursive)
         escaping = [] if allow_outside else outside_root(files, root)
         if escaping:
             refused_files = set(escaping)
@@ -537,6 +554,9 @@ class MultimodalRAG:
                 for file in escaping
             ]
             result = attrs.evolve(result, skipped=(*refused, *result.skipped))
+        if not_files:
+            unread = [Skipped(source=str(path), reason=reason) for path, reason in not_files]
+            result = attrs.evolve(result, skipped=(*unread, *result.skipped))
         return result
 
     def _ingest(self, items: list[_Item], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:

@@ -8,6 +8,7 @@ gateways that speak the same protocol.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -16,8 +17,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
+from multimodal_rag._remote import redact_url, split_credentials
 from multimodal_rag.answerers._common import (
     check_min_score,
     check_question,
@@ -79,13 +81,17 @@ class OpenAIAnswerer(Answerer):
     """Asks a vision model through the official ``openai`` client.
 
     Every argument is a keyword. ``api_key`` and ``base_url`` default to the
-    ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` environment variables. The key is never
-    part of :meth:`config`, the repr, log lines or error messages.
+    ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` environment variables. The key, and a
+    ``user:password@`` written into the base URL, are never part of :meth:`config`,
+    ``base_url``, the repr, log lines or error messages (including the provider's error
+    chained as ``__cause__`` and its ``body``), even when the provider echoes them.
 
     Args:
         model: Model (or Azure deployment) name.
         api_key: The provider's API key.
-        base_url: The endpoint, e.g. ``http://localhost:8000/v1`` for a local server.
+        base_url: The endpoint, e.g. ``http://localhost:8000/v1`` for a local server. A
+            ``user:password@`` in it is sent as HTTP basic authentication (in place of
+            the API key's bearer token) and kept out of the URL the HTTP client logs.
         organization: OpenAI organisation id.
         timeout: Seconds to wait for one request.
         max_retries: Retries after rate limits, server errors and timeouts (the client
@@ -154,7 +160,10 @@ class OpenAIAnswerer(Answerer):
         if key is None and client is None and async_client is None:
             raise AnswererAuthenticationError(_missing_key_message())
         self.model = model
-        self.base_url = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
+        base_url = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
+        # The endpoint without credentials: the HTTP client logs its URL and puts it in errors.
+        self.base_url = redact_url(base_url) if base_url else None
+        self._url_password, self._basic_auth = _url_credentials(base_url)
         self.organization = organization
         self.timeout = float(timeout)
         self.max_retries = max_retries
@@ -287,7 +296,7 @@ class OpenAIAnswerer(Answerer):
     def config(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "base_url": _without_credentials(self.base_url),
+            "base_url": self.base_url,
             "organization": self.organization,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
@@ -437,19 +446,23 @@ class OpenAIAnswerer(Answerer):
     def _client_options(self) -> dict[str, Any]:
         if self._api_key is None:
             raise AnswererAuthenticationError(_missing_key_message())
-        return {
+        options = {
             "api_key": self._api_key.reveal(),
             "base_url": self.base_url,
             "organization": self.organization,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
         }
+        if self._basic_auth is not None:
+            # What the HTTP client would make of credentials in the URL, without the URL.
+            options["default_headers"] = {"Authorization": self._basic_auth.reveal()}
+        return options
 
     def _endpoint(self) -> str:
         """The endpoint as named in messages (never with credentials)."""
         client = self._client if self._client is not None else self._async_client
         url = self.base_url or (str(client.base_url) if client is not None and hasattr(client, "base_url") else None)
-        return _without_credentials(url or _DEFAULT_ENDPOINT) or _DEFAULT_ENDPOINT
+        return redact_url(url or _DEFAULT_ENDPOINT)
 
     @contextmanager
     def _provider_errors(self) -> Iterator[None]:
@@ -491,15 +504,42 @@ class OpenAIAnswerer(Answerer):
         return AnswererError(f"{where}: {message}")
 
     def _redact_exception(self, exc: BaseException) -> None:
-        exc.args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
-        if isinstance(getattr(exc, "message", None), str):
-            exc.message = self._redact(exc.message)  # type: ignore[attr-defined]
+        """Redact the provider's error and those chained to it: tracebacks print them all."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            current.args = tuple(self._redact_value(a) for a in current.args)
+            for attr in ("message", "body"):  # an APIError's parsed message and JSON body
+                if hasattr(current, attr):
+                    setattr(current, attr, self._redact_value(getattr(current, attr)))
+            current = current.__cause__ or current.__context__
+
+    def _redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, dict):
+            return {key: self._redact_value(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._redact_value(item) for item in value]
+        return value
 
     def _redact(self, text: str) -> str:
-        # Some providers echo the key they rejected; it must not reach a log or a traceback.
-        if self._api_key is not None and self._api_key.reveal():
-            text = text.replace(self._api_key.reveal(), "***")
+        # Some providers echo the key or the authorization header they rejected, or the URL
+        # they were asked for; none of it may reach a log or a traceback.
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
         return text
+
+    def _secrets(self) -> list[str]:
+        secrets = [self._api_key.reveal()] if self._api_key is not None else []
+        if self._url_password is not None:
+            password = self._url_password.reveal()
+            secrets += [password, unquote(password)]
+        if self._basic_auth is not None:
+            secrets.append(self._basic_auth.reveal().removeprefix("Basic "))
+        # Longest first, so that no secret is left half-replaced by a shorter one inside it.
+        return sorted({s for s in secrets if s}, key=len, reverse=True)
 
 
 def _check_count(name: str, value: object, *, minimum: int) -> None:
@@ -526,15 +566,16 @@ def _usage(usage: Any) -> dict[str, int]:
     return counts
 
 
-def _without_credentials(url: str | None) -> str | None:
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+def _url_credentials(url: str | None) -> tuple[_Secret | None, _Secret | None]:
+    """The password as written in ``url``, and the basic-auth header its user and password make."""
+    if not url:
+        return None, None
+    _, user, password = split_credentials(url)
+    if user is None and password is None:
+        return None, None
+    pair = f"{unquote(user or '')}:{unquote(password or '')}"
+    header = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return (_Secret(password) if password else None), _Secret(header)
 
 
 def _import_openai() -> Any:

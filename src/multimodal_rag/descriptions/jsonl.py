@@ -22,6 +22,7 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
+from multimodal_rag.validation import check_id, check_metadata
 
 __all__ = ["RESERVED_KEYS", "JSONLDescriptionStore", "read_jsonl", "record_from_json", "record_to_json"]
 
@@ -81,11 +82,17 @@ def _is_utf8(text: str) -> bool:
 
 
 def check_record(record: Record) -> None:
-    """Reject records no store could keep faithfully."""
+    """Reject records no store could keep faithfully.
+
+    Every store's ``put`` calls it, so the rules of :mod:`multimodal_rag.validation`
+    (ids; metadata JSON gives back exactly) hold whichever store is used.
+
+    Raises:
+        InvalidInputError: The message names the record and what is wrong with it.
+    """
     if not isinstance(record, Record):
         raise InvalidInputError(f"expected a Record, got {type(record).__name__}")
-    if not isinstance(record.id, str) or not record.id:
-        raise InvalidInputError(f"record id must be a non-empty string, got {record.id!r}")
+    check_id(record.id, what="record id")
     if record.description is not None and not isinstance(record.description, str):
         raise InvalidInputError(f"description of {record.id!r} must be a string or None")
     if record.image_path is not None and not isinstance(record.image_path, str):
@@ -96,7 +103,8 @@ def check_record(record: Record) -> None:
     clash = RESERVED_KEYS.intersection(record.metadata)
     if clash:
         raise InvalidInputError(f"metadata of {record.id!r} uses reserved key(s) {sorted(clash)}")
-    try:
+    check_metadata(record.metadata, owner=f"record {record.id!r}")
+    try:  # what the structural check leaves: lone surrogates, integers too long to print
         json.dumps(record.metadata, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata of {record.id!r} is not JSON-serialisable: {exc}") from exc

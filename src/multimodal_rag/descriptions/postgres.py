@@ -25,7 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from multimodal_rag._remote import fresh_name, import_optional, valid_name
+from multimodal_rag._remote import (
+    fresh_name,
+    import_optional,
+    may_send_credentials,
+    valid_name,
+    withheld_hint,
+)
 from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import (
     BackendConnectionError,
@@ -40,6 +46,9 @@ __all__ = ["PostgresDescriptionStore"]
 
 #: Environment variable read when no ``dsn`` is passed.
 DSN_ENV = "DATABASE_URL"
+
+# A password file that cannot exist (a path under a device file): libpq then reads none.
+_NO_PASSFILE = os.path.join(os.devnull, "no-password-file")
 
 _MARKER_FILE = "postgres.json"
 _COLUMNS = "id, image_path, description, metadata_json"
@@ -81,7 +90,11 @@ class PostgresDescriptionStore(DescriptionStore):
         table: Table name; a fresh ``mrag_descriptions_...`` name by default.
         password: The password, when the DSN has none. Otherwise it is taken from
             ``$DATABASE_URL`` when that names the same server, database and user,
-            and finally from libpq's own ``$PGPASSWORD`` or ``~/.pgpass``.
+            and finally from libpq's own ``$PGPASSWORD``, ``~/.pgpass`` or service
+            file. When a knowledge base's manifest names the server, those are used
+            only for a server that ``$DATABASE_URL`` names or the caller allowed with
+            ``MultimodalRAG.open(..., allow_endpoints=[...])``; any other is reached
+            without a password.
         max_connections: Size of the connection pool.
         timeout: Seconds to wait for a connection (connecting, or a free one in the pool).
         create: Create the table when it does not exist; with ``False`` a missing
@@ -124,8 +137,16 @@ class PostgresDescriptionStore(DescriptionStore):
             params = psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
             raise InvalidInputError(f"cannot parse the PostgreSQL DSN: {exc}") from None
-        self._password = password or params.pop("password", None) or _password_from_env(params)
+        explicit = password or params.pop("password", None)
         params.pop("password", None)
+        # A DSN without a host leaves the server to the environment ($PGHOST, the local
+        # socket), as the caller's own settings do.
+        trusted = not (params.get("host") or params.get("hostaddr")) or may_send_credentials(
+            params, env=os.environ.get(DSN_ENV), same=_same_server
+        )
+        self._password = explicit or (_password_from_env(params) if trusted else None)
+        # A server only a manifest names gets no password meant for the caller's servers.
+        withhold = not explicit and not trusted
         self._params = {key: str(value) for key, value in params.items()}
         self._dsn = psycopg.conninfo.make_conninfo(**self._params)
         self._table_name = (
@@ -137,6 +158,17 @@ class PostgresDescriptionStore(DescriptionStore):
         connect_args: dict[str, Any] = {"connect_timeout": max(1, round(self._timeout))}
         if self._password:
             connect_args["password"] = self._password
+        elif withhold:
+            # libpq fills a missing password from $PGPASSWORD, the password file or a
+            # service file by itself; an empty one and a password file that does not
+            # exist leave it nothing to send.
+            connect_args["password"] = ""
+            connect_args["passfile"] = _NO_PASSFILE
+        self._hint = (
+            withheld_hint(self.where, f"${DSN_ENV}'s, $PGPASSWORD's and ~/.pgpass's passwords")
+            if withhold
+            else ""
+        )
 
         # One direct connection first: it reports the server's own reason (refused,
         # bad password, unknown database) where a pool would only time out.
@@ -223,7 +255,7 @@ class PostgresDescriptionStore(DescriptionStore):
             if "password" in message.lower() or "authentication" in message.lower():
                 raise BackendConnectionError(
                     f"PostgreSQL at {self.where} refused the credentials "
-                    f"(could not {action}): {message}"
+                    f"(could not {action}): {message}{self._hint}"
                 ) from None
             raise BackendConnectionError(
                 f"cannot reach PostgreSQL at {self.where} (could not {action}): {message}"
@@ -374,6 +406,10 @@ class PostgresDescriptionStore(DescriptionStore):
     def load(cls, directory: Path, **config: Any) -> PostgresDescriptionStore:
         """Reconnect to the table named in ``config`` (the manifest's copy).
 
+        The password comes as for the constructor; when
+        :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` loads a manifest, only
+        for a server that ``$DATABASE_URL`` names or the caller allowed.
+
         Raises:
             BackendError: The table no longer exists in that database.
         """
@@ -398,6 +434,26 @@ def _password_from_env(params: dict[str, Any]) -> str | None:
         str(other.get(key)) == str(params.get(key)) for key in ("host", "port", "dbname", "user")
     )
     return other.get("password") if same else None
+
+
+def _same_server(params: dict[str, Any], other: str) -> bool:
+    """Whether conninfo ``params`` and the DSN ``other`` name one server: host, hostaddr, port."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        theirs = conninfo_to_dict(other)
+    except Exception:  # not a PostgreSQL address (a Milvus URL, say): not this server
+        return False
+    return _server(params) == _server(theirs)
+
+
+def _server(params: dict[str, Any]) -> tuple[str, str, str]:
+    default_port = os.environ.get("PGPORT") or "5432"
+    return (
+        str(params.get("host") or "").lower(),
+        str(params.get("hostaddr") or ""),
+        str(params.get("port") or default_port),
+    )
 
 
 # Marks a stored string that was escaped; a noncharacter, so real text almost never starts with it.

@@ -139,6 +139,7 @@ class SQLiteDescriptionStore(DescriptionStore):
             verdict = store._db.execute("PRAGMA quick_check").fetchone()[0]
             if verdict != "ok":
                 raise sqlite3.DatabaseError(verdict)
+            _check_rows(store._db)
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(f"cannot read the description database {str(path)!r}: {exc}") from exc
         finally:
@@ -182,6 +183,26 @@ class SQLiteDescriptionStore(DescriptionStore):
             records.append(record)
         store.put(records)
         return store
+
+
+def _check_rows(db: sqlite3.Connection) -> None:
+    """Refuse a database whose rows this store could not have written.
+
+    A file with a matching checksum may still come from someone else: every row must
+    decode (UTF-8 text, JSON metadata) now rather than fail in the middle of a search.
+    """
+    wrong = db.execute(
+        "SELECT id FROM records WHERE typeof(id) != 'text' OR typeof(metadata) != 'text' "
+        "OR typeof(image_path) NOT IN ('text', 'null') OR typeof(description) NOT IN ('text', 'null') "
+        "OR NOT json_valid(metadata) OR json_type(metadata) != 'object' LIMIT 1"
+    ).fetchone()
+    if wrong is not None:
+        raise sqlite3.DatabaseError(f"a row of an unexpected shape (id {wrong[0]!r})")
+    try:
+        for _ in db.execute("SELECT id, image_path, description FROM records"):
+            pass  # decoding each text value is the check
+    except sqlite3.OperationalError as exc:
+        raise sqlite3.DatabaseError(str(exc)) from exc
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:

@@ -1,8 +1,10 @@
 """The default embedder: openai/CLIP models, with a fast streaming ingest.
 
-Models load through the real ``clip.load`` (the ``clip-anytorch`` package), from a
-named model in the usual download cache or from a local checkpoint file (a
-``state_dict`` or a TorchScript archive). Image ingest is a pipeline: worker
+Models load through the real openai/CLIP code (the ``clip-anytorch`` package), from a
+named model in the usual download cache (checked against its published SHA-256) or from
+a local checkpoint file: a ``state_dict``, read with ``torch.load(weights_only=True)``,
+so that it holds tensors and no code, or, only when the caller allows it, a TorchScript
+archive, whose code runs as it loads. Image ingest is a pipeline: worker
 threads decode and preprocess the next images (draft-decoding large JPEGs) while
 the encoder runs on the current batch, in bf16 on CPUs that support it when that
 keeps the embeddings within cosine 0.99 of fp32.
@@ -13,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from multimodal_rag._remote import manifest_endpoints
 from multimodal_rag.embedders.pipeline import ordered_map
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION, load_clip_pixels
 from multimodal_rag.errors import (
@@ -51,8 +55,10 @@ class CLIPEmbedder(Embedder):
         model: A name from ``clip.available_models()`` (``"ViT-B/32"``, ``"ViT-L/14"``,
             ...). Without ``checkpoint`` it is downloaded to ``download_root`` on
             first use; with one, it only labels the model in the fingerprint.
-        checkpoint: A local weights file (a ``state_dict`` or TorchScript archive, as
-            ``clip.load`` accepts). Loading it never touches the network.
+        checkpoint: A local weights file: a ``state_dict`` saved with ``torch.save``
+            (read with ``weights_only=True``), or a TorchScript archive, which loads only
+            with ``allow_torchscript`` or when it is one of openai's published files
+            (checked by SHA-256). Loading it never touches the network.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; by default CUDA when present.
         precision: ``"auto"`` (fp16 on CUDA; bf16 on CPUs with native bf16 when it
             keeps embeddings within cosine 0.99 of fp32; fp32 otherwise), ``"fp32"``,
@@ -64,10 +70,17 @@ class CLIPEmbedder(Embedder):
         draft: Let the JPEG decoder shrink large photos by up to 8x before the resize
             (several times faster; the embedding moves very slightly).
         max_pixels: Refuse images with more pixels than this.
+        allow_torchscript: Load a ``checkpoint`` that is a TorchScript archive. Such an
+            archive holds code, which runs as it loads: allow it only for a file you
+            trust. A knowledge base's manifest can never set this; to open one with
+            such weights, build the embedder yourself and pass it to
+            ``MultimodalRAG.open(path, embedder=...)``.
 
     Raises:
-        ModelLoadError: The weights cannot be found, downloaded or read; the message
-            says where it looked and how to pass a local ``checkpoint``.
+        ModelLoadError: The weights cannot be found, downloaded or read (the message
+            says where it looked and how to pass a local ``checkpoint``); the checkpoint
+            is a TorchScript archive that was not allowed; or a manifest names a relative
+            path or sets ``allow_torchscript``.
         InvalidInputError: An unknown precision, or a device that is not available.
     """
 
@@ -85,7 +98,10 @@ class CLIPEmbedder(Embedder):
         download_root: str | os.PathLike[str] | None = None,
         draft: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        allow_torchscript: bool = False,
     ) -> None:
+        if manifest_endpoints() is not None:
+            _check_manifest_config(checkpoint, download_root, allow_torchscript)
         if precision not in PRECISIONS:
             raise InvalidInputError(
                 f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}"
@@ -107,7 +123,11 @@ class CLIPEmbedder(Embedder):
         self.max_pixels = max_pixels
         self._precision_setting = precision
         self._model, self._weights_sha256 = _load_model(
-            model, self.checkpoint, self.download_root, self.device
+            model,
+            self.checkpoint,
+            self.download_root,
+            self.device,
+            allow_torchscript=allow_torchscript,
         )
         self._model.eval()
         self.resolution: int = int(self._model.visual.input_resolution)
@@ -301,25 +321,72 @@ class CLIPEmbedder(Embedder):
 # -- model loading -----------------------------------------------------------------
 
 
+def _check_manifest_config(
+    checkpoint: str | os.PathLike[str] | None,
+    download_root: str | os.PathLike[str] | None,
+    allow_torchscript: bool,
+) -> None:
+    """Refuse what only the caller may decide, when a knowledge base's manifest configures CLIP.
+
+    A manifest may come from someone else: it must not opt into running code, and a relative
+    path in it would name a file in whatever directory the process happens to run in.
+    """
+    if allow_torchscript:
+        raise ModelLoadError(
+            "the knowledge base's manifest sets allow_torchscript for its CLIP embedder; only "
+            "the caller may allow a TorchScript checkpoint: build CLIPEmbedder(..., "
+            "allow_torchscript=True) for a file you trust and pass it as "
+            "MultimodalRAG.open(path, embedder=...)"
+        )
+    for what, path in (("checkpoint", checkpoint), ("download_root", download_root)):
+        if path is not None and not Path(path).expanduser().is_absolute():
+            raise ModelLoadError(
+                f"the knowledge base's manifest names the CLIP {what} {str(path)!r}, a relative "
+                "path that would be looked up in the current directory; build CLIPEmbedder("
+                f"{what}='/absolute/path', ...) and pass it as "
+                "MultimodalRAG.open(path, embedder=...)"
+            )
+
+
 def _load_model(
-    name: str, checkpoint: Path | None, download_root: Path | None, device: torch.device
+    name: str,
+    checkpoint: Path | None,
+    download_root: Path | None,
+    device: torch.device,
+    *,
+    allow_torchscript: bool = False,
 ) -> tuple[Any, str]:
-    """Load a CLIP model through ``clip.load``; return it and the SHA-256 of its weights file."""
+    """Load a CLIP model; return it and the SHA-256 of its weights file."""
     clip = _import_clip()
     if checkpoint is not None:
         if not checkpoint.is_file():
             raise ModelLoadError(
                 f"CLIP checkpoint for model {name!r} not found: {str(checkpoint)!r} is not a file; "
-                "pass checkpoint= the path of a CLIP weights file (a state_dict or TorchScript .pt)"
+                "pass checkpoint= the path of a CLIP weights file (a state_dict .pt)"
+            )
+        sha256 = _sha256_file(checkpoint)
+        scripted = _is_torchscript(checkpoint)
+        # openai's own archives are TorchScript; the published checksum vouches for their code.
+        if scripted and not allow_torchscript and sha256 not in _published_sha256s(clip):
+            raise ModelLoadError(
+                f"CLIP checkpoint {str(checkpoint)!r} is a TorchScript archive, which holds code "
+                "that runs as it loads; pass allow_torchscript=True if you trust the file, or "
+                "convert it once into a state_dict: torch.save(torch.jit.load(path).state_dict(), "
+                "'weights.pt'). A knowledge base opened from its manifest never loads one: pass "
+                "MultimodalRAG.open(path, embedder=CLIPEmbedder(..., allow_torchscript=True))"
             )
         try:
-            model = _quiet_load(clip, str(checkpoint), device)
+            if scripted:
+                model = _quiet_load(clip, str(checkpoint), device)
+            else:
+                model = _load_state_dict(clip, checkpoint, device)
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot load CLIP checkpoint {str(checkpoint)!r} (model {name!r}): {exc}; "
-                "it must be a CLIP state_dict or TorchScript archive such as openai/CLIP publishes"
+                "it must be a CLIP state_dict (or a TorchScript archive such as openai/CLIP "
+                "publishes)"
             ) from exc
-        return model, _sha256_file(checkpoint)
+        return model, sha256
 
     available = clip.available_models()
     root = download_root if download_root is not None else Path(_DEFAULT_DOWNLOAD_ROOT).expanduser()
@@ -341,6 +408,31 @@ def _load_model(
         ) from exc
     # The file's name in openai's URL is its SHA-256, and clip.load checked it.
     return model, url.split("/")[-2]
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` and code."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False  # a legacy pickle or not weights at all: torch.load says which
+    inner = {name.partition("/")[2] for name in names}
+    return "constants.pkl" in inner or any(name.startswith("code/") for name in inner)
+
+
+def _published_sha256s(clip: Any) -> set[str]:
+    # The file's name in each of openai's URLs is its SHA-256.
+    return {url.split("/")[-2] for url in clip.clip._MODELS.values()}
+
+
+def _load_state_dict(clip: Any, checkpoint: Path, device: torch.device) -> Any:
+    """Build CLIP from a ``state_dict`` file; ``weights_only`` unpickles tensors, nothing else."""
+    torch = _import_torch()
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"it holds a {type(state).__name__}, not a state_dict")
+    return clip.model.build_model(state).to(device).float()
 
 
 def _quiet_load(clip: Any, name: str, device: torch.device, **kwargs: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from multimodal_rag.images import DEFAULT_MAX_PIXELS, open_image
+from multimodal_rag.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, open_image
 from multimodal_rag.types import ImageInput
 
 if TYPE_CHECKING:
@@ -78,13 +78,20 @@ def load_clip_pixels(
     *,
     draft: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> np.ndarray:
     """Decode an image (path, bytes or PIL image) and preprocess it for CLIP.
+
+    ``max_pixels`` counts the pixels actually decoded: with ``draft``, a large JPEG
+    counts at its reduced size (see :func:`~multimodal_rag.images.open_image`).
 
     Raises:
         ImageError: The image cannot be read; the message names it.
     """
     picture = open_image(
-        image, max_pixels=max_pixels, draft_size=draft_size(resolution) if draft else None
+        image,
+        max_pixels=max_pixels,
+        draft_size=draft_size(resolution) if draft else None,
+        max_file_bytes=max_file_bytes,
     )
     return clip_pixels(picture, resolution)

@@ -138,9 +138,11 @@ class PositionalFaissStore(LabelledVectorStore):
         try:
             index = faiss.read_index(str(path))
             label_at = np.load(directory / _POSITIONS_FILE, allow_pickle=False)
-        except (RuntimeError, OSError, ValueError) as exc:
+        except Exception as exc:  # numpy parses the header with Python's tokenizer: any error is possible
             raise CorruptFileError(f"cannot read the FAISS index in {str(directory)!r}: {exc}") from exc
         labels = LabelMap.load(directory / _IDS_FILE)
+        if label_at.dtype != np.int64 or label_at.ndim != 1:
+            raise CorruptFileError(f"the label file in {str(directory)!r} is not a list of 64-bit labels")
         live = label_at[label_at != _DEAD]
         if (
             index.d != self._dim

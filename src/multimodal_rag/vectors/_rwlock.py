@@ -9,12 +9,19 @@ __all__ = ["ReadWriteLock"]
 
 
 class ReadWriteLock:
-    """Lets any number of readers in together, or exactly one writer.
+    """Lets any number of readers in together, or exactly one writer, in fair turns.
 
-    Writers are preferred: once a writer waits, new readers queue behind it, so a
-    steady stream of searches cannot starve an add. The lock is not re-entrant; code
-    holding it must not take it again (a nested read would wait for a queued writer
-    that waits for the outer read).
+    The lock is phase-fair, so neither side can starve the other:
+
+    - once a writer waits, newly arriving readers queue behind it, so a steady
+      stream of searches cannot starve an add;
+    - when a writer releases the lock, every reader that was waiting at that moment
+      goes in before the next writer, so a thread that changes and saves in a loop
+      cannot starve searches. A reader waits at most for the writer holding the lock
+      and one writer queued before it.
+
+    The lock is not re-entrant; code holding it must not take it again (a nested
+    read would wait for a queued writer that waits for the outer read).
 
     Usage::
 
@@ -29,6 +36,11 @@ class ReadWriteLock:
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        self._readers_waiting = 0
+        # Each writer's release starts a new read phase: readers that waited through it
+        # are let in ("admitted"), and no writer goes in until all of them have.
+        self._phase = 0
+        self._admitted = 0
         self._read = _Guard(self.acquire_read, self.release_read)
         self._write = _Guard(self.acquire_write, self.release_write)
 
@@ -42,8 +54,22 @@ class ReadWriteLock:
 
     def acquire_read(self) -> None:
         with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
+            if not self._writing and not self._writers_waiting:
+                self._readers += 1
+                return
+            phase = self._phase
+            self._readers_waiting += 1
+            try:
+                while self._phase == phase and (self._writing or self._writers_waiting):
+                    self._cond.wait()
+            finally:
+                self._readers_waiting -= 1
+                if self._phase != phase:
+                    # Admitted by a writer's release (or interrupted after it): either
+                    # way this reader no longer holds the next writer back.
+                    self._admitted -= 1
+                    if not self._admitted:
+                        self._cond.notify_all()
             self._readers += 1
 
     def release_read(self) -> None:
@@ -56,7 +82,7 @@ class ReadWriteLock:
         with self._cond:
             self._writers_waiting += 1
             try:
-                while self._writing or self._readers:
+                while self._writing or self._readers or self._admitted:
                     self._cond.wait()
             finally:
                 self._writers_waiting -= 1
@@ -65,6 +91,9 @@ class ReadWriteLock:
     def release_write(self) -> None:
         with self._cond:
             self._writing = False
+            if self._readers_waiting:
+                self._phase += 1
+                self._admitted = self._readers_waiting
             self._cond.notify_all()
 
 
