@@ -151,12 +151,16 @@ def test_a_search_is_not_starved_by_a_thread_that_describes_and_saves_in_a_loop(
             rag.describe(red, f"turn {turn}")
             rag.save()
 
+    def search(searched: threading.Event) -> None:
+        rag.search(text="red", k=1)
+        searched.set()
+
     writer = threading.Thread(target=busy_writer, daemon=True)
     writer.start()
     try:
         for _ in range(5):
             searched = threading.Event()
-            thread = threading.Thread(target=lambda: (rag.search(text="red", k=1), searched.set()), daemon=True)
+            thread = threading.Thread(target=search, args=(searched,), daemon=True)
             thread.start()
             assert searched.wait(2), "a search waited more than 2 s behind a busy writer"
             thread.join(2)

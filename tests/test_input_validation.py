@@ -20,9 +20,11 @@ from test_description_store_contract import DESCRIPTION_STORES
 
 
 @pytest.fixture
-def kb(tmp_path: Path, embedder: ColorEmbedder):
+def kb(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, embedder: ColorEmbedder):
+    white = tmp_path_factory.mktemp("inputs") / "white.png"  # from a file: no images/ folder yet
+    solid("white").save(white)
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder)
-    rag.add([solid("white")], ids=["before"], descriptions=["stored before"], progress=False)
+    rag.add([white], ids=["before"], descriptions=["stored before"], progress=False)
     yield rag
     rag.close()
 
@@ -128,7 +130,7 @@ def test_an_id_used_again_for_another_image_keeps_the_new_image(kb) -> None:
 
 def test_an_images_folder_that_cannot_be_made_is_a_knowledge_base_error_and_stores_nothing(kb) -> None:
     (kb.path / "images").write_bytes(b"a file where the folder should be")
-    with pytest.raises(KnowledgeBaseError, match="nothing from this call was stored"):
+    with pytest.raises(KnowledgeBaseError, match="nothing was stored"):
         kb.add([solid("red"), png_bytes("blue")], progress=False)
     unchanged(kb)
 

@@ -60,13 +60,13 @@ def test_a_writer_taking_the_lock_again_and_again_lets_a_waiting_reader_in() -> 
             entered = threading.Event()
             waited: list[int] = []
 
-            def read() -> None:
+            def read(entered: threading.Event, waited: list[int]) -> None:
                 start = turns[0]
                 with lock.read():
                     waited.append(turns[0] - start)
                     entered.set()
 
-            reader = threading.Thread(target=read, daemon=True)
+            reader = threading.Thread(target=read, args=(entered, waited), daemon=True)
             reader.start()
             # Generous: the reader goes in as soon as the writer's current turn ends.
             assert entered.wait(2), "a reader waited more than 2 s behind a busy writer"

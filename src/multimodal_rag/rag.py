@@ -19,6 +19,7 @@ from multimodal_rag.errors import (
     EmbedderMismatchError,
     ImageError,
     InvalidInputError,
+    KnowledgeBaseError,
     KnowledgeBaseExistsError,
     KnowledgeBaseNotFoundError,
     NotFoundError,
@@ -40,6 +41,7 @@ from multimodal_rag.protocols import (
 from multimodal_rag.registry import kind_of, resolve
 from multimodal_rag.salvage import SalvageFindings, salvage_descriptions
 from multimodal_rag.types import AddResult, Hit, ImageInput, Record, Skipped, is_path, source_name
+from multimodal_rag.validation import check_id, check_metadata
 
 if TYPE_CHECKING:
     from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
@@ -470,7 +472,12 @@ class MultimodalRAG:
 
         Raises:
             ImageError: An unreadable image, with ``on_error="raise"``.
-            InvalidInputError: Lengths that do not match, bad ids, descriptions or metadata.
+            InvalidInputError: Lengths that do not match, bad ids, descriptions or
+                metadata (see :mod:`multimodal_rag.validation` for what ids and
+                metadata may hold). Nothing is stored.
+            KnowledgeBaseError: An image given in memory cannot be kept in the
+                knowledge base's ``images/`` folder. Nothing from the call is stored,
+                except batches already committed with ``on_error="skip"``.
         """
         if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
             images = [images]  # one image
@@ -480,6 +487,16 @@ class MultimodalRAG:
         ids_list = _aligned("ids", ids, n)
         descriptions_list = _aligned("descriptions", descriptions, n)
         metadata_list = _aligned("metadata", metadata, n)
+        # Checked here, before any image is read, so the message can name an image that
+        # has no id yet, and a bad entry anywhere in the call stores nothing.
+        for i, image in enumerate(images):
+            if ids_list[i] is not None:
+                check_id(ids_list[i])
+            if metadata_list[i] is not None:
+                owner = f"record {ids_list[i]!r}" if ids_list[i] is not None else f"image {i} ({source_name(image)})"
+                check_metadata(metadata_list[i], owner=owner)
+        if self._dir is not None and not self.read_only and not all(is_path(image) for image in images):
+            self._images_folder()  # before embedding: a folder that cannot be made stores nothing
         items = [
             _Item(
                 image=image,
@@ -662,20 +679,40 @@ class MultimodalRAG:
 
         from multimodal_rag.fileio import atomic_write_bytes
 
-        assert self._dir is not None
         if isinstance(item.image, (bytes, bytearray, memoryview)):
             data = bytes(item.image)
             with Image.open(io.BytesIO(data)) as probe:  # already decoded once: cannot fail
                 suffix = (probe.format or "bin").lower()
+            if not suffix.isalnum():
+                suffix = "bin"
         else:
             buffer = io.BytesIO()
             item.image.save(buffer, format="PNG")  # type: ignore[union-attr]
             data, suffix = buffer.getvalue(), "png"
-        self._dir.images.mkdir(exist_ok=True)
-        path = self._dir.images / f"{item.id}.{suffix}"
-        if not path.exists():  # named by content hash: an existing file is the same image
-            atomic_write_bytes(path, data)
+        # Named by the hash of the bytes, never by the caller's id: an id cannot lead the
+        # file out of the folder, an existing file is the same image, and an id given
+        # again for another picture gets a file of its own.
+        path = self._images_folder() / f"{content_id(data)}.{suffix}"
+        try:
+            if not path.exists():
+                atomic_write_bytes(path, data)
+        except OSError as exc:
+            raise KnowledgeBaseError(
+                f"cannot keep image {item.source} as {str(path)!r}: {exc}; the batch holding it was not stored"
+            ) from exc
         return path
+
+    def _images_folder(self) -> Path:
+        """The folder that keeps images given in memory, made if needed."""
+        assert self._dir is not None
+        folder = self._dir.images
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise KnowledgeBaseError(
+                f"cannot make the folder {str(folder)!r} for images given in memory: {exc}; nothing was stored"
+            ) from exc
+        return folder
 
     @writing
     def _commit(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
@@ -999,8 +1036,10 @@ class MultimodalRAG:
         """The stored record of ``id``.
 
         Raises:
+            InvalidInputError: Not a valid id (see :func:`~multimodal_rag.validation.check_id`).
             NotFoundError: Unknown id.
         """
+        check_id(id)
         if id not in self.vector_store:
             raise NotFoundError(f"no image with id {id!r} in the knowledge base")
         try:
@@ -1013,9 +1052,13 @@ class MultimodalRAG:
         """Replace the description (and optionally the metadata) of ``id``, without re-embedding.
 
         Raises:
+            InvalidInputError: Not a valid id, or metadata JSON cannot give back exactly.
             NotFoundError: Unknown id.
         """
         self._check_writable()
+        check_id(id)
+        if metadata is not None:
+            check_metadata(metadata, owner=f"record {id!r}")
         current = self.get(id)
         updated = attrs.evolve(
             current,
@@ -1034,9 +1077,14 @@ class MultimodalRAG:
 
         Returns:
             How many images were removed.
+
+        Raises:
+            InvalidInputError: One of ``ids`` is not a valid id; nothing is removed.
         """
         self._check_writable()
         ids = [ids] if isinstance(ids, str) else list(ids)
+        for id_ in ids:
+            check_id(id_)
         if self._journal is not None:
             self._journal.remove(ids)
         removed = self.vector_store.remove(ids)
