@@ -751,3 +751,81 @@ def test_console_script_is_declared() -> None:
     tomllib = pytest.importorskip("tomllib")
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"multimodal-rag": "multimodal_rag.cli:main"}
+
+
+# -- a failed first index leaves nothing behind --------------------------------
+
+
+@pytest.fixture
+def one_photo(tmp_path: Path) -> Path:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    solid("red").save(folder / "red.png")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"image_path": "red.png", "description": "caf\xe9"}\n', "not valid UTF-8"),
+        (b'{"image_path": "../outside.png", "description": "A secret."}\n', "outside the image directory"),
+    ],
+    ids=["not-utf8", "escaping-path"],
+)
+def test_a_first_index_refused_for_its_descriptions_file_creates_no_knowledge_base(
+    one_photo: Path, tmp_path: Path, line: bytes, reason: str
+) -> None:
+    (tmp_path / "outside.png").write_bytes((one_photo / "red.png").read_bytes())
+    descriptions = tmp_path / "descriptions.jsonl"
+    descriptions.write_bytes(b'{"image_path": "red.png", "description": "A red card."}\n' + line)
+    kb = tmp_path / "new" / "kb"
+    result = run_cli(
+        *COLOR, "index", one_photo, "--kb", kb, "--descriptions", descriptions,
+        "--embedder", "helpers:ColorEmbedder",
+    )
+    assert result.returncode == 1 and reason in result.stderr and "line 2" in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_first_index_refused_into_an_empty_folder_leaves_the_folder_empty(
+    one_photo: Path, tmp_path: Path
+) -> None:
+    descriptions = tmp_path / "descriptions.jsonl"
+    descriptions.write_bytes(b'{"image_path": "/etc/passwd", "description": "no"}\n')
+    kb = tmp_path / "made-by-the-user"
+    kb.mkdir()
+    result = run_cli(
+        *COLOR, "index", one_photo, "--kb", kb, "--descriptions", descriptions,
+        "--embedder", "helpers:ColorEmbedder",
+    )
+    assert result.returncode == 1 and "outside the image directory" in result.stderr
+    assert kb.is_dir() and list(kb.iterdir()) == []
+
+
+def test_a_first_index_whose_model_fails_removes_the_knowledge_base_it_created(
+    one_photo: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "exploding.py").write_text(
+        "from helpers import ColorEmbedder\n\n\n"
+        "class Exploding(ColorEmbedder):\n"
+        "    def embed_images(self, images):\n"
+        "        raise RuntimeError('the model crashed')\n"
+    )
+    path = os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), str(tmp_path)])
+    kb = tmp_path / "kb"
+    result = run_cli(
+        "--allow-module", "exploding", "index", one_photo, "--kb", kb, "--embedder", "exploding:Exploding",
+        env={"PYTHONPATH": path},
+    )
+    assert result.returncode == 1 and "the model crashed" in result.stderr
+    assert not kb.exists()
+
+
+def test_a_failed_index_into_an_existing_knowledge_base_keeps_it(kb: Path, photos: Path, tmp_path: Path) -> None:
+    before = sorted(p.relative_to(kb) for p in kb.rglob("*"))
+    descriptions = tmp_path / "descriptions.jsonl"
+    descriptions.write_bytes(b'{"image_path": "red.png", "description": "\xff"}\n')
+    result = run_cli(*COLOR, "index", photos, "--kb", kb, "--descriptions", descriptions)
+    assert result.returncode == 1 and "not valid UTF-8" in result.stderr
+    assert sorted(p.relative_to(kb) for p in kb.rglob("*")) == before
+    assert json.loads(ok(run_cli("info", kb, "--json")).stdout)["counts"]["vectors"] == 5

@@ -196,9 +196,15 @@ def index(
     Images already in the knowledge base (same bytes) are not embedded again;
     unreadable images are skipped and listed, never stopping the rest.
     """
+    from multimodal_rag.description_files import DescriptionsFile
     from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
     from multimodal_rag.rag import MultimodalRAG
 
+    if descriptions is not None:
+        # Read once now, before a model is loaded or a knowledge base created, so a
+        # bad file (a line that is not UTF-8, an entry leading outside DIRECTORY)
+        # changes nothing; add_directory reads it again, cheaply next to embedding.
+        DescriptionsFile(descriptions, directory)
     clip_options = {"model": model, "checkpoint": checkpoint, "device": device}
     exists = (kb / MANIFEST_FILE).is_file()
     if exists:  # refuse options that cannot apply before loading any model
@@ -220,25 +226,64 @@ def index(
         rag = MultimodalRAG.open(kb, embedder=embedder, allow_modules=settings.allow_modules)
     else:
         assert embedder is not None
+        undo = _Undo(kb)
         rag = MultimodalRAG.create(
             kb,
             embedder=embedder,
             vector_store=INDEX_KINDS[index_kind or "flat"],
             description_store=description_store or "sqlite",
         )
-    with rag:
-        result = rag.add_directory(
-            directory,
-            descriptions=descriptions,
-            recursive=recursive,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        total = len(rag)
+    try:
+        with rag:
+            result = rag.add_directory(
+                directory,
+                descriptions=descriptions,
+                recursive=recursive,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            total = len(rag)
+    except BaseException:
+        # A first index that failed before committing anything takes back the knowledge
+        # base it created, so a failure changes nothing (as docs/cli.md promises). Once a
+        # batch is committed the knowledge base stays: a second run goes on from there.
+        if not exists and len(rag) == 0:
+            undo()
+        raise
     if as_json:
         _print_json(_add_result_json(kb, result, created=not exists, total=total))
     else:
         _print_add_result(kb, result, created=not exists, total=total)
+
+
+class _Undo:
+    """Removes what creating a knowledge base at ``kb`` adds, and nothing that was there before.
+
+    Made before the create: it notes the topmost folder that does not exist yet (the
+    create makes it and any below it), or, for a folder that exists (empty, or with
+    the leftovers of an interrupted create), the names already in it.
+    """
+
+    def __init__(self, kb: Path) -> None:
+        self._top = Path(os.path.abspath(kb))
+        while not self._top.parent.exists():
+            self._top = self._top.parent
+        self._folder = Path(os.path.abspath(kb))
+        self._kept = {p.name for p in self._folder.iterdir()} if self._folder.is_dir() else None
+
+    def __call__(self) -> None:
+        import shutil
+
+        # Best effort: the error that made the command fail is the one to report.
+        if self._kept is None:
+            shutil.rmtree(self._top, ignore_errors=True)
+            return
+        for path in self._folder.iterdir():
+            if path.name not in self._kept:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 def _build_embedder(

@@ -2,8 +2,8 @@
 
 :func:`verify_knowledge_base` looks for every way the parts of a knowledge base
 can disagree: a vector without a description record, a record without a
-vector, an image file that has gone, a vector that is not finite or is all
-zeros, files on disk that no longer match the manifest's checksums, and a
+vector, an image file that has gone, a vector that is not finite or not of
+unit length, files on disk that no longer match the manifest's checksums, and a
 damaged journal.
 
 :func:`repair_knowledge_base` fixes what it can without losing a description:
@@ -287,6 +287,8 @@ def _rebuild_index(rag: MultimodalRAG) -> bool:
     """Copy every readable, valid vector into a fresh store of the same kind."""
     import numpy as np
 
+    from multimodal_rag.vectors._common import bad_vector_rows
+
     store = rag.vector_store
     fresh: Any = type(store)(store.dim, **store.config())
     for id_ in store.ids():
@@ -294,7 +296,7 @@ def _rebuild_index(rag: MultimodalRAG) -> bool:
             vector = np.asarray(store.get_vectors([id_]), dtype=np.float32)
         except Exception:  # unreadable: the id is dropped; its record makes it re-embeddable
             continue
-        if np.isfinite(vector).all() and np.abs(vector).sum() > 0:
+        if vector.ndim == 2 and not len(bad_vector_rows(vector)[0]):
             fresh.add([id_], vector)
     rag.vector_store = fresh
     return True

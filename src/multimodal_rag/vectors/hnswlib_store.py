@@ -222,7 +222,7 @@ def check_index_file(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray]:
         chunk = level0[start : start + _CHUNK]
         links = np.asarray(chunk["links"])
         owners = np.arange(start, start + len(chunk))
-        _check_lists(links, 2 * M, count, levels, np.zeros_like(owners), owners)
+        _check_lists(links, 2 * M, count, levels, None, owners)
         live.append(np.asarray(chunk["label"])[(links[:, 0] >> 16) & 1 == 0])
     if len(blocks):
         owners, starts = blocks[:, 0], blocks[:, 1]
@@ -344,16 +344,19 @@ def _upper_levels(tail: np.ndarray, count: int, list_bytes: int) -> tuple[np.nda
 
 
 def _check_lists(
-    lists: np.ndarray, most: int, count: int, levels: np.ndarray, level: np.ndarray, owner: np.ndarray
+    lists: np.ndarray, most: int, count: int, levels: np.ndarray, level: np.ndarray | None, owner: np.ndarray
 ) -> None:
-    """Check link lists: one per row, the u16 link count in the low half of the first word, then ids."""
+    """Check link lists: one per row, the u16 link count in the low half of the first word, then ids.
+
+    ``level`` is each row's level, or ``None`` for level 0, which every node has.
+    """
     counts = lists[:, 0] & 0xFFFF
-    used = np.arange(most) < counts[:, None]
-    neighbours = np.where(used, lists[:, 1:], 0).astype(np.int64)
+    used = np.arange(most, dtype=np.uint32) < counts[:, None]
+    neighbours = np.where(used, lists[:, 1:], 0)
     too_many = counts > most
     past_end = (neighbours >= count).any(axis=1)
     checks = [(too_many, f"has more than {most} links"), (past_end, f"links past its last element ({count})")]
-    if not (too_many.any() or past_end.any()):
+    if level is not None and not (too_many.any() or past_end.any()):
         # A link on level l to a node without level l would make hnswlib read that
         # node's missing level-l list (a null pointer).
         below = (used & (levels[neighbours] < level[:, None])).any(axis=1)
@@ -361,4 +364,5 @@ def _check_lists(
     for bad, problem in checks:
         if bad.any():
             row = int(np.argmax(bad))
-            raise IndexFileError(f"element {int(owner[row])}'s level-{int(level[row])} link list {problem}")
+            where = f"level-{int(level[row])}" if level is not None else "level-0"
+            raise IndexFileError(f"element {int(owner[row])}'s {where} link list {problem}")
