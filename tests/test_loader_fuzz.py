@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from helpers import ColorEmbedder, current_snapshot, solid
 from multimodal_rag import MultimodalRAG
 

@@ -21,7 +21,13 @@ from test_description_store_contract import DESCRIPTION_STORES
 # check_record refuses them (tested in test_hostile_input).
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
 PERSIAN = st.text(st.sampled_from(list("پرندهٔ سبز‌\u200f\u200e🦜👩‍👩‍👧\x00\n\t\"'\\")), min_size=1, max_size=30)
-IDS = st.one_of(TEXT.filter(bool), PERSIAN)
+# Ids as check_id accepts them: any script, quotes and spaces, but no control characters,
+# path separators or the names "." and "..".
+ID_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\"), min_size=1, max_size=60
+).filter(lambda text: text not in (".", ".."))
+ID_PERSIAN = st.text(st.sampled_from(list("پرندهٔ سبز‌\u200f\u200e🦜👩‍👩‍👧\"'")), min_size=1, max_size=30)
+IDS = st.one_of(ID_TEXT, ID_PERSIAN)
 JSON_SCALARS = st.one_of(
     st.none(),
     st.booleans(),

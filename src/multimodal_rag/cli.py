@@ -270,13 +270,15 @@ class _Undo:
             self._top = self._top.parent
         self._folder = Path(os.path.abspath(kb))
         self._kept = {p.name for p in self._folder.iterdir()} if self._folder.is_dir() else None
+        self._made = not os.path.lexists(self._folder)  # never remove a file that was there
 
     def __call__(self) -> None:
         import shutil
 
         # Best effort: the error that made the command fail is the one to report.
         if self._kept is None:
-            shutil.rmtree(self._top, ignore_errors=True)
+            if self._made:
+                shutil.rmtree(self._top, ignore_errors=True)
             return
         for path in self._folder.iterdir():
             if path.name not in self._kept:

@@ -323,9 +323,12 @@ class KnowledgeBaseDirectory:
         for entry in entries:
             if entry.name == LOCK_FILE or _TEMPORARY_NAME.match(entry.name):
                 continue
-            if entry.name == SNAPSHOTS and _is_real_directory(entry):
-                if all(_SNAPSHOT_NAME.match(child.name) for child in entry.iterdir()):
-                    continue
+            if (
+                entry.name == SNAPSHOTS
+                and _is_real_directory(entry)
+                and all(_SNAPSHOT_NAME.match(child.name) for child in entry.iterdir())
+            ):
+                continue
             return False
         return True
 

@@ -17,8 +17,11 @@ class ReadWriteLock:
       stream of searches cannot starve an add;
     - when a writer releases the lock, every reader that was waiting at that moment
       goes in before the next writer, so a thread that changes and saves in a loop
-      cannot starve searches. A reader waits at most for the writer holding the lock
-      and one writer queued before it.
+      cannot starve searches. A reader waits for at most one writer's turn (and for
+      the readers that were already in, when that writer was queued behind them).
+
+    Writers among themselves are not ordered: the condition variable wakes them in no
+    promised order.
 
     The lock is not re-entrant; code holding it must not take it again (a nested
     read would wait for a queued writer that waits for the outer read).
