@@ -352,3 +352,17 @@ def test_the_caller_opts_into_torchscript_by_passing_the_embedder(tmp_path: Path
         MultimodalRAG.open(kb, read_only=True)
     with MultimodalRAG.open(kb, read_only=True, embedder=trusted) as rag:
         assert rag.search(image=solid("blue"), k=1)[0].description == "blue"
+
+
+def test_the_command_line_allows_a_server_with_allow_endpoint(
+    postgres_kb: Path, fake_postgres: FakePostgres
+) -> None:
+    from test_cli import run_cli
+
+    refused = run_cli("--allow-module", "helpers", "search", postgres_kb, "--text", "red")
+    assert refused.returncode == 1 and not [p for p in fake_postgres.passwords if CANARY in p]
+    allowed = run_cli(
+        "--allow-module", "helpers", "--allow-endpoint", fake_postgres.url, "search", postgres_kb, "--text", "red"
+    )
+    assert allowed.returncode == 1 and "refused the credentials" in allowed.stderr
+    assert fake_postgres.passwords == [f"{CANARY}-pgpassword"]

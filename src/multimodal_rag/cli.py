@@ -75,9 +75,10 @@ class _Group(click.Group):
 class _Settings:
     """Global options, shared by every command through the click context."""
 
-    def __init__(self, debug: bool, allow_modules: Sequence[str]) -> None:
+    def __init__(self, debug: bool, allow_modules: Sequence[str], allow_endpoints: Sequence[str] = ()) -> None:
         self.debug = debug
         self.allow_modules = tuple(allow_modules)
+        self.allow_endpoints = tuple(allow_endpoints)
 
 
 _KB = click.argument("kb", type=click.Path(file_okay=False, path_type=Path))
@@ -100,13 +101,24 @@ _IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
     metavar="MODULE",
     help="Package whose classes a knowledge base may name as custom backends (repeatable).",
 )
+@click.option(
+    "--allow-endpoint",
+    "allow_endpoints",
+    multiple=True,
+    envvar="MULTIMODAL_RAG_ALLOW_ENDPOINTS",
+    metavar="URL",
+    help="Server a knowledge base may name that gets the environment's credentials, besides "
+    "$MILVUS_URI and $DATABASE_URL (repeatable).",
+)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, allow_modules: tuple[str, ...]) -> None:
+def cli(
+    ctx: click.Context, debug: bool, allow_modules: tuple[str, ...], allow_endpoints: tuple[str, ...]
+) -> None:
     """Multimodal RAG: index images with their descriptions, find similar ones, answer questions.
 
     KB is a knowledge-base directory; `index` creates it on first use.
     """
-    ctx.obj = _Settings(debug, allow_modules)
+    ctx.obj = _Settings(debug, allow_modules, allow_endpoints)
 
 
 # -- index ---------------------------------------------------------------------
@@ -223,7 +235,9 @@ def index(
     if not exists or embedder_kind is not None or any(v is not None for v in clip_options.values()):
         embedder = _build_embedder(embedder_kind or "clip", clip_options, settings.allow_modules)
     if exists:
-        rag = MultimodalRAG.open(kb, embedder=embedder, allow_modules=settings.allow_modules)
+        rag = MultimodalRAG.open(
+            kb, embedder=embedder, allow_modules=settings.allow_modules, allow_endpoints=settings.allow_endpoints
+        )
     else:
         assert embedder is not None
         undo = _Undo(kb)
@@ -520,7 +534,11 @@ def ask(
         "openai" if answer_model is not None else answerer_kind, answer_model
     )
     rag = MultimodalRAG.open(
-        kb, read_only=True, answerer=answerer, allow_modules=settings.allow_modules
+        kb,
+        read_only=True,
+        answerer=answerer,
+        allow_modules=settings.allow_modules,
+        allow_endpoints=settings.allow_endpoints,
     )
     if answerer is None and not as_json:
         click.echo(f"note: {rag.answerer_reason}", err=True)
@@ -1007,7 +1025,13 @@ def _open(kb: Path, settings: _Settings, *, read_only: bool, salvage: bool = Fal
     """Open a knowledge base, rebuilding its embedder from the manifest."""
     from multimodal_rag.rag import MultimodalRAG
 
-    return MultimodalRAG.open(kb, read_only=read_only, allow_modules=settings.allow_modules, salvage=salvage)
+    return MultimodalRAG.open(
+        kb,
+        read_only=read_only,
+        allow_modules=settings.allow_modules,
+        allow_endpoints=settings.allow_endpoints,
+        salvage=salvage,
+    )
 
 
 @contextlib.contextmanager
