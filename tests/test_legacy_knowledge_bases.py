@@ -1,0 +1,42 @@
+"""Knowledge bases saved by earlier versions keep opening, with their journals, and can be saved anew.
+
+``tests/data/legacy/journal-v1`` was written by multimodal_rag 0.1.0 (a journal without entry
+numbers or commit record); ``journal-v2`` by the version that added them, before the package was
+reorganised. Each holds a save of three images, then, in the journal only, an added image, an
+edited description and a removal.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import ColorEmbedder
+from multimodal_rag import MultimodalRAG
+
+LEGACY = Path(__file__).parent / "data" / "legacy"
+EXPECTED = {
+    "red": ("A red square.", {"shade": "warm"}),
+    "blue": ("A blue square, described later.", {}),
+    "yellow": ("A yellow square.", {}),
+}
+
+
+@pytest.mark.parametrize("version", ["journal-v1", "journal-v2"])
+@pytest.mark.parametrize("stores", ["faiss-flat-sqlite", "hnswlib-jsonl"])
+def test_a_knowledge_base_of_an_earlier_version_opens_searches_and_saves(tmp_path: Path, version: str, stores: str) -> None:
+    kb = tmp_path / "kb"
+    shutil.copytree(LEGACY / version / stores, kb)
+    reader = MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=True)
+    assert {id_: (reader.get(id_).description, reader.get(id_).metadata) for id_ in reader.ids()} == EXPECTED
+    assert reader.search(text="red", k=1)[0].id == "red"
+    # Image files were recorded by absolute path where the knowledge base was made: only those may be missing.
+    assert {p.kind for p in reader.verify().problems} <= {"missing-image"}
+
+    writer = MultimodalRAG.open(kb, allow_modules=["helpers"])  # the embedder rebuilt from the manifest
+    writer.save()
+    writer.close()
+    again = MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=True)
+    assert {id_: again.get(id_).description for id_ in again.ids()} == {k: v[0] for k, v in EXPECTED.items()}
