@@ -20,7 +20,7 @@ from multimodal_rag.errors import (
     InvalidInputError,
     UnknownBackendError,
 )
-from multimodal_rag.journal import read_journal
+from multimodal_rag.kb.journal import read_journal
 from test_description_store_contract import DESCRIPTION_STORES
 from test_vector_store_contract import VECTOR_STORES
 

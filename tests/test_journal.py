@@ -12,7 +12,7 @@ import pytest
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
 from multimodal_rag.errors import CorruptFileError, KnowledgeBaseError
-from multimodal_rag.journal import Journal, read_journal
+from multimodal_rag.kb.journal import Journal, read_journal
 from multimodal_rag.types import Record
 
 
@@ -96,7 +96,7 @@ def test_a_journal_of_an_older_snapshot_is_ignored(kb: Path) -> None:
 
 
 def test_disk_full_while_committing_stores_nothing_and_leaves_a_clean_journal(kb: Path, monkeypatch) -> None:
-    import multimodal_rag.journal as journal_module
+    import multimodal_rag.kb.journal as journal_module
 
     rag = MultimodalRAG.open(kb, embedder=ColorEmbedder())
     size = (kb / "journal.bin").stat().st_size
@@ -134,8 +134,8 @@ def test_disk_full_while_committing_stores_nothing_and_leaves_a_clean_journal(kb
     ids=["disk-full", "read-only", "permission-denied"],
 )
 def test_a_failed_save_is_a_clear_error_and_loses_nothing(kb: Path, monkeypatch, where, error) -> None:
-    import multimodal_rag.journal as journal_module
-    import multimodal_rag.persistence as persistence
+    import multimodal_rag.kb.directory as persistence
+    import multimodal_rag.kb.journal as journal_module
 
     rag = MultimodalRAG.open(kb, embedder=ColorEmbedder())
     rag.add([solid("blue")], ids=["blue"], descriptions=["unsaved"], progress=False)

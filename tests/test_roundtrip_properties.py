@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from multimodal_rag.descriptions.jsonl import RESERVED_KEYS
-from multimodal_rag.journal import Journal, read_journal
+from multimodal_rag.kb.journal import Journal, read_journal
 from multimodal_rag.types import Record
 from test_description_store_contract import DESCRIPTION_STORES
 

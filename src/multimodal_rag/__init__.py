@@ -17,7 +17,7 @@ from multimodal_rag._version import __version__
 _EXPORTS: dict[str, str] = {
     "AddResult": "multimodal_rag.types",
     "Answer": "multimodal_rag.types",
-    "AnswerStream": "multimodal_rag.answerers.streaming",
+    "AnswerStream": "multimodal_rag.streaming",
     "Answerer": "multimodal_rag.protocols",
     "AnswererAuthenticationError": "multimodal_rag.errors",
     "AnswererBadRequestError": "multimodal_rag.errors",
@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "AnswererError": "multimodal_rag.errors",
     "AnswererRateLimitError": "multimodal_rag.errors",
     "AnswererTimeoutError": "multimodal_rag.errors",
-    "AsyncAnswerStream": "multimodal_rag.answerers.streaming",
+    "AsyncAnswerStream": "multimodal_rag.streaming",
     "BackendConnectionError": "multimodal_rag.errors",
     "BackendError": "multimodal_rag.errors",
     "CLIPEmbedder": "multimodal_rag.embedders.clip",
@@ -100,7 +100,6 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.answerers.extractive import ExtractiveAnswerer
     from multimodal_rag.answerers.openai import OpenAIAnswerer
     from multimodal_rag.answerers.prompt import PromptTemplate
-    from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.contact_sheet import render_contact_sheet
     from multimodal_rag.descriptions.jsonl import JSONLDescriptionStore
     from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
@@ -118,6 +117,7 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     )
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import (
         AddResult,
         Answer,

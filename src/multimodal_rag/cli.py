@@ -208,8 +208,8 @@ def index(
     Images already in the knowledge base (same bytes) are not embedded again;
     unreadable images are skipped and listed, never stopping the rest.
     """
-    from multimodal_rag.description_files import DescriptionsFile
-    from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
+    from multimodal_rag.ingest.sources import DescriptionsFile
+    from multimodal_rag.kb.manifest import MANIFEST_FILE, read_manifest
     from multimodal_rag.rag import MultimodalRAG
 
     if descriptions is not None:
@@ -631,7 +631,7 @@ def info(kb: Path, as_json: bool) -> None:
 
     Reads only the manifest, so it works even where the model's weights are not available.
     """
-    from multimodal_rag.manifest import read_manifest
+    from multimodal_rag.kb.manifest import read_manifest
 
     manifest = read_manifest(kb)
     counts = manifest.get("counts", {})
@@ -937,7 +937,7 @@ def migrate(
     $DATABASE_URL (or uri=/dsn= options); their passwords are never written to TARGET.
     Exits with status 1 when the copy's counts or searches differ from the source's.
     """
-    from multimodal_rag.manifest import read_manifest
+    from multimodal_rag.kb.manifest import read_manifest
     from multimodal_rag.migrate import migrate as copy_knowledge_base
     from multimodal_rag.registry import resolve
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import frozen
 
 from multimodal_rag.errors import InvalidInputError, MigrationError
-from multimodal_rag.persistence import IMAGES
+from multimodal_rag.kb.directory import IMAGES
 
 if TYPE_CHECKING:
     from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
     from typing_extensions import Self
 
-    from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
+    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record
 
 __all__ = [
@@ -350,7 +350,7 @@ class Answerer(Protocol):
 
         Answerers that can stream override this; by default the whole answer is one chunk.
         """
-        from multimodal_rag.answerers.streaming import AnswerStream
+        from multimodal_rag.streaming import AnswerStream
 
         return AnswerStream.from_answer(self.answer(question, image=image, matches=matches, metadata=metadata))
 
@@ -384,7 +384,7 @@ class Answerer(Protocol):
         The request has been accepted when this returns; the chunks follow. By default
         the whole answer of :meth:`aanswer` is one chunk.
         """
-        from multimodal_rag.answerers.streaming import AsyncAnswerStream
+        from multimodal_rag.streaming import AsyncAnswerStream
 
         return AsyncAnswerStream.from_answer(
             await self.aanswer(question, image=image, matches=matches, metadata=metadata)

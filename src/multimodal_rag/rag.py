@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from multimodal_rag._remote import build_from_manifest, check_endpoints
-from multimodal_rag.description_files import DescriptionsFile, outside_root, scan_images
 from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -26,10 +25,12 @@ from multimodal_rag.errors import (
     ReadOnlyError,
 )
 from multimodal_rag.images import content_id, image_bytes
-from multimodal_rag.journal import Journal, SnapshotMovedError, load_journal
+from multimodal_rag.ingest.sources import DescriptionsFile, outside_root, scan_images
+from multimodal_rag.kb.directory import KnowledgeBaseDirectory, damaged_parts
+from multimodal_rag.kb.journal import Journal, SnapshotMovedError, load_journal
+from multimodal_rag.kb.manifest import MANIFEST_FILE, read_manifest
+from multimodal_rag.kb.salvage import SalvageFindings, salvage_descriptions
 from multimodal_rag.locks import ReentrantReadWriteLock, reading, writing
-from multimodal_rag.manifest import MANIFEST_FILE, read_manifest
-from multimodal_rag.persistence import KnowledgeBaseDirectory, damaged_parts
 from multimodal_rag.protocols import (
     Answerer,
     DescriptionStore,
@@ -39,13 +40,12 @@ from multimodal_rag.protocols import (
     iter_embed_images_in_batches,
 )
 from multimodal_rag.registry import kind_of, resolve
-from multimodal_rag.salvage import SalvageFindings, salvage_descriptions
 from multimodal_rag.types import AddResult, Hit, ImageInput, Record, Skipped, is_path, source_name
 from multimodal_rag.validation import check_id, check_metadata
 
 if TYPE_CHECKING:
-    from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.protocols import ImageDescriber
+    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer, DescribeResult
     from multimodal_rag.verify import RepairReport, VerificationReport
 
@@ -677,7 +677,7 @@ class MultimodalRAG:
 
         from PIL import Image
 
-        from multimodal_rag.fileio import atomic_write_bytes
+        from multimodal_rag.kb.fileio import atomic_write_bytes
 
         if isinstance(item.image, (bytes, bytearray, memoryview)):
             data = bytes(item.image)
@@ -880,7 +880,7 @@ class MultimodalRAG:
             return answerer.answer(question, image=image, matches=matches, metadata=metadata)
         if callable(getattr(answerer, "stream", None)):
             return answerer.stream(question, image=image, matches=matches, metadata=metadata)
-        from multimodal_rag.answerers.streaming import AnswerStream
+        from multimodal_rag.streaming import AnswerStream
 
         return AnswerStream.from_answer(answerer.answer(question, image=image, matches=matches, metadata=metadata))
 
@@ -913,7 +913,7 @@ class MultimodalRAG:
             answer = await asyncio.to_thread(answerer.answer, question, image=image, matches=matches, metadata=metadata)
         if not stream:
             return answer
-        from multimodal_rag.answerers.streaming import AsyncAnswerStream
+        from multimodal_rag.streaming import AsyncAnswerStream
 
         return AsyncAnswerStream.from_answer(answer)
 
@@ -971,7 +971,7 @@ class MultimodalRAG:
             AnswererError: The provider failed for every image (credentials, rate limit,
                 connection); the batches finished before are kept.
         """
-        from multimodal_rag.describing import fill_missing_descriptions
+        from multimodal_rag.ingest.machine_descriptions import fill_missing_descriptions
         from multimodal_rag.protocols import ImageDescriber
 
         self._check_writable()
@@ -992,7 +992,7 @@ class MultimodalRAG:
 
     @reading
     def _undescribed(self, ids: Iterable[str] | None) -> list[Record]:
-        from multimodal_rag.describing import needs_description
+        from multimodal_rag.ingest.machine_descriptions import needs_description
 
         if ids is None:
             wanted = self.ids()
@@ -1012,7 +1012,7 @@ class MultimodalRAG:
         Checking and writing under one write lock means a description a person wrote
         in the meantime is seen, and kept.
         """
-        from multimodal_rag.describing import machine_written
+        from multimodal_rag.ingest.machine_descriptions import machine_written
 
         updates = []
         for id_, answer in written:
@@ -1146,7 +1146,7 @@ def _salvage_findings(
     from_older: int,
     changes_lost: int,
 ) -> SalvageFindings:
-    """Count what a salvaging open could not read back (see :mod:`multimodal_rag.salvage`)."""
+    """Count what a salvaging open could not read back (see :mod:`multimodal_rag.kb.salvage`)."""
     lost_ids: list[str] = []
     records_lost = 0
     if "descriptions" in damaged:

@@ -161,7 +161,7 @@ def verify_knowledge_base(rag: MultimodalRAG, *, check_files: bool = True) -> Ve
 
 
 def _salvage_problems(rag: MultimodalRAG) -> Iterator[Problem]:
-    """What a salvaging open could not recover (see :mod:`multimodal_rag.salvage`)."""
+    """What a salvaging open could not recover (see :mod:`multimodal_rag.kb.salvage`)."""
     findings = rag._salvage
     if findings is None:
         return
@@ -218,8 +218,8 @@ def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
 
 def _file_problems(rag: MultimodalRAG) -> Iterator[Problem]:
     from multimodal_rag.errors import KnowledgeBaseAccessError, KnowledgeBaseError
-    from multimodal_rag.journal import journal_problems
-    from multimodal_rag.manifest import read_manifest
+    from multimodal_rag.kb.journal import journal_problems
+    from multimodal_rag.kb.manifest import read_manifest
 
     assert rag._dir is not None
     found: list[Problem] = []
@@ -247,7 +247,7 @@ def _file_problems(rag: MultimodalRAG) -> Iterator[Problem]:
 
 def repair_knowledge_base(rag: MultimodalRAG) -> RepairReport:
     """Rebuild what can be rebuilt (see :meth:`MultimodalRAG.repair`)."""
-    from multimodal_rag.salvage import set_aside
+    from multimodal_rag.kb.salvage import set_aside
 
     before = verify_knowledge_base(rag, check_files=False)
     findings = rag._salvage

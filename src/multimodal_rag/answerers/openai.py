@@ -29,7 +29,6 @@ from multimodal_rag.answerers._common import (
 )
 from multimodal_rag.answerers.data_urls import check_max_side, image_data_url
 from multimodal_rag.answerers.prompt import PromptTemplate
-from multimodal_rag.answerers.streaming import AnswerStream, AsyncAnswerStream
 from multimodal_rag.errors import (
     AnswererAuthenticationError,
     AnswererBadRequestError,
@@ -42,6 +41,7 @@ from multimodal_rag.errors import (
     MissingDependencyError,
 )
 from multimodal_rag.protocols import Answerer
+from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
 from multimodal_rag.types import Answer, Hit, ImageInput
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_MODEL", "OpenAIAnswerer"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.locks import ReadWriteLock
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor
 from multimodal_rag.vectors._common import (
@@ -25,7 +26,6 @@ from multimodal_rag.vectors._common import (
     exact_top_k,
     filtered_search,
 )
-from multimodal_rag.vectors._rwlock import ReadWriteLock
 
 __all__ = ["LabelledVectorStore", "check_knob"]
 

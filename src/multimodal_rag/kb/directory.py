@@ -46,8 +46,8 @@ from multimodal_rag.errors import (
     KnowledgeBaseError,
     KnowledgeBaseLockedError,
 )
-from multimodal_rag.fileio import atomic_write_json, fsync_directory, fsync_tree, sha256_file
-from multimodal_rag.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE
+from multimodal_rag.kb.fileio import atomic_write_json, fsync_directory, fsync_tree, sha256_file
+from multimodal_rag.kb.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE
 
 __all__ = ["KnowledgeBaseDirectory", "damaged_parts", "remove_tree"]
 

@@ -56,7 +56,7 @@ import attrs
 from attrs import frozen
 
 from multimodal_rag.errors import CorruptFileError, KnowledgeBaseError
-from multimodal_rag.fileio import atomic_write_bytes
+from multimodal_rag.kb.fileio import atomic_write_bytes
 from multimodal_rag.types import Record
 
 if TYPE_CHECKING:

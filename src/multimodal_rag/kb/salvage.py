@@ -29,7 +29,7 @@ from attrs import field, frozen
 from multimodal_rag.errors import CorruptFileError
 
 if TYPE_CHECKING:
-    from multimodal_rag.persistence import KnowledgeBaseDirectory
+    from multimodal_rag.kb.directory import KnowledgeBaseDirectory
     from multimodal_rag.protocols import DescriptionStore
 
 __all__ = ["SalvageFindings", "salvage_descriptions", "set_aside"]
