@@ -287,7 +287,7 @@ def test_a_reader_whose_snapshot_is_replaced_while_it_loads_starts_again(tmp_pat
     calls = []
 
     def racing(self, manifest):
-        calls.append(manifest["generation"])
+        calls.append(manifest.generation)
         if len(calls) == 1:  # two saves while the reader looks: its snapshot is gone
             writer.save()
             writer.save()

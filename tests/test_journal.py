@@ -135,6 +135,7 @@ def test_disk_full_while_committing_stores_nothing_and_leaves_a_clean_journal(kb
 )
 def test_a_failed_save_is_a_clear_error_and_loses_nothing(kb: Path, monkeypatch, where, error) -> None:
     import multimodal_rag.kb.directory as persistence
+    import multimodal_rag.kb.fileio as fileio
     import multimodal_rag.kb.journal as journal_module
 
     rag = MultimodalRAG.open(kb, embedder=ColorEmbedder())
@@ -148,7 +149,7 @@ def test_a_failed_save_is_a_clear_error_and_loses_nothing(kb: Path, monkeypatch,
         "vectors": (type(rag.vector_store), "save"),
         "descriptions": (type(rag.description_store), "save"),
         "fsync": (persistence, "fsync_tree"),
-        "manifest": (persistence, "atomic_write_json"),
+        "manifest": (fileio, "atomic_write_json"),
         "journal-reset": (journal_module, "atomic_write_bytes"),
     }[where]
     monkeypatch.setattr(*target, fail)
@@ -194,7 +195,7 @@ def test_a_copied_knowledge_base_keeps_its_journal(kb: Path, tmp_path: Path) -> 
 
 
 def test_a_reader_that_races_a_save_reads_the_new_snapshot(kb: Path, monkeypatch) -> None:
-    import multimodal_rag.rag as rag_module
+    import multimodal_rag.kb.loading as rag_module
 
     writer = MultimodalRAG.open(kb, embedder=ColorEmbedder())
     writer.add([solid("blue")], ids=["blue"], descriptions=["saved meanwhile"], progress=False)
@@ -205,7 +206,7 @@ def test_a_reader_that_races_a_save_reads_the_new_snapshot(kb: Path, monkeypatch
         manifest = real_read_manifest(directory)
         if not calls:  # the writer saves while this reader loads: its snapshot disappears
             writer.save()
-        calls.append(manifest["generation"])
+        calls.append(manifest.generation)
         return manifest
 
     monkeypatch.setattr(rag_module, "read_manifest", save_right_after_reading)

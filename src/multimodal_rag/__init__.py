@@ -80,7 +80,74 @@ _EXPORTS: dict[str, str] = {
     "render_contact_sheet": "multimodal_rag.contact_sheet",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+# Written out, not computed from _EXPORTS: type checkers only read a literal list.
+# tests/test_package.py checks that it is sorted and matches _EXPORTS and the imports below.
+__all__ = [
+    "AddResult",
+    "Answer",
+    "AnswerStream",
+    "Answerer",
+    "AnswererAuthenticationError",
+    "AnswererBadRequestError",
+    "AnswererConnectionError",
+    "AnswererError",
+    "AnswererRateLimitError",
+    "AnswererTimeoutError",
+    "AsyncAnswerStream",
+    "BackendConnectionError",
+    "BackendError",
+    "CLIPEmbedder",
+    "CorruptFileError",
+    "DescribeResult",
+    "DescriptionStore",
+    "DimensionMismatchError",
+    "EmbeddedBatch",
+    "Embedder",
+    "EmbedderMismatchError",
+    "ExtractiveAnswerer",
+    "FaissFlatStore",
+    "FaissHNSWStore",
+    "FaissIVFStore",
+    "HNSWLibStore",
+    "Hit",
+    "ImageDescriber",
+    "ImageError",
+    "InvalidInputError",
+    "JSONLDescriptionStore",
+    "KnowledgeBaseAccessError",
+    "KnowledgeBaseError",
+    "KnowledgeBaseExistsError",
+    "KnowledgeBaseLockedError",
+    "KnowledgeBaseNotFoundError",
+    "ManifestError",
+    "MigrationError",
+    "MigrationReport",
+    "MilvusVectorStore",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "MultimodalRAG",
+    "MultimodalRAGError",
+    "Neighbor",
+    "NotFoundError",
+    "OpenAIAnswerer",
+    "PostgresDescriptionStore",
+    "Problem",
+    "ProblemKind",
+    "PromptTemplate",
+    "ReadOnlyError",
+    "Record",
+    "RepairReport",
+    "SQLiteDescriptionStore",
+    "Skipped",
+    "Source",
+    "UnknownBackendError",
+    "VectorStore",
+    "VerificationReport",
+    "__version__",
+    "make_random_clip_checkpoint",
+    "migrate",
+    "render_contact_sheet",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -96,7 +163,9 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-if TYPE_CHECKING:  # let type checkers and IDEs see the real names
+if TYPE_CHECKING:
+    # The real names, for type checkers and IDEs; the literal __all__ above marks them as
+    # re-exported (mypy --strict and pyright --strict read it).
     from multimodal_rag.answerers.extractive import ExtractiveAnswerer
     from multimodal_rag.answerers.openai import OpenAIAnswerer
     from multimodal_rag.answerers.prompt import PromptTemplate
@@ -105,7 +174,34 @@ if TYPE_CHECKING:  # let type checkers and IDEs see the real names
     from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
     from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
     from multimodal_rag.embedders.clip import CLIPEmbedder
-    from multimodal_rag.errors import *  # noqa: F403
+    from multimodal_rag.errors import (
+        AnswererAuthenticationError,
+        AnswererBadRequestError,
+        AnswererConnectionError,
+        AnswererError,
+        AnswererRateLimitError,
+        AnswererTimeoutError,
+        BackendConnectionError,
+        BackendError,
+        CorruptFileError,
+        DimensionMismatchError,
+        EmbedderMismatchError,
+        ImageError,
+        InvalidInputError,
+        KnowledgeBaseAccessError,
+        KnowledgeBaseError,
+        KnowledgeBaseExistsError,
+        KnowledgeBaseLockedError,
+        KnowledgeBaseNotFoundError,
+        ManifestError,
+        MigrationError,
+        MissingDependencyError,
+        ModelLoadError,
+        MultimodalRAGError,
+        NotFoundError,
+        ReadOnlyError,
+        UnknownBackendError,
+    )
     from multimodal_rag.migrate import MigrationReport, migrate
     from multimodal_rag.protocols import (
         Answerer,

@@ -1,5 +1,5 @@
-"""Pieces the server-backed stores share: optional imports, credential-free URIs, names, and
-which servers may receive the environment's credentials.
+"""Pieces the server-backed stores share: credential-free URIs, names, and which servers may
+receive the environment's credentials.
 
 A knowledge base's manifest may come from someone else, so a server it names is not one the
 caller chose. :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` builds its
@@ -12,22 +12,19 @@ A component the caller builds with its own arguments is the caller's choice, and
 
 from __future__ import annotations
 
-import importlib
 import re
 import uuid
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from types import ModuleType
 from typing import TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from multimodal_rag.errors import InvalidInputError, MissingDependencyError
+from multimodal_rag.errors import InvalidInputError
 
 __all__ = [
     "build_from_manifest",
     "check_endpoints",
     "fresh_name",
-    "import_optional",
     "manifest_endpoints",
     "may_send_credentials",
     "redact_url",
@@ -48,21 +45,6 @@ _MANIFEST_ENDPOINTS: ContextVar[tuple[str, ...] | None] = ContextVar(
 # Milvus collection names and unquoted PostgreSQL identifiers share these rules, so one
 # name works on both servers; 63 is PostgreSQL's identifier limit.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-def import_optional(module: str, *, extra: str) -> ModuleType:
-    """Import ``module``, or explain which extra installs it.
-
-    Raises:
-        MissingDependencyError: The module is not installed.
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"{module.split('.')[0]} is needed for this backend; install it with "
-            f"pip install 'multimodal-rag[{extra}]'"
-        ) from exc
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:

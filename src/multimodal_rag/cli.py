@@ -24,6 +24,7 @@ import click
 from multimodal_rag._version import __version__
 
 if TYPE_CHECKING:
+    from multimodal_rag.kb.manifest import Manifest
     from multimodal_rag.protocols import Embedder
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.types import AddResult, Hit
@@ -318,9 +319,9 @@ def _build_embedder(
 
 
 def _check_same_kind(
-    manifest: Mapping[str, Any], role: str, wanted: str | None, flag: str, value: str | None
+    manifest: Manifest, role: str, wanted: str | None, flag: str, value: str | None
 ) -> None:
-    actual = manifest[role]["kind"]
+    actual = getattr(manifest, role).kind
     if wanted is not None and wanted != actual:
         raise click.UsageError(
             f"{flag} {value} applies only when creating a knowledge base; "
@@ -633,27 +634,12 @@ def info(kb: Path, as_json: bool) -> None:
     """
     from multimodal_rag.kb.manifest import read_manifest
 
-    manifest = read_manifest(kb)
-    counts = manifest.get("counts", {})
+    manifest = read_manifest(kb).to_dict()
+    counts = manifest["counts"]
     summary = {
         "kb": str(kb),
-        "format": manifest["format"],
-        "format_version": manifest["format_version"],
-        "library_version": manifest.get("library_version"),
-        "generation": manifest["generation"],
-        "created_at": manifest.get("created_at"),
-        "saved_at": manifest.get("saved_at"),
-        "embedder": {
-            key: manifest["embedder"].get(key) for key in ("kind", "config", "fingerprint", "dim")
-        },
-        "vector_store": {
-            "kind": manifest["vector_store"]["kind"],
-            "config": manifest["vector_store"].get("config", {}),
-        },
-        "description_store": {
-            "kind": manifest["description_store"]["kind"],
-            "config": manifest["description_store"].get("config", {}),
-        },
+        **{key: manifest[key] for key in ("format", "format_version", "library_version", "generation", "created_at", "saved_at")},
+        **{key: manifest[key] for key in ("embedder", "vector_store", "description_store")},
         "counts": {"vectors": counts.get("vectors"), "descriptions": counts.get("descriptions")},
         "size_bytes": _directory_size(kb),
     }
@@ -944,7 +930,7 @@ def migrate(
     vs: Any = vector_store
     ds: Any = description_store
     if vector_options:
-        dim = read_manifest(source)["embedder"]["dim"]
+        dim = read_manifest(source).embedder.dim
         vs = resolve("vector_store", vector_store, allow_modules=settings.allow_modules)(
             dim, **_parse_options(vector_options)
         )

@@ -111,7 +111,7 @@ def _paste_fitted(
 
     scale = min(tile / image.width, tile / image.height)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    fitted = image.resize(size, Image.LANCZOS)
+    fitted = image.resize(size, Image.Resampling.LANCZOS)
     sheet.paste(fitted, (left + (tile - size[0]) // 2, top + (tile - size[1]) // 2))
 
 

@@ -84,11 +84,14 @@ class ImageError(InvalidInputError):
 
     Attributes:
         source: What was being read: a path, ``"<bytes>"`` or ``"<PIL image>"``.
+        index: Position of the image in the batch an embedder was given, when known;
+            batch ingest then skips just that image.
     """
 
-    def __init__(self, message: str, *, source: Any = None) -> None:
+    def __init__(self, message: str, *, source: Any = None, index: int | None = None) -> None:
         super().__init__(message)
         self.source = source
+        self.index = index
 
 
 class NotFoundError(MultimodalRAGError, KeyError):

@@ -4,46 +4,38 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import attrs
 
-from multimodal_rag._remote import build_from_manifest, check_endpoints
-from multimodal_rag.descriptions.jsonl import check_record
+from multimodal_rag._remote import check_endpoints
 from multimodal_rag.errors import (
-    CorruptFileError,
     DimensionMismatchError,
-    EmbedderMismatchError,
-    ImageError,
     InvalidInputError,
-    KnowledgeBaseError,
     KnowledgeBaseExistsError,
-    KnowledgeBaseNotFoundError,
     NotFoundError,
     ReadOnlyError,
 )
-from multimodal_rag.images import content_id, image_bytes
-from multimodal_rag.ingest.sources import DescriptionsFile, outside_root, scan_images
-from multimodal_rag.kb.directory import KnowledgeBaseDirectory, damaged_parts
-from multimodal_rag.kb.journal import Journal, SnapshotMovedError, load_journal
-from multimodal_rag.kb.manifest import MANIFEST_FILE, read_manifest
-from multimodal_rag.kb.salvage import SalvageFindings, salvage_descriptions
+from multimodal_rag.kb.directory import KnowledgeBaseDirectory
+from multimodal_rag.kb.journal import Journal
+from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
+from multimodal_rag.kb.salvage import SalvageFindings
 from multimodal_rag.locks import ReentrantReadWriteLock, reading, writing
 from multimodal_rag.protocols import (
     Answerer,
     DescriptionStore,
     Embedder,
-    IdFilter,
     VectorStore,
-    iter_embed_images_in_batches,
 )
+from multimodal_rag.query import Filter
 from multimodal_rag.registry import kind_of, resolve
-from multimodal_rag.types import AddResult, Hit, ImageInput, Record, Skipped, is_path, source_name
-from multimodal_rag.validation import check_id, check_metadata
+from multimodal_rag.types import AddResult, Hit, ImageInput, Record, is_path
+from multimodal_rag.validation import check_id, check_metadata, check_record
 
 if TYPE_CHECKING:
+    from multimodal_rag.ingest.pipeline import IngestItem
     from multimodal_rag.protocols import ImageDescriber
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer, DescribeResult
@@ -53,23 +45,7 @@ __all__ = ["MultimodalRAG"]
 
 logger = logging.getLogger(__name__)
 
-# How often a read-only open starts again when a writer saves while it loads.
-_READER_RETRIES = 3
 
-#: A search filter: metadata that must match exactly, or a predicate over ids.
-Filter = Mapping[str, Any] | IdFilter
-
-
-@attrs.define
-class _Item:
-    """One input of an ingest, on its way to the stores."""
-
-    image: ImageInput
-    source: str
-    id: str | None = None
-    description: str | None = None
-    metadata: dict[str, Any] = attrs.field(factory=dict)
-    image_path: str | None = None
 
 
 class MultimodalRAG:
@@ -132,8 +108,8 @@ class MultimodalRAG:
         self.answerer = answerer
         self.read_only = read_only
         self._dir = KnowledgeBaseDirectory(Path(path)) if path is not None else None
-        self._generation = 0
-        self._created_at: str | None = None
+        # The manifest of the last save (None until the first); it names the current snapshot.
+        self._manifest: Manifest | None = None
         # Searches share it; each change (a batch, a removal, a save) holds it alone.
         self._lock = ReentrantReadWriteLock()
         # Committed changes since the last save; set once the knowledge base has a snapshot.
@@ -254,90 +230,26 @@ class MultimodalRAG:
             EmbedderMismatchError: ``embedder`` differs from the one it was built with.
             InvalidInputError: ``allow_endpoints`` is not a list of URLs.
         """
-        allow_endpoints = check_endpoints(allow_endpoints)
-        directory = KnowledgeBaseDirectory(Path(path))
-        if not directory.path.is_dir():
-            raise KnowledgeBaseNotFoundError(f"no knowledge base at {str(path)!r}")
-        directory.check_layout()
-        if directory.is_unfinished():
-            raise KnowledgeBaseNotFoundError(
-                f"{str(path)!r} holds only what an interrupted create left behind, no knowledge base; "
-                "create it again (MultimodalRAG.create(path, ..., exist_ok=True) or `multimodal-rag index`), "
-                "which cleans it up"
-            )
-        if not read_only:
-            directory.lock()
-        try:
-            for attempt in range(_READER_RETRIES + 1):
-                manifest = read_manifest(directory.path)
-                try:
-                    generation = manifest["generation"]
-                    snapshot = directory.snapshot(generation)
-                    damaged = damaged_parts(directory, manifest) if salvage else set()
-                    if not salvage:
-                        directory.verify_snapshot(manifest)
-                    recorded = manifest["embedder"]
-                    if embedder is None:
-                        embedder_cls = resolve("embedder", recorded["kind"], allow_modules=allow_modules)
-                        embedder = build_from_manifest(allow_endpoints, embedder_cls, **recorded.get("config", {}))
-                    _check_embedder(embedder, recorded, directory.path)
-                    vs_entry, ds_entry = manifest["vector_store"], manifest["description_store"]
-                    vs_cls = resolve("vector_store", vs_entry["kind"], allow_modules=allow_modules)
-                    ds_cls = resolve("description_store", ds_entry["kind"], allow_modules=allow_modules)
-                    vs_config, ds_config = vs_entry.get("config", {}), ds_entry.get("config", {})
-                    vector_store = (
-                        build_from_manifest(allow_endpoints, vs_cls, recorded["dim"], **vs_config)
-                        if "vectors" in damaged
-                        else build_from_manifest(
-                            allow_endpoints, vs_cls.load, snapshot / "vectors", dim=recorded["dim"], **vs_config
-                        )
-                    )
-                    snapshot_ids = None if "vectors" in damaged else set(vector_store.ids())
-                    salvaged = from_older = 0
-                    if "descriptions" in damaged:
-                        description_store, salvaged, from_older = build_from_manifest(
-                            allow_endpoints, salvage_descriptions,
-                            ds_cls, ds_config, directory, generation, expected_ids=snapshot_ids,
-                        )
-                    else:
-                        description_store = build_from_manifest(
-                            allow_endpoints, ds_cls.load, snapshot / "descriptions", **ds_config
-                        )
-                    journal = load_journal(
-                        directory.journal, generation, vector_store, description_store, salvage=salvage
-                    )
-                    if damaged and read_manifest(directory.path)["generation"] != generation:
-                        # What looked damaged was a snapshot a writer's save replaced meanwhile.
-                        raise SnapshotMovedError(f"snapshot {generation} was replaced while it was read")
-                    break
-                except CorruptFileError:
-                    # A reader races the writer's saves: the snapshot its manifest named may
-                    # be replaced while it loads. Only a manifest that moved on is retried.
-                    moved = read_manifest(directory.path)["generation"] != manifest["generation"]
-                    if read_only and moved and attempt < _READER_RETRIES:
-                        continue
-                    raise
-            findings = None
-            if damaged or journal.lost_entries:
-                findings = _salvage_findings(
-                    directory, manifest, damaged, vector_store, description_store, snapshot_ids,
-                    salvaged=salvaged, from_older=from_older, changes_lost=journal.lost_entries,
-                )
-            if not read_only:
-                directory.remove_stale_snapshots(keep=manifest["generation"])
-                writer_journal = Journal.resume(directory.journal, journal, manifest["generation"])
-        except BaseException:
-            directory.unlock()
-            raise
-        rag = cls(embedder, vector_store, description_store, answerer, read_only=read_only)
-        rag._dir = directory
-        rag._generation = manifest["generation"]
-        rag._created_at = manifest.get("created_at")
-        rag._journal = None if read_only else writer_journal
-        rag._salvage = findings
+        from multimodal_rag.kb.loading import open_directory
+
+        opened = open_directory(
+            Path(path),
+            embedder=embedder,
+            read_only=read_only,
+            salvage=salvage,
+            allow_modules=allow_modules,
+            allow_endpoints=check_endpoints(allow_endpoints),
+        )
+        loaded = opened.loaded
+        rag = cls(loaded.embedder, loaded.vector_store, loaded.description_store, answerer, read_only=read_only)
+        rag._dir, rag._manifest, rag._journal, rag._salvage = opened.directory, loaded.manifest, opened.journal, loaded.findings
         return rag
 
     # -- persistence -------------------------------------------------------------
+
+    @property
+    def _generation(self) -> int:
+        return self._manifest.generation if self._manifest is not None else 0
 
     @property
     def path(self) -> Path | None:
@@ -355,30 +267,20 @@ class MultimodalRAG:
         self._check_writable()
         if self._dir is None:
             raise ReadOnlyError("this knowledge base has no directory; create it with MultimodalRAG.create(path)")
-        manifest = {
-            "created_at": self._created_at,
-            "embedder": {
-                "kind": kind_of(self.embedder),
-                "config": self.embedder.config(),
-                "fingerprint": self.embedder.fingerprint,
-                "dim": self.embedder.dim,
-            },
-            "vector_store": {"kind": kind_of(self.vector_store), "config": self.vector_store.config()},
-            "description_store": {
-                "kind": kind_of(self.description_store),
-                "config": self.description_store.config(),
-            },
-            "counts": {"vectors": len(self.vector_store), "descriptions": len(self.description_store)},
-        }
-        written = self._dir.write_snapshot(
-            self._generation + 1, self.vector_store, self.description_store, manifest
+        manifest = Manifest.of(
+            self.embedder,
+            self.vector_store,
+            self.description_store,
+            created_at=self._manifest.created_at if self._manifest is not None else None,
         )
-        self._generation = written["generation"]
-        self._created_at = written["created_at"] or written["saved_at"]
+        self._manifest = self._dir.write_snapshot(self._generation + 1, self.vector_store, self.description_store, manifest)
+        generation = self._manifest.generation
         # Only after the new manifest is in place: until then the old journal is still needed.
         if self._journal is None:
-            self._journal = Journal(self._dir.journal, self._generation)
-        self._journal.reset(self._generation)
+            from multimodal_rag.kb.journal import Journal
+
+            self._journal = Journal(self._dir.journal, generation)
+        self._journal.reset(generation)
 
     def close(self) -> None:
         """Release the writer's lock.
@@ -420,7 +322,9 @@ class MultimodalRAG:
         """
         from multimodal_rag.verify import verify_knowledge_base
 
-        return verify_knowledge_base(self)
+        return verify_knowledge_base(
+            self.vector_store, self.description_store, directory=self._dir, findings=self._salvage
+        )
 
     @writing
     def repair(self) -> RepairReport:
@@ -439,7 +343,15 @@ class MultimodalRAG:
         from multimodal_rag.verify import repair_knowledge_base
 
         self._check_writable()
-        return repair_knowledge_base(self)
+        repaired = repair_knowledge_base(
+            self.embedder, self.vector_store, self.description_store, directory=self._dir, findings=self._salvage
+        )
+        self.vector_store = repaired.vector_store
+        if self._dir is not None:
+            self.save()  # fresh files, fresh checksums
+        # What was lost has been reported; the repaired knowledge base is whole again.
+        self._salvage = None
+        return attrs.evolve(repaired.report, remaining=self.verify())
 
     # -- ingest ------------------------------------------------------------------
 
@@ -479,35 +391,11 @@ class MultimodalRAG:
                 knowledge base's ``images/`` folder. Nothing from the call is stored,
                 except batches already committed with ``on_error="skip"``.
         """
-        if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
-            images = [images]  # one image
-            descriptions = [descriptions] if isinstance(descriptions, str) else descriptions
-            metadata = [metadata] if isinstance(metadata, Mapping) else metadata
-        n = len(images)
-        ids_list = _aligned("ids", ids, n)
-        descriptions_list = _aligned("descriptions", descriptions, n)
-        metadata_list = _aligned("metadata", metadata, n)
-        # Checked here, before any image is read, so the message can name an image that
-        # has no id yet, and a bad entry anywhere in the call stores nothing.
-        for i, image in enumerate(images):
-            if ids_list[i] is not None:
-                check_id(ids_list[i])
-            if metadata_list[i] is not None:
-                owner = f"record {ids_list[i]!r}" if ids_list[i] is not None else f"image {i} ({source_name(image)})"
-                check_metadata(metadata_list[i], owner=owner)
-        if self._dir is not None and not self.read_only and not all(is_path(image) for image in images):
-            self._images_folder()  # before embedding: a folder that cannot be made stores nothing
-        items = [
-            _Item(
-                image=image,
-                source=source_name(image),
-                id=ids_list[i],
-                description=descriptions_list[i],
-                metadata=dict(metadata_list[i] or {}),
-                image_path=str(Path(image).resolve()) if is_path(image) else None,  # type: ignore[arg-type]
-            )
-            for i, image in enumerate(images)
-        ]
+        from multimodal_rag.ingest.pipeline import items_from_arguments
+
+        items = items_from_arguments(images, ids, descriptions, metadata)
+        if self._dir is not None and not self.read_only and not all(is_path(item.image) for item in items):
+            self._dir.images_folder()  # before embedding: a folder that cannot be made stores nothing
         return self._ingest(items, on_error=on_error, batch_size=batch_size, progress=progress)
 
     def add_directory(
@@ -541,178 +429,38 @@ class MultimodalRAG:
             InvalidInputError: ``directory`` is not a folder, or the descriptions file
                 is unreadable or has an entry leading outside ``directory``.
         """
-        root = Path(directory)
-        files, not_files = scan_images(root, recursive=recursive)
-        escaping = [] if allow_outside else outside_root(files, root)
-        if escaping:
-            refused_files = set(escaping)
-            files = [file for file in files if file not in refused_files]
-        catalog = (
-            DescriptionsFile(Path(descriptions), root, allow_outside=allow_outside)
-            if descriptions is not None
-            else None
+        from multimodal_rag.ingest.pipeline import items_from_directory
+
+        items, refused = items_from_directory(
+            directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
         )
-        items = []
-        for file in files:
-            entry = catalog.lookup(file) if catalog is not None else None
-            items.append(
-                _Item(
-                    image=file,
-                    source=str(file),
-                    description=entry.description if entry else None,
-                    metadata=dict(entry.metadata) if entry else {},
-                    image_path=str(file.resolve()),
-                )
-            )
         result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress)
-        if escaping:
-            refused = [
-                Skipped(source=str(file), reason=f"a symlink to {os.path.realpath(file)!r}, outside {str(root)!r}")
-                for file in escaping
-            ]
-            result = attrs.evolve(result, skipped=(*refused, *result.skipped))
-        if not_files:
-            unread = [Skipped(source=str(path), reason=reason) for path, reason in not_files]
-            result = attrs.evolve(result, skipped=(*unread, *result.skipped))
-        return result
+        return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result
 
-    def _ingest(self, items: list[_Item], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
-        from tqdm.auto import tqdm
-
-        from multimodal_rag.vectors._common import check_vectors
+    def _ingest(self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
+        from multimodal_rag.ingest.pipeline import IngestRun
 
         self._check_writable()
-        if on_error not in ("raise", "skip"):
-            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        for item in items:  # refuse bad records before anything is embedded
-            check_record(Record(id=item.id or "-", description=item.description, metadata=item.metadata))
+        return IngestRun(
+            items,
+            embedder=self.embedder,
+            dim=self.vector_store.dim,
+            is_stored=self.vector_store.__contains__,
+            record_for=self._record_for,
+            commit=self._commit,
+            on_error=on_error,
+            batch_size=batch_size,
+            progress=progress,
+        ).run()
 
-        ids: dict[int, str] = {}  # item position -> id, for every item that ends up stored
-        duplicates: list[tuple[str, str]] = []
-        skipped: list[Skipped] = []
-        queued: list[int] = []  # stream position -> item position
-        claimed: set[str] = set()
+    def _record_for(self, item: IngestItem) -> Record:
+        from multimodal_rag.ingest.pipeline import encoded_image
 
-        def stream() -> Iterator[ImageInput]:
-            # Read and hash lazily so memory stays bounded by the embedder's batches.
-            for pos, item in enumerate(items):
-                try:
-                    data = image_bytes(item.image) if item.id is None else None
-                except ImageError as exc:
-                    if on_error == "raise":
-                        raise
-                    skipped.append(Skipped(source=item.source, reason=str(exc)))
-                    continue
-                item.id = item.id or content_id(data)  # type: ignore[arg-type]
-                if item.id in claimed or (data is not None and item.id in self.vector_store):
-                    duplicates.append((item.source, item.id))
-                    ids[pos] = item.id
-                    continue
-                claimed.add(item.id)
-                queued.append(pos)
-                # The embedder reads the image itself (in parallel, where it can), so its
-                # errors name the file; the hashing read above is served by the page cache.
-                yield item.image
-
-        pending: list[tuple[list[str], Any, list[Record]]] = []
-        added_positions: list[int] = []
-        # tqdm's disable=None shows the bar only on a terminal.
-        bar = tqdm(total=len(items), desc="embedding", unit="img", disable=None if progress is None else not progress)
-        iterate = getattr(self.embedder, "iter_embed_images", None)
-        batches = (
-            iterate(stream(), batch_size=batch_size)
-            if iterate is not None
-            else iter_embed_images_in_batches(self.embedder, stream(), batch_size=batch_size)
-        )
-        try:
-            for batch in batches:
-                for index, error in batch.failures:
-                    item = items[queued[index]]
-                    if on_error == "raise":
-                        raise error
-                    claimed.discard(item.id)  # type: ignore[arg-type]
-                    skipped.append(Skipped(source=item.source, reason=str(error)))
-                chosen = [items[queued[i]] for i in batch.indices]
-                batch_ids = [item.id for item in chosen]
-                records = [self._record_for(item) for item in chosen]
-                if on_error == "raise":
-                    # All or nothing: checked now, so a bad batch fails before more are embedded.
-                    vectors = check_vectors(batch.vectors, self.vector_store.dim, count=len(batch_ids))
-                    pending.append((batch_ids, vectors, records))
-                else:
-                    self._commit(batch_ids, batch.vectors, records)
-                for i in batch.indices:
-                    ids[queued[i]] = items[queued[i]].id  # type: ignore[assignment]
-                    added_positions.append(queued[i])
-                bar.update(len(batch.indices) + len(batch.failures))
-        finally:
-            bar.close()
-        if pending:  # one commit, so the call is stored whole or not at all
-            import numpy as np
-
-            self._commit(
-                [id_ for batch_ids, _, _ in pending for id_ in batch_ids],
-                np.concatenate([vectors for _, vectors, _ in pending]),
-                [record for _, _, records in pending for record in records],
-            )
-
-        added_positions.sort()
-        return AddResult(
-            ids=[ids[pos] for pos in sorted(ids)],
-            added=[items[pos].id for pos in added_positions],
-            duplicates=duplicates,
-            skipped=skipped,
-            undescribed=[items[pos].id for pos in added_positions if items[pos].description is None],
-        )
-
-    def _record_for(self, item: _Item) -> Record:
         image_path = item.image_path
         if image_path is None and self._dir is not None:
-            image_path = str(self._store_image(item))
+            data, suffix = encoded_image(item)
+            image_path = str(self._dir.keep_image(data, suffix, source=item.source))
         return Record(id=item.id, image_path=image_path, description=item.description, metadata=item.metadata)  # type: ignore[arg-type]
-
-    def _store_image(self, item: _Item) -> Path:
-        """Keep an image that was given in memory, so answers can show it later."""
-        import io
-
-        from PIL import Image
-
-        from multimodal_rag.kb.fileio import atomic_write_bytes
-
-        if isinstance(item.image, (bytes, bytearray, memoryview)):
-            data = bytes(item.image)
-            with Image.open(io.BytesIO(data)) as probe:  # already decoded once: cannot fail
-                suffix = (probe.format or "bin").lower()
-            if not suffix.isalnum():
-                suffix = "bin"
-        else:
-            buffer = io.BytesIO()
-            item.image.save(buffer, format="PNG")  # type: ignore[union-attr]
-            data, suffix = buffer.getvalue(), "png"
-        # Named by the hash of the bytes, never by the caller's id: an id cannot lead the
-        # file out of the folder, an existing file is the same image, and an id given
-        # again for another picture gets a file of its own.
-        path = self._images_folder() / f"{content_id(data)}.{suffix}"
-        try:
-            if not path.exists():
-                atomic_write_bytes(path, data)
-        except OSError as exc:
-            raise KnowledgeBaseError(
-                f"cannot keep image {item.source} as {str(path)!r}: {exc}; the batch holding it was not stored"
-            ) from exc
-        return path
-
-    def _images_folder(self) -> Path:
-        """The folder that keeps images given in memory, made if needed."""
-        assert self._dir is not None
-        folder = self._dir.images
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise KnowledgeBaseError(
-                f"cannot make the folder {str(folder)!r} for images given in memory: {exc}; nothing was stored"
-            ) from exc
-        return folder
 
     @writing
     def _commit(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
@@ -744,29 +492,9 @@ class MultimodalRAG:
         With both, the result is the normalised weighted sum
         ``(1 - text_weight) * image_vector + text_weight * text_vector``.
         """
-        import numpy as np
+        from multimodal_rag.query import query_vector
 
-        if image is None and text is None:
-            raise InvalidInputError("search needs an image, a text, or both")
-        if text is not None and not isinstance(text, str):
-            raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
-        if not 0.0 <= text_weight <= 1.0:
-            raise InvalidInputError(f"text_weight must be between 0 and 1, got {text_weight}")
-        from multimodal_rag.vectors._common import check_vectors
-
-        dim = self.embedder.dim
-        vector = np.zeros(dim, dtype=np.float32)
-        # A custom embedder's output is checked like stored vectors are: NaN, shape, dtype.
-        if image is not None:
-            image_vector = check_vectors(self.embedder.embed_images([image]), dim, count=1, what="image query vectors")
-            vector += (1.0 - text_weight if text is not None else 1.0) * image_vector[0]
-        if text is not None:
-            text_vector = check_vectors(self.embedder.embed_texts([text]), dim, count=1, what="text query vectors")
-            vector += (text_weight if image is not None else 1.0) * text_vector[0]
-        norm = float(np.linalg.norm(vector))
-        if norm == 0.0:
-            raise InvalidInputError("the image and text vectors cancel out; change text_weight")
-        return vector / norm
+        return query_vector(self.embedder, image, text, text_weight=text_weight)
 
     def search(
         self,
@@ -796,41 +524,56 @@ class MultimodalRAG:
     @reading
     def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
         """Like :meth:`search`, for a query vector already embedded."""
-        neighbors = self.vector_store.search(vector, k, filter=self._id_filter(filter))[0]
-        records = self.description_store.get_many([n.id for n in neighbors])
-        hits = []
-        for neighbor in neighbors:
-            record = records.get(neighbor.id) or Record(id=neighbor.id)
-            hits.append(
-                Hit(
-                    id=neighbor.id,
-                    score=neighbor.score,
-                    image_path=record.image_path,
-                    description=record.description,
-                    metadata=record.metadata,
-                )
-            )
-        return hits
+        from multimodal_rag.query import id_filter, make_hits
+        from multimodal_rag.validation import check_queries
 
-    def _id_filter(self, filter: Filter | None) -> IdFilter | None:
-        if filter is None or callable(filter):
-            return filter  # type: ignore[return-value]
-        if not isinstance(filter, Mapping):
-            raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
-        wanted = dict(filter)
-        store = self.description_store
-
-        def keep(id_: str) -> bool:
-            try:
-                metadata = store.get(id_).metadata
-            except NotFoundError:
-                return False
-            return all(metadata.get(key) == value for key, value in wanted.items())
-
-        return keep
+        # The protocol's queries are (n, dim): one vector becomes one row, checked as the
+        # built-in stores check it (numeric, finite, non-zero, of the store's dimension).
+        queries = check_queries(vector, self.vector_store.dim, k)
+        neighbors = self.vector_store.search(queries, k, filter=id_filter(self.description_store, filter))[0]
+        return make_hits(neighbors, self.description_store.get_many([n.id for n in neighbors]))
 
     # -- answers -----------------------------------------------------------------
 
+    @overload
+    def ask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = ...,
+        text: str | None = ...,
+        k: int = ...,
+        filter: Filter | None = ...,
+        text_weight: float = ...,
+        stream: Literal[False] = ...,
+        metadata: Mapping[str, Any] | None = ...,
+    ) -> Answer: ...
+    @overload
+    def ask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = ...,
+        text: str | None = ...,
+        k: int = ...,
+        filter: Filter | None = ...,
+        text_weight: float = ...,
+        stream: Literal[True],
+        metadata: Mapping[str, Any] | None = ...,
+    ) -> AnswerStream: ...
+    @overload
+    def ask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = ...,
+        text: str | None = ...,
+        k: int = ...,
+        filter: Filter | None = ...,
+        text_weight: float = ...,
+        stream: bool,
+        metadata: Mapping[str, Any] | None = ...,
+    ) -> Answer | AnswerStream: ...
     def ask(
         self,
         question: str,
@@ -884,6 +627,45 @@ class MultimodalRAG:
 
         return AnswerStream.from_answer(answerer.answer(question, image=image, matches=matches, metadata=metadata))
 
+    @overload
+    async def aask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = ...,
+        text: str | None = ...,
+        k: int = ...,
+        filter: Filter | None = ...,
+        text_weight: float = ...,
+        stream: Literal[False] = ...,
+        metadata: Mapping[str, Any] | None = ...,
+    ) -> Answer: ...
+    @overload
+    async def aask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = ...,
+        text: str | None = ...,
+        k: int = ...,
+        filter: Filter | None = ...,
+        text_weight: float = ...,
+        stream: Literal[True],
+        metadata: Mapping[str, Any] | None = ...,
+    ) -> AsyncAnswerStream: ...
+    @overload
+    async def aask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = ...,
+        text: str | None = ...,
+        k: int = ...,
+        filter: Filter | None = ...,
+        text_weight: float = ...,
+        stream: bool,
+        metadata: Mapping[str, Any] | None = ...,
+    ) -> Answer | AsyncAnswerStream: ...
     async def aask(
         self,
         question: str,
@@ -926,7 +708,7 @@ class MultimodalRAG:
         filter: Filter | None,
         text_weight: float,
     ) -> tuple[Answerer, list[Hit]]:
-        from multimodal_rag.answerers._common import check_question
+        from multimodal_rag.validation import check_question
 
         check_question(question)
         if self.answerer is None:
@@ -1112,57 +894,3 @@ class MultimodalRAG:
     def _check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError("this knowledge base was opened read-only")
-
-
-def _aligned(name: str, values: Sequence[Any] | None, n: int) -> list[Any]:
-    if values is None:
-        return [None] * n
-    if isinstance(values, (str, Mapping)):
-        raise InvalidInputError(f"{name} must be a sequence with one entry per image")
-    values = list(values)
-    if len(values) != n:
-        raise InvalidInputError(f"got {n} images but {len(values)} {name}")
-    return values
-
-
-def _check_embedder(embedder: Embedder, recorded: Mapping[str, Any], path: Path) -> None:
-    if embedder.dim != recorded["dim"] or embedder.fingerprint != recorded["fingerprint"]:
-        raise EmbedderMismatchError(
-            f"knowledge base {str(path)!r} was built with embedder {recorded['fingerprint']!r} "
-            f"({recorded['dim']}-d), but the embedder given is {embedder.fingerprint!r} ({embedder.dim}-d); "
-            "open it with the same model and weights, or rebuild it"
-        )
-
-
-def _salvage_findings(
-    directory: KnowledgeBaseDirectory,
-    manifest: Mapping[str, Any],
-    damaged: set[str],
-    vector_store: VectorStore,
-    description_store: DescriptionStore,
-    snapshot_ids: set[str] | None,
-    *,
-    salvaged: int,
-    from_older: int,
-    changes_lost: int,
-) -> SalvageFindings:
-    """Count what a salvaging open could not read back (see :mod:`multimodal_rag.kb.salvage`)."""
-    lost_ids: list[str] = []
-    records_lost = 0
-    if "descriptions" in damaged:
-        if snapshot_ids is not None:
-            # Every vector had a record when the snapshot was saved: those still without one are lost.
-            lost_ids = sorted(id_ for id_ in snapshot_ids if id_ in vector_store and id_ not in description_store)
-            records_lost = len(lost_ids)
-        else:
-            saved = manifest.get("counts", {}).get("descriptions")
-            records_lost = max(0, saved - salvaged - from_older) if isinstance(saved, int) else 0
-    damaged_files = [str(path) for path, _ in directory.check_snapshot(dict(manifest))]
-    return SalvageFindings(
-        damaged_files=damaged_files,
-        records_salvaged=salvaged,
-        records_from_older_snapshot=from_older,
-        lost_ids=lost_ids,
-        records_lost=records_lost,
-        changes_lost=changes_lost,
-    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Union, overload
 
@@ -25,8 +25,30 @@ class Neighbor(NamedTuple):
     score: float
 
 
+# Typed converters: attrs gives each field's __init__ parameter its converter's parameter
+# type, and type checkers cannot solve a bare ``tuple`` or ``dict`` there.
 def _frozen_dict(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(value or {})
+
+
+def _int_dict(value: Mapping[str, int] | None) -> dict[str, int]:
+    return dict(value or {})
+
+
+def _strs(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(value)
+
+
+def _skipped(value: Iterable[Skipped]) -> tuple[Skipped, ...]:
+    return tuple(value)
+
+
+def _sources(value: Iterable[Source]) -> tuple[Source, ...]:
+    return tuple(value)
 
 
 @frozen(kw_only=True)
@@ -88,11 +110,11 @@ class AddResult(Sequence[str]):
         undescribed: Ids of added images that have no description.
     """
 
-    ids: tuple[str, ...] = field(converter=tuple)
-    added: tuple[str, ...] = field(converter=tuple)
-    duplicates: tuple[tuple[str, str], ...] = field(converter=tuple, default=())
-    skipped: tuple[Skipped, ...] = field(converter=tuple, default=())
-    undescribed: tuple[str, ...] = field(converter=tuple, default=())
+    ids: tuple[str, ...] = field(converter=_strs)
+    added: tuple[str, ...] = field(converter=_strs)
+    duplicates: tuple[tuple[str, str], ...] = field(converter=_pairs, default=())
+    skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
+    undescribed: tuple[str, ...] = field(converter=_strs, default=())
 
     @overload
     def __getitem__(self, index: int) -> str: ...
@@ -117,8 +139,8 @@ class DescribeResult:
         skipped: Images left without one, and why (``source`` is the image's id).
     """
 
-    described: tuple[str, ...] = field(converter=tuple, default=())
-    skipped: tuple[Skipped, ...] = field(converter=tuple, default=())
+    described: tuple[str, ...] = field(converter=_strs, default=())
+    skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
 
 
 @frozen(kw_only=True)
@@ -144,9 +166,9 @@ class Answer:
     """
 
     text: str
-    sources: tuple[Source, ...] = field(converter=tuple, default=())
+    sources: tuple[Source, ...] = field(converter=_sources, default=())
     model: str = ""
-    usage: dict[str, int] = field(factory=dict, converter=_frozen_dict)
+    usage: dict[str, int] = field(factory=dict, converter=_int_dict)
     latency_s: float = 0.0
 
 

@@ -1,8 +1,9 @@
-"""Checks on what callers name and store: ids and metadata.
+"""The checks every component shares, built-in or a user's own: ids, metadata, records,
+questions, vectors and integer settings.
 
-Both cross from the caller into files, journals and databases, so they are
-checked where they enter (the facade's methods and every description store's
-``put``), by rules every store can keep:
+Ids and metadata cross from the caller into files, journals and databases, so they are
+checked where they enter (the facade's methods and every description store's ``put``,
+through :func:`check_record`), by rules every store can keep:
 
 - an id is a non-empty string of at most :data:`MAX_ID_BYTES` bytes of UTF-8,
   without path separators, control characters, or the names ``.`` and ``..``.
@@ -12,25 +13,61 @@ checked where they enter (the facade's methods and every description store's
   ``bool``, ``int``, finite ``float``, ``str``, ``list`` or ``dict``, nested at most
   :data:`MAX_METADATA_DEPTH` levels. A tuple or an integer key would come back as a
   list or a string after reopening, and deep nesting would overflow the stack of
-  the encoder and of every reader after it.
+  the encoder and of every reader after it. Its keys may not be
+  :data:`RESERVED_KEYS`, which a JSON Lines descriptions file uses for the record itself.
+
+Vectors are checked by every vector store on the way in (:func:`check_ids`,
+:func:`check_vectors`, :func:`check_queries`): a stored vector must be a finite unit
+vector, since scores are inner products. A custom store can call the same functions, so
+it refuses exactly what the built-in stores refuse. numpy is imported only by the vector
+checks, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.errors import DimensionMismatchError, InvalidInputError
+from multimodal_rag.types import Record
 
-__all__ = ["MAX_ID_BYTES", "MAX_METADATA_DEPTH", "check_id", "check_metadata"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "MAX_ID_BYTES",
+    "MAX_METADATA_DEPTH",
+    "RESERVED_KEYS",
+    "UNIT_NORM_TOLERANCE",
+    "bad_vector_rows",
+    "check_id",
+    "check_ids",
+    "check_int",
+    "check_metadata",
+    "check_queries",
+    "check_question",
+    "check_record",
+    "check_vectors",
+]
 
 #: The longest id accepted, in bytes of UTF-8.
 MAX_ID_BYTES = 512
 
 #: The deepest metadata accepted: the mapping itself is level 1, a list or dict in it level 2.
 MAX_METADATA_DEPTH = 64
+
+#: Keys a record's metadata may not use: a JSON Lines descriptions file keeps the record's
+#: own fields under them, beside the metadata.
+RESERVED_KEYS = frozenset({"id", "image_path", "description"})
+
+#: How far from 1 a stored vector's norm may be. Scores are inner products, which equal
+#: cosines only for unit vectors; a vector of norm 1e38 would outrank every other.
+#: Vectors computed in bf16 or fp16 and normalised in float32 are well within this.
+UNIT_NORM_TOLERANCE = 1e-2
 
 # Unicode's control characters (category Cc): C0, DEL and C1.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -133,3 +170,208 @@ def check_metadata(metadata: object, *, owner: str) -> None:
                 f"metadata of {owner}: {_where(path)} is {_kind(value)}; values must be None, bool, int, "
                 "float, str, list or dict, which JSON gives back exactly"
             )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_record(record: object) -> None:
+    """Refuse a record no store could keep faithfully.
+
+    Every description store's ``put`` calls it, so the rules above (ids; metadata JSON
+    gives back exactly) hold whichever store is used.
+
+    Raises:
+        InvalidInputError: The message names the record and what is wrong with it.
+    """
+    if not isinstance(record, Record):
+        raise InvalidInputError(f"expected a Record, got {type(record).__name__}")
+    check_id(record.id, what="record id")
+    if record.description is not None and not isinstance(record.description, str):
+        raise InvalidInputError(f"description of {record.id!r} must be a string or None")
+    if record.image_path is not None and not isinstance(record.image_path, str):
+        raise InvalidInputError(f"image_path of {record.id!r} must be a string or None")
+    for name, value in (("id", record.id), ("description", record.description), ("image_path", record.image_path)):
+        if value is not None and not _is_utf8(value):
+            raise InvalidInputError(f"{name} of record {record.id!r} has characters UTF-8 cannot store (lone surrogates)")
+    clash = RESERVED_KEYS.intersection(record.metadata)
+    if clash:
+        raise InvalidInputError(f"metadata of {record.id!r} uses reserved key(s) {sorted(clash)}")
+    check_metadata(record.metadata, owner=f"record {record.id!r}")
+    try:  # what the structural check leaves: lone surrogates, integers too long to print
+        json.dumps(record.metadata, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata of {record.id!r} is not JSON-serialisable: {exc}") from exc
+
+
+def check_question(question: object) -> str:
+    """Return ``question`` if it is a string with something in it.
+
+    Raises:
+        InvalidInputError: Not a string, or only white space.
+    """
+    if not isinstance(question, str):
+        raise InvalidInputError(f"the question must be a string, got {type(question).__name__}")
+    if not question.strip():
+        raise InvalidInputError("the question is empty")
+    return question
+
+
+def check_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """Return ``value`` as an ``int`` if it is an integer of at least ``minimum``.
+
+    For counts and sizes (``k``, ``batch_size``, ``dim``) and tuning knobs (``M``,
+    ``nprobe``). A bool is refused although Python counts it as an integer; a numpy
+    integer is accepted.
+
+    Args:
+        name: The argument's name, for the message.
+        value: The value to check.
+        minimum: The smallest value allowed: 1 (a positive integer) unless given.
+
+    Raises:
+        InvalidInputError: Not an integer, or below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if minimum == 1:
+            wanted = "a positive integer"
+        elif minimum == 0:
+            wanted = "a non-negative integer"
+        else:
+            wanted = f"an integer of at least {minimum}"
+        raise InvalidInputError(f"{name} must be {wanted}, got {value!r}")
+    return int(value)
+
+
+def bad_vector_rows(vectors: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The rows of a float32 ``(n, dim)`` array that are not finite unit vectors, and why each is not."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Squares of huge rows overflow to inf in float32: refused below like NaN.
+        squares = np.einsum("ij,ij->i", vectors, vectors)
+    # A slightly wider test than |norm - 1| <= tolerance, settled exactly row by row.
+    candidates = np.flatnonzero(~(np.abs(squares - 1.0) <= 2.1 * UNIT_NORM_TOLERANCE))
+    rows, reasons = [], []
+    for row in candidates.tolist():
+        vector = vectors[row].astype(np.float64)
+        norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else None
+        if norm is None:
+            reason = "contains NaN or infinity"
+        elif norm == 0:
+            reason = "is all zeros"
+        elif abs(norm - 1.0) > UNIT_NORM_TOLERANCE:
+            reason = f"has norm {norm:.6g}, not 1 (vectors must be normalised to unit length)"
+        else:
+            continue
+        rows.append(row)
+        reasons.append(reason)
+    return np.asarray(rows, dtype=np.int64), reasons
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    """Return the ids of a vector store's ``add`` as a list, if they are non-empty strings, none repeated.
+
+    Raises:
+        InvalidInputError: One string instead of a sequence, an id that is not a
+            non-empty string, or an id given twice.
+    """
+    if isinstance(ids, str):
+        raise InvalidInputError("ids must be a sequence of strings, not a single string")
+    out = list(ids)
+    for id_ in out:
+        if not isinstance(id_, str) or not id_:
+            raise InvalidInputError(f"every id must be a non-empty string, got {id_!r}")
+    if len(set(out)) != len(out):
+        seen: set[str] = set()
+        repeated = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InvalidInputError(f"id {repeated!r} appears more than once in one add")
+    return out
+
+
+def check_vectors(
+    vectors: Any, dim: int, *, count: int | None = None, what: str = "vectors", unit: bool = True
+) -> np.ndarray:
+    """Return vectors as a C-contiguous float32 ``(n, dim)`` array, if they are fit to store.
+
+    One vector of shape ``(dim,)`` counts as one row.
+
+    Args:
+        vectors: Anything numpy turns into a numeric array.
+        dim: The dimension required.
+        count: The number of rows required (the number of ids they go with), if any.
+        what: How the message names them (``"vectors"``, ``"queries"``).
+        unit: Require every row's norm to be within :data:`UNIT_NORM_TOLERANCE` of 1,
+            as the embedder protocol promises (otherwise only refuse zero rows).
+
+    Raises:
+        DimensionMismatchError: Wrong dimension.
+        InvalidInputError: Wrong shape or dtype, NaN/inf values, zero vectors, rows
+            that are not unit vectors (with ``unit``), or a row count that differs
+            from ``count``. The message names the first bad row.
+    """
+    import numpy as np
+
+    try:
+        array = np.asarray(vectors)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} must be a numeric array: {exc}") from exc
+    if array.dtype.kind not in "fiu":
+        raise InvalidInputError(f"{what} must be numeric, got dtype {array.dtype}")
+    if array.ndim == 1 and count in (None, 1):
+        array = array[None, :]
+    if array.ndim != 2:
+        raise InvalidInputError(f"{what} must have shape (n, {dim}), got {array.shape}")
+    if array.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"{what} have dimension {array.shape[1]}, but this store holds dimension {dim}"
+        )
+    if count is not None and array.shape[0] != count:
+        raise InvalidInputError(f"got {count} ids but {array.shape[0]} {what}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        bad = int(np.argwhere(~np.isfinite(array).all(axis=1))[0, 0])
+        raise InvalidInputError(f"{what} row {bad} contains NaN or infinity")
+    if unit:
+        rows, reasons = bad_vector_rows(array)
+        if len(rows):
+            raise InvalidInputError(f"{what} row {int(rows[0])} {reasons[0]}")
+        return array
+    norms = np.linalg.norm(array, axis=1)
+    if (norms == 0).any():
+        raise InvalidInputError(f"{what} row {int(np.argmin(norms))} is all zeros")
+    return array
+
+
+def check_queries(queries: Any, dim: int, k: int) -> np.ndarray:
+    """Check ``k`` (as :func:`check_int`) and return the queries as :func:`check_vectors` does.
+
+    A query's norm only scales its scores, never its ranking, so queries need not be
+    unit vectors (only stored vectors must be); they must still be finite and non-zero.
+
+    Raises:
+        InvalidInputError: ``k`` is not a positive integer, or bad queries.
+        DimensionMismatchError: Queries of another dimension.
+    """
+    import numpy as np
+
+    check_int("k", k)
+    if (
+        isinstance(queries, np.ndarray)
+        and queries.dtype == np.float32
+        and queries.ndim == 2
+        and queries.shape[1] == dim
+        and queries.flags.c_contiguous
+        and np.isfinite(queries.sum())
+        and queries.any(axis=1).all()
+    ):
+        # Fast path for the common case, a few microseconds cheaper per search: a finite
+        # sum means no NaN or infinity (a huge-but-finite sum overflowing to inf only
+        # sends the queries through the full check below), and no row is all zeros.
+        return queries
+    return check_vectors(queries, dim, what="queries", unit=False)

@@ -24,9 +24,19 @@ from attrs import field, frozen
 from multimodal_rag.types import Record
 
 if TYPE_CHECKING:
-    from multimodal_rag.rag import MultimodalRAG
+    from multimodal_rag.kb.directory import KnowledgeBaseDirectory
+    from multimodal_rag.kb.salvage import SalvageFindings
+    from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
 
-__all__ = ["Problem", "ProblemKind", "RepairReport", "VerificationReport", "repair_knowledge_base", "verify_knowledge_base"]
+__all__ = [
+    "Problem",
+    "ProblemKind",
+    "RepairReport",
+    "Repaired",
+    "VerificationReport",
+    "repair_knowledge_base",
+    "verify_knowledge_base",
+]
 
 # Vectors are checked this many at a time, so memory stays flat on large knowledge bases.
 _CHUNK = 4096
@@ -127,11 +137,24 @@ class RepairReport:
         return self.remaining.ok and not self.records_lost and not self.changes_lost
 
 
-def verify_knowledge_base(rag: MultimodalRAG, *, check_files: bool = True) -> VerificationReport:
-    """Look for inconsistencies between a knowledge base's parts (see :meth:`MultimodalRAG.verify`)."""
+def verify_knowledge_base(
+    vector_store: VectorStore,
+    description_store: DescriptionStore,
+    *,
+    directory: KnowledgeBaseDirectory | None = None,
+    findings: SalvageFindings | None = None,
+) -> VerificationReport:
+    """Look for inconsistencies between a knowledge base's parts (see :meth:`MultimodalRAG.verify`).
+
+    Args:
+        vector_store: The vectors.
+        description_store: The records.
+        directory: The knowledge base on disk, whose files are checked too.
+        findings: What a salvaging open could not recover, reported as lost.
+    """
     problems: list[Problem] = []
-    vector_ids = rag.vector_store.ids()
-    records = {record.id: record for record in rag.description_store}
+    vector_ids = vector_store.ids()
+    records = {record.id: record for record in description_store}
     in_index = set(vector_ids)
 
     for id_ in vector_ids:
@@ -153,16 +176,15 @@ def verify_knowledge_base(rag: MultimodalRAG, *, check_files: bool = True) -> Ve
                     detail=f"image file {record.image_path!r} of {record.id!r} is missing",
                 )
             )
-    problems.extend(_vector_problems(rag, vector_ids))
-    problems.extend(_salvage_problems(rag))
-    if check_files and rag._dir is not None:
-        problems.extend(_file_problems(rag))
+    problems.extend(_vector_problems(vector_store, vector_ids))
+    problems.extend(_salvage_problems(findings))
+    if directory is not None:
+        problems.extend(_file_problems(directory))
     return VerificationReport(problems=problems, vectors=len(vector_ids), records=len(records))
 
 
-def _salvage_problems(rag: MultimodalRAG) -> Iterator[Problem]:
+def _salvage_problems(findings: SalvageFindings | None) -> Iterator[Problem]:
     """What a salvaging open could not recover (see :mod:`multimodal_rag.kb.salvage`)."""
-    findings = rag._salvage
     if findings is None:
         return
     if findings.records_lost:
@@ -187,15 +209,15 @@ def _salvage_problems(rag: MultimodalRAG) -> Iterator[Problem]:
         )
 
 
-def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
+def _vector_problems(store: VectorStore, ids: list[str]) -> Iterator[Problem]:
     import numpy as np
 
-    from multimodal_rag.vectors._common import bad_vector_rows
+    from multimodal_rag.validation import bad_vector_rows
 
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         try:
-            vectors = np.asarray(rag.vector_store.get_vectors(chunk), dtype=np.float32)
+            vectors = np.asarray(store.get_vectors(chunk), dtype=np.float32)
         except Exception as exc:  # any failure here means the index itself is damaged
             yield Problem(
                 kind=ProblemKind.UNREADABLE_VECTORS,
@@ -203,7 +225,7 @@ def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
                 detail=f"the vector store cannot return its stored vectors: {exc}",
             )
             return
-        if vectors.shape != (len(chunk), rag.vector_store.dim):
+        if vectors.shape != (len(chunk), store.dim):
             yield Problem(
                 kind=ProblemKind.UNREADABLE_VECTORS,
                 id=None,
@@ -216,60 +238,76 @@ def _vector_problems(rag: MultimodalRAG, ids: list[str]) -> Iterator[Problem]:
             yield Problem(kind=ProblemKind.BAD_VECTOR, id=chunk[row], detail=f"the vector of {chunk[row]!r} {reason}")
 
 
-def _file_problems(rag: MultimodalRAG) -> Iterator[Problem]:
+def _file_problems(directory: KnowledgeBaseDirectory) -> Iterator[Problem]:
     from multimodal_rag.errors import KnowledgeBaseAccessError, KnowledgeBaseError
     from multimodal_rag.kb.journal import journal_problems
     from multimodal_rag.kb.manifest import read_manifest
 
-    assert rag._dir is not None
     found: list[Problem] = []
     # A writer may save while we look, replacing the files the manifest names: look
     # again at the new manifest rather than report its predecessor's files as damaged.
     for _ in range(4):
         found = []
         try:
-            manifest = read_manifest(rag._dir.path)
-            rag._dir.check_layout()
+            manifest = read_manifest(directory.path)
+            directory.check_layout()
         except KnowledgeBaseAccessError:
             raise
         except KnowledgeBaseError as exc:
             return iter([Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))])
-        for path, reason in rag._dir.check_snapshot(manifest):
+        for path, reason in directory.check_snapshot(manifest):
             found.append(
                 Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=f"knowledge-base file {str(path)!r} {reason}")
             )
-        for detail in journal_problems(rag._dir.journal, manifest["generation"]):
+        for detail in journal_problems(directory.journal, manifest.generation):
             found.append(Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=detail))
-        if not found or read_manifest(rag._dir.path)["generation"] == manifest["generation"]:
+        if not found or read_manifest(directory.path).generation == manifest.generation:
             break
     return iter(found)
 
 
-def repair_knowledge_base(rag: MultimodalRAG) -> RepairReport:
-    """Rebuild what can be rebuilt (see :meth:`MultimodalRAG.repair`)."""
+@frozen(kw_only=True)
+class Repaired:
+    """What :func:`repair_knowledge_base` made: the vector store to use from now on, and its report."""
+
+    vector_store: VectorStore
+    report: RepairReport
+
+
+def repair_knowledge_base(
+    embedder: Embedder,
+    vector_store: VectorStore,
+    description_store: DescriptionStore,
+    *,
+    directory: KnowledgeBaseDirectory | None = None,
+    findings: SalvageFindings | None = None,
+) -> Repaired:
+    """Rebuild what can be rebuilt (see :meth:`MultimodalRAG.repair`), short of saving.
+
+    The description store is repaired in place; the vector store may be replaced by
+    a rebuilt one. The report's ``remaining`` is for the caller to fill in once it
+    has saved.
+    """
     from multimodal_rag.kb.salvage import set_aside
 
-    before = verify_knowledge_base(rag, check_files=False)
-    findings = rag._salvage
+    before = verify_knowledge_base(vector_store, description_store)
     # Copied aside before anything is rewritten: the user's data is never only deleted.
-    set_aside_paths = set_aside(rag._dir, list(findings.damaged_files)) if findings and rag._dir else []
+    set_aside_paths = set_aside(directory, list(findings.damaged_files)) if findings and directory else []
     index_rebuilt = False
     if before.of_kind(ProblemKind.BAD_VECTOR) or before.of_kind(ProblemKind.UNREADABLE_VECTORS):
-        index_rebuilt = _rebuild_index(rag)
+        vector_store = _rebuilt_index(vector_store)
+        index_rebuilt = True
 
     created = []
     for problem in before.of_kind(ProblemKind.VECTOR_WITHOUT_RECORD):
         assert problem.id is not None
-        if problem.id in rag.vector_store:
-            rag.description_store.put([Record(id=problem.id)])
+        if problem.id in vector_store:
+            description_store.put([Record(id=problem.id)])
             created.append(problem.id)
 
-    reembedded = _reembed(rag, [p.id for p in before.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR) if p.id])
-    if rag._dir is not None:
-        rag.save()  # fresh files, fresh checksums
-    # What was lost has been reported here; the repaired knowledge base is whole again.
-    rag._salvage = None
-    return RepairReport(
+    lost_vectors = [p.id for p in before.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR) if p.id]
+    reembedded = _reembed(embedder, vector_store, description_store, lost_vectors)
+    report = RepairReport(
         reembedded=reembedded,
         records_created=created,
         index_rebuilt=index_rebuilt,
@@ -279,18 +317,17 @@ def repair_knowledge_base(rag: MultimodalRAG) -> RepairReport:
         lost_ids=findings.lost_ids if findings else (),
         changes_lost=findings.changes_lost if findings else 0,
         set_aside=[str(path) for path in set_aside_paths],
-        remaining=verify_knowledge_base(rag),
     )
+    return Repaired(vector_store=vector_store, report=report)
 
 
-def _rebuild_index(rag: MultimodalRAG) -> bool:
-    """Copy every readable, valid vector into a fresh store of the same kind."""
+def _rebuilt_index(store: VectorStore) -> VectorStore:
+    """A fresh store of the same kind holding every readable, valid vector of ``store``."""
     import numpy as np
 
-    from multimodal_rag.vectors._common import bad_vector_rows
+    from multimodal_rag.validation import bad_vector_rows
 
-    store = rag.vector_store
-    fresh: Any = type(store)(store.dim, **store.config())
+    fresh: Any = type(store)(store.dim, **store.config())  # type: ignore[call-arg]
     for id_ in store.ids():
         try:
             vector = np.asarray(store.get_vectors([id_]), dtype=np.float32)
@@ -298,23 +335,21 @@ def _rebuild_index(rag: MultimodalRAG) -> bool:
             continue
         if vector.ndim == 2 and not len(bad_vector_rows(vector)[0]):
             fresh.add([id_], vector)
-    rag.vector_store = fresh
-    return True
+    return fresh  # type: ignore[no-any-return]
 
 
-def _reembed(rag: MultimodalRAG, ids: list[str]) -> list[str]:
+def _reembed(embedder: Embedder, vector_store: VectorStore, description_store: DescriptionStore, ids: list[str]) -> list[str]:
     """Embed again the images of records that lost their vector, where the image is still there."""
     from multimodal_rag.errors import ImageError, InvalidInputError
 
     done = []
-    records = rag.description_store.get_many(ids)
+    records = description_store.get_many(ids)
     for id_ in ids:
         record = records.get(id_)
         if record is None or record.image_path is None or not Path(record.image_path).is_file():
             continue
         try:
-            vector = rag.embedder.embed_images([record.image_path])
-            rag.vector_store.add([id_], vector)
+            vector_store.add([id_], embedder.embed_images([record.image_path]))
         except (ImageError, InvalidInputError):
             continue  # stays reported as a record without a vector
         done.append(id_)

@@ -2,6 +2,7 @@
 
 ``extractive`` answers offline from the best match's description; ``openai`` asks a vision
 model behind any OpenAI-compatible chat-completions endpoint. ``prompt`` holds the template
-the model is given, ``data_urls`` turns images into what it is sent, ``streaming`` the
-objects a streamed answer arrives in, and ``default`` picks an answerer when none is given.
+the model is given, ``data_urls`` turns images into what it is sent, ``matches`` decides
+which matches an answer may use and cites them, and ``default`` picks an answerer when none
+is given.
 """

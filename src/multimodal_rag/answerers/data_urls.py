@@ -12,20 +12,13 @@ import base64
 import io
 import os
 
-from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.images import open_image
 from multimodal_rag.types import ImageInput
 
-__all__ = ["check_max_side", "image_data_url"]
+__all__ = ["image_data_url"]
 
 _LOSSY_FORMATS = frozenset({"JPEG", "MPO", "WEBP"})
 _JPEG_QUALITY = 90
-
-
-def check_max_side(max_side: int) -> int:
-    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 16:
-        raise InvalidInputError(f"max_image_side must be an integer of at least 16 pixels, got {max_side!r}")
-    return max_side
 
 
 def image_data_url(image: ImageInput, *, max_side: int) -> str:

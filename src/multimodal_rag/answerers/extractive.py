@@ -11,16 +11,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from multimodal_rag.answerers._common import (
+from multimodal_rag.answerers.matches import (
     check_min_score,
-    check_question,
     no_match_text,
     passing_matches,
     sources_of,
 )
-from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.protocols import Answerer
 from multimodal_rag.types import Answer, Hit, ImageInput
+from multimodal_rag.validation import check_int, check_question
 
 __all__ = ["ExtractiveAnswerer"]
 
@@ -40,10 +39,8 @@ class ExtractiveAnswerer(Answerer):
     model_name: ClassVar[str] = "extractive"
 
     def __init__(self, *, min_score: float | None = None, max_candidates: int = 4) -> None:
-        if isinstance(max_candidates, bool) or not isinstance(max_candidates, int) or max_candidates < 0:
-            raise InvalidInputError(f"max_candidates must be a non-negative integer, got {max_candidates!r}")
+        self.max_candidates = check_int("max_candidates", max_candidates, minimum=0)
         self.min_score = check_min_score(min_score)
-        self.max_candidates = max_candidates
 
     def answer(
         self,

@@ -19,15 +19,15 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
+from multimodal_rag._extras import require
 from multimodal_rag._remote import redact_url, split_credentials
-from multimodal_rag.answerers._common import (
+from multimodal_rag.answerers.data_urls import image_data_url
+from multimodal_rag.answerers.matches import (
     check_min_score,
-    check_question,
     no_match_text,
     passing_matches,
     sources_of,
 )
-from multimodal_rag.answerers.data_urls import check_max_side, image_data_url
 from multimodal_rag.answerers.prompt import PromptTemplate
 from multimodal_rag.errors import (
     AnswererAuthenticationError,
@@ -38,11 +38,11 @@ from multimodal_rag.errors import (
     AnswererTimeoutError,
     ImageError,
     InvalidInputError,
-    MissingDependencyError,
 )
 from multimodal_rag.protocols import Answerer
 from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
 from multimodal_rag.types import Answer, Hit, ImageInput
+from multimodal_rag.validation import check_int, check_question
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_MODEL", "OpenAIAnswerer"]
 
@@ -146,14 +146,14 @@ class OpenAIAnswerer(Answerer):
             raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        _check_count("max_retries", max_retries, minimum=0)
+        check_int("max_retries", max_retries, minimum=0)
         if max_tokens is not None:
-            _check_count("max_tokens", max_tokens, minimum=1)
+            check_int("max_tokens", max_tokens)
         if temperature is not None and (
             isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2
         ):
             raise InvalidInputError(f"temperature must be between 0 and 2, or None; got {temperature!r}")
-        _check_count("match_images", match_images, minimum=0)
+        check_int("match_images", match_images, minimum=0)
         if on_no_match not in ("refuse", "image_only"):
             raise InvalidInputError(f"on_no_match must be 'refuse' or 'image_only', got {on_no_match!r}")
         key = api_key or os.environ.get(API_KEY_ENV) or None  # an empty key is no key
@@ -169,7 +169,7 @@ class OpenAIAnswerer(Answerer):
         self.max_retries = max_retries
         self.max_tokens = max_tokens
         self.temperature = None if temperature is None else float(temperature)
-        self.max_image_side = check_max_side(max_image_side)
+        self.max_image_side = check_int("max_image_side", max_image_side, minimum=16)
         self.match_images = match_images
         self.image_detail = image_detail
         self.min_score = check_min_score(min_score)
@@ -413,7 +413,8 @@ class OpenAIAnswerer(Answerer):
             state["usage"] = _usage(chunk.usage)  # the last chunk, when stream_usage is on
         for choice in getattr(chunk, "choices", None) or ():
             if getattr(choice, "index", 0) == 0 and choice.delta is not None:
-                return choice.delta.content
+                content: str | None = choice.delta.content
+                return content
         return None
 
     def _streamed_answer(self, parts: list[str], state: dict[str, Any], kept: Sequence[Hit], started: float) -> Answer:
@@ -446,7 +447,7 @@ class OpenAIAnswerer(Answerer):
     def _client_options(self) -> dict[str, Any]:
         if self._api_key is None:
             raise AnswererAuthenticationError(_missing_key_message())
-        options = {
+        options: dict[str, Any] = {
             "api_key": self._api_key.reveal(),
             "base_url": self.base_url,
             "organization": self.organization,
@@ -542,11 +543,6 @@ class OpenAIAnswerer(Answerer):
         return sorted({s for s in secrets if s}, key=len, reverse=True)
 
 
-def _check_count(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-
-
 def _missing_key_message() -> str:
     return (
         f"no OpenAI API key: set the {API_KEY_ENV} environment variable or pass api_key= "
@@ -579,8 +575,4 @@ def _url_credentials(url: str | None) -> tuple[_Secret | None, _Secret | None]:
 
 
 def _import_openai() -> Any:
-    try:
-        import openai
-    except ImportError as exc:
-        raise MissingDependencyError("the OpenAI answerer needs the 'openai' package: pip install openai") from exc
-    return openai
+    return require("openai", user="OpenAIAnswerer")

@@ -1,8 +1,9 @@
 """Descriptions kept in memory and saved as JSON Lines, the cookbook's ``description.json`` format.
 
 Each line is one JSON object: ``{"image_path": ..., "description": ..., ...}``.
-Keys other than ``id``, ``image_path`` and ``description`` are the record's
-metadata, so a file written by the cookbook or by hand reads back unchanged.
+Keys other than ``id``, ``image_path`` and ``description``
+(:data:`~multimodal_rag.validation.RESERVED_KEYS`) are the record's metadata, so a
+file written by the cookbook or by hand reads back unchanged.
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
-from multimodal_rag.validation import check_id, check_metadata
+from multimodal_rag.validation import RESERVED_KEYS, check_record
 
-__all__ = ["RESERVED_KEYS", "JSONLDescriptionStore", "read_jsonl", "record_from_json", "record_to_json"]
-
-#: Keys of a JSONL line that are not metadata.
-RESERVED_KEYS = frozenset({"id", "image_path", "description"})
+__all__ = ["JSONLDescriptionStore", "read_jsonl", "record_from_json", "record_to_json"]
 
 _FILE = "descriptions.jsonl"
 
@@ -71,43 +69,6 @@ def record_from_json(obj: dict[str, Any], *, id: str | None = None) -> Record:
     return Record(
         id=record_id, image_path=obj.get("image_path"), description=obj.get("description"), metadata=metadata
     )
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def check_record(record: Record) -> None:
-    """Reject records no store could keep faithfully.
-
-    Every store's ``put`` calls it, so the rules of :mod:`multimodal_rag.validation`
-    (ids; metadata JSON gives back exactly) hold whichever store is used.
-
-    Raises:
-        InvalidInputError: The message names the record and what is wrong with it.
-    """
-    if not isinstance(record, Record):
-        raise InvalidInputError(f"expected a Record, got {type(record).__name__}")
-    check_id(record.id, what="record id")
-    if record.description is not None and not isinstance(record.description, str):
-        raise InvalidInputError(f"description of {record.id!r} must be a string or None")
-    if record.image_path is not None and not isinstance(record.image_path, str):
-        raise InvalidInputError(f"image_path of {record.id!r} must be a string or None")
-    for name, value in (("id", record.id), ("description", record.description), ("image_path", record.image_path)):
-        if value is not None and not _is_utf8(value):
-            raise InvalidInputError(f"{name} of record {record.id!r} has characters UTF-8 cannot store (lone surrogates)")
-    clash = RESERVED_KEYS.intersection(record.metadata)
-    if clash:
-        raise InvalidInputError(f"metadata of {record.id!r} uses reserved key(s) {sorted(clash)}")
-    check_metadata(record.metadata, owner=f"record {record.id!r}")
-    try:  # what the structural check leaves: lone surrogates, integers too long to print
-        json.dumps(record.metadata, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata of {record.id!r} is not JSON-serialisable: {exc}") from exc
 
 
 class JSONLDescriptionStore(DescriptionStore):

@@ -25,14 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from multimodal_rag._extras import require
 from multimodal_rag._remote import (
     fresh_name,
-    import_optional,
     may_send_credentials,
     valid_name,
     withheld_hint,
 )
-from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import (
     BackendConnectionError,
     BackendError,
@@ -41,6 +40,7 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
+from multimodal_rag.validation import check_int, check_record
 
 __all__ = ["PostgresDescriptionStore"]
 
@@ -121,16 +121,13 @@ class PostgresDescriptionStore(DescriptionStore):
         dsn = dsn if dsn is not None else os.environ.get(DSN_ENV)
         if not dsn:
             raise InvalidInputError(f"no PostgreSQL DSN: pass dsn= or set ${DSN_ENV}")
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise InvalidInputError(
-                f"max_connections must be a positive integer, got {max_connections!r}"
-            )
+        max_connections = check_int("max_connections", max_connections)
         if not isinstance(timeout, (int, float)) or timeout <= 0:
             raise InvalidInputError(
                 f"timeout must be a positive number of seconds, got {timeout!r}"
             )
-        psycopg = import_optional("psycopg", extra="postgres")
-        pool_module = import_optional("psycopg_pool", extra="postgres")
+        psycopg = require("psycopg", user="PostgresDescriptionStore", extra="postgres")
+        pool_module = require("psycopg_pool", user="PostgresDescriptionStore", extra="postgres")
         from psycopg import sql
 
         try:

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from multimodal_rag.descriptions.jsonl import check_record
 from multimodal_rag.errors import CorruptFileError, KnowledgeBaseAccessError, NotFoundError
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
+from multimodal_rag.validation import check_record
 
 __all__ = ["SQLiteDescriptionStore"]
 

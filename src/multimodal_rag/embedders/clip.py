@@ -12,7 +12,6 @@ keeps the embeddings within cosine 0.99 of fp32.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import zipfile
@@ -22,21 +21,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from multimodal_rag._extras import require
 from multimodal_rag._remote import manifest_endpoints
 from multimodal_rag.embedders.pipeline import ordered_map
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION, load_clip_pixels
 from multimodal_rag.errors import (
     ImageError,
     InvalidInputError,
-    MissingDependencyError,
     ModelLoadError,
 )
+from multimodal_rag.hashing import sha256_file
 from multimodal_rag.images import DEFAULT_MAX_PIXELS
 from multimodal_rag.protocols import EmbeddedBatch, Embedder
 from multimodal_rag.types import ImageInput
+from multimodal_rag.validation import check_int
 
 if TYPE_CHECKING:
     import torch
+    from torch import device as TorchDevice
 
 __all__ = ["CLIPEmbedder"]
 
@@ -106,8 +108,7 @@ class CLIPEmbedder(Embedder):
             raise InvalidInputError(
                 f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}"
             )
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = check_int("batch_size", batch_size)
         torch = _import_torch()
         self.model_name = model
         self.checkpoint = (
@@ -174,14 +175,14 @@ class CLIPEmbedder(Embedder):
             try:
                 pixels = self._pixels(images[0])
             except ImageError as exc:
-                exc.index = 0  # type: ignore[attr-defined]
+                exc.index = 0
                 raise
             return self._encode_pixels(pixels[None])
         parts = [np.zeros((0, self.dim), dtype=np.float32)]
         for batch in self.iter_embed_images(images, batch_size=self.batch_size):
             if batch.failures:
                 index, error = batch.failures[0]
-                error.index = index  # type: ignore[attr-defined]
+                error.index = index
                 raise error
             parts.append(batch.vectors)
         return np.concatenate(parts)
@@ -194,9 +195,7 @@ class CLIPEmbedder(Embedder):
         Memory holds at most about two batches of preprocessed images, whatever the
         stream's length. Unreadable images are reported in ``failures``.
         """
-        size = self.batch_size if batch_size is None else batch_size
-        if size < 1:
-            raise InvalidInputError(f"batch_size must be at least 1, got {size}")
+        size = self.batch_size if batch_size is None else check_int("batch_size", batch_size)
         prepared = ordered_map(self._try_pixels, images, workers=self.num_workers, window=2 * size)
         indices: list[int] = []
         arrays: list[np.ndarray] = []
@@ -311,7 +310,7 @@ class CLIPEmbedder(Embedder):
                     self._model.encode_image(torch.from_numpy(pixels)),
                     self._model.encode_text(tokens),
                 ]
-            cosines = [
+            cosines: list[float] = [
                 torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).min().item()
                 for a, b in zip(exact, reduced, strict=True)
             ]
@@ -364,7 +363,7 @@ def _load_model(
                 f"CLIP checkpoint for model {name!r} not found: {str(checkpoint)!r} is not a file; "
                 "pass checkpoint= the path of a CLIP weights file (a state_dict .pt)"
             )
-        sha256 = _sha256_file(checkpoint)
+        sha256 = sha256_file(checkpoint)
         scripted = _is_torchscript(checkpoint)
         # openai's own archives are TorchScript; the published checksum vouches for their code.
         if scripted and not allow_torchscript and sha256 not in _published_sha256s(clip):
@@ -473,44 +472,27 @@ def _convert_matrix_weights(model: Any, dtype: torch.dtype) -> None:
                 tensor.data = tensor.data.to(dtype)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # -- environment -------------------------------------------------------------------
 
 
 def _import_torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise MissingDependencyError("CLIPEmbedder needs PyTorch: pip install torch") from exc
-    return torch
+    return require("torch", user="CLIPEmbedder")
 
 
 def _import_clip() -> Any:
-    try:
-        with warnings.catch_warnings():
-            # clip-anytorch imports pkg_resources, which warns about its own deprecation.
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import clip
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "CLIPEmbedder needs the CLIP package: pip install clip-anytorch"
-        ) from exc
-    return clip
+    with warnings.catch_warnings():
+        # clip-anytorch imports pkg_resources, which warns about its own deprecation.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return require("clip", user="CLIPEmbedder", package="clip-anytorch")
 
 
-def _choose_device(torch: Any, device: str | None) -> torch.device:
+def _choose_device(torch: Any, device: str | None) -> TorchDevice:
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        default: TorchDevice = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default
     try:
-        chosen = torch.device(device)
+        chosen: TorchDevice = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise InvalidInputError(f"unknown device {device!r}: {exc}") from exc
     if chosen.type == "cuda" and not torch.cuda.is_available():

@@ -61,7 +61,7 @@ def clip_pixels(image: PILImage.Image, resolution: int) -> np.ndarray:
     else:
         size = (int(resolution * width / height), resolution)
     if size != image.size:
-        image = image.resize(size, Image.BICUBIC)
+        image = image.resize(size, Image.Resampling.BICUBIC)
     # torchvision's CenterCrop rounds the offsets the same way.
     top = int(round((size[1] - resolution) / 2.0))
     left = int(round((size[0] - resolution) / 2.0))

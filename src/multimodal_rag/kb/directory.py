@@ -46,8 +46,9 @@ from multimodal_rag.errors import (
     KnowledgeBaseError,
     KnowledgeBaseLockedError,
 )
-from multimodal_rag.kb.fileio import atomic_write_json, fsync_directory, fsync_tree, sha256_file
-from multimodal_rag.kb.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE
+from multimodal_rag.hashing import sha256_file
+from multimodal_rag.kb.fileio import atomic_write_bytes, fsync_directory, fsync_tree
+from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
 
 __all__ = ["KnowledgeBaseDirectory", "damaged_parts", "remove_tree"]
 
@@ -133,6 +134,45 @@ class KnowledgeBaseDirectory:
             if want_dir != stat.S_ISDIR(mode) or not (want_dir or stat.S_ISREG(mode)):
                 raise CorruptFileError(f"{str(entry)!r} is not a {'folder' if want_dir else 'regular file'}")
 
+    # -- images given in memory ---------------------------------------------
+
+    def images_folder(self) -> Path:
+        """The folder that keeps images given in memory, made if needed.
+
+        Raises:
+            KnowledgeBaseError: It cannot be made; nothing was stored.
+        """
+        folder = self.images
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise KnowledgeBaseError(
+                f"cannot make the folder {str(folder)!r} for images given in memory: {exc}; nothing was stored"
+            ) from exc
+        return folder
+
+    def keep_image(self, data: bytes, suffix: str, *, source: str) -> Path:
+        """Keep an image given in memory as ``images/<hash of its bytes>.<suffix>``; returns the file.
+
+        Named by the hash of the bytes, never by the caller's id: an id cannot lead the
+        file out of the folder, an existing file is the same image, and an id given again
+        for another picture gets a file of its own.
+
+        Raises:
+            KnowledgeBaseError: The file cannot be written; the batch holding it is not stored.
+        """
+        from multimodal_rag.images import content_id
+
+        path = self.images_folder() / f"{content_id(data)}.{suffix}"
+        try:
+            if not path.exists():
+                atomic_write_bytes(path, data)
+        except OSError as exc:
+            raise KnowledgeBaseError(
+                f"cannot keep image {source} as {str(path)!r}: {exc}; the batch holding it was not stored"
+            ) from exc
+        return path
+
     # -- the writer's lock ---------------------------------------------------
 
     def lock(self) -> None:
@@ -174,8 +214,8 @@ class KnowledgeBaseDirectory:
     # -- snapshots -----------------------------------------------------------
 
     def write_snapshot(
-        self, generation: int, vector_store: Any, description_store: Any, manifest: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, generation: int, vector_store: Any, description_store: Any, manifest: Manifest
+    ) -> Manifest:
         """Save both stores as snapshot ``generation`` and point the manifest at it.
 
         Every file is fsynced and its size and checksum recorded before the manifest
@@ -213,17 +253,14 @@ class KnowledgeBaseDirectory:
                 # Cheap, and catches a file shortened between the checksum and the rename.
                 if (final / relative).stat().st_size != size:
                     raise OSError(errno.EIO, f"{relative} changed size while the snapshot was written")
-            manifest = {
-                **manifest,
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "library_version": __version__,
-                "generation": generation,
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "files": files,
-                "sizes": sizes,
-            }
-            atomic_write_json(self.path / MANIFEST_FILE, manifest)
+            manifest = manifest.saved(
+                generation=generation,
+                files=files,
+                sizes=sizes,
+                saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                library_version=__version__,
+            )
+            manifest.write(self.path)
             swapped = True
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -239,7 +276,7 @@ class KnowledgeBaseDirectory:
         self.remove_stale_snapshots(keep=generation)
         return manifest
 
-    def verify_snapshot(self, manifest: dict[str, Any]) -> Path:
+    def verify_snapshot(self, manifest: Manifest) -> Path:
         """Check every file of the manifest's snapshot against its checksum.
 
         Raises:
@@ -248,18 +285,18 @@ class KnowledgeBaseDirectory:
         """
         for path, reason in self.check_snapshot(manifest):
             raise CorruptFileError(f"knowledge-base file {str(path)!r} {reason}")
-        return self.snapshot(manifest["generation"])
+        return self.snapshot(manifest.generation)
 
-    def check_snapshot(self, manifest: dict[str, Any]) -> list[tuple[Path, str]]:
+    def check_snapshot(self, manifest: Manifest) -> list[tuple[Path, str]]:
         """``(file, what is wrong)`` for each file of the manifest's snapshot that fails its checksum.
 
         Raises:
             KnowledgeBaseAccessError: A file may not be read: a permission problem, not damage.
         """
-        snapshot = self.snapshot(manifest["generation"])
-        sizes = manifest.get("sizes") or {}
+        snapshot = self.snapshot(manifest.generation)
+        sizes = manifest.sizes
         problems = []
-        for relative, expected in manifest["files"].items():
+        for relative, expected in manifest.files.items():
             path = snapshot / relative
             if not _inside(path, snapshot):
                 problems.append((path, "is named by the manifest outside its snapshot"))
@@ -355,9 +392,9 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
 
 
-def damaged_parts(directory: KnowledgeBaseDirectory, manifest: dict[str, Any]) -> set[str]:
+def damaged_parts(directory: KnowledgeBaseDirectory, manifest: Manifest) -> set[str]:
     """Which parts of the manifest's snapshot (``"vectors"``, ``"descriptions"``) fail their checksums."""
-    snapshot = directory.snapshot(manifest["generation"])
+    snapshot = directory.snapshot(manifest.generation)
     parts = set()
     for path, _ in directory.check_snapshot(manifest):
         try:

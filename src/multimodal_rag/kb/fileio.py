@@ -7,14 +7,13 @@ rename itself survives a power cut.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_directory", "fsync_tree", "sha256_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_directory", "fsync_tree"]
 
 
 def fsync_directory(directory: Path) -> None:
@@ -59,11 +58,3 @@ def fsync_tree(directory: Path) -> None:
                 os.close(fd)
         fsync_directory(Path(root))
 
-
-def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks so memory stays flat."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()

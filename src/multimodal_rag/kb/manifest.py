@@ -2,9 +2,12 @@
 
 A manifest names the format and its version, the library version that wrote it,
 each component's kind and config, the embedder's fingerprint and dimension, and
-the snapshot directory with a SHA-256 checksum of every file in it. It is the
-last thing a save writes, atomically, so a knowledge base on disk is always the
-state of one complete save.
+the snapshot directory with the size and SHA-256 checksum of every file in it.
+It is the last thing a save writes, atomically, so a knowledge base on disk is
+always the state of one complete save.
+
+:class:`Manifest` is the one place that knows the file's keys; everything else
+reads its attributes.
 """
 
 from __future__ import annotations
@@ -13,52 +16,201 @@ import json
 from pathlib import Path
 from typing import Any
 
+from attrs import evolve, field, frozen
+
 from multimodal_rag.errors import KnowledgeBaseNotFoundError, ManifestError
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_FILE", "read_manifest"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_FILE", "Component", "EmbedderEntry", "Manifest", "read_manifest"]
 
 FORMAT_NAME = "multimodal-rag-knowledge-base"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
-_COMPONENTS = ("embedder", "vector_store", "description_store")
+
+@frozen(kw_only=True)
+class Component:
+    """A component as the manifest records it: its registry kind and the config that rebuilds it."""
+
+    kind: str
+    config: dict[str, Any] = field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "config": self.config}
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and validate the manifest of the knowledge base in ``directory``.
+@frozen(kw_only=True)
+class EmbedderEntry(Component):
+    """The embedder's entry, with what a reopening embedder must match."""
 
-    Raises:
-        KnowledgeBaseNotFoundError: No manifest there.
-        ManifestError: Not JSON, not a knowledge-base manifest, an unknown format
-            version, or missing fields.
+    fingerprint: str
+    dim: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "fingerprint": self.fingerprint, "dim": self.dim}
+
+
+@frozen(kw_only=True)
+class Manifest:
+    """What one save of a knowledge base wrote.
+
+    Attributes:
+        embedder: Kind, config, fingerprint and dimension of the embedder.
+        vector_store: Kind and config of the vector store.
+        description_store: Kind and config of the description store.
+        generation: The current snapshot, ``snapshots/<generation:08d>/``.
+        files: Each snapshot file (relative to the snapshot) and its SHA-256.
+        sizes: Each snapshot file and its size in bytes (absent before 0.2).
+        counts: ``{"vectors": n, "descriptions": n}`` at the save.
+        created_at: When the knowledge base was created (UTC, ISO 8601).
+        saved_at: When this save was made.
+        library_version: The version of this library that wrote it.
     """
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        raise KnowledgeBaseNotFoundError(
-            f"no knowledge base at {str(directory)!r} (missing {MANIFEST_FILE}); "
-            "create one with MultimodalRAG.create()"
+
+    embedder: EmbedderEntry
+    vector_store: Component
+    description_store: Component
+    generation: int = 0
+    files: dict[str, str] = field(factory=dict)
+    sizes: dict[str, int] = field(factory=dict)
+    counts: dict[str, int] = field(factory=dict)
+    created_at: str | None = None
+    saved_at: str | None = None
+    library_version: str | None = None
+
+    @classmethod
+    def of(cls, embedder: Any, vector_store: Any, description_store: Any, *, created_at: str | None) -> Manifest:
+        """The manifest of these parts, before a save adds its snapshot's files."""
+        from multimodal_rag.registry import kind_of
+
+        return cls(
+            embedder=EmbedderEntry(
+                kind=kind_of(embedder), config=embedder.config(), fingerprint=embedder.fingerprint, dim=embedder.dim
+            ),
+            vector_store=Component(kind=kind_of(vector_store), config=vector_store.config()),
+            description_store=Component(kind=kind_of(description_store), config=description_store.config()),
+            counts={"vectors": len(vector_store), "descriptions": len(description_store)},
+            created_at=created_at,
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"cannot read {str(path)!r}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ManifestError(f"{str(path)!r} is not a multimodal_rag knowledge-base manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ManifestError(
-            f"{str(path)!r} has format version {version!r}; this library reads version "
-            f"{FORMAT_VERSION} (written by multimodal_rag {manifest.get('library_version', '?')})"
+
+    def saved(self, *, generation: int, files: dict[str, str], sizes: dict[str, int], saved_at: str, library_version: str) -> Manifest:
+        """This manifest as a save of snapshot ``generation`` with these files writes it."""
+        return evolve(
+            self,
+            generation=generation,
+            files=files,
+            sizes=sizes,
+            saved_at=saved_at,
+            created_at=self.created_at or saved_at,
+            library_version=library_version,
         )
-    for key in _COMPONENTS:
-        entry = manifest.get(key)
-        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
-            raise ManifestError(f"{str(path)!r} lacks the {key!r} entry or its kind")
-        if not isinstance(entry.get("config", {}), dict):
-            raise ManifestError(f"{str(path)!r}: the config of {key!r} is not an object")
-    embedder = manifest["embedder"]
-    if not isinstance(embedder.get("dim"), int) or not isinstance(embedder.get("fingerprint"), str):
-        raise ManifestError(f"{str(path)!r} lacks the embedder's dim or fingerprint")
-    if not isinstance(manifest.get("generation"), int) or not isinstance(manifest.get("files"), dict):
-        raise ManifestError(f"{str(path)!r} lacks the snapshot generation or its file list")
-    return manifest
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``manifest.json``."""
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "library_version": self.library_version,
+            "generation": self.generation,
+            "created_at": self.created_at,
+            "saved_at": self.saved_at,
+            "embedder": self.embedder.to_dict(),
+            "vector_store": self.vector_store.to_dict(),
+            "description_store": self.description_store.to_dict(),
+            "counts": self.counts,
+            "files": self.files,
+            "sizes": self.sizes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "the manifest") -> Manifest:
+        """Validate a manifest's JSON object.
+
+        Raises:
+            ManifestError: Not a knowledge-base manifest, an unknown format version, or a
+                field of the wrong shape; names ``source``.
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise ManifestError(f"{source} is not a multimodal_rag knowledge-base manifest")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ManifestError(
+                f"{source} has format version {version!r}; this library reads version "
+                f"{FORMAT_VERSION} (written by multimodal_rag {data.get('library_version', '?')})"
+            )
+        entries = {}
+        for key in ("embedder", "vector_store", "description_store"):
+            entry = data.get(key)
+            if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+                raise ManifestError(f"{source} lacks the {key!r} entry or its kind")
+            if not isinstance(entry.get("config", {}), dict):
+                raise ManifestError(f"{source}: the config of {key!r} is not an object")
+            entries[key] = entry
+        embedder = entries["embedder"]
+        if not _is_int(embedder.get("dim")) or not isinstance(embedder.get("fingerprint"), str):
+            raise ManifestError(f"{source} lacks the embedder's dim or fingerprint")
+        generation, files, sizes = data.get("generation"), data.get("files"), data.get("sizes", {})
+        if not _is_int(generation) or generation < 0 or not isinstance(files, dict):
+            raise ManifestError(f"{source} lacks the snapshot generation or its file list")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise ManifestError(f"{source}: the file list must map paths to checksums")
+        if not isinstance(sizes, dict) or not all(isinstance(k, str) and _is_int(v) for k, v in sizes.items()):
+            raise ManifestError(f"{source}: the file sizes must map paths to numbers")
+        counts = data.get("counts", {})
+        if not isinstance(counts, dict):
+            raise ManifestError(f"{source}: the counts are not an object")
+        optional = {key: data.get(key) for key in ("created_at", "saved_at", "library_version")}
+        if not all(value is None or isinstance(value, str) for value in optional.values()):
+            raise ManifestError(f"{source}: created_at, saved_at and library_version must be strings")
+        return cls(
+            embedder=EmbedderEntry(
+                kind=embedder["kind"],
+                config=embedder.get("config", {}),
+                fingerprint=embedder["fingerprint"],
+                dim=embedder["dim"],
+            ),
+            vector_store=Component(kind=entries["vector_store"]["kind"], config=entries["vector_store"].get("config", {})),
+            description_store=Component(
+                kind=entries["description_store"]["kind"], config=entries["description_store"].get("config", {})
+            ),
+            generation=generation,
+            files=files,
+            sizes=sizes,
+            counts={k: v for k, v in counts.items() if isinstance(k, str) and _is_int(v)},
+            **optional,
+        )
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        """Read and validate the manifest of the knowledge base in ``directory``.
+
+        Raises:
+            KnowledgeBaseNotFoundError: No manifest there.
+            ManifestError: Not JSON, not a knowledge-base manifest, an unknown format
+                version, or missing fields.
+        """
+        path = Path(directory) / MANIFEST_FILE
+        if not path.is_file():
+            raise KnowledgeBaseNotFoundError(
+                f"no knowledge base at {str(directory)!r} (missing {MANIFEST_FILE}); "
+                "create one with MultimodalRAG.create()"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"cannot read {str(path)!r}: {exc}") from exc
+        return cls.from_dict(data, source=repr(str(path)))
+
+    def write(self, directory: Path) -> None:
+        """Replace the manifest in ``directory`` with this one, atomically and durably."""
+        from multimodal_rag.kb.fileio import atomic_write_json
+
+        atomic_write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """:meth:`Manifest.read`."""
+    return Manifest.read(directory)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

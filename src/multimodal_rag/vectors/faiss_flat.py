@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from multimodal_rag.errors import CorruptFileError
-from multimodal_rag.vectors._base import LabelledVectorStore
-from multimodal_rag.vectors._common import LabelMap, top_k
+from multimodal_rag.vectors.label_map import LabelMap
+from multimodal_rag.vectors.labelled_store import LabelledVectorStore
+from multimodal_rag.vectors.ranking import top_k
 
 __all__ = ["FaissFlatStore"]
 
@@ -40,7 +41,7 @@ class FaissFlatStore(LabelledVectorStore):
         super().__init__(dim)
         import faiss
 
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self._dim))
         self._view: tuple[np.ndarray, np.ndarray] | None = None
 
     def config(self) -> dict[str, Any]:
@@ -92,15 +93,16 @@ class FaissFlatStore(LabelledVectorStore):
             self._labels.save(Path(directory) / _IDS_FILE)
 
     @classmethod
-    def load(cls, directory: Path, *, dim: int, **config: Any) -> FaissFlatStore:
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> FaissFlatStore:
         import faiss
 
-        store = cls(dim, **config)
         path = Path(directory) / _INDEX_FILE
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise CorruptFileError(f"cannot read the FAISS index {str(path)!r}: {exc}") from exc
+        store = cls(index.d if dim is None else dim, **config)
+        dim = store.dim
         labels = LabelMap.load(Path(directory) / _IDS_FILE)
         if index.d != dim or index.ntotal != len(labels):
             raise CorruptFileError(

@@ -9,8 +9,8 @@ import numpy as np
 
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor
-from multimodal_rag.vectors._base import check_knob
-from multimodal_rag.vectors._positional import PositionalFaissStore
+from multimodal_rag.validation import check_int
+from multimodal_rag.vectors.faiss_positional import PositionalFaissStore
 
 __all__ = ["FaissHNSWStore"]
 
@@ -21,7 +21,7 @@ class FaissHNSWStore(PositionalFaissStore):
     Search time grows roughly with the logarithm of the collection, at the cost of
     recall below 1 and a slower build than flat. FAISS cannot delete from an HNSW
     graph: removed vectors become tombstones that searches skip and a save compacts
-    away once they exceed a tenth of the index (see :mod:`._positional`).
+    away once they exceed a tenth of the index (see :mod:`.faiss_positional`).
 
     Args:
         dim: Dimension of the vectors.
@@ -36,9 +36,9 @@ class FaissHNSWStore(PositionalFaissStore):
 
     def __init__(self, dim: int, *, M: int = 32, ef_construction: int = 80, ef_search: int = 64) -> None:
         super().__init__(dim)
-        self._M = check_knob("M", M, minimum=2)
-        self._ef_construction = check_knob("ef_construction", ef_construction)
-        self._ef_search = check_knob("ef_search", ef_search)
+        self._M = check_int("M", M, minimum=2)
+        self._ef_construction = check_int("ef_construction", ef_construction)
+        self._ef_search = check_int("ef_search", ef_search)
         self._index = self._empty_index()
 
     def config(self) -> dict[str, Any]:
@@ -48,7 +48,7 @@ class FaissHNSWStore(PositionalFaissStore):
         self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None, ef: int | None = None
     ) -> list[list[Neighbor]]:
         """Search as :meth:`VectorStore.search`; ``ef`` overrides ``ef_search`` for this call."""
-        ef = check_knob("ef", ef, optional=True)
+        ef = None if ef is None else check_int("ef", ef)
         return self._search(queries, k, filter, ef=ef)
 
     def _empty_index(self) -> Any:
@@ -69,7 +69,8 @@ class FaissHNSWStore(PositionalFaissStore):
         return params
 
     @classmethod
-    def load(cls, directory: Path, *, dim: int, **config: Any) -> FaissHNSWStore:
-        store = cls(dim, **config)
-        store._load_files(directory)
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> FaissHNSWStore:
+        index = cls._read_index(directory)
+        store = cls(index.d if dim is None else dim, **config)
+        store._load_files(directory, index)
         return store

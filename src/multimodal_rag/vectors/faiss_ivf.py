@@ -10,9 +10,8 @@ import numpy as np
 from multimodal_rag.errors import CorruptFileError, InvalidInputError
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor
-from multimodal_rag.vectors._base import check_knob
-from multimodal_rag.vectors._common import check_vectors
-from multimodal_rag.vectors._positional import PositionalFaissStore
+from multimodal_rag.validation import check_int, check_vectors
+from multimodal_rag.vectors.faiss_positional import PositionalFaissStore
 
 __all__ = ["FaissIVFStore"]
 
@@ -40,7 +39,7 @@ class FaissIVFStore(PositionalFaissStore):
     store holds ``train_size`` vectors it trains and moves them into the IVF index.
 
     Removal leaves tombstones that searches skip and a save compacts (see
-    :mod:`._positional`); compaction reuses the trained centroids.
+    :mod:`.faiss_positional`); compaction reuses the trained centroids.
 
     Args:
         dim: Dimension of the vectors.
@@ -69,11 +68,11 @@ class FaissIVFStore(PositionalFaissStore):
         train_size: int | None = None,
     ) -> None:
         super().__init__(dim)
-        self._nlist = check_knob("nlist", nlist)
-        self._nprobe = check_knob("nprobe", nprobe)
-        self._pq_m = check_knob("pq_m", pq_m, optional=True)
-        self._k_factor = check_knob("k_factor", k_factor)
-        self._train_size = check_knob("train_size", train_size, minimum=self._nlist, optional=True)
+        self._nlist = check_int("nlist", nlist)
+        self._nprobe = check_int("nprobe", nprobe)
+        self._pq_m = None if pq_m is None else check_int("pq_m", pq_m)
+        self._k_factor = check_int("k_factor", k_factor)
+        self._train_size = None if train_size is None else check_int("train_size", train_size, minimum=self._nlist)
         if self._pq_m is not None and dim % self._pq_m:
             raise InvalidInputError(f"pq_m must divide the dimension {dim}, got {self._pq_m}")
         # The trained, empty index, serialised: compaction starts from a copy of it.
@@ -111,8 +110,8 @@ class FaissIVFStore(PositionalFaissStore):
         k_factor: int | None = None,
     ) -> list[list[Neighbor]]:
         """Search as :meth:`VectorStore.search`; ``nprobe`` and ``k_factor`` override the store's for this call."""
-        nprobe = check_knob("nprobe", nprobe, optional=True)
-        k_factor = check_knob("k_factor", k_factor, optional=True)
+        nprobe = None if nprobe is None else check_int("nprobe", nprobe)
+        k_factor = None if k_factor is None else check_int("k_factor", k_factor)
         return self._search(queries, k, filter, nprobe=nprobe, k_factor=k_factor)
 
     def train(self, sample: np.ndarray) -> None:
@@ -192,12 +191,13 @@ class FaissIVFStore(PositionalFaissStore):
             (directory / _TEMPLATE_FILE).write_bytes(self._template.tobytes())
 
     @classmethod
-    def load(cls, directory: Path, *, dim: int, **config: Any) -> FaissIVFStore:
-        store = cls(dim, **config)
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> FaissIVFStore:
+        index = cls._read_index(directory)
+        store = cls(index.d if dim is None else dim, **config)
         template = Path(directory) / _TEMPLATE_FILE
         if template.exists():
             store._template = np.frombuffer(template.read_bytes(), dtype=np.uint8)
-        store._load_files(directory)
+        store._load_files(directory, index)
         import faiss
 
         if store.is_trained == isinstance(store._index, faiss.IndexFlat):

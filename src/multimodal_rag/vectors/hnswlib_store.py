@@ -30,14 +30,18 @@ import numpy as np
 from multimodal_rag.errors import CorruptFileError
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor
-from multimodal_rag.vectors._base import LabelledVectorStore, check_knob
-from multimodal_rag.vectors._common import LabelMap
+from multimodal_rag.validation import check_int
+from multimodal_rag.vectors.label_map import LabelMap
+from multimodal_rag.vectors.labelled_store import LabelledVectorStore
 
-__all__ = ["HNSWLibStore", "IndexFileError", "check_index_file", "check_index_layout"]
+__all__ = ["HNSWLibStore", "IndexFileError", "check_index_file", "check_index_layout", "declared_dim"]
 
 _INDEX_FILE = "index.hnsw"
 _IDS_FILE = "ids.json"
 _INITIAL_CAPACITY = 1024
+#: The largest dimension read from an index file's header (Milvus's limit too): an empty
+#: index constrains it by nothing else, and a new store allocates room for vectors of it.
+_MAX_DIM_IN_FILE = 32_768
 
 _HEADER = np.dtype(
     [
@@ -84,12 +88,12 @@ class HNSWLibStore(LabelledVectorStore):
 
     def __init__(self, dim: int, *, M: int = 16, ef_construction: int = 100, ef_search: int = 128) -> None:
         super().__init__(dim)
-        self._M = check_knob("M", M, minimum=2)
-        self._ef_construction = check_knob("ef_construction", ef_construction)
-        self._ef_search = check_knob("ef_search", ef_search)
+        self._M = check_int("M", M, minimum=2)
+        self._ef_construction = check_int("ef_construction", ef_construction)
+        self._ef_search = check_int("ef_search", ef_search)
         import hnswlib
 
-        self._index = hnswlib.Index(space="ip", dim=dim)
+        self._index = hnswlib.Index(space="ip", dim=self._dim)
         self._index.init_index(
             max_elements=_INITIAL_CAPACITY,
             M=self._M,
@@ -105,7 +109,7 @@ class HNSWLibStore(LabelledVectorStore):
         self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None, ef: int | None = None
     ) -> list[list[Neighbor]]:
         """Search as :meth:`VectorStore.search`; ``ef`` overrides ``ef_search`` for this call."""
-        ef = check_knob("ef", ef, optional=True)
+        ef = None if ef is None else check_int("ef", ef)
         if ef is None or ef == self._ef_search:
             return self._search(queries, k, filter)
         return self._search(queries, k, filter, exclusive=True, ef=ef)
@@ -157,9 +161,15 @@ class HNSWLibStore(LabelledVectorStore):
             self._labels.save(Path(directory) / _IDS_FILE)
 
     @classmethod
-    def load(cls, directory: Path, *, dim: int, **config: Any) -> HNSWLibStore:
-        store = cls(dim, **config)
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> HNSWLibStore:
         path = Path(directory) / _INDEX_FILE
+        if dim is None:
+            try:
+                dim = declared_dim(path)
+            except (IndexFileError, OSError) as exc:
+                raise CorruptFileError(f"cannot read the hnswlib index {str(path)!r}: {exc}") from exc
+        store = cls(dim, **config)
+        dim = store.dim
         labels = LabelMap.load(Path(directory) / _IDS_FILE)
         # hnswlib uses the file's sizes and links as memory offsets without checking them.
         try:
@@ -236,6 +246,31 @@ def check_index_file(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray]:
     if len(np.unique(labels)) != len(labels):
         raise IndexFileError("two of its live elements have the same label")
     return count, labels
+
+
+def declared_dim(path: Path) -> int:
+    """The vector dimension an hnswlib index file's header declares.
+
+    Only the header is read: :func:`check_index_file` then checks the whole file
+    against this dimension.
+
+    Raises:
+        IndexFileError: A header too short, or one that declares no usable dimension.
+        OSError: The file cannot be read.
+    """
+    with open(path, "rb") as file:
+        raw = file.read(_HEADER.itemsize)
+    if len(raw) < _HEADER.itemsize:
+        raise IndexFileError(f"it is {len(raw)} bytes, shorter than its {_HEADER.itemsize}-byte header", short=True)
+    header = np.frombuffer(raw, dtype=_HEADER)[0]
+    # Each level-0 record holds the links, then the vector, then the label.
+    width = int(header["label_offset"]) - int(header["offset_data"])
+    if width <= 0 or width % 4 or width // 4 > _MAX_DIM_IN_FILE:
+        raise IndexFileError(
+            f"its header's label_offset ({header['label_offset']}) and offset_data ({header['offset_data']}) "
+            f"leave no room for a vector of 1 to {_MAX_DIM_IN_FILE} float32 components"
+        )
+    return width // 4
 
 
 def check_index_layout(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from multimodal_rag._extras import require
 from multimodal_rag._remote import (
     fresh_name,
-    import_optional,
     may_send_credentials,
     same_endpoint,
     split_credentials,
@@ -36,13 +36,15 @@ from multimodal_rag._remote import (
 from multimodal_rag.errors import (
     BackendConnectionError,
     BackendError,
+    CorruptFileError,
     DimensionMismatchError,
     InvalidInputError,
     NotFoundError,
 )
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor
-from multimodal_rag.vectors._common import check_ids, check_queries, check_vectors, filtered_search
+from multimodal_rag.validation import check_ids, check_int, check_queries, check_vectors
+from multimodal_rag.vectors.ranking import filtered_search
 
 __all__ = ["MilvusVectorStore"]
 
@@ -135,8 +137,7 @@ class MilvusVectorStore(VectorStore):
         max_batch_bytes: int = 16 << 20,
         create: bool = True,
     ) -> None:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        dim = check_int("dim", dim)
         uri = uri if uri is not None else os.environ.get(URI_ENV)
         if not uri:
             raise InvalidInputError(f"no Milvus URI: pass uri= or set ${URI_ENV}")
@@ -157,10 +158,7 @@ class MilvusVectorStore(VectorStore):
         )
         if not isinstance(index_type, str) or not index_type:
             raise InvalidInputError(f"index_type must be a non-empty string, got {index_type!r}")
-        if not isinstance(max_batch_bytes, int) or max_batch_bytes < 1:
-            raise InvalidInputError(
-                f"max_batch_bytes must be a positive integer, got {max_batch_bytes!r}"
-            )
+        max_batch_bytes = check_int("max_batch_bytes", max_batch_bytes)
         if not isinstance(timeout, (int, float)) or timeout <= 0:
             raise InvalidInputError(
                 f"timeout must be a positive number of seconds, got {timeout!r}"
@@ -184,7 +182,7 @@ class MilvusVectorStore(VectorStore):
         self._timeout = float(timeout)
         self._max_batch_bytes = max_batch_bytes
         self._token = token
-        pymilvus = import_optional("pymilvus", extra="milvus")
+        pymilvus = require("pymilvus", user="MilvusVectorStore", extra="milvus")
         with self._calls("connect"):
             self._client = self._connect(pymilvus, bare_uri, token)
         self._open_collection(create=create)
@@ -507,16 +505,27 @@ class MilvusVectorStore(VectorStore):
         )
 
     @classmethod
-    def load(cls, directory: Path, *, dim: int, **config: Any) -> MilvusVectorStore:
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> MilvusVectorStore:
         """Reconnect to the collection named in ``config`` (the manifest's copy).
 
+        Without ``dim``, the dimension is the one :meth:`save` wrote into its marker file.
         The token comes from ``$MILVUS_TOKEN`` (or a ``token=`` in ``config``); when
         :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` loads a manifest, only
         for a server that ``$MILVUS_URI`` names or the caller allowed.
 
         Raises:
             BackendError: The collection no longer exists on that server.
+            DimensionMismatchError: The collection holds vectors of another dimension than ``dim``.
+            CorruptFileError: Without ``dim``, a marker file that does not say the dimension.
         """
+        if dim is None:
+            path = Path(directory) / _MARKER_FILE
+            try:
+                dim = json.loads(path.read_text(encoding="utf-8"))["dim"]
+                if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+                    raise ValueError(f"'dim' is {dim!r}, not a positive integer")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CorruptFileError(f"cannot read the dimension from {str(path)!r}: {exc!r}") from exc
         return cls(dim, create=False, **config)
 
     def __repr__(self) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from multimodal_rag.errors import CorruptFileError
-from multimodal_rag.vectors._base import LabelledVectorStore
-from multimodal_rag.vectors._common import LabelMap
+from multimodal_rag.vectors.label_map import LabelMap
+from multimodal_rag.vectors.labelled_store import LabelledVectorStore
 
 __all__ = ["COMPACT_FRACTION", "PositionalFaissStore"]
 
@@ -129,14 +129,20 @@ class PositionalFaissStore(LabelledVectorStore):
             self._labels.save(directory / _IDS_FILE)
             self._extra_files(directory)
 
-    def _load_files(self, directory: Path) -> None:
-        """Read what :meth:`save` wrote into this (new, empty) store."""
+    @staticmethod
+    def _read_index(directory: Path) -> Any:
+        """The FAISS index :meth:`save` wrote, for :meth:`_load_files` (its ``d`` is the store's dim)."""
         import faiss
 
-        directory = Path(directory)
-        path = directory / _INDEX_FILE
         try:
-            index = faiss.read_index(str(path))
+            return faiss.read_index(str(Path(directory) / _INDEX_FILE))
+        except Exception as exc:
+            raise CorruptFileError(f"cannot read the FAISS index in {str(directory)!r}: {exc}") from exc
+
+    def _load_files(self, directory: Path, index: Any) -> None:
+        """Read the rest of what :meth:`save` wrote into this (new, empty) store, around ``index``."""
+        directory = Path(directory)
+        try:
             label_at = np.load(directory / _POSITIONS_FILE, allow_pickle=False)
         except Exception as exc:  # numpy parses the header with Python's tokenizer: any error is possible
             raise CorruptFileError(f"cannot read the FAISS index in {str(directory)!r}: {exc}") from exc

@@ -1,4 +1,5 @@
-"""What every answerer shares: the similarity gate and the sources an answer cites."""
+"""What answerers do with the matches a search found: the similarity gate, what to say when
+nothing passes it, and the sources an answer cites."""
 
 from __future__ import annotations
 
@@ -7,16 +8,7 @@ from collections.abc import Sequence
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Hit, Source
 
-__all__ = ["check_min_score", "check_question", "no_match_text", "passing_matches", "sources_of"]
-
-
-def check_question(question: object) -> str:
-    """The question, if it is a non-empty string."""
-    if not isinstance(question, str):
-        raise InvalidInputError(f"the question must be a string, got {type(question).__name__}")
-    if not question.strip():
-        raise InvalidInputError("the question is empty")
-    return question
+__all__ = ["check_min_score", "no_match_text", "passing_matches", "sources_of"]
 
 
 def check_min_score(min_score: float | None) -> float | None:

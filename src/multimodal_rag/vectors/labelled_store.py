@@ -14,32 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.locks import ReadWriteLock
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor
-from multimodal_rag.vectors._common import (
-    LabelMap,
-    check_ids,
-    check_queries,
-    check_vectors,
-    exact_top_k,
-    filtered_search,
-)
+from multimodal_rag.validation import check_ids, check_int, check_queries, check_vectors
+from multimodal_rag.vectors.label_map import LabelMap
+from multimodal_rag.vectors.ranking import exact_top_k, filtered_search
 
-__all__ = ["LabelledVectorStore", "check_knob"]
+__all__ = ["LabelledVectorStore"]
 
 #: Rows per chunk when an exact fallback walks over every stored vector.
 _EXACT_CHUNK = 65_536
-
-
-def check_knob(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> Any:
-    """Validate an integer tuning knob (``M``, ``ef_search``, ``nprobe``...)."""
-    if value is None and optional:
-        return None
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-    return int(value)
 
 
 class LabelledVectorStore(VectorStore):
@@ -54,9 +39,7 @@ class LabelledVectorStore(VectorStore):
     """
 
     def __init__(self, dim: int) -> None:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
-        self._dim = dim
+        self._dim = check_int("dim", dim)
         self._labels = LabelMap()
         self._lock = ReadWriteLock()
 

@@ -1,0 +1,203 @@
+"""The click group: global options, the settings they make, error mapping, and what commands share.
+
+Every command module builds on this one: the ``KB`` argument and ``--json`` option,
+the single ``KEY=VALUE`` parser, and opening a knowledge base with the global settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from multimodal_rag._version import __version__
+
+if TYPE_CHECKING:
+    from multimodal_rag.protocols import Answerer, Embedder
+    from multimodal_rag.rag import MultimodalRAG
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "IMAGE",
+    "JSON_OPTION",
+    "KB_ARGUMENT",
+    "CommandFailed",
+    "Settings",
+    "cli",
+    "committing",
+    "main",
+    "open_kb",
+    "parse_key_values",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandFailed(click.ClickException):
+    """The operation failed: its message goes to stderr and the exit status is 1."""
+
+    exit_code = EXIT_FAILURE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    """Turns any error of a command into a one-line message and exit status 1.
+
+    With ``--debug`` the error propagates, so Python prints its traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise  # click reports these itself (a closed pipe, as in `| head`, quietly)
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            from multimodal_rag.errors import MultimodalRAGError
+
+            if isinstance(exc, MultimodalRAGError):
+                message = str(exc)
+            else:  # not one of ours: most likely a bug, so say what it was
+                message = (
+                    f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+                )
+            raise CommandFailed(message) from exc
+
+
+class Settings:
+    """Global options, shared by every command through the click context."""
+
+    def __init__(
+        self, debug: bool, allow_modules: Sequence[str], allow_endpoints: Sequence[str] = ()
+    ) -> None:
+        self.debug = debug
+        self.allow_modules = tuple(allow_modules)
+        self.allow_endpoints = tuple(allow_endpoints)
+
+
+KB_ARGUMENT = click.argument("kb", type=click.Path(file_okay=False, path_type=Path))
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/cli.md)."
+)
+#: An image file given on the command line.
+IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="multimodal-rag")
+@click.option(
+    "--debug", is_flag=True, envvar="MULTIMODAL_RAG_DEBUG", help="Show tracebacks of errors."
+)
+@click.option(
+    "--allow-module",
+    "allow_modules",
+    multiple=True,
+    envvar="MULTIMODAL_RAG_ALLOW_MODULES",
+    metavar="MODULE",
+    help="Package whose classes a knowledge base may name as custom backends (repeatable).",
+)
+@click.option(
+    "--allow-endpoint",
+    "allow_endpoints",
+    multiple=True,
+    envvar="MULTIMODAL_RAG_ALLOW_ENDPOINTS",
+    metavar="URL",
+    help="Server a knowledge base may name that gets the environment's credentials, besides "
+    "$MILVUS_URI and $DATABASE_URL (repeatable).",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context, debug: bool, allow_modules: tuple[str, ...], allow_endpoints: tuple[str, ...]
+) -> None:
+    """Multimodal RAG: index images with their descriptions, find similar ones, answer questions.
+
+    KB is a knowledge-base directory; `index` creates it on first use.
+    """
+    ctx.obj = Settings(debug, allow_modules, allow_endpoints)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line (the ``multimodal-rag`` console script); exits with its status."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="multimodal-rag")
+
+
+def parse_key_values(pairs: Iterable[str], *, option: str | None = None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict, each value read as JSON when it parses, else as text.
+
+    Numbers, booleans and null thus compare as the JSON values they spell.
+
+    Raises:
+        click.BadParameter: A pair without ``=`` or without a key (named after ``option``).
+    """
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return values
+
+
+def open_kb(
+    kb: Path,
+    settings: Settings,
+    *,
+    read_only: bool,
+    salvage: bool = False,
+    embedder: Embedder | None = None,
+    answerer: Answerer | None = None,
+) -> MultimodalRAG:
+    """Open a knowledge base with the global settings.
+
+    Without ``embedder`` the knowledge base rebuilds its own from the manifest.
+    """
+    from multimodal_rag.rag import MultimodalRAG
+
+    return MultimodalRAG.open(
+        kb,
+        read_only=read_only,
+        embedder=embedder,
+        answerer=answerer,
+        allow_modules=settings.allow_modules,
+        allow_endpoints=settings.allow_endpoints,
+        salvage=salvage,
+    )
+
+
+@contextlib.contextmanager
+def committing(kb: Path, settings: Settings) -> Iterator[MultimodalRAG]:
+    """Open for writing, then save; a failed save does not undo what was committed.
+
+    Each change is durable in the journal when it returns, so a save that fails
+    afterwards (a full disk) is a warning: the change stays, and the next open
+    replays it.
+    """
+    from multimodal_rag.errors import KnowledgeBaseError
+
+    rag = open_kb(kb, settings, read_only=False)
+    try:
+        yield rag
+        try:
+            rag.save()
+        except KnowledgeBaseError as exc:
+            click.echo(
+                f"warning: the change is committed (in the journal, replayed on every open) but the "
+                f"snapshot could not be written: {exc}",
+                err=True,
+            )
+    finally:
+        rag.close()

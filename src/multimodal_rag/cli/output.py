@@ -1,0 +1,348 @@
+"""What the command line prints: each command's result as text, and as JSON.
+
+Every ``--json`` shape is built here, from the library's own objects; where a record's
+fields are the shape (a hit, a record, a source, a problem) it is ``attrs.asdict`` of the
+record. The shapes are a stable interface, documented in ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from attrs import asdict
+
+if TYPE_CHECKING:
+    from multimodal_rag.kb.manifest import Manifest
+    from multimodal_rag.migrate import MigrationReport
+    from multimodal_rag.types import AddResult, Answer, Hit, Problem, Record
+    from multimodal_rag.verify import RepairReport, VerificationReport
+
+__all__ = [
+    "add_result_json",
+    "answer_json",
+    "contact_sheet_json",
+    "display_path",
+    "hit_json",
+    "info_json",
+    "migration_json",
+    "print_add_result",
+    "print_answer",
+    "print_contact_sheet",
+    "print_hits",
+    "print_info",
+    "print_json",
+    "print_migration",
+    "print_record",
+    "print_removal",
+    "print_repair",
+    "print_verification",
+    "record_json",
+    "removal_json",
+    "repair_json",
+    "search_json",
+    "verification_json",
+]
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def display_path(path: str) -> str:
+    """A path relative to the working directory when it lies under it, else as given."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive, on Windows
+        return path
+    return path if relative.startswith("..") else relative
+
+
+def _description(text: str | None) -> str:
+    return text if text is not None else "(no description)"
+
+
+def _config_text(config: Mapping[str, Any] | None) -> str:
+    if not config:
+        return "(default settings)"
+    return json.dumps(config, ensure_ascii=False, sort_keys=True)
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- index ---------------------------------------------------------------------
+
+
+def add_result_json(kb: Path, result: AddResult, *, created: bool, total: int) -> dict[str, Any]:
+    return {
+        "kb": str(kb),
+        "created": created,
+        "added": list(result.added),
+        "duplicates": [{"source": source, "id": id_} for source, id_ in result.duplicates],
+        "skipped": [asdict(skipped) for skipped in result.skipped],
+        "undescribed": list(result.undescribed),
+        "total": total,
+    }
+
+
+def print_add_result(kb: Path, result: AddResult, *, created: bool, total: int) -> None:
+    verb = "Created" if created else "Updated"
+    click.echo(f"{verb} knowledge base {kb}: {total} image{'s' if total != 1 else ''} in total.")
+    click.echo(f"  added:       {len(result.added)}")
+    click.echo(f"  duplicates:  {len(result.duplicates)} (already indexed, not embedded again)")
+    for source, id_ in result.duplicates:
+        click.echo(f"    {display_path(source)} = {id_}")
+    click.echo(f"  skipped:     {len(result.skipped)}")
+    for skipped in result.skipped:
+        click.echo(f"    {display_path(skipped.source)}: {skipped.reason}")
+    if result.undescribed:
+        click.echo(
+            f"  without a description: {len(result.undescribed)} "
+            "(add one with `multimodal-rag describe`)"
+        )
+
+
+# -- search, show and ask ------------------------------------------------------
+
+
+def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
+    return {"rank": rank, **asdict(hit)}
+
+
+def _hits_json(hits: Sequence[Hit]) -> list[dict[str, Any]]:
+    return [hit_json(rank, hit) for rank, hit in enumerate(hits, start=1)]
+
+
+def search_json(image: Path | None, text: str | None, k: int, hits: Sequence[Hit]) -> dict[str, Any]:
+    return {
+        "query": {"image": str(image) if image is not None else None, "text": text},
+        "k": k,
+        "hits": _hits_json(hits),
+    }
+
+
+def print_hits(hits: Sequence[Hit]) -> None:
+    if not hits:
+        click.echo("No matches (the knowledge base is empty, or nothing passes the filter).")
+    for rank, hit in enumerate(hits, start=1):
+        click.echo(f"{rank:>2}. {hit.score:.4f}  {_description(hit.description)}")
+        where = display_path(hit.image_path) if hit.image_path else "(no image file)"
+        click.echo(f"    id {hit.id}  {where}")
+
+
+def contact_sheet_json(out: Path, width: int, height: int, hits: Sequence[Hit]) -> dict[str, Any]:
+    return {"out": str(out), "width": width, "height": height, "hits": _hits_json(hits)}
+
+
+def print_contact_sheet(out: Path, width: int, height: int, hits: Sequence[Hit]) -> None:
+    click.echo(f"Wrote {out} ({width}x{height}): the query and {len(hits)} matches.")
+
+
+def answer_json(question: str, image: Path | None, answer: Answer) -> dict[str, Any]:
+    return {
+        "question": question,
+        "image": str(image) if image is not None else None,
+        "answer": answer.text,
+        "model": answer.model,
+        "sources": [asdict(source) for source in answer.sources],
+        "usage": dict(answer.usage),
+        "latency_s": answer.latency_s,
+    }
+
+
+def print_answer(answer: Answer, *, streamed: bool) -> None:
+    """The answer (unless it was printed as it arrived), its sources, and who answered."""
+    if not streamed:
+        click.echo(answer.text)
+    if answer.sources:
+        click.echo("\nSources:")
+        for rank, source in enumerate(answer.sources, start=1):
+            where = display_path(source.image_path) if source.image_path else "(no image file)"
+            click.echo(
+                f"{rank:>2}. {source.score:.4f}  {_description(source.description)}  [{where}]"
+            )
+    click.echo(f"\nAnswered by {answer.model or 'the answerer'} in {answer.latency_s:.2f} s.")
+
+
+# -- info ----------------------------------------------------------------------
+
+
+def info_json(kb: Path, manifest: Manifest, *, size_bytes: int) -> dict[str, Any]:
+    from multimodal_rag.kb.manifest import FORMAT_NAME, FORMAT_VERSION
+
+    return {
+        "kb": str(kb),
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "library_version": manifest.library_version,
+        "generation": manifest.generation,
+        "created_at": manifest.created_at,
+        "saved_at": manifest.saved_at,
+        "embedder": manifest.embedder.to_dict(),
+        "vector_store": manifest.vector_store.to_dict(),
+        "description_store": manifest.description_store.to_dict(),
+        "counts": {
+            "vectors": manifest.counts.get("vectors"),
+            "descriptions": manifest.counts.get("descriptions"),
+        },
+        "size_bytes": size_bytes,
+    }
+
+
+def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
+    from multimodal_rag.kb.manifest import FORMAT_NAME, FORMAT_VERSION
+
+    embedder, vectors, descriptions = (
+        manifest.embedder,
+        manifest.vector_store,
+        manifest.description_store,
+    )
+    counts = manifest.counts
+    rows = [
+        ("knowledge base", str(kb)),
+        (
+            "images",
+            f"{counts.get('vectors', '?')} vectors, "
+            f"{counts.get('descriptions', '?')} description records",
+        ),
+        ("embedder", f"{embedder.kind} {_config_text(embedder.config)}, {embedder.dim}-d"),
+        ("fingerprint", embedder.fingerprint),
+        ("vector index", f"{vectors.kind} {_config_text(vectors.config)}"),
+        ("descriptions", f"{descriptions.kind} {_config_text(descriptions.config)}"),
+        ("size on disk", _human_size(size_bytes)),
+        (
+            "format",
+            f"{FORMAT_NAME} v{FORMAT_VERSION}, "
+            f"written by multimodal_rag {manifest.library_version}",
+        ),
+        ("created", manifest.created_at or "?"),
+        ("saved", f"{manifest.saved_at or '?'} (generation {manifest.generation})"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+
+
+# -- remove and describe -------------------------------------------------------
+
+
+def removal_json(removed: Sequence[str], missing: Sequence[str], total: int) -> dict[str, Any]:
+    return {"removed": list(removed), "missing": list(missing), "total": total}
+
+
+def print_removal(removed: int, missing: Sequence[str], total: int) -> None:
+    click.echo(f"Removed {removed} image{'s' if removed != 1 else ''}; {total} left.")
+    for id_ in missing:
+        click.echo(f"  not found: {id_}")
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    return asdict(record)
+
+
+def print_record(record: Record) -> None:
+    click.echo(f"{record.id}: {record.description}")
+
+
+# -- verify, repair and migrate ------------------------------------------------
+
+
+def verification_json(report: VerificationReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "vectors": report.vectors,
+        "records": report.records,
+        "problems": [asdict(problem) for problem in report.problems],
+    }
+
+
+def _print_problems(problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        click.echo(f"  {problem.kind}: {problem.detail}")
+
+
+def print_verification(kb: Path, report: VerificationReport) -> None:
+    if report.ok:
+        click.echo(f"{kb}: ok ({report.vectors} vectors, {report.records} description records).")
+        return
+    count = len(report.problems)
+    click.echo(f"{kb}: {count} problem{'s' if count != 1 else ''}")
+    _print_problems(report.problems)
+    click.echo("Run `multimodal-rag repair` to rebuild what can be rebuilt.")
+
+
+def repair_json(report: RepairReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        **asdict(report, recurse=False, retain_collection_types=False),
+        "set_aside": [display_path(path) for path in report.set_aside],
+        "remaining": verification_json(report.remaining),
+    }
+
+
+def print_repair(kb: Path, report: RepairReport) -> None:
+    remaining = report.remaining
+    if report.set_aside:
+        click.echo(f"Set {len(report.set_aside)} damaged file(s) aside:")
+        for path in report.set_aside:
+            click.echo(f"  {display_path(path)}")
+    if report.records_salvaged or report.records_from_older_snapshot or report.records_lost:
+        click.echo(
+            f"Recovered {report.records_salvaged} description record(s) from the damaged file(s) "
+            f"and {report.records_from_older_snapshot} from the snapshot before."
+        )
+    click.echo(f"Re-embedded {len(report.reembedded)} image(s) whose vector was missing.")
+    click.echo(f"Created {len(report.records_created)} empty record(s) for vectors without one.")
+    if report.index_rebuilt:
+        click.echo("Rebuilt the vector index from its stored vectors.")
+    if report.records_lost:
+        some = ", ".join(report.lost_ids[:10]) + (", ..." if len(report.lost_ids) > 10 else "")
+        click.echo(
+            f"LOST: {report.records_lost} description record(s) could not be recovered"
+            + (f" (ids: {some})" if report.lost_ids else "")
+            + "."
+        )
+    if report.changes_lost:
+        click.echo(
+            f"LOST: {report.changes_lost} committed change(s) since the last save (damaged journal)."
+        )
+    if not remaining.ok:
+        click.echo(f"{len(remaining.problems)} problem(s) could not be fixed:")
+        _print_problems(remaining.problems)
+    elif report.ok:
+        click.echo(f"{kb}: ok now.")
+    else:
+        click.echo(f"{kb}: consistent again, but with the losses above.")
+
+
+def migration_json(report: MigrationReport) -> dict[str, Any]:
+    """The copy's counts (the source's are equal, or the command fails) and its search overlap."""
+    return {
+        **asdict(report, recurse=False),
+        "source": str(report.source),
+        "target": str(report.target),
+        "vectors": report.vectors[1],
+        "descriptions": report.descriptions[1],
+    }
+
+
+def print_migration(report: MigrationReport) -> None:
+    click.echo(
+        f"Copied {report.vectors[1]} vectors, {report.descriptions[1]} descriptions and "
+        f"{report.images} image file(s) from {report.source} to {report.target}."
+    )
+    click.echo(
+        f"Searches for {report.sampled} stored vectors agree on "
+        f"{report.overlap:.0%} of their results."
+    )

@@ -1,0 +1,283 @@
+"""One ingest: the images of an ``add`` or ``add_directory`` call, hashed, deduplicated, embedded
+and committed in batches.
+
+:func:`items_from_arguments` and :func:`items_from_directory` turn a call's arguments into
+:class:`IngestItem` s, checking everything that can be checked before an image is read.
+:class:`IngestRun` then streams them through the embedder: images are read and hashed
+lazily (so memory stays bounded by the embedder's batches), ids already stored are
+reported as duplicates, and each embedded batch goes to the ``commit`` callback — batch
+by batch with ``on_error="skip"``, or all at once at the end with ``on_error="raise"``, so
+that such a call is stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from multimodal_rag.errors import ImageError, InvalidInputError
+from multimodal_rag.images import content_id, image_bytes
+from multimodal_rag.ingest.sources import DescriptionsFile, outside_root, scan_images
+from multimodal_rag.protocols import EmbeddedBatch, Embedder, iter_embed_images_in_batches
+from multimodal_rag.types import AddResult, ImageInput, Record, Skipped, is_path, source_name
+from multimodal_rag.validation import check_id, check_metadata, check_record
+
+__all__ = ["IngestItem", "IngestRun", "encoded_image", "items_from_arguments", "items_from_directory"]
+
+#: Stores one batch: ``commit(ids, vectors, records)``.
+Commit = Callable[[list[str], Any, list[Record]], None]
+
+
+@attrs.define
+class IngestItem:
+    """One input of an ingest, on its way to the stores."""
+
+    image: ImageInput
+    source: str
+    id: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    image_path: str | None = None
+
+
+def items_from_arguments(
+    images: Sequence[ImageInput] | ImageInput,
+    ids: Sequence[str] | None,
+    descriptions: Sequence[str | None] | str | None,
+    metadata: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None,
+) -> list[IngestItem]:
+    """The items of an ``add`` call; one image may be given alone.
+
+    Raises:
+        InvalidInputError: Lengths that do not match, bad ids or metadata. Checked
+            before any image is read, so the message can name an image that has no id
+            yet, and a bad entry anywhere in the call stores nothing.
+    """
+    if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+        images = [images]  # one image
+        descriptions = [descriptions] if isinstance(descriptions, str) else descriptions
+        metadata = [metadata] if isinstance(metadata, Mapping) else metadata
+    n = len(images)
+    ids_list = _aligned("ids", ids, n)
+    descriptions_list = _aligned("descriptions", descriptions, n)
+    metadata_list = _aligned("metadata", metadata, n)
+    for i, image in enumerate(images):
+        if ids_list[i] is not None:
+            check_id(ids_list[i])
+        if metadata_list[i] is not None:
+            owner = f"record {ids_list[i]!r}" if ids_list[i] is not None else f"image {i} ({source_name(image)})"
+            check_metadata(metadata_list[i], owner=owner)
+    return [
+        IngestItem(
+            image=image,
+            source=source_name(image),
+            id=ids_list[i],
+            description=descriptions_list[i],
+            metadata=dict(metadata_list[i] or {}),
+            image_path=str(Path(image).resolve()) if is_path(image) else None,  # type: ignore[arg-type]
+        )
+        for i, image in enumerate(images)
+    ]
+
+
+def items_from_directory(
+    directory: str | os.PathLike[str],
+    *,
+    descriptions: str | os.PathLike[str] | None,
+    recursive: bool,
+    allow_outside: bool,
+) -> tuple[list[IngestItem], list[Skipped]]:
+    """The items of an ``add_directory`` call, and what was refused without being opened.
+
+    Refused: symlinks leading outside ``directory`` (unless ``allow_outside``) and image
+    names that are not regular files (FIFOs, devices, symlink loops, broken links).
+
+    Raises:
+        InvalidInputError: ``directory`` is not a folder, or the descriptions file is
+            unreadable or has an entry leading outside ``directory``.
+    """
+    root = Path(directory)
+    files, not_files = scan_images(root, recursive=recursive)
+    escaping = [] if allow_outside else outside_root(files, root)
+    if escaping:
+        refused_files = set(escaping)
+        files = [file for file in files if file not in refused_files]
+    catalog = DescriptionsFile(Path(descriptions), root, allow_outside=allow_outside) if descriptions is not None else None
+    items = []
+    for file in files:
+        entry = catalog.lookup(file) if catalog is not None else None
+        items.append(
+            IngestItem(
+                image=file,
+                source=str(file),
+                description=entry.description if entry else None,
+                metadata=dict(entry.metadata) if entry else {},
+                image_path=str(file.resolve()),
+            )
+        )
+    refused = [
+        Skipped(source=str(file), reason=f"a symlink to {os.path.realpath(file)!r}, outside {str(root)!r}")
+        for file in escaping
+    ]
+    refused += [Skipped(source=str(path), reason=reason) for path, reason in not_files]
+    return items, refused
+
+
+def encoded_image(item: IngestItem) -> tuple[bytes, str]:
+    """The bytes to keep for an image given in memory, and their file suffix."""
+    from PIL import Image
+
+    if isinstance(item.image, (bytes, bytearray, memoryview)):
+        data = bytes(item.image)
+        with Image.open(io.BytesIO(data)) as probe:  # already decoded once: cannot fail
+            suffix = (probe.format or "bin").lower()
+        return data, suffix if suffix.isalnum() else "bin"
+    buffer = io.BytesIO()
+    item.image.save(buffer, format="PNG")  # type: ignore[union-attr]
+    return buffer.getvalue(), "png"
+
+
+class IngestRun:
+    """One ingest call's state: which items were stored, duplicated or skipped.
+
+    Args:
+        items: What to ingest.
+        embedder: Embeds the images, in batches.
+        dim: The vector store's dimension (vectors are checked against it).
+        is_stored: Whether an id is already in the knowledge base.
+        record_for: The record to store for an item once its id is known.
+        commit: Stores a batch: ids, vectors and records together.
+        on_error: ``"raise"`` or ``"skip"`` (see :meth:`MultimodalRAG.add`).
+        batch_size: Images embedded per batch.
+        progress: Show a progress bar (``None``: when writing to a terminal).
+    """
+
+    def __init__(
+        self,
+        items: list[IngestItem],
+        *,
+        embedder: Embedder,
+        dim: int,
+        is_stored: Callable[[str], bool],
+        record_for: Callable[[IngestItem], Record],
+        commit: Commit,
+        on_error: str,
+        batch_size: int,
+        progress: bool | None,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        for item in items:  # refuse bad records before anything is embedded
+            check_record(Record(id=item.id or "-", description=item.description, metadata=item.metadata))
+        self.items = items
+        self.embedder = embedder
+        self.dim = dim
+        self.is_stored = is_stored
+        self.record_for = record_for
+        self.commit = commit
+        self.on_error = on_error
+        self.batch_size = batch_size
+        self.progress = progress
+        self.ids: dict[int, str] = {}  # item position -> id, for every item that ends up stored
+        self.duplicates: list[tuple[str, str]] = []
+        self.skipped: list[Skipped] = []
+        self.queued: list[int] = []  # position in the embedder's stream -> item position
+        self.claimed: set[str] = set()  # ids taken by an earlier item of this call
+        self.added: list[int] = []  # item positions embedded and stored
+        self.pending: list[tuple[list[str], Any, list[Record]]] = []  # batches held until the end
+
+    def run(self) -> AddResult:
+        """Embed and commit every item; returns what happened to each."""
+        from tqdm.auto import tqdm
+
+        # tqdm's disable=None shows the bar only on a terminal.
+        bar = tqdm(
+            total=len(self.items), desc="embedding", unit="img", disable=None if self.progress is None else not self.progress
+        )
+        iterate = getattr(self.embedder, "iter_embed_images", None)
+        batches = (
+            iterate(self._stream(), batch_size=self.batch_size)
+            if iterate is not None
+            else iter_embed_images_in_batches(self.embedder, self._stream(), batch_size=self.batch_size)
+        )
+        try:
+            for batch in batches:
+                self._take(batch)
+                bar.update(len(batch.indices) + len(batch.failures))
+        finally:
+            bar.close()
+        if self.pending:  # one commit, so the call is stored whole or not at all
+            import numpy as np
+
+            self.commit(
+                [id_ for batch_ids, _, _ in self.pending for id_ in batch_ids],
+                np.concatenate([vectors for _, vectors, _ in self.pending]),
+                [record for _, _, records in self.pending for record in records],
+            )
+        self.added.sort()
+        return AddResult(
+            ids=[self.ids[pos] for pos in sorted(self.ids)],
+            added=[self.items[pos].id for pos in self.added],
+            duplicates=self.duplicates,
+            skipped=self.skipped,
+            undescribed=[self.items[pos].id for pos in self.added if self.items[pos].description is None],
+        )
+
+    def _stream(self) -> Iterator[ImageInput]:
+        """The images to embed, read and hashed as the embedder asks for them."""
+        for pos, item in enumerate(self.items):
+            try:
+                data = image_bytes(item.image) if item.id is None else None
+            except ImageError as exc:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append(Skipped(source=item.source, reason=str(exc)))
+                continue
+            item.id = item.id or content_id(data)  # type: ignore[arg-type]
+            if item.id in self.claimed or (data is not None and self.is_stored(item.id)):
+                self.duplicates.append((item.source, item.id))
+                self.ids[pos] = item.id
+                continue
+            self.claimed.add(item.id)
+            self.queued.append(pos)
+            # The embedder reads the image itself (in parallel, where it can), so its
+            # errors name the file; the hashing read above is served by the page cache.
+            yield item.image
+
+    def _take(self, batch: EmbeddedBatch) -> None:
+        """Store (or hold, with ``on_error="raise"``) one embedded batch."""
+        from multimodal_rag.validation import check_vectors
+
+        for index, error in batch.failures:
+            item = self.items[self.queued[index]]
+            if self.on_error == "raise":
+                raise error
+            self.claimed.discard(item.id)  # type: ignore[arg-type]
+            self.skipped.append(Skipped(source=item.source, reason=str(error)))
+        chosen = [self.items[self.queued[i]] for i in batch.indices]
+        batch_ids: list[str] = [item.id for item in chosen]  # type: ignore[misc]
+        records = [self.record_for(item) for item in chosen]
+        if self.on_error == "raise":
+            # All or nothing: checked now, so a bad batch fails before more are embedded.
+            self.pending.append((batch_ids, check_vectors(batch.vectors, self.dim, count=len(batch_ids)), records))
+        else:
+            self.commit(batch_ids, batch.vectors, records)
+        for i in batch.indices:
+            self.ids[self.queued[i]] = self.items[self.queued[i]].id  # type: ignore[assignment]
+            self.added.append(self.queued[i])
+
+
+def _aligned(name: str, values: Sequence[Any] | None, n: int) -> list[Any]:
+    if values is None:
+        return [None] * n
+    if isinstance(values, (str, Mapping)):
+        raise InvalidInputError(f"{name} must be a sequence with one entry per image")
+    values = list(values)
+    if len(values) != n:
+        raise InvalidInputError(f"got {n} images but {len(values)} {name}")
+    return values

@@ -1,0 +1,244 @@
+"""Loading a knowledge base: manifest → components → journal replay, with salvage and the reader retry.
+
+:func:`load` is what :meth:`MultimodalRAG.open` does before it builds the facade:
+it reads the manifest, checks the snapshot's checksums (or, salvaging, notes
+what is damaged), rebuilds the embedder and the two stores from their registry
+kinds, replays the journal on top, and counts what a salvage could not recover.
+A read-only load whose snapshot a writer's save replaces meanwhile starts again
+on the new manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from multimodal_rag._remote import build_from_manifest
+from multimodal_rag.errors import (
+    CorruptFileError,
+    EmbedderMismatchError,
+    KnowledgeBaseNotFoundError,
+)
+from multimodal_rag.kb.directory import KnowledgeBaseDirectory, damaged_parts
+from multimodal_rag.kb.journal import Journal, JournalContents, SnapshotMovedError, load_journal
+from multimodal_rag.kb.manifest import EmbedderEntry, Manifest, read_manifest
+from multimodal_rag.kb.salvage import SalvageFindings, salvage_descriptions
+from multimodal_rag.registry import resolve
+
+__all__ = ["LoadedKnowledgeBase", "OpenedKnowledgeBase", "check_embedder", "load", "open_directory"]
+
+# How often a read-only load starts again when a writer saves while it reads.
+READER_RETRIES = 3
+
+
+@frozen(kw_only=True)
+class LoadedKnowledgeBase:
+    """The parts of a knowledge base, as loaded from its directory."""
+
+    manifest: Manifest
+    embedder: Any
+    vector_store: Any
+    description_store: Any
+    journal: JournalContents
+    #: What a salvaging load found damaged or lost; ``None`` when nothing was.
+    findings: SalvageFindings | None
+
+
+@frozen(kw_only=True)
+class OpenedKnowledgeBase:
+    """A knowledge-base directory opened for reading, or locked for writing with its journal resumed."""
+
+    directory: KnowledgeBaseDirectory
+    loaded: LoadedKnowledgeBase
+    #: The journal to append to; ``None`` when opened read-only.
+    journal: Journal | None
+
+
+def open_directory(
+    path: Path,
+    *,
+    embedder: Any,
+    read_only: bool,
+    salvage: bool,
+    allow_modules: Iterable[str],
+    allow_endpoints: tuple[str, ...],
+) -> OpenedKnowledgeBase:
+    """Open the knowledge base at ``path``: check its layout, take the writer's lock unless
+    ``read_only``, :func:`load` it, and for a writer clean up old snapshots and resume the journal.
+
+    The lock is released again if anything fails. See :meth:`MultimodalRAG.open` for the errors.
+    """
+    directory = KnowledgeBaseDirectory(path)
+    if not directory.path.is_dir():
+        raise KnowledgeBaseNotFoundError(f"no knowledge base at {str(path)!r}")
+    directory.check_layout()
+    if directory.is_unfinished():
+        raise KnowledgeBaseNotFoundError(
+            f"{str(path)!r} holds only what an interrupted create left behind, no knowledge base; "
+            "create it again (MultimodalRAG.create(path, ..., exist_ok=True) or `multimodal-rag index`), "
+            "which cleans it up"
+        )
+    if not read_only:
+        directory.lock()
+    try:
+        loaded = load(
+            directory,
+            embedder=embedder,
+            read_only=read_only,
+            salvage=salvage,
+            allow_modules=allow_modules,
+            allow_endpoints=allow_endpoints,
+        )
+        journal = None
+        if not read_only:
+            generation = loaded.manifest.generation
+            directory.remove_stale_snapshots(keep=generation)
+            journal = Journal.resume(directory.journal, loaded.journal, generation)
+    except BaseException:
+        directory.unlock()
+        raise
+    return OpenedKnowledgeBase(directory=directory, loaded=loaded, journal=journal)
+
+
+def load(
+    directory: KnowledgeBaseDirectory,
+    *,
+    embedder: Any = None,
+    read_only: bool,
+    salvage: bool,
+    allow_modules: Iterable[str],
+    allow_endpoints: tuple[str, ...],
+) -> LoadedKnowledgeBase:
+    """Load the knowledge base in ``directory`` (see :meth:`MultimodalRAG.open` for the errors)."""
+    for attempt in range(READER_RETRIES + 1):
+        manifest = read_manifest(directory.path)
+        try:
+            return _load_once(
+                directory,
+                manifest,
+                embedder=embedder,
+                salvage=salvage,
+                allow_modules=allow_modules,
+                allow_endpoints=allow_endpoints,
+            )
+        except CorruptFileError:
+            # A reader races the writer's saves: the snapshot its manifest named may be
+            # replaced while it loads. Only a manifest that moved on is retried.
+            moved = read_manifest(directory.path).generation != manifest.generation
+            if read_only and moved and attempt < READER_RETRIES:
+                continue
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _load_once(
+    directory: KnowledgeBaseDirectory,
+    manifest: Manifest,
+    *,
+    embedder: Any,
+    salvage: bool,
+    allow_modules: Iterable[str],
+    allow_endpoints: tuple[str, ...],
+) -> LoadedKnowledgeBase:
+    generation = manifest.generation
+    snapshot = directory.snapshot(generation)
+    damaged = damaged_parts(directory, manifest) if salvage else set()
+    if not salvage:
+        directory.verify_snapshot(manifest)
+    recorded = manifest.embedder
+    if embedder is None:
+        embedder_cls = resolve("embedder", recorded.kind, allow_modules=allow_modules)
+        embedder = build_from_manifest(allow_endpoints, embedder_cls, **recorded.config)
+    check_embedder(embedder, recorded, str(directory.path))
+    vs_cls = resolve("vector_store", manifest.vector_store.kind, allow_modules=allow_modules)
+    ds_cls = resolve("description_store", manifest.description_store.kind, allow_modules=allow_modules)
+    vs_config, ds_config = manifest.vector_store.config, manifest.description_store.config
+    if "vectors" in damaged:
+        vector_store = build_from_manifest(allow_endpoints, vs_cls, recorded.dim, **vs_config)
+    else:
+        vector_store = build_from_manifest(
+            allow_endpoints, vs_cls.load, snapshot / "vectors", dim=recorded.dim, **vs_config
+        )
+    snapshot_ids = None if "vectors" in damaged else set(vector_store.ids())
+    salvaged = from_older = 0
+    if "descriptions" in damaged:
+        description_store, salvaged, from_older = build_from_manifest(
+            allow_endpoints, salvage_descriptions, ds_cls, ds_config, directory, generation, expected_ids=snapshot_ids
+        )
+    else:
+        description_store = build_from_manifest(allow_endpoints, ds_cls.load, snapshot / "descriptions", **ds_config)
+    journal = load_journal(directory.journal, generation, vector_store, description_store, salvage=salvage)
+    if damaged and read_manifest(directory.path).generation != generation:
+        # What looked damaged was a snapshot a writer's save replaced meanwhile.
+        raise SnapshotMovedError(f"snapshot {generation} was replaced while it was read")
+    findings = None
+    if damaged or journal.lost_entries:
+        findings = _findings(
+            directory,
+            manifest,
+            damaged,
+            vector_store,
+            description_store,
+            snapshot_ids,
+            salvaged=salvaged,
+            from_older=from_older,
+            changes_lost=journal.lost_entries,
+        )
+    return LoadedKnowledgeBase(
+        manifest=manifest,
+        embedder=embedder,
+        vector_store=vector_store,
+        description_store=description_store,
+        journal=journal,
+        findings=findings,
+    )
+
+
+def check_embedder(embedder: Any, recorded: EmbedderEntry, where: str) -> None:
+    """Refuse an embedder other than the one the knowledge base at ``where`` was built with.
+
+    Raises:
+        EmbedderMismatchError: Another dimension or fingerprint; names both.
+    """
+    if embedder.dim != recorded.dim or embedder.fingerprint != recorded.fingerprint:
+        raise EmbedderMismatchError(
+            f"knowledge base {where!r} was built with embedder {recorded.fingerprint!r} "
+            f"({recorded.dim}-d), but the embedder given is {embedder.fingerprint!r} ({embedder.dim}-d); "
+            "open it with the same model and weights, or rebuild it"
+        )
+
+
+def _findings(
+    directory: KnowledgeBaseDirectory,
+    manifest: Manifest,
+    damaged: set[str],
+    vector_store: Any,
+    description_store: Any,
+    snapshot_ids: set[str] | None,
+    *,
+    salvaged: int,
+    from_older: int,
+    changes_lost: int,
+) -> SalvageFindings:
+    """Count what a salvaging load could not read back (see :mod:`multimodal_rag.kb.salvage`)."""
+    lost_ids: list[str] = []
+    records_lost = 0
+    if "descriptions" in damaged:
+        if snapshot_ids is not None:
+            # Every vector had a record when the snapshot was saved: those still without one are lost.
+            lost_ids = sorted(id_ for id_ in snapshot_ids if id_ in vector_store and id_ not in description_store)
+            records_lost = len(lost_ids)
+        else:
+            saved = manifest.counts.get("descriptions")
+            records_lost = max(0, saved - salvaged - from_older) if saved is not None else 0
+    return SalvageFindings(
+        damaged_files=[str(path) for path, _ in directory.check_snapshot(manifest)],
+        records_salvaged=salvaged,
+        records_from_older_snapshot=from_older,
+        lost_ids=lost_ids,
+        records_lost=records_lost,
+        changes_lost=changes_lost,
+    )
