@@ -142,8 +142,9 @@ def test_a_torchscript_checkpoint_loads_only_when_allowed(
         CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32")
     # openai's published archives are vouched for by their SHA-256.
     from multimodal_rag.embedders import clip as clip_module
+    from multimodal_rag.hashing import sha256_file
 
-    published = clip_module._sha256_file(checkpoints["a-jit"])
+    published = sha256_file(checkpoints["a-jit"])
     monkeypatch.setattr(clip_module, "_published_sha256s", lambda clip: {published})
     assert CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32").dim == 64
 

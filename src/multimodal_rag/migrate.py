@@ -20,6 +20,7 @@ from attrs import frozen
 
 from multimodal_rag.errors import InvalidInputError, MigrationError
 from multimodal_rag.kb.directory import IMAGES
+from multimodal_rag.validation import check_int
 
 if TYPE_CHECKING:
     from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
@@ -104,10 +105,9 @@ def migrate(
     """
     from multimodal_rag.rag import MultimodalRAG
 
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(sample, int) or sample < 0 or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"sample must be >= 0 and k >= 1, got sample={sample!r}, k={k!r}")
+    batch_size = check_int("batch_size", batch_size)
+    sample = check_int("sample", sample, minimum=0)
+    k = check_int("k", k)
     if not 0.0 <= min_overlap <= 1.0:
         raise InvalidInputError(f"min_overlap must be between 0 and 1, got {min_overlap!r}")
     source, target = Path(source), Path(target)

@@ -123,10 +123,9 @@ def iter_embed_images_in_batches(
     """Default :meth:`Embedder.iter_embed_images`, usable with duck-typed embedders."""
     import numpy as np
 
-    if batch_size < 1:
-        from multimodal_rag.errors import InvalidInputError
+    from multimodal_rag.validation import check_int
 
-        raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = check_int("batch_size", batch_size)
     batch: list[ImageInput] = []
     positions: list[int] = []
 
@@ -202,7 +201,9 @@ class VectorStore(Protocol):
         """Find the ``k`` nearest stored vectors of each query.
 
         Args:
-            queries: Array of shape ``(n, dim)``.
+            queries: Array of shape ``(n, dim)``; the library always passes two
+                dimensions, even for one query. (The built-in stores also accept
+                one vector of shape ``(dim,)``.)
             k: Neighbours wanted per query; more than the store holds is fine.
             filter: Keep only ids for which this returns True; the store still
                 returns ``k`` results when at least ``k`` ids pass.
@@ -243,8 +244,20 @@ class VectorStore(Protocol):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path, *, dim: int, **config: Any) -> Self:
-        """Read a store written by :meth:`save`, with the config it reported."""
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> Self:
+        """Read a store written by :meth:`save`, with the config it reported.
+
+        Args:
+            directory: Where :meth:`save` wrote the store's files.
+            dim: The dimension the caller expects. A store that records its dimension
+                reads it from its files when ``dim`` is ``None``, and refuses files that
+                disagree with a given one. :class:`~multimodal_rag.MultimodalRAG` always
+                passes the dimension its manifest records, so a store may also require it.
+            **config: What :meth:`config` returned.
+
+        Raises:
+            CorruptFileError: Damaged files, or files of another dimension than ``dim``.
+        """
 
 
 @runtime_checkable

@@ -153,13 +153,7 @@ class MultimodalRAG:
             if exist_ok:
                 return cls.open(directory, embedder=embedder, answerer=answerer)
             raise KnowledgeBaseExistsError(f"a knowledge base already exists at {str(directory)!r}")
-        # A create killed before its first manifest leaves only the library's own files:
-        # those are cleaned up below, anything else is someone's and stops the create.
-        unfinished = KnowledgeBaseDirectory(directory).is_unfinished()
-        if directory.exists() and not unfinished and (not directory.is_dir() or any(directory.iterdir())):
-            raise KnowledgeBaseExistsError(
-                f"{str(directory)!r} exists and is not an empty directory; choose a new path"
-            )
+        unfinished = KnowledgeBaseDirectory(directory).check_new()
         if vector_store is None:
             from multimodal_rag.vectors.defaults import default_vector_store
 
@@ -803,13 +797,17 @@ class MultimodalRAG:
             update = machine_written(self.get(id_), answer)
             if update is not None:
                 updates.append(update)
-        for record in updates:
-            check_record(record)
-        if updates:
-            if self._journal is not None:
-                self._journal.put(updates)
-            self.description_store.put(updates)
+        self._put_records(updates)
         return [record.id for record in updates]
+
+    def _put_records(self, records: list[Record]) -> None:
+        """Replace records (the write lock is held): checked, journalled, then stored."""
+        for record in records:
+            check_record(record)
+        if records:
+            if self._journal is not None:
+                self._journal.put(records)
+            self.description_store.put(records)
 
     # -- records -----------------------------------------------------------------
 
@@ -847,10 +845,7 @@ class MultimodalRAG:
             description=description,
             metadata=dict(metadata) if metadata is not None else current.metadata,
         )
-        check_record(updated)
-        if self._journal is not None:
-            self._journal.put([updated])
-        self.description_store.put([updated])
+        self._put_records([updated])
         return updated
 
     @writing

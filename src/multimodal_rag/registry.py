@@ -2,10 +2,18 @@
 
 Built-in backends are known by a short kind (``"faiss-flat"``, ``"sqlite"``) and
 imported only when first used, so a knowledge base never pays for backends it
-does not use. A user's own class is named by its dotted path
-(``"mypackage.stores:MyStore"``). Because a manifest may come from someone else,
-such a module is imported only when the caller allows it (``allow_modules``):
-opening a knowledge base never runs code that the caller did not choose.
+does not use. An installed package adds its own kinds through entry points,
+in the groups of :data:`ENTRY_POINT_GROUPS`::
+
+    [project.entry-points."multimodal_rag.vector_stores"]
+    lance = "mrag_lance:LanceVectorStore"
+
+Installing a package is the user's choice, so its kinds are found like the
+built-in ones (which win when names clash). Any other class is named by its
+dotted path (``"mypackage.stores:MyStore"``). Because a manifest may come from
+someone else, such a module is imported only when the caller allows it
+(``allow_modules``): opening a knowledge base never runs code that the caller
+did not choose.
 """
 
 from __future__ import annotations
@@ -41,6 +49,14 @@ BUILTINS: dict[Role, dict[str, str]] = {
     },
 }
 
+#: Entry-point group per role, where installed packages register their kinds.
+ENTRY_POINT_GROUPS: dict[Role, str] = {
+    "embedder": "multimodal_rag.embedders",
+    "vector_store": "multimodal_rag.vector_stores",
+    "description_store": "multimodal_rag.description_stores",
+    "answerer": "multimodal_rag.answerers",
+}
+
 _PROTOCOLS = {
     "embedder": "Embedder",
     "vector_store": "VectorStore",
@@ -61,7 +77,25 @@ def kind_of(component: object) -> str:
         for kind, target in table.items():
             if target == path:
                 return kind
+    for role in ENTRY_POINT_GROUPS:
+        for kind, target in installed_kinds(role).items():
+            if target == path:
+                return kind
     return path
+
+
+def installed_kinds(role: Role) -> dict[str, str]:
+    """Kinds that installed packages register for ``role`` (entry points), as ``kind -> "module:Class"``.
+
+    Built-in kinds are not among them, whatever a package declares.
+    """
+    from importlib.metadata import entry_points
+
+    return {
+        point.name: point.value
+        for point in entry_points(group=ENTRY_POINT_GROUPS[role])
+        if point.name not in BUILTINS[role]
+    }
 
 
 def resolve(role: Role, kind: str, *, allow_modules: Iterable[str] = ()) -> type[Any]:
@@ -69,9 +103,10 @@ def resolve(role: Role, kind: str, *, allow_modules: Iterable[str] = ()) -> type
 
     Args:
         role: Which protocol the class must implement.
-        kind: A built-in short kind, or ``"package.module:Class"``.
+        kind: A built-in short kind, a kind an installed package registers, or
+            ``"package.module:Class"``.
         allow_modules: Top-level packages (or full module names) whose classes may be
-            imported by dotted path. Built-in kinds are always allowed.
+            imported by dotted path. Built-in and installed kinds are always allowed.
 
     Raises:
         UnknownBackendError: Unknown kind, a module not allowed, or a class that
@@ -80,8 +115,11 @@ def resolve(role: Role, kind: str, *, allow_modules: Iterable[str] = ()) -> type
     from multimodal_rag import protocols
 
     table = BUILTINS[role]
+    installed = installed_kinds(role) if kind not in table and ":" not in kind else {}
     if kind in table:
         target = table[kind]
+    elif kind in installed:
+        target = installed[kind]
     elif ":" in kind:
         module_name = kind.split(":", 1)[0]
         allowed = set(allow_modules)
@@ -94,9 +132,11 @@ def resolve(role: Role, kind: str, *, allow_modules: Iterable[str] = ()) -> type
         target = kind
     else:
         known = ", ".join(sorted(table)) or "none"
+        plugins = f"; installed: {', '.join(sorted(installed))}" if installed else ""
         raise UnknownBackendError(
-            f"unknown {role.replace('_', ' ')} kind {kind!r}; built-in kinds: {known}; "
-            "a custom class is named 'package.module:ClassName'"
+            f"unknown {role.replace('_', ' ')} kind {kind!r}; built-in kinds: {known}{plugins}; "
+            f"a custom class is named 'package.module:ClassName', or registered by an installed "
+            f"package in the entry-point group {ENTRY_POINT_GROUPS[role]!r}"
         )
     module_name, _, qualname = target.partition(":")
     try:

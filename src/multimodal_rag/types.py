@@ -68,6 +68,25 @@ class Record:
     description: str | None = None
     metadata: dict[str, Any] = field(factory=dict, converter=_frozen_dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """The record as a JSON object, metadata nested under ``"metadata"``.
+
+        The knowledge base's journal stores records in this form, and the command line
+        prints them in it. (A JSON Lines descriptions file keeps metadata at the top level
+        instead: see :mod:`multimodal_rag.descriptions.jsonl`.)
+        """
+        return {"id": self.id, "image_path": self.image_path, "description": self.description, "metadata": dict(self.metadata)}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Record:
+        """The record :meth:`to_json` gave ``obj`` for.
+
+        Raises:
+            KeyError: A key of :meth:`to_json`'s object is missing.
+            TypeError, ValueError: ``obj`` is not a mapping, or its metadata is not one.
+        """
+        return cls(id=obj["id"], image_path=obj["image_path"], description=obj["description"], metadata=obj["metadata"])
+
 
 @frozen(kw_only=True)
 class Hit:

@@ -268,9 +268,10 @@ class NumpyVectorStore(VectorStore):
         (directory / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path, *, dim: int, **config: Any) -> NumpyVectorStore:
-        store = cls(dim, **config)
-        store._matrix = np.load(directory / "vectors.npy", allow_pickle=False)
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> NumpyVectorStore:
+        matrix: Vectors = np.load(directory / "vectors.npy", allow_pickle=False)
+        store = cls(matrix.shape[1] if dim is None else dim, **config)
+        store._matrix = matrix
         ids: list[str] = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
         store._ids = ids
         store._row = {id_: r for r, id_ in enumerate(ids)}

@@ -32,6 +32,8 @@ __all__ = [
     "migration_json",
     "print_add_result",
     "print_answer",
+    "print_checkpoint_kept",
+    "print_checkpoint_written",
     "print_contact_sheet",
     "print_hits",
     "print_info",
@@ -285,7 +287,7 @@ def print_verification(kb: Path, report: VerificationReport) -> None:
 def repair_json(report: RepairReport) -> dict[str, Any]:
     return {
         "ok": report.ok,
-        **asdict(report, recurse=False, retain_collection_types=False),
+        **asdict(report, recurse=False),
         "set_aside": [display_path(path) for path in report.set_aside],
         "remaining": verification_json(report.remaining),
     }
@@ -327,7 +329,7 @@ def print_repair(kb: Path, report: RepairReport) -> None:
 
 
 def migration_json(report: MigrationReport) -> dict[str, Any]:
-    """The copy's counts (the source's are equal, or the command fails) and its search overlap."""
+    """The copy's counts (a copy whose counts differ from the source's fails) and its overlap."""
     return {
         **asdict(report, recurse=False),
         "source": str(report.source),
@@ -345,4 +347,18 @@ def print_migration(report: MigrationReport) -> None:
     click.echo(
         f"Searches for {report.sampled} stored vectors agree on "
         f"{report.overlap:.0%} of their results."
+    )
+
+
+# -- random-checkpoint ---------------------------------------------------------
+
+
+def print_checkpoint_kept(path: Path) -> None:
+    click.echo(f"{path} already exists; keeping it (use --force to overwrite).")
+
+
+def print_checkpoint_written(path: Path, *, seed: int) -> None:
+    click.echo(
+        f"Wrote {path}: a small CLIP with random weights (seed {seed}); "
+        "its retrieval is meaningless."
     )

@@ -44,6 +44,7 @@ from multimodal_rag.errors import (
     CorruptFileError,
     KnowledgeBaseAccessError,
     KnowledgeBaseError,
+    KnowledgeBaseExistsError,
     KnowledgeBaseLockedError,
 )
 from multimodal_rag.hashing import sha256_file
@@ -345,6 +346,20 @@ class KnowledgeBaseDirectory:
             remove_tree(entry)
 
     # -- an interrupted create -----------------------------------------------
+
+    def check_new(self) -> bool:
+        """Check that a knowledge base may be created here; True when an interrupted create must be cleaned first.
+
+        A create killed before its first manifest leaves only the library's own files
+        (see :meth:`is_unfinished`); anything else is someone's and stops the create.
+
+        Raises:
+            KnowledgeBaseExistsError: The path holds other files.
+        """
+        unfinished = self.is_unfinished()
+        if self.path.exists() and not unfinished and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise KnowledgeBaseExistsError(f"{str(self.path)!r} exists and is not an empty directory; choose a new path")
+        return unfinished
 
     def is_unfinished(self) -> bool:
         """True for a directory holding only what a create killed before its first manifest leaves.

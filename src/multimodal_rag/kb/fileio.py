@@ -57,4 +57,3 @@ def fsync_tree(directory: Path) -> None:
             finally:
                 os.close(fd)
         fsync_directory(Path(root))
-

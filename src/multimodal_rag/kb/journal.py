@@ -236,10 +236,7 @@ def _decode(payload: bytes, np: Any, *, version: int, expected_seq: int) -> Jour
     if op not in _OPS:
         raise ValueError(f"unknown operation {op}")
     header = json.loads(payload[start : start + json_length].decode("utf-8"))
-    records = [
-        Record(id=r["id"], image_path=r["image_path"], description=r["description"], metadata=r["metadata"])
-        for r in header.get("records", ())
-    ]
+    records = [Record.from_json(r) for r in header.get("records", ())]
     vectors = None
     if op == ADD:
         # frombuffer never unpickles: the bytes can only ever become float32 numbers.
@@ -252,10 +249,7 @@ def _decode(payload: bytes, np: Any, *, version: int, expected_seq: int) -> Jour
 def _encode(seq: int, op: int, ids: Sequence[str], records: Sequence[Record], vectors: Any = None) -> bytes:
     header: dict[str, Any] = {
         "ids": list(ids),
-        "records": [
-            {"id": r.id, "image_path": r.image_path, "description": r.description, "metadata": r.metadata}
-            for r in records
-        ],
+        "records": [r.to_json() for r in records],
     }
     raw = b""
     if vectors is not None:

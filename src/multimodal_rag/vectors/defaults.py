@@ -12,8 +12,8 @@ The rule comes from ``benchmarks/compare_indexes.py`` (see ``docs/choosing-an-in
 
 from __future__ import annotations
 
-from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.protocols import VectorStore
+from multimodal_rag.validation import check_int
 
 __all__ = ["FLAT_MAX_SIZE", "default_vector_store"]
 
@@ -33,10 +33,8 @@ def default_vector_store(dim: int, *, expected_size: int | None = None) -> Vecto
     Raises:
         InvalidInputError: A negative or non-integer ``expected_size``.
     """
-    if expected_size is not None and (
-        not isinstance(expected_size, int) or isinstance(expected_size, bool) or expected_size < 0
-    ):
-        raise InvalidInputError(f"expected_size must be a non-negative integer, got {expected_size!r}")
+    if expected_size is not None:
+        expected_size = check_int("expected_size", expected_size, minimum=0)
     if expected_size is None or expected_size <= FLAT_MAX_SIZE:
         from multimodal_rag.vectors.faiss_flat import FaissFlatStore
 

@@ -1,0 +1,41 @@
+"""The ``multimodal-rag`` command line: build, search, inspect, repair and move knowledge bases.
+
+Every command takes the knowledge-base directory first. Commands that only read
+(``search``, ``ask``, ``show``, ``info``, ``verify``) open it read-only, so they run
+while another process is indexing. ``--json`` output is a stable interface, documented in
+``docs/cli.md``.
+
+Exit status: 0 when the command did what was asked, 1 when the operation failed
+(the reason on stderr, with a traceback only under ``--debug``), 2 for bad usage
+(unknown option, missing argument, a file that does not exist).
+
+Modules: :mod:`~multimodal_rag.cli.app` holds the click group, its global options and
+the error mapping; :mod:`~multimodal_rag.cli.output` prints every result, as text or
+JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
+ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate) and
+``tools`` (random-checkpoint).
+"""
+
+from __future__ import annotations
+
+from multimodal_rag.cli import build, edit, info, query, tools, upkeep
+from multimodal_rag.cli.app import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli, main
+from multimodal_rag.cli.build import INDEX_KINDS
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "INDEX_KINDS", "cli", "main"]
+
+for _command in (
+    build.index,
+    query.search,
+    query.show,
+    query.ask,
+    info.info,
+    edit.remove,
+    edit.describe,
+    upkeep.verify,
+    upkeep.repair,
+    upkeep.migrate,
+    tools.random_checkpoint,
+):
+    cli.add_command(_command)
+del _command

@@ -1,0 +1,222 @@
+"""``index``: create a knowledge base from a folder of images, or add to one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from multimodal_rag.cli import output
+from multimodal_rag.cli.app import JSON_OPTION, Settings, open_kb
+
+if TYPE_CHECKING:
+    from multimodal_rag.kb.manifest import Component
+    from multimodal_rag.protocols import Embedder
+
+__all__ = ["DESCRIPTION_STORE_KINDS", "INDEX_KINDS", "index"]
+
+#: ``--index`` choices and the registry's vector-store kinds they create (indexes kept in
+#: the knowledge-base folder; a server-backed store is reached through ``migrate``).
+INDEX_KINDS = {"flat": "faiss-flat", "hnsw": "faiss-hnsw", "hnswlib": "hnswlib", "ivf": "faiss-ivf"}
+
+#: ``--description-store`` choices: the registry's description-store kinds kept in the folder.
+DESCRIPTION_STORE_KINDS = ("jsonl", "sqlite")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--kb",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Knowledge base to create or extend.",
+)
+@click.option(
+    "--descriptions",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSON Lines of {"image_path": ..., "description": ...}; other keys become metadata.',
+)
+@click.option(
+    "--embedder",
+    "embedder_kind",
+    default=None,
+    metavar="KIND",
+    help="Embedder of a new knowledge base: 'clip' (default) or package.module:Class.",
+)
+@click.option(
+    "--model", default=None, help="CLIP model name, e.g. ViT-B/32 (weights download on first use)."
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Local CLIP weights file (state_dict or TorchScript); nothing is downloaded.",
+)
+@click.option(
+    "--device",
+    default=None,
+    help="Torch device for CLIP, e.g. cpu or cuda (default: cuda if present).",
+)
+@click.option(
+    "--index",
+    "index_kind",
+    type=click.Choice(sorted(INDEX_KINDS)),
+    default=None,
+    help="Vector index of a new knowledge base (default: flat, exact search).",
+)
+@click.option(
+    "--description-store",
+    type=click.Choice(DESCRIPTION_STORE_KINDS),
+    default=None,
+    help="Where a new knowledge base keeps descriptions (default: sqlite).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images embedded per batch.",
+)
+@click.option(
+    "--recursive/--no-recursive", default=True, show_default=True, help="Include subfolders."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: on a terminal).",
+)
+@JSON_OPTION
+@click.pass_obj
+def index(
+    settings: Settings,
+    directory: Path,
+    kb: Path,
+    descriptions: Path | None,
+    embedder_kind: str | None,
+    model: str | None,
+    checkpoint: Path | None,
+    device: str | None,
+    index_kind: str | None,
+    description_store: str | None,
+    batch_size: int,
+    recursive: bool,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Index every image under DIRECTORY into the knowledge base, creating it if needed.
+
+    Images already in the knowledge base (same bytes) are not embedded again;
+    unreadable images are skipped and listed, never stopping the rest.
+    """
+    from multimodal_rag.ingest.sources import DescriptionsFile
+    from multimodal_rag.kb.manifest import MANIFEST_FILE, read_manifest
+    from multimodal_rag.rag import MultimodalRAG
+
+    if descriptions is not None:
+        # Read once now, before a model is loaded or a knowledge base created, so a
+        # bad file (a line that is not UTF-8, an entry leading outside DIRECTORY)
+        # changes nothing; add_directory reads it again, cheaply next to embedding.
+        DescriptionsFile(descriptions, directory)
+    clip_options = {"model": model, "checkpoint": checkpoint, "device": device}
+    exists = (kb / MANIFEST_FILE).is_file()
+    if exists:  # refuse options that cannot apply before loading any model
+        manifest = read_manifest(kb)
+        _check_same_kind(manifest.vector_store, INDEX_KINDS.get(index_kind or ""), "--index", index_kind)
+        _check_same_kind(
+            manifest.description_store, description_store, "--description-store", description_store
+        )
+    embedder = None  # an existing knowledge base rebuilds its own from the manifest
+    if not exists or embedder_kind is not None or any(v is not None for v in clip_options.values()):
+        embedder = _build_embedder(embedder_kind or "clip", clip_options, settings.allow_modules)
+    if exists:
+        rag = open_kb(kb, settings, read_only=False, embedder=embedder)
+    else:
+        assert embedder is not None
+        undo = _Undo(kb)
+        rag = MultimodalRAG.create(
+            kb,
+            embedder=embedder,
+            vector_store=INDEX_KINDS[index_kind or "flat"],
+            description_store=description_store or "sqlite",
+        )
+    try:
+        with rag:
+            result = rag.add_directory(
+                directory,
+                descriptions=descriptions,
+                recursive=recursive,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            total = len(rag)
+    except BaseException:
+        # A first index that failed before committing anything takes back the knowledge
+        # base it created, so a failure changes nothing (as docs/cli.md promises). Once a
+        # batch is committed the knowledge base stays: a second run goes on from there.
+        if not exists and len(rag) == 0:
+            undo()
+        raise
+    if as_json:
+        output.print_json(output.add_result_json(kb, result, created=not exists, total=total))
+    else:
+        output.print_add_result(kb, result, created=not exists, total=total)
+
+
+class _Undo:
+    """Removes what creating a knowledge base at ``kb`` adds, and nothing that was there before.
+
+    Made before the create: it notes the topmost folder that does not exist yet (the
+    create makes it and any below it), or, for a folder that exists (empty, or with
+    the leftovers of an interrupted create), the names already in it.
+    """
+
+    def __init__(self, kb: Path) -> None:
+        self._top = Path(os.path.abspath(kb))
+        while not self._top.parent.exists():
+            self._top = self._top.parent
+        self._folder = Path(os.path.abspath(kb))
+        self._kept = {p.name for p in self._folder.iterdir()} if self._folder.is_dir() else None
+        self._made = not os.path.lexists(self._folder)  # never remove a file that was there
+
+    def __call__(self) -> None:
+        import shutil
+
+        # Best effort: the error that made the command fail is the one to report.
+        if self._kept is None:
+            if self._made:
+                shutil.rmtree(self._top, ignore_errors=True)
+            return
+        for path in self._folder.iterdir():
+            if path.name not in self._kept:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
+def _build_embedder(
+    kind: str, clip_options: Mapping[str, Any], allow_modules: Sequence[str]
+) -> Embedder:
+    from multimodal_rag.registry import resolve
+
+    given = {name: value for name, value in clip_options.items() if value is not None}
+    if kind != "clip" and given:
+        flags = ", ".join(f"--{name}" for name in given)
+        raise click.UsageError(f"{flags} apply only to the clip embedder, not to {kind!r}")
+    if "checkpoint" in given:  # recorded in the manifest: make it valid from any directory
+        given["checkpoint"] = str(Path(given["checkpoint"]).resolve())
+    cls = resolve("embedder", kind, allow_modules=allow_modules)
+    return cls(**given)
+
+
+def _check_same_kind(
+    component: Component, wanted: str | None, flag: str, value: str | None
+) -> None:
+    """Refuse a creation-only option that asks for another kind than the knowledge base has."""
+    if wanted is not None and wanted != component.kind:
+        raise click.UsageError(
+            f"{flag} {value} applies only when creating a knowledge base; "
+            f"this one already uses {component.kind!r}"
+        )

@@ -1,0 +1,204 @@
+"""``search``, ``show`` and ``ask``: query a knowledge base, read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from multimodal_rag.cli import output
+from multimodal_rag.cli.app import (
+    IMAGE,
+    JSON_OPTION,
+    KB_ARGUMENT,
+    CommandFailed,
+    Settings,
+    open_kb,
+    parse_key_values,
+)
+from multimodal_rag.registry import BUILTINS, resolve
+
+if TYPE_CHECKING:
+    from multimodal_rag.protocols import Answerer
+
+__all__ = ["ask", "search", "show"]
+
+#: ``--answerer`` choice that lets the knowledge base pick one (and say why).
+_AUTO = "auto"
+
+
+@click.command()
+@KB_ARGUMENT
+@click.option("--image", type=IMAGE, help="Query image.")
+@click.option("--text", help="Query text (searched in the same space as the images).")
+@click.option(
+    "-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="How many matches."
+)
+@click.option(
+    "--text-weight",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Weight of --text when both --image and --text are given.",
+)
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Keep only matches whose metadata has KEY=VALUE (repeatable).",
+)
+@JSON_OPTION
+@click.pass_obj
+def search(
+    settings: Settings,
+    kb: Path,
+    image: Path | None,
+    text: str | None,
+    k: int,
+    text_weight: float,
+    where: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Find the images most similar to an image, a text, or both."""
+    if image is None and text is None:
+        raise click.UsageError("give --image, --text, or both")
+    metadata_filter = parse_key_values(where, option="--where") or None
+    rag = open_kb(kb, settings, read_only=True)
+    hits = rag.search(image=image, text=text, k=k, filter=metadata_filter, text_weight=text_weight)
+    if as_json:
+        output.print_json(output.search_json(image, text, k, hits))
+    else:
+        output.print_hits(hits)
+
+
+@click.command()
+@KB_ARGUMENT
+@click.option("--image", type=IMAGE, required=True, help="Query image.")
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="How many matches to draw.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PNG file to write.",
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(min=64),
+    default=256,
+    show_default=True,
+    help="Side of each image, in pixels.",
+)
+@JSON_OPTION
+@click.pass_obj
+def show(
+    settings: Settings, kb: Path, image: Path, k: int, out: Path, tile: int, as_json: bool
+) -> None:
+    """Draw the query image beside its top-k matches, with scores and descriptions, as a PNG."""
+    from multimodal_rag.contact_sheet import render_contact_sheet
+
+    rag = open_kb(kb, settings, read_only=True)
+    hits = rag.search(image=image, k=k)
+    sheet = render_contact_sheet(image, hits, tile=tile)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(out, format="PNG")
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {str(out)!r}: {exc.strerror or exc}") from exc
+    if as_json:
+        output.print_json(output.contact_sheet_json(out, sheet.width, sheet.height, hits))
+    else:
+        output.print_contact_sheet(out, sheet.width, sheet.height, hits)
+
+
+@click.command()
+@KB_ARGUMENT
+@click.argument("question")
+@click.option(
+    "--image", type=IMAGE, help="Your image: the search query, and shown to the answerer."
+)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Matches the answer may draw on.",
+)
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Use only matches whose metadata has KEY=VALUE.",
+)
+@click.option(
+    "--answerer",
+    "answerer_kind",
+    type=click.Choice([_AUTO, *sorted(BUILTINS["answerer"])]),
+    default=_AUTO,
+    show_default=True,
+    help="auto: openai if OPENAI_API_KEY is set, else extractive (offline, quotes the best match)",
+)
+@click.option(
+    "--answer-model",
+    default=None,
+    metavar="NAME",
+    help="Model of the openai answerer, e.g. gpt-4o.",
+)
+@click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
+@JSON_OPTION
+@click.pass_obj
+def ask(
+    settings: Settings,
+    kb: Path,
+    question: str,
+    image: Path | None,
+    k: int,
+    where: tuple[str, ...],
+    answerer_kind: str,
+    answer_model: str | None,
+    stream: bool,
+    as_json: bool,
+) -> None:
+    """Answer QUESTION about an image from the descriptions of its closest matches.
+
+    Without --image the question itself is the search. The answerer is not stored
+    with the knowledge base: OPENAI_API_KEY and OPENAI_BASE_URL choose the provider.
+    """
+    if stream and as_json:
+        raise click.UsageError("--stream and --json cannot be combined")
+    if answer_model is not None and answerer_kind == "extractive":
+        raise click.UsageError("--answer-model applies to the openai answerer")
+    answerer = _build_answerer("openai" if answer_model is not None else answerer_kind, answer_model)
+    rag = open_kb(kb, settings, read_only=True, answerer=answerer)
+    if answerer is None and not as_json:
+        click.echo(f"note: {rag.answerer_reason}", err=True)
+    metadata_filter = parse_key_values(where, option="--where") or None
+    result = rag.ask(question, image=image, k=k, filter=metadata_filter, stream=stream)
+    if stream:
+        with result:
+            for chunk in result:
+                click.echo(chunk, nl=False)  # click.echo flushes, so each chunk shows at once
+            answer = result.answer
+        click.echo()
+    else:
+        answer = result
+    if as_json:
+        output.print_json(output.answer_json(question, image, answer))
+    else:
+        output.print_answer(answer, streamed=stream)
+
+
+def _build_answerer(kind: str, model: str | None) -> Answerer | None:
+    """The answerer of a built-in ``kind``; ``None`` for auto (the knowledge base chooses)."""
+    if kind == _AUTO:
+        return None
+    cls = resolve("answerer", kind)
+    return cls(model=model) if model is not None else cls()

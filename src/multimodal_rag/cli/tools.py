@@ -1,0 +1,30 @@
+"""``random-checkpoint``: a tool that needs no knowledge base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from multimodal_rag.cli import output
+
+__all__ = ["random_checkpoint"]
+
+
+@click.command("random-checkpoint")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+def random_checkpoint(path: Path, seed: int, force: bool) -> None:
+    """Write a small CLIP checkpoint with RANDOM weights to PATH, for trying things offline.
+
+    Every command works with it (index --checkpoint PATH), but its search results
+    and answers are meaningless: use a real model for real retrieval.
+    """
+    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+
+    if path.exists() and not force:
+        output.print_checkpoint_kept(path)
+        return
+    make_random_clip_checkpoint(path, seed=seed)
+    output.print_checkpoint_written(path, seed=seed)
