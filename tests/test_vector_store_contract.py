@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 from conftest import clustered_vectors, on_server, server_uri
-from multimodal_rag.errors import DimensionMismatchError, InvalidInputError, NotFoundError
-from multimodal_rag.protocols import VectorStore
+from helpers import ColorEmbedder, solid
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.errors import CorruptFileError, DimensionMismatchError, InvalidInputError, NotFoundError
+from multimodal_rag.protocols import IdFilter, VectorStore
+from multimodal_rag.types import Neighbor
+from multimodal_rag.validation import check_ids, check_vectors
 
 
 def _faiss_flat(dim: int) -> VectorStore:
@@ -333,3 +337,108 @@ def test_batched_and_single_queries_agree(make_store, data) -> None:
         single = store.search(query[None, :], 7)[0]
         assert [n.id for n in single] == [n.id for n in expected]
         assert [n.score for n in single] == pytest.approx([n.score for n in expected], abs=1e-5)
+
+
+def test_load_reads_the_dimension_from_the_files(make_store, data, tmp_path: Path) -> None:
+    ids, vectors = data
+    store = make_store()
+    store.add(ids[:20], vectors[:20])
+    directory = tmp_path / "s"
+    directory.mkdir()
+    store.save(directory)
+    config: dict[str, Any] = json.loads(json.dumps(store.config()))
+    loaded = type(store).load(directory, **config)
+    assert loaded.dim == DIM
+    assert loaded.search(vectors[:5], 3) == store.search(vectors[:5], 3)
+    with pytest.raises((CorruptFileError, DimensionMismatchError)):
+        type(store).load(directory, dim=DIM + 1, **config)
+
+
+# -- the facade keeps the protocol's side of the contract -------------------------------
+
+
+class ProtocolOnlyStore(VectorStore):
+    """A store that does only what the VectorStore docstrings promise, and checks that it is
+    used only as they say: queries of shape ``(n, dim)``, and ``load`` with ``dim`` optional."""
+
+    kind: ClassVar[str] = "protocol-only"
+
+    def __init__(self, dim: int) -> None:
+        self._dim = dim
+        self._vectors: dict[str, np.ndarray] = {}
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        ids = check_ids(ids)
+        self._vectors.update(zip(ids, check_vectors(vectors, self._dim, count=len(ids))))
+
+    def search(self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None) -> list[list[Neighbor]]:
+        assert isinstance(queries, np.ndarray) and queries.ndim == 2 and queries.shape[1] == self._dim, (
+            f"queries of shape {np.shape(queries)}, where the protocol promises (n, {self._dim})"
+        )
+        ids = [i for i in self._vectors if filter is None or filter(i)]
+        results = []
+        for query in queries:
+            scores = [float(self._vectors[i] @ query) for i in ids]
+            order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+            results.append([Neighbor(ids[j], scores[j]) for j in order])
+        return results
+
+    def remove(self, ids: Iterable[str]) -> int:
+        return sum(self._vectors.pop(i, None) is not None for i in ids)
+
+    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        missing = [i for i in ids if i not in self._vectors]
+        if missing:
+            raise NotFoundError(f"no vector with id {missing[0]!r}")
+        return np.stack([self._vectors[i] for i in ids]) if ids else np.empty((0, self._dim), np.float32)
+
+    def ids(self) -> list[str]:
+        return list(self._vectors)
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._vectors
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def save(self, directory: Path) -> None:
+        ids = list(self._vectors)
+        matrix = np.stack([self._vectors[i] for i in ids]) if ids else np.empty((0, self._dim), np.float32)
+        np.save(Path(directory) / "vectors.npy", matrix)
+        (Path(directory) / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> ProtocolOnlyStore:
+        matrix = np.load(Path(directory) / "vectors.npy", allow_pickle=False)
+        if dim is not None and matrix.shape[1] != dim:
+            raise CorruptFileError(f"vectors of dimension {matrix.shape[1]}, not {dim}")
+        store = cls(matrix.shape[1], **config)
+        ids = json.loads((Path(directory) / "ids.json").read_text(encoding="utf-8"))
+        store._vectors = dict(zip(ids, matrix))
+        return store
+
+
+def test_the_facade_passes_queries_of_shape_n_by_dim(tmp_path: Path) -> None:
+    embedder = ColorEmbedder()
+    rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder, vector_store=ProtocolOnlyStore(embedder.dim))
+    rag.add([solid("red"), solid("blue")], descriptions=["red one", "blue one"], progress=False)
+    blue = embedder.embed_texts(["blue"])
+    assert rag.search_by_vector(blue[0], k=1)[0].description == "blue one"  # one vector, (dim,)
+    assert rag.search_by_vector(blue, k=1)[0].description == "blue one"  # one row, (1, dim)
+    assert rag.search(text="red", k=1)[0].description == "red one"
+    assert rag.search(image=solid("blue"), text="blue", k=2, filter={"nope": 1}) == []
+    rag.save()
+    rag.close()
+    # The facade still passes the manifest's dim to load, which a store may take or leave.
+    module = __name__.rpartition(".")[2]
+    reopened = MultimodalRAG.open(tmp_path / "kb", embedder=embedder, allow_modules=[module])
+    assert isinstance(reopened.vector_store, ProtocolOnlyStore) and reopened.vector_store.dim == embedder.dim
+    assert reopened.search(text="blue", k=1)[0].description == "blue one"
+    reopened.close()
