@@ -97,3 +97,13 @@ def test_records_and_vectors_round_trip_exactly_through_the_journal(records: lis
     assert np.array_equal(added.vectors, vectors)
     assert all(same(a, b) for a, b in zip(added.records, records))
     assert all(same(a, b) for a, b in zip(put.records, records[::-1]))
+
+
+@SETTINGS
+@given(records=RECORDS)
+def test_a_record_round_trips_exactly_through_its_json_object(records: list[Record]) -> None:
+    for record in records:
+        obj = record.to_json()
+        # The journal's layout: the record's fields, then its metadata nested under one key.
+        assert list(obj) == ["id", "image_path", "description", "metadata"]
+        assert same(Record.from_json(json.loads(json.dumps(obj, ensure_ascii=False))), record)

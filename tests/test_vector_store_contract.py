@@ -13,7 +13,12 @@ import pytest
 from conftest import clustered_vectors, on_server, server_uri
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
-from multimodal_rag.errors import CorruptFileError, DimensionMismatchError, InvalidInputError, NotFoundError
+from multimodal_rag.errors import (
+    CorruptFileError,
+    DimensionMismatchError,
+    InvalidInputError,
+    NotFoundError,
+)
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor
 from multimodal_rag.validation import check_ids, check_vectors
@@ -437,8 +442,7 @@ def test_the_facade_passes_queries_of_shape_n_by_dim(tmp_path: Path) -> None:
     rag.save()
     rag.close()
     # The facade still passes the manifest's dim to load, which a store may take or leave.
-    module = __name__.rpartition(".")[2]
-    reopened = MultimodalRAG.open(tmp_path / "kb", embedder=embedder, allow_modules=[module])
+    reopened = MultimodalRAG.open(tmp_path / "kb", embedder=embedder, allow_modules=[__name__])
     assert isinstance(reopened.vector_store, ProtocolOnlyStore) and reopened.vector_store.dim == embedder.dim
     assert reopened.search(text="blue", k=1)[0].description == "blue one"
     reopened.close()

@@ -58,7 +58,7 @@ def id_filter(description_store: DescriptionStore, filter: Filter | None) -> IdF
         InvalidInputError: ``filter`` is neither a mapping nor a callable.
     """
     if filter is None or callable(filter):
-        return filter  # type: ignore[return-value]
+        return filter
     if not isinstance(filter, Mapping):
         raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
     wanted = dict(filter)

@@ -154,16 +154,22 @@ class MultimodalRAG:
                 return cls.open(directory, embedder=embedder, answerer=answerer)
             raise KnowledgeBaseExistsError(f"a knowledge base already exists at {str(directory)!r}")
         unfinished = KnowledgeBaseDirectory(directory).check_new()
+        vectors: VectorStore
         if vector_store is None:
             from multimodal_rag.vectors.defaults import default_vector_store
 
-            vector_store = default_vector_store(embedder.dim, expected_size=expected_size)
+            vectors = default_vector_store(embedder.dim, expected_size=expected_size)
         elif isinstance(vector_store, str):
-            vector_store = resolve("vector_store", vector_store)(embedder.dim)
-        if isinstance(description_store, str):
-            description_store = resolve("description_store", description_store)()
+            vectors = resolve("vector_store", vector_store)(embedder.dim)
+        else:
+            vectors = vector_store
+        descriptions: DescriptionStore = (
+            resolve("description_store", description_store)()
+            if isinstance(description_store, str)
+            else description_store
+        )
         directory.mkdir(parents=True, exist_ok=True)
-        rag = cls(embedder, vector_store, description_store, answerer, path=directory)
+        rag = cls(embedder, vectors, descriptions, answerer, path=directory)
         assert rag._dir is not None
         rag._dir.lock()
         try:
@@ -684,7 +690,7 @@ class MultimodalRAG:
         if stream and callable(getattr(answerer, "astream", None)):
             return await answerer.astream(question, image=image, matches=matches, metadata=metadata)
         if callable(aanswer):
-            answer = await aanswer(question, image=image, matches=matches, metadata=metadata)
+            answer: Answer = await aanswer(question, image=image, matches=matches, metadata=metadata)
         else:  # a duck-typed answerer with only the synchronous method
             answer = await asyncio.to_thread(answerer.answer, question, image=image, matches=matches, metadata=metadata)
         if not stream:

@@ -35,7 +35,8 @@ def _int_dict(value: Mapping[str, int] | None) -> dict[str, int]:
     return dict(value or {})
 
 
-def _strs(value: Iterable[str]) -> tuple[str, ...]:
+def str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    """A tuple of strings: the typed converter for fields given any iterable of ids or paths."""
     return tuple(value)
 
 
@@ -129,11 +130,11 @@ class AddResult(Sequence[str]):
         undescribed: Ids of added images that have no description.
     """
 
-    ids: tuple[str, ...] = field(converter=_strs)
-    added: tuple[str, ...] = field(converter=_strs)
+    ids: tuple[str, ...] = field(converter=str_tuple)
+    added: tuple[str, ...] = field(converter=str_tuple)
     duplicates: tuple[tuple[str, str], ...] = field(converter=_pairs, default=())
     skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
-    undescribed: tuple[str, ...] = field(converter=_strs, default=())
+    undescribed: tuple[str, ...] = field(converter=str_tuple, default=())
 
     @overload
     def __getitem__(self, index: int) -> str: ...
@@ -158,7 +159,7 @@ class DescribeResult:
         skipped: Images left without one, and why (``source`` is the image's id).
     """
 
-    described: tuple[str, ...] = field(converter=_strs, default=())
+    described: tuple[str, ...] = field(converter=str_tuple, default=())
     skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "check_queries",
     "check_question",
     "check_record",
+    "check_timeout",
     "check_vectors",
 ]
 
@@ -246,6 +247,17 @@ def check_int(name: str, value: object, *, minimum: int = 1) -> int:
             wanted = f"an integer of at least {minimum}"
         raise InvalidInputError(f"{name} must be {wanted}, got {value!r}")
     return int(value)
+
+
+def check_timeout(value: object, *, name: str = "timeout") -> float:
+    """Return ``value`` as a float if it is a positive number of seconds (a bool is not one).
+
+    Raises:
+        InvalidInputError: Not a number, or not above zero.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def bad_vector_rows(vectors: np.ndarray) -> tuple[np.ndarray, list[str]]:

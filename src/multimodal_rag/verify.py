@@ -15,13 +15,13 @@ with fresh checksums. What it cannot fix stays in its report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 
-from multimodal_rag.types import Record
+from multimodal_rag.types import Record, str_tuple
 
 if TYPE_CHECKING:
     from multimodal_rag.kb.directory import KnowledgeBaseDirectory
@@ -70,6 +70,10 @@ class Problem:
     detail: str
 
 
+def _problems(value: Iterable[Problem]) -> tuple[Problem, ...]:
+    return tuple(value)
+
+
 @frozen(kw_only=True)
 class VerificationReport:
     """What :meth:`MultimodalRAG.verify` found.
@@ -80,7 +84,7 @@ class VerificationReport:
         records: Number of description records checked.
     """
 
-    problems: tuple[Problem, ...] = field(converter=tuple, default=())
+    problems: tuple[Problem, ...] = field(converter=_problems, default=())
     vectors: int = 0
     records: int = 0
 
@@ -120,15 +124,15 @@ class RepairReport:
         remaining: A verification after the repair: what could not be fixed.
     """
 
-    reembedded: tuple[str, ...] = field(converter=tuple, default=())
-    records_created: tuple[str, ...] = field(converter=tuple, default=())
+    reembedded: tuple[str, ...] = field(converter=str_tuple, default=())
+    records_created: tuple[str, ...] = field(converter=str_tuple, default=())
     index_rebuilt: bool = False
     records_salvaged: int = 0
     records_from_older_snapshot: int = 0
     records_lost: int = 0
-    lost_ids: tuple[str, ...] = field(converter=tuple, default=())
+    lost_ids: tuple[str, ...] = field(converter=str_tuple, default=())
     changes_lost: int = 0
-    set_aside: tuple[str, ...] = field(converter=tuple, default=())
+    set_aside: tuple[str, ...] = field(converter=str_tuple, default=())
     remaining: VerificationReport = field(factory=VerificationReport)
 
     @property

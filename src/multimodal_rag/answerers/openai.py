@@ -42,7 +42,7 @@ from multimodal_rag.errors import (
 from multimodal_rag.protocols import Answerer
 from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
 from multimodal_rag.types import Answer, Hit, ImageInput
-from multimodal_rag.validation import check_int, check_question
+from multimodal_rag.validation import check_int, check_question, check_timeout
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_MODEL", "OpenAIAnswerer"]
 
@@ -144,8 +144,7 @@ class OpenAIAnswerer(Answerer):
     ) -> None:
         if not isinstance(model, str) or not model:
             raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise InvalidInputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = check_timeout(timeout)
         check_int("max_retries", max_retries, minimum=0)
         if max_tokens is not None:
             check_int("max_tokens", max_tokens)

@@ -130,6 +130,7 @@ def index(
     embedder = None  # an existing knowledge base rebuilds its own from the manifest
     if not exists or embedder_kind is not None or any(v is not None for v in clip_options.values()):
         embedder = _build_embedder(embedder_kind or "clip", clip_options, settings.allow_modules)
+    undo = None  # set when this command creates the knowledge base
     if exists:
         rag = open_kb(kb, settings, read_only=False, embedder=embedder)
     else:
@@ -155,7 +156,7 @@ def index(
         # A first index that failed before committing anything takes back the knowledge
         # base it created, so a failure changes nothing (as docs/cli.md promises). Once a
         # batch is committed the knowledge base stays: a second run goes on from there.
-        if not exists and len(rag) == 0:
+        if undo is not None and len(rag) == 0:
             undo()
         raise
     if as_json:
@@ -207,7 +208,7 @@ def _build_embedder(
         raise click.UsageError(f"{flags} apply only to the clip embedder, not to {kind!r}")
     if "checkpoint" in given:  # recorded in the manifest: make it valid from any directory
         given["checkpoint"] = str(Path(given["checkpoint"]).resolve())
-    cls = resolve("embedder", kind, allow_modules=allow_modules)
+    cls: type[Embedder] = resolve("embedder", kind, allow_modules=allow_modules)
     return cls(**given)
 
 

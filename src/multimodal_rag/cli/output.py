@@ -19,8 +19,8 @@ from attrs import asdict
 if TYPE_CHECKING:
     from multimodal_rag.kb.manifest import Manifest
     from multimodal_rag.migrate import MigrationReport
-    from multimodal_rag.types import AddResult, Answer, Hit, Problem, Record
-    from multimodal_rag.verify import RepairReport, VerificationReport
+    from multimodal_rag.types import AddResult, Answer, Hit, Record
+    from multimodal_rag.verify import Problem, RepairReport, VerificationReport
 
 __all__ = [
     "add_result_json",

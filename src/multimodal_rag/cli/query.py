@@ -181,15 +181,14 @@ def ask(
     if answerer is None and not as_json:
         click.echo(f"note: {rag.answerer_reason}", err=True)
     metadata_filter = parse_key_values(where, option="--where") or None
-    result = rag.ask(question, image=image, k=k, filter=metadata_filter, stream=stream)
     if stream:
-        with result:
-            for chunk in result:
+        with rag.ask(question, image=image, k=k, filter=metadata_filter, stream=True) as chunks:
+            for chunk in chunks:
                 click.echo(chunk, nl=False)  # click.echo flushes, so each chunk shows at once
-            answer = result.answer
+            answer = chunks.answer
         click.echo()
     else:
-        answer = result
+        answer = rag.ask(question, image=image, k=k, filter=metadata_filter)
     if as_json:
         output.print_json(output.answer_json(question, image, answer))
     else:
@@ -200,5 +199,6 @@ def _build_answerer(kind: str, model: str | None) -> Answerer | None:
     """The answerer of a built-in ``kind``; ``None`` for auto (the knowledge base chooses)."""
     if kind == _AUTO:
         return None
-    cls = resolve("answerer", kind)
-    return cls(model=model) if model is not None else cls()
+    cls: type[Answerer] = resolve("answerer", kind)
+    options = {"model": model} if model is not None else {}
+    return cls(**options)

@@ -40,7 +40,7 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
-from multimodal_rag.validation import check_int, check_record
+from multimodal_rag.validation import check_int, check_record, check_timeout
 
 __all__ = ["PostgresDescriptionStore"]
 
@@ -122,10 +122,7 @@ class PostgresDescriptionStore(DescriptionStore):
         if not dsn:
             raise InvalidInputError(f"no PostgreSQL DSN: pass dsn= or set ${DSN_ENV}")
         max_connections = check_int("max_connections", max_connections)
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise InvalidInputError(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
-            )
+        timeout = check_timeout(timeout)
         psycopg = require("psycopg", user="PostgresDescriptionStore", extra="postgres")
         pool_module = require("psycopg_pool", user="PostgresDescriptionStore", extra="postgres")
         from psycopg import sql

@@ -222,10 +222,10 @@ class IngestRun:
         self.added.sort()
         return AddResult(
             ids=[self.ids[pos] for pos in sorted(self.ids)],
-            added=[self.items[pos].id for pos in self.added],
+            added=[self.ids[pos] for pos in self.added],
             duplicates=self.duplicates,
             skipped=self.skipped,
-            undescribed=[self.items[pos].id for pos in self.added if self.items[pos].description is None],
+            undescribed=[self.ids[pos] for pos in self.added if self.items[pos].description is None],
         )
 
     def _stream(self) -> Iterator[ImageInput]:
@@ -257,7 +257,7 @@ class IngestRun:
             item = self.items[self.queued[index]]
             if self.on_error == "raise":
                 raise error
-            self.claimed.discard(item.id)  # type: ignore[arg-type]
+            self.claimed.discard(item.id or "")
             self.skipped.append(Skipped(source=item.source, reason=str(error)))
         chosen = [self.items[self.queued[i]] for i in batch.indices]
         batch_ids: list[str] = [item.id for item in chosen]  # type: ignore[misc]
@@ -272,10 +272,10 @@ class IngestRun:
             self.added.append(self.queued[i])
 
 
-def _aligned(name: str, values: Sequence[Any] | None, n: int) -> list[Any]:
+def _aligned(name: str, values: object, n: int) -> list[Any]:
     if values is None:
         return [None] * n
-    if isinstance(values, (str, Mapping)):
+    if isinstance(values, (str, Mapping)) or not isinstance(values, Sequence):
         raise InvalidInputError(f"{name} must be a sequence with one entry per image")
     values = list(values)
     if len(values) != n:

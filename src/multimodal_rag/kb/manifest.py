@@ -149,7 +149,7 @@ class Manifest:
         if not _is_int(embedder.get("dim")) or not isinstance(embedder.get("fingerprint"), str):
             raise ManifestError(f"{source} lacks the embedder's dim or fingerprint")
         generation, files, sizes = data.get("generation"), data.get("files"), data.get("sizes", {})
-        if not _is_int(generation) or generation < 0 or not isinstance(files, dict):
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0 or not isinstance(files, dict):
             raise ManifestError(f"{source} lacks the snapshot generation or its file list")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise ManifestError(f"{source}: the file list must map paths to checksums")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import field, frozen
 
 from multimodal_rag.errors import CorruptFileError
+from multimodal_rag.types import str_tuple
 
 if TYPE_CHECKING:
     from multimodal_rag.kb.directory import KnowledgeBaseDirectory
@@ -49,10 +50,10 @@ class SalvageFindings:
         changes_lost: Committed journal entries that the journal no longer holds.
     """
 
-    damaged_files: tuple[str, ...] = field(converter=tuple, default=())
+    damaged_files: tuple[str, ...] = field(converter=str_tuple, default=())
     records_salvaged: int = 0
     records_from_older_snapshot: int = 0
-    lost_ids: tuple[str, ...] = field(converter=tuple, default=())
+    lost_ids: tuple[str, ...] = field(converter=str_tuple, default=())
     records_lost: int = 0
     changes_lost: int = 0
 

@@ -70,7 +70,7 @@ class FaissHNSWStore(PositionalFaissStore):
 
     @classmethod
     def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> FaissHNSWStore:
-        index = cls._read_index(directory)
-        store = cls(index.d if dim is None else dim, **config)
+        index = cls._read_index(directory, dim)
+        store = cls(index.d, **config)
         store._load_files(directory, index)
         return store

@@ -192,8 +192,8 @@ class FaissIVFStore(PositionalFaissStore):
 
     @classmethod
     def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> FaissIVFStore:
-        index = cls._read_index(directory)
-        store = cls(index.d if dim is None else dim, **config)
+        index = cls._read_index(directory, dim)
+        store = cls(index.d, **config)
         template = Path(directory) / _TEMPLATE_FILE
         if template.exists():
             store._template = np.frombuffer(template.read_bytes(), dtype=np.uint8)

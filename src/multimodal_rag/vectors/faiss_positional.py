@@ -130,14 +130,23 @@ class PositionalFaissStore(LabelledVectorStore):
             self._extra_files(directory)
 
     @staticmethod
-    def _read_index(directory: Path) -> Any:
-        """The FAISS index :meth:`save` wrote, for :meth:`_load_files` (its ``d`` is the store's dim)."""
+    def _read_index(directory: Path, dim: int | None) -> Any:
+        """The FAISS index :meth:`save` wrote, for :meth:`_load_files`; its ``d`` is the store's dim.
+
+        Raises:
+            CorruptFileError: An unreadable index, or one of another dimension than ``dim``.
+        """
         import faiss
 
         try:
-            return faiss.read_index(str(Path(directory) / _INDEX_FILE))
+            index = faiss.read_index(str(Path(directory) / _INDEX_FILE))
         except Exception as exc:
             raise CorruptFileError(f"cannot read the FAISS index in {str(directory)!r}: {exc}") from exc
+        if dim is not None and index.d != dim:
+            raise CorruptFileError(
+                f"the FAISS index in {str(directory)!r} holds vectors of dimension {index.d}, not {dim}"
+            )
+        return index
 
     def _load_files(self, directory: Path, index: Any) -> None:
         """Read the rest of what :meth:`save` wrote into this (new, empty) store, around ``index``."""

@@ -43,7 +43,13 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor
-from multimodal_rag.validation import check_ids, check_int, check_queries, check_vectors
+from multimodal_rag.validation import (
+    check_ids,
+    check_int,
+    check_queries,
+    check_timeout,
+    check_vectors,
+)
 from multimodal_rag.vectors.ranking import filtered_search
 
 __all__ = ["MilvusVectorStore"]
@@ -159,10 +165,7 @@ class MilvusVectorStore(VectorStore):
         if not isinstance(index_type, str) or not index_type:
             raise InvalidInputError(f"index_type must be a non-empty string, got {index_type!r}")
         max_batch_bytes = check_int("max_batch_bytes", max_batch_bytes)
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise InvalidInputError(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
-            )
+        timeout = check_timeout(timeout)
         self._dim = dim
         self._uri = bare_uri
         self._collection = (
