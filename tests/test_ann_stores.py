@@ -279,6 +279,20 @@ def test_an_hnswlib_index_of_another_dimension_is_refused(saved_hnswlib: Path) -
         HNSWLibStore.load(saved_hnswlib, dim=DIM, M=16)
 
 
+@pytest.mark.parametrize("how", [*HNSW_MUTATIONS, "absurd dimension"])
+def test_a_crafted_hnswlib_index_is_refused_when_its_header_gives_the_dimension(saved_hnswlib: Path, how: str) -> None:
+    path = saved_hnswlib / "index.hnsw"
+    data = bytearray(path.read_bytes())
+    if how == "absurd dimension":  # a new store would allocate room for vectors this long
+        header, _, _ = hnsw_layout(bytes(data))
+        set_header(data, label_offset=header["offset_data"] + 4 * 2**40)
+    else:
+        mutate_hnsw(data, how)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="index.hnsw"):
+        HNSWLibStore.load(saved_hnswlib, M=8)
+
+
 def test_an_hnswlib_capacity_in_the_file_allocates_nothing(saved_hnswlib: Path) -> None:
     path = saved_hnswlib / "index.hnsw"
     data = bytearray(path.read_bytes())

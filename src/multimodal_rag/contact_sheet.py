@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from multimodal_rag.errors import ImageError, InvalidInputError
+from multimodal_rag.errors import ImageError
 from multimodal_rag.images import open_image
 from multimodal_rag.types import Hit, ImageInput, source_name
+from multimodal_rag.validation import check_int
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -65,12 +66,11 @@ def render_contact_sheet(
 
     Raises:
         ImageError: The query image cannot be read.
-        InvalidInputError: ``tile`` is too small to draw captions in.
+        InvalidInputError: ``tile`` is not an integer of at least 64, too small to draw captions in.
     """
     from PIL import Image, ImageDraw
 
-    if tile < 64:
-        raise InvalidInputError(f"tile must be at least 64 pixels, got {tile}")
+    tile = check_int("tile", tile, minimum=64)
     font = _font(_FONT_SIZE)
     columns = len(hits) + 1
     sheet = Image.new(
