@@ -13,11 +13,11 @@ import attrs
 from multimodal_rag._remote import check_endpoints
 from multimodal_rag.errors import (
     DimensionMismatchError,
-    InvalidInputError,
     KnowledgeBaseExistsError,
     NotFoundError,
     ReadOnlyError,
 )
+from multimodal_rag.ingest.machine_descriptions import DescribingMissing
 from multimodal_rag.kb.directory import KnowledgeBaseDirectory
 from multimodal_rag.kb.journal import Journal
 from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
@@ -36,8 +36,6 @@ from multimodal_rag.validation import check_id, check_metadata, check_record
 
 if TYPE_CHECKING:
     from multimodal_rag.ingest.pipeline import IngestItem
-    from multimodal_rag.protocols import ImageDescriber
-    from multimodal_rag.types import Answer, DescribeResult
     from multimodal_rag.verify import RepairReport, VerificationReport
 
 __all__ = ["MultimodalRAG"]
@@ -47,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 
 
-class MultimodalRAG(Querying):
+class MultimodalRAG(Querying, DescribingMissing):
     """A knowledge base of images and their descriptions, searchable by image or text.
 
     Compose it from the four parts, or let :meth:`create` and :meth:`open` do it::
@@ -480,95 +478,6 @@ class MultimodalRAG(Querying):
                 self.vector_store.remove(ids)
                 self.description_store.delete(ids)
                 raise
-
-    def describe_missing(
-        self,
-        *,
-        describer: ImageDescriber | None = None,
-        ids: Iterable[str] | None = None,
-        batch_size: int = 8,
-        workers: int = 4,
-        progress: bool | None = None,
-    ) -> DescribeResult:
-        """Have a model describe the images that have no description.
-
-        Each description is written into the record with metadata
-        ``{"description_source": "machine", "description_model": <model>}`` so that a
-        person can find and review it. An image that already has a description is never
-        touched. Batches are stored as they finish (and journalled like any change), so an
-        interrupted run keeps what it had done; running it again continues where it stopped.
-
-        Args:
-            describer: Writes the descriptions; by default the :attr:`answerer`, which must
-                be able to (:class:`OpenAIAnswerer` can, :class:`ExtractiveAnswerer` cannot).
-            ids: Only consider these images (default: every image).
-            batch_size: Images per stored batch.
-            workers: Images described at the same time.
-            progress: Show a progress bar (default: when writing to a terminal).
-
-        Returns:
-            The ids described, and the images skipped with the reason (unreadable image,
-            no image file kept, refused by the provider).
-
-        Raises:
-            ReadOnlyError: Opened read-only.
-            InvalidInputError: The describer cannot describe images.
-            NotFoundError: An id in ``ids`` is not in the knowledge base.
-            AnswererError: The provider failed for every image (credentials, rate limit,
-                connection); the batches finished before are kept.
-        """
-        from multimodal_rag.ingest.machine_descriptions import fill_missing_descriptions
-        from multimodal_rag.protocols import ImageDescriber
-
-        self._check_writable()
-        describer = describer if describer is not None else self.answerer  # type: ignore[assignment]
-        if not isinstance(describer, ImageDescriber):
-            raise InvalidInputError(
-                f"{type(describer).__name__} cannot describe images; pass describer=OpenAIAnswerer(...) "
-                "or any object with a describe_image(image) method"
-            )
-        return fill_missing_descriptions(
-            self._undescribed(ids),
-            describer,
-            store=self._store_machine_descriptions,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-        )
-
-    @reading
-    def _undescribed(self, ids: Iterable[str] | None) -> list[Record]:
-        from multimodal_rag.ingest.machine_descriptions import needs_description
-
-        if ids is None:
-            wanted = self.ids()
-        else:
-            wanted = list(dict.fromkeys([ids] if isinstance(ids, str) else ids))
-            for id_ in wanted:
-                if id_ not in self.vector_store:
-                    raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
-        stored = self.description_store.get_many(wanted)
-        records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
-        return [record for record in records if needs_description(record)]
-
-    @writing
-    def _store_machine_descriptions(self, written: list[tuple[str, Answer]]) -> list[str]:
-        """Store model-written descriptions; returns the ids updated.
-
-        Checking and writing under one write lock means a description a person wrote
-        in the meantime is seen, and kept.
-        """
-        from multimodal_rag.ingest.machine_descriptions import machine_written
-
-        updates = []
-        for id_, answer in written:
-            if id_ not in self.vector_store:
-                continue  # removed while it was being described
-            update = machine_written(self.get(id_), answer)
-            if update is not None:
-                updates.append(update)
-        self._put_records(updates)
-        return [record.id for record in updates]
 
     def _put_records(self, records: list[Record]) -> None:
         """Replace records (the write lock is held): checked, journalled, then stored."""
