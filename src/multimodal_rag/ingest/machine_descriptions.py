@@ -77,9 +77,9 @@ def fill_missing_descriptions(
     """
     from tqdm.auto import tqdm
 
-    for name, value in (("batch_size", batch_size), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    from multimodal_rag.validation import check_int
+
+    batch_size, workers = check_int("batch_size", batch_size), check_int("workers", workers)
     described: list[str] = []
     skipped: list[Skipped] = []
     todo = []
