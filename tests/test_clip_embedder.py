@@ -141,11 +141,11 @@ def test_a_torchscript_checkpoint_loads_only_when_allowed(
     with pytest.raises(ModelLoadError, match="TorchScript.*allow_torchscript=True"):
         CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32")
     # openai's published archives are vouched for by their SHA-256.
-    from multimodal_rag.embedders import clip as clip_module
+    from multimodal_rag.embedders import clip_loading
     from multimodal_rag.hashing import sha256_file
 
     published = sha256_file(checkpoints["a-jit"])
-    monkeypatch.setattr(clip_module, "_published_sha256s", lambda clip: {published})
+    monkeypatch.setattr(clip_loading, "_published_sha256s", lambda clip: {published})
     assert CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32").dim == 64
 
 

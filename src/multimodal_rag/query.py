@@ -8,6 +8,7 @@ it turn the caller's terms into a query vector and a filter, and neighbours into
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -19,6 +20,7 @@ from multimodal_rag.types import Hit, ImageInput, Neighbor, Record
 if TYPE_CHECKING:
     import numpy as np
 
+    from multimodal_rag.evaluation.report import EvaluationReport
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer
 
@@ -268,6 +270,55 @@ class Querying:
         if image is None and text is None:
             text = question  # a question with no picture is its own search
         return self.answerer, self.search(image=image, text=text, k=k, filter=filter, text_weight=text_weight)
+
+
+    def evaluate(
+        self,
+        *,
+        queries: str | os.PathLike[str] | None = None,
+        edits: Sequence[str] | None = None,
+        negatives: str | os.PathLike[str] | None = None,
+        sample: int | None = 200,
+        seed: int = 0,
+        k: int = 10,
+        keep: float = 0.95,
+        progress: bool | None = None,
+    ) -> EvaluationReport:
+        """Measure how well this knowledge base finds the right images, on its own data.
+
+        Queries are made from the knowledge base's own images by realistic edits (crop,
+        downscale, JPEG, rotation, perspective, colour jitter, blur, pasted on clutter), each
+        expecting its source; its descriptions serve as text queries; a labelled ``queries``
+        file adds real questions and photos. Each query goes through the index and through
+        exact search, so recall lost to an approximate index shows. The best match's score
+        of answerable and unanswerable queries gives the similarity gate a recommended
+        ``min_score``. See ``docs/evaluation.md``.
+
+        Args:
+            queries: JSON Lines of ``{"query": text, "expected": [id or image path, ...]}`` or
+                ``{"image": path, "expected": [...]}`` (paths relative to the file).
+            edits: Which edits to make (default: all of ``evaluation.edits.EDIT_KINDS``).
+            negatives: A folder of images with no right answer; by default a fifth of the
+                sampled images is held out to play that part.
+            sample: How many knowledge-base images to make queries from (``None``: all).
+            seed: Makes the sample and the edits repeatable.
+            k: How many results each query returns.
+            keep: The share of answerable queries the recommended gate must keep.
+            progress: Show a progress bar (default: when writing to a terminal).
+
+        Returns:
+            Metrics per query set, every query's result, the gate, latency; ``to_dict()``
+            gives JSON that ``multimodal-rag eval --compare`` reads.
+
+        Raises:
+            InvalidInputError: An unknown edit, a bad setting, or a queries file line that
+                names an answer the knowledge base does not hold.
+        """
+        from multimodal_rag.evaluation.run import evaluate
+
+        return evaluate(
+            self, queries=queries, edits=edits, negatives=negatives, sample=sample, seed=seed, k=k, keep=keep, progress=progress
+        )
 
 
 def query_vector(embedder: Embedder, image: ImageInput | None, text: str | None, *, text_weight: float) -> np.ndarray:

@@ -8,7 +8,6 @@ gateways that speak the same protocol.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -17,10 +16,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote
 
 from multimodal_rag._extras import require
-from multimodal_rag._remote import redact_url, split_credentials
+from multimodal_rag._remote import redact_url
 from multimodal_rag.answerers.data_urls import image_data_url
 from multimodal_rag.answerers.matches import (
     check_min_score,
@@ -28,14 +26,17 @@ from multimodal_rag.answerers.matches import (
     passing_matches,
     sources_of,
 )
+from multimodal_rag.answerers.openai_errors import (
+    Secret,
+    map_provider_error,
+    redact_exception,
+    secret_texts,
+    url_credentials,
+)
 from multimodal_rag.answerers.prompt import PromptTemplate
 from multimodal_rag.errors import (
     AnswererAuthenticationError,
-    AnswererBadRequestError,
-    AnswererConnectionError,
     AnswererError,
-    AnswererRateLimitError,
-    AnswererTimeoutError,
     ImageError,
     InvalidInputError,
 )
@@ -58,23 +59,6 @@ DEFAULT_MODEL = "gpt-4o"
 _DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 
 NoMatchPolicy = Literal["refuse", "image_only"]
-
-
-class _Secret:
-    """Holds an API key so that no repr, str or ``vars()`` dump shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
 
 
 class OpenAIAnswerer(Answerer):
@@ -162,7 +146,7 @@ class OpenAIAnswerer(Answerer):
         base_url = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
         # The endpoint without credentials: the HTTP client logs its URL and puts it in errors.
         self.base_url = redact_url(base_url) if base_url else None
-        self._url_password, self._basic_auth = _url_credentials(base_url)
+        self._url_password, self._basic_auth = url_credentials(base_url)
         self.organization = organization
         self.timeout = float(timeout)
         self.max_retries = max_retries
@@ -175,7 +159,7 @@ class OpenAIAnswerer(Answerer):
         self.on_no_match: NoMatchPolicy = on_no_match
         self.prompt = PromptTemplate.from_config(prompt)
         self.stream_usage = bool(stream_usage)
-        self._api_key = _Secret(key) if key is not None else None
+        self._api_key = Secret(key) if key is not None else None
         self._client = client
         self._async_client = async_client
         self._client_lock = threading.Lock()
@@ -471,75 +455,20 @@ class OpenAIAnswerer(Answerer):
         try:
             yield
         except openai.OpenAIError as exc:
-            self._redact_exception(exc)  # it stays chained as __cause__, which tracebacks print
-            raise self._map_error(exc, openai) from exc
+            secrets = secret_texts(self._api_key, self._url_password, self._basic_auth)
+            redact_exception(exc, secrets)  # it stays chained as __cause__, which tracebacks print
+            raise map_provider_error(
+                exc,
+                openai,
+                where=self._endpoint(),
+                model=self.model,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                api_key_env=API_KEY_ENV,
+                secrets=secrets,
+            ) from exc
         except json.JSONDecodeError as exc:
             raise AnswererError(f"{self._endpoint()} sent a response that is not valid JSON: {exc}") from exc
-
-    def _map_error(self, exc: Exception, openai: Any) -> AnswererError:
-        where = self._endpoint()
-        message = self._redact(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
-        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return AnswererAuthenticationError(
-                f"{where} refused the credentials: {message} (check {API_KEY_ENV} or the api_key argument)"
-            )
-        if isinstance(exc, openai.RateLimitError):
-            return AnswererRateLimitError(
-                f"{where} kept hitting its rate limit ({self.max_retries} retries): {message}"
-            )
-        if isinstance(exc, openai.APITimeoutError):
-            return AnswererTimeoutError(
-                f"{where} did not answer within {self.timeout:g} s ({self.max_retries} retries): {message}"
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            cause = self._redact(str(exc.__cause__)) if exc.__cause__ is not None else ""
-            return AnswererConnectionError(f"cannot reach {where}: {message}{f' ({cause})' if cause else ''}")
-        if isinstance(
-            exc,
-            (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError, openai.ConflictError),
-        ):
-            return AnswererBadRequestError(f"{where} refused the request for model {self.model!r}: {message}")
-        if isinstance(exc, openai.APIStatusError):
-            return AnswererError(f"{where} failed ({self.max_retries} retries): {message}")
-        return AnswererError(f"{where}: {message}")
-
-    def _redact_exception(self, exc: BaseException) -> None:
-        """Redact the provider's error and those chained to it: tracebacks print them all."""
-        seen: set[int] = set()
-        current: BaseException | None = exc
-        while current is not None and id(current) not in seen:
-            seen.add(id(current))
-            current.args = tuple(self._redact_value(a) for a in current.args)
-            for attr in ("message", "body"):  # an APIError's parsed message and JSON body
-                if hasattr(current, attr):
-                    setattr(current, attr, self._redact_value(getattr(current, attr)))
-            current = current.__cause__ or current.__context__
-
-    def _redact_value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self._redact(value)
-        if isinstance(value, dict):
-            return {key: self._redact_value(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self._redact_value(item) for item in value]
-        return value
-
-    def _redact(self, text: str) -> str:
-        # Some providers echo the key or the authorization header they rejected, or the URL
-        # they were asked for; none of it may reach a log or a traceback.
-        for secret in self._secrets():
-            text = text.replace(secret, "***")
-        return text
-
-    def _secrets(self) -> list[str]:
-        secrets = [self._api_key.reveal()] if self._api_key is not None else []
-        if self._url_password is not None:
-            password = self._url_password.reveal()
-            secrets += [password, unquote(password)]
-        if self._basic_auth is not None:
-            secrets.append(self._basic_auth.reveal().removeprefix("Basic "))
-        # Longest first, so that no secret is left half-replaced by a shorter one inside it.
-        return sorted({s for s in secrets if s}, key=len, reverse=True)
 
 
 def _missing_key_message() -> str:
@@ -559,18 +488,6 @@ def _usage(usage: Any) -> dict[str, int]:
         if isinstance(value, int):
             counts[name] = value
     return counts
-
-
-def _url_credentials(url: str | None) -> tuple[_Secret | None, _Secret | None]:
-    """The password as written in ``url``, and the basic-auth header its user and password make."""
-    if not url:
-        return None, None
-    _, user, password = split_credentials(url)
-    if user is None and password is None:
-        return None, None
-    pair = f"{unquote(user or '')}:{unquote(password or '')}"
-    header = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
-    return (_Secret(password) if password else None), _Secret(header)
 
 
 def _import_openai() -> Any:

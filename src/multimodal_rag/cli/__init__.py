@@ -12,13 +12,13 @@ Exit status: 0 when the command did what was asked, 1 when the operation failed
 Modules: :mod:`~multimodal_rag.cli.app` holds the click group, its global options and
 the error mapping; :mod:`~multimodal_rag.cli.output` prints every result, as text or
 JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
-ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate) and
-``tools`` (random-checkpoint).
+ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate), ``evaluate``
+(eval) and ``tools`` (random-checkpoint).
 """
 
 from __future__ import annotations
 
-from multimodal_rag.cli import build, edit, info, query, tools, upkeep
+from multimodal_rag.cli import build, edit, evaluate, info, query, tools, upkeep
 from multimodal_rag.cli.app import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli, main
 from multimodal_rag.cli.build import INDEX_KINDS
 
@@ -35,6 +35,7 @@ for _command in (
     upkeep.verify,
     upkeep.repair,
     upkeep.migrate,
+    evaluate.eval_,
     tools.random_checkpoint,
 ):
     cli.add_command(_command)

@@ -17,6 +17,7 @@ import click
 from attrs import asdict
 
 if TYPE_CHECKING:
+    from multimodal_rag.evaluation.report import EvaluationReport
     from multimodal_rag.kb.manifest import Manifest
     from multimodal_rag.migrate import MigrationReport
     from multimodal_rag.types import AddResult, Answer, Hit, Record
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
 __all__ = [
     "add_result_json",
     "answer_json",
+    "comparison_json",
     "contact_sheet_json",
     "display_path",
+    "evaluation_json",
     "hit_json",
     "info_json",
     "migration_json",
@@ -34,11 +37,14 @@ __all__ = [
     "print_answer",
     "print_checkpoint_kept",
     "print_checkpoint_written",
+    "print_comparison",
     "print_contact_sheet",
+    "print_evaluation",
     "print_hits",
     "print_info",
     "print_json",
     "print_migration",
+    "print_plot_written",
     "print_record",
     "print_removal",
     "print_repair",
@@ -348,6 +354,38 @@ def print_migration(report: MigrationReport) -> None:
         f"Searches for {report.sampled} stored vectors agree on "
         f"{report.overlap:.0%} of their results."
     )
+
+
+# -- eval ----------------------------------------------------------------------
+
+
+def evaluation_json(report: EvaluationReport) -> dict[str, Any]:
+    """The whole report, every query's result included (``EvaluationReport.from_dict`` reads it)."""
+    return report.to_dict()
+
+
+def print_evaluation(report: EvaluationReport) -> None:
+    from multimodal_rag.evaluation.render import report_table
+
+    click.echo(report_table(report))
+
+
+def print_plot_written(path: Path) -> None:
+    click.echo(f"\nWrote {path}: recall@k per query set and the top-1 score histograms.")
+
+
+def comparison_json(
+    a: EvaluationReport, b: EvaluationReport, names: tuple[str, str]
+) -> dict[str, Any]:
+    from multimodal_rag.evaluation.render import report_differences
+
+    return report_differences(a, b, names=names)
+
+
+def print_comparison(a: EvaluationReport, b: EvaluationReport, names: tuple[str, str]) -> None:
+    from multimodal_rag.evaluation.render import compare_reports
+
+    click.echo(compare_reports(a, b, names=names))
 
 
 # -- random-checkpoint ---------------------------------------------------------

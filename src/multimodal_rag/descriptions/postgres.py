@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from multimodal_rag._extras import require
 from multimodal_rag._remote import (
@@ -427,7 +427,8 @@ def _password_from_env(params: dict[str, Any]) -> str | None:
     same = all(
         str(other.get(key)) == str(params.get(key)) for key in ("host", "port", "dbname", "user")
     )
-    return other.get("password") if same else None
+    password = other.get("password")  # a string, as every value parsed from a DSN
+    return password if same and isinstance(password, str) else None
 
 
 def _same_server(params: dict[str, Any], other: str) -> bool:
@@ -465,6 +466,10 @@ def _encode(value: str | None) -> str | None:
     return _MARK + value.replace("\\", "\\\\").replace("\x00", "\\0")
 
 
+@overload
+def _decode(value: str) -> str: ...
+@overload
+def _decode(value: None) -> None: ...
 def _decode(value: str | None) -> str | None:
     if value is None or not value.startswith(_MARK):
         return value

@@ -1,36 +1,32 @@
 """The default embedder: openai/CLIP models, with a fast streaming ingest.
 
 Models load through the real openai/CLIP code (the ``clip-anytorch`` package), from a
-named model in the usual download cache (checked against its published SHA-256) or from
-a local checkpoint file: a ``state_dict``, read with ``torch.load(weights_only=True)``,
-so that it holds tensors and no code, or, only when the caller allows it, a TorchScript
-archive, whose code runs as it loads. Image ingest is a pipeline: worker
-threads decode and preprocess the next images (draft-decoding large JPEGs) while
-the encoder runs on the current batch, in bf16 on CPUs that support it when that
-keeps the embeddings within cosine 0.99 of fp32.
+named model in the usual download cache or from a local checkpoint file
+(:mod:`~multimodal_rag.embedders.clip_loading` finds, loads and checks the weights).
+Image ingest is a pipeline: worker threads decode and preprocess the next images
+(draft-decoding large JPEGs) while the encoder runs on the current batch, in bf16 on
+CPUs that support it when that keeps the embeddings within cosine 0.99 of fp32.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
-import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from multimodal_rag._extras import require
 from multimodal_rag._remote import manifest_endpoints
+from multimodal_rag.embedders.clip_loading import (
+    check_manifest_config,
+    import_clip,
+    import_torch,
+    load_model,
+)
 from multimodal_rag.embedders.pipeline import ordered_map
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION, load_clip_pixels
-from multimodal_rag.errors import (
-    ImageError,
-    InvalidInputError,
-    ModelLoadError,
-)
-from multimodal_rag.hashing import sha256_file
+from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.images import DEFAULT_MAX_PIXELS
 from multimodal_rag.protocols import EmbeddedBatch, Embedder
 from multimodal_rag.types import ImageInput
@@ -46,8 +42,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 #: Embeddings in reduced precision must stay at least this close (cosine) to fp32.
 MIN_REDUCED_PRECISION_COSINE = 0.99
-
-_DEFAULT_DOWNLOAD_ROOT = "~/.cache/clip"
 
 
 class CLIPEmbedder(Embedder):
@@ -103,13 +97,13 @@ class CLIPEmbedder(Embedder):
         allow_torchscript: bool = False,
     ) -> None:
         if manifest_endpoints() is not None:
-            _check_manifest_config(checkpoint, download_root, allow_torchscript)
+            check_manifest_config(checkpoint, download_root, allow_torchscript)
         if precision not in PRECISIONS:
             raise InvalidInputError(
                 f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}"
             )
         batch_size = check_int("batch_size", batch_size)
-        torch = _import_torch()
+        torch = import_torch()
         self.model_name = model
         self.checkpoint = (
             Path(checkpoint).expanduser().resolve() if checkpoint is not None else None
@@ -123,7 +117,7 @@ class CLIPEmbedder(Embedder):
         self.draft = bool(draft)
         self.max_pixels = max_pixels
         self._precision_setting = precision
-        self._model, self._weights_sha256 = _load_model(
+        self._model, self._weights_sha256 = load_model(
             model,
             self.checkpoint,
             self.download_root,
@@ -233,7 +227,7 @@ class CLIPEmbedder(Embedder):
             return exc
 
     def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        torch = _import_torch()
+        torch = import_torch()
         with torch.inference_mode(), self._autocast():
             batch = torch.from_numpy(pixels).to(self.device, non_blocking=True)
             features = self._model.encode_image(batch)
@@ -254,8 +248,8 @@ class CLIPEmbedder(Embedder):
         return np.concatenate(parts)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        clip = _import_clip()
-        torch = _import_torch()
+        clip = import_clip()
+        torch = import_torch()
         tokens = clip.tokenize(texts, context_length=self.context_length, truncate=True)
         with torch.inference_mode(), self._autocast():
             features = self._model.encode_text(tokens.to(self.device))
@@ -264,7 +258,7 @@ class CLIPEmbedder(Embedder):
     # -- precision ---------------------------------------------------------------
 
     def _autocast(self) -> Any:
-        torch = _import_torch()
+        torch = import_torch()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         if dtype is None:
             return torch.autocast(self.device.type, enabled=False)
@@ -272,7 +266,7 @@ class CLIPEmbedder(Embedder):
 
     def _apply_precision(self, requested: str) -> str:
         """Choose the precision, and store the matrix weights in it to skip per-call casts."""
-        torch = _import_torch()
+        torch = import_torch()
         on_cuda = self.device.type == "cuda"
         if requested == "fp16" and not on_cuda:
             raise InvalidInputError(
@@ -296,8 +290,8 @@ class CLIPEmbedder(Embedder):
         Checked once, on fixed synthetic images and sentences, with autocast over the
         fp32 weights (the same rounding the stored bf16 weights get afterwards).
         """
-        torch = _import_torch()
-        clip = _import_clip()
+        torch = import_torch()
+        clip = import_clip()
         pixels = _probe_pixels(self.resolution)
         tokens = clip.tokenize(_PROBE_TEXTS, context_length=self.context_length, truncate=True)
         with torch.inference_mode():
@@ -317,130 +311,7 @@ class CLIPEmbedder(Embedder):
         return min(cosines) >= MIN_REDUCED_PRECISION_COSINE
 
 
-# -- model loading -----------------------------------------------------------------
-
-
-def _check_manifest_config(
-    checkpoint: str | os.PathLike[str] | None,
-    download_root: str | os.PathLike[str] | None,
-    allow_torchscript: bool,
-) -> None:
-    """Refuse what only the caller may decide, when a knowledge base's manifest configures CLIP.
-
-    A manifest may come from someone else: it must not opt into running code, and a relative
-    path in it would name a file in whatever directory the process happens to run in.
-    """
-    if allow_torchscript:
-        raise ModelLoadError(
-            "the knowledge base's manifest sets allow_torchscript for its CLIP embedder; only "
-            "the caller may allow a TorchScript checkpoint: build CLIPEmbedder(..., "
-            "allow_torchscript=True) for a file you trust and pass it as "
-            "MultimodalRAG.open(path, embedder=...)"
-        )
-    for what, path in (("checkpoint", checkpoint), ("download_root", download_root)):
-        if path is not None and not Path(path).expanduser().is_absolute():
-            raise ModelLoadError(
-                f"the knowledge base's manifest names the CLIP {what} {str(path)!r}, a relative "
-                "path that would be looked up in the current directory; build CLIPEmbedder("
-                f"{what}='/absolute/path', ...) and pass it as "
-                "MultimodalRAG.open(path, embedder=...)"
-            )
-
-
-def _load_model(
-    name: str,
-    checkpoint: Path | None,
-    download_root: Path | None,
-    device: torch.device,
-    *,
-    allow_torchscript: bool = False,
-) -> tuple[Any, str]:
-    """Load a CLIP model; return it and the SHA-256 of its weights file."""
-    clip = _import_clip()
-    if checkpoint is not None:
-        if not checkpoint.is_file():
-            raise ModelLoadError(
-                f"CLIP checkpoint for model {name!r} not found: {str(checkpoint)!r} is not a file; "
-                "pass checkpoint= the path of a CLIP weights file (a state_dict .pt)"
-            )
-        sha256 = sha256_file(checkpoint)
-        scripted = _is_torchscript(checkpoint)
-        # openai's own archives are TorchScript; the published checksum vouches for their code.
-        if scripted and not allow_torchscript and sha256 not in _published_sha256s(clip):
-            raise ModelLoadError(
-                f"CLIP checkpoint {str(checkpoint)!r} is a TorchScript archive, which holds code "
-                "that runs as it loads; pass allow_torchscript=True if you trust the file, or "
-                "convert it once into a state_dict: torch.save(torch.jit.load(path).state_dict(), "
-                "'weights.pt'). A knowledge base opened from its manifest never loads one: pass "
-                "MultimodalRAG.open(path, embedder=CLIPEmbedder(..., allow_torchscript=True))"
-            )
-        try:
-            if scripted:
-                model = _quiet_load(clip, str(checkpoint), device)
-            else:
-                model = _load_state_dict(clip, checkpoint, device)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load CLIP checkpoint {str(checkpoint)!r} (model {name!r}): {exc}; "
-                "it must be a CLIP state_dict (or a TorchScript archive such as openai/CLIP "
-                "publishes)"
-            ) from exc
-        return model, sha256
-
-    available = clip.available_models()
-    root = download_root if download_root is not None else Path(_DEFAULT_DOWNLOAD_ROOT).expanduser()
-    if name not in available:
-        raise ModelLoadError(
-            f"unknown CLIP model {name!r}; named models are {', '.join(available)}. "
-            f"For other weights pass checkpoint='/path/to/weights.pt' (with model= naming them)"
-        )
-    url = clip.clip._MODELS[name]
-    cached = root / os.path.basename(url)
-    try:
-        model = _quiet_load(clip, name, device, download_root=str(root))
-    except Exception as exc:
-        raise ModelLoadError(
-            f"cannot load CLIP model {name!r}: it is not in the cache at {str(cached)!r} and "
-            f"could not be downloaded from {url} ({exc}). Without internet, copy {cached.name} "
-            f"there from a machine that has it, or pass "
-            f"CLIPEmbedder(model={name!r}, checkpoint='/path/to/{cached.name}')"
-        ) from exc
-    # The file's name in openai's URL is its SHA-256, and clip.load checked it.
-    return model, url.split("/")[-2]
-
-
-def _is_torchscript(path: Path) -> bool:
-    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` and code."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False  # a legacy pickle or not weights at all: torch.load says which
-    inner = {name.partition("/")[2] for name in names}
-    return "constants.pkl" in inner or any(name.startswith("code/") for name in inner)
-
-
-def _published_sha256s(clip: Any) -> set[str]:
-    # The file's name in each of openai's URLs is its SHA-256.
-    return {url.split("/")[-2] for url in clip.clip._MODELS.values()}
-
-
-def _load_state_dict(clip: Any, checkpoint: Path, device: torch.device) -> Any:
-    """Build CLIP from a ``state_dict`` file; ``weights_only`` unpickles tensors, nothing else."""
-    torch = _import_torch()
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"it holds a {type(state).__name__}, not a state_dict")
-    return clip.model.build_model(state).to(device).float()
-
-
-def _quiet_load(clip: Any, name: str, device: torch.device, **kwargs: Any) -> Any:
-    with warnings.catch_warnings():
-        # torch.load warns about pickles of old formats; that is the checkpoint's business.
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        model, _ = clip.load(name, device=device, jit=False, **kwargs)
-    return model.float()
+# -- precision ---------------------------------------------------------------------
 
 
 def _convert_matrix_weights(model: Any, dtype: torch.dtype) -> None:
@@ -448,7 +319,7 @@ def _convert_matrix_weights(model: Any, dtype: torch.dtype) -> None:
 
     The same split as ``clip.model.convert_weights`` (which only knows fp16).
     """
-    torch = _import_torch()
+    torch = import_torch()
     nn = torch.nn
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
@@ -473,18 +344,6 @@ def _convert_matrix_weights(model: Any, dtype: torch.dtype) -> None:
 
 
 # -- environment -------------------------------------------------------------------
-
-
-def _import_torch() -> Any:
-    return require("torch", user="CLIPEmbedder")
-
-
-def _import_clip() -> Any:
-    with warnings.catch_warnings():
-        # clip-anytorch imports pkg_resources, which warns about its own deprecation.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return require("clip", user="CLIPEmbedder", package="clip-anytorch")
 
 
 def _choose_device(torch: Any, device: str | None) -> TorchDevice:

@@ -80,7 +80,9 @@ class FaissFlatStore(LabelledVectorStore):
 
             n = self._index.ntotal
             flat = faiss.downcast_index(self._index.index)
-            vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self._dim).reshape(n, self._dim)
+            # downcast_index returns the concrete IndexFlatIP; faiss's stubs say Index.
+            xb = flat.get_xb()  # type: ignore[attr-defined]
+            vectors = faiss.rev_swig_ptr(xb, n * self._dim).reshape(n, self._dim)
             labels = faiss.vector_to_array(self._index.id_map)
             view = self._view = (vectors, labels)
         return view
@@ -109,5 +111,6 @@ class FaissFlatStore(LabelledVectorStore):
                 f"the FAISS index {str(path)!r} holds {index.ntotal} vectors of dimension "
                 f"{index.d}, but the id map has {len(labels)} ids of dimension {dim}"
             )
-        store._index, store._labels = index, labels
+        # read_index returns the concrete IndexIDMap2 that save wrote; faiss's stubs say Index.
+        store._index, store._labels = index, labels  # type: ignore[assignment]
         return store

@@ -58,11 +58,11 @@ class FaissHNSWStore(PositionalFaissStore):
         index.hnsw.efConstruction = self._ef_construction
         return index
 
-    def _search_parameters(self, selector: Any, k: int, *, ef: int | None = None) -> Any:
+    def _search_parameters(self, selector: Any, k: int, *, ef: int | None = None, **other: Any) -> Any:
         import faiss
 
         # A fresh object per call: concurrent searches must not share mutable parameters.
-        params = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
         params.efSearch = max(ef or self._ef_search, k)
         if selector is not None:
             params.sel = selector

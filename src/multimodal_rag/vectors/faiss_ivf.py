@@ -160,11 +160,18 @@ class FaissIVFStore(PositionalFaissStore):
             return faiss.IndexFlatIP(self._dim)
         index = faiss.deserialize_index(self._template)
         if self._pq_m is None:
-            index.make_direct_map()  # lets get_vectors reconstruct by position
+            # deserialize_index returns the concrete IndexIVF; faiss's stubs say Index.
+            index.make_direct_map()  # type: ignore[attr-defined]  # lets get_vectors reconstruct by position
         return index
 
     def _search_parameters(
-        self, selector: Any, k: int, *, nprobe: int | None = None, k_factor: int | None = None
+        self,
+        selector: Any,
+        k: int,
+        *,
+        nprobe: int | None = None,
+        k_factor: int | None = None,
+        **other: Any,
     ) -> Any:
         import faiss
 
@@ -180,7 +187,7 @@ class FaissIVFStore(PositionalFaissStore):
             refine = faiss.IndexRefineSearchParameters()
             refine.k_factor = float(k_factor or self._k_factor)
             refine.base_index_params = params
-            refine.base_params = params  # SWIG keeps no reference; this one does
+            refine.base_params = params  # type: ignore[attr-defined]  # SWIG keeps no reference; this one does
             params = refine
         return params
 

@@ -54,7 +54,10 @@ class PositionalFaissStore(LabelledVectorStore):
         raise NotImplementedError
 
     def _search_parameters(self, selector: Any, k: int, **params: Any) -> Any:
-        """FAISS ``SearchParameters`` carrying ``selector`` (``None`` when nothing is dead)."""
+        """FAISS ``SearchParameters`` carrying ``selector`` (``None`` when nothing is dead).
+
+        ``params`` are the backend's own search knobs, as for :meth:`_index_search`.
+        """
         raise NotImplementedError
 
     def _extra_files(self, directory: Path) -> None:
@@ -77,7 +80,8 @@ class PositionalFaissStore(LabelledVectorStore):
 
     def _index_vectors(self, labels: np.ndarray) -> np.ndarray:
         positions = np.fromiter((self._position_of[label] for label in labels.tolist()), np.int64, len(labels))
-        return self._index.reconstruct_batch(positions)
+        vectors: np.ndarray = self._index.reconstruct_batch(positions)
+        return vectors
 
     def _index_search(self, queries: np.ndarray, k: int, **params: Any) -> tuple[np.ndarray, np.ndarray]:
         params = self._search_parameters(self._selector(), k, **params)
@@ -94,7 +98,7 @@ class PositionalFaissStore(LabelledVectorStore):
 
             bitmap = np.packbits(self._label_at != _DEAD, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(self._label_at), faiss.swig_ptr(bitmap))
-            selector.bitmap_array = bitmap  # keep the bits alive as long as the selector
+            selector.bitmap_array = bitmap  # type: ignore[attr-defined]  # keeps the bits alive as long as the selector
             self._live_selector = selector
         return selector
 

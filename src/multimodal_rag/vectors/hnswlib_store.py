@@ -129,7 +129,7 @@ class HNSWLibStore(LabelledVectorStore):
         return np.asarray(self._index.get_items(labels), dtype=np.float32)
 
     def _index_search(
-        self, queries: np.ndarray, k: int, *, ef: int | None = None
+        self, queries: np.ndarray, k: int, *, ef: int | None = None, **other: Any
     ) -> tuple[np.ndarray, np.ndarray]:
         if ef is not None:
             self._index.set_ef(ef)  # under the exclusive lock; restored below
@@ -294,7 +294,7 @@ def check_index_layout(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray
         raise IndexFileError(f"it is {length} bytes, shorter than its {_HEADER.itemsize}-byte header", short=True)
     with open(path, "rb") as file:
         raw = np.frombuffer(file.read(_HEADER.itemsize), dtype=_HEADER)[0]
-    header = {name: raw[name].item() for name in _HEADER.names}
+    header = {name: raw[name].item() for name in _HEADER.names or ()}
     links0 = 4 * (1 + 2 * M)  # u16 count + flags, then maxM0 neighbour ids
     expected = {
         "offset_level0": 0,

@@ -52,7 +52,11 @@ class LabelledVectorStore(VectorStore):
         raise NotImplementedError
 
     def _index_search(self, queries: np.ndarray, k: int, **params: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, labels)`` of the ``k`` best per query; labels of -1 or of removed ids are skipped."""
+        """``(scores, labels)`` of the ``k`` best per query; labels of -1 or of removed ids are skipped.
+
+        ``params`` are the knobs the backend's own ``search`` passes (``ef``, ``nprobe``...);
+        an override names those it takes and keeps ``**other`` to match this signature.
+        """
         raise NotImplementedError
 
     def _index_vectors(self, labels: np.ndarray) -> np.ndarray:

@@ -34,10 +34,8 @@ from multimodal_rag._remote import (
     withheld_hint,
 )
 from multimodal_rag.errors import (
-    BackendConnectionError,
     BackendError,
     CorruptFileError,
-    DimensionMismatchError,
     InvalidInputError,
     NotFoundError,
 )
@@ -50,6 +48,19 @@ from multimodal_rag.validation import (
     check_timeout,
     check_vectors,
 )
+from multimodal_rag.vectors.milvus_collection import (
+    CONSISTENCY,
+    DEFAULT_INDEX_PARAMS,
+    DEFAULT_SEARCH_PARAMS,
+    ID_FIELD,
+    MAX_ID_BYTES,
+    METRIC,
+    VECTOR_FIELD,
+    check_collection,
+    create_collection,
+)
+from multimodal_rag.vectors.milvus_errors import is_client_error, translate_error
+from multimodal_rag.vectors.milvus_filters import id_after, id_in, id_in_chunks, id_set_of
 from multimodal_rag.vectors.ranking import filtered_search
 
 __all__ = ["MilvusVectorStore"]
@@ -59,33 +70,9 @@ URI_ENV = "MILVUS_URI"
 TOKEN_ENV = "MILVUS_TOKEN"
 
 _MARKER_FILE = "milvus.json"
-_ID_FIELD = "id"
-_VECTOR_FIELD = "vector"
-_METRIC = "IP"  # inner product is the cosine for the normalised vectors embedders return
-_CONSISTENCY = "Strong"
-# Milvus's limits: the longest VARCHAR, and the most results (offset + limit) one request returns.
-_MAX_ID_BYTES = 65_535
+# The most results (offset + limit) one Milvus request returns.
 _MAX_TOPK = 16_384
-# Ids per filter expression (``id in [...]``); long expressions slow the server's parser.
-_EXPR_CHUNK = 1_000
-# The most ids a set filter may hold and still be sent to the server as an expression.
-_MAX_PUSHDOWN_IDS = 10_000
 _QUERY_CHUNK = 1_024
-
-_DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {
-    "HNSW": {"M": 16, "efConstruction": 200},
-    "HNSW_SQ": {"M": 16, "efConstruction": 200, "sq_type": "SQ8"},
-    "IVF_FLAT": {"nlist": 128},
-    "IVF_SQ8": {"nlist": 128},
-    "IVF_PQ": {"nlist": 128, "m": 8, "nbits": 8},
-}
-_DEFAULT_SEARCH_PARAMS: dict[str, dict[str, Any]] = {
-    "HNSW": {"ef": 64},
-    "HNSW_SQ": {"ef": 64},
-    "IVF_FLAT": {"nprobe": 16},
-    "IVF_SQ8": {"nprobe": 16},
-    "IVF_PQ": {"nprobe": 16},
-}
 
 
 class MilvusVectorStore(VectorStore):
@@ -175,12 +162,12 @@ class MilvusVectorStore(VectorStore):
         self._index_params = dict(
             index_params
             if index_params is not None
-            else _DEFAULT_INDEX_PARAMS.get(self._index_type, {})
+            else DEFAULT_INDEX_PARAMS.get(self._index_type, {})
         )
         self._search_params = dict(
             search_params
             if search_params is not None
-            else _DEFAULT_SEARCH_PARAMS.get(self._index_type, {})
+            else DEFAULT_SEARCH_PARAMS.get(self._index_type, {})
         )
         self._timeout = float(timeout)
         self._max_batch_bytes = max_batch_bytes
@@ -197,8 +184,8 @@ class MilvusVectorStore(VectorStore):
             try:
                 return pymilvus.MilvusClient(uri=uri, token=token or "", timeout=self._timeout)
             except Exception as exc:
-                unreachable = _is_client_error(exc) and str(
-                    _translate(exc, action="connect", uri=uri, secret=token)
+                unreachable = is_client_error(exc) and str(
+                    translate_error(exc, action="connect", uri=uri, secret=token)
                 ).startswith("cannot reach")
                 if delay is None or not unreachable:
                     raise
@@ -241,69 +228,19 @@ class MilvusVectorStore(VectorStore):
                         f"Milvus at {self._uri} has no collection {self._collection!r}; "
                         "it was dropped or the knowledge base points at another server"
                     )
-                self._create_collection()
+                create_collection(
+                    client,
+                    self._collection,
+                    dim=self._dim,
+                    index_type=self._index_type,
+                    index_params=self._index_params,
+                    timeout=self._timeout,
+                )
             else:
-                self._check_collection()
+                check_collection(
+                    client, self._collection, dim=self._dim, uri=self._uri, timeout=self._timeout
+                )
             client.load_collection(self._collection, timeout=self._timeout)
-
-    def _create_collection(self) -> None:
-        from pymilvus import DataType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(_ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=_MAX_ID_BYTES)
-        schema.add_field(_VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self._dim)
-        index = self._client.prepare_index_params()
-        index.add_index(
-            field_name=_VECTOR_FIELD,
-            index_type=self._index_type,
-            metric_type=_METRIC,
-            params=self._index_params,
-        )
-        self._client.create_collection(
-            self._collection,
-            schema=schema,
-            index_params=index,
-            consistency_level=_CONSISTENCY,
-            timeout=self._timeout,
-        )
-
-    def _check_collection(self) -> None:
-        where = f"collection {self._collection!r} on Milvus at {self._uri}"
-        info = self._client.describe_collection(self._collection, timeout=self._timeout)
-        fields = {field["name"]: field for field in info.get("fields", [])}
-        id_field, vector_field = fields.get(_ID_FIELD), fields.get(_VECTOR_FIELD)
-        from pymilvus import DataType
-
-        if (
-            id_field is None
-            or vector_field is None
-            or not id_field.get("is_primary")
-            or id_field.get("type") != DataType.VARCHAR
-            or vector_field.get("type") != DataType.FLOAT_VECTOR
-        ):
-            raise BackendError(
-                f"{where} was not made by this library: it needs a VARCHAR primary key "
-                f"{_ID_FIELD!r} and a FLOAT_VECTOR field {_VECTOR_FIELD!r}"
-            )
-        existing_dim = int(vector_field.get("params", {}).get("dim", -1))
-        if existing_dim != self._dim:
-            raise DimensionMismatchError(
-                f"{where} holds {existing_dim}-d vectors, "
-                f"but this store was opened for {self._dim}-d"
-            )
-        metrics = {
-            self._client.describe_index(self._collection, name, timeout=self._timeout).get(
-                "metric_type"
-            )
-            for name in self._client.list_indexes(
-                self._collection, field_name=_VECTOR_FIELD, timeout=self._timeout
-            )
-        }
-        if metrics != {_METRIC}:
-            found = ", ".join(sorted(str(m) for m in metrics)) or "no index"
-            raise BackendError(
-                f"{where} is indexed with metric {found}; this store needs metric {_METRIC}"
-            )
 
     @contextmanager
     def _calls(self, action: str) -> Iterator[None]:
@@ -313,9 +250,9 @@ class MilvusVectorStore(VectorStore):
         except BackendError:
             raise
         except Exception as exc:
-            if not _is_client_error(exc):
+            if not is_client_error(exc):
                 raise
-            raise _translate(
+            raise translate_error(
                 exc, action=action, uri=self._uri, secret=self._token, hint=self._hint
             ) from None
 
@@ -327,7 +264,7 @@ class MilvusVectorStore(VectorStore):
                 self._collection,
                 filter="",
                 output_fields=["count(*)"],
-                consistency_level=_CONSISTENCY,
+                consistency_level=CONSISTENCY,
                 timeout=self._timeout,
             )
         return int(rows[0]["count(*)"])
@@ -344,46 +281,46 @@ class MilvusVectorStore(VectorStore):
                 # order, so the id itself is the page cursor (no offset window limit).
                 page = self._client.query(
                     self._collection,
-                    filter="" if last is None else f"{_ID_FIELD} > {_literal(last)}",
-                    output_fields=[_ID_FIELD],
+                    filter="" if last is None else id_after(last),
+                    output_fields=[ID_FIELD],
                     limit=_MAX_TOPK,
                     iterator="True",
-                    consistency_level=_CONSISTENCY,
+                    consistency_level=CONSISTENCY,
                     timeout=self._timeout,
                 )
                 if not page:
                     return out
-                batch = sorted(row[_ID_FIELD] for row in page)
+                batch = sorted(row[ID_FIELD] for row in page)
                 out.extend(batch)
                 last = batch[-1]
 
     def _existing(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         with self._calls("look up ids"):
-            for chunk in _chunks(list(dict.fromkeys(ids)), _EXPR_CHUNK):
+            for expression in id_in_chunks(list(dict.fromkeys(ids))):
                 rows = self._client.query(
                     self._collection,
-                    filter=_id_in(chunk),
-                    output_fields=[_ID_FIELD],
-                    consistency_level=_CONSISTENCY,
+                    filter=expression,
+                    output_fields=[ID_FIELD],
+                    consistency_level=CONSISTENCY,
                     timeout=self._timeout,
                 )
-                found.update(row[_ID_FIELD] for row in rows)
+                found.update(row[ID_FIELD] for row in rows)
         return found
 
     def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
         ids = list(ids)
         vectors: dict[str, Any] = {}
         with self._calls("read vectors"):
-            for chunk in _chunks(list(dict.fromkeys(ids)), _EXPR_CHUNK):
+            for expression in id_in_chunks(list(dict.fromkeys(ids))):
                 rows = self._client.query(
                     self._collection,
-                    filter=_id_in(chunk),
-                    output_fields=[_ID_FIELD, _VECTOR_FIELD],
-                    consistency_level=_CONSISTENCY,
+                    filter=expression,
+                    output_fields=[ID_FIELD, VECTOR_FIELD],
+                    consistency_level=CONSISTENCY,
                     timeout=self._timeout,
                 )
-                vectors.update((row[_ID_FIELD], row[_VECTOR_FIELD]) for row in rows)
+                vectors.update((row[ID_FIELD], row[VECTOR_FIELD]) for row in rows)
         missing = next((i for i in ids if i not in vectors), None)
         if missing is not None:
             raise NotFoundError(f"id {missing!r} is not in the vector store")
@@ -404,12 +341,12 @@ class MilvusVectorStore(VectorStore):
         array = check_queries(queries, self._dim, k)
         if filter is None:
             return self._search(array, k)
-        wanted = _id_set_of(filter)
+        wanted = id_set_of(filter)
         if wanted is not None:
             ids = [i for i in wanted if isinstance(i, str) and i]
             if not ids:
                 return [[] for _ in range(len(array))]
-            return self._search(array, min(k, len(ids)), expression=_id_in(sorted(ids)))
+            return self._search(array, min(k, len(ids)), expression=id_in(sorted(ids)))
         return filtered_search(self._search, array, k, len(self), filter)
 
     def _search(self, queries: np.ndarray, k: int, *, expression: str = "") -> list[list[Neighbor]]:
@@ -425,9 +362,9 @@ class MilvusVectorStore(VectorStore):
                     data=list(queries[start : start + _QUERY_CHUNK]),
                     limit=limit,
                     filter=expression,
-                    output_fields=[_ID_FIELD],
-                    search_params={"metric_type": _METRIC, "params": params},
-                    consistency_level=_CONSISTENCY,
+                    output_fields=[ID_FIELD],
+                    search_params={"metric_type": METRIC, "params": params},
+                    consistency_level=CONSISTENCY,
                     timeout=self._timeout,
                 )
                 results.extend(
@@ -447,11 +384,11 @@ class MilvusVectorStore(VectorStore):
         array = check_vectors(vectors, self._dim, count=len(ids))
         sizes = [len(i.encode("utf-8")) for i in ids]
         too_long = next(
-            (i for i, size in zip(ids, sizes, strict=True) if size > _MAX_ID_BYTES), None
+            (i for i, size in zip(ids, sizes, strict=True) if size > MAX_ID_BYTES), None
         )
         if too_long is not None:
             raise InvalidInputError(
-                f"id {too_long[:40]!r}... is longer than Milvus's {_MAX_ID_BYTES} bytes"
+                f"id {too_long[:40]!r}... is longer than Milvus's {MAX_ID_BYTES} bytes"
             )
         row_overhead = 4 * self._dim + 64  # vector bytes plus framing per row
         with self._calls("insert vectors"):
@@ -461,7 +398,7 @@ class MilvusVectorStore(VectorStore):
                 if batch and batch_bytes + size + row_overhead > self._max_batch_bytes:
                     self._client.upsert(self._collection, batch, timeout=self._timeout)
                     batch, batch_bytes = [], 0
-                batch.append({_ID_FIELD: id_, _VECTOR_FIELD: vector})
+                batch.append({ID_FIELD: id_, VECTOR_FIELD: vector})
                 batch_bytes += size + row_overhead
             if batch:
                 self._client.upsert(self._collection, batch, timeout=self._timeout)
@@ -472,8 +409,8 @@ class MilvusVectorStore(VectorStore):
         # Milvus counts requested keys, not deleted ones: look them up first.
         present = sorted(self._existing([i for i in ids if isinstance(i, str) and i]))
         with self._calls("delete vectors"):
-            for chunk in _chunks(present, _EXPR_CHUNK):
-                self._client.delete(self._collection, filter=_id_in(chunk), timeout=self._timeout)
+            for expression in id_in_chunks(present):
+                self._client.delete(self._collection, filter=expression, timeout=self._timeout)
         return len(present)
 
     def flush(self) -> None:
@@ -536,64 +473,9 @@ class MilvusVectorStore(VectorStore):
         return f"MilvusVectorStore({where}, dim={self._dim})"
 
 
-def _literal(value: str) -> str:
-    # Milvus expression strings take JSON's escapes; ensure_ascii=False keeps them readable.
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _id_in(ids: Sequence[str]) -> str:
-    return f"{_ID_FIELD} in [{', '.join(_literal(i) for i in ids)}]"
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _id_set_of(filter: IdFilter) -> Any:
-    """The set behind ``some_set.__contains__``, when it is small enough to send to the server."""
-    owner = getattr(filter, "__self__", None)
-    if getattr(filter, "__name__", None) != "__contains__":
-        return None
-    if isinstance(owner, (set, frozenset, dict)) and len(owner) <= _MAX_PUSHDOWN_IDS:
-        return owner
-    return None
-
-
-def _is_client_error(exc: BaseException) -> bool:
-    module = type(exc).__module__
-    return module.startswith(("pymilvus", "grpc", "milvus_lite")) or isinstance(
-        exc, (ConnectionError, TimeoutError)
-    )
-
-
 def _token_of(env_uri: str | None, uri: str) -> str | None:
     """The ``user:password`` written into ``$MILVUS_URI``, when it names the server ``uri``."""
     if not env_uri or not same_endpoint(env_uri, uri):
         return None
     _, user, password = split_credentials(env_uri)
     return f"{user}:{password or ''}" if user else None
-
-
-def _translate(
-    exc: BaseException, *, action: str, uri: str, secret: str | None, hint: str = ""
-) -> BackendError:
-    message = str(getattr(exc, "message", "") or exc).strip() or type(exc).__name__
-    if secret:
-        message = message.replace(secret, "***")
-    lowered = f"{message} {exc.__cause__ or ''}".lower()
-    code = getattr(exc, "code", None)
-    if code == 1800 or any(
-        s in lowered for s in ("unauthenticated", "authenticat", "auth check", "password")
-    ):
-        return BackendConnectionError(
-            f"Milvus at {uri} refused the credentials (could not {action}): {message}{hint}"
-        )
-    if code == 2 or any(
-        s in lowered
-        for s in ("unavailable", "deadline", "timeout", "timed out", "fail connecting", "connect")
-    ):
-        return BackendConnectionError(
-            f"cannot reach Milvus at {uri} (could not {action}): {message}"
-        )
-    return BackendError(f"Milvus at {uri} could not {action}: {message}")

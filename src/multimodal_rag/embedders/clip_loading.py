@@ -1,0 +1,162 @@
+"""How :class:`~multimodal_rag.embedders.clip.CLIPEmbedder` finds, loads and checks weights.
+
+A named model comes from the usual download cache (checked against its published SHA-256).
+A local checkpoint is a ``state_dict``, read with ``torch.load(weights_only=True)`` so that
+it holds tensors and no code, or a TorchScript archive, whose code runs as it loads: only
+when the caller allows it or openai's published checksum vouches for it. A knowledge base's
+manifest can neither allow TorchScript nor name a relative path.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from multimodal_rag._extras import require
+from multimodal_rag.errors import ModelLoadError
+from multimodal_rag.hashing import sha256_file
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["check_manifest_config", "import_clip", "import_torch", "load_model"]
+
+_DEFAULT_DOWNLOAD_ROOT = "~/.cache/clip"
+
+
+def check_manifest_config(
+    checkpoint: str | os.PathLike[str] | None,
+    download_root: str | os.PathLike[str] | None,
+    allow_torchscript: bool,
+) -> None:
+    """Refuse what only the caller may decide, when a knowledge base's manifest configures CLIP.
+
+    A manifest may come from someone else: it must not opt into running code, and a relative
+    path in it would name a file in whatever directory the process happens to run in.
+    """
+    if allow_torchscript:
+        raise ModelLoadError(
+            "the knowledge base's manifest sets allow_torchscript for its CLIP embedder; only "
+            "the caller may allow a TorchScript checkpoint: build CLIPEmbedder(..., "
+            "allow_torchscript=True) for a file you trust and pass it as "
+            "MultimodalRAG.open(path, embedder=...)"
+        )
+    for what, path in (("checkpoint", checkpoint), ("download_root", download_root)):
+        if path is not None and not Path(path).expanduser().is_absolute():
+            raise ModelLoadError(
+                f"the knowledge base's manifest names the CLIP {what} {str(path)!r}, a relative "
+                "path that would be looked up in the current directory; build CLIPEmbedder("
+                f"{what}='/absolute/path', ...) and pass it as "
+                "MultimodalRAG.open(path, embedder=...)"
+            )
+
+
+def load_model(
+    name: str,
+    checkpoint: Path | None,
+    download_root: Path | None,
+    device: torch.device,
+    *,
+    allow_torchscript: bool = False,
+) -> tuple[Any, str]:
+    """Load a CLIP model; return it and the SHA-256 of its weights file."""
+    clip = import_clip()
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise ModelLoadError(
+                f"CLIP checkpoint for model {name!r} not found: {str(checkpoint)!r} is not a file; "
+                "pass checkpoint= the path of a CLIP weights file (a state_dict .pt)"
+            )
+        sha256 = sha256_file(checkpoint)
+        scripted = _is_torchscript(checkpoint)
+        # openai's own archives are TorchScript; the published checksum vouches for their code.
+        if scripted and not allow_torchscript and sha256 not in _published_sha256s(clip):
+            raise ModelLoadError(
+                f"CLIP checkpoint {str(checkpoint)!r} is a TorchScript archive, which holds code "
+                "that runs as it loads; pass allow_torchscript=True if you trust the file, or "
+                "convert it once into a state_dict: torch.save(torch.jit.load(path).state_dict(), "
+                "'weights.pt'). A knowledge base opened from its manifest never loads one: pass "
+                "MultimodalRAG.open(path, embedder=CLIPEmbedder(..., allow_torchscript=True))"
+            )
+        try:
+            if scripted:
+                model = _quiet_load(clip, str(checkpoint), device)
+            else:
+                model = _load_state_dict(clip, checkpoint, device)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load CLIP checkpoint {str(checkpoint)!r} (model {name!r}): {exc}; "
+                "it must be a CLIP state_dict (or a TorchScript archive such as openai/CLIP "
+                "publishes)"
+            ) from exc
+        return model, sha256
+
+    available = clip.available_models()
+    root = download_root if download_root is not None else Path(_DEFAULT_DOWNLOAD_ROOT).expanduser()
+    if name not in available:
+        raise ModelLoadError(
+            f"unknown CLIP model {name!r}; named models are {', '.join(available)}. "
+            f"For other weights pass checkpoint='/path/to/weights.pt' (with model= naming them)"
+        )
+    url = clip.clip._MODELS[name]
+    cached = root / os.path.basename(url)
+    try:
+        model = _quiet_load(clip, name, device, download_root=str(root))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load CLIP model {name!r}: it is not in the cache at {str(cached)!r} and "
+            f"could not be downloaded from {url} ({exc}). Without internet, copy {cached.name} "
+            f"there from a machine that has it, or pass "
+            f"CLIPEmbedder(model={name!r}, checkpoint='/path/to/{cached.name}')"
+        ) from exc
+    # The file's name in openai's URL is its SHA-256, and clip.load checked it.
+    return model, url.split("/")[-2]
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` and code."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False  # a legacy pickle or not weights at all: torch.load says which
+    inner = {name.partition("/")[2] for name in names}
+    return "constants.pkl" in inner or any(name.startswith("code/") for name in inner)
+
+
+def _published_sha256s(clip: Any) -> set[str]:
+    # The file's name in each of openai's URLs is its SHA-256.
+    return {url.split("/")[-2] for url in clip.clip._MODELS.values()}
+
+
+def _load_state_dict(clip: Any, checkpoint: Path, device: torch.device) -> Any:
+    """Build CLIP from a ``state_dict`` file; ``weights_only`` unpickles tensors, nothing else."""
+    torch = import_torch()
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"it holds a {type(state).__name__}, not a state_dict")
+    return clip.model.build_model(state).to(device).float()
+
+
+def _quiet_load(clip: Any, name: str, device: torch.device, **kwargs: Any) -> Any:
+    with warnings.catch_warnings():
+        # torch.load warns about pickles of old formats; that is the checkpoint's business.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        model, _ = clip.load(name, device=device, jit=False, **kwargs)
+    return model.float()
+
+
+def import_torch() -> Any:
+    return require("torch", user="CLIPEmbedder")
+
+
+def import_clip() -> Any:
+    with warnings.catch_warnings():
+        # clip-anytorch imports pkg_resources, which warns about its own deprecation.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return require("clip", user="CLIPEmbedder", package="clip-anytorch")

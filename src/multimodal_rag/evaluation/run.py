@@ -1,0 +1,319 @@
+"""Running an evaluation: build the query sets, ask them through the index and exactly, measure.
+
+Each query is embedded once and searched twice: through the knowledge base's own vector
+store (what users get) and exactly, over the same stored vectors (what an exact index
+would give), so that recall lost to an approximate index shows beside the rest.
+
+Queries made from the knowledge base's own images (edited: cropped, re-encoded, pasted on
+clutter...) expect their source image. A share of those sources is *held out*: their
+queries are also scored against every other image, which is what the similarity gate sees
+when a photo shows something the knowledge base does not hold. Negatives the user supplies
+(a folder of images with no right answer) are used instead when given.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.evaluation.report import (
+    RECALL_AT,
+    EvaluationReport,
+    GateReport,
+    QueryResult,
+    SetMetrics,
+)
+from multimodal_rag.types import ImageInput, Record
+
+__all__ = ["evaluate"]
+
+#: Share of the sampled images whose edited queries also serve as unanswerable ones.
+HOLDOUT = 0.2
+#: Queries timed one by one (embedding and search) for the latency figures.
+LATENCY_QUERIES = 50
+_BATCH = 32
+
+NOTES = {
+    "text:descriptions": (
+        "text:descriptions asks each image's own description and expects that image (or any with the "
+        "same words): it shows whether text and images meet in the model's space, but descriptions are "
+        "not how people ask; label real questions in a queries file for that"
+    ),
+    "held-out": (
+        "the gate's unanswerable queries are edited images scored against every other image: a "
+        "near-duplicate in the knowledge base makes them look answerable, as it would in use"
+    ),
+}
+
+
+def evaluate(
+    rag: Any,
+    *,
+    queries: str | os.PathLike[str] | None = None,
+    edits: Sequence[str] | None = None,
+    negatives: str | os.PathLike[str] | None = None,
+    sample: int | None = 200,
+    seed: int = 0,
+    k: int = 10,
+    keep: float = 0.95,
+    progress: bool | None = None,
+) -> EvaluationReport:
+    """Measure retrieval on ``rag`` (see :meth:`MultimodalRAG.evaluate`)."""
+    from tqdm.auto import tqdm
+
+    from multimodal_rag.evaluation.edits import EDIT_KINDS
+    from multimodal_rag.evaluation.metrics import first_rank
+    from multimodal_rag.evaluation.queries import description_queries, read_labelled_queries
+    from multimodal_rag.ingest.sources import scan_images
+    from multimodal_rag.validation import check_int
+
+    started = time.perf_counter()
+    kinds = tuple(EDIT_KINDS if edits is None else edits)
+    unknown = sorted(set(kinds) - set(EDIT_KINDS))
+    if unknown:
+        raise InvalidInputError(f"unknown edit kind(s) {unknown}; the kinds are {', '.join(EDIT_KINDS)}")
+    k = check_int("k", k)
+    if sample is not None:
+        sample = check_int("sample", sample)
+    if not 0.0 < keep <= 1.0:
+        raise InvalidInputError(f"keep must be in (0, 1], got {keep!r}")
+
+    searcher = _Searcher(rag, k=max(k, max(RECALL_AT)))
+    records = rag.description_store.get_many(searcher.ids)
+    rng = np.random.default_rng(seed)
+    with_images = [id_ for id_ in searcher.ids if _has_image(records.get(id_))]
+    order = rng.permutation(len(with_images))
+    chosen = [with_images[i] for i in order[: sample if sample is not None else len(order)]]
+    held_out = set(chosen[: round(len(chosen) * HOLDOUT)]) if negatives is None else set()
+
+    # Each query is made when its batch comes (an edited photo is large): memory stays
+    # bounded by one batch whatever the sample.
+    plan: list[tuple[str, str, tuple[str, ...], Callable[[], tuple[str, Any]]]] = []
+    for id_ in chosen:
+        for kind in kinds:
+            plan.append((f"edit:{kind}", f"{id_} ({kind})", (id_,), _edited_query(records[id_].image_path, id_, kind, seed)))
+    labelled = read_labelled_queries(queries, records) if queries is not None else []
+    for query in labelled:
+        if query.text is not None:
+            plan.append((query.query_set, query.text, query.expected, _text_query(query.text)))
+        else:
+            assert query.image is not None
+            plan.append((query.query_set, query.image, query.expected, _image_query(query.image)))
+    if not any(q.text is not None for q in labelled):
+        for query in description_queries([records[id_] for id_ in chosen if id_ in records], records):
+            assert query.text is not None
+            plan.append(("text:descriptions", query.text, query.expected, _text_query(query.text)))
+
+    results: list[QueryResult] = []
+    answerable: list[float] = []
+    unanswerable: list[float] = []
+    latencies: list[float] = []
+    bar = tqdm(total=len(plan), desc="evaluating", unit="query", disable=None if progress is None else not progress)
+    try:
+        for start in range(0, len(plan), _BATCH):
+            batch = plan[start : start + _BATCH]
+            made = [make() for _, _, _, make in batch]
+            begin = time.perf_counter()
+            vectors = np.stack([searcher.embed(*made_query) for made_query in made])
+            indexed = searcher.search(vectors)
+            elapsed = (time.perf_counter() - begin) / len(batch)
+            for made_query in made[: max(0, LATENCY_QUERIES - len(latencies))]:
+                begin = time.perf_counter()  # one query at a time, as a user's request comes
+                searcher.search(np.stack([searcher.embed(*made_query)]))
+                latencies.append(time.perf_counter() - begin)
+            exact = searcher.exact(vectors)
+            for (query_set, text, expected, _), (ranked, scores), (exact_ranked, exact_scores) in zip(batch, indexed, exact):
+                results.append(
+                    QueryResult(
+                        query_set=query_set,
+                        query=text,
+                        expected=expected,
+                        ranked=ranked[:k],
+                        scores=[round(float(s), 6) for s in scores[:k]],
+                        exact_ranked=exact_ranked[:k],
+                        rank=first_rank(ranked, expected),
+                        exact_rank=first_rank(exact_ranked, expected),
+                        seconds=round(elapsed, 6),
+                    )
+                )
+                if exact_scores and not query_set.startswith("text:"):
+                    # Image queries only: text and image scores live on different scales, and
+                    # the unanswerable queries the gate is weighed against are images.
+                    answerable.append(float(exact_scores[0]))
+                if query_set.startswith("edit:") and expected[0] in held_out:
+                    # The best score among the *other* images: what the gate sees for a
+                    # photo of something the knowledge base does not hold.
+                    others = [float(s) for i, s in zip(exact_ranked, exact_scores) if i != expected[0]]
+                    if others:
+                        unanswerable.append(others[0])
+            bar.update(len(batch))
+        if negatives is not None:
+            files, _ = scan_images(Path(negatives), recursive=True)
+            if not files:
+                raise InvalidInputError(f"no images in the negatives folder {str(negatives)!r}")
+            for start in range(0, len(files), _BATCH):
+                vectors = np.stack([searcher.embed("image", file) for file in files[start : start + _BATCH]])
+                unanswerable.extend(float(scores[0]) for _, scores in searcher.exact(vectors) if scores)
+    finally:
+        bar.close()
+
+    return EvaluationReport(
+        sets=_set_metrics(results, k),
+        results=results,
+        gate=_gate(answerable, unanswerable, keep, "negatives folder" if negatives is not None else "held-out images"),
+        latency_ms={key: value * 1000 for key, value in _percentiles(latencies).items()},
+        seconds=round(time.perf_counter() - started, 3),
+        settings={
+            "sample": sample,
+            "seed": seed,
+            "k": k,
+            "keep": keep,
+            "edits": list(kinds),
+            "images": len(searcher.ids),
+            "queries_file": str(queries) if queries is not None else None,
+            "negatives": str(negatives) if negatives is not None else None,
+            "embedder": rag.embedder.fingerprint,
+            "vector_store": _kind(rag.vector_store),
+            "vector_store_config": rag.vector_store.config(),
+        },
+        notes=[NOTES[key] for key in ("text:descriptions",) if any(r.query_set == key for r in results)]
+        + ([NOTES["held-out"]] if held_out else []),
+    )
+
+
+class _Searcher:
+    """Embeds queries, and searches them through the store and exactly over its vectors."""
+
+    def __init__(self, rag: Any, *, k: int) -> None:
+        self.rag = rag
+        self.k = k
+        self.ids: list[str] = rag.ids()
+        self._vectors = self._stored_vectors()
+
+    def _stored_vectors(self) -> np.ndarray:
+        chunks = [
+            np.asarray(self.rag.vector_store.get_vectors(self.ids[i : i + 4096]), dtype=np.float32)
+            for i in range(0, len(self.ids), 4096)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.rag.embedder.dim), dtype=np.float32)
+
+    def embed(self, kind: str, value: Any) -> np.ndarray:
+        if kind == "text":
+            return np.asarray(self.rag.embed_query(text=value), dtype=np.float32)
+        return np.asarray(self.rag.embed_query(image=value), dtype=np.float32)
+
+    def search(self, vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
+        found = self.rag.vector_store.search(vectors, self.k)
+        return [([n.id for n in row], [n.score for n in row]) for row in found]
+
+    def exact(self, vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
+        from multimodal_rag.vectors.ranking import exact_top_k
+
+        if not self.ids:
+            return [([], []) for _ in vectors]
+        chunks = ((np.arange(i, min(i + 4096, len(self.ids))), self._vectors[i : i + 4096]) for i in range(0, len(self.ids), 4096))
+        scores, positions = exact_top_k(vectors, self.k, chunks)
+        return [
+            ([self.ids[p] for p in row_positions], [float(s) for s in row_scores])
+            for row_scores, row_positions in zip(scores, positions)
+        ]
+
+
+def _edited_query(path: str, id_: str, kind: str, seed: int) -> Callable[[], tuple[str, Any]]:
+    def make() -> tuple[str, Any]:
+        from multimodal_rag.evaluation.edits import edited_queries
+        from multimodal_rag.images import open_image
+
+        # The edit's randomness depends on (seed, id, kind) only, so making it again is the same edit.
+        [(_, _, image)] = list(edited_queries([(id_, open_image(path))], [kind], seed=seed))
+        return ("image", image)
+
+    return make
+
+
+def _image_query(image: ImageInput) -> Callable[[], tuple[str, Any]]:
+    return lambda: ("image", image)
+
+
+def _text_query(text: str) -> Callable[[], tuple[str, Any]]:
+    return lambda: ("text", text)
+
+
+def _has_image(record: Record | None) -> bool:
+    return record is not None and record.image_path is not None and Path(record.image_path).is_file()
+
+
+def _set_metrics(results: Sequence[QueryResult], k: int) -> list[SetMetrics]:
+    from multimodal_rag.evaluation.metrics import mean_metrics, query_metrics
+
+    by_set: dict[str, list[QueryResult]] = {}
+    for result in results:
+        by_set.setdefault(result.query_set, []).append(result)
+    metrics = []
+    for name in sorted(by_set, key=_set_order):
+        group = by_set[name]
+        indexed = [query_metrics(r.ranked, r.scores, r.expected, k_values=RECALL_AT) for r in group]
+        # Exact search's scores are not kept per result; its order has no ties to resolve
+        # beyond the ids, so ranks are taken as given.
+        exact = [
+            query_metrics(r.exact_ranked, list(range(len(r.exact_ranked), 0, -1)), r.expected, k_values=RECALL_AT)
+            for r in group
+        ]
+        recall, mrr, ndcg = mean_metrics(indexed)
+        exact_recall, exact_mrr, exact_ndcg = mean_metrics(exact)
+        metrics.append(
+            SetMetrics(
+                query_set=name,
+                queries=len(group),
+                recall={str(key): round(value, 6) for key, value in recall.items()},
+                mrr=round(mrr, 6),
+                ndcg10=round(ndcg, 6),
+                exact_recall={str(key): round(value, 6) for key, value in exact_recall.items()},
+                exact_mrr=round(exact_mrr, 6),
+                exact_ndcg10=round(exact_ndcg, 6),
+            )
+        )
+    return metrics
+
+
+def _set_order(name: str) -> tuple[int, int | str]:
+    from multimodal_rag.evaluation.edits import EDIT_KINDS
+
+    if name.startswith("edit:") and name[5:] in EDIT_KINDS:
+        return (0, EDIT_KINDS.index(name[5:]))
+    return (1, name)
+
+
+def _gate(answerable: list[float], unanswerable: list[float], keep: float, source: str) -> GateReport | None:
+    from multimodal_rag.evaluation.metrics import auroc, recommend_gate
+
+    if not answerable or not unanswerable:
+        return None
+    threshold, rejected = recommend_gate(answerable, unanswerable, keep=keep)
+    return GateReport(
+        answerable=[round(s, 6) for s in answerable],
+        unanswerable=[round(s, 6) for s in unanswerable],
+        auroc=auroc(answerable, unanswerable),
+        keep=keep,
+        recommended_min_score=threshold,
+        unanswerable_rejected=rejected,
+        negatives_source=source,
+    )
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    from multimodal_rag.evaluation.metrics import percentiles
+
+    return percentiles(values) if values else {"p50": 0.0, "p95": 0.0}
+
+
+def _kind(component: Any) -> str:
+    from multimodal_rag.registry import kind_of
+
+    return kind_of(component)
