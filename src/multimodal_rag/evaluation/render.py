@@ -69,8 +69,8 @@ def _loss(key: str) -> Callable[[SetMetrics], float | None]:
     return lambda s: s.index_loss.get(key)
 
 
-#: (column of the text table, key in JSON, how to read it from a set's metrics)
 _LOSS_AT = str(RECALL_AT[-1])
+#: (column of the text table, key in JSON, how to read it from a set's metrics)
 _METRICS: tuple[tuple[str, str, Callable[[SetMetrics], float | None]], ...] = (
     *((f"R@{k}", f"recall@{k}", _recall(str(k))) for k in RECALL_AT),
     ("MRR", "mrr", lambda s: s.mrr),
