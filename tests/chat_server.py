@@ -1,8 +1,9 @@
 """A chat-completions server on 127.0.0.1 for tests: the real ``openai`` client talks to it.
 
-Tests queue replies (a completion, a stream of server-sent events, an error status, bytes
-that are not JSON, a reply too slow to wait for) and then inspect every request it received.
-When the queue is empty it answers with a plain completion.
+Tests queue replies (a completion, a refusal, a stream of server-sent events, an error
+status, bytes that are not JSON, a reply too slow to wait for) and then inspect every
+request it received (its whole JSON body, ``response_format`` included). When the queue
+is empty it answers with a plain completion.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Received:
     @property
     def messages(self) -> list[dict[str, Any]]:
         return self.body["messages"]
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """The structured output the client asked for, if any."""
+        return self.body.get("response_format")
 
     def user_parts(self) -> list[dict[str, Any]]:
         """The content parts of the (last) user message."""
@@ -63,6 +69,25 @@ def completion(
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
         ],
         "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
+    }
+    return lambda handler, request: handler.send_json(200, body)
+
+
+def refusal(text: str = "I can't help with that.", *, model: str = "served-model") -> Reply:
+    """A completion whose message is a refusal (no content), as structured output allows."""
+    body = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
     }
     return lambda handler, request: handler.send_json(200, body)
 

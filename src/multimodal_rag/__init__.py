@@ -69,12 +69,14 @@ _EXPORTS: dict[str, str] = {
     "ReadOnlyError": "multimodal_rag.errors",
     "Record": "multimodal_rag.types",
     "RepairReport": "multimodal_rag.verify",
+    "Reranker": "multimodal_rag.protocols",
     "SQLiteDescriptionStore": "multimodal_rag.descriptions.sqlite",
     "Skipped": "multimodal_rag.types",
     "Source": "multimodal_rag.types",
     "UnknownBackendError": "multimodal_rag.errors",
     "VectorStore": "multimodal_rag.protocols",
     "VerificationReport": "multimodal_rag.verify",
+    "VisionLLMReranker": "multimodal_rag.rerankers.vision_llm",
     "make_random_clip_checkpoint": "multimodal_rag.random_checkpoint",
     "migrate": "multimodal_rag.migrate",
     "render_contact_sheet": "multimodal_rag.contact_sheet",
@@ -137,12 +139,14 @@ __all__ = [
     "ReadOnlyError",
     "Record",
     "RepairReport",
+    "Reranker",
     "SQLiteDescriptionStore",
     "Skipped",
     "Source",
     "UnknownBackendError",
     "VectorStore",
     "VerificationReport",
+    "VisionLLMReranker",
     "__version__",
     "make_random_clip_checkpoint",
     "migrate",
@@ -209,10 +213,12 @@ if TYPE_CHECKING:
         EmbeddedBatch,
         Embedder,
         ImageDescriber,
+        Reranker,
         VectorStore,
     )
     from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag.rerankers.vision_llm import VisionLLMReranker
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import (
         AddResult,

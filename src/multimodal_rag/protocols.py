@@ -10,13 +10,13 @@ that :meth:`MultimodalRAG.open` can rebuild the same component after a restart.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from attrs import frozen
 
-from multimodal_rag.errors import ImageError
+from multimodal_rag.errors import ImageError, InvalidInputError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "Embedder",
     "IdFilter",
     "ImageDescriber",
+    "Reranker",
     "VectorStore",
 ]
 
@@ -262,9 +263,16 @@ class VectorStore(Protocol):
 
 @runtime_checkable
 class DescriptionStore(Protocol):
-    """Keeps each image's path, description and metadata, by id."""
+    """Keeps each image's path, description and metadata, by id.
+
+    Attributes:
+        kind: Short name the backend registry knows this store by.
+        full_text: Whether the store keeps a full-text index of its descriptions, so
+            that :meth:`search_text` works. False unless a store says otherwise.
+    """
 
     kind: ClassVar[str]
+    full_text: ClassVar[bool] = False
 
     @abstractmethod
     def get(self, id: str) -> Record:
@@ -321,6 +329,30 @@ class DescriptionStore(Protocol):
             CorruptFileError: Nothing at all can be read.
         """
         return cls.load(directory, **config)
+
+    def search_text(self, query: str, k: int, *, ids: Collection[str] | None = None) -> list[tuple[str, float]]:
+        """Find the records whose indexed text best matches ``query``, on the store's full-text index.
+
+        The query is plain text, never a query language: it is cut into terms at white
+        space, and a record matches when its text holds any of them. Called only when
+        :attr:`full_text` is true; the index always agrees with the records (after
+        :meth:`put`, :meth:`delete`, :meth:`load` and :meth:`salvage`).
+
+        Args:
+            query: The user's text. Empty or white space only finds nothing.
+            k: The most results wanted; more than the store holds is fine.
+            ids: Search only these records (ids the store does not hold are ignored).
+
+        Returns:
+            Up to ``k`` ``(id, score)`` pairs, best first; a higher score is a better
+            match (BM25 relevance, or the engine's own rank), comparable only within
+            one search.
+
+        Raises:
+            InvalidInputError: The store has no full-text index (the default), or
+                ``k`` is not a positive integer.
+        """
+        raise InvalidInputError("this description store has no full-text index")
 
 
 @runtime_checkable
@@ -419,3 +451,46 @@ class ImageDescriber(Protocol):
             ImageError: The image cannot be read.
             AnswererError: The model failed.
         """
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Puts the best search results in a better order, judging each against the query.
+
+    A reranker sees only what the search already found: it changes the order of the
+    hits, never the set. It runs on the top few results of a search (the caller decides
+    how many), so it may afford a model that is too slow to search the whole knowledge
+    base with.
+
+    Attributes:
+        kind: Short name the backend registry knows this reranker by.
+    """
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def rerank(
+        self, hits: Sequence[Hit], *, text: str | None = None, image: ImageInput | None = None
+    ) -> list[Hit]:
+        """Order ``hits`` by how well each matches the query, best first.
+
+        Args:
+            hits: Search results, best first.
+            text: The query text, if the search had one.
+            image: The query image, if the search had one.
+
+        Returns:
+            The same hits, each exactly once, in the new order: none is dropped and none
+            added. A hit may come back as a copy (``attrs.evolve``) carrying what the
+            reranker learnt, but keeps its id and its score. A reranker that cannot rank
+            (its model failed, its reply made no sense) returns ``hits`` in their order
+            and says why in a warning log rather than failing the search.
+
+        Raises:
+            InvalidInputError: Neither ``text`` nor ``image`` was given.
+            ImageError: The query image cannot be read.
+        """
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this reranker (never secrets such as API keys)."""

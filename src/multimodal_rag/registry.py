@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from multimodal_rag.errors import UnknownBackendError
 
-Role = Literal["embedder", "vector_store", "description_store", "answerer"]
+Role = Literal["embedder", "vector_store", "description_store", "answerer", "reranker"]
 
 # kind -> "module:Class". Keep each role's table sorted by kind.
 BUILTINS: dict[Role, dict[str, str]] = {
@@ -47,6 +47,9 @@ BUILTINS: dict[Role, dict[str, str]] = {
         "extractive": "multimodal_rag.answerers.extractive:ExtractiveAnswerer",
         "openai": "multimodal_rag.answerers.openai:OpenAIAnswerer",
     },
+    "reranker": {
+        "vision-llm": "multimodal_rag.rerankers.vision_llm:VisionLLMReranker",
+    },
 }
 
 #: Entry-point group per role, where installed packages register their kinds.
@@ -55,6 +58,7 @@ ENTRY_POINT_GROUPS: dict[Role, str] = {
     "vector_store": "multimodal_rag.vector_stores",
     "description_store": "multimodal_rag.description_stores",
     "answerer": "multimodal_rag.answerers",
+    "reranker": "multimodal_rag.rerankers",
 }
 
 _PROTOCOLS = {
@@ -62,6 +66,7 @@ _PROTOCOLS = {
     "vector_store": "VectorStore",
     "description_store": "DescriptionStore",
     "answerer": "Answerer",
+    "reranker": "Reranker",
 }
 
 

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Literal
 
 from multimodal_rag._extras import require
@@ -45,7 +45,19 @@ from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
 from multimodal_rag.types import Answer, Hit, ImageInput
 from multimodal_rag.validation import check_int, check_question, check_timeout
 
-__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_MODEL", "OpenAIAnswerer"]
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "DEFAULT_MODEL",
+    "OpenAIAnswerer",
+    "client_options",
+    "configured_api_key",
+    "configured_base_url",
+    "endpoint_name",
+    "import_openai",
+    "missing_key_message",
+    "provider_errors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +151,11 @@ class OpenAIAnswerer(Answerer):
         check_int("match_images", match_images, minimum=0)
         if on_no_match not in ("refuse", "image_only"):
             raise InvalidInputError(f"on_no_match must be 'refuse' or 'image_only', got {on_no_match!r}")
-        key = api_key or os.environ.get(API_KEY_ENV) or None  # an empty key is no key
+        key = configured_api_key(api_key)
         if key is None and client is None and async_client is None:
-            raise AnswererAuthenticationError(_missing_key_message())
+            raise AnswererAuthenticationError(missing_key_message())
         self.model = model
-        base_url = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
+        base_url = configured_base_url(base_url)
         # The endpoint without credentials: the HTTP client logs its URL and puts it in errors.
         self.base_url = redact_url(base_url) if base_url else None
         self._url_password, self._basic_auth = url_credentials(base_url)
@@ -414,7 +426,7 @@ class OpenAIAnswerer(Answerer):
     def _sync_client(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                self._client = _import_openai().OpenAI(**self._client_options())
+                self._client = import_openai().OpenAI(**self._client_options())
             return self._client
 
     def _async_client_for_call(self) -> tuple[Any, bool]:
@@ -425,53 +437,132 @@ class OpenAIAnswerer(Answerer):
         """
         if self._async_client is not None:
             return self._async_client, False
-        return _import_openai().AsyncOpenAI(**self._client_options()), True
+        return import_openai().AsyncOpenAI(**self._client_options()), True
 
     def _client_options(self) -> dict[str, Any]:
-        if self._api_key is None:
-            raise AnswererAuthenticationError(_missing_key_message())
-        options: dict[str, Any] = {
-            "api_key": self._api_key.reveal(),
-            "base_url": self.base_url,
-            "organization": self.organization,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-        }
-        if self._basic_auth is not None:
-            # What the HTTP client would make of credentials in the URL, without the URL.
-            options["default_headers"] = {"Authorization": self._basic_auth.reveal()}
-        return options
+        return client_options(
+            self._api_key,
+            base_url=self.base_url,
+            organization=self.organization,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            basic_auth=self._basic_auth,
+        )
 
     def _endpoint(self) -> str:
         """The endpoint as named in messages (never with credentials)."""
-        client = self._client if self._client is not None else self._async_client
-        url = self.base_url or (str(client.base_url) if client is not None and hasattr(client, "base_url") else None)
-        return redact_url(url or _DEFAULT_ENDPOINT)
+        return endpoint_name(self.base_url, self._client if self._client is not None else self._async_client)
 
-    @contextmanager
-    def _provider_errors(self) -> Iterator[None]:
+    def _provider_errors(self) -> AbstractContextManager[None]:
         """Turn the provider's exceptions into the library's own, keeping its message."""
-        openai = _import_openai()
-        try:
-            yield
-        except openai.OpenAIError as exc:
-            secrets = secret_texts(self._api_key, self._url_password, self._basic_auth)
-            redact_exception(exc, secrets)  # it stays chained as __cause__, which tracebacks print
-            raise map_provider_error(
-                exc,
-                openai,
-                where=self._endpoint(),
-                model=self.model,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                api_key_env=API_KEY_ENV,
-                secrets=secrets,
-            ) from exc
-        except json.JSONDecodeError as exc:
-            raise AnswererError(f"{self._endpoint()} sent a response that is not valid JSON: {exc}") from exc
+        return provider_errors(
+            self._endpoint,
+            model=self.model,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            secrets=lambda: secret_texts(self._api_key, self._url_password, self._basic_auth),
+        )
 
 
-def _missing_key_message() -> str:
+# -- what every client of an OpenAI-compatible endpoint shares -------------------
+
+
+def configured_api_key(api_key: str | None) -> str | None:
+    """``api_key``, else the ``OPENAI_API_KEY`` environment variable; an empty key is no key."""
+    return api_key or os.environ.get(API_KEY_ENV) or None
+
+
+def configured_base_url(base_url: str | None) -> str | None:
+    """``base_url``, else the ``OPENAI_BASE_URL`` environment variable (still with any credentials)."""
+    return base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or None
+
+
+def client_options(
+    api_key: Secret | None,
+    *,
+    base_url: str | None,
+    organization: str | None,
+    timeout: float,
+    max_retries: int,
+    basic_auth: Secret | None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``openai.OpenAI`` or ``openai.AsyncOpenAI``.
+
+    Args:
+        api_key: The API key.
+        base_url: The endpoint, already without credentials (``None``: the client's default).
+        organization: OpenAI organisation id.
+        timeout: Seconds to wait for one request.
+        max_retries: Retries the client makes after rate limits, server errors and timeouts.
+        basic_auth: The ``Authorization`` header made from the base URL's credentials.
+
+    Raises:
+        AnswererAuthenticationError: No API key.
+    """
+    if api_key is None:
+        raise AnswererAuthenticationError(missing_key_message())
+    options: dict[str, Any] = {
+        "api_key": api_key.reveal(),
+        "base_url": base_url,
+        "organization": organization,
+        "timeout": timeout,
+        "max_retries": max_retries,
+    }
+    if basic_auth is not None:
+        # What the HTTP client would make of credentials in the URL, without the URL.
+        options["default_headers"] = {"Authorization": basic_auth.reveal()}
+    return options
+
+
+def endpoint_name(base_url: str | None, client: Any = None) -> str:
+    """The endpoint as named in messages (never with credentials): ``base_url``, else the client's."""
+    url = base_url or (str(client.base_url) if client is not None and hasattr(client, "base_url") else None)
+    return redact_url(url or _DEFAULT_ENDPOINT)
+
+
+@contextmanager
+def provider_errors(
+    where: Callable[[], str],
+    *,
+    model: str,
+    timeout: float,
+    max_retries: int,
+    secrets: Callable[[], list[str]],
+) -> Iterator[None]:
+    """Turn the ``openai`` client's exceptions into the library's own, redacted of ``secrets``.
+
+    Args:
+        where: The endpoint as named in messages (asked only when an error is raised).
+        model: The model asked, for the message of a refused request.
+        timeout: The client's timeout, for the message of a timeout.
+        max_retries: The client's retries, for the messages.
+        secrets: Every form of the credentials to redact (see :func:`secret_texts`).
+
+    Raises:
+        AnswererError: The provider failed (a subclass says how).
+    """
+    openai = import_openai()
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        texts = secrets()
+        redact_exception(exc, texts)  # it stays chained as __cause__, which tracebacks print
+        raise map_provider_error(
+            exc,
+            openai,
+            where=where(),
+            model=model,
+            timeout=timeout,
+            max_retries=max_retries,
+            api_key_env=API_KEY_ENV,
+            secrets=texts,
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise AnswererError(f"{where()} sent a response that is not valid JSON: {exc}") from exc
+
+
+def missing_key_message() -> str:
+    """What to say when no API key was given or found."""
     return (
         f"no OpenAI API key: set the {API_KEY_ENV} environment variable or pass api_key= "
         "(a compatible server that needs no key accepts any string, e.g. api_key='none'), "
@@ -490,5 +581,6 @@ def _usage(usage: Any) -> dict[str, int]:
     return counts
 
 
-def _import_openai() -> Any:
-    return require("openai", user="OpenAIAnswerer")
+def import_openai(user: str = "OpenAIAnswerer") -> Any:
+    """The ``openai`` package, or a MissingDependencyError naming ``user`` and the pip install."""
+    return require("openai", user=user)

@@ -19,7 +19,7 @@ from attrs import asdict, field, frozen
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Hit
 
-__all__ = ["DEFAULT_PROMPT", "PromptTemplate", "render_sources"]
+__all__ = ["DEFAULT_PROMPT", "PromptTemplate", "description_element", "render_sources"]
 
 _SYSTEM = """\
 You answer questions about the user's image using a knowledge base of images and their descriptions.
@@ -150,13 +150,20 @@ def render_sources(matches: Sequence[Hit]) -> str:
     """
     if not matches:
         return "(none)"
-    lines = []
-    for n, hit in enumerate(matches, start=1):
-        text = html.escape(hit.description or "", quote=False)
-        lines.append(
-            f'<description match="{n}" id="{html.escape(hit.id)}" score="{hit.score:.3f}">{text}</description>'
-        )
-    return "\n".join(lines)
+    return "\n".join(
+        description_element(hit.description, match=str(n), id=hit.id, score=f"{hit.score:.3f}")
+        for n, hit in enumerate(matches, start=1)
+    )
+
+
+def description_element(description: str | None, **attributes: str) -> str:
+    """``description`` inside a ``<description>`` element with ``attributes``, all escaped.
+
+    Escaping ``<``, ``>`` and ``&`` (and quotes in the attributes) means the text cannot end
+    its element and pose as instructions outside it. ``None`` makes an empty element.
+    """
+    shown = "".join(f' {name}="{html.escape(value)}"' for name, value in attributes.items())
+    return f"<description{shown}>{html.escape(description or '', quote=False)}</description>"
 
 
 def _image_part(url: str, detail: str | None) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""What the description stores' full-text search shares: tokenizers, indexed fields, safe queries.
+
+A user's query is never handed to a search engine's query language. It is cut at
+white space into terms, each term is quoted (so ``AND``, ``*``, ``-``, quotes and
+parentheses are just characters), and a record matches when it holds any of them;
+the engine's relevance score ranks the records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.types import Record
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_TEXT_FIELDS",
+    "MAX_TERMS",
+    "TOKENIZERS",
+    "check_text_fields",
+    "check_tokenizer",
+    "field_text",
+    "fts5_match",
+    "query_terms",
+]
+
+#: Short tokenizer names -> the SQLite FTS5 ``tokenize`` option each stands for.
+TOKENIZERS = {
+    # Words between spaces and punctuation, case and accents folded: English, Persian, Arabic...
+    "unicode61": "unicode61 remove_diacritics 2",
+    # English words reduced to their stems ("batteries" finds "battery").
+    "porter": "porter unicode61 remove_diacritics 2",
+    # Every three characters: text without spaces (CJK), part numbers, substrings.
+    "trigram": "trigram",
+}
+
+#: Record fields that are columns of their own; any other field name is a metadata key.
+COLUMNS = ("description", "image_path")
+
+DEFAULT_TEXT_FIELDS = ("description",)
+
+#: Terms of a query beyond this many are ignored, which bounds the cost of one search.
+MAX_TERMS = 64
+
+_BAD_KEY = re.compile('["\\\\\x00-\x1f\x7f]')
+
+
+def check_tokenizer(tokenizer: object) -> str:
+    """Return ``tokenizer`` if it is one of :data:`TOKENIZERS`.
+
+    Raises:
+        InvalidInputError: Any other value.
+    """
+    if not isinstance(tokenizer, str) or tokenizer not in TOKENIZERS:
+        raise InvalidInputError(f"tokenizer must be one of {sorted(TOKENIZERS)}, got {tokenizer!r}")
+    return tokenizer
+
+
+def check_text_fields(fields: object) -> tuple[str, ...]:
+    """Return the fields to index as a tuple: ``description``, ``image_path`` or metadata keys.
+
+    Raises:
+        InvalidInputError: Not a non-empty sequence of distinct names, or a name that
+            cannot be a metadata key (``id``, quotes, backslashes, control characters).
+    """
+    if isinstance(fields, str) or not isinstance(fields, Iterable):
+        raise InvalidInputError(f"text_fields must be a list of field names, got {fields!r}")
+    names = tuple(fields)
+    if not names:
+        raise InvalidInputError("text_fields must name at least one field")
+    for name in names:
+        if not isinstance(name, str) or not name or name == "id" or _BAD_KEY.search(name):
+            raise InvalidInputError(
+                "text_fields must be 'description', 'image_path' or metadata keys without quotes, "
+                f"backslashes or control characters; got {name!r}"
+            )
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"text_fields names a field twice: {list(names)}")
+    return names
+
+
+def field_text(record: Record, field: str) -> str | None:
+    """The text of ``field`` that is indexed: a column, or a metadata value (non-strings as JSON)."""
+    if field == "description":
+        return record.description
+    if field == "image_path":
+        return record.image_path
+    value: Any = record.metadata.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def query_terms(query: str) -> list[str]:
+    """The distinct white-space separated terms of ``query``, at most :data:`MAX_TERMS`.
+
+    Raises:
+        InvalidInputError: ``query`` is not a string.
+    """
+    if not isinstance(query, str):
+        raise InvalidInputError(f"the text query must be a string, got {type(query).__name__}")
+    # NUL would end the query early in SQLite's parser; other control characters separate terms.
+    cleaned = re.sub("[\x00-\x1f\x7f]", " ", query)
+    return list(dict.fromkeys(cleaned.split()))[:MAX_TERMS]
+
+
+def fts5_match(query: str) -> str | None:
+    """An FTS5 ``MATCH`` expression that finds records holding any term of ``query``.
+
+    Each term is a quoted FTS5 string: the table's tokenizer splits it into a phrase
+    ("XR-2000" is the phrase "xr 2000" for ``unicode61``, the substring "XR-2000" for
+    ``trigram``), and nothing in it is an operator. ``None`` when there is no term.
+    """
+    terms = query_terms(query)
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
