@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
     from typing_extensions import Self
 
+    from multimodal_rag.filters import MetadataFilter
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record
 
@@ -329,6 +330,22 @@ class DescriptionStore(Protocol):
             CorruptFileError: Nothing at all can be read.
         """
         return cls.load(directory, **config)
+
+    def matching_ids(self, filter: MetadataFilter) -> set[str]:
+        """The ids of the records whose metadata passes ``filter``.
+
+        A filtered search calls this once, then keeps the neighbours whose ids are in the
+        set. By default it reads every record and tests it with ``filter.matches``; stores
+        that can evaluate the filter where the records live (SQLite, PostgreSQL) override it
+        with one query, which must agree with ``filter.matches`` record for record.
+
+        Args:
+            filter: A filter made by :func:`~multimodal_rag.filters.parse_filter`.
+
+        Returns:
+            The matching ids.
+        """
+        return {record.id for record in self if filter.matches(record.metadata)}
 
     def search_text(self, query: str, k: int, *, ids: Collection[str] | None = None) -> list[tuple[str, float]]:
         """Find the records whose indexed text best matches ``query``, on the store's full-text index.

@@ -12,9 +12,16 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from multimodal_rag.errors import InvalidInputError, NotFoundError
+from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.locks import ReentrantReadWriteLock, reading
-from multimodal_rag.protocols import Answerer, DescriptionStore, Embedder, IdFilter, VectorStore
+from multimodal_rag.protocols import (
+    Answerer,
+    DescriptionStore,
+    Embedder,
+    IdFilter,
+    Reranker,
+    VectorStore,
+)
 from multimodal_rag.types import Hit, ImageInput, Neighbor, Record
 
 if TYPE_CHECKING:
@@ -24,10 +31,17 @@ if TYPE_CHECKING:
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer
 
-__all__ = ["Filter", "Querying", "id_filter", "make_hits", "query_vector"]
+__all__ = ["CHANNEL_DEPTH", "MODES", "RERANK_CANDIDATES", "Filter", "Querying", "choose_mode", "id_filter", "make_hits", "query_vector"]
 
-#: A search filter: metadata that must match exactly, or a predicate over ids.
+#: A search filter: metadata conditions (see :mod:`multimodal_rag.filters`), or a predicate over ids.
 Filter = Mapping[str, Any] | IdFilter
+#: Search modes.
+MODES = ("vector", "lexical", "hybrid")
+#: Results each channel contributes to a fusion: fusing deeper lists than ``k`` lets an id that
+#: both channels rank moderately well overtake one that only one channel ranks first.
+CHANNEL_DEPTH = 50
+#: Candidates a reranker is given.
+RERANK_CANDIDATES = 20
 
 
 class Querying:
@@ -58,22 +72,106 @@ class Querying:
         k: int = 5,
         filter: Filter | None = None,
         text_weight: float = 0.5,
+        mode: str | None = None,
+        fusion: str = "rrf",
+        rerank: Reranker | None = None,
     ) -> list[Hit]:
-        """Find the knowledge-base images most similar to an image, a text, or both.
+        """Find the knowledge-base images that best match an image, a text, or both.
+
+        Three modes: ``"vector"`` compares the query's CLIP vector with the images'
+        vectors; ``"lexical"`` searches the descriptions' words (BM25, on the description
+        store's full-text index); ``"hybrid"`` does both and fuses the two rankings. A
+        text query is hybrid by default when the description store has a full-text index,
+        so model numbers and names written in descriptions count; an image alone is a
+        vector search. With an image and a text, the vector channel uses both (see
+        ``text_weight``) and the lexical channel the text.
 
         Args:
             image: Query image (path, bytes or PIL image).
-            text: Query text, in the same space as the images.
+            text: Query text.
             k: How many hits; more than the knowledge base holds returns them all.
-            filter: Metadata that must match exactly (``{"category": "animals"}``), or a
-                predicate over ids.
-            text_weight: Weight of the text when both an image and a text are given.
+            filter: Metadata conditions (``{"category": {"$in": ["tools", "toys"]},
+                "price": {"$lt": 100}}``; see ``docs/search.md``), or a predicate over ids.
+                Applied in every channel.
+            text_weight: Weight of the text in the vector channel when both an image and
+                a text are given.
+            mode: ``"vector"``, ``"lexical"`` or ``"hybrid"`` (default: see above).
+            fusion: How hybrid mode fuses the channels: ``"rrf"`` (reciprocal rank) or
+                ``"weighted"`` (min-max scaled scores).
+            rerank: A :class:`Reranker` that reorders the best candidates (at most
+                :data:`RERANK_CANDIDATES`) before the first ``k`` are returned.
 
         Returns:
-            Hits, best first, with score, image path, description and metadata.
+            Hits, best first, with the score they are ordered by, the cosine
+            ``similarity`` where one was computed, which ``signals`` found them, and
+            their image path, description and metadata.
+
+        Raises:
+            InvalidInputError: No image and no text, a lexical or hybrid search without a
+                text or on a store with no full-text index, an unknown mode or fusion, or
+                a bad filter.
         """
-        query = self.embed_query(image, text, text_weight=text_weight)
-        return self.search_by_vector(query, k=k, filter=filter)
+        from multimodal_rag.validation import check_int
+
+        k = check_int("k", k)
+        mode = choose_mode(mode, image, text, self.description_store)
+        depth = max(k, RERANK_CANDIDATES) if rerank is not None else k
+        # Embedded before any lock is taken: the model is the slow part, and must not
+        # keep a writer waiting.
+        vector = self.embed_query(image, text, text_weight=text_weight) if mode != "lexical" else None
+        if mode == "vector":
+            hits = self.search_by_vector(vector, k=depth, filter=filter)
+        else:
+            assert text is not None
+            hits = self._search_text(text, vector, depth=depth, filter=filter, fusion=fusion)
+        if rerank is not None:
+            hits = rerank.rerank(hits, text=text, image=image)
+        return hits[:k]
+
+    @reading
+    def _search_text(self, text: str, vector: Any, *, depth: int, filter: Filter | None, fusion: str) -> list[Hit]:
+        """Lexical search (``vector`` is None) or hybrid search, under one read lock."""
+        import numpy as np
+
+        from multimodal_rag.fusion import fuse
+        from multimodal_rag.types import Signal
+
+        store = self.description_store
+        fetch = max(depth, CHANNEL_DEPTH)
+        allowed, predicate = filter_ids(store, filter)
+        lexical = store.search_text(text, fetch if predicate is None else 4 * fetch, ids=allowed)
+        if predicate is not None:
+            lexical = [(id_, score) for id_, score in lexical if predicate(id_)][:fetch]
+        if vector is None:
+            fused = [(id_, score, {"lexical": Signal(rank=rank, score=score)}) for rank, (id_, score) in enumerate(lexical, 1)]
+        else:
+            vector_hits = self.search_by_vector(vector, k=fetch, filter=filter)
+            channels = {"vector": [(hit.id, hit.score) for hit in vector_hits], "lexical": lexical}
+            fused = fuse(channels, method=fusion)
+        fused = [entry for entry in fused if entry[0] in self.vector_store][:depth]
+        records = store.get_many([id_ for id_, _, _ in fused])
+        similarities: dict[str, float] = {}
+        if vector is not None and fused:
+            # Every hybrid hit gets its cosine, also those only the lexical channel found:
+            # the answerer's similarity gate judges by it.
+            ids = [id_ for id_, _, _ in fused]
+            stored = np.asarray(self.vector_store.get_vectors(ids), dtype=np.float32)
+            similarities = dict(zip(ids, (stored @ np.asarray(vector, dtype=np.float32)).tolist()))
+        hits = []
+        for id_, score, signals in fused:
+            record = records.get(id_) or Record(id=id_)
+            hits.append(
+                Hit(
+                    id=id_,
+                    score=score,
+                    image_path=record.image_path,
+                    description=record.description,
+                    metadata=record.metadata,
+                    similarity=similarities.get(id_),
+                    signals=signals,
+                )
+            )
+        return hits
 
     @reading
     def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
@@ -99,6 +197,8 @@ class Querying:
         k: int = ...,
         filter: Filter | None = ...,
         text_weight: float = ...,
+        mode: str | None = ...,
+        rerank: Reranker | None = ...,
         stream: Literal[False] = ...,
         metadata: Mapping[str, Any] | None = ...,
     ) -> Answer: ...
@@ -112,6 +212,8 @@ class Querying:
         k: int = ...,
         filter: Filter | None = ...,
         text_weight: float = ...,
+        mode: str | None = ...,
+        rerank: Reranker | None = ...,
         stream: Literal[True],
         metadata: Mapping[str, Any] | None = ...,
     ) -> AnswerStream: ...
@@ -125,6 +227,8 @@ class Querying:
         k: int = ...,
         filter: Filter | None = ...,
         text_weight: float = ...,
+        mode: str | None = ...,
+        rerank: Reranker | None = ...,
         stream: bool,
         metadata: Mapping[str, Any] | None = ...,
     ) -> Answer | AnswerStream: ...
@@ -137,6 +241,8 @@ class Querying:
         k: int = 3,
         filter: Filter | None = None,
         text_weight: float = 0.5,
+        mode: str | None = None,
+        rerank: Reranker | None = None,
         stream: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> Answer | AnswerStream:
@@ -160,6 +266,8 @@ class Querying:
             k: How many matches the answer may draw on.
             filter: Search filter, as in :meth:`search`.
             text_weight: Weight of ``text`` when searching with both an image and a text.
+            mode: Search mode, as in :meth:`search`.
+            rerank: A reranker for the matches, as in :meth:`search`.
             stream: Return an :class:`AnswerStream` of text chunks instead of an :class:`Answer`.
             metadata: Passed to the answerer.
 
@@ -172,7 +280,7 @@ class Querying:
             ImageError: The image cannot be read.
             AnswererError: The answerer failed (a subclass says how).
         """
-        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight)
+        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight, mode, rerank)
         if not stream:
             return answerer.answer(question, image=image, matches=matches, metadata=metadata)
         if callable(getattr(answerer, "stream", None)):
@@ -191,6 +299,8 @@ class Querying:
         k: int = ...,
         filter: Filter | None = ...,
         text_weight: float = ...,
+        mode: str | None = ...,
+        rerank: Reranker | None = ...,
         stream: Literal[False] = ...,
         metadata: Mapping[str, Any] | None = ...,
     ) -> Answer: ...
@@ -204,6 +314,8 @@ class Querying:
         k: int = ...,
         filter: Filter | None = ...,
         text_weight: float = ...,
+        mode: str | None = ...,
+        rerank: Reranker | None = ...,
         stream: Literal[True],
         metadata: Mapping[str, Any] | None = ...,
     ) -> AsyncAnswerStream: ...
@@ -217,6 +329,8 @@ class Querying:
         k: int = ...,
         filter: Filter | None = ...,
         text_weight: float = ...,
+        mode: str | None = ...,
+        rerank: Reranker | None = ...,
         stream: bool,
         metadata: Mapping[str, Any] | None = ...,
     ) -> Answer | AsyncAnswerStream: ...
@@ -229,6 +343,8 @@ class Querying:
         k: int = 3,
         filter: Filter | None = None,
         text_weight: float = 0.5,
+        mode: str | None = None,
+        rerank: Reranker | None = None,
         stream: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> Answer | AsyncAnswerStream:
@@ -239,7 +355,7 @@ class Querying:
         """
         import asyncio
 
-        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight)
+        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight, mode, rerank)
         aanswer = getattr(answerer, "aanswer", None)
         if stream and callable(getattr(answerer, "astream", None)):
             return await answerer.astream(question, image=image, matches=matches, metadata=metadata)
@@ -261,6 +377,8 @@ class Querying:
         k: int,
         filter: Filter | None,
         text_weight: float,
+        mode: str | None,
+        rerank: Reranker | None,
     ) -> tuple[Answerer, list[Hit]]:
         from multimodal_rag.validation import check_question
 
@@ -269,7 +387,9 @@ class Querying:
             raise InvalidInputError("this knowledge base has no answerer; set rag.answerer or pass answerer=")
         if image is None and text is None:
             text = question  # a question with no picture is its own search
-        return self.answerer, self.search(image=image, text=text, k=k, filter=filter, text_weight=text_weight)
+        return self.answerer, self.search(
+            image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank
+        )
 
 
     def evaluate(
@@ -282,6 +402,8 @@ class Querying:
         seed: int = 0,
         k: int = 10,
         keep: float = 0.95,
+        mode: str = "vector",
+        fusion: str = "rrf",
         progress: bool | None = None,
     ) -> EvaluationReport:
         """Measure how well this knowledge base finds the right images, on its own data.
@@ -304,6 +426,9 @@ class Querying:
             seed: Makes the sample and the edits repeatable.
             k: How many results each query returns.
             keep: The share of answerable queries the recommended gate must keep.
+            mode: How text queries search (``"vector"``, ``"lexical"``, ``"hybrid"``; see
+                :meth:`search`), so that modes can be compared; image queries are vector searches.
+            fusion: The fusion of hybrid mode.
             progress: Show a progress bar (default: when writing to a terminal).
 
         Returns:
@@ -317,7 +442,17 @@ class Querying:
         from multimodal_rag.evaluation.run import evaluate
 
         return evaluate(
-            self, queries=queries, edits=edits, negatives=negatives, sample=sample, seed=seed, k=k, keep=keep, progress=progress
+            self,
+            queries=queries,
+            edits=edits,
+            negatives=negatives,
+            sample=sample,
+            seed=seed,
+            k=k,
+            keep=keep,
+            mode=mode,
+            fusion=fusion,
+            progress=progress,
         )
 
 
@@ -357,34 +492,78 @@ def query_vector(embedder: Embedder, image: ImageInput | None, text: str | None,
 def id_filter(description_store: DescriptionStore, filter: Filter | None) -> IdFilter | None:
     """The predicate over ids that a vector store applies for ``filter``.
 
+    A metadata filter is parsed (:func:`~multimodal_rag.filters.parse_filter`) before
+    anything is searched, and the description store finds the ids it matches in one call
+    (:meth:`~multimodal_rag.protocols.DescriptionStore.matching_ids`, a single query on
+    SQLite and PostgreSQL). The predicate is that set's membership test, which Milvus
+    sends to the server as an ``id in [...]`` expression when the set is small enough.
+
     Raises:
-        InvalidInputError: ``filter`` is neither a mapping nor a callable.
+        InvalidInputError: ``filter`` is neither a mapping nor a callable, or a mapping
+            that is not a valid filter (the message names the bad part).
     """
+    from multimodal_rag.filters import MetadataFilter, parse_filter
+
     if filter is None or callable(filter):
         return filter
-    if not isinstance(filter, Mapping):
+    if not isinstance(filter, (Mapping, MetadataFilter)):
         raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
-    wanted = dict(filter)
+    parsed = parse_filter(filter)
+    # A duck-typed store without the method gets the protocol's default: a scan.
+    matching = getattr(description_store, "matching_ids", None)
+    ids = matching(parsed) if callable(matching) else DescriptionStore.matching_ids(description_store, parsed)
+    return set(ids).__contains__
 
-    def keep(id_: str) -> bool:
-        try:
-            metadata = description_store.get(id_).metadata
-        except NotFoundError:
-            return False
-        return all(metadata.get(key) == value for key, value in wanted.items())
 
-    return keep
+def choose_mode(mode: str | None, image: ImageInput | None, text: str | None, store: DescriptionStore) -> str:
+    """The search mode: the one asked for, checked, or hybrid for a text when the store has full text.
+
+    Raises:
+        InvalidInputError: An unknown mode; lexical or hybrid without a text or full text.
+    """
+    if image is None and text is None:
+        raise InvalidInputError("search needs an image, a text, or both")
+    full_text = bool(getattr(store, "full_text", False))
+    if mode is None:
+        return "hybrid" if text is not None and full_text else "vector"
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if mode != "vector":
+        if text is None:
+            raise InvalidInputError(f"a {mode} search needs a text: the words are what it looks for")
+        if not full_text:
+            raise InvalidInputError(
+                f"the description store {type(store).__name__} has no full-text index, so only mode='vector' "
+                "searches it"
+            )
+    return mode
+
+
+def filter_ids(store: DescriptionStore, filter: Filter | None) -> tuple[set[str] | None, IdFilter | None]:
+    """For the lexical channel: the ids a metadata filter allows (pushed down to the store),
+    or the predicate a callable filter is."""
+    if filter is None:
+        return None, None
+    if callable(filter):
+        return None, filter
+    from multimodal_rag.filters import parse_filter
+
+    return set(store.matching_ids(parse_filter(filter))), None
 
 
 def make_hits(neighbors: Sequence[Neighbor], records: Mapping[str, Record]) -> list[Hit]:
     """Hits, in the neighbours' order, with each one's stored record (an empty one where missing)."""
+    from multimodal_rag.types import Signal
+
     hits = []
-    for neighbor in neighbors:
+    for rank, neighbor in enumerate(neighbors, start=1):
         record = records.get(neighbor.id) or Record(id=neighbor.id)
         hits.append(
             Hit(
                 id=neighbor.id,
                 score=neighbor.score,
+                similarity=neighbor.score,
+                signals={"vector": Signal(rank=rank, score=neighbor.score)},
                 image_path=record.image_path,
                 description=record.description,
                 metadata=record.metadata,

@@ -90,15 +90,39 @@ class Record:
 
 
 @frozen(kw_only=True)
+class Signal:
+    """How one retrieval channel placed a hit.
+
+    Attributes:
+        rank: 1-based rank in that channel's results.
+        score: That channel's score: cosine similarity for ``"vector"``, BM25 relevance for
+            ``"lexical"``.
+    """
+
+    rank: int
+    score: float
+
+
+def _signals(value: Mapping[str, Signal] | None) -> dict[str, Signal]:
+    return dict(value or {})
+
+
+@frozen(kw_only=True)
 class Hit:
     """One search result: the matched image with its description, best first.
 
     Attributes:
         id: The image's id.
-        score: Cosine similarity to the query (higher is more similar).
+        score: What the results are ordered by: the cosine similarity to the query in
+            ``"vector"`` mode, BM25 relevance in ``"lexical"`` mode, the fused score in
+            ``"hybrid"`` mode (higher is better in every mode).
         image_path: Path of the matched image, if known.
         description: Its description, or ``None``.
         metadata: Its metadata.
+        similarity: Cosine similarity of the hit's vector to the query vector, where one was
+            computed (always in ``"vector"`` and ``"hybrid"`` mode); the similarity gate of
+            answerers compares it with ``min_score``.
+        signals: Which channels found it (``"vector"``, ``"lexical"``), with their rank and score.
     """
 
     id: str
@@ -106,6 +130,8 @@ class Hit:
     image_path: str | None = None
     description: str | None = None
     metadata: dict[str, Any] = field(factory=dict, converter=_frozen_dict)
+    similarity: float | None = None
+    signals: dict[str, Signal] = field(factory=dict, converter=_signals)
 
 
 @frozen(kw_only=True)

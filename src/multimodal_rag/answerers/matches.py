@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Hit, Source
 
-__all__ = ["check_min_score", "no_match_text", "passing_matches", "sources_of"]
+__all__ = ["check_min_score", "no_match_text", "passing_matches", "similarity", "sources_of"]
 
 
 def check_min_score(min_score: float | None) -> float | None:
@@ -19,22 +19,34 @@ def check_min_score(min_score: float | None) -> float | None:
     return float(min_score)
 
 
+def similarity(hit: Hit) -> float:
+    """The cosine similarity the gate judges: the hit's own, or its score where none was computed."""
+    return hit.similarity if hit.similarity is not None else hit.score
+
+
 def passing_matches(matches: Sequence[Hit], min_score: float | None) -> list[Hit]:
     """The matches that clear the similarity gate, best first.
 
-    Matches below ``min_score`` are dropped: a weak match would only mislead the answer.
+    Matches whose cosine similarity is below ``min_score`` are dropped: a weak match would
+    only mislead the answer. A hit found by the lexical channel alone has no similarity
+    and is judged by its score. The search's order (fused, reranked) is kept.
     """
-    ordered = sorted(matches, key=lambda hit: hit.score, reverse=True)
+    ordered = sorted(matches, key=lambda hit: hit.score, reverse=True) if _unordered(matches) else list(matches)
     if min_score is None:
         return ordered
-    return [hit for hit in ordered if hit.score >= min_score]
+    return [hit for hit in ordered if similarity(hit) >= min_score]
+
+
+def _unordered(matches: Sequence[Hit]) -> bool:
+    # Matches a caller built by hand may come in any order; a search's never do.
+    return not any(hit.signals for hit in matches)
 
 
 def no_match_text(matches: Sequence[Hit], min_score: float | None) -> str:
     """What an answerer says instead of guessing when nothing matches well enough."""
     if not matches:
         return "No matching item was found in the knowledge base (it returned no matches)."
-    best = max(hit.score for hit in matches)
+    best = max(similarity(hit) for hit in matches)
     return (
         f"No matching item was found in the knowledge base: the closest one scores {best:.3f}, "
         f"below the minimum similarity of {min_score:.3f}."

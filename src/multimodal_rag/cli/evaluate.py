@@ -22,7 +22,7 @@ _NO_EDITS = "none"
 #: ``--sample`` value that uses every image.
 _ALL = "all"
 #: Options that shape a run, so meaningless with ``--compare``.
-_RUN_OPTIONS = ("queries", "edits", "negatives", "sample", "seed", "k", "keep", "plot", "progress")
+_RUN_OPTIONS = ("queries", "edits", "negatives", "sample", "seed", "k", "keep", "mode", "plot", "progress")
 
 
 def _parse_edits(
@@ -107,6 +107,13 @@ def _parse_sample(ctx: click.Context, param: click.Parameter, value: str) -> int
     help="Share of answerable queries the recommended min_score keeps.",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["vector", "lexical", "hybrid"]),
+    default="vector",
+    show_default=True,
+    help="How text queries search, to compare modes (image queries are vector searches).",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a PNG: recall@k curves and the top-1 score histograms (needs matplotlib).",
@@ -135,6 +142,7 @@ def eval_(
     seed: int,
     k: int,
     keep: float,
+    mode: str,
     plot: Path | None,
     progress: bool | None,
     compare: tuple[Path, Path] | None,
@@ -171,6 +179,7 @@ def eval_(
             seed=seed,
             k=k,
             keep=keep,
+            mode=mode,
             progress=progress,
         )
     if plot is not None:

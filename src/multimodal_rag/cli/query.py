@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,10 +29,79 @@ __all__ = ["ask", "search", "show"]
 _AUTO = "auto"
 
 
+def _search_options(command: Any) -> Any:
+    """--mode, --fusion, --filter and --rerank: how search finds its matches."""
+    return _answer_search_options(
+        click.option(
+            "--fusion",
+            type=click.Choice(["rrf", "weighted"]),
+            default="rrf",
+            show_default=True,
+            help="How hybrid mode fuses the two rankings.",
+        )(command)
+    )
+
+
+def _answer_search_options(command: Any) -> Any:
+    """--mode, --filter and --rerank, which search and ask share."""
+    for option in reversed(
+        [
+            click.option(
+                "--mode",
+                type=click.Choice(["vector", "lexical", "hybrid"]),
+                default=None,
+                help="vector: CLIP vectors; lexical: the descriptions' words (BM25); hybrid: both, fused "
+                "(default for a text when the knowledge base has a full-text index).",
+            ),
+            click.option(
+                "--filter",
+                "filter_json",
+                metavar="JSON",
+                help='Metadata conditions, e.g. \'{"price": {"$lt": 100}, "category": {"$in": ["a", "b"]}}\'.',
+            ),
+            click.option(
+                "--rerank",
+                "rerank_model",
+                metavar="MODEL",
+                default=None,
+                help="Reorder the best candidates with a vision model (OpenAI-compatible, e.g. gpt-4o-mini).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _filter(where: tuple[str, ...], filter_json: str | None) -> dict[str, Any] | None:
+    """--where KEY=VALUE pairs and a --filter JSON object, combined (all must hold)."""
+    conditions: dict[str, Any] = dict(parse_key_values(where, option="--where") or {})
+    if filter_json is not None:
+        try:
+            extra = json.loads(filter_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--filter") from exc
+        if not isinstance(extra, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--filter")
+        conditions = {"$and": [conditions, extra]} if conditions else extra
+    return conditions or None
+
+
+def _reranker(model: str | None) -> Any:
+    if model is None:
+        return None
+    from multimodal_rag.rerankers.vision_llm import VisionLLMReranker
+
+    return VisionLLMReranker(model=model)
+
+
 @click.command()
 @KB_ARGUMENT
 @click.option("--image", type=IMAGE, help="Query image.")
-@click.option("--text", help="Query text (searched in the same space as the images).")
+@click.option(
+    "--text",
+    help="Query text: matched with the images (CLIP) and, where the knowledge base has a "
+    "full-text index, with the descriptions' words.",
+)
 @click.option(
     "-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="How many matches."
 )
@@ -48,6 +118,7 @@ _AUTO = "auto"
     metavar="KEY=VALUE",
     help="Keep only matches whose metadata has KEY=VALUE (repeatable).",
 )
+@_search_options
 @JSON_OPTION
 @click.pass_obj
 def search(
@@ -58,14 +129,27 @@ def search(
     k: int,
     text_weight: float,
     where: tuple[str, ...],
+    mode: str | None,
+    fusion: str,
+    filter_json: str | None,
+    rerank_model: str | None,
     as_json: bool,
 ) -> None:
-    """Find the images most similar to an image, a text, or both."""
+    """Find the images that best match an image, a text, or both."""
     if image is None and text is None:
         raise click.UsageError("give --image, --text, or both")
-    metadata_filter = parse_key_values(where, option="--where") or None
+    metadata_filter = _filter(where, filter_json)
     rag = open_kb(kb, settings, read_only=True)
-    hits = rag.search(image=image, text=text, k=k, filter=metadata_filter, text_weight=text_weight)
+    hits = rag.search(
+        image=image,
+        text=text,
+        k=k,
+        filter=metadata_filter,
+        text_weight=text_weight,
+        mode=mode,
+        fusion=fusion,
+        rerank=_reranker(rerank_model),
+    )
     if as_json:
         output.print_json(output.search_json(image, text, k, hits))
     else:
@@ -153,6 +237,7 @@ def show(
     help="Model of the openai answerer, e.g. gpt-4o.",
 )
 @click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
+@_answer_search_options
 @JSON_OPTION
 @click.pass_obj
 def ask(
@@ -162,6 +247,9 @@ def ask(
     image: Path | None,
     k: int,
     where: tuple[str, ...],
+    mode: str | None,
+    filter_json: str | None,
+    rerank_model: str | None,
     answerer_kind: str,
     answer_model: str | None,
     stream: bool,
@@ -180,15 +268,16 @@ def ask(
     rag = open_kb(kb, settings, read_only=True, answerer=answerer)
     if answerer is None and not as_json:
         click.echo(f"note: {rag.answerer_reason}", err=True)
-    metadata_filter = parse_key_values(where, option="--where") or None
+    metadata_filter = _filter(where, filter_json)
+    search = {"mode": mode, "rerank": _reranker(rerank_model)}
     if stream:
-        with rag.ask(question, image=image, k=k, filter=metadata_filter, stream=True) as chunks:
+        with rag.ask(question, image=image, k=k, filter=metadata_filter, stream=True, **search) as chunks:
             for chunk in chunks:
                 click.echo(chunk, nl=False)  # click.echo flushes, so each chunk shows at once
             answer = chunks.answer
         click.echo()
     else:
-        answer = rag.ask(question, image=image, k=k, filter=metadata_filter)
+        answer = rag.ask(question, image=image, k=k, filter=metadata_filter, **search)
     if as_json:
         output.print_json(output.answer_json(question, image, answer))
     else:

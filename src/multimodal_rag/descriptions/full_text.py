@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Record
+from multimodal_rag.validation import check_int
 
 __all__ = [
     "COLUMNS",
     "DEFAULT_TEXT_FIELDS",
     "MAX_TERMS",
     "TOKENIZERS",
+    "MemoryTextIndex",
     "check_text_fields",
     "check_tokenizer",
     "field_text",
     "fts5_match",
+    "fts5_search",
     "query_terms",
 ]
 
@@ -119,3 +123,90 @@ def fts5_match(query: str) -> str | None:
     if not terms:
         return None
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+class MemoryTextIndex:
+    """An FTS5 index in memory over records kept elsewhere (the JSON Lines store's dict).
+
+    The FTS5 table is contentless: it holds the index, not the text. Removing a record
+    from it takes the text that was indexed, so the owner passes the old record.
+    Not thread-safe: the owner serialises calls.
+    """
+
+    def __init__(self, text_fields: tuple[str, ...], tokenizer: str) -> None:
+        self._fields = text_fields
+        self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        columns = ", ".join(f"c{i}" for i in range(len(text_fields)))
+        self._db.execute("CREATE TABLE ids (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
+        self._db.execute(
+            f"CREATE VIRTUAL TABLE fts USING fts5({columns}, content='', "
+            f"tokenize='{TOKENIZERS[tokenizer]}')"
+        )
+        marks = ", ".join("?" * len(text_fields))
+        self._insert = f"INSERT INTO fts (rowid, {columns}) VALUES (?, {marks})"
+        self._remove = f"INSERT INTO fts (fts, rowid, {columns}) VALUES ('delete', ?, {marks})"
+
+    def _texts(self, record: Record) -> list[str | None]:
+        return [field_text(record, field) for field in self._fields]
+
+    def update(self, records: Iterable[tuple[Record | None, Record | None]]) -> None:
+        """Apply ``(old, new)`` changes in one transaction: ``old`` is what is indexed now
+        (``None`` for a new id), ``new`` what replaces it (``None`` to remove it)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for old, new in records:
+                seq: int | None = None
+                if old is not None:
+                    row = db.execute("SELECT seq FROM ids WHERE id = ?", (old.id,)).fetchone()
+                    if row is not None:
+                        seq = int(row[0])
+                        db.execute(self._remove, (seq, *self._texts(old)))
+                if new is None:
+                    if seq is not None:
+                        db.execute("DELETE FROM ids WHERE seq = ?", (seq,))
+                    continue
+                if seq is None:
+                    seq = db.execute("INSERT INTO ids (id) VALUES (?)", (new.id,)).lastrowid
+                db.execute(self._insert, (seq, *self._texts(new)))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def search(self, query: str, k: int, ids: Collection[str] | None) -> list[tuple[str, float]]:
+        """As :meth:`DescriptionStore.search_text <multimodal_rag.protocols.DescriptionStore.search_text>`."""
+        return fts5_search(
+            self._db, query, k, ids, table="fts", join="JOIN ids AS r ON r.seq = fts.rowid"
+        )
+
+
+def fts5_search(
+    db: sqlite3.Connection, query: str, k: int, ids: Collection[str] | None, *, table: str, join: str
+) -> list[tuple[str, float]]:
+    """BM25 search of the FTS5 ``table`` whose rowids ``join`` maps to ``r.id``: best first, ties by id.
+
+    The score is ``-bm25()``, so that higher is better.
+
+    Raises:
+        InvalidInputError: ``k`` is not a positive integer, or SQLite refused the search.
+    """
+    k = check_int("k", k)
+    match = fts5_match(query)
+    if match is None:
+        return []
+    sql = f"SELECT r.id, -bm25({table}) AS score FROM {table} {join} WHERE {table} MATCH ?"
+    params: list[Any] = [match]
+    if ids is not None:
+        wanted = [i for i in ids if isinstance(i, str)]
+        if not wanted:
+            return []
+        sql += " AND r.id IN (SELECT value FROM json_each(?))"
+        params.append(json.dumps(wanted))
+    sql += " ORDER BY score DESC, r.id LIMIT ?"
+    params.append(k)
+    try:
+        rows = db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        raise InvalidInputError(f"cannot search the descriptions for {query!r}: {exc}") from exc
+    return [(row[0], float(row[1])) for row in rows]

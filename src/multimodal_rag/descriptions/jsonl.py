@@ -3,17 +3,24 @@
 Each line is one JSON object: ``{"image_path": ..., "description": ..., ...}``.
 Keys other than ``id``, ``image_path`` and ``description``
 (:data:`~multimodal_rag.validation.RESERVED_KEYS`) are the record's metadata, so a
-file written by the cookbook or by hand reads back unchanged.
+file written by the cookbook or by hand reads back unchanged. The full-text index
+lives in memory only: it is made when the file is read and follows every change.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from multimodal_rag.descriptions.full_text import (
+    DEFAULT_TEXT_FIELDS,
+    MemoryTextIndex,
+    check_text_fields,
+    check_tokenizer,
+)
 from multimodal_rag.errors import (
     CorruptFileError,
     InvalidInputError,
@@ -72,16 +79,27 @@ def record_from_json(obj: dict[str, Any], *, id: str | None = None) -> Record:
 
 
 class JSONLDescriptionStore(DescriptionStore):
-    """Records in a dict, saved as one JSON Lines file. Simple, diffable, human-editable."""
+    """Records in a dict, saved as one JSON Lines file. Simple, diffable, human-editable.
+
+    Full-text search runs on an SQLite FTS5 index in memory that holds no copy of the
+    text; ``text_fields`` and ``tokenizer`` are as for
+    :class:`~multimodal_rag.SQLiteDescriptionStore`, and give the same scores.
+    """
 
     kind: ClassVar[str] = "jsonl"
+    full_text: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS, tokenizer: str = "unicode61"
+    ) -> None:
+        self._text_fields = check_text_fields(text_fields)
+        self._tokenizer = check_tokenizer(tokenizer)
         self._records: dict[str, Record] = {}
+        self._index = MemoryTextIndex(self._text_fields, self._tokenizer)
         self._lock = threading.Lock()
 
     def config(self) -> dict[str, Any]:
-        return {}
+        return {"text_fields": list(self._text_fields), "tokenizer": self._tokenizer}
 
     def get(self, id: str) -> Record:
         try:
@@ -98,13 +116,17 @@ class JSONLDescriptionStore(DescriptionStore):
         for record in records:
             check_record(record)
         with self._lock:
-            self._records.update((r.id, r) for r in records)
+            latest = {r.id: r for r in records}  # the last of an id repeated in the call wins
+            self._index.update((self._records.get(id_), r) for id_, r in latest.items())
+            self._records.update(latest)
 
     def delete(self, ids: Iterable[str]) -> int:
         if isinstance(ids, str):
             ids = [ids]
         with self._lock:
-            return sum(self._records.pop(i, None) is not None for i in ids)
+            gone = [r for r in (self._records.pop(i, None) for i in dict.fromkeys(ids)) if r is not None]
+            self._index.update((r, None) for r in gone)
+            return len(gone)
 
     def __iter__(self) -> Iterator[Record]:
         return iter(list(self._records.values()))
@@ -114,6 +136,11 @@ class JSONLDescriptionStore(DescriptionStore):
 
     def __contains__(self, id: object) -> bool:
         return id in self._records
+
+    def search_text(self, query: str, k: int, *, ids: Collection[str] | None = None) -> list[tuple[str, float]]:
+        """BM25 over the in-memory FTS5 index (the score is ``-bm25()``); ties by id."""
+        with self._lock:
+            return self._index.search(query, k, ids)
 
     def save(self, directory: Path) -> None:
         with self._lock:
@@ -135,6 +162,7 @@ class JSONLDescriptionStore(DescriptionStore):
                 store._records[record.id] = record
         except OSError as exc:
             raise _read_error(path, exc) from exc
+        store._index.update((None, r) for r in store._records.values())
         return store
 
     @classmethod
@@ -156,6 +184,7 @@ class JSONLDescriptionStore(DescriptionStore):
                         store._records[record.id] = record
         except OSError as exc:
             raise _read_error(path, exc) from exc
+        store._index.update((None, r) for r in store._records.values())
         return store
 
 

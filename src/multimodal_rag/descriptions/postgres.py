@@ -12,6 +12,12 @@ each call commits its own transaction, every process sees it as soon as the call
 returns, and :meth:`PostgresDescriptionStore.save` writes only a small marker
 naming the table. Every statement is parameterised; the table name is checked and
 quoted as an identifier.
+
+Full-text search runs on PostgreSQL's own: a generated ``tsvector`` column
+(``search_vector``) with a GIN index, made with the table, or added to a table made
+before it existed when the store opens it. A comment on that column records which
+fields and text search configuration it was made with, so a store opened with other
+settings makes it anew.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ import json
 import os
 import re
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from multimodal_rag._extras import require
 from multimodal_rag._remote import (
@@ -31,6 +37,12 @@ from multimodal_rag._remote import (
     may_send_credentials,
     valid_name,
     withheld_hint,
+)
+from multimodal_rag.descriptions.full_text import (
+    COLUMNS,
+    DEFAULT_TEXT_FIELDS,
+    check_text_fields,
+    query_terms,
 )
 from multimodal_rag.errors import (
     BackendConnectionError,
@@ -41,6 +53,9 @@ from multimodal_rag.errors import (
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 from multimodal_rag.validation import check_int, check_record, check_timeout
+
+if TYPE_CHECKING:
+    from multimodal_rag.filters import MetadataFilter
 
 __all__ = ["PostgresDescriptionStore"]
 
@@ -54,6 +69,7 @@ _MARKER_FILE = "postgres.json"
 _COLUMNS = "id, image_path, description, metadata_json"
 _PAGE = 1_000  # rows per round trip when iterating
 _ID_CHUNK = 10_000  # ids per "= ANY(%s)" array
+_NUL_JSON = "\\u0000"  # how metadata_json (ASCII JSON) writes NUL
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {table} (
     id TEXT PRIMARY KEY,
@@ -62,9 +78,12 @@ CREATE TABLE IF NOT EXISTS {table} (
     metadata JSONB NOT NULL DEFAULT '{{}}'::jsonb,
     metadata_json TEXT NOT NULL DEFAULT '{{}}',
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    {search_column}
 )
 """
+# Generated from the row, so every writer (this library's versions, other SQL clients) keeps it right.
+_SEARCH_COLUMN = "search_vector tsvector GENERATED ALWAYS AS (to_tsvector({config}::regconfig, {text})) STORED"
 _UPSERT = """
 INSERT INTO {table} (id, image_path, description, metadata, metadata_json)
 VALUES (%s, %s, %s, %s, %s)
@@ -81,8 +100,8 @@ class PostgresDescriptionStore(DescriptionStore):
     """Records in a PostgreSQL table, through a pool of psycopg 3 connections.
 
     The table (``id`` primary key, ``image_path``, ``description``, ``metadata`` as
-    JSONB, ``metadata_json`` as exact JSON text, ``created_at`` and ``updated_at``) is
-    created on first use.
+    JSONB, ``metadata_json`` as exact JSON text, ``created_at``, ``updated_at`` and the
+    full-text ``search_vector``) is created on first use.
 
     Args:
         dsn: A libpq connection string or URL (``postgresql://user:pw@host:5432/db``);
@@ -99,14 +118,21 @@ class PostgresDescriptionStore(DescriptionStore):
         timeout: Seconds to wait for a connection (connecting, or a free one in the pool).
         create: Create the table when it does not exist; with ``False`` a missing
             table is an error (how :meth:`load` reconnects).
+        text_fields: What full-text search reads: ``"description"``, ``"image_path"``
+            and metadata keys, as for :class:`~multimodal_rag.SQLiteDescriptionStore`.
+        text_search_config: The PostgreSQL text search configuration that cuts text
+            into words: ``"simple"`` (words between spaces and punctuation, lower-cased,
+            any language) or a language's own, such as ``"english"`` (stems, stop words).
 
     Raises:
-        InvalidInputError: No DSN, or a bad table name or setting.
+        InvalidInputError: No DSN, or a bad table name or setting (an unknown text
+            search configuration among them).
         BackendConnectionError: The server cannot be reached or refuses the credentials.
         BackendError: The table is missing (with ``create=False``) or unusable.
     """
 
     kind: ClassVar[str] = "postgres"
+    full_text: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -117,12 +143,22 @@ class PostgresDescriptionStore(DescriptionStore):
         max_connections: int = 4,
         timeout: float = 30.0,
         create: bool = True,
+        text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
+        text_search_config: str = "simple",
     ) -> None:
         dsn = dsn if dsn is not None else os.environ.get(DSN_ENV)
         if not dsn:
             raise InvalidInputError(f"no PostgreSQL DSN: pass dsn= or set ${DSN_ENV}")
         max_connections = check_int("max_connections", max_connections)
         timeout = check_timeout(timeout)
+        self._text_fields = check_text_fields(text_fields)
+        if not isinstance(text_search_config, str) or not text_search_config.strip():
+            raise InvalidInputError(
+                f"text_search_config must name a PostgreSQL text search configuration, got {text_search_config!r}"
+            )
+        self._text_search_config = text_search_config
+        # Why search_text cannot run, when the table lacks its column and we may not add it.
+        self._no_full_text = ""
         psycopg = require("psycopg", user="PostgresDescriptionStore", extra="postgres")
         pool_module = require("psycopg_pool", user="PostgresDescriptionStore", extra="postgres")
         from psycopg import sql
@@ -192,7 +228,11 @@ class PostgresDescriptionStore(DescriptionStore):
                     f"PostgreSQL at {self.where} has no table {self._table_name!r}; "
                     "it was dropped or the knowledge base points at another database"
                 )
-            conn.execute(sql.SQL(_SCHEMA).format(table=self._table))
+            self._check_text_search_config(conn)
+            conn.execute(
+                sql.SQL(_SCHEMA).format(table=self._table, search_column=self._search_column())
+            )
+            self._finish_search_column(conn)
             return
         columns = {
             row[0]
@@ -208,6 +248,89 @@ class PostgresDescriptionStore(DescriptionStore):
                 f"table {self._table_name!r} on PostgreSQL at {self.where} was not made by this "
                 f"library: it lacks column(s) {sorted(missing)}"
             )
+        self._check_text_search_config(conn)
+        if self._search_column_is_current(conn):
+            return
+        # A table made before full-text search, or with other settings: (re)make the column.
+        # The table is locked for the time it takes to compute it for every row.
+        import psycopg
+
+        try:
+            with conn.transaction():  # a savepoint: a refusal leaves the connection usable
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"multimodal_rag:{self._table_name}",)
+                )
+                if self._search_column_is_current(conn):
+                    return  # another process made it while we waited
+                conn.execute(
+                    sql.SQL("ALTER TABLE {table} DROP COLUMN IF EXISTS search_vector").format(
+                        table=self._table
+                    )
+                )
+                conn.execute(
+                    sql.SQL("ALTER TABLE {table} ADD COLUMN {search_column}").format(
+                        table=self._table, search_column=self._search_column()
+                    )
+                )
+                self._finish_search_column(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # Reading and writing records needs no full-text column: only search_text does.
+            self._no_full_text = (
+                f"table {self._table_name!r} on PostgreSQL at {self.where} has no full-text column "
+                f"for these settings, and this user may not add it ({self._scrub(exc)}); its owner "
+                "can add it by opening the store once"
+            )
+
+    def _text_settings(self) -> str:
+        return json.dumps({"text_fields": list(self._text_fields), "text_search_config": self._text_search_config})
+
+    def _search_column(self) -> Any:
+        from psycopg import sql
+
+        parts = [
+            sql.SQL("coalesce({}, '')").format(
+                sql.Identifier(field)
+                if field in COLUMNS
+                else sql.SQL("metadata ->> {}").format(sql.Literal(field))
+            )
+            for field in self._text_fields
+        ]
+        return sql.SQL(_SEARCH_COLUMN).format(
+            config=sql.Literal(self._text_search_config), text=sql.SQL(" || ' ' || ").join(parts)
+        )
+
+    def _finish_search_column(self, conn: Any) -> None:
+        """Index the new column and record the settings it was made with."""
+        from psycopg import sql
+
+        conn.execute(sql.SQL("CREATE INDEX ON {table} USING gin (search_vector)").format(table=self._table))
+        conn.execute(
+            sql.SQL("COMMENT ON COLUMN {table}.search_vector IS {settings}").format(
+                table=self._table, settings=sql.Literal(self._text_settings())
+            )
+        )
+
+    def _search_column_is_current(self, conn: Any) -> bool:
+        row = conn.execute(
+            "SELECT col_description(a.attrelid, a.attnum), EXISTS ("
+            "  SELECT 1 FROM pg_index AS i WHERE i.indrelid = a.attrelid AND a.attnum = ANY(i.indkey))"
+            " FROM pg_attribute AS a"
+            " WHERE a.attrelid = to_regclass(%s) AND a.attname = 'search_vector' AND NOT a.attisdropped",
+            (self._qualified_name(conn),),
+        ).fetchone()
+        return row is not None and row[0] == self._text_settings() and bool(row[1])
+
+    def _check_text_search_config(self, conn: Any) -> None:
+        import psycopg
+
+        try:
+            with conn.transaction():
+                conn.execute("SELECT %s::regconfig", (self._text_search_config,))
+        except psycopg.errors.UndefinedObject:
+            raise InvalidInputError(
+                f"PostgreSQL at {self.where} has no text search configuration "
+                f"{self._text_search_config!r} (see its pg_ts_config table)"
+            ) from None
 
     def _qualified_name(self, conn: Any) -> str:
         from psycopg import sql
@@ -234,6 +357,8 @@ class PostgresDescriptionStore(DescriptionStore):
             "table": self._table_name,
             "max_connections": self._max_connections,
             "timeout": self._timeout,
+            "text_fields": list(self._text_fields),
+            "text_search_config": self._text_search_config,
         }
 
     @contextmanager
@@ -319,6 +444,45 @@ class PostgresDescriptionStore(DescriptionStore):
                 return
             last = rows[-1][0]
 
+    def search_text(self, query: str, k: int, *, ids: Collection[str] | None = None) -> list[tuple[str, float]]:
+        """Ranked by ``ts_rank_cd`` (cover density, divided by 1 + the log of the text's length); ties by id.
+
+        Each term of the query goes through ``plainto_tsquery``, so nothing in it is
+        query syntax, and the terms are joined by OR.
+
+        Raises:
+            BackendError: The table has no full-text column and this user may not add it.
+        """
+        from psycopg import sql
+
+        k = check_int("k", k)
+        if self._no_full_text:
+            raise BackendError(self._no_full_text)
+        # A term without a letter or digit has no lexeme in any configuration.
+        terms = [term for term in query_terms(query) if any(c.isalnum() for c in term)]
+        if not terms:
+            return []
+        config = sql.Literal(self._text_search_config)
+        tsquery = sql.SQL(" || ").join(
+            sql.SQL("plainto_tsquery({}::regconfig, %s)").format(config) for _ in terms
+        )
+        params: list[Any] = [*terms]
+        restrict = sql.SQL("")
+        if ids is not None:
+            wanted = [_encode(i) for i in dict.fromkeys(ids) if isinstance(i, str)]
+            if not wanted:
+                return []
+            restrict = sql.SQL("AND id = ANY(%s)")
+            params.append(wanted)
+        params.append(k)
+        statement = sql.SQL(
+            "SELECT id, ts_rank_cd(search_vector, q, 1) AS score FROM {table}, ({tsquery}) AS query (q) "
+            "WHERE search_vector @@ q {restrict} ORDER BY score DESC, id LIMIT %s"
+        ).format(table=self._table, tsquery=sql.SQL("SELECT ") + tsquery, restrict=restrict)
+        with self._connection("search the descriptions") as conn:
+            rows = conn.execute(statement, params).fetchall()
+        return [(_decode(row[0]), float(row[1])) for row in rows]
+
     def __len__(self) -> int:
         from psycopg import sql
 
@@ -337,6 +501,26 @@ class PostgresDescriptionStore(DescriptionStore):
         with self._connection("look up a record") as conn:
             query = sql.SQL("SELECT 1 FROM {table} WHERE id = %s").format(table=self._table)
             return conn.execute(query, (_encode(id),)).fetchone() is not None
+
+    def matching_ids(self, filter: MetadataFilter) -> set[str]:
+        """One query, the filter in SQL on the JSONB copy (:meth:`MetadataFilter.to_postgres`).
+
+        That copy holds U+FFFD where the metadata holds NUL, so a record whose metadata
+        holds one is tested in Python on its exact copy, and so is every record for a
+        filter that holds one.
+        """
+        from psycopg import sql
+
+        if filter.contains_nul:
+            return super().matching_ids(filter)
+        where, params = filter.to_postgres("metadata")
+        query = sql.SQL(
+            "SELECT id, CASE WHEN strpos(metadata_json, %s) > 0 THEN metadata_json END FROM {table} "
+            "WHERE strpos(metadata_json, %s) > 0 OR ({where})"
+        ).format(table=self._table, where=where)
+        with self._connection("filter records") as conn:
+            rows = conn.execute(query, [_NUL_JSON, _NUL_JSON, *params]).fetchall()
+        return {_decode(id_) for id_, raw in rows if raw is None or filter.matches(json.loads(raw))}
 
     # -- writes ------------------------------------------------------------------
 

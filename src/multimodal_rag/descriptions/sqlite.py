@@ -1,4 +1,11 @@
-"""Descriptions in SQLite: indexed lookups, transactional updates, one portable file."""
+"""Descriptions in SQLite: indexed lookups, transactional updates, full-text search, one portable file.
+
+The ``records`` table holds each record once. An FTS5 table indexes its text with
+``records`` as external content (the index keeps no second copy of the text), and
+triggers on ``records`` keep the index in step with every insert, update and delete.
+Files written before the full-text index existed (``records`` ``WITHOUT ROWID``, no
+FTS5 table) are migrated in memory when loaded; the next save writes the new layout.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +13,39 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from multimodal_rag.descriptions.full_text import (
+    COLUMNS,
+    DEFAULT_TEXT_FIELDS,
+    TOKENIZERS,
+    check_text_fields,
+    check_tokenizer,
+    fts5_search,
+)
 from multimodal_rag.errors import CorruptFileError, KnowledgeBaseAccessError, NotFoundError
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 from multimodal_rag.validation import check_record
 
+if TYPE_CHECKING:
+    from multimodal_rag.filters import MetadataFilter
+
 __all__ = ["SQLiteDescriptionStore"]
 
 _FILE = "descriptions.sqlite"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    id TEXT PRIMARY KEY NOT NULL,
-    image_path TEXT,
-    description TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}'
-) WITHOUT ROWID
-"""
+# How json.dumps writes NUL, as an SQL literal (SQL strings have no backslash escapes).
+_NUL_JSON = "'\\u0000'"
 # SQLite limits the number of bound parameters per statement; stay well under it.
 _CHUNK = 500
+_UPSERT = """
+INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    image_path = excluded.image_path, description = excluded.description, metadata = excluded.metadata
+"""
 
 
 class SQLiteDescriptionStore(DescriptionStore):
@@ -36,18 +54,35 @@ class SQLiteDescriptionStore(DescriptionStore):
     The working copy lives in memory and :meth:`save` writes a consistent
     snapshot with SQLite's online-backup API, so the file in a knowledge base
     only ever changes together with the rest of the knowledge base.
+
+    Args:
+        text_fields: What the full-text index holds: ``"description"``, ``"image_path"``
+            and metadata keys (a metadata value that is not a string is indexed as JSON).
+        tokenizer: How text is cut into terms: ``"unicode61"`` (words; English, Persian,
+            Arabic and any language that puts spaces between words), ``"porter"``
+            (English words by their stems) or ``"trigram"`` (any three characters in a
+            row: Chinese, Japanese, Korean, part numbers such as "XR-2000").
+
+    Raises:
+        InvalidInputError: An unknown tokenizer or an unusable field name.
     """
 
     kind: ClassVar[str] = "sqlite"
+    full_text: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS, tokenizer: str = "unicode61"
+    ) -> None:
+        self._text_fields = check_text_fields(text_fields)
+        self._tokenizer = check_tokenizer(tokenizer)
         # One connection shared by all threads, serialised by our own lock.
-        self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        self._db.execute(_SCHEMA)
+        self._db = _connect()
+        for statement in _schema(self._text_fields, self._tokenizer):
+            self._db.execute(statement)
         self._lock = threading.Lock()
 
     def config(self) -> dict[str, Any]:
-        return {}
+        return {"text_fields": list(self._text_fields), "tokenizer": self._tokenizer}
 
     @staticmethod
     def _record(row: tuple[str, str | None, str | None, str]) -> Record:
@@ -86,7 +121,9 @@ class SQLiteDescriptionStore(DescriptionStore):
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", rows)
+                # An upsert, not INSERT OR REPLACE: it fires the update trigger that keeps
+                # the full-text index in step (REPLACE's implicit delete fires none).
+                self._db.executemany(_UPSERT, rows)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -96,13 +133,15 @@ class SQLiteDescriptionStore(DescriptionStore):
         if isinstance(ids, str):
             ids = [ids]
         with self._lock:
-            before = self._db.total_changes
-            self._db.executemany("DELETE FROM records WHERE id = ?", ((i,) for i in ids))
-            return self._db.total_changes - before
+            # rowcount, unlike total_changes, leaves out the rows the triggers change.
+            cursor = self._db.executemany("DELETE FROM records WHERE id = ?", ((i,) for i in ids))
+            return max(cursor.rowcount, 0)
 
     def __iter__(self) -> Iterator[Record]:
         with self._lock:
-            rows = self._db.execute("SELECT id, image_path, description, metadata FROM records").fetchall()
+            rows = self._db.execute(
+                "SELECT id, image_path, description, metadata FROM records ORDER BY id"
+            ).fetchall()
         return (self._record(row) for row in rows)
 
     def __len__(self) -> int:
@@ -114,6 +153,31 @@ class SQLiteDescriptionStore(DescriptionStore):
             return False
         with self._lock:
             return self._db.execute("SELECT 1 FROM records WHERE id = ?", (id,)).fetchone() is not None
+
+    def matching_ids(self, filter: MetadataFilter) -> set[str]:
+        """One query, the filter in SQL (:meth:`MetadataFilter.to_sqlite`).
+
+        SQLite's JSON functions cut strings short at NUL, so a record whose metadata holds
+        one (JSON text ``\\u0000``) is tested in Python, and so is every record for a
+        filter that holds one.
+        """
+        if filter.contains_nul:
+            return super().matching_ids(filter)
+        where, params = filter.to_sqlite("metadata")
+        query = (
+            f"SELECT id, CASE WHEN instr(metadata, {_NUL_JSON}) > 0 THEN metadata END FROM records "
+            f"WHERE instr(metadata, {_NUL_JSON}) > 0 OR ({where})"
+        )
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return {id_ for id_, raw in rows if raw is None or filter.matches(json.loads(raw))}
+
+    def search_text(self, query: str, k: int, *, ids: Collection[str] | None = None) -> list[tuple[str, float]]:
+        """BM25 over the FTS5 index (the score is ``-bm25()``, so higher is better); ties by id."""
+        with self._lock:
+            return fts5_search(
+                self._db, query, k, ids, table="records_fts", join="JOIN records AS r ON r.seq = records_fts.rowid"
+            )
 
     def save(self, directory: Path) -> None:
         target = sqlite3.connect(Path(directory) / _FILE)
@@ -140,6 +204,7 @@ class SQLiteDescriptionStore(DescriptionStore):
             if verdict != "ok":
                 raise sqlite3.DatabaseError(verdict)
             _check_rows(store._db)
+            store._db = _with_full_text(store._db, store._text_fields, store._tokenizer)
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(f"cannot read the description database {str(path)!r}: {exc}") from exc
         finally:
@@ -149,7 +214,8 @@ class SQLiteDescriptionStore(DescriptionStore):
     @classmethod
     def salvage(cls, directory: Path, **config: Any) -> SQLiteDescriptionStore:
         """Every row that SQLite can still read: the whole file if it reads, else the rows
-        before the damage (in id order) and the rows after it (read backwards)."""
+        before the damage and the rows after it (read backwards), in rowid order and in id
+        order. The full-text index is made anew from the rows kept."""
         try:
             return cls.load(directory, **config)
         except CorruptFileError:
@@ -162,15 +228,17 @@ class SQLiteDescriptionStore(DescriptionStore):
             return store
         rows: dict[str, tuple[Any, ...]] = {}
         try:
-            for order in ("ASC", "DESC"):
+            # A table with rowids is read in their order, which touches no index; files of
+            # earlier versions (WITHOUT ROWID) have no seq column and are read by id.
+            for key, order in (("seq", "ASC"), ("seq", "DESC"), ("id", "ASC"), ("id", "DESC")):
                 try:
                     cursor = source.execute(
-                        f"SELECT id, image_path, description, metadata FROM records ORDER BY id {order}"
+                        f"SELECT id, image_path, description, metadata FROM records ORDER BY {key} {order}"
                     )
                     while batch := cursor.fetchmany(256):
-                        rows.update((row[0], row) for row in batch)
+                        rows.update((row[0], row) for row in batch if isinstance(row[0], str))
                 except sqlite3.DatabaseError:
-                    continue  # the damage: read from the other end
+                    continue  # the damage (or no such column): read from the other end
         finally:
             source.close()
         records = []
@@ -183,6 +251,112 @@ class SQLiteDescriptionStore(DescriptionStore):
             records.append(record)
         store.put(records)
         return store
+
+
+def _connect() -> sqlite3.Connection:
+    return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+
+
+@lru_cache(maxsize=16)
+def _schema(text_fields: tuple[str, ...], tokenizer: str) -> tuple[str, ...]:
+    """The statements that make an empty database: records table, FTS5 table, then triggers.
+
+    Each metadata field to index becomes a virtual generated column of ``records``
+    (computed when read, never stored), since FTS5 reads external content by column.
+    """
+    generated = []
+    columns = []
+    for i, field in enumerate(text_fields):
+        if field in COLUMNS:
+            columns.append(field)
+            continue
+        path = '$."' + field + '"'  # check_text_fields refused quotes and backslashes
+        generated.append(
+            f",\n    text_{i} TEXT GENERATED ALWAYS AS (json_extract(metadata, {_literal(path)})) VIRTUAL"
+        )
+        columns.append(f"text_{i}")
+    names = ", ".join(columns)
+    new = ", ".join(f"new.{c}" for c in columns)
+    old = ", ".join(f"old.{c}" for c in columns)
+    return (
+        "CREATE TABLE records (\n"
+        "    seq INTEGER PRIMARY KEY,\n"
+        "    id TEXT NOT NULL UNIQUE,\n"
+        "    image_path TEXT,\n"
+        "    description TEXT,\n"
+        "    metadata TEXT NOT NULL DEFAULT '{}'" + "".join(generated) + "\n)",
+        f"CREATE VIRTUAL TABLE records_fts USING fts5({names}, content='records', content_rowid='seq', "
+        f"tokenize={_literal(TOKENIZERS[tokenizer])})",
+        # The index's "delete" must be given the text as it was indexed: the old row's.
+        f"CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN\n"
+        f"    INSERT INTO records_fts (rowid, {names}) VALUES (new.seq, {new});\nEND",
+        f"CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN\n"
+        f"    INSERT INTO records_fts (records_fts, rowid, {names}) VALUES ('delete', old.seq, {old});\nEND",
+        f"CREATE TRIGGER records_au AFTER UPDATE ON records BEGIN\n"
+        f"    INSERT INTO records_fts (records_fts, rowid, {names}) VALUES ('delete', old.seq, {old});\n"
+        f"    INSERT INTO records_fts (rowid, {names}) VALUES (new.seq, {new});\nEND",
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@lru_cache(maxsize=16)
+def _schema_objects(text_fields: tuple[str, ...], tokenizer: str) -> frozenset[tuple[str, str, str, str | None]]:
+    """What ``sqlite_master`` lists for a database made by :func:`_schema` (FTS5's own tables too)."""
+    db = _connect()
+    try:
+        for statement in _schema(text_fields, tokenizer):
+            db.execute(statement)
+        return _objects(db)
+    finally:
+        db.close()
+
+
+def _objects(db: sqlite3.Connection) -> frozenset[tuple[str, str, str, str | None]]:
+    return frozenset(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+
+
+def _with_full_text(db: sqlite3.Connection, text_fields: tuple[str, ...], tokenizer: str) -> sqlite3.Connection:
+    """``db`` with a full-text index in step with its records: checked, rebuilt, or migrated.
+
+    A database of exactly this store's layout keeps its index when FTS5's integrity check
+    finds it in step with the records, and has it rebuilt otherwise. Any other layout (an
+    earlier version's, other text fields or tokenizer, a missing index, objects this
+    store does not make) is replaced by a new database of the current layout holding
+    the same rows; the caller's connection is closed then.
+    """
+    if _objects(db) == _schema_objects(text_fields, tokenizer):
+        try:
+            db.execute("INSERT INTO records_fts (records_fts, rank) VALUES ('integrity-check', 1)")
+            return db
+        except sqlite3.DatabaseError:
+            pass
+        try:
+            db.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
+            return db
+        except sqlite3.DatabaseError:
+            pass  # FTS5's own tables are beyond rebuilding: start again from the rows
+    fresh = _connect()
+    try:
+        table, index, *triggers = _schema(text_fields, tokenizer)
+        fresh.execute(table)
+        fresh.execute(index)
+        # Rows first and one rebuild after: quicker than a trigger per row.
+        fresh.execute("BEGIN")
+        cursor = db.execute("SELECT id, image_path, description, metadata FROM records ORDER BY id")
+        while batch := cursor.fetchmany(_CHUNK):
+            fresh.executemany("INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)", batch)
+        fresh.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
+        for trigger in triggers:
+            fresh.execute(trigger)
+        fresh.execute("COMMIT")
+    except BaseException:
+        fresh.close()
+        raise
+    db.close()
+    return fresh
 
 
 def _check_rows(db: sqlite3.Connection) -> None:

@@ -62,6 +62,8 @@ def evaluate(
     seed: int = 0,
     k: int = 10,
     keep: float = 0.95,
+    mode: str = "vector",
+    fusion: str = "rrf",
     progress: bool | None = None,
 ) -> EvaluationReport:
     """Measure retrieval on ``rag`` (see :meth:`MultimodalRAG.evaluate`)."""
@@ -83,6 +85,10 @@ def evaluate(
         sample = check_int("sample", sample)
     if not 0.0 < keep <= 1.0:
         raise InvalidInputError(f"keep must be in (0, 1], got {keep!r}")
+    if mode != "vector":
+        from multimodal_rag.query import choose_mode
+
+        choose_mode(mode, None, "-", rag.description_store)  # the store must have full text
 
     searcher = _Searcher(rag, k=max(k, max(RECALL_AT)))
     records = rag.description_store.get_many(searcher.ids)
@@ -130,6 +136,10 @@ def evaluate(
                 searcher.search(searcher.embed_batch([made_query]))
                 latencies.append(time.perf_counter() - begin)
             exact = searcher.exact(vectors)
+            if mode != "vector":  # text queries in lexical or hybrid mode: the words count too
+                for row, (kind, value) in enumerate(made):
+                    if kind == "text":
+                        indexed[row], exact[row] = searcher.text_search(value, indexed[row], exact[row], mode, fusion)
             for (query_set, text, expected, _), (ranked, scores), (exact_ranked, exact_scores) in zip(batch, indexed, exact):
                 results.append(
                     QueryResult(
@@ -176,6 +186,8 @@ def evaluate(
             "seed": seed,
             "k": k,
             "keep": keep,
+            "mode": mode,
+            "fusion": fusion,
             "edits": list(kinds),
             "images": len(searcher.ids),
             "queries_file": str(queries) if queries is not None else None,
@@ -196,6 +208,7 @@ class _Searcher:
         self.rag = rag
         self.k = k
         self.ids: list[str] = rag.ids()
+        self._known = set(self.ids)
         self._vectors = self._stored_vectors()
 
     def _stored_vectors(self) -> np.ndarray:
@@ -221,6 +234,30 @@ class _Searcher:
     def search(self, vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
         found = self.rag.vector_store.search(vectors, self.k)
         return [([n.id for n in row], [n.score for n in row]) for row in found]
+
+    def text_search(
+        self,
+        text: str,
+        indexed: tuple[list[str], list[float]],
+        exact: tuple[list[str], list[float]],
+        mode: str,
+        fusion: str,
+    ) -> tuple[tuple[list[str], list[float]], tuple[list[str], list[float]]]:
+        """A text query's results in lexical or hybrid mode: the words' ranking, alone or fused
+        with the vector ranking through the index and through exact search."""
+        from multimodal_rag.fusion import fuse
+
+        lexical = self.rag.description_store.search_text(text, max(self.k, 50))
+        lexical = [(id_, score) for id_, score in lexical if id_ in self._known]
+        if mode == "lexical":
+            ranked = ([id_ for id_, _ in lexical][: self.k], [score for _, score in lexical][: self.k])
+            return ranked, ranked
+
+        def fused(vector: tuple[list[str], list[float]]) -> tuple[list[str], list[float]]:
+            result = fuse({"vector": list(zip(*vector)), "lexical": lexical}, method=fusion)[: self.k]
+            return [id_ for id_, _, _ in result], [score for _, score, _ in result]
+
+        return fused(indexed), fused(exact)
 
     def exact(self, vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
         from multimodal_rag.vectors.ranking import exact_top_k

@@ -180,7 +180,7 @@ class VisionLLMReranker(Reranker):
             # A provider's error names the endpoint; a reply that cannot be used does not.
             where = "" if isinstance(exc, AnswererError) else f" at {self._endpoint()}"
             logger.warning(
-                "reranking with %s failed; keeping the search order%s: %s", self.model, where, exc
+                "reranking with %s%s failed; keeping the search order: %s", self.model, where, exc
             )
             return hits
         return [candidates[i] for i in order] + rest
