@@ -199,7 +199,9 @@ def test_search_by_text_ranks_the_named_colour_first(built: tuple[Path, dict]) -
     assert answer["query"] == {"image": None, "text": "blue"} and answer["k"] == 3
     hits = answer["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3]
-    assert set(hits[0]) == {"rank", "id", "score", "image_path", "description", "metadata"}
+    assert set(hits[0]) == {"rank", "id", "score", "image_path", "description", "metadata", "similarity", "signals"}
+    # A text searches the descriptions' words too (hybrid): each hit says which channel found it.
+    assert "vector" in hits[0]["signals"] and hits[0]["signals"]["vector"]["score"] == pytest.approx(hits[0]["similarity"])
     assert hits[0]["description"] == "A blue card." and hits[0]["metadata"] == {"tone": "blue"}
     assert Path(hits[0]["image_path"]).name == "blue.png"
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
@@ -403,8 +405,10 @@ def test_describe_replaces_a_description_without_reembedding(kb: Path) -> None:
     )
     assert record["id"] == white["id"] and record["description"] == "A plain white card."
     again = search_json(kb, "--text", "white", "-k", "1")["hits"][0]
-    assert again["description"] == "A plain white card." and again["score"] == pytest.approx(
-        white["score"]
+    # Not embedded again: the image's cosine to the query is what it was (the fused score
+    # moves, since the words of the new description now match too).
+    assert again["description"] == "A plain white card." and again["similarity"] == pytest.approx(
+        white["similarity"]
     )
     unknown = run_cli(*COLOR, "describe", kb, "0000ffff", "text")
     assert unknown.returncode == 1 and "no image with id '0000ffff'" in unknown.stderr

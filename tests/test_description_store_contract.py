@@ -11,6 +11,7 @@ import pytest
 
 from conftest import on_server, server_uri
 from multimodal_rag.errors import InvalidInputError, NotFoundError
+from multimodal_rag.filters import parse_filter
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 
@@ -128,3 +129,83 @@ def test_bad_records_are_refused_and_change_nothing(make_store, bad: Record) -> 
     with pytest.raises(InvalidInputError):
         store.put([Record(id="fine"), bad])
     assert [r.id for r in store] == ["a"]
+
+
+# -- metadata filters: matching_ids -----------------------------------------------
+
+FILTER_RECORDS = [
+    Record(id="r1", metadata={"category": "shoes", "price": 50, "stock": 3, "on_sale": True, "note": None, "name": "apple"}),
+    Record(id="r2", metadata={"category": "bags", "price": 120.5, "stock": 0, "on_sale": False, "name": "Zebra"}),
+    Record(id="r3", metadata={"category": "hats", "price": 99.99, "stock": 1.0, "name": "éclair", "tags": ["shoes"], "it's": "ok"}),
+    Record(id="r4", metadata={"category": "shoes", "price": "cheap", "stock": True, "name": "😀"}),
+    Record(id="r5", metadata={"category": ["shoes"], "price": {"amount": 10}, 'we"ird.k\\ey': "yes", "ключ": 7}),
+    Record(id="r6", description="no metadata at all"),
+    Record(id="r7 ' \"", metadata={"category": "bags", "price": 100, "big": 2**70, "name": "a\x00b"}),
+]
+ALL_IDS = {r.id for r in FILTER_RECORDS}
+R7 = "r7 ' \""
+
+#: (filter, the ids it matches among FILTER_RECORDS); every store must agree.
+FILTER_CASES: list[tuple[dict[str, Any], set[str]]] = [
+    ({}, ALL_IDS),
+    ({"category": "shoes"}, {"r1", "r4"}),  # r5's list is not searched
+    ({"category": {"$eq": "shoes"}}, {"r1", "r4"}),
+    ({"category": {"$ne": "shoes"}}, {"r2", "r3", "r5", "r6", R7}),  # missing passes $ne
+    ({"category": {"$in": ["shoes", "hats"]}}, {"r1", "r3", "r4"}),
+    ({"category": {"$nin": ["shoes", "hats"]}}, {"r2", "r5", "r6", R7}),
+    ({"price": {"$lt": 100}}, {"r1", "r3"}),  # "cheap" and an object do not order against numbers
+    ({"price": {"$lte": 100}}, {"r1", "r3", R7}),
+    ({"price": {"$gt": 100}}, {"r2"}),
+    ({"price": {"$gte": 99.99}}, {"r2", "r3", R7}),
+    ({"price": {"$gte": 10, "$lt": 100}}, {"r1", "r3"}),
+    ({"price": {"$lt": "z"}}, {"r4"}),  # strings order against strings only
+    ({"price": {"$in": [50.0, 100]}}, {"r1", R7}),  # 50 == 50.0
+    ({"stock": 1}, {"r3"}),  # 1.0 is 1; True is not
+    ({"stock": True}, {"r4"}),
+    ({"stock": {"$in": [0, True]}}, {"r2", "r4"}),
+    ({"stock": {"$gt": 0}}, {"r1", "r3"}),  # bool does not order
+    ({"on_sale": False}, {"r2"}),
+    ({"on_sale": {"$ne": True}}, ALL_IDS - {"r1"}),
+    ({"note": None}, {"r1"}),  # null, not missing
+    ({"note": {"$ne": None}}, ALL_IDS - {"r1"}),
+    ({"missing": {"$nin": ["x"]}}, ALL_IDS),
+    ({"missing": {"$lt": 5}}, set()),
+    ({"name": {"$gt": "a"}}, {"r1", "r3", "r4", R7}),  # by code point: "Z" < "a" < "é" < "😀"
+    ({"name": {"$lt": "b"}}, {"r1", "r2", R7}),
+    ({"name": {"$gt": 5}}, set()),
+    ({"name": {"$in": ["😀", "Zebra"]}}, {"r2", "r4"}),
+    ({"name": "a"}, set()),  # "a\x00b" is not "a"
+    ({"name": "a\x00b"}, {R7}),
+    ({"name": {"$gte": "a\x00"}}, {"r1", "r3", "r4", R7}),
+    ({"tags": "shoes"}, set()),
+    ({"price.amount": 10}, set()),  # a key is matched whole, never as a path
+    ({'we"ird.k\\ey': "yes"}, {"r5"}),
+    ({"it's": {"$in": ["ok"]}}, {"r3"}),
+    ({"ключ": {"$gte": 7}}, {"r5"}),
+    ({"big": 2**70}, {R7}),
+    ({"big": {"$gt": 2**63}}, {R7}),
+    ({"$or": [{"category": "bags"}, {"price": {"$lt": 60}}]}, {"r1", "r2", R7}),
+    ({"$and": [{"category": "shoes"}, {"$or": [{"stock": {"$gt": 2}}, {"stock": True}]}]}, {"r1", "r4"}),
+    ({"category": "shoes", "stock": {"$ne": True}}, {"r1"}),
+    ({"$or": [{"category": {"$nin": ["bags"]}, "price": {"$gte": 99}}, {"name": "Zebra"}]}, {"r2", "r3"}),
+]
+
+
+@pytest.mark.parametrize(("obj", "expected"), FILTER_CASES, ids=[json.dumps(c[0], ensure_ascii=False) for c in FILTER_CASES])
+def test_matching_ids_keeps_exactly_the_matching_records(make_store, obj: dict[str, Any], expected: set[str]) -> None:
+    store = make_store()
+    store.put(FILTER_RECORDS)
+    parsed = parse_filter(obj)
+    assert {r.id for r in FILTER_RECORDS if parsed.matches(r.metadata)} == expected  # the table itself
+    assert store.matching_ids(parsed) == expected
+    assert DescriptionStore.matching_ids(store, parsed) == expected  # the protocol's default, a scan
+
+
+def test_matching_ids_follows_changes(make_store) -> None:
+    store = make_store()
+    store.put(FILTER_RECORDS)
+    shoes = parse_filter({"category": "shoes"})
+    store.put([Record(id="r2", metadata={"category": "shoes"})])
+    store.delete(["r1"])
+    assert store.matching_ids(shoes) == {"r2", "r4"}
+    assert make_store().matching_ids(shoes) == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,3 +213,103 @@ def test_jsonl_description_store_writes_the_cookbook_format(tmp_path: Path, embe
     lines = [json.loads(line) for line in saved.read_text().splitlines()]
     red = next(line for line in lines if line["description"] == "A red square.")
     assert red["shade"] == "red" and Path(red["image_path"]).name.startswith("red")
+
+
+# -- metadata filters -------------------------------------------------------------
+
+SHOP = {
+    "red": {"category": "warm", "price": 10, "stock": 5},
+    "yellow": {"category": "warm", "price": 20},
+    "magenta": {"category": "warm", "price": 150.5},
+    "green": {"category": "cool", "price": 30, "stock": 0},
+    "blue": {"category": "cool", "price": 99.99},
+    "cyan": {"category": "cool", "price": "n/a"},
+    "white": {"category": "neutral", "price": 5, "stock": True},
+    "black": {},
+}
+
+
+@pytest.fixture(params=["sqlite", "jsonl"])
+def shop(request: pytest.FixtureRequest, tmp_path: Path, embedder: ColorEmbedder) -> tuple[MultimodalRAG, dict[str, str]]:
+    """A knowledge base of one solid image per colour, with SHOP's metadata; and colour -> id."""
+    kb = MultimodalRAG.create(tmp_path / "kb", embedder=embedder, description_store=request.param)
+    colors = list(SHOP)
+    ids = kb.add([solid(c) for c in colors], metadata=[SHOP[c] for c in colors], progress=False)
+    yield kb, dict(zip(colors, ids))
+    kb.close()
+
+
+@pytest.mark.parametrize(
+    ("filter", "colors"),
+    [
+        ({"category": {"$in": ["cool", "neutral"]}}, {"green", "blue", "cyan", "white"}),
+        ({"price": {"$lt": 100}}, {"red", "yellow", "green", "blue", "white"}),  # "n/a" and missing fail
+        ({"$or": [{"category": "neutral"}, {"price": {"$gte": 100}}]}, {"white", "magenta"}),
+        ({"category": "warm", "price": {"$lt": 100}}, {"red", "yellow"}),
+        ({"stock": {"$ne": 0}}, set(SHOP) - {"green"}),  # a missing key passes $ne; True is not 0
+        ({"category": {"$nin": ["warm", "cool"]}}, {"white", "black"}),
+        ({"category": "none"}, set()),
+    ],
+)
+def test_operator_filters_keep_exactly_the_matching_hits_and_still_return_k(shop, filter, colors) -> None:
+    rag, ids = shop
+    expected = {ids[c] for c in colors}
+    query = encoded(solid("red", (50, 50)))
+    assert {h.id for h in rag.search(image=query, k=8, filter=filter)} == expected
+    # The best k of the matching images, as an unfiltered search ranks them (ties in any order).
+    ranked = [h for h in rag.search(image=query, k=8) if h.id in expected]
+    for k in (1, 2, 3):
+        hits = rag.search(image=query, k=k, filter=filter)
+        assert len(hits) == min(k, len(expected)) and {h.id for h in hits} <= expected
+        assert [h.score for h in hits] == pytest.approx([h.score for h in ranked[:k]])
+        assert all(h.metadata == SHOP[next(c for c in ids if ids[c] == h.id)] for h in hits)
+
+
+def test_a_filter_asks_the_description_store_once_not_per_candidate(shop, monkeypatch) -> None:
+    rag, ids = shop
+    store = rag.description_store
+    calls = {"get": 0, "matching_ids": 0}
+
+    def counted(name: str) -> Any:
+        method = getattr(store, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(store, name, counted(name))
+    hits = rag.search(image=solid("red"), k=2, filter={"price": {"$lt": 100}})
+    assert {h.id for h in hits} <= {ids[c] for c in ("red", "yellow", "green", "blue", "white")}
+    assert calls == {"get": 0, "matching_ids": 1}
+    rag.search_by_vector(rag.embed_query(solid("blue")), k=8, filter={"category": "cool"})
+    assert calls == {"get": 0, "matching_ids": 2}
+
+
+def test_a_bad_filter_fails_before_any_store_is_searched(shop, monkeypatch) -> None:
+    rag, _ = shop
+    searched: list[object] = []
+    monkeypatch.setattr(rag.vector_store, "search", lambda *a, **kw: searched.append(a) or [[]])
+    monkeypatch.setattr(rag.description_store, "matching_ids", lambda f: searched.append(f) or set())
+    with pytest.raises(InvalidInputError, match=r"filter\['price'\]\['\$lt'\]: expected a number or a string, got list"):
+        rag.search(image=solid("red"), k=2, filter={"price": {"$lt": [1]}})
+    with pytest.raises(InvalidInputError, match=r"filter\['\$or'\]\[1\]: expected a mapping"):
+        rag.search_by_vector(rag.embed_query(solid("red")), filter={"$or": [{"a": 1}, 2]})
+    with pytest.raises(InvalidInputError, match="filter must be a mapping or a callable, got list"):
+        rag.search(image=solid("red"), filter=[("category", "warm")])  # type: ignore[arg-type]
+    assert searched == []
+
+
+def test_a_duck_typed_description_store_without_matching_ids_is_scanned(shop) -> None:
+    from multimodal_rag.query import id_filter
+
+    rag, ids = shop
+
+    class Duck:  # only what the default needs: iteration over records
+        def __iter__(self) -> Any:
+            return iter(rag.description_store)
+
+    keep = id_filter(Duck(), {"category": "cool", "price": {"$gt": 50}})  # type: ignore[arg-type]
+    assert keep is not None and [c for c in ids if keep(ids[c])] == ["blue"]

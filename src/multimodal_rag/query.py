@@ -98,8 +98,9 @@ class Querying:
             mode: ``"vector"``, ``"lexical"`` or ``"hybrid"`` (default: see above).
             fusion: How hybrid mode fuses the channels: ``"rrf"`` (reciprocal rank) or
                 ``"weighted"`` (min-max scaled scores).
-            rerank: A :class:`Reranker` that reorders the best candidates (at most
-                :data:`RERANK_CANDIDATES`) before the first ``k`` are returned.
+            rerank: A :class:`Reranker` that reorders the best candidates (its
+                ``max_candidates``, or :data:`RERANK_CANDIDATES`) before the first ``k`` are
+                returned.
 
         Returns:
             Hits, best first, with the score they are ordered by, the cosine
@@ -115,7 +116,8 @@ class Querying:
 
         k = check_int("k", k)
         mode = choose_mode(mode, image, text, self.description_store)
-        depth = max(k, RERANK_CANDIDATES) if rerank is not None else k
+        # A reranker sees its own number of candidates (``max_candidates``) where it says one.
+        depth = max(k, int(getattr(rerank, "max_candidates", RERANK_CANDIDATES))) if rerank is not None else k
         # Embedded before any lock is taken: the model is the slow part, and must not
         # keep a writer waiting.
         vector = self.embed_query(image, text, text_weight=text_weight) if mode != "lexical" else None

@@ -19,7 +19,7 @@ from attrs import asdict, field, frozen
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Hit
 
-__all__ = ["DEFAULT_PROMPT", "PromptTemplate", "description_element", "render_sources"]
+__all__ = ["DEFAULT_PROMPT", "PromptTemplate", "description_element", "image_part", "render_sources"]
 
 _SYSTEM = """\
 You answer questions about the user's image using a knowledge base of images and their descriptions.
@@ -126,10 +126,10 @@ class PromptTemplate:
         ]
         if user_image_url is not None:
             content.append({"type": "text", "text": self.user_image_label})
-            content.append(_image_part(user_image_url, detail))
+            content.append(image_part(user_image_url, detail))
         for n, url in match_image_urls:
             content.append({"type": "text", "text": self.match_image_label.format(n=n)})
-            content.append(_image_part(url, detail))
+            content.append(image_part(url, detail))
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
 
     def describe_messages(self, image_url: str, *, detail: str | None = None) -> list[dict[str, Any]]:
@@ -137,7 +137,7 @@ class PromptTemplate:
         return [
             {
                 "role": "user",
-                "content": [{"type": "text", "text": self.describe}, _image_part(image_url, detail)],
+                "content": [{"type": "text", "text": self.describe}, image_part(image_url, detail)],
             }
         ]
 
@@ -166,7 +166,8 @@ def description_element(description: str | None, **attributes: str) -> str:
     return f"<description{shown}>{html.escape(description or '', quote=False)}</description>"
 
 
-def _image_part(url: str, detail: str | None) -> dict[str, Any]:
+def image_part(url: str, detail: str | None = None) -> dict[str, Any]:
+    """A chat-completions content part showing the image at ``url`` (a data URL)."""
     image_url: dict[str, str] = {"url": url}
     if detail is not None:
         image_url["detail"] = detail

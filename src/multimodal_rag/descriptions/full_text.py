@@ -50,6 +50,7 @@ DEFAULT_TEXT_FIELDS = ("description",)
 #: Terms of a query beyond this many are ignored, which bounds the cost of one search.
 MAX_TERMS = 64
 
+_AROUND = re.compile(r"^[\W_]+|[\W_]+$")
 _BAD_KEY = re.compile('["\\\\\x00-\x1f\x7f]')
 
 
@@ -100,7 +101,8 @@ def field_text(record: Record, field: str) -> str | None:
 
 
 def query_terms(query: str) -> list[str]:
-    """The distinct white-space separated terms of ``query``, at most :data:`MAX_TERMS`.
+    """The distinct white-space separated terms of ``query`` without the punctuation around
+    them, at most :data:`MAX_TERMS`.
 
     Raises:
         InvalidInputError: ``query`` is not a string.
@@ -109,7 +111,10 @@ def query_terms(query: str) -> list[str]:
         raise InvalidInputError(f"the text query must be a string, got {type(query).__name__}")
     # NUL would end the query early in SQLite's parser; other control characters separate terms.
     cleaned = re.sub("[\x00-\x1f\x7f]", " ", query)
-    return list(dict.fromkeys(cleaned.split()))[:MAX_TERMS]
+    # Punctuation around a term ("battery," "(solar" "-lamp") is not part of it; inside one
+    # ("XR-2000") it is.
+    terms = (_AROUND.sub("", term) for term in cleaned.split())
+    return list(dict.fromkeys(term for term in terms if term))[:MAX_TERMS]
 
 
 def fts5_match(query: str) -> str | None:

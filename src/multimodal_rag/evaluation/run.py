@@ -85,10 +85,10 @@ def evaluate(
         sample = check_int("sample", sample)
     if not 0.0 < keep <= 1.0:
         raise InvalidInputError(f"keep must be in (0, 1], got {keep!r}")
-    if mode != "vector":
-        from multimodal_rag.query import choose_mode
-
-        choose_mode(mode, None, "-", rag.description_store)  # the store must have full text
+    if mode not in ("vector", "lexical", "hybrid"):
+        raise InvalidInputError(f"mode must be vector, lexical or hybrid; got {mode!r}")
+    if mode != "vector" and not getattr(rag.description_store, "full_text", False):
+        raise InvalidInputError(f"a {mode} evaluation needs a description store with a full-text index")
 
     searcher = _Searcher(rag, k=max(k, max(RECALL_AT)))
     records = rag.description_store.get_many(searcher.ids)

@@ -29,7 +29,7 @@ from multimodal_rag.answerers.openai import (
     provider_errors,
 )
 from multimodal_rag.answerers.openai_errors import Secret, secret_texts, url_credentials
-from multimodal_rag.answerers.prompt import description_element
+from multimodal_rag.answerers.prompt import description_element, image_part
 from multimodal_rag.errors import (
     AnswererAuthenticationError,
     AnswererError,
@@ -208,7 +208,7 @@ class VisionLLMReranker(Reranker):
             content.append({"type": "text", "text": f"Query text: {text}"})
         if image is not None:
             content.append({"type": "text", "text": "The query image:"})
-            content.append(_image_part(image_data_url(image, max_side=self.max_side)))
+            content.append(image_part(image_data_url(image, max_side=self.max_side)))
         content.append({"type": "text", "text": f"Candidates 1 to {len(candidates)}:"})
         for n, hit in enumerate(candidates, start=1):
             content.append(
@@ -220,7 +220,7 @@ class VisionLLMReranker(Reranker):
             if hit.image_path is None:
                 continue
             try:
-                content.append(_image_part(image_data_url(hit.image_path, max_side=self.max_side)))
+                content.append(image_part(image_data_url(hit.image_path, max_side=self.max_side)))
             except ImageError as exc:
                 # A knowledge-base file gone missing should not stop the ranking; its
                 # description is still sent.
@@ -306,7 +306,3 @@ def _without_code_fence(content: str) -> str:
         text = text.split("\n", 1)[1] if "\n" in text else ""
         text = text.rsplit("```", 1)[0]
     return text
-
-
-def _image_part(url: str) -> dict[str, Any]:
-    return {"type": "image_url", "image_url": {"url": url}}
