@@ -129,3 +129,19 @@ def test_bad_settings_are_refused(tmp_path: Path, images: list[Path]) -> None:
         rag.evaluate(keep=1.5, progress=False)
     with pytest.raises(InvalidInputError, match="sample"):
         rag.evaluate(sample=0, progress=False)
+
+
+def test_a_queries_file_names_its_sets_and_images_by_their_last_folders(tmp_path: Path, images: list[Path]) -> None:
+    rag = knowledge_base(tmp_path / "kb", images[:10])
+    queries = tmp_path / "elsewhere" / "queries.jsonl"
+    queries.parent.mkdir()
+    folder = images[0].parent.name
+    queries.write_text(
+        json.dumps({"query": "colour", "set": "keyword", "expected": [f"{folder}/03.png"]})
+        + "\n"
+        + json.dumps({"query": "a hue", "set": "paraphrase", "expected": ["04.png"]})
+        + "\n"
+    )
+    report = rag.evaluate(queries=queries, edits=[], sample=2, progress=False)
+    assert [s.query_set for s in report.sets] == ["text:keyword", "text:paraphrase"]
+    assert [r.expected for r in report.results] == [("03",), ("04",)]

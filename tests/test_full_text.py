@@ -631,6 +631,36 @@ def test_postgres_adds_the_column_to_a_table_of_an_earlier_version(dsn: str) -> 
         PostgresDescriptionStore(dsn, table="mrag_fts_old_version", text_search_config="klingon")
 
 
+def test_postgres_stores_opening_an_old_table_at_once_make_one_column_and_one_index(dsn: str) -> None:
+    import psycopg
+
+    from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
+
+    _old_table(dsn, "mrag_fts_race")
+    opened: list[PostgresDescriptionStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(PostgresDescriptionStore(dsn, table="mrag_fts_race", create=False))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(opened) == 4
+    on_server(opened[0])
+    for store in opened[1:]:
+        store.close()
+    assert ids(opened[0].search_text("copper", k=5)) == ["old"]
+    with psycopg.connect(dsn) as conn:
+        indexes = conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'mrag_fts_race'").fetchone()
+    assert indexes == (2,)  # the primary key's and the GIN index
+
+
 def test_postgres_without_the_right_to_alter_the_table_still_reads_and_writes(dsn: str) -> None:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo

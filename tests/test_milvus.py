@@ -231,3 +231,27 @@ def test_knowledge_base_reopens_through_its_manifest(uri: str, tmp_path: Path, m
         assert isinstance(reopened.vector_store, MilvusVectorStore)
         assert reopened.search(image=two_tone("red", "green"), k=2) == before
         assert sorted(reopened.ids()) == sorted(ids)
+
+
+def test_a_metadata_filter_reaches_the_server_as_the_ids_it_matches(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Milvus holds only vectors: the description store finds the matching ids in one query,
+    # and the search sends them as one expression.
+    monkeypatch.setenv("MILVUS_URI", uri)
+    rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder(), vector_store="milvus")
+    on_server(rag.vector_store)
+    prices = [{"price": 10}, {"price": 50}, {"price": 5}, {"price": "10"}]
+    ids = rag.add([solid(c) for c in ("red", "green", "blue", "yellow")], metadata=prices, progress=False)
+    expressions: list[str] = []
+    real_search = rag.vector_store._client.search
+
+    def recording_search(*args: object, **kwargs: object) -> object:
+        expressions.append(str(kwargs.get("filter")))
+        return real_search(*args, **kwargs)
+
+    rag.vector_store._client.search = recording_search
+    hits = rag.search(image=solid("red"), k=3, filter={"price": {"$lt": 20}})
+    assert {h.id for h in hits} == {ids[0], ids[2]}
+    assert len(expressions) == 1 and ids[0] in expressions[0] and ids[1] not in expressions[0]
+    rag.close()

@@ -42,6 +42,10 @@ MODES = ("vector", "lexical", "hybrid")
 CHANNEL_DEPTH = 50
 #: Candidates a reranker is given.
 RERANK_CANDIDATES = 20
+#: A filter allowing at most this many ids, or this share of the store, is searched exactly
+#: among those ids' vectors instead of through the index.
+SUBSET_SEARCH = 4096
+SUBSET_SHARE = 0.05
 
 
 class Querying:
@@ -178,13 +182,19 @@ class Querying:
     @reading
     def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
         """Like :meth:`search`, for a query vector already embedded."""
-        from multimodal_rag.query import id_filter, make_hits
         from multimodal_rag.validation import check_queries
 
         # The protocol's queries are (n, dim): one vector becomes one row, checked as the
         # built-in stores check it (numeric, finite, non-zero, of the store's dimension).
         queries = check_queries(vector, self.vector_store.dim, k)
-        neighbors = self.vector_store.search(queries, k, filter=id_filter(self.description_store, filter))[0]
+        allowed, predicate = filter_ids(self.description_store, filter)
+        if allowed is not None and len(allowed) <= max(SUBSET_SEARCH, SUBSET_SHARE * len(self.vector_store)):
+            # A selective filter: comparing the query with the few vectors it allows is
+            # exact and faster than asking the index for ever more candidates to filter.
+            neighbors = exact_among(self.vector_store, queries[0], allowed, k)
+        else:
+            keep = predicate if allowed is None else allowed.__contains__
+            neighbors = self.vector_store.search(queries, k, filter=keep)[0]
         return make_hits(neighbors, self.description_store.get_many([n.id for n in neighbors]))
 
     # -- answers -----------------------------------------------------------------
@@ -504,17 +514,26 @@ def id_filter(description_store: DescriptionStore, filter: Filter | None) -> IdF
         InvalidInputError: ``filter`` is neither a mapping nor a callable, or a mapping
             that is not a valid filter (the message names the bad part).
     """
-    from multimodal_rag.filters import MetadataFilter, parse_filter
-
     if filter is None or callable(filter):
         return filter
+    return matching_set(description_store, filter).__contains__
+
+
+def matching_set(description_store: DescriptionStore, filter: Any) -> set[str]:
+    """The ids whose metadata a (mapping) filter matches, found by the description store at once.
+
+    Raises:
+        InvalidInputError: Not a mapping, or not a valid filter (the message names the bad part).
+    """
+    from multimodal_rag.filters import MetadataFilter, parse_filter
+
     if not isinstance(filter, (Mapping, MetadataFilter)):
         raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
     parsed = parse_filter(filter)
     # A duck-typed store without the method gets the protocol's default: a scan.
     matching = getattr(description_store, "matching_ids", None)
     ids = matching(parsed) if callable(matching) else DescriptionStore.matching_ids(description_store, parsed)
-    return set(ids).__contains__
+    return set(ids)
 
 
 def choose_mode(mode: str | None, image: ImageInput | None, text: str | None, store: DescriptionStore) -> str:
@@ -548,9 +567,21 @@ def filter_ids(store: DescriptionStore, filter: Filter | None) -> tuple[set[str]
         return None, None
     if callable(filter):
         return None, filter
-    from multimodal_rag.filters import parse_filter
+    return matching_set(store, filter), None
 
-    return set(store.matching_ids(parse_filter(filter))), None
+
+def exact_among(store: VectorStore, query: Any, allowed: set[str], k: int) -> list[Neighbor]:
+    """The ``k`` nearest of the ``allowed`` ids, by exact comparison with their stored vectors."""
+    import numpy as np
+
+    from multimodal_rag.vectors.ranking import top_k
+
+    ids = sorted(id_ for id_ in allowed if id_ in store)
+    if not ids:
+        return []
+    vectors = np.asarray(store.get_vectors(ids), dtype=np.float32)
+    scores, columns = top_k((vectors @ np.asarray(query, dtype=np.float32))[None, :], k)
+    return [Neighbor(id=ids[c], score=float(sc)) for sc, c in zip(scores[0].tolist(), columns[0].tolist())]
 
 
 def make_hits(neighbors: Sequence[Neighbor], records: Mapping[str, Record]) -> list[Hit]:

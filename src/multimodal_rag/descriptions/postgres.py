@@ -219,21 +219,22 @@ class PostgresDescriptionStore(DescriptionStore):
     def _prepare_table(self, conn: Any, *, create: bool) -> None:
         from psycopg import sql
 
-        exists = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (self._qualified_name(conn),)
-        ).fetchone()[0]
-        if not exists:
-            if not create:
-                raise BackendError(
-                    f"PostgreSQL at {self.where} has no table {self._table_name!r}; "
-                    "it was dropped or the knowledge base points at another database"
+        exists = self._table_exists(conn)
+        if not exists and create:
+            self._lock_setup(conn)
+            exists = self._table_exists(conn)  # made by another process while we waited
+            if not exists:
+                self._check_text_search_config(conn)
+                conn.execute(
+                    sql.SQL(_SCHEMA).format(table=self._table, search_column=self._search_column())
                 )
-            self._check_text_search_config(conn)
-            conn.execute(
-                sql.SQL(_SCHEMA).format(table=self._table, search_column=self._search_column())
+                self._finish_search_column(conn)
+                return
+        if not exists:
+            raise BackendError(
+                f"PostgreSQL at {self.where} has no table {self._table_name!r}; "
+                "it was dropped or the knowledge base points at another database"
             )
-            self._finish_search_column(conn)
-            return
         columns = {
             row[0]
             for row in conn.execute(
@@ -257,9 +258,7 @@ class PostgresDescriptionStore(DescriptionStore):
 
         try:
             with conn.transaction():  # a savepoint: a refusal leaves the connection usable
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"multimodal_rag:{self._table_name}",)
-                )
+                self._lock_setup(conn)
                 if self._search_column_is_current(conn):
                     return  # another process made it while we waited
                 conn.execute(
@@ -280,6 +279,15 @@ class PostgresDescriptionStore(DescriptionStore):
                 f"for these settings, and this user may not add it ({self._scrub(exc)}); its owner "
                 "can add it by opening the store once"
             )
+
+    def _table_exists(self, conn: Any) -> bool:
+        return bool(
+            conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self._qualified_name(conn),)).fetchone()[0]
+        )
+
+    def _lock_setup(self, conn: Any) -> None:
+        """Wait for any other process making this table or its column, until this transaction ends."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"multimodal_rag:{self._table_name}",))
 
     def _text_settings(self) -> str:
         return json.dumps({"text_fields": list(self._text_fields), "text_search_config": self._text_search_config})

@@ -5,9 +5,13 @@ A labelled file is JSON Lines, one query per line::
     {"query": "a red battery generator", "expected": ["4f1c...", "images/gen-red.jpg"]}
     {"image": "photos/IMG_0412.jpg", "expected": ["images/gen-red.jpg"]}
 
-``expected`` names right answers by id or by image path (as the knowledge base recorded it,
-or relative to the file's folder). Without labels, the knowledge base's own descriptions are
-text queries, each expecting its own image (and any other image with the same description).
+``expected`` names right answers by id or by image path: as the knowledge base recorded it,
+relative to the file's folder, or by its last folders and name as a descriptions file writes
+it (``images/gen-red.jpg`` matches one recorded path that ends so). An optional ``"set"``
+names the query set (``{"query": ..., "set": "paraphrase", ...}`` reports as
+``text:paraphrase``), so kinds of question are measured apart. Without labels, the knowledge
+base's own descriptions are text queries, each expecting its own image (and any other image
+with the same description).
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ class LabelledQuery:
     text: str | None = None
     image: str | None = None
     expected: tuple[str, ...] = field(converter=_strings)
+    #: The set named by the line's ``"set"`` (``"keyword"``, ``"paraphrase"``...), else ``"labelled"``.
+    label: str = "labelled"
 
     @property
     def query_set(self) -> str:
-        return "text:labelled" if self.text is not None else "image:labelled"
+        return f"{'text' if self.text is not None else 'image'}:{self.label}"
 
 
 def read_labelled_queries(path: str | os.PathLike[str], records: Mapping[str, Record]) -> list[LabelledQuery]:
@@ -51,6 +57,21 @@ def read_labelled_queries(path: str | os.PathLike[str], records: Mapping[str, Re
     """
     path = Path(path)
     by_path = _ids_by_path(records)
+    suffixes: dict[str, str | None] | None = None
+
+    def by_suffix(answer: str) -> str | None:
+        """The one record whose path ends with ``answer``'s components (None if none or several)."""
+        nonlocal suffixes
+        if suffixes is None:
+            suffixes = {}
+            for record in records.values():
+                if record.image_path is None:
+                    continue
+                parts = Path(record.image_path).parts
+                for n in range(1, min(len(parts), 6) + 1):
+                    key = "/".join(parts[-n:])
+                    suffixes[key] = None if key in suffixes and suffixes[key] != record.id else record.id
+        return suffixes.get("/".join(Path(answer).parts))
     base = path.resolve().parent
     queries = []
     try:
@@ -70,21 +91,28 @@ def read_labelled_queries(path: str | os.PathLike[str], records: Mapping[str, Re
         expected = obj.get("expected")
         if not isinstance(expected, list) or not expected or not all(isinstance(e, str) for e in expected):
             raise InvalidInputError(f'{where}: "expected" must be a non-empty list of ids or image paths')
+        label = obj.get("set", "labelled")
+        if not isinstance(label, str) or not label.strip() or ":" in label:
+            raise InvalidInputError(f'{where}: "set" must be a name without ":"')
         resolved = []
         for answer in expected:
-            id_ = answer if answer in records else by_path.get(_normal(answer)) or by_path.get(_normal(str(base / answer)))
+            id_ = (
+                answer
+                if answer in records
+                else by_path.get(_normal(answer)) or by_path.get(_normal(str(base / answer))) or by_suffix(answer)
+            )
             if id_ is None:
                 raise InvalidInputError(f"{where}: {answer!r} is neither an id nor an image path of the knowledge base")
             resolved.append(id_)
         if "query" in obj:
             if not isinstance(obj["query"], str) or not obj["query"].strip():
                 raise InvalidInputError(f'{where}: "query" must be a non-empty text')
-            queries.append(LabelledQuery(text=obj["query"], expected=resolved))
+            queries.append(LabelledQuery(text=obj["query"], expected=resolved, label=label))
         else:
             image = obj["image"]
             if not isinstance(image, str):
                 raise InvalidInputError(f'{where}: "image" must be a path')
-            queries.append(LabelledQuery(image=str(base / image), expected=resolved))
+            queries.append(LabelledQuery(image=str(base / image), expected=resolved, label=label))
     return queries
 
 
