@@ -6,8 +6,8 @@
    code-style queries such as "F-22" or "10 cents", and paraphrases that share no word with
    the caption), evaluated with ``rag.evaluate(mode=...)`` for vector, lexical and hybrid
    search (reciprocal-rank and weighted fusion).
-2. **Latency.** SQLite description stores of 10,000 and 100,000 synthetic records (words,
-   model numbers, a category and a price) beside an exact FAISS store of random 512-d vectors:
+2. **Latency.** SQLite description stores of 10,000 and 100,000 synthetic records (ten words
+   from a Zipf-distributed vocabulary of 2,500, a model number, a category and a price) beside an exact FAISS store of random 512-d vectors:
    p50/p95 of a lexical search, of a vector search filtered to 1 % of the records (one
    category), of a hybrid search given its query vector, and of the fusion alone.
 
@@ -106,10 +106,18 @@ def latency(n: int, *, dim: int = 512, repeat: int = 60) -> dict[str, Any]:
 
     rng = np.random.default_rng(0)
     ids = [f"item-{i:06d}" for i in range(n)]
+    # A catalogue's words: a few common ones, a long tail of rare ones (Zipf), as in real text.
+    vocabulary = WORDS + [f"{a}{b}" for a in WORDS[:60] for b in WORDS[-40:]]
+    weights = 1.0 / np.arange(1, len(vocabulary) + 1)
+    weights /= weights.sum()
+
+    def words(count: int) -> str:
+        return " ".join(rng.choice(vocabulary, count, p=weights))
+
     records = [
         Record(
             id=id_,
-            description=" ".join(rng.choice(WORDS, 8)) + f" model XR-{i % 5000:04d}",
+            description=words(10) + f" model XR-{i % 5000:04d}",
             metadata={"category": int(i % 100), "price": float(rng.integers(5, 2000))},
         )
         for i, id_ in enumerate(ids)
@@ -121,7 +129,7 @@ def latency(n: int, *, dim: int = 512, repeat: int = 60) -> dict[str, Any]:
         descriptions.put(records[start : start + 5000])
         store.add(ids[start : start + 5000], vectors[start : start + 5000])
     rag = MultimodalRAG(_Vectors(dim), store, descriptions, answerer=None)  # type: ignore[arg-type]
-    queries = [" ".join(rng.choice(WORDS, 2)) + f" XR-{int(rng.integers(5000)):04d}" for _ in range(repeat)]
+    queries = [words(2) + f" XR-{int(rng.integers(5000)):04d}" for _ in range(repeat)]
     qvectors = rng.standard_normal((repeat, dim)).astype(np.float32)
     qvectors /= np.linalg.norm(qvectors, axis=1, keepdims=True)
 

@@ -236,8 +236,10 @@ def test_knowledge_base_reopens_through_its_manifest(uri: str, tmp_path: Path, m
 def test_a_metadata_filter_reaches_the_server_as_the_ids_it_matches(
     uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Milvus holds only vectors: the description store finds the matching ids in one query,
-    # and the search sends them as one expression.
+    # Milvus holds only vectors: the description store finds the matching ids in one query.
+    # A filter too broad to compare with each allowed vector sends them as one expression.
+    from multimodal_rag import query
+
     monkeypatch.setenv("MILVUS_URI", uri)
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder(), vector_store="milvus")
     on_server(rag.vector_store)
@@ -251,7 +253,11 @@ def test_a_metadata_filter_reaches_the_server_as_the_ids_it_matches(
         return real_search(*args, **kwargs)
 
     rag.vector_store._client.search = recording_search
-    hits = rag.search(image=solid("red"), k=3, filter={"price": {"$lt": 20}})
-    assert {h.id for h in hits} == {ids[0], ids[2]}
+    selective = rag.search(image=solid("red"), k=3, filter={"price": {"$lt": 20}})
+    assert {h.id for h in selective} == {ids[0], ids[2]}
+    monkeypatch.setattr(query, "SUBSET_SEARCH", 0)
+    monkeypatch.setattr(query, "SUBSET_SHARE", 0.0)
+    broad = rag.search(image=solid("red"), k=3, filter={"price": {"$lt": 20}})
+    assert [h.id for h in broad] == [h.id for h in selective]
     assert len(expressions) == 1 and ids[0] in expressions[0] and ids[1] not in expressions[0]
     rag.close()

@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "KnowledgeBaseLockedError": "multimodal_rag.errors",
     "KnowledgeBaseNotFoundError": "multimodal_rag.errors",
     "ManifestError": "multimodal_rag.errors",
+    "MetadataFilter": "multimodal_rag.filters",
     "MigrationError": "multimodal_rag.errors",
     "MigrationReport": "multimodal_rag.migrate",
     "MilvusVectorStore": "multimodal_rag.vectors.milvus",
@@ -79,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     "VisionLLMReranker": "multimodal_rag.rerankers.vision_llm",
     "make_random_clip_checkpoint": "multimodal_rag.random_checkpoint",
     "migrate": "multimodal_rag.migrate",
+    "parse_filter": "multimodal_rag.filters",
     "render_contact_sheet": "multimodal_rag.contact_sheet",
 }
 
@@ -122,6 +124,7 @@ __all__ = [
     "KnowledgeBaseLockedError",
     "KnowledgeBaseNotFoundError",
     "ManifestError",
+    "MetadataFilter",
     "MigrationError",
     "MigrationReport",
     "MilvusVectorStore",
@@ -150,6 +153,7 @@ __all__ = [
     "__version__",
     "make_random_clip_checkpoint",
     "migrate",
+    "parse_filter",
     "render_contact_sheet",
 ]
 
@@ -206,6 +210,7 @@ if TYPE_CHECKING:
         ReadOnlyError,
         UnknownBackendError,
     )
+    from multimodal_rag.filters import MetadataFilter, parse_filter
     from multimodal_rag.migrate import MigrationReport, migrate
     from multimodal_rag.protocols import (
         Answerer,

@@ -189,6 +189,7 @@ class MetadataFilter(ABC):
         parts = _column_parts(column)
         self._refuse_nul("PostgreSQL")
         text, params = self._postgres()
+        # The text is made only of this module's constants: keys and values are parameters.
         return sql.SQL(text).format(column=sql.Identifier(*parts)), params
 
     def _refuse_nul(self, database: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.locks import ReentrantReadWriteLock, reading
@@ -28,13 +28,14 @@ if TYPE_CHECKING:
     import numpy as np
 
     from multimodal_rag.evaluation.report import EvaluationReport
+    from multimodal_rag.filters import MetadataFilter
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer
 
 __all__ = ["CHANNEL_DEPTH", "MODES", "RERANK_CANDIDATES", "Filter", "Querying", "choose_mode", "id_filter", "make_hits", "query_vector"]
 
 #: A search filter: metadata conditions (see :mod:`multimodal_rag.filters`), or a predicate over ids.
-Filter = Mapping[str, Any] | IdFilter
+Filter = Union[Mapping[str, Any], "MetadataFilter", IdFilter]
 #: Search modes.
 MODES = ("vector", "lexical", "hybrid")
 #: Results each channel contributes to a fusion: fusing deeper lists than ``k`` lets an id that
@@ -120,6 +121,12 @@ class Querying:
 
         k = check_int("k", k)
         mode = choose_mode(mode, image, text, self.description_store)
+        if filter is not None and not callable(filter):
+            from multimodal_rag.filters import MetadataFilter, parse_filter
+
+            if not isinstance(filter, (Mapping, MetadataFilter)):
+                raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
+            filter = parse_filter(filter)  # a bad filter fails before the model runs
         # A reranker sees its own number of candidates (``max_candidates``) where it says one.
         depth = max(k, int(getattr(rerank, "max_candidates", RERANK_CANDIDATES))) if rerank is not None else k
         # Embedded before any lock is taken: the model is the slow part, and must not
@@ -141,17 +148,19 @@ class Querying:
 
         from multimodal_rag.fusion import fuse
         from multimodal_rag.types import Signal
+        from multimodal_rag.validation import check_queries
 
         store = self.description_store
         fetch = max(depth, CHANNEL_DEPTH)
-        allowed, predicate = filter_ids(store, filter)
+        allowed, predicate = filter_ids(store, filter)  # once, for both channels
         lexical = store.search_text(text, fetch if predicate is None else 4 * fetch, ids=allowed)
         if predicate is not None:
             lexical = [(id_, score) for id_, score in lexical if predicate(id_)][:fetch]
         if vector is None:
             fused = [(id_, score, {"lexical": Signal(rank=rank, score=score)}) for rank, (id_, score) in enumerate(lexical, 1)]
         else:
-            vector_hits = self.search_by_vector(vector, k=fetch, filter=filter)
+            queries = check_queries(vector, self.vector_store.dim, fetch)
+            vector_hits = self._vector_hits(queries, fetch, allowed, predicate)
             channels = {"vector": [(hit.id, hit.score) for hit in vector_hits], "lexical": lexical}
             fused = fuse(channels, method=fusion)
         fused = [entry for entry in fused if entry[0] in self.vector_store][:depth]
@@ -187,7 +196,10 @@ class Querying:
         # The protocol's queries are (n, dim): one vector becomes one row, checked as the
         # built-in stores check it (numeric, finite, non-zero, of the store's dimension).
         queries = check_queries(vector, self.vector_store.dim, k)
-        allowed, predicate = filter_ids(self.description_store, filter)
+        return self._vector_hits(queries, k, *filter_ids(self.description_store, filter))
+
+    def _vector_hits(self, queries: Any, k: int, allowed: set[str] | None, predicate: IdFilter | None) -> list[Hit]:
+        """The vector channel, with a filter already resolved to ids (or a predicate)."""
         if allowed is not None and len(allowed) <= max(SUBSET_SEARCH, SUBSET_SHARE * len(self.vector_store)):
             # A selective filter: comparing the query with the few vectors it allows is
             # exact and faster than asking the index for ever more candidates to filter.
