@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.locks import ReentrantReadWriteLock, reading
@@ -22,32 +22,27 @@ from multimodal_rag.protocols import (
     Reranker,
     VectorStore,
 )
-from multimodal_rag.types import Hit, ImageInput, Neighbor, Record
+from multimodal_rag.retrieval import (
+    CHANNEL_DEPTH,
+    RERANK_CANDIDATES,
+    SUBSET_SEARCH,
+    SUBSET_SHARE,
+    Filter,
+    choose_mode,
+    exact_among,
+    filter_ids,
+    make_hits,
+    query_vector,
+)
+from multimodal_rag.types import Hit, ImageInput, Record
 
 if TYPE_CHECKING:
-    import numpy as np
 
     from multimodal_rag.evaluation.report import EvaluationReport
-    from multimodal_rag.filters import MetadataFilter
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer
 
-__all__ = ["CHANNEL_DEPTH", "MODES", "RERANK_CANDIDATES", "Filter", "Querying", "choose_mode", "id_filter", "make_hits", "query_vector"]
-
-#: A search filter: metadata conditions (see :mod:`multimodal_rag.filters`), or a predicate over ids.
-Filter = Union[Mapping[str, Any], "MetadataFilter", IdFilter]
-#: Search modes.
-MODES = ("vector", "lexical", "hybrid")
-#: Results each channel contributes to a fusion: fusing deeper lists than ``k`` lets an id that
-#: both channels rank moderately well overtake one that only one channel ranks first.
-CHANNEL_DEPTH = 50
-#: Candidates a reranker is given.
-RERANK_CANDIDATES = 20
-#: A filter allowing at most this many ids, or this share of the store, is searched exactly
-#: among those ids' vectors instead of through the index.
-SUBSET_SEARCH = 4096
-SUBSET_SHARE = 0.05
-
+__all__ = ["Filter", "Querying"]
 
 class Querying:
     """Search and answer methods of :class:`~multimodal_rag.MultimodalRAG` (documented there)."""
@@ -478,140 +473,3 @@ class Querying:
             fusion=fusion,
             progress=progress,
         )
-
-
-def query_vector(embedder: Embedder, image: ImageInput | None, text: str | None, *, text_weight: float) -> np.ndarray:
-    """The unit query vector for an image, a text, or both (see :meth:`MultimodalRAG.embed_query`).
-
-    Raises:
-        InvalidInputError: Neither an image nor a text, a text that is not a string, a
-            weight outside [0, 1], an embedder's output that is not a finite vector, or
-            image and text vectors that cancel out.
-    """
-    import numpy as np
-
-    from multimodal_rag.validation import check_vectors
-
-    if image is None and text is None:
-        raise InvalidInputError("search needs an image, a text, or both")
-    if text is not None and not isinstance(text, str):
-        raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
-    if not 0.0 <= text_weight <= 1.0:
-        raise InvalidInputError(f"text_weight must be between 0 and 1, got {text_weight}")
-    dim = embedder.dim
-    vector = np.zeros(dim, dtype=np.float32)
-    # A custom embedder's output is checked like stored vectors are: NaN, shape, dtype.
-    if image is not None:
-        image_vector = check_vectors(embedder.embed_images([image]), dim, count=1, what="image query vectors")
-        vector += (1.0 - text_weight if text is not None else 1.0) * image_vector[0]
-    if text is not None:
-        text_vector = check_vectors(embedder.embed_texts([text]), dim, count=1, what="text query vectors")
-        vector += (text_weight if image is not None else 1.0) * text_vector[0]
-    norm = float(np.linalg.norm(vector))
-    if norm == 0.0:
-        raise InvalidInputError("the image and text vectors cancel out; change text_weight")
-    return vector / norm
-
-
-def id_filter(description_store: DescriptionStore, filter: Filter | None) -> IdFilter | None:
-    """The predicate over ids that a vector store applies for ``filter``.
-
-    A metadata filter is parsed (:func:`~multimodal_rag.filters.parse_filter`) before
-    anything is searched, and the description store finds the ids it matches in one call
-    (:meth:`~multimodal_rag.protocols.DescriptionStore.matching_ids`, a single query on
-    SQLite and PostgreSQL). The predicate is that set's membership test, which Milvus
-    sends to the server as an ``id in [...]`` expression when the set is small enough.
-
-    Raises:
-        InvalidInputError: ``filter`` is neither a mapping nor a callable, or a mapping
-            that is not a valid filter (the message names the bad part).
-    """
-    if filter is None or callable(filter):
-        return filter
-    return matching_set(description_store, filter).__contains__
-
-
-def matching_set(description_store: DescriptionStore, filter: Any) -> set[str]:
-    """The ids whose metadata a (mapping) filter matches, found by the description store at once.
-
-    Raises:
-        InvalidInputError: Not a mapping, or not a valid filter (the message names the bad part).
-    """
-    from multimodal_rag.filters import MetadataFilter, parse_filter
-
-    if not isinstance(filter, (Mapping, MetadataFilter)):
-        raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
-    parsed = parse_filter(filter)
-    # A duck-typed store without the method gets the protocol's default: a scan.
-    matching = getattr(description_store, "matching_ids", None)
-    ids = matching(parsed) if callable(matching) else DescriptionStore.matching_ids(description_store, parsed)
-    return set(ids)
-
-
-def choose_mode(mode: str | None, image: ImageInput | None, text: str | None, store: DescriptionStore) -> str:
-    """The search mode: the one asked for, checked, or hybrid for a text when the store has full text.
-
-    Raises:
-        InvalidInputError: An unknown mode; lexical or hybrid without a text or full text.
-    """
-    if image is None and text is None:
-        raise InvalidInputError("search needs an image, a text, or both")
-    full_text = bool(getattr(store, "full_text", False))
-    if mode is None:
-        return "hybrid" if text is not None and full_text else "vector"
-    if mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    if mode != "vector":
-        if text is None:
-            raise InvalidInputError(f"a {mode} search needs a text: the words are what it looks for")
-        if not full_text:
-            raise InvalidInputError(
-                f"the description store {type(store).__name__} has no full-text index, so only mode='vector' "
-                "searches it"
-            )
-    return mode
-
-
-def filter_ids(store: DescriptionStore, filter: Filter | None) -> tuple[set[str] | None, IdFilter | None]:
-    """For the lexical channel: the ids a metadata filter allows (pushed down to the store),
-    or the predicate a callable filter is."""
-    if filter is None:
-        return None, None
-    if callable(filter):
-        return None, filter
-    return matching_set(store, filter), None
-
-
-def exact_among(store: VectorStore, query: Any, allowed: set[str], k: int) -> list[Neighbor]:
-    """The ``k`` nearest of the ``allowed`` ids, by exact comparison with their stored vectors."""
-    import numpy as np
-
-    from multimodal_rag.vectors.ranking import top_k
-
-    ids = sorted(id_ for id_ in allowed if id_ in store)
-    if not ids:
-        return []
-    vectors = np.asarray(store.get_vectors(ids), dtype=np.float32)
-    scores, columns = top_k((vectors @ np.asarray(query, dtype=np.float32))[None, :], k)
-    return [Neighbor(id=ids[c], score=float(sc)) for sc, c in zip(scores[0].tolist(), columns[0].tolist())]
-
-
-def make_hits(neighbors: Sequence[Neighbor], records: Mapping[str, Record]) -> list[Hit]:
-    """Hits, in the neighbours' order, with each one's stored record (an empty one where missing)."""
-    from multimodal_rag.types import Signal
-
-    hits = []
-    for rank, neighbor in enumerate(neighbors, start=1):
-        record = records.get(neighbor.id) or Record(id=neighbor.id)
-        hits.append(
-            Hit(
-                id=neighbor.id,
-                score=neighbor.score,
-                similarity=neighbor.score,
-                signals={"vector": Signal(rank=rank, score=neighbor.score)},
-                image_path=record.image_path,
-                description=record.description,
-                metadata=record.metadata,
-            )
-        )
-    return hits
