@@ -70,12 +70,7 @@ def recall_per_mode() -> list[dict[str, Any]]:
     return rows
 
 
-WORDS = (
-    "battery generator solar panel inverter cable charger lamp torch fridge heater fan pump drill saw "
-    "hammer wrench ladder tent stove kettle kayak helmet glove boot jacket radio speaker camera lens "
-    "tripod router switch adapter portable compact outdoor heavy duty wireless rechargeable red blue "
-    "green black white silver steel aluminium plastic wooden folding waterproof"
-).split()
+WORDS = ["battery", "generator", "solar", "panel", "inverter", "cable", "charger", "lamp", "torch", "fridge", "heater", "fan", "pump", "drill", "saw", "hammer", "wrench", "ladder", "tent", "stove", "kettle", "kayak", "helmet", "glove", "boot", "jacket", "radio", "speaker", "camera", "lens", "tripod", "router", "switch", "adapter", "portable", "compact", "outdoor", "heavy", "duty", "wireless", "rechargeable", "red", "blue", "green", "black", "white", "silver", "steel", "aluminium", "plastic", "wooden", "folding", "waterproof"]
 
 
 class _Vectors:
