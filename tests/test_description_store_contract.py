@@ -28,6 +28,16 @@ def _sqlite() -> DescriptionStore:
     return SQLiteDescriptionStore()
 
 
+#: Metadata keys the filter tests compare, indexed: their conditions read the generated columns.
+INDEXED_FIELDS = ("a", "category", "price", "stock", "on_sale", "note", "name", "missing", "big", "it's", "price.amount")
+
+
+def _sqlite_indexed() -> DescriptionStore:
+    from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
+
+    return SQLiteDescriptionStore(indexed_fields=INDEXED_FIELDS)
+
+
 def _postgres() -> DescriptionStore:
     from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
 
@@ -40,11 +50,13 @@ DESCRIPTION_STORES: dict[str, Callable[[], DescriptionStore]] = {
     "postgres": _postgres,
     "sqlite": _sqlite,
 }
+#: What the contract runs over: every kind, and a kind again where a setting changes how it works.
+CONTRACT_STORES = {**DESCRIPTION_STORES, "sqlite-indexed": _sqlite_indexed}
 
 
-@pytest.fixture(params=sorted(DESCRIPTION_STORES))
+@pytest.fixture(params=sorted(CONTRACT_STORES))
 def make_store(request: pytest.FixtureRequest) -> Callable[[], DescriptionStore]:
-    return DESCRIPTION_STORES[request.param]
+    return CONTRACT_STORES[request.param]
 
 
 def reload(store: DescriptionStore, directory: Path) -> DescriptionStore:

@@ -28,7 +28,7 @@ from multimodal_rag.filters import (
 )
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
-from test_description_store_contract import DESCRIPTION_STORES
+from test_description_store_contract import CONTRACT_STORES
 
 # -- parsing ---------------------------------------------------------------------
 
@@ -194,21 +194,33 @@ def table() -> sqlite3.Connection:
     return sqlite3.connect(":memory:")
 
 
+# Keys read from columns of their own, as a store with indexed fields has them.
+INDEXED = {"a": ("a_type", "a_value"), "missing": ("missing_type", "missing_value")}
+INDEXED_COLUMNS = "".join(
+    f", {type_column} GENERATED ALWAYS AS (coalesce(json_type(metadata, '$.\"{key}\"'), ''))"
+    f", {value_column} GENERATED ALWAYS AS (json_extract(metadata, '$.\"{key}\"'))"
+    for key, (type_column, value_column) in INDEXED.items()
+)
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["json", "indexed"])
 @SETTINGS
 @given(rows=st.lists(METADATA, max_size=8), obj=FILTERS)
-def test_sqlite_sql_agrees_with_python(table: sqlite3.Connection, rows: list[dict[str, Any]], obj: Any) -> None:
+def test_sqlite_sql_agrees_with_python(
+    table: sqlite3.Connection, indexed: bool, rows: list[dict[str, Any]], obj: Any
+) -> None:
     parsed = parse_filter(obj)
-    where, params = parsed.to_sqlite("records.metadata")
+    where, params = parsed.to_sqlite("records.metadata", indexed=INDEXED if indexed else None)
     table.execute("DROP TABLE IF EXISTS records")
-    table.execute("CREATE TABLE records (id INTEGER, metadata TEXT)")
+    table.execute(f"CREATE TABLE records (id INTEGER, metadata TEXT{INDEXED_COLUMNS})")
     table.executemany("INSERT INTO records VALUES (?, ?)", [(i, json.dumps(m, ensure_ascii=False)) for i, m in enumerate(rows)])
     found = {row[0] for row in table.execute(f"SELECT id FROM records WHERE {where}", params)}
     assert found == {i for i, m in enumerate(rows) if parsed.matches(m)}
 
 
-@pytest.fixture(params=sorted(DESCRIPTION_STORES))
+@pytest.fixture(params=sorted(CONTRACT_STORES))
 def one_store(request: pytest.FixtureRequest) -> DescriptionStore:
-    return DESCRIPTION_STORES[request.param]()
+    return CONTRACT_STORES[request.param]()
 
 
 # One store serves every example of a test (emptied each time): a server's table costs a connection.
@@ -240,6 +252,8 @@ def test_sql_column_names_are_checked(column: Any) -> None:
     parsed = parse_filter({"a": 1})
     with pytest.raises(InvalidInputError, match="column must be a column name"):
         parsed.to_sqlite(column)
+    with pytest.raises(InvalidInputError, match="column must be a column name"):
+        parsed.to_sqlite("metadata", indexed={"a": ("a_type", column)})
     with pytest.raises(InvalidInputError, match="column must be a column name"):
         parsed.to_postgres(column)
 

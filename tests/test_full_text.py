@@ -22,6 +22,7 @@ from conftest import on_server, server_uri
 from helpers import ColorEmbedder, current_snapshot, solid
 from multimodal_rag import MultimodalRAG
 from multimodal_rag.errors import BackendError, CorruptFileError, InvalidInputError
+from multimodal_rag.filters import parse_filter
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 from test_description_store_contract import DESCRIPTION_STORES, reload
@@ -304,7 +305,8 @@ def test_every_tokenizer_saves_and_loads(name: str, tokenizer: str, tmp_path: Pa
     store = configured(name, tokenizer=tokenizer, text_fields=("description", "it's a key"))
     store.put([*FILLER, Record(id="k", description="batteries", metadata={"it's a key": "walnut"})])
     loaded = reload(store, tmp_path / "saved")
-    assert loaded.config() == {"text_fields": ["description", "it's a key"], "tokenizer": tokenizer}
+    assert loaded.config() == store.config()
+    assert (store.config()["text_fields"], store.config()["tokenizer"]) == (["description", "it's a key"], tokenizer)
     assert ids(loaded.search_text("walnut", k=3)) == ["k"]
     if tokenizer == "porter":
         assert ids(loaded.search_text("battery", k=3)) == ["k"]  # stems
@@ -472,7 +474,70 @@ def test_a_file_with_other_settings_is_indexed_as_the_config_says(tmp_path: Path
     saved_sqlite(tmp_path, [Record(id="k", description="kettle", metadata={"maker": "Acme"})])
     store = type(sqlite_store()).load(tmp_path, text_fields=["description", "maker"], tokenizer="trigram")
     assert ids(store.search_text("acm", k=5)) == ["k"]
-    assert store.config() == {"text_fields": ["description", "maker"], "tokenizer": "trigram"}
+    assert store.config() == {"text_fields": ["description", "maker"], "tokenizer": "trigram", "indexed_fields": []}
+
+
+INDEXED_RECORDS = [
+    Record(id="a", description="copper kettle", metadata={"category": 7, "price": 10.5}),
+    Record(id="b", metadata={"category": 8, "price": 3}),
+    Record(id="c", metadata={"category": "7"}),
+    Record(id="n", metadata={"category": 7, "note": "a\x00b"}),  # NUL: tested in Python
+    Record(id="m", metadata={"category": 8, "note": "a\x00b"}),
+]
+INDEXED_CASES = [
+    ({"category": 7}, {"a", "n"}),
+    ({"category": {"$ne": 7}}, {"b", "c", "m"}),
+    ({"price": {"$lt": 5}}, {"b"}),
+    ({"category": 7, "note": {"$ne": "x"}}, {"a", "n"}),
+    ({"note": "a\x00b"}, {"n", "m"}),
+]
+
+
+def filter_plan(store: Any, obj: dict[str, Any]) -> str:
+    where, params = parse_filter(obj).to_sqlite("metadata", indexed=store._columns)
+    return str(store._db.execute(f"EXPLAIN QUERY PLAN SELECT id FROM records WHERE {where}", params).fetchall())
+
+
+def assert_indexed_filters(store: Any) -> None:
+    for obj, expected in INDEXED_CASES:
+        assert store.matching_ids(parse_filter(obj)) == expected, obj
+    assert "USING INDEX records_field_0" in filter_plan(store, {"category": 7})
+    assert "USING INDEX records_field_1" in filter_plan(store, {"price": {"$lt": 5}})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    ["category", [""], ["$x"], ['a"b'], ["a\\b"], ["ключ"], ["\x01"], [3], ["a", "a"], None],
+)
+def test_bad_indexed_fields_are_refused(fields: Any) -> None:
+    with pytest.raises(InvalidInputError, match="indexed_fields"):
+        sqlite_store(indexed_fields=fields)
+
+
+def test_filters_on_indexed_fields_use_their_index_and_survive_a_reload(tmp_path: Path) -> None:
+    store = sqlite_store(indexed_fields=("category", "price"))
+    store.put(INDEXED_RECORDS)
+    assert_indexed_filters(store)
+    loaded = reload(store, tmp_path / "saved")
+    assert loaded.config()["indexed_fields"] == ["category", "price"]
+    assert_indexed_filters(loaded)
+    loaded.put([Record(id="b", metadata={"category": 7})])
+    assert loaded.matching_ids(parse_filter({"category": 7})) == {"a", "b", "n"}
+
+
+def test_a_file_without_indexed_fields_is_migrated_in_memory_and_back(tmp_path: Path) -> None:
+    path = saved_sqlite(tmp_path, INDEXED_RECORDS)
+    before = path.read_bytes()
+    store = type(sqlite_store()).load(tmp_path, indexed_fields=["category", "price"])
+    assert path.read_bytes() == before
+    assert_indexed_filters(store)
+    assert ids(store.search_text("copper", k=5)) == ["a"]
+    (tmp_path / "saved").mkdir()
+    store.save(tmp_path / "saved")
+    plain = type(store).load(tmp_path / "saved")  # a file with indexed fields, loaded without
+    assert plain.config()["indexed_fields"] == [] and "field_0" not in filter_plan(plain, {"category": 7})
+    assert plain.matching_ids(parse_filter({"category": 7})) == {"a", "n"}
+    assert ids(plain.search_text("copper", k=5)) == ["a"]
 
 
 def test_objects_the_store_does_not_make_are_dropped_on_load(tmp_path: Path) -> None:

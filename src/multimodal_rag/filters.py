@@ -59,6 +59,7 @@ __all__ = [
     "Or",
     "Scalar",
     "parse_filter",
+    "sqlite_path",
 ]
 
 #: A value a filter compares with: what JSON holds that is not a list or an object.
@@ -137,7 +138,7 @@ class MetadataFilter(ABC):
         """Whether a key or a string in the filter holds the NUL character, which SQL text
         cannot (so :meth:`to_sqlite` and :meth:`to_postgres` refuse the filter)."""
 
-    def to_sqlite(self, column: str) -> tuple[str, list[Any]]:
+    def to_sqlite(self, column: str, *, indexed: Mapping[str, tuple[str, str]] | None = None) -> tuple[str, list[Any]]:
         """An SQLite condition that is true exactly where :meth:`matches` is.
 
         Values are read with ``json_extract(column, '$."key"')`` and their types checked with
@@ -153,16 +154,27 @@ class MetadataFilter(ABC):
             column: The column holding each record's metadata as JSON text: a name, or a
                 table and a name (``records.metadata``). Qualify it when its name is also one
                 of ``json_each``'s columns (``key``, ``value``, ``type``, ``id``, ...).
+            indexed: Keys whose value also has columns of its own: key → (type column, value
+                column), holding ``coalesce(json_type(column, path), '')`` and
+                ``json_extract(column, path)`` with ``path`` from :func:`sqlite_path` (generated
+                columns, typically, with an index on the pair). A condition on such a key reads
+                those columns, so that the index can serve it; the result is the same.
 
         Returns:
             The condition and its parameters, in order.
 
         Raises:
-            InvalidInputError: ``column`` is not a column name, or :attr:`contains_nul`.
+            InvalidInputError: ``column`` (or one in ``indexed``) is not a column name, a key in
+                ``indexed`` has no :func:`sqlite_path`, or :attr:`contains_nul`.
         """
-        quoted = ".".join(f'"{part}"' for part in _column_parts(column))
+        quoted = _quoted(column)
+        columns: dict[str, tuple[str, str]] = {}
+        for key, (type_column, value_column) in (indexed or {}).items():
+            if sqlite_path(key) is None:
+                raise InvalidInputError(f"indexed: the key {key!r:.80} has no JSON path in every SQLite")
+            columns[key] = (_quoted(type_column), _quoted(value_column))
         self._refuse_nul("SQLite")
-        return self._sqlite(quoted)
+        return self._sqlite(quoted, columns)
 
     def to_postgres(self, column: str) -> tuple[sql.Composable, list[Any]]:
         """A PostgreSQL condition on a JSONB column that is true exactly where :meth:`matches` is.
@@ -200,7 +212,7 @@ class MetadataFilter(ABC):
             )
 
     @abstractmethod
-    def _sqlite(self, column: str) -> tuple[str, list[Any]]: ...
+    def _sqlite(self, column: str, indexed: Mapping[str, tuple[str, str]]) -> tuple[str, list[Any]]: ...
 
     @abstractmethod
     def _postgres(self) -> tuple[str, list[Any]]:
@@ -261,10 +273,13 @@ class Condition(MetadataFilter):
 
     # -- SQLite ------------------------------------------------------------------
 
-    def _sqlite(self, column: str) -> tuple[str, list[Any]]:
+    def _sqlite(self, column: str, indexed: Mapping[str, tuple[str, str]]) -> tuple[str, list[Any]]:
         op = _NEGATED.get(self.op, self.op)
-        if _PLAIN_KEY.fullmatch(self.key):
-            path = '$."' + self.key + '"'
+        path = sqlite_path(self.key)
+        if self.key in indexed:
+            type_column, value_column = indexed[self.key]
+            text, params = self._sqlite_positive(op, (type_column, []), (value_column, []))
+        elif path is not None:
             type_sql = (f"coalesce(json_type({column}, ?), '')", [path])
             value_sql = (f"json_extract({column}, ?)", [path])
             text, params = self._sqlite_positive(op, type_sql, value_sql)
@@ -350,8 +365,8 @@ class And(MetadataFilter):
     def contains_nul(self) -> bool:
         return any(f.contains_nul for f in self.filters)
 
-    def _sqlite(self, column: str) -> tuple[str, list[Any]]:
-        return _join([f._sqlite(column) for f in self.filters], "AND", "1")
+    def _sqlite(self, column: str, indexed: Mapping[str, tuple[str, str]]) -> tuple[str, list[Any]]:
+        return _join([f._sqlite(column, indexed) for f in self.filters], "AND", "1")
 
     def _postgres(self) -> tuple[str, list[Any]]:
         return _join([f._postgres() for f in self.filters], "AND", "true")
@@ -373,8 +388,8 @@ class Or(MetadataFilter):
     def contains_nul(self) -> bool:
         return any(f.contains_nul for f in self.filters)
 
-    def _sqlite(self, column: str) -> tuple[str, list[Any]]:
-        return _join([f._sqlite(column) for f in self.filters], "OR", "0")
+    def _sqlite(self, column: str, indexed: Mapping[str, tuple[str, str]]) -> tuple[str, list[Any]]:
+        return _join([f._sqlite(column, indexed) for f in self.filters], "OR", "0")
 
     def _postgres(self) -> tuple[str, list[Any]]:
         return _join([f._postgres() for f in self.filters], "OR", "false")
@@ -402,6 +417,16 @@ def _sqlite_value(value: Any) -> Any:
     if isinstance(value, int) and value not in _INT64:
         return float(value)
     return value
+
+
+def sqlite_path(key: str) -> str | None:
+    """The JSON path (``$."key"``) that reaches ``key`` in every SQLite version, or None for a
+    key no such path can spell (one holding ``"``, ``\\``, a control or a non-ASCII character)."""
+    return '$."' + key + '"' if _PLAIN_KEY.fullmatch(key) else None
+
+
+def _quoted(column: str) -> str:
+    return ".".join(f'"{part}"' for part in _column_parts(column))
 
 
 def _column_parts(column: object) -> list[str]:

@@ -5,6 +5,10 @@ The ``records`` table holds each record once. An FTS5 table indexes its text wit
 triggers on ``records`` keep the index in step with every insert, update and delete.
 Files written before the full-text index existed (``records`` ``WITHOUT ROWID``, no
 FTS5 table) are migrated in memory when loaded; the next save writes the new layout.
+
+Metadata fields named in ``indexed_fields`` get two generated columns each (the value's
+JSON type and the value) with an index on the pair, which filters on those fields use; a
+partial index finds the few records whose metadata holds NUL, which filters test in Python.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ from multimodal_rag.descriptions.full_text import (
     check_tokenizer,
     fts5_search,
 )
-from multimodal_rag.errors import CorruptFileError, KnowledgeBaseAccessError, NotFoundError
+from multimodal_rag.errors import (
+    CorruptFileError,
+    InvalidInputError,
+    KnowledgeBaseAccessError,
+    NotFoundError,
+)
+from multimodal_rag.filters import sqlite_path
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 from multimodal_rag.validation import check_record
@@ -39,6 +49,8 @@ __all__ = ["SQLiteDescriptionStore"]
 _FILE = "descriptions.sqlite"
 # How json.dumps writes NUL, as an SQL literal (SQL strings have no backslash escapes).
 _NUL_JSON = "'\\u0000'"
+# The same text in the partial index and in the query, so that the query uses the index.
+_HAS_NUL = f"instr(metadata, {_NUL_JSON}) > 0"
 # SQLite limits the number of bound parameters per statement; stay well under it.
 _CHUNK = 500
 _UPSERT = """
@@ -62,6 +74,9 @@ class SQLiteDescriptionStore(DescriptionStore):
             Arabic and any language that puts spaces between words), ``"porter"``
             (English words by their stems) or ``"trigram"`` (any three characters in a
             row: Chinese, Japanese, Korean, part numbers such as "XR-2000").
+        indexed_fields: Metadata keys to index for filters: a filter's conditions on them use
+            an index instead of reading every record's metadata. Keys of printable ASCII
+            without quotes or backslashes, not starting with ``$``.
 
     Raises:
         InvalidInputError: An unknown tokenizer or an unusable field name.
@@ -71,18 +86,28 @@ class SQLiteDescriptionStore(DescriptionStore):
     full_text: ClassVar[bool] = True
 
     def __init__(
-        self, *, text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS, tokenizer: str = "unicode61"
+        self,
+        *,
+        text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
+        tokenizer: str = "unicode61",
+        indexed_fields: Sequence[str] = (),
     ) -> None:
         self._text_fields = check_text_fields(text_fields)
         self._tokenizer = check_tokenizer(tokenizer)
+        self._indexed_fields = _check_indexed_fields(indexed_fields)
+        self._columns = {key: (f"field_{i}_type", f"field_{i}") for i, key in enumerate(self._indexed_fields)}
         # One connection shared by all threads, serialised by our own lock.
         self._db = _connect()
-        for statement in _schema(self._text_fields, self._tokenizer):
+        for statement in _schema(self._text_fields, self._tokenizer, self._indexed_fields):
             self._db.execute(statement)
         self._lock = threading.Lock()
 
     def config(self) -> dict[str, Any]:
-        return {"text_fields": list(self._text_fields), "tokenizer": self._tokenizer}
+        return {
+            "text_fields": list(self._text_fields),
+            "tokenizer": self._tokenizer,
+            "indexed_fields": list(self._indexed_fields),
+        }
 
     @staticmethod
     def _record(row: tuple[str, str | None, str | None, str]) -> Record:
@@ -159,10 +184,19 @@ class SQLiteDescriptionStore(DescriptionStore):
 
         SQLite's JSON functions cut strings short at NUL, so a record whose metadata holds
         one (JSON text ``\\u0000``) is tested in Python, and so is every record for a
-        filter that holds one.
+        filter that holds one. With indexed fields those records are found by their own
+        partial index, so that the filter's query can use the fields' indexes.
         """
         if filter.contains_nul:
             return super().matching_ids(filter)
+        if self._indexed_fields:
+            where, params = filter.to_sqlite("metadata", indexed=self._columns)
+            with self._lock:
+                nul = self._db.execute(f"SELECT id, metadata FROM records WHERE {_HAS_NUL}").fetchall()
+                found = {row[0] for row in self._db.execute(f"SELECT id FROM records WHERE {where}", params)}
+            found.difference_update(id_ for id_, _ in nul)
+            found.update(id_ for id_, raw in nul if filter.matches(json.loads(raw)))
+            return found
         where, params = filter.to_sqlite("metadata")
         query = (
             f"SELECT id, CASE WHEN instr(metadata, {_NUL_JSON}) > 0 THEN metadata END FROM records "
@@ -204,7 +238,7 @@ class SQLiteDescriptionStore(DescriptionStore):
             if verdict != "ok":
                 raise sqlite3.DatabaseError(verdict)
             _check_rows(store._db)
-            store._db = _with_full_text(store._db, store._text_fields, store._tokenizer)
+            store._db = _with_full_text(store._db, store._text_fields, store._tokenizer, store._indexed_fields)
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(f"cannot read the description database {str(path)!r}: {exc}") from exc
         finally:
@@ -257,12 +291,30 @@ def _connect() -> sqlite3.Connection:
     return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
 
 
-@lru_cache(maxsize=16)
-def _schema(text_fields: tuple[str, ...], tokenizer: str) -> tuple[str, ...]:
-    """The statements that make an empty database: records table, FTS5 table, then triggers.
+def _check_indexed_fields(fields: object) -> tuple[str, ...]:
+    if isinstance(fields, str) or not isinstance(fields, Iterable):
+        raise InvalidInputError(f"indexed_fields must be a list of metadata keys, got {fields!r:.80}")
+    names = tuple(fields)
+    for name in names:
+        if not isinstance(name, str) or not name or name.startswith("$") or sqlite_path(name) is None:
+            raise InvalidInputError(
+                "indexed_fields must be metadata keys of printable ASCII without quotes or backslashes, "
+                f"not starting with '$'; got {name!r:.80}"
+            )
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"indexed_fields names a key twice: {list(names)}")
+    return names
 
-    Each metadata field to index becomes a virtual generated column of ``records``
-    (computed when read, never stored), since FTS5 reads external content by column.
+
+@lru_cache(maxsize=16)
+def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The statements that make an empty database: records table, FTS5 table, then triggers
+    and indexes (the last two kinds may run after rows are in).
+
+    Each metadata field for full-text search becomes a virtual generated column of
+    ``records`` (computed when read, never stored), since FTS5 reads external content by
+    column. Each indexed field becomes two, its JSON type and its value, as
+    :meth:`MetadataFilter.to_sqlite` reads them, indexed together.
     """
     generated = []
     columns = []
@@ -275,6 +327,16 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str) -> tuple[str, ...]:
             f",\n    text_{i} TEXT GENERATED ALWAYS AS (json_extract(metadata, {_literal(path)})) VIRTUAL"
         )
         columns.append(f"text_{i}")
+    indexes = []
+    for i, field in enumerate(indexed_fields):
+        path = _literal(f'$."{field}"')  # _check_indexed_fields kept to keys with a plain path
+        generated.append(
+            f",\n    field_{i}_type TEXT GENERATED ALWAYS AS (coalesce(json_type(metadata, {path}), '')) VIRTUAL"
+            f",\n    field_{i} GENERATED ALWAYS AS (json_extract(metadata, {path})) VIRTUAL"
+        )
+        indexes.append(f"CREATE INDEX records_field_{i} ON records (field_{i}_type, field_{i})")
+    if indexed_fields:
+        indexes.append(f"CREATE INDEX records_nul ON records (seq) WHERE {_HAS_NUL}")
     names = ", ".join(columns)
     new = ", ".join(f"new.{c}" for c in columns)
     old = ", ".join(f"old.{c}" for c in columns)
@@ -295,6 +357,7 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str) -> tuple[str, ...]:
         f"CREATE TRIGGER records_au AFTER UPDATE ON records BEGIN\n"
         f"    INSERT INTO records_fts (records_fts, rowid, {names}) VALUES ('delete', old.seq, {old});\n"
         f"    INSERT INTO records_fts (rowid, {names}) VALUES (new.seq, {new});\nEND",
+        *indexes,
     )
 
 
@@ -303,11 +366,13 @@ def _literal(text: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _schema_objects(text_fields: tuple[str, ...], tokenizer: str) -> frozenset[tuple[str, str, str, str | None]]:
+def _schema_objects(
+    text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[str, ...]
+) -> frozenset[tuple[str, str, str, str | None]]:
     """What ``sqlite_master`` lists for a database made by :func:`_schema` (FTS5's own tables too)."""
     db = _connect()
     try:
-        for statement in _schema(text_fields, tokenizer):
+        for statement in _schema(text_fields, tokenizer, indexed_fields):
             db.execute(statement)
         return _objects(db)
     finally:
@@ -318,16 +383,23 @@ def _objects(db: sqlite3.Connection) -> frozenset[tuple[str, str, str, str | Non
     return frozenset(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
 
 
-def _with_full_text(db: sqlite3.Connection, text_fields: tuple[str, ...], tokenizer: str) -> sqlite3.Connection:
+def _with_full_text(
+    db: sqlite3.Connection, text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[str, ...]
+) -> sqlite3.Connection:
     """``db`` with a full-text index in step with its records: checked, rebuilt, or migrated.
 
     A database of exactly this store's layout keeps its index when FTS5's integrity check
-    finds it in step with the records, and has it rebuilt otherwise. Any other layout (an
-    earlier version's, other text fields or tokenizer, a missing index, objects this
-    store does not make) is replaced by a new database of the current layout holding
-    the same rows; the caller's connection is closed then.
+    finds it in step with the records, and has it rebuilt otherwise; its metadata indexes
+    are rebuilt (quick_check does not compare an index with its table). Any other layout
+    (an earlier version's, other text or indexed fields or tokenizer, a missing index,
+    objects this store does not make) is replaced by a new database of the current layout
+    holding the same rows; the caller's connection is closed then.
     """
-    if _objects(db) == _schema_objects(text_fields, tokenizer):
+    if _objects(db) == _schema_objects(text_fields, tokenizer, indexed_fields):
+        for i in range(len(indexed_fields)):
+            db.execute(f"REINDEX records_field_{i}")
+        if indexed_fields:
+            db.execute("REINDEX records_nul")
         try:
             db.execute("INSERT INTO records_fts (records_fts, rank) VALUES ('integrity-check', 1)")
             return db
@@ -340,7 +412,7 @@ def _with_full_text(db: sqlite3.Connection, text_fields: tuple[str, ...], tokeni
             pass  # FTS5's own tables are beyond rebuilding: start again from the rows
     fresh = _connect()
     try:
-        table, index, *triggers = _schema(text_fields, tokenizer)
+        table, index, *triggers_and_indexes = _schema(text_fields, tokenizer, indexed_fields)
         fresh.execute(table)
         fresh.execute(index)
         # Rows first and one rebuild after: quicker than a trigger per row.
@@ -349,8 +421,8 @@ def _with_full_text(db: sqlite3.Connection, text_fields: tuple[str, ...], tokeni
         while batch := cursor.fetchmany(_CHUNK):
             fresh.executemany("INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)", batch)
         fresh.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
-        for trigger in triggers:
-            fresh.execute(trigger)
+        for statement in triggers_and_indexes:
+            fresh.execute(statement)
         fresh.execute("COMMIT")
     except BaseException:
         fresh.close()
