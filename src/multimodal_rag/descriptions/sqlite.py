@@ -239,7 +239,7 @@ class SQLiteDescriptionStore(DescriptionStore):
                 raise sqlite3.DatabaseError(verdict)
             _check_rows(store._db)
             store._db = _with_full_text(store._db, store._text_fields, store._tokenizer, store._indexed_fields)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, MemoryError) as exc:  # NOMEM: a damaged file declaring absurd sizes
             raise CorruptFileError(f"cannot read the description database {str(path)!r}: {exc}") from exc
         finally:
             source.close()
@@ -271,7 +271,7 @@ class SQLiteDescriptionStore(DescriptionStore):
                     )
                     while batch := cursor.fetchmany(256):
                         rows.update((row[0], row) for row in batch if isinstance(row[0], str))
-                except sqlite3.DatabaseError:
+                except (sqlite3.DatabaseError, MemoryError):
                     continue  # the damage (or no such column): read from the other end
         finally:
             source.close()
@@ -400,15 +400,17 @@ def _with_full_text(
             db.execute(f"REINDEX records_field_{i}")
         if indexed_fields:
             db.execute("REINDEX records_nul")
+        # Garbled FTS5 records can also declare absurd sizes, which SQLite answers with
+        # SQLITE_NOMEM (Python's MemoryError): that too is damage to rebuild from the rows.
         try:
             db.execute("INSERT INTO records_fts (records_fts, rank) VALUES ('integrity-check', 1)")
             return db
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, MemoryError):
             pass
         try:
             db.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
             return db
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, MemoryError):
             pass  # FTS5's own tables are beyond rebuilding: start again from the rows
     fresh = _connect()
     try:
