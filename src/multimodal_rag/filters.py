@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from attrs import field, frozen
 
 from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.validation import is_utf8
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -522,7 +523,7 @@ class _Parser:
                 f"filter: more than {MAX_FILTER_CONDITIONS} comparisons; "
                 "put long lists of values in one $in or $nin"
             )
-        if not _is_utf8(key):
+        if not is_utf8(key):
             raise InvalidInputError(f"filter: key {key!r:.80} is not valid Unicode text")
         return Condition(key, op, value)
 
@@ -541,7 +542,7 @@ def _scalar(value: Any, path: str, *, hint: str = "") -> Scalar:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        if not _is_utf8(value):
+        if not is_utf8(value):
             raise InvalidInputError(f"{path}: the string {value!r:.80} is not valid Unicode text")
         return str(value)
     if isinstance(value, int):
@@ -557,14 +558,6 @@ def _scalar(value: Any, path: str, *, hint: str = "") -> Scalar:
 
 def _is_list(value: Any) -> bool:
     return isinstance(value, (list, tuple))
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _type(value: Any) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "check_record",
     "check_timeout",
     "check_vectors",
+    "is_utf8",
 ]
 
 #: The longest id accepted, in bytes of UTF-8.
@@ -173,7 +174,8 @@ def check_metadata(metadata: object, *, owner: str) -> None:
             )
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (no lone surrogates)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -198,7 +200,7 @@ def check_record(record: object) -> None:
     if record.image_path is not None and not isinstance(record.image_path, str):
         raise InvalidInputError(f"image_path of {record.id!r} must be a string or None")
     for name, value in (("id", record.id), ("description", record.description), ("image_path", record.image_path)):
-        if value is not None and not _is_utf8(value):
+        if value is not None and not is_utf8(value):
             raise InvalidInputError(f"{name} of record {record.id!r} has characters UTF-8 cannot store (lone surrogates)")
     clash = RESERVED_KEYS.intersection(record.metadata)
     if clash:

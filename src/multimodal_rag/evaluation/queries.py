@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from attrs import field, frozen
 
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.types import Record
+from multimodal_rag.types import Record, str_tuple
 
 __all__ = ["LabelledQuery", "description_queries", "read_labelled_queries"]
-
-
-def _strings(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
 
 
 @frozen(kw_only=True)
@@ -39,7 +35,7 @@ class LabelledQuery:
 
     text: str | None = None
     image: str | None = None
-    expected: tuple[str, ...] = field(converter=_strings)
+    expected: tuple[str, ...] = field(converter=str_tuple)
     #: The set named by the line's ``"set"`` (``"keyword"``, ``"paraphrase"``...), else ``"labelled"``.
     label: str = "labelled"
 

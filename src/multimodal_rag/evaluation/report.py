@@ -12,6 +12,8 @@ from typing import Any
 from attr import asdict
 from attrs import field, frozen
 
+from multimodal_rag.types import str_tuple
+
 __all__ = ["EvaluationReport", "GateReport", "QueryResult", "SetMetrics"]
 
 #: The cut-offs recall is reported at.
@@ -23,10 +25,6 @@ def _results(value: Iterable[QueryResult]) -> tuple[QueryResult, ...]:
 
 
 def _sets(value: Iterable[SetMetrics]) -> tuple[SetMetrics, ...]:
-    return tuple(value)
-
-
-def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
@@ -54,10 +52,10 @@ class QueryResult:
 
     query_set: str
     query: str
-    expected: tuple[str, ...] = field(converter=_strings)
-    ranked: tuple[str, ...] = field(converter=_strings)
+    expected: tuple[str, ...] = field(converter=str_tuple)
+    ranked: tuple[str, ...] = field(converter=str_tuple)
     scores: tuple[float, ...] = field(converter=_floats)
-    exact_ranked: tuple[str, ...] = field(converter=_strings, default=())
+    exact_ranked: tuple[str, ...] = field(converter=str_tuple, default=())
     rank: int | None = None
     exact_rank: int | None = None
     seconds: float = 0.0
@@ -147,7 +145,7 @@ class EvaluationReport:
     latency_ms: dict[str, float]
     seconds: float
     settings: dict[str, Any]
-    notes: tuple[str, ...] = field(converter=_strings, default=())
+    notes: tuple[str, ...] = field(converter=str_tuple, default=())
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ when a photo shows something the knowledge base does not hold. Negatives the use
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from multimodal_rag.evaluation.report import (
     QueryResult,
     SetMetrics,
 )
+from multimodal_rag.registry import kind_of
 from multimodal_rag.types import ImageInput, Record
 
 __all__ = ["evaluate"]
@@ -72,6 +74,7 @@ def evaluate(
     from multimodal_rag.evaluation.edits import EDIT_KINDS
     from multimodal_rag.evaluation.metrics import first_rank
     from multimodal_rag.evaluation.queries import description_queries, read_labelled_queries
+    from multimodal_rag.images import open_image
     from multimodal_rag.ingest.sources import scan_images
     from multimodal_rag.validation import check_int
 
@@ -101,9 +104,11 @@ def evaluate(
     # Each query is made when its batch comes (an edited photo is large): memory stays
     # bounded by one batch whatever the sample.
     plan: list[tuple[str, str, tuple[str, ...], Callable[[], tuple[str, Any]]]] = []
+    # An image's edits are consecutive in the plan: its last decode serves them all.
+    source = functools.lru_cache(maxsize=1)(open_image)
     for id_ in chosen:
         for kind in kinds:
-            plan.append((f"edit:{kind}", f"{id_} ({kind})", (id_,), _edited_query(records[id_].image_path, id_, kind, seed)))
+            plan.append((f"edit:{kind}", f"{id_} ({kind})", (id_,), _edited_query(source, records[id_].image_path, id_, kind, seed)))
     labelled = read_labelled_queries(queries, records) if queries is not None else []
     for query in labelled:
         if query.text is not None:
@@ -193,7 +198,7 @@ def evaluate(
             "queries_file": str(queries) if queries is not None else None,
             "negatives": str(negatives) if negatives is not None else None,
             "embedder": rag.embedder.fingerprint,
-            "vector_store": _kind(rag.vector_store),
+            "vector_store": kind_of(rag.vector_store),
             "vector_store_config": rag.vector_store.config(),
         },
         notes=[NOTES[key] for key in ("text:descriptions",) if any(r.query_set == key for r in results)]
@@ -272,13 +277,13 @@ class _Searcher:
         ]
 
 
-def _edited_query(path: str, id_: str, kind: str, seed: int) -> Callable[[], tuple[str, Any]]:
+def _edited_query(source: Callable[[str], Any], path: str, id_: str, kind: str, seed: int) -> Callable[[], tuple[str, Any]]:
     def make() -> tuple[str, Any]:
         from multimodal_rag.evaluation.edits import edited_queries
-        from multimodal_rag.images import open_image
 
-        # The edit's randomness depends on (seed, id, kind) only, so making it again is the same edit.
-        [(_, _, image)] = list(edited_queries([(id_, open_image(path))], [kind], seed=seed))
+        # The edit's randomness depends on (seed, id, kind) only, so making it again is the same
+        # edit; edits return new images, so the decoded source can be shared.
+        [(_, _, image)] = list(edited_queries([(id_, source(path))], [kind], seed=seed))
         return ("image", image)
 
     return make
@@ -358,9 +363,3 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     from multimodal_rag.evaluation.metrics import percentiles
 
     return percentiles(values) if values else {"p50": 0.0, "p95": 0.0}
-
-
-def _kind(component: Any) -> str:
-    from multimodal_rag.registry import kind_of
-
-    return kind_of(component)

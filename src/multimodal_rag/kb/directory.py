@@ -407,11 +407,11 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
 
 
-def damaged_parts(directory: KnowledgeBaseDirectory, manifest: Manifest) -> set[str]:
-    """Which parts of the manifest's snapshot (``"vectors"``, ``"descriptions"``) fail their checksums."""
-    snapshot = directory.snapshot(manifest.generation)
+def damaged_parts(snapshot: Path, problems: list[tuple[Path, str]]) -> set[str]:
+    """Which parts of ``snapshot`` (``"vectors"``, ``"descriptions"``) the problems of
+    :meth:`KnowledgeBaseDirectory.check_snapshot` fall in."""
     parts = set()
-    for path, _ in directory.check_snapshot(manifest):
+    for path, _ in problems:
         try:
             parts.add(path.relative_to(snapshot).parts[0])
         except (ValueError, IndexError):

@@ -145,7 +145,9 @@ def _load_once(
 ) -> LoadedKnowledgeBase:
     generation = manifest.generation
     snapshot = directory.snapshot(generation)
-    damaged = damaged_parts(directory, manifest) if salvage else set()
+    # Each file is hashed once: for the parts to salvage, and for the files to set aside.
+    problems = directory.check_snapshot(manifest) if salvage else []
+    damaged = damaged_parts(snapshot, problems)
     if not salvage:
         directory.verify_snapshot(manifest)
     recorded = manifest.embedder
@@ -177,9 +179,9 @@ def _load_once(
     findings = None
     if damaged or journal.lost_entries:
         findings = _findings(
-            directory,
             manifest,
             damaged,
+            [str(path) for path, _ in problems],
             vector_store,
             description_store,
             snapshot_ids,
@@ -212,9 +214,9 @@ def check_embedder(embedder: Any, recorded: EmbedderEntry, where: str) -> None:
 
 
 def _findings(
-    directory: KnowledgeBaseDirectory,
     manifest: Manifest,
     damaged: set[str],
+    damaged_files: list[str],
     vector_store: Any,
     description_store: Any,
     snapshot_ids: set[str] | None,
@@ -235,7 +237,7 @@ def _findings(
             saved = manifest.counts.get("descriptions")
             records_lost = max(0, saved - salvaged - from_older) if saved is not None else 0
     return SalvageFindings(
-        damaged_files=[str(path) for path, _ in directory.check_snapshot(manifest)],
+        damaged_files=damaged_files,
         records_salvaged=salvaged,
         records_from_older_snapshot=from_older,
         lost_ids=lost_ids,
