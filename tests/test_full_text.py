@@ -241,6 +241,64 @@ def test_ids_restrict_the_search_and_k_still_counts_among_them(store: Descriptio
     assert ids(store.search_text("battery", k=5, ids=many)) == ["b3"]
 
 
+# -- records holding only common words are skipped when they cannot win -------------------------
+
+
+def catalogue(count: int = 3000, seed: int = 7) -> tuple[list[Record], list[str]]:
+    """Records of common words (a few in most records, Zipf-like), rare words and model
+    numbers, and queries mixing them: what lets BM25 top-k skip records."""
+    import random
+
+    rng = random.Random(seed)
+    common = ["battery", "portable", "black", "solar", "charger", "lamp", "cable", "steel"]
+    rare = [f"{a}{b}" for a in ("kayak", "tent", "drill", "radio", "helmet") for b in ("pro", "mini", "max", "neo")]
+    weights = [1 / (i + 1) for i in range(len(common))]
+    records = []
+    for i in range(count):
+        text = rng.choices(common, weights, k=rng.randint(2, 9)) + rng.sample(rare, rng.randint(0, 2))
+        records.append(Record(id=f"r{i:05d}", description=" ".join(text) + f" model ZX-{i % 400:03d}"))
+    queries = [
+        " ".join(rng.sample(common, rng.randint(1, 3)) + rng.sample(rare, rng.randint(0, 2)))
+        + (f" ZX-{rng.randrange(400):03d}" if rng.random() < 0.6 else "")
+        for _ in range(80)
+    ]
+    return records, queries
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_pruned_top_k_equals_scoring_every_match(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from multimodal_rag.descriptions import bm25_pruning
+
+    store = configured(name)
+    records, queries = catalogue()
+    store.put(records)
+    everyone = [r.id for r in records]
+    scored: list[int] = []
+    score_subset = bm25_pruning._scores
+    monkeypatch.setattr(
+        bm25_pruning, "_scores", lambda *a: scored.append(len(result := score_subset(*a))) or result
+    )
+    for query in queries:
+        for k in (1, 10, 50):
+            fast = store.search_text(query, k)
+            # A restriction to ids takes the plain path: every match scored by FTS5's bm25().
+            plain = store.search_text(query, k, ids=everyone)
+            assert ids(fast) == ids(plain), (query, k)
+            assert [s for _, s in fast] == pytest.approx([s for _, s in plain], rel=1e-12), (query, k)
+    # The pruning ran, and scored far fewer records than the queries match.
+    assert len(scored) > 50 and sorted(scored)[len(scored) // 2] < len(records) / 10
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_ties_at_the_cut_are_broken_by_id_when_pruned(name: str) -> None:
+    store = configured(name)
+    # Thirty records tied on the rare word, many more holding only the common one.
+    store.put([Record(id=f"t{i:02d}", description="zircon lamp") for i in reversed(range(30))]
+              + [Record(id=f"c{i:03d}", description="lamp cable") for i in range(300)])
+    assert ids(store.search_text("lamp zircon", k=5)) == ["t00", "t01", "t02", "t03", "t04"]
+    assert ids(store.search_text("lamp zircon", k=5)) == ids(store.search_text("lamp zircon", k=5, ids=[f"t{i:02d}" for i in range(30)]))
+
+
 # -- the index follows every change ---------------------------------------------------------------
 
 

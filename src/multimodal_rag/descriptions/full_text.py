@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from multimodal_rag.descriptions.bm25_pruning import pruned_top_k
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Record
 from multimodal_rag.validation import check_int
@@ -27,7 +28,7 @@ __all__ = [
     "check_text_fields",
     "check_tokenizer",
     "field_text",
-    "fts5_match",
+    "fts5_phrases",
     "fts5_search",
     "query_terms",
 ]
@@ -117,17 +118,14 @@ def query_terms(query: str) -> list[str]:
     return list(dict.fromkeys(term for term in terms if term))[:MAX_TERMS]
 
 
-def fts5_match(query: str) -> str | None:
-    """An FTS5 ``MATCH`` expression that finds records holding any term of ``query``.
+def fts5_phrases(query: str) -> list[str]:
+    """The terms of ``query`` as FTS5 phrases; a record matches when it holds any of them.
 
     Each term is a quoted FTS5 string: the table's tokenizer splits it into a phrase
     ("XR-2000" is the phrase "xr 2000" for ``unicode61``, the substring "XR-2000" for
-    ``trigram``), and nothing in it is an operator. ``None`` when there is no term.
+    ``trigram``), and nothing in it is an operator.
     """
-    terms = query_terms(query)
-    if not terms:
-        return None
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    return ['"' + term.replace('"', '""') + '"' for term in query_terms(query)]
 
 
 class MemoryTextIndex:
@@ -181,27 +179,31 @@ class MemoryTextIndex:
 
     def search(self, query: str, k: int, ids: Collection[str] | None) -> list[tuple[str, float]]:
         """As :meth:`DescriptionStore.search_text <multimodal_rag.protocols.DescriptionStore.search_text>`."""
-        return fts5_search(
-            self._db, query, k, ids, table="fts", join="JOIN ids AS r ON r.seq = fts.rowid"
-        )
+        return fts5_search(self._db, query, k, ids, table="fts", id_table="ids")
 
 
 def fts5_search(
-    db: sqlite3.Connection, query: str, k: int, ids: Collection[str] | None, *, table: str, join: str
+    db: sqlite3.Connection, query: str, k: int, ids: Collection[str] | None, *, table: str, id_table: str
 ) -> list[tuple[str, float]]:
-    """BM25 search of the FTS5 ``table`` whose rowids ``join`` maps to ``r.id``: best first, ties by id.
+    """BM25 search of the FTS5 ``table`` whose rowids are ``seq`` in ``id_table``, which names
+    each record's ``id``: best first, ties by id.
 
-    The score is ``-bm25()``, so that higher is better.
+    The score is ``-bm25()``, so that higher is better. Without ``ids``, a query that
+    mixes rare and common words skips the records that hold only common words when they
+    cannot reach the top ``k`` (:mod:`~multimodal_rag.descriptions.bm25_pruning`).
 
     Raises:
         InvalidInputError: ``k`` is not a positive integer, or SQLite refused the search.
     """
     k = check_int("k", k)
-    match = fts5_match(query)
-    if match is None:
+    phrases = fts5_phrases(query)
+    if not phrases:
         return []
-    sql = f"SELECT r.id, -bm25({table}) AS score FROM {table} {join} WHERE {table} MATCH ?"
-    params: list[Any] = [match]
+    sql = (
+        f"SELECT r.id, -bm25({table}) AS score FROM {table} JOIN {id_table} AS r ON r.seq = {table}.rowid "
+        f"WHERE {table} MATCH ?"
+    )
+    params: list[Any] = [" OR ".join(phrases)]
     if ids is not None:
         wanted = [i for i in ids if isinstance(i, str)]
         if not wanted:
@@ -211,6 +213,10 @@ def fts5_search(
     sql += " ORDER BY score DESC, r.id LIMIT ?"
     params.append(k)
     try:
+        if ids is None:
+            pruned = pruned_top_k(db, table, id_table, phrases, k)
+            if pruned is not None:
+                return pruned
         rows = db.execute(sql, params).fetchall()
     except sqlite3.OperationalError as exc:
         raise InvalidInputError(f"cannot search the descriptions for {query!r}: {exc}") from exc

@@ -209,9 +209,7 @@ class SQLiteDescriptionStore(DescriptionStore):
     def search_text(self, query: str, k: int, *, ids: Collection[str] | None = None) -> list[tuple[str, float]]:
         """BM25 over the FTS5 index (the score is ``-bm25()``, so higher is better); ties by id."""
         with self._lock:
-            return fts5_search(
-                self._db, query, k, ids, table="records_fts", join="JOIN records AS r ON r.seq = records_fts.rowid"
-            )
+            return fts5_search(self._db, query, k, ids, table="records_fts", id_table="records")
 
     def save(self, directory: Path) -> None:
         target = sqlite3.connect(Path(directory) / _FILE)

@@ -1,0 +1,142 @@
+"""Exact BM25 top-k over an FTS5 index without scoring every record that holds a common word.
+
+A query such as "inverter battery XR-2937" matches most of a catalogue through "battery",
+and FTS5's ``bm25()`` costs about as much per matching row as everything else in the query
+together. Yet a record that holds only common words cannot reach the top k: BM25 gives one
+term at most ``idf * (k1 + 1)``, and a common word's idf is small. This is the MaxScore
+argument of search engines (Turtle and Flood, 1995), run on FTS5's own numbers:
+
+1. Count the records each term matches (capped where the count no longer changes its idf)
+   and read the row count FTS5 itself uses, giving each term's exact idf and its bound.
+2. Score, with the whole query, the records holding the rarest terms; the k-th score is a
+   floor for the final k-th score.
+3. The common terms whose bounds add up to less than that floor are *non-essential*: a
+   record holding only those scores below the floor. Score, with the whole query, only the
+   records holding an essential term; their top k is the exact answer.
+
+FTS5 scores a record against the phrases of its ``MATCH`` expression. To score only the
+records holding the essential terms ``E`` against all the terms ``Q``, the expression is
+``(E) AND (Q)``, which counts the phrases of ``E`` twice; their score alone, from ``E``,
+is taken off again. Scores agree with plain ``bm25()`` to about 1e-15.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from typing import Any
+
+__all__ = ["pruned_top_k"]
+
+# FTS5's bm25() parameters (fts5_aux.c); one term adds at most idf * (K1 + 1) to a score.
+_K1 = 1.2
+# The idf FTS5 gives a term that most records hold.
+_MIN_IDF = 1e-6
+# Pruning pays while the records holding an essential term are this share of the query's
+# matches or fewer: each of them is scored twice and passes through Python.
+_MAX_SHARE = 0.25
+# Bounds are computed in Python and scores in C, with sums in another order: keep a margin.
+_MARGIN = 1e-9
+
+
+def pruned_top_k(
+    db: sqlite3.Connection, table: str, id_table: str, phrases: list[str], k: int
+) -> list[tuple[str, float]] | None:
+    """The best ``k`` records for the FTS5 phrases ``phrases`` (joined by OR), as
+    ``(id, -bm25)`` best first with ties by id, or ``None`` when pruning would not pay
+    (the caller then runs the plain query).
+
+    ``id_table`` maps the FTS5 rowids (its ``seq``) to record ids (its ``id``).
+    """
+    total = _row_count(db, table)
+    if total is None or len(phrases) < 2:
+        return None
+    # Beyond half the rows a term's idf is the floor, so counting further changes nothing.
+    cap = total // 2 + 1
+    counts = {
+        phrase: db.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)", (phrase, cap)
+        ).fetchone()[0]
+        for phrase in phrases
+    }
+    bound = {phrase: _idf(total, counts[phrase]) * (_K1 + 1) for phrase in phrases}
+    rarest_first = sorted(phrases, key=lambda phrase: (-bound[phrase], counts[phrase]))
+    matches = sum(counts.values())
+
+    seed: list[str] = []
+    for phrase in rarest_first:
+        seed.append(phrase)
+        if sum(counts[p] for p in seed) >= k:
+            break
+    if len(seed) == len(phrases):
+        return None
+    scores = _scores(db, table, seed, phrases)
+    if len(scores) < k:
+        return None
+    floor = sorted(scores.values(), reverse=True)[k - 1]
+
+    # The longest run of the weakest terms whose bounds together stay below the floor.
+    essential = list(rarest_first)
+    reach = 0.0
+    while essential and (reach + bound[essential[-1]]) * (1 + _MARGIN) < floor:
+        reach += bound[essential.pop()]
+    if len(essential) == len(phrases):
+        return None
+    if len(essential) > len(seed):
+        if sum(counts[p] for p in essential) > _MAX_SHARE * matches:
+            return None
+        scores = _scores(db, table, essential, phrases)
+    return _best(db, id_table, scores, k)
+
+
+def _scores(db: sqlite3.Connection, table: str, subset: list[str], phrases: list[str]) -> dict[int, float]:
+    """``-bm25`` for the whole query of every record that holds a phrase of ``subset``."""
+    part = " OR ".join(subset)
+    query = f"SELECT rowid, bm25({table}) FROM {table} WHERE {table} MATCH ?"
+    doubled = dict(db.execute(query, (f"({part}) AND ({' OR '.join(phrases)})",)).fetchall())
+    alone = dict(db.execute(query, (part,)).fetchall())
+    return {rowid: alone[rowid] - score for rowid, score in doubled.items()}
+
+
+def _best(db: sqlite3.Connection, id_table: str, scores: dict[int, float], k: int) -> list[tuple[str, float]]:
+    ranked = sorted(scores.items(), key=lambda item: -item[1])
+    # Every record tied with the k-th, so that ties are broken by id as the plain query does.
+    cut = k
+    while cut < len(ranked) and ranked[cut][1] == ranked[k - 1][1]:
+        cut += 1
+    kept = dict(ranked[:cut])
+    names: dict[int, str] = dict(
+        db.execute(
+            f"SELECT seq, id FROM {id_table} WHERE seq IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(kept)),),
+        ).fetchall()
+    )
+    best = sorted(((names[rowid], score) for rowid, score in kept.items()), key=lambda item: (-item[1], item[0]))
+    return best[:k]
+
+
+def _idf(total: int, count: int) -> float:
+    idf = math.log((total - count + 0.5) / (count + 0.5))
+    return idf if idf > 0 else _MIN_IDF
+
+
+def _row_count(db: sqlite3.Connection, table: str) -> int | None:
+    """The row count bm25() uses: the first varint of FTS5's "averages" record (rowid 1 of
+    the ``_data`` table). ``None`` when the record is missing or unreadable."""
+    row: Any = db.execute(f"SELECT block FROM {table}_data WHERE id = 1").fetchone()
+    if row is None or not isinstance(row[0], bytes) or not row[0]:
+        return None
+    return _varint(row[0])
+
+
+def _varint(blob: bytes) -> int | None:
+    """SQLite's big-endian varint: 7 bits a byte while the top bit is set, 8 in a ninth byte."""
+    value = 0
+    for position, byte in enumerate(blob[:9]):
+        if position == 8:
+            return (value << 8) | byte
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            return value
+    return None
