@@ -5,10 +5,13 @@
    ``benchmarks/data/stamps-queries.jsonl`` (keyword queries taken from the captions,
    code-style queries such as "F-22" or "10 cents", and paraphrases that share no word with
    the caption), evaluated with ``rag.evaluate(mode=...)`` for vector, lexical and hybrid
-   search (reciprocal-rank and weighted fusion).
+   search (reciprocal-rank and weighted fusion); and the optional second vector set, every
+   description embedded with the text tower, alone and fused with hybrid search's two channels.
+   ``--checkpoint`` runs this part with real weights.
 2. **Latency.** SQLite description stores of 10,000 and 100,000 synthetic records (ten words
    from a Zipf-distributed vocabulary of 2,500, a model number, a category and a price) beside an exact FAISS store of random 512-d vectors:
-   p50/p95 of a lexical search, of a vector search filtered to 1 % of the records (one
+   p50/p95 of a lexical search (two words and a model number, and three common words alone;
+   each also with every match scored, the pruning of records that cannot win switched off), of a vector search filtered to 1 % of the records (one
    category; in a store without indexed fields and in one with ``indexed_fields=("category",)``),
    of a hybrid search given its query vector, and of the fusion alone.
 
@@ -41,10 +44,11 @@ WORK = Path(tempfile.gettempdir()) / "multimodal-rag-bench-search"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def recall_per_mode() -> list[dict[str, Any]]:
+def recall_per_mode(checkpoint: Path | None = None) -> list[dict[str, Any]]:
     from multimodal_rag import CLIPEmbedder, MultimodalRAG, make_random_clip_checkpoint
 
-    checkpoint = make_random_clip_checkpoint(WORK / "tiny.pt", embed_dim=64, width=64, layers=2)
+    if checkpoint is None:
+        checkpoint = make_random_clip_checkpoint(WORK / "tiny.pt", embed_dim=64, width=64, layers=2)
     path = WORK / "stamps"
     shutil.rmtree(path, ignore_errors=True)
     rag = MultimodalRAG.create(path, embedder=CLIPEmbedder(checkpoint=checkpoint))
@@ -64,10 +68,44 @@ def recall_per_mode() -> list[dict[str, Any]]:
                     "mrr": s.mrr,
                 }
             )
+    rows += description_vectors(rag)
     rag.close()
     print("| mode | query set | queries | R@1 | R@5 | R@10 | MRR |\n|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['mode']} | {r['set']} | {r['queries']} | {r['r1']:.3f} | {r['r5']:.3f} | {r['r10']:.3f} | {r['mrr']:.3f} |")
+    return rows
+
+
+def description_vectors(rag: Any) -> list[dict[str, Any]]:
+    """The optional second vector set: every description embedded with the text tower, searched
+    with the query's text vector, alone and fused with the two channels hybrid search has."""
+    from multimodal_rag.evaluation.metrics import mean_metrics, query_metrics
+    from multimodal_rag.evaluation.queries import read_labelled_queries
+    from multimodal_rag.fusion import fuse
+
+    records = {record.id: record for record in rag.description_store}
+    ids = sorted(records)
+    matrix = rag.embedder.embed_texts([records[i].description or "" for i in ids])
+    queries = [q for q in read_labelled_queries(QUERIES, records) if q.text is not None]
+    per_set: dict[tuple[str, str], list[Any]] = {}
+    for query in queries:
+        scores = matrix @ rag.embedder.embed_texts([query.text])[0]
+        order = np.argsort(-scores, kind="stable")[:50]
+        described = [(ids[i], float(scores[i])) for i in order]
+        hits = rag.search(text=query.text, k=50, mode="hybrid")
+        vector = [(h.id, h.signals["vector"].score) for h in sorted(
+            (h for h in hits if "vector" in h.signals), key=lambda h: h.signals["vector"].rank)]
+        lexical = [(h.id, h.signals["lexical"].score) for h in sorted(
+            (h for h in hits if "lexical" in h.signals), key=lambda h: h.signals["lexical"].rank)]
+        fused = [(id_, score) for id_, score, _ in fuse({"vector": vector, "lexical": lexical, "descriptions": described})]
+        for name, ranked in (("description vectors", described), ("hybrid + description vectors", fused)):
+            metrics = query_metrics([i for i, _ in ranked], [sc for _, sc in ranked], query.expected)
+            per_set.setdefault((name, query.query_set), []).append(metrics)
+    rows = []
+    for (name, query_set), items in per_set.items():
+        recall, mrr, _ = mean_metrics(items)
+        rows.append({"mode": name, "set": query_set, "queries": len(items), "r1": recall[1], "r5": recall[5],
+                     "r10": recall[10], "mrr": mrr})
     return rows
 
 
@@ -129,6 +167,8 @@ def latency(n: int, *, dim: int = 512, repeat: int = 60) -> dict[str, Any]:
     rag = MultimodalRAG(_Vectors(dim), store, descriptions, answerer=None)  # type: ignore[arg-type]
     rag_unindexed = MultimodalRAG(_Vectors(dim), store, unindexed, answerer=None)  # type: ignore[arg-type]
     queries = [words(2) + f" XR-{int(rng.integers(5000)):04d}" for _ in range(repeat)]
+    # Common words alone: the case that skips the fewest records.
+    plain_words = [words(3) for _ in range(repeat)]
     qvectors = rng.standard_normal((repeat, dim)).astype(np.float32)
     qvectors /= np.linalg.norm(qvectors, axis=1, keepdims=True)
 
@@ -143,9 +183,22 @@ def latency(n: int, *, dim: int = 512, repeat: int = 60) -> dict[str, Any]:
 
     lexical = [descriptions.search_text(q, 50) for q in queries]
     vector = [[(h.id, h.score) for h in rag.search_by_vector(v, k=50)] for v in qvectors]
+    from multimodal_rag.descriptions import full_text
+
+    def every_match_scored(query: str) -> Any:
+        # The same search with the pruning switched off: FTS5's bm25() on every match.
+        pruned, full_text.pruned_top_k = full_text.pruned_top_k, lambda *args: None
+        try:
+            return descriptions.search_text(query, 10)
+        finally:
+            full_text.pruned_top_k = pruned
+
     result = {
         "records": n,
         "lexical": timed(lambda i: descriptions.search_text(queries[i], 10)),
+        "lexical_unpruned": timed(lambda i: every_match_scored(queries[i])),
+        "lexical_common_words": timed(lambda i: descriptions.search_text(plain_words[i], 10)),
+        "lexical_common_words_unpruned": timed(lambda i: every_match_scored(plain_words[i])),
         "vector": timed(lambda i: rag.search_by_vector(qvectors[i], k=10)),
         "vector_filtered_1pct": timed(
             lambda i: rag_unindexed.search_by_vector(qvectors[i], k=10, filter={"category": i % 100})
@@ -162,11 +215,25 @@ def latency(n: int, *, dim: int = 512, repeat: int = 60) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller stores")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="real CLIP weights for the recall part (default: a tiny random model)"
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    rows = recall_per_mode()
+    rows = recall_per_mode(args.checkpoint)
     sizes = (2_000, 10_000) if args.quick else (10_000, 100_000)
     timings = [latency(n) for n in sizes]
+    print(
+        "\n| records | lexical p50 / p95 ms | same, every match scored | common words only | same, every match scored |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    for t in timings:
+        print(
+            f"| {t['records']:,} | {t['lexical']['p50']:.2f} / {t['lexical']['p95']:.2f} | "
+            f"{t['lexical_unpruned']['p50']:.2f} / {t['lexical_unpruned']['p95']:.2f} | "
+            f"{t['lexical_common_words']['p50']:.2f} / {t['lexical_common_words']['p95']:.2f} | "
+            f"{t['lexical_common_words_unpruned']['p50']:.2f} / {t['lexical_common_words_unpruned']['p95']:.2f} |"
+        )
     print(
         "\n| records | lexical p50 / p95 ms | vector p50 | vector, 1 % filter p50 / p95 "
         "| same, field indexed p50 / p95 | hybrid p50 / p95 | fusion p50 |"
