@@ -13,6 +13,18 @@ from helpers import COLORS, ColorEmbedder, solid
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Converted models and precision decisions go to a temporary folder, never the home."""
+    previous = os.environ.get("MULTIMODAL_RAG_CACHE_DIR")
+    os.environ["MULTIMODAL_RAG_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MULTIMODAL_RAG_CACHE_DIR", None)
+    else:
+        os.environ["MULTIMODAL_RAG_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def embedder() -> ColorEmbedder:
     return ColorEmbedder()

@@ -189,6 +189,9 @@ def test_a_custom_embedder_module_must_be_allowed(photos: Path, tmp_path: Path) 
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "--allow-module" not in result.stdout
     assert "not allowed" in result.stderr
+    # The advice names the command line's option, not the Python argument.
+    assert "allow it with --allow-module helpers" in result.stderr
+    assert "allow_modules" not in result.stderr
 
 
 # -- search --------------------------------------------------------------------
@@ -435,6 +438,7 @@ def test_a_writer_lock_refuses_a_second_writer_but_not_readers(kb: Path) -> None
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         refused = run_cli(*COLOR, "describe", kb, "0000ffff", "text")
         assert refused.returncode == 1 and "open for writing in another process" in refused.stderr
+        assert "read_only" not in refused.stderr and "search, ask, show" in refused.stderr
         assert (
             search_json(kb, "--text", "red", "-k", "1")["hits"][0]["description"] == "A red card."
         )
@@ -833,3 +837,158 @@ def test_a_failed_index_into_an_existing_knowledge_base_keeps_it(kb: Path, photo
     assert result.returncode == 1 and "not valid UTF-8" in result.stderr
     assert sorted(p.relative_to(kb) for p in kb.rglob("*")) == before
     assert json.loads(ok(run_cli("info", kb, "--json")).stdout)["counts"]["vectors"] == 5
+
+# -- a first hour's rough edges ----------------------------------------------------
+
+
+def test_output_into_a_closed_pipe_exits_0_quietly(built: tuple[Path, dict]) -> None:
+    """As in `multimodal-rag search ... | head -1`: the reader went away before the output."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before a byte is written, so every write meets a broken pipe
+    try:
+        environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MULTIMODAL_RAG_")},
+            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]),
+        }
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "multimodal_rag",
+                *COLOR,
+                "search",
+                str(built[0]),
+                "--text",
+                "red",
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0 and result.stderr == ""
+
+
+def test_usage_errors_read_like_the_other_errors(built: tuple[Path, dict]) -> None:
+    result = run_cli(*COLOR, "search", built[0], "--text", "red", "-k", "0")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("Usage: multimodal-rag search ")
+    assert lines[-1].startswith("error: Invalid value for '-k'") and "Error:" not in result.stderr
+    unknown = run_cli("frobnicate")
+    assert (
+        unknown.returncode == 2
+        and unknown.stderr.splitlines()[-1] == "error: No such command 'frobnicate'."
+    )
+
+
+def test_help_points_at_the_online_documentation() -> None:
+    from multimodal_rag.cli.app import DOCS_URL
+
+    for args in ([], ["search"], ["index"]):
+        help_text = ok(run_cli(*args, "--help")).stdout
+        # On a line of its own, never split by click's wrapping.
+        assert DOCS_URL in [line.strip() for line in help_text.splitlines()], help_text
+        assert "docs/cli.md" not in help_text
+
+
+def test_ask_min_score_answers_without_asking_a_model(
+    built: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from helpers import two_tone
+
+    query = tmp_path / "half.png"
+    two_tone("red", "blue").save(query)
+    gated = ok(
+        run_cli(*COLOR, "ask", built[0], "--image", query, "What is it?", "--min-score", "0.999")
+    )
+    assert gated.stdout.startswith("No matching item was found in the knowledge base")
+    assert "below the minimum similarity of 0.999" in gated.stdout
+    passed = ok(
+        run_cli(*COLOR, "ask", built[0], "--image", query, "What is it?", "--min-score", "-1")
+    )
+    assert passed.stdout.startswith("Best match: ")
+    bad = run_cli(*COLOR, "ask", built[0], "What is it?", "--min-score", "2")
+    assert bad.returncode == 2
+
+    # The vision model is not asked, so the answer names none (nothing listens at this address).
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    for answerer in ("auto", "openai"):
+        answer = json.loads(
+            ok(
+                run_cli(
+                    *COLOR,
+                    "ask",
+                    built[0],
+                    "--image",
+                    query,
+                    "What is it?",
+                    "--json",
+                    "--min-score",
+                    "0.999",
+                    "--answerer",
+                    answerer,
+                    env=env,
+                )
+            ).stdout
+        )
+        assert answer["model"] is None and answer["sources"] == []
+        assert answer["answer"].startswith("No matching item")
+    text = ok(
+        run_cli(*COLOR, "ask", built[0], "--image", query, "Q?", "--min-score", "0.999", env=env)
+    )
+    assert "No model was asked" in text.stdout and "gpt-4o" not in text.stdout
+
+
+def test_index_lists_a_few_duplicates_and_json_lists_them_all(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(8):
+        solid((30 * i, 0, 255 - 30 * i), (20 + i, 20)).save(folder / f"card{i}.png")
+    kb = tmp_path / "kb"
+    embedder = ("--embedder", "helpers:ColorEmbedder")
+    ok(run_cli(*COLOR, "index", folder, "--kb", kb, *embedder))
+    again = ok(run_cli(*COLOR, "index", folder, "--kb", kb)).stdout
+    assert "duplicates:  8 (already indexed" in again
+    assert sum(" = " in line for line in again.splitlines()) == 5
+    assert "... and 3 more (--json lists every one)" in again
+    listed = json.loads(ok(run_cli(*COLOR, "index", folder, "--kb", kb, "--json")).stdout)
+    assert len(listed["duplicates"]) == 8
+
+
+def test_index_names_allow_outside_and_accepts_it(photos: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "inside"
+    folder.mkdir()
+    solid("red", (20, 20)).save(folder / "red.png")
+    solid("blue", (21, 20)).save(tmp_path / "outside.png")
+    descriptions = folder / "descriptions.jsonl"
+    descriptions.write_text(
+        json.dumps({"image_path": "red.png", "description": "Red."})
+        + "\n"
+        + json.dumps({"image_path": "../outside.png", "description": "Blue."})
+        + "\n"
+    )
+    args = ("index", folder, "--kb", tmp_path / "kb", "--embedder", "helpers:ColorEmbedder")
+    refused = run_cli(*COLOR, *args, "--descriptions", descriptions)
+    assert refused.returncode == 1 and "give --allow-outside to accept it" in refused.stderr
+    assert "allow_outside=True" not in refused.stderr and not (tmp_path / "kb").exists()
+    ok(run_cli(*COLOR, *args, "--descriptions", descriptions, "--allow-outside"))
+
+
+def test_python_advice_becomes_command_line_options() -> None:
+    from multimodal_rag._remote import withheld_hint
+    from multimodal_rag.cli.app import cli_message
+
+    message = cli_message(
+        "cannot reach the server" + withheld_hint("http://db:5432", "$PGPASSWORD")
+    )
+    assert message.endswith(
+        "If you trust that server, allow it with --allow-endpoint http://db:5432"
+    )
+    assert (
+        cli_message("pass allow_modules=['my_pkg'] to import it")
+        == "allow it with --allow-module my_pkg"
+    )

@@ -36,6 +36,15 @@ def test_an_explicit_kind_wins_over_the_expected_size(embedder, tmp_path: Path) 
     rag.close()
 
 
+def test_without_the_hnswlib_extra_a_large_collection_gets_faiss_hnsw(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "hnswlib" else find_spec(name, *a))
+    assert kind_of(default_vector_store(16, expected_size=FLAT_MAX_SIZE + 1)) == "faiss-hnsw"
+    assert kind_of(default_vector_store(16, expected_size=FLAT_MAX_SIZE)) == "faiss-flat"
+
+
 @pytest.mark.parametrize("bad", [-1, 2.5, "many", True])
 def test_a_bad_expected_size_is_refused(bad) -> None:
     with pytest.raises(InvalidInputError, match="expected_size"):

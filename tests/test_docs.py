@@ -168,3 +168,11 @@ def test_getting_started_runs_as_written(workdir: Path) -> None:
         result = run_python(script, workdir)
         assert result.returncode == 0, result.stderr
     assert (workdir / "demo" / "kb-python" / "manifest.json").is_file()
+
+
+def test_the_site_lists_every_page_once() -> None:
+    """mkdocs.yml's navigation holds every page of docs/ exactly once (mkdocs build --strict,
+    run by .ci/run, checks the pages themselves and the API reference)."""
+    nav = re.findall(r"^\s*-\s+(?:[^:\n]+:\s+)?(\S+\.md)\s*$", (REPO / "mkdocs.yml").read_text(), re.M)
+    pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+    assert sorted(nav) == pages and len(set(nav)) == len(nav)

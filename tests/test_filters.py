@@ -268,3 +268,91 @@ def test_sql_refuses_nul_which_only_python_compares() -> None:
         with pytest.raises(InvalidInputError, match="NUL"):
             parsed.to_postgres("metadata")
     assert not parse_filter({"a": "x"}).contains_nul
+
+
+# -- Milvus ------------------------------------------------------------------------
+# Here the text only; tests/test_milvus_filters.py runs it on a server against matches().
+
+
+@pytest.mark.parametrize(
+    ("obj", "expression"),
+    [
+        ({"price": {"$lt": 100}}, 'metadata["n"]["price"] < 100'),
+        ({"price": {"$gte": 2.5}}, 'metadata["n"]["price"] >= 2.5'),
+        ({"name": {"$gt": "m"}}, 'metadata["s"]["name"] > "m"'),
+        ({"on_sale": True}, 'metadata["b"]["on_sale"] == true'),
+        ({"note": None}, 'exists metadata["z"]["note"]'),
+        ({"note": {"$ne": None}}, 'not exists metadata["z"]["note"]'),
+        ({"price": {"$ne": 1}}, 'not (exists metadata["n"]["price"] and metadata["n"]["price"] == 1)'),
+        (
+            {"category": {"$in": ["a", "b"]}},
+            'metadata["s"]["category"] == "a" or metadata["s"]["category"] == "b"',
+        ),
+        (
+            {"k": {"$nin": [1, "x", None]}},
+            'not ((exists metadata["n"]["k"] and metadata["n"]["k"] == 1) or '
+            '((exists metadata["s"]["k"] and metadata["s"]["k"] == "x") or exists metadata["z"]["k"]))',
+        ),
+        (
+            {"a": 1, "$or": [{"b": "x"}, {"c": False}]},
+            'metadata["n"]["a"] == 1 and (metadata["s"]["b"] == "x" or metadata["b"]["c"] == false)',
+        ),
+        ({"big": {"$gt": 2**70}}, 'metadata["n"]["big"] > 1.1805916207174113e+21'),
+        ({}, "true"),
+    ],
+)
+def test_to_milvus_text(obj: Any, expression: str) -> None:
+    assert parse_filter(obj).to_milvus() == expression
+
+
+def test_to_milvus_keeps_one_value_per_kind_in_an_in_list() -> None:
+    # 1, 1.0 and True are one element of a Python set; here True is a boolean of its own.
+    text = parse_filter({"k": {"$in": [1, 1.0, True]}}).to_milvus("m")
+    assert text == 'm["n"]["k"] == 1 or m["b"]["k"] == true'
+
+
+def test_to_milvus_quotes_values_and_encodes_keys() -> None:
+    hostile_key = '"] or true or metadata["x'
+    hostile_value = '" or id != "\\'
+    text = parse_filter({hostile_key: hostile_value}).to_milvus()
+    assert text == 'metadata["s"]["%22%5D%20or%20true%20or%20metadata%5B%22x"] == "\\" or id != \\"\\\\"'
+    assert parse_filter({"ключ": "é\n\t\r"}).to_milvus() == 'metadata["s"]["%D0%BA%D0%BB%D1%8E%D1%87"] == "é\\n\\t\\r"'
+    # Percent-encoding keeps distinct keys distinct: a key that looks encoded is encoded again.
+    assert parse_filter({"%22": 1}).to_milvus() == 'metadata["n"]["%2522"] == 1'
+
+
+@pytest.mark.parametrize("obj", [{"a": "x\x00"}, {"a": {"$in": ["ok", "\x1b["]}}, {"a": {"$gt": "\x7f"}}])
+def test_to_milvus_leaves_control_characters_to_the_description_store(obj: Any) -> None:
+    from multimodal_rag.filters import NotExpressible
+
+    with pytest.raises(NotExpressible):
+        parse_filter(obj).to_milvus()
+
+
+def test_to_milvus_leaves_very_long_filters_to_the_description_store() -> None:
+    from multimodal_rag.filters import MAX_MILVUS_TERMS, NotExpressible
+
+    parse_filter({"a": {"$in": list(range(MAX_MILVUS_TERMS))}}).to_milvus()
+    with pytest.raises(NotExpressible):
+        parse_filter({"a": {"$in": list(range(MAX_MILVUS_TERMS + 1))}}).to_milvus()
+
+
+@pytest.mark.parametrize("field", ["", "meta data", 'm"', "a.b", "1x", 3])
+def test_to_milvus_field_names_are_checked(field: Any) -> None:
+    with pytest.raises(InvalidInputError, match="field must be a Milvus field name"):
+        parse_filter({"a": 1}).to_milvus(field)
+
+
+def test_milvus_document_keeps_each_kind_apart() -> None:
+    from multimodal_rag.filters import milvus_document
+
+    document = milvus_document(
+        {"p": 10, "f": 2.5, "s": "x", "t": True, "n": None, "l": [1], "o": {"a": 1}, "big": 2**70, "$d": 1, "a b": 1}
+    )
+    assert document == {
+        "n": {"p": 10, "f": 2.5, "big": float(2**70), "a%20b": 1},
+        "s": {"s": "x"},
+        "b": {"t": True},
+        "z": {"n": True},
+    }
+    assert milvus_document({}) == {}

@@ -175,3 +175,58 @@ def test_a_device_is_refused_without_reading_it(tmp_path: Path, read) -> None:
     for path in ("/dev/zero", link):
         with pytest.raises(ImageError, match="character device, not a regular file"):
             read(path)
+
+
+# -- phone photos: HEIC/HEIF and AVIF --------------------------------------------
+
+
+def _heic_bytes(image: Image.Image) -> bytes:
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the heif extra) is not installed")
+    if not pillow_heif.libheif_info().get("HEIF"):
+        pytest.skip("this pillow-heif build has no HEIF encoder to write the test image")
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buffer, format="HEIF", quality=95)
+    return buffer.getvalue()
+
+
+def _avif_bytes(image: Image.Image) -> bytes:
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow is built without AVIF (Pillow 11.2 or later with libavif)")
+    buffer = io.BytesIO()
+    image.save(buffer, format="AVIF", quality=95)
+    return buffer.getvalue()
+
+
+def test_heic_and_avif_photos_are_ingested(tmp_path: Path) -> None:
+    from helpers import ColorEmbedder
+    from multimodal_rag import MultimodalRAG
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "IMG_0001.HEIC").write_bytes(_heic_bytes(solid("red", (64, 48))))
+    (photos / "IMG_0002.avif").write_bytes(_avif_bytes(solid("blue", (64, 48))))
+    with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()) as rag:
+        result = rag.add_directory(photos, progress=False)
+        assert len(result.added) == 2 and result.skipped == ()
+        assert rag.search(text="red", k=1)[0].image_path.endswith("IMG_0001.HEIC")
+        assert rag.search(text="blue", k=1)[0].image_path.endswith("IMG_0002.avif")
+    red = open_image(photos / "IMG_0001.HEIC")
+    assert red.size == (64, 48) and max(abs(a - b) for a, b in zip(red.getpixel((32, 24)), (255, 0, 0))) < 12
+
+
+def test_a_heic_photo_without_pillow_heif_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from multimodal_rag import images
+
+    data = _heic_bytes(solid("green", (16, 16)))
+    images._heif_opener_registered.cache_clear()
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if it were not installed
+    monkeypatch.setattr(Image, "OPEN", {k: v for k, v in Image.OPEN.items() if k != "HEIF"})
+    try:
+        with pytest.raises(ImageError, match=r"pip install 'multimodal-rag\[heif\]'"):
+            open_image(data)
+    finally:
+        images._heif_opener_registered.cache_clear()

@@ -218,6 +218,7 @@ def test_similarity_gate_answers_without_a_request(chat_server, matches) -> None
     assert chat_server.requests == []
     assert "No matching item" in answer.text and "0.910" in answer.text and "0.950" in answer.text
     assert answer.sources == () and answer.usage == {}
+    assert answer.model == ""  # no model was asked
     empty = answerer.answer("What is it?", image=None, matches=[])
     assert "No matching item" in empty.text and chat_server.requests == []
 

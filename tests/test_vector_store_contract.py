@@ -237,6 +237,32 @@ def test_filtered_search_still_returns_k(make_store, data) -> None:
     assert store.search(vectors[1:2], 50, filter=wanted.__contains__)[0].__len__() == 20
 
 
+def test_a_store_that_filters_metadata_agrees_with_matches(make_store, data) -> None:
+    from multimodal_rag.filters import NotExpressible, parse_filter
+
+    ids, vectors = data
+    store = make_store()
+    store.add(ids[:40], vectors[:40])
+    where = parse_filter({"kind": {"$in": ["a", 1]}, "n": {"$ne": 3}})
+    if not getattr(store, "filters_metadata", False):
+        # The protocol's defaults: nothing kept, nothing filtered here.
+        if hasattr(store, "search_where"):
+            with pytest.raises(NotExpressible):
+                store.search_where(vectors[:1], 5, where)
+        return
+    metadata = {id_: {"kind": ["a", 1, "b", True][i % 4], "n": i % 5} for i, id_ in enumerate(ids[:40])}
+    store.set_metadata({**metadata, "never-added": {"kind": "a"}})
+    found = store.search_where(vectors[:2], 40, where)
+    expected = {id_ for id_, m in metadata.items() if where.matches(m)}
+    assert all({n.id for n in row} == expected for row in found)
+    assert store.metadata_mismatches(metadata) == []
+    changed = {ids[0]: {"kind": "z"}, ids[1]: metadata[ids[1]]}
+    assert store.metadata_mismatches(changed) == [ids[0]]
+    store.add(ids[2:3], vectors[2:3])  # a replaced vector starts with an empty copy
+    store.remove(ids[3:4])
+    assert store.metadata_mismatches({id_: metadata[id_] for id_ in ids[2:4]}) == [ids[2]]
+
+
 def test_save_and_load_give_the_same_results(make_store, data, tmp_path: Path) -> None:
     ids, vectors = data
     store = make_store()

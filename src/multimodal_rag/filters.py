@@ -1,5 +1,6 @@
 """Metadata filters: a Mongo- or Chroma-style filter, checked once, kept as an immutable tree
-that tests a record's metadata in Python or becomes one SQL condition (SQLite or PostgreSQL).
+that tests a record's metadata in Python, becomes one SQL condition (SQLite or PostgreSQL), or
+a Milvus filter expression over the copy of the metadata that :func:`milvus_document` lays out.
 
 A filter is a mapping::
 
@@ -54,11 +55,14 @@ __all__ = [
     "COMPARISONS",
     "MAX_FILTER_CONDITIONS",
     "MAX_FILTER_DEPTH",
+    "MAX_MILVUS_TERMS",
     "And",
     "Condition",
     "MetadataFilter",
+    "NotExpressible",
     "Or",
     "Scalar",
+    "milvus_document",
     "parse_filter",
     "sqlite_path",
 ]
@@ -99,6 +103,30 @@ _PLAIN_KEY = re.compile(r'[\x20-\x21\x23-\x5b\x5d-\x7e]*')
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 # SQLite keeps integers in 64 bits; a larger filter value is compared as a float there.
 _INT64 = range(-(2**63), 2**63)
+
+#: The most comparisons one Milvus expression may hold; a longer filter (a long ``$in``) is
+#: answered from the description store's ids instead, so the server's parser is never the limit.
+MAX_MILVUS_TERMS = 1_000
+
+# Where milvus_document() keeps each kind of value: numbers, strings, booleans and nulls each
+# under their own object, so a comparison in Milvus never meets a value of another kind (Milvus
+# itself finds 1 equal to true, and a missing key "is null").
+_MILVUS_BUCKETS = {"number": "n", "string": "s", "true": "b", "false": "b", "null": "z"}
+_MILVUS_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Characters a key keeps in Milvus as it is; any other is percent-encoded (UTF-8), which makes
+# keys safe inside a string literal whatever the user wrote, and keeps distinct keys distinct.
+_MILVUS_KEY_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+# In a Milvus string literal: these take an escape; other control characters are not read the
+# same by every Milvus version, so a filter holding one is not sent.
+_MILVUS_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_MILVUS_UNSENDABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class NotExpressible(Exception):
+    """A filter that :meth:`MetadataFilter.to_milvus` cannot write as an exact Milvus expression.
+
+    Not an error for the caller: the search falls back to the ids the description store finds.
+    """
 
 
 def _kind(value: Any) -> str:
@@ -205,6 +233,37 @@ class MetadataFilter(ABC):
         # The text is made only of this module's constants: keys and values are parameters.
         return sql.SQL(text).format(column=sql.Identifier(*parts)), params
 
+    def to_milvus(self, field: str = "metadata") -> str:
+        """A Milvus filter expression, over a JSON field laid out by :func:`milvus_document`,
+        that is true exactly where :meth:`matches` is.
+
+        Each kind of value has its own object in the field, so ``{"price": {"$lt": 100}}``
+        becomes ``metadata["n"]["price"] < 100`` and finds numbers only; ``$in`` becomes
+        ``or``-ed equalities; ``$ne`` and ``$nin`` become ``not (exists ... and ...)``, so a
+        missing key matches them. Keys are percent-encoded and strings quoted with escapes:
+        nothing a user writes becomes part of the expression's syntax.
+
+        Numbers compare as the server compares them: exactly in Milvus Lite, as 64-bit floats
+        in a Milvus server where an integer meets a float. Integers beyond 64 bits are compared
+        as floats, as in SQLite.
+
+        Args:
+            field: The JSON field holding :func:`milvus_document` of each record's metadata.
+
+        Returns:
+            The expression; an empty filter gives ``true``.
+
+        Raises:
+            InvalidInputError: ``field`` is not a field name.
+            NotExpressible: A string holding NUL or another control character (other than tab,
+                newline and carriage return), or more than :data:`MAX_MILVUS_TERMS` comparisons.
+        """
+        if not isinstance(field, str) or not _MILVUS_FIELD.fullmatch(field):
+            raise InvalidInputError(f"field must be a Milvus field name, got {field!r:.80}")
+        if self._milvus_terms() > MAX_MILVUS_TERMS:
+            raise NotExpressible(f"more than {MAX_MILVUS_TERMS} comparisons")
+        return self._milvus(field)
+
     def _refuse_nul(self, database: str) -> None:
         if self.contains_nul:
             raise InvalidInputError(
@@ -218,6 +277,13 @@ class MetadataFilter(ABC):
     @abstractmethod
     def _postgres(self) -> tuple[str, list[Any]]:
         """The condition with ``{column}`` where the column goes."""
+
+    @abstractmethod
+    def _milvus(self, field: str) -> str: ...
+
+    @abstractmethod
+    def _milvus_terms(self) -> int:
+        """How many comparisons :meth:`to_milvus` writes."""
 
 
 @frozen
@@ -349,6 +415,37 @@ class Condition(MetadataFilter):
             return f"NOT {text}", params
         return text, params
 
+    # -- Milvus --------------------------------------------------------------------
+
+    def _milvus_terms(self) -> int:
+        return len(self.value) if isinstance(self.value, tuple) else 1
+
+    def _milvus(self, field: str) -> str:
+        op = _NEGATED.get(self.op, self.op)
+        values = self.value if isinstance(self.value, tuple) else (self.value,)
+        # One group per kind of value, each reading only its own object of the field.
+        groups: dict[str, list[str]] = {}
+        # Deduplicated by kind and value: a set would take True for 1.
+        for kind, value in dict.fromkeys((_kind(value), value) for value in values):
+            path = _milvus_path(field, _MILVUS_BUCKETS[kind], self.key)
+            if kind == "null":
+                term = f"exists {path}"
+            else:
+                sign = "==" if op in ("$eq", "$in") else _SQL_ORDER[op]
+                term = f"{path} {sign} {_milvus_literal(value)}"
+            groups.setdefault(path, []).append(term)
+        if self.op not in _NEGATED:
+            return _milvus_join([term for terms in groups.values() for term in terms], "or", "false")
+        # Milvus finds "not (x == 1)" false where x is missing: the exists guard makes the
+        # inner test plainly false there, so its negation holds as matches() says.
+        guarded = [
+            terms[0]
+            if terms[0].startswith("exists ")  # a null needs no guard
+            else f"exists {path} and {_parenthesised(_milvus_join(terms, 'or', 'false'))}"
+            for path, terms in groups.items()
+        ]
+        return f"not {_parenthesised(_milvus_join(guarded, 'or', 'false'))}"
+
 
 @frozen
 class And(MetadataFilter):
@@ -371,6 +468,12 @@ class And(MetadataFilter):
 
     def _postgres(self) -> tuple[str, list[Any]]:
         return _join([f._postgres() for f in self.filters], "AND", "true")
+
+    def _milvus(self, field: str) -> str:
+        return _milvus_join([f._milvus(field) for f in self.filters], "and", "true")
+
+    def _milvus_terms(self) -> int:
+        return sum(f._milvus_terms() for f in self.filters)
 
 
 @frozen
@@ -395,6 +498,12 @@ class Or(MetadataFilter):
     def _postgres(self) -> tuple[str, list[Any]]:
         return _join([f._postgres() for f in self.filters], "OR", "false")
 
+    def _milvus(self, field: str) -> str:
+        return _milvus_join([f._milvus(field) for f in self.filters], "or", "false")
+
+    def _milvus_terms(self) -> int:
+        return sum(f._milvus_terms() for f in self.filters)
+
 
 def _join(terms: Sequence[tuple[str, list[Any]]], word: str, empty: str) -> tuple[str, list[Any]]:
     """``terms`` joined by AND or OR, nested in halves so the parser's depth grows as log(n)."""
@@ -406,6 +515,72 @@ def _join(terms: Sequence[tuple[str, list[Any]]], word: str, empty: str) -> tupl
     left, left_params = _join(terms[:middle], word, empty)
     right, right_params = _join(terms[middle:], word, empty)
     return f"({left} {word} {right})", [*left_params, *right_params]
+
+
+def _milvus_join(terms: Sequence[str], word: str, empty: str) -> str:
+    """``terms`` joined by ``and`` or ``or``, nested in halves like :func:`_join`."""
+    if not terms:
+        return empty
+    if len(terms) == 1:
+        return terms[0]
+    middle = len(terms) // 2
+    left = _milvus_join(terms[:middle], word, empty)
+    right = _milvus_join(terms[middle:], word, empty)
+    return f"{_parenthesised(left)} {word} {_parenthesised(right)}"
+
+
+def _parenthesised(term: str) -> str:
+    # A single comparison or test needs no brackets; anything joined or negated gets them.
+    simple = term in ("true", "false") or (" and " not in term and " or " not in term and not term.startswith("not "))
+    return term if simple else f"({term})"
+
+
+def _milvus_key(key: str) -> str:
+    if _MILVUS_KEY_SAFE.fullmatch(key):
+        return key
+    return "".join(
+        char if _MILVUS_KEY_SAFE.fullmatch(char) else "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        for char in key
+    )
+
+
+def _milvus_path(field: str, bucket: str, key: str) -> str:
+    return f'{field}["{bucket}"]["{_milvus_key(key)}"]'
+
+
+def _milvus_literal(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return repr(float(value)) if value not in _INT64 else str(value)
+    if isinstance(value, float):
+        return repr(value)
+    assert isinstance(value, str)
+    if _MILVUS_UNSENDABLE.search(value):
+        raise NotExpressible("a string holds a control character")
+    return '"' + "".join(_MILVUS_ESCAPES.get(char, char) for char in value) + '"'
+
+
+def milvus_document(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The copy of a record's metadata that :meth:`MetadataFilter.to_milvus` expressions read.
+
+    Each scalar value goes under the object for its kind: ``"n"`` numbers, ``"s"`` strings,
+    ``"b"`` booleans, ``"z"`` nulls (as ``true``), by its percent-encoded key
+    (``{"price": 10, "tag": "a"}`` becomes ``{"n": {"price": 10}, "s": {"tag": "a"}}``).
+    Lists and objects are left out, since no filter matches them; so are keys that start
+    with ``$``, which no filter names. Integers beyond 64 bits become floats.
+    """
+    document: dict[str, dict[str, Any]] = {}
+    for key, value in metadata.items():
+        kind = _kind(value)
+        if kind == "other" or key.startswith("$"):
+            continue
+        if kind == "null":
+            value = True
+        elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+            value = float(value)
+        document.setdefault(_MILVUS_BUCKETS[kind], {})[_milvus_key(key)] = value
+    return document
 
 
 def _json(value: Any) -> str:

@@ -16,6 +16,7 @@ are shrunk anyway stay accepted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -49,8 +50,18 @@ DEFAULT_MAX_PIXELS = 50_000_000
 #: photo is about 25 MB as a JPEG and 150 MB as an uncompressed TIFF).
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 
-#: File suffixes directory ingest treats as images (compared in lower case).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+#: File suffixes directory ingest treats as images (compared in lower case). HEIC/HEIF
+#: (phone photos) read with the ``heif`` extra (pillow-heif); AVIF with a Pillow built
+#: with libavif (its wheels from 11.2 on).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
+
+#: ISO base media file brands (bytes 8-12, after ``ftyp``) of HEIF and AVIF images.
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 
 
 def content_id(data: bytes) -> str:
@@ -125,6 +136,9 @@ def open_image(
         with fp, warnings.catch_warnings():
             # We enforce our own pixel limit below; PIL's warning would be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            missing = _register_opener_for(fp)
+            if missing is not None:
+                raise ImageError(f"cannot read image {name!r}: {missing}", source=name)
             with Image.open(fp) as opened:
                 if draft_size is not None and opened.format == "JPEG":
                     # Only the reduced image is decoded, so only its pixels count.
@@ -153,6 +167,41 @@ def open_image(
     except (OSError, ValueError, SyntaxError) as exc:
         # Truncated and corrupt files surface as OSError (or SyntaxError in some plugins).
         raise ImageError(f"cannot read image {name!r}: {exc}", source=name) from exc
+
+
+def _register_opener_for(fp: BinaryIO) -> str | None:
+    """Register Pillow's opener for a HEIF or AVIF file, on first need; say what is missing.
+
+    Pillow reads AVIF itself when built with libavif; HEIC/HEIF needs pillow-heif,
+    imported only when such a file comes, so other images never pay for it.
+
+    Returns:
+        ``None``, or why the file cannot be read here (the package that would read it).
+    """
+    head = fp.read(12)
+    fp.seek(0)
+    brand = head[8:12] if head[4:8] == b"ftyp" else b""
+    if brand in _AVIF_BRANDS:
+        from PIL import features
+
+        if features.check("avif"):
+            return None
+        return "an AVIF image, and this Pillow has no AVIF support (Pillow 11.2 or later reads AVIF)"
+    if brand in _HEIF_BRANDS:
+        if _heif_opener_registered():
+            return None
+        return "a HEIC/HEIF image, which needs the pillow-heif package: pip install 'multimodal-rag[heif]'"
+    return None
+
+
+@functools.cache
+def _heif_opener_registered() -> bool:
+    try:
+        import pillow_heif  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def to_rgb(image: PILImage.Image) -> PILImage.Image:

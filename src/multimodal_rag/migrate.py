@@ -58,6 +58,19 @@ class MigrationReport:
         """Whether the target holds as many vectors and records as the source."""
         return self.vectors[0] == self.vectors[1] and self.descriptions[0] == self.descriptions[1]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values; ``vectors`` and ``descriptions`` as ``[source, target]``."""
+        return {
+            "source": str(self.source),
+            "target": str(self.target),
+            "vectors": list(self.vectors),
+            "descriptions": list(self.descriptions),
+            "images": self.images,
+            "sampled": self.sampled,
+            "overlap": self.overlap,
+            "counts_match": self.counts_match,
+        }
+
 
 def migrate(
     source: str | os.PathLike[str],
@@ -174,8 +187,11 @@ def _copy_records(
             return record
         return attrs.evolve(record, image_path=str(new_images.resolve() / path.name))
 
+    from multimodal_rag.protocols import copy_metadata
+
     for batch in _batches(iter(src.description_store), batch_size):
         dst.description_store.put([moved(record) for record in batch])
+        copy_metadata(dst.vector_store, batch)  # the vectors were copied first
 
 
 def _copy_images(old: Path, new: Path) -> int:

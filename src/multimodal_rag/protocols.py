@@ -35,6 +35,7 @@ __all__ = [
     "ImageDescriber",
     "Reranker",
     "VectorStore",
+    "copy_metadata",
 ]
 
 #: A search filter over ids: keep an id when it returns True.
@@ -177,6 +178,10 @@ class VectorStore(Protocol):
     the cosine for the normalised vectors an :class:`Embedder` returns). Results are
     never padded: a search for more neighbours than the store holds returns what
     there is.
+
+    A store may also keep a copy of each record's metadata and filter searches by it
+    where the vectors live (:attr:`filters_metadata`, :meth:`set_metadata`,
+    :meth:`metadata_mismatches`, :meth:`search_where`); by default it does not.
     """
 
     kind: ClassVar[str]
@@ -217,6 +222,50 @@ class VectorStore(Protocol):
     @abstractmethod
     def remove(self, ids: Iterable[str]) -> int:
         """Remove ids; unknown ids are ignored. Returns how many were removed."""
+
+    @property
+    def filters_metadata(self) -> bool:
+        """Whether this store keeps a copy of each record's metadata and answers
+        :meth:`search_where`. False unless a store says otherwise.
+
+        The knowledge base then keeps the copy in step with its description store (which
+        stays the source of truth): after every add, metadata change and journal replay it
+        calls :meth:`set_metadata`; a removed vector takes its copy with it; verify reports
+        copies that :meth:`metadata_mismatches` finds, and repair copies them again.
+        """
+        return False
+
+    def set_metadata(self, items: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the metadata copy of these ids (id → metadata); ids not in the store are
+        ignored. :meth:`add` gives a vector an empty copy. Does nothing by default."""
+        return None
+
+    def metadata_mismatches(self, items: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """The ids among ``items`` (id → metadata) held here whose copy is not that metadata.
+        None by default."""
+        return []
+
+    def search_where(self, queries: np.ndarray, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
+        """Find the ``k`` nearest stored vectors of each query whose metadata copy passes ``where``.
+
+        Must agree with ``where.matches`` on the copy, as :meth:`DescriptionStore.matching_ids`
+        does on the records.
+
+        Args:
+            queries: As in :meth:`search`.
+            k: As in :meth:`search`.
+            where: A filter made by :func:`~multimodal_rag.filters.parse_filter`.
+
+        Returns:
+            As :meth:`search`.
+
+        Raises:
+            NotExpressible: The store cannot apply this filter exactly (by default, any);
+                the caller then filters by the ids the description store finds.
+        """
+        from multimodal_rag.filters import NotExpressible
+
+        raise NotExpressible(f"{type(self).__name__} does not filter by metadata")
 
     @abstractmethod
     def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
@@ -260,6 +309,13 @@ class VectorStore(Protocol):
         Raises:
             CorruptFileError: Damaged files, or files of another dimension than ``dim``.
         """
+
+
+def copy_metadata(vector_store: VectorStore, records: Iterable[Record]) -> None:
+    """Give a vector store that filters by metadata the records' metadata (see
+    :attr:`VectorStore.filters_metadata`); nothing for any other store."""
+    if getattr(vector_store, "filters_metadata", False):
+        vector_store.set_metadata({record.id: record.metadata for record in records})
 
 
 @runtime_checkable

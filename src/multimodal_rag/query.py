@@ -2,7 +2,7 @@
 answer built on its matches.
 
 :class:`Querying` holds :class:`~multimodal_rag.MultimodalRAG`'s search and answer methods
-(``embed_query``, ``search``, ``search_by_vector``, ``ask``, ``aask``); the functions below
+(``embed_query``, ``search``, ``asearch``, ``search_by_vector``, ``ask``, ``aask``); the functions below
 it turn the caller's terms into a query vector and a filter, and neighbours into hits.
 """
 
@@ -32,6 +32,7 @@ from multimodal_rag.retrieval import (
     exact_among,
     filter_ids,
     make_hits,
+    native_filter,
     query_vector,
 )
 from multimodal_rag.types import Hit, ImageInput, Record
@@ -53,6 +54,9 @@ class Querying:
     description_store: DescriptionStore
     answerer: Answerer
     _lock: ReentrantReadWriteLock
+    # Ids whose changed records could not be copied to the vector store's metadata; while
+    # there are any, filters go by the description store (save and repair copy them again).
+    _metadata_copy_pending: frozenset[str] = frozenset()
 
     def embed_query(
         self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5
@@ -136,6 +140,37 @@ class Querying:
             hits = rerank.rerank(hits, text=text, image=image)
         return hits[:k]
 
+    async def asearch(
+        self,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        *,
+        k: int = 5,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+        mode: str | None = None,
+        fusion: str = "rrf",
+        rerank: Reranker | None = None,
+    ) -> list[Hit]:
+        """Like :meth:`search`, for asyncio code.
+
+        Embedding the query, waiting for the lock and searching are CPU work and waits,
+        so they run in a worker thread and the event loop goes on meanwhile.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(
+            self.search,
+            image,
+            text,
+            k=k,
+            filter=filter,
+            text_weight=text_weight,
+            mode=mode,
+            fusion=fusion,
+            rerank=rerank,
+        )
+
     @reading
     def _search_text(self, text: str, vector: Any, *, depth: int, filter: Filter | None, fusion: str) -> list[Hit]:
         """Lexical search (``vector`` is None) or hybrid search, under one read lock."""
@@ -155,7 +190,9 @@ class Querying:
             fused = [(id_, score, {"lexical": Signal(rank=rank, score=score)}) for rank, (id_, score) in enumerate(lexical, 1)]
         else:
             queries = check_queries(vector, self.vector_store.dim, fetch)
-            vector_hits = self._vector_hits(queries, fetch, allowed, predicate)
+            vector_hits = self._native_hits(queries, fetch, filter)
+            if vector_hits is None:
+                vector_hits = self._vector_hits(queries, fetch, allowed, predicate)
             channels = {"vector": [(hit.id, hit.score) for hit in vector_hits], "lexical": lexical}
             fused = fuse(channels, method=fusion)
         fused = [entry for entry in fused if entry[0] in self.vector_store][:depth]
@@ -191,7 +228,24 @@ class Querying:
         # The protocol's queries are (n, dim): one vector becomes one row, checked as the
         # built-in stores check it (numeric, finite, non-zero, of the store's dimension).
         queries = check_queries(vector, self.vector_store.dim, k)
+        hits = self._native_hits(queries, k, filter)
+        if hits is not None:
+            return hits
         return self._vector_hits(queries, k, *filter_ids(self.description_store, filter))
+
+    def _native_hits(self, queries: Any, k: int, filter: Filter | None) -> list[Hit] | None:
+        """The vector channel as one request, the vector store applying a metadata filter on its
+        copy of the metadata; None when it cannot, and the filter becomes ids instead."""
+        from multimodal_rag.filters import NotExpressible
+
+        where = None if self._metadata_copy_pending else native_filter(self.vector_store, filter)
+        if where is None:
+            return None
+        try:
+            neighbors = self.vector_store.search_where(queries, k, where)[0]
+        except NotExpressible:  # raised before anything is sent
+            return None
+        return make_hits(neighbors, self.description_store.get_many([n.id for n in neighbors]))
 
     def _vector_hits(self, queries: Any, k: int, allowed: set[str] | None, predicate: IdFilter | None) -> list[Hit]:
         """The vector channel, with a filter already resolved to ids (or a predicate)."""
@@ -369,12 +423,14 @@ class Querying:
     ) -> Answer | AsyncAnswerStream:
         """Like :meth:`ask`, for asyncio code; with ``stream=True`` it returns an :class:`AsyncAnswerStream`.
 
-        The search itself runs in the calling thread (it is local and quick); waiting for
-        the model does not block the event loop.
+        Nothing blocks the event loop: the search (embedding the query, waiting for the
+        lock, searching) runs in a worker thread, and the answerer is awaited.
         """
         import asyncio
 
-        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight, mode, rerank)
+        answerer, matches = await asyncio.to_thread(
+            self._answerer_and_matches, question, image, text, k, filter, text_weight, mode, rerank
+        )
         aanswer = getattr(answerer, "aanswer", None)
         if stream and callable(getattr(answerer, "astream", None)):
             return await answerer.astream(question, image=image, matches=matches, metadata=metadata)

@@ -28,6 +28,7 @@ from multimodal_rag.protocols import (
     DescriptionStore,
     Embedder,
     VectorStore,
+    copy_metadata,
 )
 from multimodal_rag.query import Querying
 from multimodal_rag.registry import kind_of, resolve
@@ -249,6 +250,15 @@ class MultimodalRAG(Querying, DescribingMissing):
         return self._manifest.generation if self._manifest is not None else 0
 
     @property
+    def generation(self) -> int:
+        """The snapshot this object was opened at or last saved (0 before the first save).
+
+        Another process's save makes a higher one on disk (``manifest.json``); a read-only
+        opener that sees it can open the knowledge base again to follow (as ``serve`` does).
+        """
+        return self._generation
+
+    @property
     def path(self) -> Path | None:
         """The knowledge-base directory, or ``None`` for one that lives only in memory."""
         return self._dir.path if self._dir is not None else None
@@ -264,6 +274,11 @@ class MultimodalRAG(Querying, DescribingMissing):
         self._check_writable()
         if self._dir is None:
             raise ReadOnlyError("this knowledge base has no directory; create it with MultimodalRAG.create(path)")
+        if self._metadata_copy_pending:
+            # Now, while the journal that would replay them on the next open still exists.
+            pending = sorted(self._metadata_copy_pending)
+            copy_metadata(self.vector_store, self.description_store.get_many(pending).values())
+            self._metadata_copy_pending = frozenset()
         manifest = Manifest.of(
             self.embedder,
             self.vector_store,
@@ -344,6 +359,7 @@ class MultimodalRAG(Querying, DescribingMissing):
             self.embedder, self.vector_store, self.description_store, directory=self._dir, findings=self._salvage
         )
         self.vector_store = repaired.vector_store
+        self._metadata_copy_pending = frozenset()  # the repair copied the metadata again
         if self._dir is not None:
             self.save()  # fresh files, fresh checksums
         # What was lost has been reported; the repaired knowledge base is whole again.
@@ -414,7 +430,8 @@ class MultimodalRAG(Querying, DescribingMissing):
         never opened.
 
         Args:
-            directory: Folder of images (jpg, jpeg, png, webp, gif, bmp, tif, tiff).
+            directory: Folder of images (jpg, jpeg, png, webp, gif, bmp, tif, tiff; heic and
+                heif with the ``heif`` extra; avif with a Pillow that reads it).
             descriptions: A JSON Lines file of ``{"image_path", "description", ...}``
                 objects (the cookbook's ``description.json``). Extra keys become metadata.
             recursive: Include subfolders.
@@ -471,6 +488,12 @@ class MultimodalRAG(Querying, DescribingMissing):
         except BaseException:
             self.vector_store.remove(ids)
             raise
+        try:
+            copy_metadata(self.vector_store, records)
+        except BaseException:
+            self.vector_store.remove(ids)
+            self.description_store.delete(ids)
+            raise
         if self._journal is not None:
             try:
                 self._journal.add(ids, vectors, records)
@@ -487,6 +510,13 @@ class MultimodalRAG(Querying, DescribingMissing):
             if self._journal is not None:
                 self._journal.put(records)
             self.description_store.put(records)
+            try:
+                copy_metadata(self.vector_store, records)
+            except BaseException:
+                # The records changed but the vector store's copy did not: filter by the
+                # description store until save, repair or the journal's replay copies it again.
+                self._metadata_copy_pending = self._metadata_copy_pending | {record.id for record in records}
+                raise
 
     # -- records -----------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""The parts of a search: the query vector, the mode, a filter resolved to ids, exact search
-among the ids a filter allows, and hits built from neighbours and records.
+"""The parts of a search: the query vector, the mode, a filter resolved to ids (or kept as a
+metadata filter for a vector store that applies it), exact search among the ids a filter
+allows, and hits built from neighbours and records.
 
 :class:`~multimodal_rag.query.Querying` (the facade's search and answer methods) composes them.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "id_filter",
     "make_hits",
     "matching_set",
+    "native_filter",
     "query_vector",
 ]
 
@@ -115,6 +117,20 @@ def matching_set(description_store: DescriptionStore, filter: Any) -> set[str]:
     matching = getattr(description_store, "matching_ids", None)
     ids = matching(parsed) if callable(matching) else DescriptionStore.matching_ids(description_store, parsed)
     return set(ids)
+
+
+def native_filter(vector_store: VectorStore, filter: Filter | None) -> MetadataFilter | None:
+    """The parsed metadata filter, when ``vector_store`` applies metadata filters itself
+    (:attr:`~multimodal_rag.protocols.VectorStore.filters_metadata`) so the search is one
+    request; otherwise None, and the ids come from the description store.
+    """
+    if filter is None or callable(filter) or not getattr(vector_store, "filters_metadata", False):
+        return None
+    from multimodal_rag.filters import MetadataFilter, parse_filter
+
+    if not isinstance(filter, (Mapping, MetadataFilter)):
+        return None  # refused, with the reason, where the ids are found
+    return parse_filter(filter)
 
 
 def choose_mode(mode: str | None, image: ImageInput | None, text: str | None, store: DescriptionStore) -> str:

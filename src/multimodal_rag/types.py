@@ -133,6 +133,24 @@ class Hit:
     similarity: float | None = None
     signals: dict[str, Signal] = field(factory=dict, converter=_signals)
 
+    def to_dict(self, *, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The hit as JSON-ready values.
+
+        Args:
+            root: Give ``image_path`` relative to this folder (the knowledge base's), with
+                ``/`` separators, so that the machine's own paths stay on the machine; the
+                object keeps the absolute path.
+        """
+        return {
+            "id": self.id,
+            "score": self.score,
+            "similarity": self.similarity,
+            "description": self.description,
+            "metadata": dict(self.metadata),
+            "image_path": relative_path(self.image_path, root),
+            "signals": {name: {"rank": s.rank, "score": s.score} for name, s in self.signals.items()},
+        }
+
 
 @frozen(kw_only=True)
 class Skipped:
@@ -140,6 +158,10 @@ class Skipped:
 
     source: str
     reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The input and the reason, as JSON-ready values."""
+        return {"source": self.source, "reason": self.reason}
 
 
 @frozen(kw_only=True)
@@ -172,6 +194,16 @@ class AddResult(Sequence[str]):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values."""
+        return {
+            "ids": list(self.ids),
+            "added": list(self.added),
+            "duplicates": [{"source": source, "id": id_} for source, id_ in self.duplicates],
+            "skipped": [skipped.to_dict() for skipped in self.skipped],
+            "undescribed": list(self.undescribed),
+        }
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
 
@@ -188,15 +220,36 @@ class DescribeResult:
     described: tuple[str, ...] = field(converter=str_tuple, default=())
     skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
 
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values."""
+        return {"described": list(self.described), "skipped": [skipped.to_dict() for skipped in self.skipped]}
+
 
 @frozen(kw_only=True)
 class Source:
-    """A knowledge-base item an answer was based on."""
+    """A knowledge-base item an answer was based on.
+
+    Attributes:
+        id: The item's id (``GET /v1/images/{id}`` of the server shows its image).
+        score: Its search score.
+        description: Its description.
+        image_path: Where its image lives (absolute; :meth:`to_dict` can give it relative
+            to the knowledge base).
+    """
 
     id: str
     score: float
     description: str | None = None
     image_path: str | None = None
+
+    def to_dict(self, *, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The source as JSON-ready values; ``root`` as in :meth:`Hit.to_dict`."""
+        return {
+            "id": self.id,
+            "score": self.score,
+            "description": self.description,
+            "image_path": relative_path(self.image_path, root),
+        }
 
 
 @frozen(kw_only=True)
@@ -206,7 +259,8 @@ class Answer:
     Attributes:
         text: The answer.
         sources: The matches given to the model, best first.
-        model: Which model answered (``"extractive"`` for the offline answerer).
+        model: Which model answered (``"extractive"`` for the offline answerer); empty when
+            no model was asked (the similarity gate found no match good enough).
         usage: Token counts reported by the provider, if any.
         latency_s: Seconds spent producing the answer.
     """
@@ -216,6 +270,19 @@ class Answer:
     model: str = ""
     usage: dict[str, int] = field(factory=dict, converter=_int_dict)
     latency_s: float = 0.0
+
+    def to_dict(self, *, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The answer as JSON-ready values; ``root`` as in :meth:`Hit.to_dict`.
+
+        ``model`` is ``None`` when no model was asked.
+        """
+        return {
+            "text": self.text,
+            "sources": [source.to_dict(root=root) for source in self.sources],
+            "model": self.model or None,
+            "usage": dict(self.usage),
+            "latency_s": self.latency_s,
+        }
 
 
 def source_name(image: object) -> str:
@@ -229,3 +296,10 @@ def source_name(image: object) -> str:
 
 def is_path(image: object) -> bool:
     return isinstance(image, (str, Path, os.PathLike))
+
+
+def relative_path(path: str | None, root: str | os.PathLike[str] | None) -> str | None:
+    """``path`` relative to ``root`` with ``/`` separators (``..`` where it lies outside); as is without a root."""
+    if path is None or root is None:
+        return path
+    return Path(os.path.relpath(path, os.path.abspath(root))).as_posix()

@@ -3,13 +3,14 @@
 :func:`verify_knowledge_base` looks for every way the parts of a knowledge base
 can disagree: a vector without a description record, a record without a
 vector, an image file that has gone, a vector that is not finite or not of
-unit length, files on disk that no longer match the manifest's checksums, and a
-damaged journal.
+unit length, a vector store's copy of the metadata that differs from the records,
+files on disk that no longer match the manifest's checksums, and a damaged journal.
 
 :func:`repair_knowledge_base` fixes what it can without losing a description:
 it rebuilds the vector index from the vectors it still holds, re-embeds
 records whose vector is missing (when their image is still on disk), gives
-vectors without a record an empty one, and saves, which writes fresh files
+vectors without a record an empty one, copies the records' metadata again to a
+vector store whose copy differs, and saves, which writes fresh files
 with fresh checksums. What it cannot fix stays in its report.
 """
 
@@ -53,6 +54,7 @@ class ProblemKind:
     UNREADABLE_VECTORS = "unreadable-vectors"
     LOST_RECORDS = "lost-records"
     LOST_CHANGES = "lost-changes"
+    METADATA_COPY_DIFFERS = "metadata-copy-differs"
 
 
 @frozen(kw_only=True)
@@ -68,6 +70,10 @@ class Problem:
     kind: str
     id: str | None
     detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem as JSON-ready values."""
+        return {"kind": self.kind, "id": self.id, "detail": self.detail}
 
 
 def _problems(value: Iterable[Problem]) -> tuple[Problem, ...]:
@@ -97,6 +103,15 @@ class VerificationReport:
         """The problems of one kind."""
         return [p for p in self.problems if p.kind == kind]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``ok`` included)."""
+        return {
+            "ok": self.ok,
+            "vectors": self.vectors,
+            "records": self.records,
+            "problems": [problem.to_dict() for problem in self.problems],
+        }
+
     def __str__(self) -> str:
         if self.ok:
             return f"ok: {self.vectors} vectors, {self.records} records, no problems"
@@ -113,6 +128,8 @@ class RepairReport:
         reembedded: Ids whose missing vector was rebuilt from their image.
         records_created: Ids of vectors that had no record and got an empty one.
         index_rebuilt: Whether the vector index was rebuilt from its stored vectors.
+        metadata_copied: Ids whose metadata was copied again to the vector store, whose
+            copy differed from the description store's.
         records_salvaged: Records read back from damaged description files.
         records_from_older_snapshot: Records recovered from the snapshot before the
             damaged one (possibly older versions of them).
@@ -127,6 +144,7 @@ class RepairReport:
     reembedded: tuple[str, ...] = field(converter=str_tuple, default=())
     records_created: tuple[str, ...] = field(converter=str_tuple, default=())
     index_rebuilt: bool = False
+    metadata_copied: tuple[str, ...] = field(converter=str_tuple, default=())
     records_salvaged: int = 0
     records_from_older_snapshot: int = 0
     records_lost: int = 0
@@ -139,6 +157,22 @@ class RepairReport:
     def ok(self) -> bool:
         """True when nothing was lost and nothing is left to fix."""
         return self.remaining.ok and not self.records_lost and not self.changes_lost
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``ok`` included)."""
+        return {
+            "ok": self.ok,
+            "reembedded": list(self.reembedded),
+            "records_created": list(self.records_created),
+            "index_rebuilt": self.index_rebuilt,
+            "records_salvaged": self.records_salvaged,
+            "records_from_older_snapshot": self.records_from_older_snapshot,
+            "records_lost": self.records_lost,
+            "lost_ids": list(self.lost_ids),
+            "changes_lost": self.changes_lost,
+            "set_aside": list(self.set_aside),
+            "remaining": self.remaining.to_dict(),
+        }
 
 
 def verify_knowledge_base(
@@ -181,6 +215,14 @@ def verify_knowledge_base(
                 )
             )
     problems.extend(_vector_problems(vector_store, vector_ids))
+    for id_ in _metadata_mismatches(vector_store, records.values()):
+        problems.append(
+            Problem(
+                kind=ProblemKind.METADATA_COPY_DIFFERS,
+                id=id_,
+                detail=f"the vector store's copy of the metadata of {id_!r} differs from its record",
+            )
+        )
     problems.extend(_salvage_problems(findings))
     if directory is not None:
         problems.extend(_file_problems(directory))
@@ -211,6 +253,22 @@ def _salvage_problems(findings: SalvageFindings | None) -> Iterator[Problem]:
             id=None,
             detail=f"{findings.changes_lost} committed change(s) since the last save were lost with the damaged journal",
         )
+
+
+def _metadata_mismatches(store: VectorStore, records: Iterable[Record]) -> list[str]:
+    """Ids whose metadata copy in a vector store that filters by metadata differs from the record."""
+    if not getattr(store, "filters_metadata", False):
+        return []
+    differ: list[str] = []
+    batch: dict[str, Any] = {}
+    for record in records:
+        batch[record.id] = record.metadata
+        if len(batch) == _CHUNK:
+            differ.extend(store.metadata_mismatches(batch))
+            batch = {}
+    if batch:
+        differ.extend(store.metadata_mismatches(batch))
+    return differ
 
 
 def _vector_problems(store: VectorStore, ids: list[str]) -> Iterator[Problem]:
@@ -293,6 +351,7 @@ def repair_knowledge_base(
     has saved.
     """
     from multimodal_rag.kb.salvage import set_aside
+    from multimodal_rag.protocols import copy_metadata
 
     before = verify_knowledge_base(vector_store, description_store)
     # Copied aside before anything is rewritten: the user's data is never only deleted.
@@ -311,10 +370,15 @@ def repair_knowledge_base(
 
     lost_vectors = [p.id for p in before.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR) if p.id]
     reembedded = _reembed(embedder, vector_store, description_store, lost_vectors)
+    # Last, so that vectors added or rebuilt above get their copy too; the records are the truth.
+    recopy = _metadata_mismatches(vector_store, description_store)
+    if recopy:
+        copy_metadata(vector_store, description_store.get_many(recopy).values())
     report = RepairReport(
         reembedded=reembedded,
         records_created=created,
         index_rebuilt=index_rebuilt,
+        metadata_copied=recopy,
         records_salvaged=findings.records_salvaged if findings else 0,
         records_from_older_snapshot=findings.records_from_older_snapshot if findings else 0,
         records_lost=findings.records_lost if findings else 0,

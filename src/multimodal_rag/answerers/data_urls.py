@@ -2,7 +2,7 @@
 
 Providers limit image size (and bill by it), so every image is downscaled until its long
 side fits ``max_side`` — a 12-megapixel knowledge-base photo is not sent as it is. Photos
-from lossy formats (JPEG, WebP) are sent as JPEG; anything else as PNG, so drawings and
+from lossy formats (JPEG, WebP, HEIC, AVIF) are sent as JPEG; anything else as PNG, so drawings and
 screenshots keep sharp edges.
 """
 
@@ -17,7 +17,7 @@ from multimodal_rag.types import ImageInput
 
 __all__ = ["image_data_url"]
 
-_LOSSY_FORMATS = frozenset({"JPEG", "MPO", "WEBP"})
+_LOSSY_FORMATS = frozenset({"JPEG", "MPO", "WEBP", "HEIF", "AVIF"})
 _JPEG_QUALITY = 90
 
 

@@ -8,14 +8,24 @@ gateways that speak the same protocol.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+import weakref
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from multimodal_rag._extras import require
 from multimodal_rag._remote import redact_url
@@ -173,8 +183,18 @@ class OpenAIAnswerer(Answerer):
         self.stream_usage = bool(stream_usage)
         self._api_key = Secret(key) if key is not None else None
         self._client = client
+        self._client_injected = client is not None
         self._async_client = async_client
         self._client_lock = threading.Lock()
+        # One async client per event loop, kept for that loop's later calls: its pooled
+        # connections belong to the loop that opened them. Weak keys: a loop that is
+        # dropped takes its entry with it.
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- the Answerer protocol ---------------------------------------------------
 
@@ -220,8 +240,6 @@ class OpenAIAnswerer(Answerer):
         matches: Sequence[Hit],
         metadata: Mapping[str, Any] | None = None,
     ) -> Answer:
-        import asyncio
-
         if self._async_client is None and self._api_key is None:
             # Only a synchronous client was injected: run it in a worker thread.
             return await super().aanswer(question, image=image, matches=matches, metadata=metadata)
@@ -231,13 +249,9 @@ class OpenAIAnswerer(Answerer):
             return self._no_match_answer(matches, started)
         # Decoding and resizing images is CPU work: keep it off the event loop.
         messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
-        client, owned = self._async_client_for_call()
-        try:
-            with self._provider_errors():
-                response = await client.chat.completions.create(**self._request(messages))
-        finally:
-            if owned:
-                await client.close()
+        client = await self._loop_client()
+        with self._provider_errors():
+            response = await client.chat.completions.create(**self._request(messages))
         return self._answer_from(response, kept, started)
 
     async def astream(
@@ -248,8 +262,6 @@ class OpenAIAnswerer(Answerer):
         matches: Sequence[Hit],
         metadata: Mapping[str, Any] | None = None,
     ) -> AsyncAnswerStream:
-        import asyncio
-
         if self._async_client is None and self._api_key is None:
             return await super().astream(question, image=image, matches=matches, metadata=metadata)
         started = time.perf_counter()
@@ -257,21 +269,54 @@ class OpenAIAnswerer(Answerer):
         if kept is None:
             return AsyncAnswerStream.from_answer(self._no_match_answer(matches, started))
         messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
-        client, owned = self._async_client_for_call()
-        try:
-            with self._provider_errors():
-                response = await client.chat.completions.create(**self._request(messages, stream=True))
-        except BaseException:
-            if owned:
-                await client.close()
-            raise
+        client = await self._loop_client()
+        with self._provider_errors():
+            response = await client.chat.completions.create(**self._request(messages, stream=True))
 
         async def release() -> None:
             await response.close()
-            if owned:
-                await client.close()
 
         return AsyncAnswerStream(self._astream_chunks(response, kept, started, release), on_close=release)
+
+    async def aprepare(self) -> None:
+        """Make the running event loop's async client now rather than on the first question.
+
+        The first one in a process imports ``openai`` (about a second, in a worker thread,
+        but loading its compiled extensions holds the interpreter's lock at moments), and
+        each one loads the TLS certificates; a server does this once at startup.
+        """
+        if self._async_client is None and self._api_key is None:
+            return  # only a synchronous client: the async methods run it in worker threads
+        await self._loop_client()
+
+    async def aclose(self) -> None:
+        """Close the async client this answerer made for the running event loop, and forget
+        those of loops that are closed (their connections went with them).
+
+        An injected client stays open: it belongs to the caller. ``async with answerer:``
+        calls this on the way out. A loop run by :func:`asyncio.run` also closes its client
+        when it ends, so one-off ``asyncio.run(answerer.aanswer(...))`` calls leak nothing.
+        """
+        loop = asyncio.get_running_loop()
+        with self._client_lock:
+            for other in [other for other in self._loop_clients if other.is_closed()]:
+                del self._loop_clients[other]
+            entry = self._loop_clients.pop(loop, None)
+        if entry is not None:
+            await entry.closer.aclose()  # its finally closes the client
+
+    async def __aenter__(self) -> OpenAIAnswerer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Close the synchronous client this answerer made (an injected one stays open)."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None and not self._client_injected:
+            client.close()
 
     def describe_image(self, image: ImageInput) -> Answer:
         """Write a short label of ``image`` (the prompt's ``describe`` instruction).
@@ -320,9 +365,8 @@ class OpenAIAnswerer(Answerer):
         return kept
 
     def _no_match_answer(self, matches: Sequence[Hit], started: float) -> Answer:
-        return Answer(
-            text=no_match_text(matches, self.min_score), model=self.model, latency_s=time.perf_counter() - started
-        )
+        # No request was made, so no model answered: model stays empty rather than naming one.
+        return Answer(text=no_match_text(matches, self.min_score), latency_s=time.perf_counter() - started)
 
     def _answer_messages(self, question: str, image: ImageInput | None, kept: Sequence[Hit]) -> list[dict[str, Any]]:
         user_url = image_data_url(image, max_side=self.max_image_side) if image is not None else None
@@ -429,15 +473,36 @@ class OpenAIAnswerer(Answerer):
                 self._client = import_openai().OpenAI(**self._client_options())
             return self._client
 
-    def _async_client_for_call(self) -> tuple[Any, bool]:
-        """The injected async client, or a new one owned by this call (and closed after it).
-
-        An async client's pooled connections belong to the event loop that opened them, so
-        one kept across calls breaks on the next ``asyncio.run``; a client per call does not.
+    async def _loop_client(self) -> Any:
+        """The async client of the running event loop: the injected one, or one made on first
+        use and kept for the loop's later calls (one connection pool per loop, reused).
         """
         if self._async_client is not None:
-            return self._async_client, False
-        return import_openai().AsyncOpenAI(**self._client_options()), True
+            return self._async_client
+        loop = asyncio.get_running_loop()
+        entry = self._loop_clients.get(loop)
+        if entry is not None:
+            return entry.client
+        with self._client_lock:
+            making = self._loop_locks.setdefault(loop, asyncio.Lock())
+        async with making:  # the loop's other tasks wait for this client rather than make their own
+            entry = self._loop_clients.get(loop)
+            if entry is not None:
+                return entry.client
+            # Made in a worker thread: the first call imports openai, and each client loads TLS
+            # certificates and its resource modules, a second or more the loop should not wait out.
+            client = await asyncio.to_thread(self._new_async_client)
+            closer = _closing(client)
+            self._loop_clients[loop] = _LoopClient(client, closer)
+        # Started here, in this loop: asyncio.run's shutdown_asyncgens then closes it (and so
+        # the client) before the loop ends, and aclose() closes it sooner.
+        await closer.__anext__()
+        return client
+
+    def _new_async_client(self) -> Any:
+        client = import_openai().AsyncOpenAI(**self._client_options())
+        client.chat.completions  # noqa: B018 - imports the resource modules here, not on the loop
+        return client
 
     def _client_options(self) -> dict[str, Any]:
         return client_options(
@@ -584,3 +649,18 @@ def _usage(usage: Any) -> dict[str, int]:
 def import_openai(user: str = "OpenAIAnswerer") -> Any:
     """The ``openai`` package, or a MissingDependencyError naming ``user`` and the pip install."""
     return require("openai", user=user)
+
+
+class _LoopClient(NamedTuple):
+    """An event loop's async client, and the generator whose end closes it."""
+
+    client: Any
+    closer: AsyncGenerator[None, None]
+
+
+async def _closing(client: Any) -> AsyncGenerator[None, None]:
+    """Waits, once started, until it is closed; then closes ``client`` in the loop that started it."""
+    try:
+        yield
+    finally:
+        await client.close()

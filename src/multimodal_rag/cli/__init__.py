@@ -3,7 +3,7 @@
 Every command takes the knowledge-base directory first. Commands that only read
 (``search``, ``ask``, ``show``, ``info``, ``verify``) open it read-only, so they run
 while another process is indexing. ``--json`` output is a stable interface, documented in
-``docs/cli.md``.
+``docs/cli.md`` (online at :data:`~multimodal_rag.cli.app.DOCS_URL`).
 
 Exit status: 0 when the command did what was asked, 1 when the operation failed
 (the reason on stderr, with a traceback only under ``--debug``), 2 for bad usage
@@ -13,13 +13,13 @@ Modules: :mod:`~multimodal_rag.cli.app` holds the click group, its global option
 the error mapping; :mod:`~multimodal_rag.cli.output` prints every result, as text or
 JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
 ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate), ``evaluate``
-(eval) and ``tools`` (random-checkpoint).
+(eval), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint).
 """
 
 from __future__ import annotations
 
-from multimodal_rag.cli import build, edit, evaluate, info, query, tools, upkeep
-from multimodal_rag.cli.app import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli, main
+from multimodal_rag.cli import build, edit, evaluate, info, query, serve, tools, upkeep
+from multimodal_rag.cli.app import EPILOG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli, main
 from multimodal_rag.cli.build import INDEX_KINDS
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "INDEX_KINDS", "cli", "main"]
@@ -36,7 +36,9 @@ for _command in (
     upkeep.repair,
     upkeep.migrate,
     evaluate.eval_,
+    serve.serve,
     tools.random_checkpoint,
 ):
+    _command.epilog = _command.epilog or EPILOG
     cli.add_command(_command)
 del _command

@@ -6,9 +6,13 @@ the single ``KEY=VALUE`` parser, and opening a knowledge base with the global se
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
     from multimodal_rag.rag import MultimodalRAG
 
 __all__ = [
+    "DOCS_URL",
+    "EPILOG",
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -30,6 +36,7 @@ __all__ = [
     "CommandFailed",
     "Settings",
     "cli",
+    "cli_message",
     "committing",
     "main",
     "open_kb",
@@ -39,6 +46,9 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+#: Where the documentation lives (``--json`` shapes, exit codes, every option).
+DOCS_URL = "https://multimodal-rag.github.io/multimodal-rag/cli/"
 
 
 class CommandFailed(click.ClickException):
@@ -50,24 +60,115 @@ class CommandFailed(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def _literal(text: str) -> str:
+    value = ast.literal_eval(text)
+    return value if isinstance(value, str) else text
+
+
+#: The library's advice to Python callers, and what a command-line user does instead.
+_CLI_HINTS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    (
+        re.compile(r"pass allow_modules=\[('[^']*'|\"[^\"]*\")\] to import it"),
+        lambda m: f"allow it with --allow-module {_literal(m.group(1))}",
+    ),
+    (
+        re.compile(r"pass MultimodalRAG\.open\(\.\.\., allow_endpoints=\[('[^']*'|\"[^\"]*\")\]\)"),
+        lambda m: f"allow it with --allow-endpoint {_literal(m.group(1))}",
+    ),
+    (
+        re.compile(r"open it with read_only=True to search it"),
+        lambda m: "commands that only read it (search, ask, show, info, verify, eval) still work",
+    ),
+    (
+        re.compile(r"pass allow_outside=True to accept it"),
+        lambda m: "give --allow-outside to accept it",
+    ),
+)
+
+
+def cli_message(message: str) -> str:
+    """A library error's message, with advice for Python callers turned into command-line options."""
+    for pattern, replace in _CLI_HINTS:
+        message = pattern.sub(replace, message)
+    return message
+
+
+def _show_error(exc: click.ClickException) -> None:
+    """Report a click error in the command's own style: ``error: ...`` on stderr.
+
+    A usage error keeps click's usage line and help hint above it; an exception with
+    its own way of showing itself (the help shown for no arguments) keeps that.
+    """
+    show = type(exc).show
+    if show is click.UsageError.show:
+        assert isinstance(exc, click.UsageError)
+        ctx = exc.ctx
+        if ctx is not None:
+            hint = ""
+            if ctx.command.get_help_option(ctx) is not None:
+                hint = f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.\n"
+            click.echo(f"{ctx.get_usage()}\n{hint}", err=True)
+        click.echo(f"error: {exc.format_message()}", err=True)
+    elif show is click.ClickException.show:
+        click.echo(f"error: {exc.format_message()}", err=True)
+    else:
+        exc.show()
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``| head``), keep Python's final flush from failing again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 class _Group(click.Group):
     """Turns any error of a command into a one-line message and exit status 1.
 
     With ``--debug`` the error propagates, so Python prints its traceback.
     """
 
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run as click does, but report errors as ``error: ...`` and a closed pipe as success."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            sys.stdout.flush()
+        except click.ClickException as exc:
+            _show_error(exc)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_FAILURE)
+        except BrokenPipeError:  # on the last flush, after the command
+            _silence_stdout()
+            sys.exit(EXIT_OK)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
-            raise  # click reports these itself (a closed pipe, as in `| head`, quietly)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click reports these itself
+        except BrokenPipeError:
+            # The reader stopped reading (`| head -1`): it has what it wanted.
+            _silence_stdout()
+            ctx.exit(EXIT_OK)
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
             from multimodal_rag.errors import MultimodalRAGError
 
             if isinstance(exc, MultimodalRAGError):
-                message = str(exc)
+                message = cli_message(str(exc))
             else:  # not one of ours: most likely a bug, so say what it was
                 message = (
                     f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
@@ -88,13 +189,18 @@ class Settings:
 
 KB_ARGUMENT = click.argument("kb", type=click.Path(file_okay=False, path_type=Path))
 JSON_OPTION = click.option(
-    "--json", "as_json", is_flag=True, help="Print machine-readable JSON (see docs/cli.md)."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print machine-readable JSON (its fields are documented at the address below).",
 )
+#: Below every command's help; ``\b`` keeps click from rewrapping (and splitting) the address.
+EPILOG = f"\b\nEvery option, the --json output and the exit codes are documented at\n{DOCS_URL}"
 #: An image file given on the command line.
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(__version__, prog_name="multimodal-rag")
 @click.option(
     "--debug", is_flag=True, envvar="MULTIMODAL_RAG_DEBUG", help="Show tracebacks of errors."

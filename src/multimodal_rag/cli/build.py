@@ -44,20 +44,46 @@ DESCRIPTION_STORE_KINDS = ("jsonl", "sqlite")
     "embedder_kind",
     default=None,
     metavar="KIND",
-    help="Embedder of a new knowledge base: 'clip' (default) or package.module:Class.",
+    help="Embedder of a new knowledge base: 'clip' (default), 'open-clip' or package.module:Class.",
 )
 @click.option(
-    "--model", default=None, help="CLIP model name, e.g. ViT-B/32 (weights download on first use)."
+    "--model",
+    default=None,
+    help="Model name: for clip e.g. ViT-B/32, for open-clip e.g. ViT-B-16-SigLIP2 "
+    "(weights download on first use).",
+)
+@click.option(
+    "--pretrained",
+    default=None,
+    help="open-clip only: the weights' tag, e.g. webli (default) or openai.",
 )
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Local CLIP weights file (state_dict or TorchScript); nothing is downloaded.",
+    help="Local weights file (state_dict, TorchScript for clip, .safetensors for open-clip); "
+    "nothing is downloaded.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="open-clip only: local folder of the model's Hugging Face tokenizer (tokenizer.json).",
 )
 @click.option(
     "--device",
     default=None,
     help="Torch device for CLIP, e.g. cpu or cuda (default: cuda if present).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["torch", "openvino"]),
+    default=None,
+    help="Engine for CLIP: torch (default) or openvino (pip install 'multimodal-rag[openvino]').",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+    default=None,
+    help="CLIP precision; auto (default) times those that pass the quality gate on first use.",
 )
 @click.option(
     "--index",
@@ -83,6 +109,11 @@ DESCRIPTION_STORE_KINDS = ("jsonl", "sqlite")
     "--recursive/--no-recursive", default=True, show_default=True, help="Include subfolders."
 )
 @click.option(
+    "--allow-outside",
+    is_flag=True,
+    help="Accept descriptions-file entries and symbolic links that lead outside DIRECTORY.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar on stderr (default: on a terminal).",
@@ -96,12 +127,17 @@ def index(
     descriptions: Path | None,
     embedder_kind: str | None,
     model: str | None,
+    pretrained: str | None,
     checkpoint: Path | None,
+    tokenizer: Path | None,
     device: str | None,
+    engine: str | None,
+    precision: str | None,
     index_kind: str | None,
     description_store: str | None,
     batch_size: int,
     recursive: bool,
+    allow_outside: bool,
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -118,8 +154,16 @@ def index(
         # Read once now, before a model is loaded or a knowledge base created, so a
         # bad file (a line that is not UTF-8, an entry leading outside DIRECTORY)
         # changes nothing; add_directory reads it again, cheaply next to embedding.
-        DescriptionsFile(descriptions, directory)
-    clip_options = {"model": model, "checkpoint": checkpoint, "device": device}
+        DescriptionsFile(descriptions, directory, allow_outside=allow_outside)
+    clip_options = {
+        "model": model,
+        "pretrained": pretrained,
+        "checkpoint": checkpoint,
+        "tokenizer": tokenizer,
+        "device": device,
+        "engine": engine,
+        "precision": precision,
+    }
     exists = (kb / MANIFEST_FILE).is_file()
     if exists:  # refuse options that cannot apply before loading any model
         manifest = read_manifest(kb)
@@ -148,6 +192,7 @@ def index(
                 directory,
                 descriptions=descriptions,
                 recursive=recursive,
+                allow_outside=allow_outside,
                 batch_size=batch_size,
                 progress=progress,
             )
@@ -203,13 +248,25 @@ def _build_embedder(
     from multimodal_rag.registry import resolve
 
     given = {name: value for name, value in clip_options.items() if value is not None}
-    if kind != "clip" and given:
-        flags = ", ".join(f"--{name}" for name in given)
-        raise click.UsageError(f"{flags} apply only to the clip embedder, not to {kind!r}")
-    if "checkpoint" in given:  # recorded in the manifest: make it valid from any directory
-        given["checkpoint"] = str(Path(given["checkpoint"]).resolve())
+    accepted = _EMBEDDER_OPTIONS.get(kind, set())
+    refused = [name for name in given if name not in accepted]
+    if refused:
+        flags = ", ".join(f"--{name}" for name in refused)
+        takers = sorted(k for k, options in _EMBEDDER_OPTIONS.items() if set(refused) <= options)
+        where = " and ".join(f"the {k} embedder" for k in takers) or "no embedder"
+        raise click.UsageError(f"{flags} apply only to {where}, not to {kind!r}")
+    for name in ("checkpoint", "tokenizer"):  # recorded in the manifest: valid from any directory
+        if name in given:
+            given[name] = str(Path(given[name]).resolve())
     cls: type[Embedder] = resolve("embedder", kind, allow_modules=allow_modules)
     return cls(**given)
+
+
+#: The embedder options each built-in kind takes from the command line.
+_EMBEDDER_OPTIONS = {
+    "clip": {"model", "checkpoint", "device", "engine", "precision"},
+    "open-clip": {"model", "pretrained", "checkpoint", "tokenizer", "device", "engine", "precision"},
+}
 
 
 def _check_same_kind(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from multimodal_rag.verify import Problem, RepairReport, VerificationReport
 
 __all__ = [
+    "SHOWN_DUPLICATES",
     "add_result_json",
     "answer_json",
     "comparison_json",
@@ -57,6 +58,10 @@ __all__ = [
 ]
 
 
+#: Duplicates listed by name in ``index``'s text output; re-indexing a folder finds them all.
+SHOWN_DUPLICATES = 5
+
+
 def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
@@ -78,6 +83,16 @@ def _config_text(config: Mapping[str, Any] | None) -> str:
     if not config:
         return "(default settings)"
     return json.dumps(config, ensure_ascii=False, sort_keys=True)
+
+
+def _runtime_text(runtime: Mapping[str, Any]) -> str:
+    """The embedder's engine and precision at the last save, and any fallback with its reason."""
+    text = f"{runtime.get('engine', '?')} {runtime.get('precision', '?')}"
+    if runtime.get("requested") not in (None, runtime.get("precision")):
+        text += f" (asked for {runtime['requested']})"
+    for note in runtime.get("fallbacks", []):
+        text += f"; {note}"
+    return text
 
 
 def _human_size(size: int) -> str:
@@ -109,8 +124,11 @@ def print_add_result(kb: Path, result: AddResult, *, created: bool, total: int) 
     click.echo(f"{verb} knowledge base {kb}: {total} image{'s' if total != 1 else ''} in total.")
     click.echo(f"  added:       {len(result.added)}")
     click.echo(f"  duplicates:  {len(result.duplicates)} (already indexed, not embedded again)")
-    for source, id_ in result.duplicates:
+    for source, id_ in result.duplicates[:SHOWN_DUPLICATES]:
         click.echo(f"    {display_path(source)} = {id_}")
+    if len(result.duplicates) > SHOWN_DUPLICATES:
+        more = len(result.duplicates) - SHOWN_DUPLICATES
+        click.echo(f"    ... and {more} more (--json lists every one)")
     click.echo(f"  skipped:     {len(result.skipped)}")
     for skipped in result.skipped:
         click.echo(f"    {display_path(skipped.source)}: {skipped.reason}")
@@ -162,7 +180,7 @@ def answer_json(question: str, image: Path | None, answer: Answer) -> dict[str, 
         "question": question,
         "image": str(image) if image is not None else None,
         "answer": answer.text,
-        "model": answer.model,
+        "model": answer.model or None,
         "sources": [asdict(source) for source in answer.sources],
         "usage": dict(answer.usage),
         "latency_s": answer.latency_s,
@@ -180,7 +198,10 @@ def print_answer(answer: Answer, *, streamed: bool) -> None:
             click.echo(
                 f"{rank:>2}. {source.score:.4f}  {_description(source.description)}  [{where}]"
             )
-    click.echo(f"\nAnswered by {answer.model or 'the answerer'} in {answer.latency_s:.2f} s.")
+    if answer.model:
+        click.echo(f"\nAnswered by {answer.model} in {answer.latency_s:.2f} s.")
+    else:  # the similarity gate answered before any model was asked
+        click.echo(f"\nNo model was asked ({answer.latency_s:.2f} s).")
 
 
 # -- info ----------------------------------------------------------------------
@@ -226,6 +247,7 @@ def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
         ),
         ("embedder", f"{embedder.kind} {_config_text(embedder.config)}, {embedder.dim}-d"),
         ("fingerprint", embedder.fingerprint),
+        *([("runs as", _runtime_text(embedder.runtime))] if embedder.runtime else []),
         ("vector index", f"{vectors.kind} {_config_text(vectors.config)}"),
         ("descriptions", f"{descriptions.kind} {_config_text(descriptions.config)}"),
         ("size on disk", _human_size(size_bytes)),

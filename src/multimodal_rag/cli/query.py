@@ -236,6 +236,14 @@ def show(
     metavar="NAME",
     help="Model of the openai answerer, e.g. gpt-4o.",
 )
+@click.option(
+    "--min-score",
+    type=click.FloatRange(-1.0, 1.0),
+    default=None,
+    metavar="SIMILARITY",
+    help="Similarity gate: matches below it are not used, and when none is left the answer says "
+    "so without asking a model (`multimodal-rag eval` recommends a value).",
+)
 @click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
 @_answer_search_options
 @JSON_OPTION
@@ -252,6 +260,7 @@ def ask(
     rerank_model: str | None,
     answerer_kind: str,
     answer_model: str | None,
+    min_score: float | None,
     stream: bool,
     as_json: bool,
 ) -> None:
@@ -264,10 +273,11 @@ def ask(
         raise click.UsageError("--stream and --json cannot be combined")
     if answer_model is not None and answerer_kind == "extractive":
         raise click.UsageError("--answer-model applies to the openai answerer")
-    answerer = _build_answerer("openai" if answer_model is not None else answerer_kind, answer_model)
+    kind = "openai" if answer_model is not None else answerer_kind
+    answerer, reason = _build_answerer(kind, answer_model, min_score)
     rag = open_kb(kb, settings, read_only=True, answerer=answerer)
-    if answerer is None and not as_json:
-        click.echo(f"note: {rag.answerer_reason}", err=True)
+    if kind == _AUTO and not as_json:
+        click.echo(f"note: {reason or rag.answerer_reason}", err=True)
     metadata_filter = _filter(where, filter_json)
     search = {"mode": mode, "rerank": _reranker(rerank_model)}
     if stream:
@@ -284,10 +294,21 @@ def ask(
         output.print_answer(answer, streamed=stream)
 
 
-def _build_answerer(kind: str, model: str | None) -> Answerer | None:
-    """The answerer of a built-in ``kind``; ``None`` for auto (the knowledge base chooses)."""
+def _build_answerer(
+    kind: str, model: str | None, min_score: float | None
+) -> tuple[Answerer | None, str | None]:
+    """The answerer of a built-in ``kind``, and for auto why it was chosen.
+
+    ``(None, None)`` for auto without settings: the knowledge base chooses.
+    """
     if kind == _AUTO:
-        return None
+        if min_score is None:
+            return None, None
+        from multimodal_rag.answerers.default import choose_answerer
+
+        return choose_answerer(min_score=min_score)
     cls: type[Answerer] = resolve("answerer", kind)
-    options = {"model": model} if model is not None else {}
-    return cls(**options)
+    options: dict[str, Any] = {"model": model} if model is not None else {}
+    if min_score is not None:
+        options["min_score"] = min_score
+    return cls(**options), None

@@ -51,7 +51,7 @@ from multimodal_rag.hashing import sha256_file
 from multimodal_rag.kb.fileio import atomic_write_bytes, fsync_directory, fsync_tree
 from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
 
-__all__ = ["KnowledgeBaseDirectory", "damaged_parts", "remove_tree"]
+__all__ = ["KnowledgeBaseDirectory", "check_writable_platform", "damaged_parts", "remove_tree"]
 
 SNAPSHOTS = "snapshots"
 IMAGES = "images"
@@ -65,6 +65,21 @@ COMMIT_FILE = "journal.commit"
 _SNAPSHOT_NAME = re.compile(r"^\d{8}(\.tmp)?$")
 #: Temporary files of atomic writes (fileio.atomic_write_bytes) of the top-level files.
 _TEMPORARY_NAME = re.compile(r"^\.(manifest\.json|journal\.bin|journal\.commit)\..+\.tmp$")
+#: Writing takes an ``flock`` and the journal writes with ``pwrite``: POSIX only.
+_POSIX = os.name == "posix"
+
+
+def check_writable_platform(path: Path) -> None:
+    """Refuse, with a clear message, to open for writing where POSIX file locks are missing.
+
+    Raises:
+        KnowledgeBaseError: Not a POSIX system (Windows).
+    """
+    if not _POSIX:
+        raise KnowledgeBaseError(
+            f"cannot open knowledge base {str(path)!r} for writing: writing needs a POSIX system "
+            f"(Linux, macOS, or WSL on Windows) for its file locks, and this is {os.name!r}"
+        )
 
 
 class KnowledgeBaseDirectory:
@@ -182,6 +197,7 @@ class KnowledgeBaseDirectory:
         The lock is an OS file lock (``flock``), so the kernel releases it when its
         holder exits or crashes: a stale lock never needs cleaning by hand.
         """
+        check_writable_platform(self.path)
         import fcntl
 
         try:
@@ -355,7 +371,9 @@ class KnowledgeBaseDirectory:
 
         Raises:
             KnowledgeBaseExistsError: The path holds other files.
+            KnowledgeBaseError: Not a POSIX system, where writing is not supported.
         """
+        check_writable_platform(self.path)  # before the create makes any folder
         unfinished = self.is_unfinished()
         if self.path.exists() and not unfinished and (not self.path.is_dir() or any(self.path.iterdir())):
             raise KnowledgeBaseExistsError(f"{str(self.path)!r} exists and is not an empty directory; choose a new path")

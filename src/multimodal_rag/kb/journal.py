@@ -329,16 +329,24 @@ def journal_problems(path: Path, generation: int) -> list[str]:
 
 
 def replay(entries: Sequence[JournalEntry], vector_store: VectorStore, description_store: DescriptionStore) -> None:
-    """Apply journal entries, in order, to freshly loaded stores."""
+    """Apply journal entries, in order, to freshly loaded stores.
+
+    A vector store that keeps a metadata copy gets the records' metadata too: a crash may
+    have come between a change to the records and the copy.
+    """
+    from multimodal_rag.protocols import copy_metadata
+
     for entry in entries:
         if entry.op == ADD:
             vector_store.add(entry.ids, entry.vectors)
             description_store.put(entry.records)
+            copy_metadata(vector_store, entry.records)
         elif entry.op == REMOVE:
             vector_store.remove(entry.ids)
             description_store.delete(entry.ids)
         else:
             description_store.put(entry.records)
+            copy_metadata(vector_store, entry.records)
 
 
 class Journal:

@@ -40,13 +40,21 @@ class Component:
 
 @frozen(kw_only=True)
 class EmbedderEntry(Component):
-    """The embedder's entry, with what a reopening embedder must match."""
+    """The embedder's entry, with what a reopening embedder must match.
+
+    ``runtime`` is what the saving embedder ran as (engine, precision, fallbacks), for
+    people reading the knowledge base; nothing is rebuilt from it.
+    """
 
     fingerprint: str
     dim: int
+    runtime: dict[str, Any] = field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "fingerprint": self.fingerprint, "dim": self.dim}
+        entry = {**super().to_dict(), "fingerprint": self.fingerprint, "dim": self.dim}
+        if self.runtime:
+            entry["runtime"] = self.runtime
+        return entry
 
 
 @frozen(kw_only=True)
@@ -84,7 +92,11 @@ class Manifest:
 
         return cls(
             embedder=EmbedderEntry(
-                kind=kind_of(embedder), config=embedder.config(), fingerprint=embedder.fingerprint, dim=embedder.dim
+                kind=kind_of(embedder),
+                config=embedder.config(),
+                fingerprint=embedder.fingerprint,
+                dim=embedder.dim,
+                runtime=_runtime_of(embedder),
             ),
             vector_store=Component(kind=kind_of(vector_store), config=vector_store.config()),
             description_store=Component(kind=kind_of(description_store), config=description_store.config()),
@@ -167,6 +179,7 @@ class Manifest:
                 config=embedder.get("config", {}),
                 fingerprint=embedder["fingerprint"],
                 dim=embedder["dim"],
+                runtime=embedder["runtime"] if isinstance(embedder.get("runtime"), dict) else {},
             ),
             vector_store=Component(kind=entries["vector_store"]["kind"], config=entries["vector_store"].get("config", {})),
             description_store=Component(
@@ -205,6 +218,12 @@ class Manifest:
         from multimodal_rag.kb.fileio import atomic_write_json
 
         atomic_write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
+
+
+def _runtime_of(embedder: Any) -> dict[str, Any]:
+    """An embedder's optional ``runtime`` report (CLIP's engine and precision), if it has one."""
+    runtime = getattr(embedder, "runtime", None)
+    return dict(runtime) if isinstance(runtime, dict) else {}
 
 
 def read_manifest(directory: Path) -> Manifest:

@@ -7,7 +7,9 @@ The rule comes from ``benchmarks/compare_indexes.py`` (see ``docs/choosing-an-in
   recall is perfect, adding is instant and nothing needs tuning.
 - Beyond it, an HNSW graph (:class:`HNSWLibStore` with its defaults, ``ef_search=128``):
   measured recall@10 1.00 at 100,000 vectors and 0.97 at one million, with single queries
-  in 0.2-0.4 ms, at the cost of a much slower build.
+  in 0.2-0.4 ms, at the cost of a much slower build. Without the ``hnswlib`` extra (it
+  needs a C++ compiler to install), FAISS's HNSW (:class:`FaissHNSWStore`), which the
+  default install has.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def default_vector_store(dim: int, *, expected_size: int | None = None) -> Vecto
         from multimodal_rag.vectors.faiss_flat import FaissFlatStore
 
         return FaissFlatStore(dim)
+    import importlib.util
+
+    if importlib.util.find_spec("hnswlib") is None:
+        from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
+
+        return FaissHNSWStore(dim)
     from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
 
     return HNSWLibStore(dim)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from multimodal_rag._extras import require
 from multimodal_rag.errors import CorruptFileError
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor
@@ -91,8 +92,7 @@ class HNSWLibStore(LabelledVectorStore):
         self._M = check_int("M", M, minimum=2)
         self._ef_construction = check_int("ef_construction", ef_construction)
         self._ef_search = check_int("ef_search", ef_search)
-        import hnswlib
-
+        hnswlib = _import_hnswlib()
         self._index = hnswlib.Index(space="ip", dim=self._dim)
         self._index.init_index(
             max_elements=_INITIAL_CAPACITY,
@@ -176,8 +176,7 @@ class HNSWLibStore(LabelledVectorStore):
             count, live = check_index_file(path, dim=dim, M=store._M)
         except (IndexFileError, OSError) as exc:
             raise CorruptFileError(f"cannot read the hnswlib index {str(path)!r}: {exc}") from exc
-        import hnswlib
-
+        hnswlib = _import_hnswlib()
         # A fresh object: load_index on the one __init__ made would discard it noisily.
         store._index = hnswlib.Index(space="ip", dim=dim)
         try:
@@ -194,6 +193,11 @@ class HNSWLibStore(LabelledVectorStore):
         store._index.set_ef(store._ef_search)
         store._labels = labels
         return store
+
+
+def _import_hnswlib() -> Any:
+    # An extra: hnswlib publishes no wheels, so installing it needs a C++ compiler.
+    return require("hnswlib", user="HNSWLibStore", extra="hnswlib")
 
 
 class IndexFileError(ValueError):

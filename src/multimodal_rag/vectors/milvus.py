@@ -10,6 +10,11 @@ with consistency level ``"Strong"`` and every read asks for it), and
 :meth:`MilvusVectorStore.save` writes only a small marker naming the collection.
 A knowledge base's snapshot therefore pins the *collection*, not its contents:
 changes made after the last save are not rolled back when it is reopened.
+
+The collection also keeps a copy of each record's metadata (a JSON field laid out by
+:func:`~multimodal_rag.filters.milvus_document`), so that a search filtered by metadata is
+one request: :meth:`MilvusVectorStore.search_where`. The knowledge base keeps the copy in
+step with its description store, which stays the source of truth.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +44,7 @@ from multimodal_rag.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from multimodal_rag.filters import NotExpressible, milvus_document
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor
 from multimodal_rag.validation import (
@@ -54,6 +60,7 @@ from multimodal_rag.vectors.milvus_collection import (
     DEFAULT_SEARCH_PARAMS,
     ID_FIELD,
     MAX_ID_BYTES,
+    METADATA_FIELD,
     METRIC,
     VECTOR_FIELD,
     check_collection,
@@ -62,6 +69,9 @@ from multimodal_rag.vectors.milvus_collection import (
 from multimodal_rag.vectors.milvus_errors import is_client_error, translate_error
 from multimodal_rag.vectors.milvus_filters import id_after, id_in, id_in_chunks, id_set_of
 from multimodal_rag.vectors.ranking import filtered_search
+
+if TYPE_CHECKING:
+    from multimodal_rag.filters import MetadataFilter
 
 __all__ = ["MilvusVectorStore"]
 
@@ -73,15 +83,22 @@ _MARKER_FILE = "milvus.json"
 # The most results (offset + limit) one Milvus request returns.
 _MAX_TOPK = 16_384
 _QUERY_CHUNK = 1_024
+# The least HNSW "ef" of a filtered search. A filter hides most of the graph from the
+# traversal: with Milvus Lite and ef 64, a filter passing 1 % of 5,000 vectors found 60 % of
+# the true top 10, with ef 1,024 all of them, in the same time.
+_FILTERED_EF = 1_024
 
 
 class MilvusVectorStore(VectorStore):
     """Inner-product search in a Milvus collection, one collection per knowledge base.
 
-    The collection has an explicit schema: a VARCHAR primary key holding the id and
-    a FLOAT_VECTOR field of dimension ``dim``, indexed with metric ``IP``. It is
-    created on first use; an existing one is checked to have the same dimension
-    and metric.
+    The collection has an explicit schema: a VARCHAR primary key holding the id,
+    a FLOAT_VECTOR field of dimension ``dim``, indexed with metric ``IP``, and a JSON
+    field ``metadata`` with the copy of each record's metadata that
+    :meth:`search_where` filters on. It is created on first use; an existing one is
+    checked to have the same dimension and metric. One made by an earlier version,
+    without the JSON field, works as before: :attr:`filters_metadata` is false, and
+    filtered searches send the ids the description store found.
 
     Args:
         dim: Dimension of the vectors.
@@ -222,6 +239,7 @@ class MilvusVectorStore(VectorStore):
         client = self._client
         with self._calls("open the collection"):
             exists = client.has_collection(self._collection, timeout=self._timeout)
+            self._has_metadata = True
             if not exists:
                 if not create:
                     raise BackendError(
@@ -237,10 +255,15 @@ class MilvusVectorStore(VectorStore):
                     timeout=self._timeout,
                 )
             else:
-                check_collection(
+                self._has_metadata = check_collection(
                     client, self._collection, dim=self._dim, uri=self._uri, timeout=self._timeout
                 )
             client.load_collection(self._collection, timeout=self._timeout)
+
+    @property
+    def filters_metadata(self) -> bool:
+        """Whether the collection keeps the metadata copy (false for one made before it did)."""
+        return self._has_metadata
 
     @contextmanager
     def _calls(self, action: str) -> Iterator[None]:
@@ -349,11 +372,25 @@ class MilvusVectorStore(VectorStore):
             return self._search(array, min(k, len(ids)), expression=id_in(sorted(ids)))
         return filtered_search(self._search, array, k, len(self), filter)
 
+    def search_where(self, queries: np.ndarray, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
+        """Find the ``k`` nearest vectors of each query among those whose metadata copy passes
+        ``where``, in one request: the filter is sent as a Milvus expression on the JSON field
+        (:meth:`~multimodal_rag.filters.MetadataFilter.to_milvus`).
+
+        Raises:
+            NotExpressible: The collection has no metadata copy, or the filter has no exact
+                Milvus expression; nothing was sent.
+        """
+        array = check_queries(queries, self._dim, k)
+        if not self._has_metadata:
+            raise NotExpressible(f"collection {self._collection!r} keeps no metadata")
+        return self._search(array, k, expression=where.to_milvus(METADATA_FIELD))
+
     def _search(self, queries: np.ndarray, k: int, *, expression: str = "") -> list[list[Neighbor]]:
         limit = min(k, _MAX_TOPK)
         params = dict(self._search_params)
         if "ef" in params:  # HNSW returns at most ef results
-            params["ef"] = max(int(params["ef"]), limit)
+            params["ef"] = max(int(params["ef"]), limit, _FILTERED_EF if expression else 0)
         results: list[list[Neighbor]] = []
         with self._calls("search"):
             for start in range(0, len(queries), _QUERY_CHUNK):
@@ -378,7 +415,8 @@ class MilvusVectorStore(VectorStore):
         """Insert or replace vectors (Milvus upsert), in requests under ``max_batch_bytes``.
 
         Input is checked before anything is sent. A batch the server refuses half-way
-        through a large add leaves the earlier batches stored.
+        through a large add leaves the earlier batches stored. Each added vector's metadata
+        copy starts empty (an upsert replaces whole rows); :meth:`set_metadata` fills it.
         """
         ids = check_ids(ids)
         array = check_vectors(vectors, self._dim, count=len(ids))
@@ -390,18 +428,78 @@ class MilvusVectorStore(VectorStore):
             raise InvalidInputError(
                 f"id {too_long[:40]!r}... is longer than Milvus's {MAX_ID_BYTES} bytes"
             )
-        row_overhead = 4 * self._dim + 64  # vector bytes plus framing per row
         with self._calls("insert vectors"):
-            batch: list[dict[str, Any]] = []
-            batch_bytes = 0
-            for id_, size, vector in zip(ids, sizes, array, strict=True):
-                if batch and batch_bytes + size + row_overhead > self._max_batch_bytes:
-                    self._client.upsert(self._collection, batch, timeout=self._timeout)
-                    batch, batch_bytes = [], 0
-                batch.append({ID_FIELD: id_, VECTOR_FIELD: vector})
-                batch_bytes += size + row_overhead
-            if batch:
+            self._upsert(
+                (self._row(id_, vector, {}), size)
+                for id_, size, vector in zip(ids, sizes, array, strict=True)
+            )
+
+    def _row(self, id_: str, vector: Any, document: dict[str, Any]) -> dict[str, Any]:
+        row = {ID_FIELD: id_, VECTOR_FIELD: vector}
+        if self._has_metadata:
+            row[METADATA_FIELD] = document
+        return row
+
+    def _upsert(self, rows: Iterable[tuple[dict[str, Any], int]]) -> None:
+        """Upsert ``(row, bytes beyond the vector)`` pairs, in requests under ``max_batch_bytes``."""
+        row_overhead = 4 * self._dim + 64  # vector bytes plus framing per row
+        batch: list[dict[str, Any]] = []
+        batch_bytes = 0
+        for row, size in rows:
+            if batch and batch_bytes + size + row_overhead > self._max_batch_bytes:
                 self._client.upsert(self._collection, batch, timeout=self._timeout)
+                batch, batch_bytes = [], 0
+            batch.append(row)
+            batch_bytes += size + row_overhead
+        if batch:
+            self._client.upsert(self._collection, batch, timeout=self._timeout)
+
+    def set_metadata(self, items: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace the metadata copy of ids in the collection; ids it does not hold are ignored.
+
+        Each row is read and written back whole, since an upsert replaces whole rows (which
+        works on every Milvus version). Does nothing on a collection without the copy.
+        """
+        if not self._has_metadata:
+            return
+        documents = {id_: milvus_document(metadata) for id_, metadata in items.items()}
+        with self._calls("store metadata"):
+            for expression in id_in_chunks(sorted(documents)):
+                rows = self._client.query(
+                    self._collection,
+                    filter=expression,
+                    output_fields=[ID_FIELD, VECTOR_FIELD],
+                    consistency_level=CONSISTENCY,
+                    timeout=self._timeout,
+                )
+                self._upsert(
+                    (
+                        self._row(row[ID_FIELD], row[VECTOR_FIELD], documents[row[ID_FIELD]]),
+                        len(row[ID_FIELD].encode("utf-8")) + len(json.dumps(documents[row[ID_FIELD]])),
+                    )
+                    for row in rows
+                )
+
+    def metadata_mismatches(self, items: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """The ids among ``items`` held here whose metadata copy is not that metadata's."""
+        if not self._has_metadata:
+            return []
+        differ: list[str] = []
+        with self._calls("read metadata"):
+            for expression in id_in_chunks(sorted(items)):
+                rows = self._client.query(
+                    self._collection,
+                    filter=expression,
+                    output_fields=[ID_FIELD, METADATA_FIELD],
+                    consistency_level=CONSISTENCY,
+                    timeout=self._timeout,
+                )
+                differ.extend(
+                    row[ID_FIELD]
+                    for row in rows
+                    if row.get(METADATA_FIELD) != milvus_document(items[row[ID_FIELD]])
+                )
+        return sorted(differ)
 
     def remove(self, ids: Iterable[str]) -> int:
         if isinstance(ids, str):

@@ -1,8 +1,10 @@
 """The Milvus collection behind :class:`~multimodal_rag.vectors.milvus.MilvusVectorStore`.
 
-Its schema (a VARCHAR primary key and a FLOAT_VECTOR field), the metric, the consistency
-level every call asks for, the index settings each index type gets by default, and the
-check that an existing collection was made this way.
+Its schema (a VARCHAR primary key, a FLOAT_VECTOR field and a JSON field holding a copy of
+each record's metadata), the metric, the consistency level every call asks for, the index
+settings each index type gets by default, and the check that an existing collection was made
+this way. Collections made before the metadata field existed have only the first two fields;
+they keep working, without filtering by metadata on the server.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = [
     "DEFAULT_SEARCH_PARAMS",
     "ID_FIELD",
     "MAX_ID_BYTES",
+    "METADATA_FIELD",
     "METRIC",
     "VECTOR_FIELD",
     "check_collection",
@@ -25,6 +28,8 @@ __all__ = [
 
 ID_FIELD = "id"
 VECTOR_FIELD = "vector"
+# Holds filters.milvus_document() of each record's metadata, which filter expressions read.
+METADATA_FIELD = "metadata"
 METRIC = "IP"  # inner product is the cosine for the normalised vectors embedders return
 CONSISTENCY = "Strong"
 # Milvus's longest VARCHAR.
@@ -61,6 +66,7 @@ def create_collection(
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
     schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field(METADATA_FIELD, DataType.JSON)
     index = client.prepare_index_params()
     index.add_index(
         field_name=VECTOR_FIELD,
@@ -77,8 +83,12 @@ def create_collection(
     )
 
 
-def check_collection(client: Any, collection: str, *, dim: int, uri: str, timeout: float) -> None:
+def check_collection(client: Any, collection: str, *, dim: int, uri: str, timeout: float) -> bool:
     """Refuse an existing collection with another schema, dimension or metric.
+
+    Returns:
+        Whether it has the JSON field for the metadata copy (a collection made by an earlier
+        version of this library has not).
 
     Raises:
         DimensionMismatchError: It holds vectors of another dimension than ``dim``.
@@ -116,3 +126,5 @@ def check_collection(client: Any, collection: str, *, dim: int, uri: str, timeou
         raise BackendError(
             f"{where} is indexed with metric {found}; this store needs metric {METRIC}"
         )
+    metadata_field = fields.get(METADATA_FIELD)
+    return metadata_field is not None and metadata_field.get("type") == DataType.JSON

@@ -1,0 +1,255 @@
+"""Load on ``multimodal-rag serve``: concurrent clients searching and asking over loopback.
+
+A knowledge base of the stamps (``../shared/data/stamps`` where present, else the eight
+``examples/stamps``) with a tiny random-weights CLIP (or ``--checkpoint``) is served by a real
+``multimodal-rag serve`` process with the offline answerer, on a free loopback port. Async httpx
+clients then send a mix of ``POST /v1/search`` (a photo upload) and ``POST /v1/ask`` (a photo
+and a question; every other one streamed as server-sent events, read to the end), each client
+one request at a time, for a warm-up and then the measured duration.
+
+Reported: requests per second, p50/p95/p99 latency per kind and overall, errors (any status
+other than 200, or a stream without its ``done`` event; must be 0), and the server's resident
+memory after the warm-up and at the end (growth must stay under 5 %).
+
+    python benchmarks/serve_load.py                 # 60 s at 8 clients
+    python benchmarks/serve_load.py --quick         # 10 s
+    python benchmarks/serve_load.py --clients 16 --duration 120
+
+Prints a table and writes ``benchmarks/results/serve_load.json``. Every request goes to
+127.0.0.1; the run stops by itself after the duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED_STAMPS = ROOT.parent / "shared" / "data" / "stamps"
+EXAMPLE_STAMPS = ROOT / "examples" / "stamps"
+QUESTIONS = ("What is this?", "What bird is this?", "Which item is it, and what is it used for?")
+
+
+def build_kb(work: Path, checkpoint: Path | None) -> tuple[Path, int]:
+    from multimodal_rag import CLIPEmbedder, MultimodalRAG, make_random_clip_checkpoint
+
+    stamps = SHARED_STAMPS if (SHARED_STAMPS / "description.jsonl").exists() else EXAMPLE_STAMPS
+    descriptions = stamps / "description.jsonl"
+    images = stamps if stamps == SHARED_STAMPS else stamps / "images"
+    if checkpoint is None:
+        checkpoint = make_random_clip_checkpoint(work / "tiny.pt", embed_dim=64, width=64, layers=2)
+    with MultimodalRAG.create(work / "kb", embedder=CLIPEmbedder(checkpoint=checkpoint)) as rag:
+        rag.add_directory(images, descriptions=descriptions, progress=False)
+        return work / "kb", len(rag)
+
+
+def query_photos(count: int = 16) -> list[bytes]:
+    """JPEG photos to upload: the example queries and images, re-encoded at photo-like sizes."""
+    from PIL import Image
+
+    files = sorted((EXAMPLE_STAMPS / "queries").glob("*")) + sorted((EXAMPLE_STAMPS / "images").glob("*"))
+    photos = []
+    for n, file in enumerate(files[:count]):
+        with Image.open(file) as image:
+            picture = image.convert("RGB").resize((480 + 16 * n, 360 + 8 * n))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="JPEG", quality=88)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux: /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS line")
+
+
+def start_server(kb: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("MULTIMODAL_RAG_TOKEN", None)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "multimodal_rag", "serve", str(kb), "--port", str(port),
+             "--answerer", "extractive", "--log-level", "warning", "--reload-interval", "2"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"serve did not start:\n{log.read_text()}")
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = {"search": [], "ask": [], "ask-stream": []}
+        self.errors: list[str] = []
+
+
+async def one_request(client: Any, kind: str, photo: bytes, rng: random.Random) -> None:
+    files = {"image": ("photo.jpg", photo, "image/jpeg")}
+    if kind == "search":
+        response = await client.post("/v1/search", files=files, data={"k": "5"})
+        if response.status_code != 200 or "hits" not in response.json():
+            raise RuntimeError(f"search: {response.status_code} {response.text[:200]}")
+        return
+    data = {"question": rng.choice(QUESTIONS), "k": "3"}
+    if kind == "ask":
+        response = await client.post("/v1/ask", files=files, data=data)
+        if response.status_code != 200 or "answer" not in response.json():
+            raise RuntimeError(f"ask: {response.status_code} {response.text[:200]}")
+        return
+    async with client.stream("POST", "/v1/ask", files=files, data={**data, "stream": "true"}) as response:
+        body = (await response.aread()).decode()
+    if response.status_code != 200 or not body.endswith("event: done\ndata: {}\n\n"):
+        raise RuntimeError(f"ask-stream: {response.status_code} {body[-200:]}")
+
+
+async def run_clients(base_url: str, clients: int, seconds: float, ask_share: float, photos: list[bytes], tally: Tally | None) -> float:
+    import httpx
+
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(n: int, client: httpx.AsyncClient) -> None:
+        rng = random.Random(n)
+        asks = 0
+        while time.perf_counter() < deadline:
+            if rng.random() < ask_share:
+                asks += 1
+                kind = "ask-stream" if asks % 2 == 0 else "ask"
+            else:
+                kind = "search"
+            started = time.perf_counter()
+            try:
+                await one_request(client, kind, rng.choice(photos), rng)
+            except Exception as exc:
+                if tally is not None:
+                    tally.errors.append(f"{kind}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            if tally is not None:
+                tally.latencies[kind].append(time.perf_counter() - started)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(n, client) for n in range(clients)))
+        return time.perf_counter() - started
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def at(share: float) -> float:
+        return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))] * 1000
+
+    return {"count": len(values), "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "mean_ms": statistics.fmean(values) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
+    parser.add_argument("--quick", action="store_true", help="10 measured seconds")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 5; 3 with --quick)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--ask-share", type=float, default=0.3, help="share of requests that ask (default 0.3)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="CLIP weights (default: a tiny random model)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
+    args = parser.parse_args()
+    duration = 10.0 if args.quick else args.duration
+    warmup = args.warmup if args.warmup is not None else (3.0 if args.quick else 5.0)
+
+    work = Path(tempfile.mkdtemp(prefix="multimodal-rag-serve-load-"))
+    try:
+        kb, images = build_kb(work, args.checkpoint)
+        photos = query_photos()
+        port = free_port()
+        process = start_server(kb, port, work / "serve.log")
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            asyncio.run(run_clients(base_url, args.clients, warmup, args.ask_share, photos, None))
+            rss_start = rss_bytes(process.pid)
+            tally = Tally()
+            elapsed = asyncio.run(run_clients(base_url, args.clients, duration, args.ask_share, photos, tally))
+            rss_end = rss_bytes(process.pid)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    everything = [value for values in tally.latencies.values() for value in values]
+    overall = percentiles(everything)
+    growth = (rss_end - rss_start) / rss_start
+    report: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "knowledge_base": {"images": images, "model": str(args.checkpoint) if args.checkpoint else "tiny random CLIP"},
+        "clients": args.clients,
+        "ask_share": args.ask_share,
+        "warmup_s": warmup,
+        "duration_s": elapsed,
+        "requests": len(everything),
+        "requests_per_s": len(everything) / elapsed,
+        "errors": len(tally.errors),
+        "error_samples": tally.errors[:5],
+        "latency": {"all": overall, **{kind: percentiles(values) for kind, values in tally.latencies.items()}},
+        "p99_over_p50": overall["p99_ms"] / overall["p50_ms"] if everything else None,
+        "rss_start_mib": rss_start / 2**20,
+        "rss_end_mib": rss_end / 2**20,
+        "rss_growth": growth,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"multimodal-rag serve: {images} images, {args.clients} clients, {elapsed:.1f} s measured after {warmup:.0f} s warm-up")
+    print(f"{'kind':<12}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for kind, stats in (("all", overall), *((k, percentiles(v)) for k, v in tally.latencies.items())):
+        if stats["count"]:
+            print(
+                f"{kind:<12}{stats['count']:>10}{stats['count'] / elapsed:>9.1f}{stats['p50_ms']:>9.1f}"
+                f"{stats['p95_ms']:>9.1f}{stats['p99_ms']:>9.1f}"
+            )
+    print(f"errors: {len(tally.errors)}   p99/p50: {report['p99_over_p50']:.2f}")
+    print(f"server RSS: {report['rss_start_mib']:.1f} MiB after warm-up, {report['rss_end_mib']:.1f} MiB at the end ({growth:+.1%})")
+    print(f"wrote {args.out}")
+    if tally.errors or growth >= 0.05:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,554 @@
+"""The HTTP server's application: a Starlette app over one knowledge base, opened read-only.
+
+Routes (see ``docs/serving.md`` and :data:`~multimodal_rag.server.openapi.SCHEMA`):
+
+- ``GET /``: the web page; ``GET /openapi.json``: the schema; ``GET /healthz``.
+- ``POST /v1/search``, ``POST /v1/ask`` (``stream=true``: server-sent events),
+  ``GET /v1/images/{id}`` (a JPEG thumbnail), ``GET /v1/info``.
+
+Everything under ``/v1/`` needs the bearer token when one is set. The event loop only waits:
+embedding, searching, lock waits, thumbnails and answerers without an async client all run in
+worker threads, so one slow request does not hold up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import io
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from attrs import field, frozen
+from starlette.applications import Starlette
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from multimodal_rag._version import __version__
+from multimodal_rag.errors import ImageError, InvalidInputError
+from multimodal_rag.server.errors import HTTPProblem, error_body
+from multimodal_rag.server.openapi import schema
+from multimodal_rag.server.reloading import ReloadingKnowledgeBase
+from multimodal_rag.types import Answer, Hit
+
+__all__ = ["DEFAULT_IMAGE_TYPES", "ServerSettings", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+#: Upload content types accepted for ``image`` (the library checks the bytes themselves too).
+DEFAULT_IMAGE_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/tiff",
+        "image/heic",
+        "image/heif",
+        "image/avif",
+    }
+)
+
+_MODES = ("vector", "lexical", "hybrid")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _frozenset(value: Any) -> frozenset[str]:
+    return frozenset(str(item).lower() for item in value)
+
+
+@frozen(kw_only=True)
+class ServerSettings:
+    """How the server behaves; every limit protects it from a client.
+
+    Attributes:
+        token: Bearer token required for ``/v1/`` (``None``: no authentication).
+        max_upload_bytes: Largest request body; larger ones get 413 before they are read.
+        image_types: Content types an uploaded image may declare.
+        max_k: Most results one request may ask for.
+        max_fields: Most form fields in one request.
+        thumbnail_size: Long side of a thumbnail when ``size`` is not given.
+        max_thumbnail_size: Largest ``size`` a client may ask for.
+        reload_interval: Seconds between checks for a new generation saved by another
+            process (``0`` turns following saves off).
+    """
+
+    token: str | None = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    image_types: frozenset[str] = field(default=DEFAULT_IMAGE_TYPES, converter=_frozenset)
+    max_k: int = 50
+    max_fields: int = 16
+    thumbnail_size: int = 256
+    max_thumbnail_size: int = 1024
+    reload_interval: float = 2.0
+
+    def limits(self) -> dict[str, Any]:
+        """The limits a client may need to know, as ``/v1/info`` shows them."""
+        return {
+            "max_upload_bytes": self.max_upload_bytes,
+            "image_types": sorted(self.image_types),
+            "max_k": self.max_k,
+            "max_thumbnail_size": self.max_thumbnail_size,
+        }
+
+
+def create_app(
+    knowledge_base: ReloadingKnowledgeBase,
+    settings: ServerSettings | None = None,
+) -> Starlette:
+    """The ASGI application serving ``knowledge_base``.
+
+    The knowledge base is opened (in a worker thread) when the application starts, unless
+    it is open already, and from then on followed: a save by another process is served
+    within ``settings.reload_interval`` seconds.
+    """
+    settings = settings or ServerSettings()
+    api = _Api(knowledge_base, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if knowledge_base._rag is None:
+            await asyncio.to_thread(knowledge_base.open)
+        prepare = getattr(knowledge_base.rag.answerer, "aprepare", None)
+        if callable(prepare):
+            await prepare()  # the model's client, before the first question rather than during it
+        watcher = (
+            asyncio.create_task(knowledge_base.watch(settings.reload_interval))
+            if settings.reload_interval > 0
+            else None
+        )
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            aclose = getattr(knowledge_base.rag.answerer, "aclose", None)
+            if callable(aclose):
+                await aclose()  # the answerer's client of this event loop
+
+    routes = [
+        Route("/", api.page, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/v1/info", api.info, methods=["GET"]),
+        Route("/v1/search", api.search, methods=["POST"]),
+        Route("/v1/ask", api.ask, methods=["POST"]),
+        Route("/v1/images/{id}", api.image, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(_Guard, settings=settings)
+    app.state.knowledge_base = knowledge_base
+    app.state.settings = settings
+    return app
+
+
+def _problem_response(exc: BaseException) -> JSONResponse:
+    status, body = error_body(exc)
+    headers = exc.headers if isinstance(exc, HTTPProblem) else None
+    if status >= 500 and not isinstance(exc, HTTPProblem):
+        logger.error("request failed", exc_info=exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+Endpoint = Callable[["_Api", Request], Awaitable[Response]]
+
+
+def _answers_errors(endpoint: Endpoint) -> Endpoint:
+    """Turn any exception of an endpoint into the JSON error answer."""
+
+    async def wrapped(self: _Api, request: Request) -> Response:
+        try:
+            return await endpoint(self, request)
+        except Exception as exc:
+            return _problem_response(exc)
+
+    wrapped.__name__ = endpoint.__name__
+    wrapped.__doc__ = endpoint.__doc__
+    return wrapped
+
+
+class _Api:
+    """The endpoints, sharing the knowledge base and the settings."""
+
+    def __init__(self, knowledge_base: ReloadingKnowledgeBase, settings: ServerSettings) -> None:
+        self.kb = knowledge_base
+        self.settings = settings
+        self._page: str | None = None
+
+    # -- pages and metadata ------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        if self._page is None:
+            self._page = resources.files("multimodal_rag.server").joinpath("page.html").read_text(encoding="utf-8")
+        return HTMLResponse(self._page, headers=_PAGE_HEADERS)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(schema(self.settings))
+
+    async def healthz(self, request: Request) -> Response:
+        rag = self.kb._rag
+        if rag is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "generation": rag.generation, "images": len(rag)})
+
+    @_answers_errors
+    async def info(self, request: Request) -> Response:
+        from multimodal_rag.registry import kind_of
+
+        rag = self.kb.rag
+        answerer = rag.answerer
+        return JSONResponse(
+            {
+                "version": __version__,
+                "knowledge_base": self.kb.path.name,
+                "generation": rag.generation,
+                "reloads": self.kb.reloads,
+                "images": len(rag),
+                "embedder": {"kind": kind_of(rag.embedder), "dim": rag.embedder.dim, "fingerprint": rag.embedder.fingerprint},
+                "vector_store": kind_of(rag.vector_store),
+                "description_store": kind_of(rag.description_store),
+                "full_text": bool(getattr(rag.description_store, "full_text", False)),
+                "answerer": {
+                    "kind": kind_of(answerer) if answerer is not None else None,
+                    "model": getattr(answerer, "model", None) or getattr(answerer, "model_name", None),
+                },
+                "auth": self.settings.token is not None,
+                "limits": self.settings.limits(),
+            }
+        )
+
+    # -- search and ask ----------------------------------------------------------
+
+    @_answers_errors
+    async def search(self, request: Request) -> Response:
+        form, image = await self._form(request)
+        text = _text(form, "text")
+        if image is None and text is None:
+            raise HTTPProblem(400, "InvalidInputError", "give an image file, a text, or both")
+        rag = self.kb.rag
+        hits = await rag.asearch(
+            image=image,
+            text=text,
+            k=self._k(form, default=5),
+            filter=_filter(form),
+            mode=_mode(form),
+            fusion=_text(form, "fusion") or "rrf",
+            text_weight=_float(form, "text_weight", default=0.5),
+        )
+        return JSONResponse(
+            {"generation": rag.generation, "count": len(hits), "hits": [self._hit(hit) for hit in hits]}
+        )
+
+    @_answers_errors
+    async def ask(self, request: Request) -> Response:
+        from multimodal_rag.validation import check_question
+
+        form, image = await self._form(request)
+        question = _text(form, "question")
+        if question is None:
+            raise HTTPProblem(400, "InvalidInputError", "the question field is required")
+        check_question(question)
+        stream = _bool(form, "stream")
+        rag = self.kb.rag
+        answerer = rag.answerer
+        if answerer is None:
+            raise HTTPProblem(503, "NoAnswerer", "this server has no answerer")
+        text = _text(form, "text")
+        if image is None and text is None:
+            text = question  # a question with no picture is its own search, as in MultimodalRAG.ask
+        hits = await rag.asearch(
+            image=image, text=text, k=self._k(form, default=3), filter=_filter(form), mode=_mode(form)
+        )
+        if not stream:
+            answer = await _aanswer(answerer, question, image, hits)
+            return JSONResponse(
+                {
+                    "generation": rag.generation,
+                    "matches": [self._hit(hit) for hit in hits],
+                    "answer": self._answer(answer),
+                }
+            )
+        # The request to the model is made (and its errors answered as JSON) before the
+        # response starts; what fails later arrives as an "error" event.
+        astream = getattr(answerer, "astream", None)
+        if callable(astream):
+            chunks = await astream(question, image=image, matches=hits)
+        else:  # a duck-typed answerer that cannot stream: its answer is one chunk
+            from multimodal_rag.streaming import AsyncAnswerStream
+
+            chunks = AsyncAnswerStream.from_answer(await _aanswer(answerer, question, image, hits))
+        return StreamingResponse(
+            self._events(rag.generation, hits, chunks),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _events(self, generation: int, hits: list[Hit], chunks: Any) -> AsyncIterator[str]:
+        """The answer as server-sent events: ``matches``, ``chunk``..., ``answer`` (or ``error``), ``done``."""
+        try:
+            yield _event("matches", {"generation": generation, "matches": [self._hit(hit) for hit in hits]})
+            try:
+                async for chunk in chunks:
+                    yield _event("chunk", {"text": chunk})
+                answer = await chunks.get_answer()
+                yield _event("answer", self._answer(answer))
+            except Exception as exc:
+                status, body = error_body(exc)
+                if status >= 500:
+                    logger.error("a streamed answer failed", exc_info=exc)
+                yield _event("error", body)
+            yield _event("done", {})
+        finally:
+            await chunks.aclose()
+
+    # -- thumbnails --------------------------------------------------------------
+
+    @_answers_errors
+    async def image(self, request: Request) -> Response:
+        id_ = request.path_params["id"]
+        size = request.query_params.get("size")
+        side = self.settings.thumbnail_size if size is None else _int("size", size)
+        if not 16 <= side <= self.settings.max_thumbnail_size:
+            raise HTTPProblem(
+                400, "InvalidInputError", f"size must be between 16 and {self.settings.max_thumbnail_size}"
+            )
+        rag = self.kb.rag
+        record = await asyncio.to_thread(rag.get, id_)
+        if record.image_path is None:
+            raise HTTPProblem(404, "NotFoundError", f"the image of id {id_!r} was not kept")
+        try:
+            data = await asyncio.to_thread(_thumbnail, record.image_path, side)
+        except ImageError:
+            # The message would name the file; the client only needs to know it is gone.
+            logger.warning("thumbnail of %s failed", id_, exc_info=True)
+            raise HTTPProblem(404, "ImageUnavailable", f"the image file of id {id_!r} cannot be read") from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    # -- reading requests --------------------------------------------------------
+
+    async def _form(self, request: Request) -> tuple[FormData, bytes | None]:
+        """The form's fields, and the uploaded image's bytes (checked: its type, not empty)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise HTTPProblem(
+                415, "UnsupportedMediaType", f"send the fields as multipart/form-data, not {content_type or 'nothing'}"
+            )
+        try:
+            form = await request.form(max_files=1, max_fields=self.settings.max_fields)
+        except MultiPartException as exc:
+            raise HTTPProblem(400, "InvalidInputError", f"unreadable form: {exc.message}") from exc
+        except HTTPException as exc:  # how Starlette reports a MultiPartException inside an app
+            raise HTTPProblem(exc.status_code, "InvalidInputError", f"unreadable form: {exc.detail}") from exc
+        try:
+            image = await self._image(form)
+        finally:
+            await form.close()  # the uploaded file's spool; its bytes are read by now
+        return form, image
+
+    async def _image(self, form: FormData) -> bytes | None:
+        upload = form.get("image")
+        if upload is None or upload == "":
+            return None
+        if not isinstance(upload, UploadFile):
+            raise HTTPProblem(400, "InvalidInputError", "image must be a file part (multipart/form-data)")
+        content_type = (upload.content_type or "").split(";")[0].strip().lower()
+        if not upload.filename and not upload.size:
+            return None  # a form's empty file input
+        if content_type not in self.settings.image_types:
+            raise HTTPProblem(
+                415,
+                "UnsupportedMediaType",
+                f"image must be one of {', '.join(sorted(self.settings.image_types))}; got {content_type or 'no type'}",
+            )
+        data = await upload.read()
+        if not data:
+            raise HTTPProblem(400, "InvalidInputError", "the image file is empty")
+        return data
+
+    def _k(self, form: FormData, *, default: int) -> int:
+        raw = _text(form, "k")
+        k = default if raw is None else _int("k", raw)
+        if not 1 <= k <= self.settings.max_k:
+            raise HTTPProblem(400, "InvalidInputError", f"k must be between 1 and {self.settings.max_k}, got {k}")
+        return k
+
+    # -- writing answers ---------------------------------------------------------
+
+    def _hit(self, hit: Hit) -> dict[str, Any]:
+        return {**hit.to_dict(root=self.kb.path), "image_url": _image_url(hit.id) if hit.image_path else None}
+
+    def _answer(self, answer: Answer) -> dict[str, Any]:
+        body = answer.to_dict(root=self.kb.path)
+        for source, original in zip(body["sources"], answer.sources):
+            source["image_url"] = _image_url(original.id) if original.image_path else None
+        return body
+
+
+# The page runs only its own script and styles, and talks only to this server.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def _aanswer(answerer: Any, question: str, image: bytes | None, hits: list[Hit]) -> Answer:
+    aanswer = getattr(answerer, "aanswer", None)
+    if callable(aanswer):
+        answer: Answer = await aanswer(question, image=image, matches=hits)
+        return answer
+    return await asyncio.to_thread(answerer.answer, question, image=image, matches=hits)
+
+
+def _image_url(id_: str) -> str:
+    return f"/v1/images/{quote(id_, safe='')}"
+
+
+def _event(name: str, data: Mapping[str, Any]) -> str:
+    # json.dumps escapes newlines, so each event's data is one line.
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise HTTPProblem(400, "InvalidInputError", f"{name} must be a text field, not a file")
+    return value if value.strip() else None
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise HTTPProblem(400, "InvalidInputError", f"{name} must be an integer, got {raw[:40]!r}") from None
+
+
+def _float(form: FormData, name: str, *, default: float) -> float:
+    raw = _text(form, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise HTTPProblem(400, "InvalidInputError", f"{name} must be a number, got {raw[:40]!r}")
+    return value
+
+
+def _bool(form: FormData, name: str) -> bool:
+    raw = (_text(form, name) or "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise HTTPProblem(400, "InvalidInputError", f"{name} must be true or false, got {raw[:40]!r}")
+
+
+def _mode(form: FormData) -> str | None:
+    mode = _text(form, "mode")
+    if mode is not None and mode not in _MODES:
+        raise HTTPProblem(400, "InvalidInputError", f"mode must be one of {', '.join(_MODES)}, got {mode[:40]!r}")
+    return mode
+
+
+def _filter(form: FormData) -> dict[str, Any] | None:
+    raw = _text(form, "filter")
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise HTTPProblem(400, "InvalidInputError", f"filter is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"filter must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _thumbnail(path: str, side: int) -> bytes:
+    from multimodal_rag.images import open_image
+
+    picture = open_image(path, draft_size=(side, side))
+    picture.thumbnail((side, side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+class _UploadTooLarge(HTTPProblem):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "PayloadTooLarge", f"the request body is larger than {limit} bytes")
+
+
+class _Guard:
+    """ASGI middleware: the bearer token for ``/v1/``, and the request body's size limit.
+
+    The size is checked twice: a declared ``Content-Length`` is refused before anything is
+    read, and a body sent without one (chunked) is counted as it arrives.
+    """
+
+    def __init__(self, app: ASGIApp, *, settings: ServerSettings) -> None:
+        self.app = app
+        self.token = settings.token.encode("utf-8") if settings.token is not None else None
+        self.limit = settings.max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1"): value for key, value in scope["headers"]}
+        if self.token is not None and scope["path"].startswith("/v1/"):
+            problem = self._check_token(headers.get("authorization"))
+            if problem is not None:
+                await _problem_response(problem)(scope, receive, send)
+                return
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _problem_response(_UploadTooLarge(self.limit))(scope, receive, send)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _check_token(self, header: bytes | None) -> HTTPProblem | None:
+        challenge = {"WWW-Authenticate": 'Bearer realm="multimodal-rag"'}
+        if header is None:
+            return HTTPProblem(401, "Unauthorized", "this server needs a bearer token (Authorization: Bearer ...)", headers=challenge)
+        scheme, _, given = header.partition(b" ")
+        # Compared in constant time, so the answer's timing does not tell how much was right.
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token or b""):
+            return HTTPProblem(401, "Unauthorized", "the bearer token is wrong", headers=challenge)
+        return None
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.limit
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _UploadTooLarge(limit)
+            return message
+
+        return counted

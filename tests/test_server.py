@@ -1,0 +1,306 @@
+"""The HTTP server (multimodal_rag.server) through Starlette's TestClient: every endpoint, the
+token, the upload limits, the streamed answer's events, and following another process's saves."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette", reason="the server extra is not installed")
+pytest.importorskip("multipart", reason="the server extra is not installed")
+pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
+
+from PIL import Image  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from chat_server import error, stream  # noqa: E402
+from helpers import ColorEmbedder, encoded, solid  # noqa: E402
+from multimodal_rag import ExtractiveAnswerer, MultimodalRAG, OpenAIAnswerer  # noqa: E402
+from multimodal_rag.server.app import ServerSettings, create_app  # noqa: E402
+from multimodal_rag.server.reloading import ReloadingKnowledgeBase  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+def kb_path(tmp_path: Path, image_dir: Path) -> Path:
+    path = tmp_path / "kb"
+    with MultimodalRAG.create(path, embedder=ColorEmbedder()) as rag:
+        rag.add_directory(image_dir, descriptions=image_dir / "description.json", progress=False)
+    return path
+
+
+def make_client(kb_path: Path, answerer=None, **settings) -> TestClient:
+    knowledge_base = ReloadingKnowledgeBase(
+        kb_path, embedder=ColorEmbedder(), answerer=answerer or ExtractiveAnswerer()
+    )
+    options = {"reload_interval": 0, **settings}
+    return TestClient(create_app(knowledge_base, ServerSettings(**options)))
+
+
+@pytest.fixture
+def client(kb_path: Path):
+    with make_client(kb_path) as test_client:
+        yield test_client
+
+
+def png(color: str, size: tuple[int, int] = (40, 30)) -> bytes:
+    return encoded(solid(color, size))
+
+
+def image_part(color: str = "red") -> dict:
+    return {"image": ("photo.png", png(color), "image/png")}
+
+
+def test_health_info_page_and_openapi(client: TestClient) -> None:
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "generation": 2, "images": 8}  # created, then saved
+    info = client.get("/v1/info").json()
+    assert info["images"] == 8 and info["knowledge_base"] == "kb" and info["auth"] is False
+    assert info["answerer"] == {"kind": "extractive", "model": "extractive"}
+    assert info["embedder"]["kind"].endswith("ColorEmbedder") and info["limits"]["max_k"] == 50
+    page = client.get("/")
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<label class="field" for="question">' in page.text and "/v1/ask" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.") and {"/v1/search", "/v1/ask", "/v1/images/{id}"} <= set(schema["paths"])
+
+
+def test_search_by_image_gives_relative_paths_and_thumbnail_urls(client: TestClient) -> None:
+    body = client.post("/v1/search", files=image_part("red"), data={"k": "3"}).json()
+    assert body["count"] == 3 and body["generation"] == 2
+    best = body["hits"][0]
+    assert best["description"] == "A red square." and best["metadata"] == {"shade": "red"}
+    # Relative to the knowledge base, never the machine's absolute path.
+    assert best["image_path"] == "../image_database/warm/red.png"
+    assert best["image_url"] == f"/v1/images/{best['id']}"
+    assert best["signals"]["vector"]["rank"] == 1 and best["similarity"] == pytest.approx(best["score"])
+
+
+def test_search_passes_text_filter_and_mode(client: TestClient) -> None:
+    hits = client.post("/v1/search", data={"text": "blue", "mode": "vector", "k": "8"}).json()["hits"]
+    assert hits[0]["description"] == "A blue square." and set(hits[0]["signals"]) == {"vector"}
+    lexical = client.post("/v1/search", data={"text": "green", "mode": "lexical"}).json()["hits"]
+    assert [hit["description"] for hit in lexical] == ["A green square."] and set(lexical[0]["signals"]) == {"lexical"}
+    shades = {"$in": ["green", "cyan"]}
+    filtered = client.post(
+        "/v1/search", files=image_part("red"), data={"k": "8", "filter": json.dumps({"shade": shades})}
+    ).json()["hits"]
+    assert sorted(hit["metadata"]["shade"] for hit in filtered) == ["cyan", "green"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "says"),
+    [
+        ({}, 400, "an image file, a text"),
+        ({"text": "red", "k": "0"}, 400, "k must be between 1 and 50"),
+        ({"text": "red", "k": "many"}, 400, "k must be an integer"),
+        ({"text": "red", "filter": "{not json"}, 400, "filter is not JSON"),
+        ({"text": "red", "filter": "[1]"}, 400, "filter must be a JSON object"),
+        ({"text": "red", "filter": '{"shade": {"$near": 1}}'}, 400, "$near"),
+        ({"text": "red", "mode": "fuzzy"}, 400, "mode must be one of"),
+        ({"text": "red", "text_weight": "nan"}, 400, "text_weight must be a number"),
+    ],
+)
+def test_bad_search_fields_are_clear_400s(client: TestClient, data: dict, status: int, says: str) -> None:
+    response = client.post("/v1/search", data=data, files={"unused": ("x.txt", b"", "text/plain")})
+    assert response.status_code == status, response.text
+    problem = response.json()["error"]
+    assert says in problem["message"] and problem["status"] == status and problem["type"]
+
+
+def test_upload_limits_and_content_types(kb_path: Path) -> None:
+    with make_client(kb_path, max_upload_bytes=20_000) as client:
+        big = encoded(Image.effect_noise((200, 200), 64).convert("RGB"))
+        assert len(big) > 20_000
+        response = client.post("/v1/search", files={"image": ("big.png", big, "image/png")})
+        assert response.status_code == 413 and response.json()["error"]["type"] == "PayloadTooLarge"
+
+        # A body sent without Content-Length is counted as it arrives.
+        def chunks():
+            yield b"--b\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\n"
+            for _ in range(30):
+                yield b"x" * 1000
+            yield b"\r\n--b--\r\n"
+
+        chunked = client.post("/v1/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert chunked.status_code == 413
+
+        wrong_type = client.post("/v1/search", files={"image": ("notes.txt", b"hello", "text/plain")})
+        assert wrong_type.status_code == 415 and "image/png" in wrong_type.json()["error"]["message"]
+        not_a_form = client.post("/v1/search", json={"text": "red"})
+        assert not_a_form.status_code == 415 and "multipart/form-data" in not_a_form.json()["error"]["message"]
+        lying = client.post("/v1/search", files={"image": ("fake.png", b"not an image at all", "image/png")})
+        assert lying.status_code == 422 and lying.json()["error"]["type"] == "ImageError"
+        two_files = client.post(
+            "/v1/search",
+            files=[("image", ("a.png", png("red"), "image/png")), ("image", ("b.png", png("blue"), "image/png"))],
+        )
+        assert two_files.status_code == 400
+
+
+def test_the_token_guards_the_api_but_not_health_or_the_page(kb_path: Path) -> None:
+    with make_client(kb_path, token=TOKEN) as client:
+        missing = client.get("/v1/info")
+        assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+        assert "needs a bearer token" in missing.json()["error"]["message"]
+        wrong = client.post("/v1/search", data={"text": "red"}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "wrong" in wrong.json()["error"]["message"]
+        basic = client.get("/v1/info", headers={"Authorization": f"Basic {TOKEN}"})
+        assert basic.status_code == 401
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/v1/info", headers=right).json()["auth"] is True
+        hit = client.post("/v1/search", data={"text": "red"}, headers=right).json()["hits"][0]
+        assert client.get(hit["image_url"]).status_code == 401
+        assert client.get(hit["image_url"], headers=right).status_code == 200
+        assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200
+        assert client.get("/openapi.json").json()["security"] == [{"bearer": []}]
+
+
+def test_thumbnails(client: TestClient, tmp_path: Path) -> None:
+    hit = client.post("/v1/search", files=image_part("yellow"), data={"k": "1"}).json()["hits"][0]
+    response = client.get(hit["image_url"], params={"size": "20"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    thumbnail = Image.open(io.BytesIO(response.content))
+    assert thumbnail.format == "JPEG" and max(thumbnail.size) == 20
+    assert max(Image.open(io.BytesIO(client.get(hit["image_url"]).content)).size) <= 256
+    assert client.get("/v1/images/no-such-id").status_code == 404
+    assert client.get(hit["image_url"], params={"size": "5000"}).status_code == 400
+    assert client.get(hit["image_url"], params={"size": "big"}).status_code == 400
+
+
+def test_ask_answers_as_json_with_matches_and_sources(client: TestClient) -> None:
+    response = client.post("/v1/ask", files=image_part("red"), data={"question": "What is this?", "k": "2"})
+    body = response.json()
+    assert response.status_code == 200
+    assert body["answer"]["text"].startswith("Best match: A red square.")
+    assert body["answer"]["model"] == "extractive" and len(body["matches"]) == 2
+    source = body["answer"]["sources"][0]
+    assert source["image_path"] == "../image_database/warm/red.png" and source["image_url"].startswith("/v1/images/")
+    # Without an image the question is the search.
+    assert client.post("/v1/ask", data={"question": "green"}).json()["matches"][0]["description"] == "A green square."
+    assert client.post("/v1/ask", data={"question": "  "}).status_code == 400
+    assert client.post("/v1/ask", data={"question": "Q", "stream": "perhaps"}).status_code == 400
+
+
+def read_events(text: str) -> list[tuple[str, dict]]:
+    """Parse server-sent events, checking each block is exactly ``event:`` then one ``data:`` line."""
+    assert text.endswith("\n\n")
+    events = []
+    for block in text[:-2].split("\n\n"):
+        event_line, data_line = block.split("\n")
+        assert event_line.startswith("event: ") and data_line.startswith("data: ")
+        events.append((event_line[7:], json.loads(data_line[6:])))
+    return events
+
+
+def test_ask_streams_server_sent_events_from_the_model(kb_path: Path, chat_server) -> None:
+    answerer = OpenAIAnswerer(model="m", api_key="k", base_url=chat_server.url, max_retries=0, timeout=5.0)
+    chat_server.reply(stream(["It is ", "red.\nQuite."]), error(500, "model fell over"))
+    with make_client(kb_path, answerer=answerer) as client:
+        response = client.post("/v1/ask", files=image_part("red"), data={"question": "What?", "stream": "true"})
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = read_events(response.text)
+        assert [name for name, _ in events] == ["matches", "chunk", "chunk", "answer", "done"]
+        assert events[0][1]["matches"][0]["description"] == "A red square."
+        assert [data["text"] for name, data in events if name == "chunk"] == ["It is ", "red.\nQuite."]
+        answer = events[3][1]
+        assert answer["text"] == "It is red.\nQuite." and answer["model"] == "served-model"
+        assert answer["usage"]["total_tokens"] == 18 and answer["sources"][0]["image_url"]
+        # A provider that fails before the stream starts gets a JSON error, not an event stream.
+        failed = client.post("/v1/ask", data={"question": "red?", "stream": "true"})
+        assert failed.status_code == 502 and failed.json()["error"]["type"].startswith("Answerer")
+        assert "model fell over" in failed.json()["error"]["message"]
+
+
+def test_offline_answer_streams_as_one_chunk(client: TestClient) -> None:
+    response = client.post("/v1/ask", data={"question": "blue", "stream": "1"})
+    names = [name for name, _ in read_events(response.text)]
+    assert names == ["matches", "chunk", "answer", "done"]
+
+
+_WRITER = """
+import sys
+from helpers import ColorEmbedder, solid
+from multimodal_rag import MultimodalRAG
+
+with MultimodalRAG.open(sys.argv[1], embedder=ColorEmbedder()) as rag:
+    rag.add([solid((250, 128, 10), (30, 30))], descriptions=["An orange square."], metadata=[{"shade": "orange"}])
+"""
+
+
+def test_a_save_by_another_process_is_served(kb_path: Path) -> None:
+    with make_client(kb_path, reload_interval=0.05) as client:
+        before = client.get("/healthz").json()
+        subprocess.run(
+            [sys.executable, "-c", _WRITER, str(kb_path)],
+            check=True,
+            cwd=TESTS,
+            env={**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{TESTS.parent / 'src'}"},
+            timeout=120,
+        )
+        deadline = time.monotonic() + 15
+        while client.get("/healthz").json()["generation"] == before["generation"]:
+            assert time.monotonic() < deadline, "the new generation was not picked up"
+            time.sleep(0.05)
+        after = client.get("/healthz").json()
+        assert after["images"] == before["images"] + 1 and after["generation"] > before["generation"]
+        hits = client.post("/v1/search", data={"text": "orange", "mode": "lexical"}).json()["hits"]
+        assert hits[0]["description"] == "An orange square."
+        assert client.get("/v1/info").json()["reloads"] == 1
+        # Its thumbnail (kept inside the knowledge base) is reachable, by a path relative to it.
+        assert hits[0]["image_path"].startswith("images/")
+        assert client.get(hits[0]["image_url"]).status_code == 200
+
+
+def test_a_touched_manifest_is_not_a_reload(kb_path: Path) -> None:
+    knowledge_base = ReloadingKnowledgeBase(kb_path, embedder=ColorEmbedder(), answerer=ExtractiveAnswerer())
+    knowledge_base.open()
+    manifest = kb_path / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes())  # same generation, new modification time
+    assert knowledge_base.reload_if_saved() is False and knowledge_base.reloads == 0
+
+
+def test_the_server_is_imported_only_when_serving() -> None:
+    code = (
+        "import sys, multimodal_rag, multimodal_rag.cli; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'multipart', 'multimodal_rag.server') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]"
+
+
+def test_serve_fails_plainly_on_a_missing_knowledge_base(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from multimodal_rag.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "nowhere"), "--port", "0"])
+    assert result.exit_code == 1 and "error:" in result.output and "nowhere" in result.output
+    assert "--token" in CliRunner().invoke(cli, ["serve", "--help"]).output
+
+
+def test_serve_exits_with_1_when_the_port_is_taken(kb_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from multimodal_rag.cli import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--allow-module", "helpers", "serve", str(kb_path), "--port", str(port), "--answerer", "extractive"]
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "Serving" in result.output and "could not start on 127.0.0.1" in result.output
