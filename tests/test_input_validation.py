@@ -90,7 +90,12 @@ def test_ordinary_ids_are_accepted(kb, good: str) -> None:
     assert kb.remove([good]) == 1
 
 
-@pytest.mark.parametrize(("bad", "reason"), BAD_IDS)
+# Ids 0.1.0 accepted that new records may no longer take; records holding one stay usable.
+NEW_ONLY = ("dot-dot-slash", "absolute", "slash", "backslash", "dot-dot", "dot")
+NEVER_STORED = [p for p in BAD_IDS if p.id not in NEW_ONLY]
+
+
+@pytest.mark.parametrize(("bad", "reason"), NEVER_STORED)
 def test_get_describe_and_remove_refuse_a_bad_id(kb, bad: Any, reason: str) -> None:
     with pytest.raises(InvalidInputError, match=reason):
         kb.get(bad)
@@ -102,12 +107,44 @@ def test_get_describe_and_remove_refuse_a_bad_id(kb, bad: Any, reason: str) -> N
 
 
 @pytest.mark.parametrize("store_name", sorted(DESCRIPTION_STORES))
-@pytest.mark.parametrize(("bad", "reason"), [p for p in BAD_IDS if p.id not in ("int", "bytes")])
+@pytest.mark.parametrize(("bad", "reason"), [p for p in NEVER_STORED if p.id not in ("int", "bytes")])
 def test_every_description_store_refuses_a_bad_id(store_name: str, bad: str, reason: str) -> None:
     store = DESCRIPTION_STORES[store_name]()
     with pytest.raises(InvalidInputError, match=reason):
         store.put([Record(id="fine", description="kept"), Record(id=bad, description="refused")])
     assert len(store) == 0
+
+
+def test_records_of_earlier_versions_keep_ids_new_records_may_not_take(kb, embedder: ColorEmbedder) -> None:
+    old_ids = ["images/blue.png", "a\\b", "..", "."]
+    # As a 0.1.0 knowledge base holds them: stored without today's rule for new ids.
+    kb.vector_store.add(old_ids, embedder.embed_images([solid("blue")] * len(old_ids)))
+    kb.description_store.put([Record(id=i, description=f"old {i}", metadata={"n": 1}) for i in old_ids])
+    kb.save()
+    path = kb.path
+    kb.close()
+    rag = MultimodalRAG.open(path, embedder=embedder)
+    assert rag.get("images/blue.png").description == "old images/blue.png"
+    assert rag.describe("..", "edited", metadata={"n": 2}).metadata == {"n": 2}
+    assert rag.remove(["a\\b"]) == 1
+    rag.save()
+    rag.close()
+    rag = MultimodalRAG.open(path, embedder=embedder)
+    assert {"images/blue.png", "..", "."} <= set(rag.ids()) and "a\\b" not in rag.ids()
+    assert rag.get("..").description == "edited"
+    with pytest.raises(InvalidInputError, match="path separator"):
+        rag.add([solid("red")], ids=["new/one"], progress=False)
+    rag.close()
+
+
+@pytest.mark.parametrize("store_name", ["jsonl", "sqlite"])
+def test_salvage_keeps_records_of_earlier_versions(store_name: str, tmp_path: Path) -> None:
+    store = DESCRIPTION_STORES[store_name]()
+    old_ids = ["images/blue.png", "a\\b", "..", "fine"]
+    store.put([Record(id=i, description=f"old {i}") for i in old_ids])
+    store.save(tmp_path)
+    salvaged = type(store).salvage(tmp_path)
+    assert sorted(r.id for r in salvaged) == sorted(old_ids)
 
 
 def test_images_given_in_memory_are_named_by_the_hash_of_their_bytes(kb) -> None:

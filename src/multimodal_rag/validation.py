@@ -6,9 +6,8 @@ checked where they enter (the facade's methods and every description store's ``p
 through :func:`check_record`), by rules every store can keep:
 
 - an id is a non-empty string of at most :data:`MAX_ID_BYTES` bytes of UTF-8,
-  without path separators, control characters, or the names ``.`` and ``..``.
-  Ids do not name files (stored images are named by a hash of their bytes), but a
-  custom backend, a log line or a terminal may still treat them as one;
+  without control characters; a *new* id also without path separators or the names
+  ``.`` and ``..`` (:func:`check_new_id`; records of earlier versions keep theirs);
 - metadata is what JSON keeps exactly: string keys, and values that are ``None``,
   ``bool``, ``int``, finite ``float``, ``str``, ``list`` or ``dict``, nested at most
   :data:`MAX_METADATA_DEPTH` levels. A tuple or an integer key would come back as a
@@ -48,6 +47,7 @@ __all__ = [
     "check_ids",
     "check_int",
     "check_metadata",
+    "check_new_id",
     "check_queries",
     "check_question",
     "check_record",
@@ -84,16 +84,16 @@ def _shown(id: str) -> str:
 
 
 def check_id(id: object, *, what: str = "id") -> str:
-    """Return ``id`` if it is an id the library accepts.
+    """Return ``id`` if it is an id a store can keep: what every store's ``put`` and every
+    lookup (``get``, ``describe``, ``remove``) checks.
 
     Args:
         id: The id to check.
         what: How the message names it (``"id"``, ``"record id"``).
 
     Raises:
-        InvalidInputError: Not a string, empty, too long, or holding a path
-            separator, a control character or a lone surrogate; the message
-            names the id and the reason.
+        InvalidInputError: Not a string, empty, too long, or holding a control
+            character or a lone surrogate; the message names the id and the reason.
     """
     if not isinstance(id, str):
         raise InvalidInputError(f"{what} must be a string, got {type(id).__name__} {id!r:.80}")
@@ -110,6 +110,22 @@ def check_id(id: object, *, what: str = "id") -> str:
     control = _CONTROL.search(id)
     if control is not None:
         raise InvalidInputError(f"{what} {_shown(id)} contains the control character {control.group()!r}")
+    return id
+
+
+def check_new_id(id: object, *, what: str = "id") -> str:
+    """Return ``id`` if a new record may take it: :func:`check_id`, and no path separator
+    and not ``.`` or ``..``.
+
+    Ids do not name files (stored images are named by a hash of their bytes), but a custom
+    backend, a log line or a terminal may still treat them as one. Version 0.1.0 accepted
+    such ids, so records that already hold one stay readable, editable and removable: only
+    new ids are held to this rule.
+
+    Raises:
+        InvalidInputError: As :func:`check_id`, or a path separator, ``.`` or ``..``.
+    """
+    id = check_id(id, what=what)
     if "/" in id or "\\" in id:
         raise InvalidInputError(f"{what} {_shown(id)} contains a path separator ('/' or '\\')")
     if id in (".", ".."):

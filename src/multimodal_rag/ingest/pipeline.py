@@ -25,7 +25,7 @@ from multimodal_rag.images import content_id, image_bytes
 from multimodal_rag.ingest.sources import DescriptionsFile, outside_root, scan_images
 from multimodal_rag.protocols import EmbeddedBatch, Embedder, iter_embed_images_in_batches
 from multimodal_rag.types import AddResult, ImageInput, Record, Skipped, is_path, source_name
-from multimodal_rag.validation import check_id, check_metadata, check_record
+from multimodal_rag.validation import check_metadata, check_new_id, check_record
 
 __all__ = ["IngestItem", "IngestRun", "encoded_image", "items_from_arguments", "items_from_directory"]
 
@@ -68,7 +68,7 @@ def items_from_arguments(
     metadata_list = _aligned("metadata", metadata, n)
     for i, image in enumerate(images):
         if ids_list[i] is not None:
-            check_id(ids_list[i])
+            check_new_id(ids_list[i])
         if metadata_list[i] is not None:
             owner = f"record {ids_list[i]!r}" if ids_list[i] is not None else f"image {i} ({source_name(image)})"
             check_metadata(metadata_list[i], owner=owner)
@@ -173,6 +173,8 @@ class IngestRun:
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         for item in items:  # refuse bad records before anything is embedded
+            if item.id is not None:
+                check_new_id(item.id)
             check_record(Record(id=item.id or "-", description=item.description, metadata=item.metadata))
         self.items = items
         self.embedder = embedder
