@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from conftest import on_server, server_uri
@@ -287,6 +288,32 @@ def test_pruned_top_k_equals_scoring_every_match(name: str, monkeypatch: pytest.
             assert [s for _, s in fast] == pytest.approx([s for _, s in plain], rel=1e-12), (query, k)
     # The pruning ran, and scored far fewer records than the queries match.
     assert len(scored) > 50 and sorted(scored)[len(scored) // 2] < len(records) / 10
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_remembered_word_counts_follow_every_change(name: str, tmp_path: Path) -> None:
+    store = configured(name)
+    # "zircon" is common enough that records holding only it are skipped.
+    zircon = [Record(id=f"z{i:04d}", description="zircon filler text") for i in range(300)]
+    plain_filler = [Record(id=f"f{i:04d}", description="filler text") for i in range(600)]
+    quartz = [Record(id=f"q{i:02d}", description="quartz filler") for i in range(10)]
+    store.put(zircon + plain_filler + quartz)
+    everyone = {r.id for r in zircon + plain_filler + quartz}
+
+    def check(expect_first: str) -> None:
+        fast, plain = store.search_text("zircon quartz", 5), store.search_text("zircon quartz", 5, ids=sorted(everyone))
+        assert ids(fast) == ids(plain) and ids(fast)[0].startswith(expect_first)
+        assert [s for _, s in fast] == pytest.approx([s for _, s in plain], rel=1e-12)
+
+    check("q")
+    # Now "zircon" is rare and its records win: a count remembered from before would skip them.
+    store.put([attrs.evolve(record, description="filler text") for record in zircon[3:]])
+    check("z")
+    store.put(zircon[3:])
+    check("q")
+    store.save(tmp_path)
+    store = type(store).load(tmp_path, **store.config())
+    check("q")
 
 
 @pytest.mark.parametrize("name", EMBEDDED)

@@ -27,7 +27,7 @@ import math
 import sqlite3
 from typing import Any
 
-__all__ = ["pruned_top_k"]
+__all__ = ["TermCounts", "pruned_top_k"]
 
 # FTS5's bm25() parameters (fts5_aux.c); one term adds at most idf * (K1 + 1) to a score.
 _K1 = 1.2
@@ -40,34 +40,68 @@ _MAX_SHARE = 0.25
 _MARGIN = 1e-9
 
 
+# Counts kept per index; dropped whole beyond this many phrases.
+_MAX_COUNTS = 4096
+
+
+class TermCounts:
+    """How many records hold each phrase, remembered until the index changes.
+
+    Counting a common word walks its whole posting list, a third of a search's cost; users
+    search with the same words again and again. The counts stay valid while the
+    connection has made no change (``total_changes``, which counts changes made by
+    triggers too) and while it is the same connection. The owner serialises calls.
+    """
+
+    def __init__(self) -> None:
+        self._db: sqlite3.Connection | None = None
+        self._changes = -1
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def count(self, db: sqlite3.Connection, table: str, phrase: str, cap: int) -> int:
+        """Records of ``table`` matching ``phrase``, counted up to ``cap``."""
+        if db is not self._db or db.total_changes != self._changes or len(self._counts) > _MAX_COUNTS:
+            self._db, self._changes, self._counts = db, db.total_changes, {}
+        key = (table, phrase)
+        found = self._counts.get(key)
+        if found is None or found >= cap:  # a capped count is exact only up to its cap
+            found = db.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)", (phrase, cap)
+            ).fetchone()[0]
+            self._counts[key] = found
+        return found
+
+
 def pruned_top_k(
-    db: sqlite3.Connection, table: str, id_table: str, phrases: list[str], k: int
+    db: sqlite3.Connection,
+    table: str,
+    id_table: str,
+    phrases: list[str],
+    k: int,
+    counts: TermCounts | None = None,
 ) -> list[tuple[str, float]] | None:
     """The best ``k`` records for the FTS5 phrases ``phrases`` (joined by OR), as
     ``(id, -bm25)`` best first with ties by id, or ``None`` when pruning would not pay
     (the caller then runs the plain query).
 
-    ``id_table`` maps the FTS5 rowids (its ``seq``) to record ids (its ``id``).
+    ``id_table`` maps the FTS5 rowids (its ``seq``) to record ids (its ``id``); ``counts``
+    remembers phrase counts between searches of the same index.
     """
     total = _row_count(db, table)
     if total is None or len(phrases) < 2:
         return None
     # Beyond half the rows a term's idf is the floor, so counting further changes nothing.
     cap = total // 2 + 1
-    counts = {
-        phrase: db.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)", (phrase, cap)
-        ).fetchone()[0]
-        for phrase in phrases
-    }
-    bound = {phrase: _idf(total, counts[phrase]) * (_K1 + 1) for phrase in phrases}
-    rarest_first = sorted(phrases, key=lambda phrase: (-bound[phrase], counts[phrase]))
-    matches = sum(counts.values())
+    counter = counts if counts is not None else TermCounts()
+    counts_of = {phrase: counter.count(db, table, phrase, cap) for phrase in phrases}
+    bound = {phrase: _idf(total, counts_of[phrase]) * (_K1 + 1) for phrase in phrases}
+    rarest_first = sorted(phrases, key=lambda phrase: (-bound[phrase], counts_of[phrase]))
+    matches = sum(counts_of.values())
 
     seed: list[str] = []
     for phrase in rarest_first:
         seed.append(phrase)
-        if sum(counts[p] for p in seed) >= k:
+        if sum(counts_of[p] for p in seed) >= k:
             break
     if len(seed) == len(phrases):
         return None
@@ -84,7 +118,7 @@ def pruned_top_k(
     if len(essential) == len(phrases):
         return None
     if len(essential) > len(seed):
-        if sum(counts[p] for p in essential) > _MAX_SHARE * matches:
+        if sum(counts_of[p] for p in essential) > _MAX_SHARE * matches:
             return None
         scores = _scores(db, table, essential, phrases)
     return _best(db, id_table, scores, k)

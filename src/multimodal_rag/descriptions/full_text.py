@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from multimodal_rag.descriptions.bm25_pruning import pruned_top_k
+from multimodal_rag.descriptions.bm25_pruning import TermCounts, pruned_top_k
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Record
 from multimodal_rag.validation import check_int
@@ -138,6 +138,7 @@ class MemoryTextIndex:
 
     def __init__(self, text_fields: tuple[str, ...], tokenizer: str) -> None:
         self._fields = text_fields
+        self._counts = TermCounts()
         self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         columns = ", ".join(f"c{i}" for i in range(len(text_fields)))
         self._db.execute("CREATE TABLE ids (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
@@ -179,18 +180,26 @@ class MemoryTextIndex:
 
     def search(self, query: str, k: int, ids: Collection[str] | None) -> list[tuple[str, float]]:
         """As :meth:`DescriptionStore.search_text <multimodal_rag.protocols.DescriptionStore.search_text>`."""
-        return fts5_search(self._db, query, k, ids, table="fts", id_table="ids")
+        return fts5_search(self._db, query, k, ids, table="fts", id_table="ids", counts=self._counts)
 
 
 def fts5_search(
-    db: sqlite3.Connection, query: str, k: int, ids: Collection[str] | None, *, table: str, id_table: str
+    db: sqlite3.Connection,
+    query: str,
+    k: int,
+    ids: Collection[str] | None,
+    *,
+    table: str,
+    id_table: str,
+    counts: TermCounts | None = None,
 ) -> list[tuple[str, float]]:
     """BM25 search of the FTS5 ``table`` whose rowids are ``seq`` in ``id_table``, which names
     each record's ``id``: best first, ties by id.
 
     The score is ``-bm25()``, so that higher is better. Without ``ids``, a query that
     mixes rare and common words skips the records that hold only common words when they
-    cannot reach the top ``k`` (:mod:`~multimodal_rag.descriptions.bm25_pruning`).
+    cannot reach the top ``k`` (:mod:`~multimodal_rag.descriptions.bm25_pruning`);
+    ``counts`` remembers how many records hold each word until the index changes.
 
     Raises:
         InvalidInputError: ``k`` is not a positive integer, or SQLite refused the search.
@@ -214,7 +223,7 @@ def fts5_search(
     params.append(k)
     try:
         if ids is None:
-            pruned = pruned_top_k(db, table, id_table, phrases, k)
+            pruned = pruned_top_k(db, table, id_table, phrases, k, counts)
             if pruned is not None:
                 return pruned
         rows = db.execute(sql, params).fetchall()

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from multimodal_rag.descriptions.bm25_pruning import TermCounts
 from multimodal_rag.descriptions.full_text import (
     COLUMNS,
     DEFAULT_TEXT_FIELDS,
@@ -98,6 +99,7 @@ class SQLiteDescriptionStore(DescriptionStore):
         self._columns = {key: (f"field_{i}_type", f"field_{i}") for i, key in enumerate(self._indexed_fields)}
         # One connection shared by all threads, serialised by our own lock.
         self._db = _connect()
+        self._term_counts = TermCounts()
         for statement in _schema(self._text_fields, self._tokenizer, self._indexed_fields):
             self._db.execute(statement)
         self._lock = threading.Lock()
@@ -209,7 +211,9 @@ class SQLiteDescriptionStore(DescriptionStore):
     def search_text(self, query: str, k: int, *, ids: Collection[str] | None = None) -> list[tuple[str, float]]:
         """BM25 over the FTS5 index (the score is ``-bm25()``, so higher is better); ties by id."""
         with self._lock:
-            return fts5_search(self._db, query, k, ids, table="records_fts", id_table="records")
+            return fts5_search(
+                self._db, query, k, ids, table="records_fts", id_table="records", counts=self._term_counts
+            )
 
     def save(self, directory: Path) -> None:
         target = sqlite3.connect(Path(directory) / _FILE)
