@@ -19,6 +19,7 @@ measured matmul peak that each approach reaches.
 
     python benchmarks/ingest.py            # 200 and 2,000 images, a few minutes on 2 cores
     python benchmarks/ingest.py --quick    # a smoke run
+    python benchmarks/ingest.py --engines  # torch and OpenVINO precisions against the cookbook
 
 Prints a table and writes ``benchmarks/results/ingest.json``.
 """
@@ -262,7 +263,156 @@ def run_encoder(checkpoint: Path, batch: int = 32, **_: object) -> dict:
     return out
 
 
+def run_engine(
+    folder: Path,
+    checkpoint: Path,
+    engine: str = "torch",
+    precision: str = "auto",
+    cache_dir: str = "",
+    repeat: int = 30,
+    **_: object,
+) -> dict:
+    """One engine and precision: ingest through the facade, then one query image and one text."""
+    from multimodal_rag import CLIPEmbedder, MultimodalRAG
+
+    paths = sorted(folder.glob("*.jpg"))
+    load_start = time.perf_counter()
+    embedder = CLIPEmbedder(
+        checkpoint=checkpoint, engine=engine, precision=precision, cache_dir=cache_dir or None
+    )
+    load_seconds = time.perf_counter() - load_start
+    rag = MultimodalRAG(embedder)
+    with RSSSampler() as rss:
+        start = time.perf_counter()
+        result = rag.add_directory(folder, progress=False)
+        seconds = time.perf_counter() - start
+    image_ms, text_ms = [], []
+    for i in range(repeat + 3):
+        start = time.perf_counter()
+        embedder.embed_images([paths[i % len(paths)]])
+        middle = time.perf_counter()
+        embedder.embed_texts([f"a red stamp with a bird, number {i}"])
+        end = time.perf_counter()
+        if i >= 3:  # the first calls warm up allocators and kernels
+            image_ms.append((middle - start) * 1000)
+            text_ms.append((end - middle) * 1000)
+    sample = embedder.embed_images(paths[:32])
+    return {
+        **rss.report(),
+        "images": len(result.added),
+        "seconds": seconds,
+        "load_seconds": load_seconds,
+        "precision": embedder.precision,
+        "runtime": embedder.runtime,
+        "query_image_ms_p50": statistics.median(image_ms),
+        "query_text_ms_p50": statistics.median(text_ms),
+        "vectors": sample.tolist(),
+    }
+
+
+#: The engines and precisions compared with the cookbook, interleaved round by round.
+ENGINE_CONFIGS = [
+    ("torch", "fp32"),
+    ("torch", "auto"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+    ("openvino", "auto"),
+]
+
+
+def compare_engines(rounds: int, quick: bool) -> None:
+    """Cookbook and every engine/precision on the same 1080p photos, interleaved in rounds.
+
+    The machine may be busy with other work: each round runs every contender once, back
+    to back, and each ratio is taken within its round, so a slow moment hits all alike.
+    """
+    import importlib.util
+
+    count = 24 if quick else 200
+    checkpoint = make_checkpoint()
+    folder = make_photos("1080p", count)
+    configs = [c for c in ENGINE_CONFIGS if c[0] == "torch" or importlib.util.find_spec("openvino")]
+    cache_dir = CACHE / "engine-cache"
+    print("warming the engine cache (conversion, int8 calibration, auto timing)", flush=True)
+    for engine, precision in configs:
+        if engine != "torch" or precision == "auto":
+            in_subprocess(
+                "engine",
+                folder=folder,
+                checkpoint=checkpoint,
+                engine=engine,
+                precision=precision,
+                cache_dir=str(cache_dir),
+                repeat=1,
+            )
+    rows: dict[str, list[dict]] = {}
+    for round_ in range(rounds):
+        print(f"round {round_ + 1} of {rounds}", flush=True)
+        cookbook = in_subprocess("cookbook", folder=folder, checkpoint=checkpoint)
+        cookbook["images_per_s"] = cookbook["images"] / cookbook["seconds"]
+        rows.setdefault("cookbook", []).append(cookbook)
+        reference = None
+        for engine, precision in configs:
+            result = in_subprocess(
+                "engine",
+                folder=folder,
+                checkpoint=checkpoint,
+                engine=engine,
+                precision=precision,
+                cache_dir=str(cache_dir),
+                repeat=10 if quick else 30,
+            )
+            vectors = np.asarray(result.pop("vectors"), dtype=np.float32)
+            if reference is None:  # torch fp32 runs first
+                reference = vectors
+            cosines = np.sum(vectors * reference, axis=1)
+            result["min_cosine_to_torch_fp32"] = float(cosines.min())
+            result["images_per_s"] = result["images"] / result["seconds"]
+            result["vs_cookbook"] = result["images_per_s"] / cookbook["images_per_s"]
+            rows.setdefault(f"{engine} {precision}", []).append(result)
+    print()
+    print(
+        f"{'engine precision':<17} {'runs as':<16} {'img/s':>6} {'vs cookbook':>11} "
+        f"{'image p50 ms':>12} {'text p50 ms':>11} {'peak RSS MB':>11} {'min cos':>8}"
+    )
+    summary = {}
+    for label, results in rows.items():
+        ips = statistics.median(r["images_per_s"] for r in results)
+        ratio = statistics.median(r.get("vs_cookbook", 1.0) for r in results)
+        image = statistics.median(r.get("query_image_ms_p50", float("nan")) for r in results)
+        text = statistics.median(r.get("query_text_ms_p50", float("nan")) for r in results)
+        rss = max(r["peak_rss_mb"] for r in results)
+        cos = min(r.get("min_cosine_to_torch_fp32", 1.0) for r in results)
+        runs_as = results[-1].get("precision", "fp32")
+        print(
+            f"{label:<17} {runs_as:<16} {ips:>6.1f} {ratio:>10.2f}x {image:>12.1f} "
+            f"{text:>11.1f} {rss:>11.0f} {cos:>8.5f}"
+        )
+        summary[label] = {
+            "images_per_s": ips,
+            "vs_cookbook": ratio,
+            "query_image_ms_p50": image,
+            "query_text_ms_p50": text,
+            "peak_rss_mb": rss,
+            "min_cosine_to_torch_fp32": cos,
+            "runs_as": runs_as,
+            "runs": results,
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "engines.json"
+    machine = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "rounds": rounds,
+        "n": count,
+    }
+    out.write_text(json.dumps({"machine": machine, "engines": summary}, indent=2) + "\n")
+    print(f"\nwrote {out} (ratios are medians over rounds, each taken within its round)")
+
+
 APPROACHES = {
+    "engine": run_engine,
     "cookbook": run_cookbook,
     "ours": run_ours,
     "query": run_query,
@@ -320,6 +470,12 @@ def main() -> None:
     parser.add_argument(
         "--large", type=int, default=2000, help="images in the large run (default 2000)"
     )
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="compare the engines and precisions with the cookbook, interleaved in rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --engines (default 2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -327,6 +483,9 @@ def main() -> None:
         return
     if not STAMPS.is_dir():
         print(f"skipped: no source images at {STAMPS}")
+        return
+    if args.engines:
+        compare_engines(args.rounds, args.quick)
         return
 
     small, large, big_photos = (24, 96, 8) if args.quick else (200, args.large, 48)

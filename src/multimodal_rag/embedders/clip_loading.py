@@ -133,12 +133,30 @@ def _published_sha256s(clip: Any) -> set[str]:
 
 
 def _load_state_dict(clip: Any, checkpoint: Path, device: torch.device) -> Any:
-    """Build CLIP from a ``state_dict`` file; ``weights_only`` unpickles tensors, nothing else."""
+    """Build CLIP from a ``state_dict`` file; ``weights_only`` unpickles tensors, nothing else.
+
+    The file is memory-mapped and its tensors become the model's parameters as they are
+    (``assign=True``), so loading holds one copy of the weights, not two: the model is
+    laid out on the meta device (no memory) from the tensors' shapes first.
+    """
     torch = import_torch()
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(state, dict):
         raise ModelLoadError(f"it holds a {type(state).__name__}, not a state_dict")
-    return clip.model.build_model(state).to(device).float()
+    shapes = {key: value.to("meta") for key, value in state.items()}
+    with torch.device("meta"):
+        model = clip.model.build_model(shapes)
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        state.pop(key, None)  # build_model drops these bookkeeping entries too
+    model.load_state_dict(state, assign=True)
+    # The causal mask of the text transformer is a plain attribute, not in the state.
+    mask = model.build_attention_mask()
+    for block in model.transformer.resblocks:
+        block.attn_mask = mask
+    # build_model rounds the matrix weights through fp16 (openai's own files are fp16):
+    # the same rounding keeps vectors identical to a TorchScript load of the same weights.
+    clip.model.convert_weights(model)
+    return model.to(device).float()
 
 
 def _quiet_load(clip: Any, name: str, device: torch.device, **kwargs: Any) -> Any:
@@ -155,8 +173,12 @@ def import_torch() -> Any:
 
 
 def import_clip() -> Any:
+    from multimodal_rag._pkg_resources import ensure_pkg_resources
+
+    # clip-anytorch imports pkg_resources, gone from setuptools 81 on: a shim stands in.
+    ensure_pkg_resources()
     with warnings.catch_warnings():
-        # clip-anytorch imports pkg_resources, which warns about its own deprecation.
+        # Where the real pkg_resources exists, it warns about its own deprecation.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return require("clip", user="CLIPEmbedder", package="clip-anytorch")

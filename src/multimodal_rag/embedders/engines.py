@@ -1,0 +1,462 @@
+"""Building an embedder's towers on an engine in a precision that is measured, not guessed.
+
+An embedder hands :class:`EngineBuilder` its towers (the torch modules that turn a batch of
+preprocessed images, or of tokens, into features) and what identifies its weights. The
+builder then, for the requested precision:
+
+- builds each tower on the engine (torch, or OpenVINO: converted, int8 quantized on a
+  calibration sample; both cached on disk);
+- holds every reduced precision to the :class:`~multimodal_rag.embedders.precision.QualityGate`
+  against the torch fp32 tower on held-out inputs (not the calibration ones), falling back
+  along :func:`~multimodal_rag.embedders.precision.fallback_chain` with a warning when one
+  fails;
+- for ``"auto"``, times every candidate that passes on a few batches, takes the fastest,
+  and caches the decision for this CPU model and engine version, so the next load on
+  this machine goes straight to it.
+
+All towers run in one precision, so image and text vectors stay in step. Nothing here is
+CLIP-specific: any embedder on the shared pipeline can build its towers the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from attrs import define, field, frozen
+
+from multimodal_rag.embedders import openvino_engine as ov_engine
+from multimodal_rag.embedders.engine_cache import EngineCache, cpu_model
+from multimodal_rag.embedders.precision import (
+    GateResult,
+    QualityGate,
+    auto_candidates,
+    fallback_chain,
+)
+from multimodal_rag.embedders.torch_engine import TorchRunner, import_torch
+
+__all__ = ["BuiltEngine", "EngineBuilder", "EngineReport", "Runner", "Tower", "split_sample"]
+
+logger = logging.getLogger(__name__)
+
+#: Held-out inputs kept from a sample for the quality gate (at most).
+HELD_OUT = 32
+#: Timed calls per candidate when ``precision="auto"`` measures (after one warm-up call).
+TIMED_CALLS = 3
+
+
+class Runner(Protocol):
+    """One tower on one engine: a numpy batch in, float32 features out."""
+
+    engine: str
+    precision: str
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray: ...
+
+    def settle(self) -> None:
+        """Called once this runner is chosen (torch stores its weights in the precision)."""
+
+
+@define(kw_only=True)
+class Tower:
+    """A part of the model that embeds one kind of input.
+
+    Attributes:
+        name: ``"image"``, ``"text"``...; part of cache keys.
+        module: A ``torch.nn.Module`` on the CPU whose forward takes one batch.
+        example: A small representative batch: the shape conversion and timing use.
+        probe: Fixed inputs that stand in for a sample when none is given (synthetic
+            images, built-in sentences).
+    """
+
+    name: str
+    module: Any
+    example: np.ndarray
+    probe: np.ndarray
+
+
+@frozen(kw_only=True)
+class EngineReport:
+    """What was built: JSON-ready, for ``repr``, logs and the manifest.
+
+    Attributes:
+        towers: The precision each tower runs in.
+        fallbacks: Each precision that was skipped, and why (a failed gate names the
+            cosines it measured).
+        gates: ``"<tower>:<precision>"`` -> the gate's measurement.
+        measured: ``"<tower>:<precision>"`` -> items per second, when ``"auto"`` timed them.
+    """
+
+    engine: str
+    requested: str
+    device: str
+    towers: Mapping[str, str]
+    fallbacks: tuple[str, ...] = ()
+    gates: Mapping[str, Mapping[str, Any]] = field(factory=dict)
+    measured: Mapping[str, float] = field(factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """The towers' precision (``"int8, text bf16"`` when one tower fell back further)."""
+        first, *others = self.towers.items()
+        if all(precision == first[1] for _, precision in others):
+            return first[1]
+        return ", ".join(
+            [
+                first[1],
+                *(f"{name} {precision}" for name, precision in others if precision != first[1]),
+            ]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "engine": self.engine,
+            "precision": self.precision,
+            "requested": self.requested,
+            "device": self.device,
+            "towers": dict(self.towers),
+        }
+        if self.fallbacks:
+            report["fallbacks"] = list(self.fallbacks)
+        if self.gates:
+            report["quality_gate"] = {k: dict(v) for k, v in self.gates.items()}
+        if self.measured:
+            report["items_per_s"] = {k: round(v, 1) for k, v in self.measured.items()}
+        return report
+
+
+@frozen(kw_only=True)
+class BuiltEngine:
+    runners: Mapping[str, Runner]
+    report: EngineReport
+
+
+class _Unavailable(Exception):
+    """This precision cannot run here (the device refuses the hint, say)."""
+
+
+def split_sample(sample: np.ndarray, *, calibration_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration inputs and held-out inputs from one sample; the two never overlap."""
+    count = len(sample)
+    held = count // 2 if count <= 2 * HELD_OUT else min(HELD_OUT, count // 5)
+    return sample[: count - held][:calibration_size], sample[count - held :]
+
+
+class EngineBuilder:
+    """Builds towers on ``engine`` in ``precision`` (see the module's docstring).
+
+    Args:
+        towers: The towers, all from one torch model in fp32 on the CPU (or CUDA for torch).
+        engine: ``"torch"`` or ``"openvino"``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``.
+        device: The torch device of the towers.
+        openvino_device: ``"CPU"`` or ``"GPU"`` for the OpenVINO engine.
+        identity: What identifies the weights and preprocessing (weights checksum,
+            preprocessing version...): part of every cache key.
+        cache: Where converted models, gate results and decisions are kept.
+        gate: The bounds a reduced precision must keep.
+        calibration_size: Most inputs int8 calibration uses.
+    """
+
+    def __init__(
+        self,
+        towers: Sequence[Tower],
+        *,
+        engine: str,
+        precision: str,
+        device: Any,
+        openvino_device: str = "CPU",
+        identity: Mapping[str, Any],
+        cache: EngineCache,
+        gate: QualityGate,
+        calibration_size: int = 300,
+    ) -> None:
+        self.towers = {tower.name: tower for tower in towers}
+        self.engine = engine
+        self.precision = precision
+        self.device = device
+        self.openvino_device = openvino_device
+        self.identity = dict(identity)
+        self.cache = cache
+        self.gate = gate
+        self.calibration_size = calibration_size
+        # Part of every cache key: a new engine release is measured and converted afresh.
+        self._versions = (
+            ov_engine.engine_versions()
+            if engine == "openvino"
+            else {"torch": str(import_torch().__version__)}
+        )
+        self._fp32_models: dict[str, Any] = {}
+        self._references: dict[str, np.ndarray] = {}
+        self._held_out: dict[str, np.ndarray] = {}
+        self._calibration: dict[str, np.ndarray] = {}
+
+    # -- what a build needs ------------------------------------------------------------
+
+    def to_calibrate(self) -> set[str]:
+        """The towers whose build would quantize (no int8 model cached for them yet).
+
+        An embedder defers the build until it has real inputs for these, when it can.
+        """
+        if self.engine != "openvino" or self.precision not in ("int8", "auto"):
+            return set()
+        missing = {name for name in self.towers if not self._ir_folder(name, "int8").is_dir()}
+        if self.precision == "auto":
+            decision = self._decision()
+            chosen = decision.get("towers") if decision is not None else None
+            if isinstance(chosen, dict):
+                return {name for name in missing if chosen.get(name) == "int8"}
+        return missing
+
+    # -- building ----------------------------------------------------------------------
+
+    def build(self, samples: Mapping[str, np.ndarray | None] | None = None) -> BuiltEngine:
+        """Build every tower; ``samples`` are real inputs per tower (calibration and gate).
+
+        Each tower gets its own precision: one whose int8 fails the gate (text, say) falls
+        back alone, without costing the other its speed.
+        """
+        for name, tower in self.towers.items():
+            sample = (samples or {}).get(name)
+            if sample is None or len(sample) < 2:
+                sample = tower.probe
+            calibration, held_out = split_sample(sample, calibration_size=self.calibration_size)
+            self._calibration[name], self._held_out[name] = calibration, held_out
+        self._fallbacks: list[str] = []
+        self._gates: dict[str, dict[str, Any]] = {}
+        self._measured: dict[str, float] = {}
+        if self.engine == "openvino":
+            self._release_torch()
+        runners: dict[str, Runner] = {}
+        if self.precision != "auto":
+            for name in self.towers:
+                runners[name] = self._chain(name, self.precision)
+        else:
+            decision = self._decision() or {}
+            chosen = decision.get("towers")
+            if isinstance(chosen, dict) and set(chosen) == set(self.towers):
+                self._measured.update(
+                    {k: float(v) for k, v in decision.get("items_per_s", {}).items()}
+                )
+                for name in self.towers:
+                    runners[name] = self._chain(name, str(chosen[name]))
+            else:
+                for name in self.towers:
+                    runners[name] = self._auto(name)
+                self.cache.write_json(
+                    "decisions",
+                    self._decision_key(),
+                    {
+                        "towers": {name: r.precision for name, r in runners.items()},
+                        "items_per_s": self._measured,
+                        "quality_gate": self._gates,
+                    },
+                )
+        for runner in runners.values():
+            runner.settle()
+        report = EngineReport(
+            engine=self.engine,
+            requested=self.precision,
+            device=self.openvino_device if self.engine == "openvino" else str(self.device),
+            towers={name: runner.precision for name, runner in runners.items()},
+            fallbacks=tuple(self._fallbacks),
+            gates=self._gates,
+            measured=self._measured,
+        )
+        # The converted fp32 models and the torch modules are no longer needed here.
+        self._fp32_models.clear()
+        self.towers.clear()
+        return BuiltEngine(runners=runners, report=report)
+
+    def _release_torch(self) -> None:
+        """Convert what is not cached and compute the fp32 references the gates will need,
+        then drop the torch modules: OpenVINO compiles with no torch copy of the weights."""
+        decision = self._decision() if self.precision == "auto" else None
+        chosen = (decision or {}).get("towers")
+        for name, tower in self.towers.items():
+            self._ir(name, "fp32")
+            if self.precision != "auto":
+                candidates: Sequence[str] = fallback_chain(self.precision)
+            elif isinstance(chosen, dict) and name in chosen:
+                candidates = fallback_chain(str(chosen[name]))
+            else:
+                candidates = auto_candidates(self.engine, on_gpu=self._on_gpu())
+            if any(self._cached_gate(name, p) is None for p in candidates if p != "fp32"):
+                self._reference(name)
+            tower.module = None
+
+    def _chain(self, name: str, precision: str) -> Runner:
+        """The tower in ``precision``, or in the first of its fallbacks that passes the gate."""
+        chain = fallback_chain(precision)
+        for position, candidate in enumerate(chain):
+            runner = self._gated(name, candidate, then=chain[position + 1 : position + 2])
+            if runner is not None:
+                return runner
+        raise AssertionError("fp32 ends every fallback chain")  # pragma: no cover
+
+    def _auto(self, name: str) -> Runner:
+        """The fastest of the candidates that pass the gate, timed on the tower's example."""
+        timed: dict[str, tuple[float, Runner]] = {}
+        for candidate in auto_candidates(self.engine, on_gpu=self._on_gpu()):
+            runner = self._gated(name, candidate, then=())
+            if runner is not None:
+                speed = self._items_per_second(runner, self.towers[name].example)
+                self._measured[f"{name}:{candidate}"] = speed
+                timed[candidate] = (speed, runner)
+        best = max(timed, key=lambda candidate: timed[candidate][0])
+        logger.info(
+            "precision='auto' timed the %s tower at %s; chose %s",
+            name,
+            ", ".join(f"{k} {v[0]:.1f}/s" for k, v in timed.items()),
+            best,
+        )
+        return timed[best][1]
+
+    def _gated(self, name: str, precision: str, *, then: Sequence[str]) -> Runner | None:
+        """The tower in ``precision`` if it runs here and passes the gate; else None, noted."""
+        try:
+            runner = self._runner(name, precision)
+        except _Unavailable as exc:
+            self._fallbacks.append(f"{name} {precision} is not available here ({exc})")
+            return None
+        if precision == "fp32":
+            return runner
+        result = self._gate(name, precision, runner)
+        self._gates[f"{name}:{precision}"] = result.to_dict()
+        if result.passed:
+            return runner
+        after = f"using {then[0]} instead" if then else "not a candidate"
+        message = (
+            f"{name} tower: {precision} failed the quality gate against fp32 (min cosine "
+            f"{result.min_cosine:.4f}, mean {result.mean_cosine:.4f} over {result.count} "
+            f"held-out inputs; needs min >= {self.gate.min_cosine}, mean >= "
+            f"{self.gate.mean_cosine}): {after}"
+        )
+        logger.warning(message)
+        self._fallbacks.append(message)
+        return None
+
+    # -- runners -----------------------------------------------------------------------
+
+    def _on_gpu(self) -> bool:
+        if self.engine == "openvino":
+            return self.openvino_device == "GPU"
+        return bool(getattr(self.device, "type", "cpu") == "cuda")
+
+    def _runner(self, name: str, precision: str) -> Runner:
+        if self.engine == "torch":
+            if precision == "fp16" and not self._on_gpu():
+                raise _Unavailable("fp16 runs on CUDA only")
+            return TorchRunner(self.towers[name].module, self.device, precision)
+        model = self._ir(name, precision)
+        try:
+            compiled = ov_engine.compile_model(
+                model,
+                self.openvino_device,
+                precision,
+                cache_dir=self.cache.root / "openvino-compiled",
+            )
+        except RuntimeError as exc:  # the device refuses the precision hint
+            raise _Unavailable(str(exc).splitlines()[0]) from exc
+        return ov_engine.OpenVINORunner(compiled, precision)
+
+    def _ir_key(self, name: str, stage: str) -> dict[str, Any]:
+        return {**self.identity, **self._versions, "tower": name, "stage": stage}
+
+    def _ir_folder(self, name: str, stage: str) -> Path:
+        return self.cache.entry(f"openvino/{name}-{stage}", self._ir_key(name, stage))
+
+    def _ir(self, name: str, precision: str) -> Any:
+        """The OpenVINO model for this tower: int8 quantized, or fp32 for the other hints."""
+        stage = "int8" if precision == "int8" else "fp32"
+        folder = self._ir_folder(name, stage)
+        if stage == "fp32" and name in self._fp32_models:
+            return self._fp32_models[name]
+        if not folder.is_dir():
+            if stage == "fp32":
+                tower = self.towers[name]
+                model = ov_engine.convert_module(tower.module, tower.example)
+            else:
+                calibration = [item[None] for item in self._calibration[name]]
+                model = ov_engine.quantize(
+                    self._ir(name, "fp32"), calibration, subset_size=len(calibration)
+                )
+            self.cache.publish_dir(folder, self._ir_key(name, stage), _saver(model))
+        model = ov_engine.read_model(folder)
+        if stage == "fp32":
+            self._fp32_models[name] = model
+        return model
+
+    # -- the gate and the clock --------------------------------------------------------
+
+    def _gate_key(self, name: str, precision: str) -> dict[str, Any]:
+        return {
+            **self.identity,
+            **self._versions,
+            "tower": name,
+            "engine": self.engine,
+            "precision": precision,
+            "device": self.openvino_device if self.engine == "openvino" else str(self.device),
+            "cpu": cpu_model(),
+        }
+
+    def _cached_gate(self, name: str, precision: str) -> GateResult | None:
+        """The gate's earlier measurement on this machine, held against today's bounds."""
+        cached = self.cache.read_json("gates", self._gate_key(name, precision)) or {}
+        try:
+            return self.gate.judge(
+                float(cached["min_cosine"]), float(cached["mean_cosine"]), int(cached["count"])
+            )
+        except (KeyError, TypeError, ValueError):
+            return None  # absent or unreadable: measured again
+
+    def _gate(self, name: str, precision: str, runner: Runner) -> GateResult:
+        cached = self._cached_gate(name, precision)
+        if cached is not None:
+            return cached
+        result = self.gate.check(self._reference(name), runner(self._held_out[name]))
+        self.cache.write_json("gates", self._gate_key(name, precision), result.to_dict())
+        return result
+
+    def _reference(self, name: str) -> np.ndarray:
+        if name not in self._references:
+            exact = TorchRunner(self.towers[name].module, self.device, "fp32")
+            self._references[name] = exact(self._held_out[name])
+        return self._references[name]
+
+    def _items_per_second(self, runner: Runner, example: np.ndarray) -> float:
+        """Throughput on the example batch: the median of a few calls after a warm-up."""
+        runner(example)  # the first call compiles kernels and sizes buffers
+        seconds = statistics.median(_timed(runner, example) for _ in range(TIMED_CALLS))
+        return len(example) / max(seconds, 1e-9)
+
+    # -- the auto decision -------------------------------------------------------------
+
+    def _decision_key(self) -> dict[str, Any]:
+        return {
+            **self.identity,
+            **self._versions,
+            "engine": self.engine,
+            "device": self.openvino_device if self.engine == "openvino" else str(self.device),
+            "cpu": cpu_model(),
+            "gate": [self.gate.min_cosine, self.gate.mean_cosine],
+            "towers": sorted(self.towers),
+        }
+
+    def _decision(self) -> dict[str, Any] | None:
+        return self.cache.read_json("decisions", self._decision_key())
+
+
+def _saver(model: Any) -> Callable[[Path], None]:
+    return lambda folder: ov_engine.save_model(model, folder)
+
+
+def _timed(runner: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray) -> float:
+    start = time.perf_counter()
+    runner(inputs)
+    return time.perf_counter() - start

@@ -1,0 +1,157 @@
+"""Running a model tower in OpenVINO: converted from torch once, int8 by calibrated quantization.
+
+A tower is converted with ``openvino.convert_model`` (batch dimension dynamic), saved as
+IR in the engine cache, and compiled for the CPU (or an Intel GPU when present) with the
+precision as an inference hint: fp32 is pinned (OpenVINO would otherwise pick bf16 by
+itself on CPUs that have it), bf16 and fp16 ask for them. int8 is the fp32 model passed
+through ``nncf.quantize`` (transformer mode: SmoothQuant, attention kept accurate) on a
+calibration sample, and is cached as its own IR, so a machine quantizes each model once.
+
+``openvino`` and ``nncf`` come with ``pip install 'multimodal-rag[openvino]'`` and are
+imported only when this engine is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multimodal_rag._extras import require
+
+__all__ = [
+    "OpenVINORunner",
+    "compile_model",
+    "convert_module",
+    "engine_versions",
+    "import_nncf",
+    "import_openvino",
+    "openvino_device",
+    "quantize",
+    "read_model",
+    "save_model",
+]
+
+_USER = "engine='openvino'"
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+def import_openvino() -> Any:
+    return require("openvino", user=_USER, extra="openvino")
+
+
+def import_nncf() -> Any:
+    with warnings.catch_warnings():
+        # nncf looks for optional frameworks as it imports, and warns about their versions.
+        warnings.simplefilter("ignore")
+        nncf = require("nncf", user=_USER, extra="openvino")
+    # Its progress bars and notes would land on the user's terminal for every quantization.
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    return nncf
+
+
+def engine_versions() -> dict[str, str]:
+    """The versions a converted or quantized model depends on (part of every cache key)."""
+    ov = import_openvino()
+    return {"openvino": str(ov.get_version()), "nncf": str(import_nncf().__version__)}
+
+
+def openvino_device(device: str | None) -> str:
+    """The OpenVINO device for a torch-style name: ``None`` means a GPU when present, else CPU."""
+    if device is not None:
+        return "GPU" if device.lower().startswith(("gpu", "cuda")) else "CPU"
+    available = import_openvino().Core().available_devices
+    return "GPU" if any(name.startswith("GPU") for name in available) else "CPU"
+
+
+def convert_module(module: Any, example: np.ndarray) -> Any:
+    """Convert a torch module (one batch input) into an OpenVINO model, batch size free."""
+    ov = import_openvino()
+    torch = require("torch", user=_USER)
+    # Tokens: batch and length free (texts are cut after their end token); images: batch.
+    integer = example.dtype == np.int64
+    shape = [-1, -1] if integer else [-1, *example.shape[1:]]
+    element = ov.Type.i64 if integer else ov.Type.f32
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        # convert_model traces through TorchScript, which warns that it is deprecated and
+        # about the Python values the trace freezes (CLIP's shapes are fixed anyway).
+        warnings.simplefilter("ignore")
+        return ov.convert_model(
+            module, example_input=torch.from_numpy(example), input=[(shape, element)]
+        )
+
+
+def quantize(model: Any, calibration: Sequence[np.ndarray], *, subset_size: int) -> Any:
+    """int8 weights and activations, with ranges measured on the ``calibration`` batches."""
+    nncf = import_nncf()
+    # nncf draws progress bars on stdout with no switch to turn them off; a library must
+    # not write there, and quantizing happens once per model and machine.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return nncf.quantize(
+            model,
+            nncf.Dataset(list(calibration)),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=subset_size,
+        )
+
+
+def save_model(model: Any, folder: Path) -> None:
+    # Keep fp32 weights as they are: OpenVINO would halve them to fp16 by default.
+    import_openvino().save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+
+
+def read_model(folder: Path) -> Any:
+    ov = import_openvino()
+    return ov.Core().read_model(str(folder / "model.xml"), str(folder / "model.bin"))
+
+
+def compile_model(model: Any, device: str, precision: str, *, cache_dir: Path | None) -> Any:
+    """Compile for ``device`` with ``precision`` as the inference hint.
+
+    ``cache_dir`` keeps OpenVINO's compiled blobs, which makes a second load of the same
+    model on the same device a read instead of a compilation.
+    """
+    ov = import_openvino()
+    core = ov.Core()
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(cache_dir)})
+    config = {
+        "INFERENCE_PRECISION_HINT": _HINTS[precision],
+        # Ingest sends batches one after another: latency mode uses every core on each.
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    return core.compile_model(model, device, config)
+
+
+class OpenVINORunner:
+    """Runs a compiled model on a numpy batch; returns float32 numpy.
+
+    One inference request per thread: the facade lets several threads search at once.
+    """
+
+    engine = "openvino"
+
+    def __init__(self, compiled: Any, precision: str) -> None:
+        self.compiled = compiled
+        self.precision = precision
+        self._local = threading.local()
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer([np.ascontiguousarray(inputs)])
+        output: np.ndarray = np.array(result[0], dtype=np.float32)
+        return output
+
+    def settle(self) -> None:
+        """Nothing to do: the compiled model is already in its precision."""
