@@ -992,3 +992,20 @@ def test_python_advice_becomes_command_line_options() -> None:
         cli_message("pass allow_modules=['my_pkg'] to import it")
         == "allow it with --allow-module my_pkg"
     )
+
+
+def test_every_json_output_carries_its_schema_version(built: tuple[Path, dict]) -> None:
+    kb, indexed = built
+    assert indexed["schema_version"] == 1
+    for args in (("info", kb), (*COLOR, "search", kb, "--text", "red"), (*COLOR, "verify", kb)):
+        shown = ok(run_cli(*args, "--json"))
+        assert json.loads(shown.stdout)["schema_version"] == 1, args
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_complete_commands(shell: str, tmp_path: Path) -> None:
+    script = ok(run_cli("completion", shell)).stdout
+    assert "_MULTIMODAL_RAG_COMPLETE" in script
+    # What the script asks the program for, as bash does when COMP_WORDS is "multimodal-rag se".
+    answer = ok(run_cli(env={"_MULTIMODAL_RAG_COMPLETE": "bash_complete", "COMP_WORDS": "multimodal-rag se", "COMP_CWORD": "1"}))
+    assert answer.stdout.split() == ["plain,search", "plain,serve"]

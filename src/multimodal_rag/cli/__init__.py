@@ -13,7 +13,7 @@ Modules: :mod:`~multimodal_rag.cli.app` holds the click group, its global option
 the error mapping; :mod:`~multimodal_rag.cli.output` prints every result, as text or
 JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
 ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate), ``evaluate``
-(eval), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint).
+(eval), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint, completion).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ for _command in (
     evaluate.eval_,
     serve.serve,
     tools.random_checkpoint,
+    tools.completion,
 ):
     _command.epilog = _command.epilog or EPILOG
     cli.add_command(_command)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from multimodal_rag.verify import Problem, RepairReport, VerificationReport
 
 __all__ = [
+    "JSON_SCHEMA_VERSION",
     "SHOWN_DUPLICATES",
     "add_result_json",
     "answer_json",
@@ -62,7 +63,14 @@ __all__ = [
 SHOWN_DUPLICATES = 5
 
 
+#: The version of every ``--json`` output's shape, its first key: raised when a key is removed
+#: or changes meaning (new keys may appear without it).
+JSON_SCHEMA_VERSION = 1
+
+
 def print_json(obj: Any) -> None:
+    if isinstance(obj, dict):
+        obj = {"schema_version": JSON_SCHEMA_VERSION, **obj}
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 

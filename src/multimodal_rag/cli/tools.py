@@ -1,4 +1,4 @@
-"""``random-checkpoint``: a tool that needs no knowledge base."""
+"""Tools that need no knowledge base: ``random-checkpoint`` and ``completion``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from multimodal_rag.cli import output
 
-__all__ = ["random_checkpoint"]
+__all__ = ["completion", "random_checkpoint"]
 
 
 @click.command("random-checkpoint")
@@ -28,3 +28,23 @@ def random_checkpoint(path: Path, seed: int, force: bool) -> None:
         return
     make_random_clip_checkpoint(path, seed=seed)
     output.print_checkpoint_written(path, seed=seed)
+
+
+@click.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
+    """Print the script that completes commands, options and paths in SHELL.
+
+    \b
+    bash:  eval "$(multimodal-rag completion bash)"   (in ~/.bashrc)
+    zsh:   eval "$(multimodal-rag completion zsh)"    (in ~/.zshrc)
+    fish:  multimodal-rag completion fish > ~/.config/fish/completions/multimodal-rag.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    root = ctx.find_root()
+    completer = get_completion_class(shell)
+    assert completer is not None  # click knows all three
+    # The variable click's completion reads: _<PROG>_COMPLETE, the program name upper-cased.
+    click.echo(completer(root.command, {}, "multimodal-rag", "_MULTIMODAL_RAG_COMPLETE").source())
