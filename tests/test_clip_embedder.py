@@ -244,6 +244,19 @@ def test_reopening_with_other_weights_fails_clearly(
         MultimodalRAG.open(kb, embedder=other)
 
 
+def test_a_weights_file_changed_in_place_is_named_as_changed(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    weights = tmp_path / "weights.pt"
+    shutil.copy(checkpoints["a"], weights)
+    kb = tmp_path / "kb"
+    with MultimodalRAG.create(kb, embedder=CLIPEmbedder(checkpoint=weights, precision="fp32")) as rag:
+        rag.add(varied_images()[:2], progress=False)
+    shutil.copy(checkpoints["b"], weights)  # same path, other weights
+    with pytest.raises(EmbedderMismatchError, match=r"the weights file .*weights\.pt.* has changed since"):
+        MultimodalRAG.open(kb, embedder=CLIPEmbedder(checkpoint=weights, precision="fp32"))
+
+
 # -- loading errors ------------------------------------------------------------
 
 

@@ -206,6 +206,14 @@ def check_embedder(embedder: Any, recorded: EmbedderEntry, where: str) -> None:
         EmbedderMismatchError: Another dimension or fingerprint; names both.
     """
     if embedder.dim != recorded.dim or embedder.fingerprint != recorded.fingerprint:
+        checkpoint = recorded.config.get("checkpoint")
+        if checkpoint is not None and str(getattr(embedder, "checkpoint", None)) == str(checkpoint):
+            # The same file named on both sides: what differs is what the file holds now.
+            raise EmbedderMismatchError(
+                f"knowledge base {where!r} was built with the weights file {checkpoint!r} as it was then "
+                f"({recorded.fingerprint!r}); the file has changed since ({embedder.fingerprint!r}). "
+                "Put the original file back, or rebuild the knowledge base with the new weights"
+            )
         raise EmbedderMismatchError(
             f"knowledge base {where!r} was built with embedder {recorded.fingerprint!r} "
             f"({recorded.dim}-d), but the embedder given is {embedder.fingerprint!r} ({embedder.dim}-d); "
