@@ -56,10 +56,10 @@ def make_random_clip_checkpoint(
 
     import torch
 
-    from multimodal_rag._pkg_resources import ensure_pkg_resources
+    from multimodal_rag._pkg_resources import pkg_resources_for_clip
 
-    ensure_pkg_resources()  # the clip package imports pkg_resources, gone from setuptools 81 on
-    with warnings.catch_warnings():
+    # The clip package imports pkg_resources, gone from setuptools 81 on.
+    with pkg_resources_for_clip(), warnings.catch_warnings():
         # Where the real pkg_resources exists, it warns about its own deprecation.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -173,11 +173,10 @@ def import_torch() -> Any:
 
 
 def import_clip() -> Any:
-    from multimodal_rag._pkg_resources import ensure_pkg_resources
+    from multimodal_rag._pkg_resources import pkg_resources_for_clip
 
     # clip-anytorch imports pkg_resources, gone from setuptools 81 on: a shim stands in.
-    ensure_pkg_resources()
-    with warnings.catch_warnings():
+    with pkg_resources_for_clip(), warnings.catch_warnings():
         # Where the real pkg_resources exists, it warns about its own deprecation.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
