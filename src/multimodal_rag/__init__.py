@@ -15,6 +15,8 @@ from multimodal_rag._version import __version__
 
 # Public name -> module that defines it. Keep sorted.
 _EXPORTS: dict[str, str] = {
+    "Adapter": "multimodal_rag.adapter.projection",
+    "AdapterReport": "multimodal_rag.adapter.fitting",
     "AddResult": "multimodal_rag.types",
     "Answer": "multimodal_rag.types",
     "AnswerStream": "multimodal_rag.streaming",
@@ -87,6 +89,8 @@ _EXPORTS: dict[str, str] = {
 # Written out, not computed from _EXPORTS: type checkers only read a literal list.
 # tests/test_package.py checks that it is sorted and matches _EXPORTS and the imports below.
 __all__ = [
+    "Adapter",
+    "AdapterReport",
     "AddResult",
     "Answer",
     "AnswerStream",
@@ -174,6 +178,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     # The real names, for type checkers and IDEs; the literal __all__ above marks them as
     # re-exported (mypy --strict and pyright --strict read it).
+    from multimodal_rag.adapter.fitting import AdapterReport
+    from multimodal_rag.adapter.projection import Adapter
     from multimodal_rag.answerers.extractive import ExtractiveAnswerer
     from multimodal_rag.answerers.openai import OpenAIAnswerer
     from multimodal_rag.answerers.prompt import PromptTemplate

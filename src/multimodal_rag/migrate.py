@@ -167,8 +167,9 @@ def migrate(
 
 
 def _copy_vectors(src: MultimodalRAG, dst: MultimodalRAG, batch_size: int) -> None:
+    # The embedder's own vectors: a copy starts without the source's adapter (fit one again there).
     for batch in _batches(src.vector_store.ids(), batch_size):
-        dst.vector_store.add(batch, src.vector_store.get_vectors(batch))
+        dst.vector_store.add(batch, src.raw_vectors(batch))
 
 
 def _copy_records(
@@ -213,8 +214,10 @@ def _search_overlap(src: MultimodalRAG, dst: MultimodalRAG, *, sample: int, k: i
     # Evenly spaced over the sorted ids: the same sample every run, spread over the collection.
     step = max(1, len(ids) // sample)
     chosen = ids[::step][:sample]
-    queries = src.vector_store.get_vectors(chosen)
-    expected = src.vector_store.search(queries, k)
+    queries = src.raw_vectors(chosen)
+    # Compared in the raw space, which is what the copy holds.
+    raw_store = src._raw_vectors if src.adapter is not None and src._raw_vectors is not None else src.vector_store
+    expected = raw_store.search(queries, k)
     found = dst.vector_store.search(queries, k)
     shares = [
         len({n.id for n in a} & {n.id for n in b}) / len(a) if a else 1.0

@@ -54,6 +54,8 @@ class Querying:
     description_store: DescriptionStore
     answerer: Answerer
     _lock: ReentrantReadWriteLock
+    #: The knowledge base's adapter (an :class:`~multimodal_rag.adapter.projection.Adapter`) or None.
+    adapter: Any = None
     # Ids whose changed records could not be copied to the vector store's metadata; while
     # there are any, filters go by the description store (save and repair copy them again).
     _metadata_copy_pending: frozenset[str] = frozenset()
@@ -64,9 +66,11 @@ class Querying:
         """The query vector for an image, a text, or both.
 
         With both, the result is the normalised weighted sum
-        ``(1 - text_weight) * image_vector + text_weight * text_vector``.
+        ``(1 - text_weight) * image_vector + text_weight * text_vector``. While an adapter
+        is applied, each vector is mapped by its side of the adapter first, so the result
+        is in the index's space (what :meth:`search_by_vector` takes).
         """
-        return query_vector(self.embedder, image, text, text_weight=text_weight)
+        return query_vector(self.embedder, image, text, text_weight=text_weight, adapter=self.adapter)
 
     def search(
         self,
@@ -222,7 +226,12 @@ class Querying:
 
     @reading
     def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
-        """Like :meth:`search`, for a query vector already embedded."""
+        """Like :meth:`search`, for a query vector already embedded.
+
+        The vector must be in the index's space: while an adapter is applied that is the
+        adapted space, so make it with :meth:`embed_query` (which maps it), not with the
+        embedder alone.
+        """
         from multimodal_rag.validation import check_queries
 
         # The protocol's queries are (n, dim): one vector becomes one row, checked as the

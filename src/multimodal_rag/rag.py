@@ -36,12 +36,36 @@ from multimodal_rag.types import AddResult, ImageInput, Record, is_path
 from multimodal_rag.validation import check_id, check_metadata, check_record
 
 if TYPE_CHECKING:
+    from multimodal_rag.adapter.fitting import AdapterReport
+    from multimodal_rag.adapter.projection import Adapter
     from multimodal_rag.ingest.pipeline import IngestItem
+    from multimodal_rag.kb.manifest import AdapterEntry
     from multimodal_rag.verify import RepairReport, VerificationReport
 
 __all__ = ["MultimodalRAG"]
 
 logger = logging.getLogger(__name__)
+
+#: Vectors moved at a time when the index is rebuilt for an adapter.
+_REBUILD_CHUNK = 4096
+
+
+def check_rebuildable(store: VectorStore) -> None:
+    """Refuse to rebuild the index of a server-backed store for an adapter.
+
+    Its data lives on the server, outside the snapshot, so it cannot be switched atomically
+    with a save.
+
+    Raises:
+        InvalidInputError: The store keeps its vectors on a server (Milvus).
+    """
+    from multimodal_rag.errors import InvalidInputError
+
+    if kind_of(store) == "milvus":
+        raise InvalidInputError(
+            "adapters need a vector store saved in the knowledge base's snapshot; the milvus store keeps "
+            "its vectors on the server, so it cannot be switched atomically (migrate to faiss-flat or hnswlib first)"
+        )
 
 
 
@@ -69,6 +93,8 @@ class MultimodalRAG(Querying, DescribingMissing):
     Attributes:
         answerer: The answerer :meth:`ask` uses.
         answerer_reason: Why that answerer is the one in use.
+        adapter: The adapter applied to the stored vectors and to every query
+            (:meth:`fit_adapter`), or ``None``.
     """
 
     def __init__(
@@ -114,6 +140,12 @@ class MultimodalRAG(Querying, DescribingMissing):
         self._journal: Journal | None = None
         # What a salvaging open found damaged or lost; verify() and repair() report it.
         self._salvage: SalvageFindings | None = None
+        # While an adapter is applied, the index holds adapter.apply(raw, "image") and the
+        # embedder's raw vectors are kept here, so that the adapter can be fitted again or
+        # removed without embedding anything again. Without one, the index holds the raw vectors.
+        self.adapter: Adapter | None = None
+        self._raw_vectors: VectorStore | None = None
+        self._adapter_entry: AdapterEntry | None = None
 
     # -- construction ------------------------------------------------------------
 
@@ -241,6 +273,9 @@ class MultimodalRAG(Querying, DescribingMissing):
         loaded = opened.loaded
         rag = cls(loaded.embedder, loaded.vector_store, loaded.description_store, answerer, read_only=read_only)
         rag._dir, rag._manifest, rag._journal, rag._salvage = opened.directory, loaded.manifest, opened.journal, loaded.findings
+        rag._raw_vectors = loaded.raw_store
+        if loaded.adapter is not None:
+            rag.adapter, rag._adapter_entry = loaded.adapter, loaded.manifest.adapter
         return rag
 
     # -- persistence -------------------------------------------------------------
@@ -257,6 +292,26 @@ class MultimodalRAG(Querying, DescribingMissing):
         opener that sees it can open the knowledge base again to follow (as ``serve`` does).
         """
         return self._generation
+
+    @property
+    def fingerprint(self) -> str:
+        """The identity of the knowledge base's vector space: the embedder's fingerprint, and
+        the adapter's digest while one is applied (``<embedder>+adapter:<sha256[:16]>``).
+
+        Vectors of two knowledge bases are comparable only when their fingerprints are equal.
+        """
+        fingerprint = self.embedder.fingerprint
+        return fingerprint if self.adapter is None else f"{fingerprint}+adapter:{self.adapter.sha256[:16]}"
+
+    @property
+    def adapter_info(self) -> dict[str, Any] | None:
+        """The applied adapter as the manifest records it (``kind``, ``rank``, ``sha256``,
+        ``file``, ``fitted_at``, ``report``), or ``None`` without one."""
+        if self.adapter is None:
+            return None
+        if self._adapter_entry is None:
+            return {"kind": self.adapter.kind, "rank": self.adapter.rank, "sha256": self.adapter.sha256}
+        return self._adapter_entry.to_dict()
 
     @property
     def path(self) -> Path | None:
@@ -284,8 +339,11 @@ class MultimodalRAG(Querying, DescribingMissing):
             self.vector_store,
             self.description_store,
             created_at=self._manifest.created_at if self._manifest is not None else None,
+            adapter=self._adapter_entry if self.adapter is not None else None,
         )
-        self._manifest = self._dir.write_snapshot(self._generation + 1, self.vector_store, self.description_store, manifest)
+        self._manifest = self._dir.write_snapshot(
+            self._generation + 1, self.vector_store, self.description_store, manifest, parts=self._adapter_parts()
+        )
         generation = self._manifest.generation
         # Only after the new manifest is in place: until then the old journal is still needed.
         if self._journal is None:
@@ -293,6 +351,15 @@ class MultimodalRAG(Querying, DescribingMissing):
 
             self._journal = Journal(self._dir.journal, generation)
         self._journal.reset(generation)
+
+    def _adapter_parts(self) -> dict[str, Any]:
+        """The snapshot's parts beside the two stores: the adapter and the raw vectors."""
+        from multimodal_rag.kb.directory import ADAPTER, RAW_VECTORS
+
+        adapter, raw = self.adapter, self._raw_vectors
+        if adapter is None or raw is None:
+            return {}
+        return {ADAPTER: lambda folder: adapter.save(folder / "adapter.npz"), RAW_VECTORS: raw.save}
 
     def close(self) -> None:
         """Release the writer's lock.
@@ -335,7 +402,11 @@ class MultimodalRAG(Querying, DescribingMissing):
         from multimodal_rag.verify import verify_knowledge_base
 
         return verify_knowledge_base(
-            self.vector_store, self.description_store, directory=self._dir, findings=self._salvage
+            self.vector_store,
+            self.description_store,
+            directory=self._dir,
+            findings=self._salvage,
+            raw_store=self._raw_vectors if self.adapter is not None else None,
         )
 
     @writing
@@ -344,7 +415,9 @@ class MultimodalRAG(Querying, DescribingMissing):
 
         Rebuilds the vector index from the vectors it still holds, embeds again the
         images of records whose vector is missing, gives vectors without a record an
-        empty one, and saves (for a knowledge base on disk).
+        empty one, and saves (for a knowledge base on disk). An adapter whose file is
+        missing or changed is removed: the index is rebuilt from the raw vectors kept
+        beside it (or, where those are damaged too, from the images).
 
         Returns:
             What was done, and in ``remaining`` what could not be fixed.
@@ -356,9 +429,18 @@ class MultimodalRAG(Querying, DescribingMissing):
 
         self._check_writable()
         repaired = repair_knowledge_base(
-            self.embedder, self.vector_store, self.description_store, directory=self._dir, findings=self._salvage
+            self.embedder,
+            self.vector_store,
+            self.description_store,
+            directory=self._dir,
+            findings=self._salvage,
+            adapter=self.adapter,
+            raw_store=self._raw_vectors,
         )
         self.vector_store = repaired.vector_store
+        self._raw_vectors = repaired.raw_store
+        if self._raw_vectors is None:
+            self.adapter, self._adapter_entry = None, None
         self._metadata_copy_pending = frozenset()  # the repair copied the metadata again
         if self._dir is not None:
             self.save()  # fresh files, fresh checksums
@@ -482,24 +564,35 @@ class MultimodalRAG(Querying, DescribingMissing):
         # changes anything, so a bad batch leaves both stores as they were. The
         # journal entry comes last, once the batch is known to be good; when it cannot
         # be written the batch is taken out again, so memory matches the disk.
-        self.vector_store.add(ids, vectors)
+        # With an adapter the index gets the mapped vectors and the raw store (and the
+        # journal) the embedder's own.
+        raw_store = self._raw_vectors if self.adapter is not None else None
+        self.vector_store.add(ids, vectors if self.adapter is None else self.adapter.apply(vectors, "image"))
+
+        def undo(*, records_too: bool) -> None:
+            self.vector_store.remove(ids)
+            if raw_store is not None:
+                raw_store.remove(ids)
+            if records_too:
+                self.description_store.delete(ids)
+
         try:
+            if raw_store is not None:
+                raw_store.add(ids, vectors)
             self.description_store.put(records)
         except BaseException:
-            self.vector_store.remove(ids)
+            undo(records_too=False)
             raise
         try:
             copy_metadata(self.vector_store, records)
         except BaseException:
-            self.vector_store.remove(ids)
-            self.description_store.delete(ids)
+            undo(records_too=True)
             raise
         if self._journal is not None:
             try:
                 self._journal.add(ids, vectors, records)
             except BaseException:
-                self.vector_store.remove(ids)
-                self.description_store.delete(ids)
+                undo(records_too=True)
                 raise
 
     def _put_records(self, records: list[Record]) -> None:
@@ -574,8 +667,151 @@ class MultimodalRAG(Querying, DescribingMissing):
         if self._journal is not None:
             self._journal.remove(ids)
         removed = self.vector_store.remove(ids)
+        if self._raw_vectors is not None:
+            self._raw_vectors.remove(ids)
         self.description_store.delete(ids)
         return removed
+
+    # -- the adapter ---------------------------------------------------------------
+
+    def raw_vectors(self, ids: Sequence[str]) -> Any:
+        """The embedder's own vectors of ``ids`` (float32, one row each), whatever adapter is applied.
+
+        Raises:
+            NotFoundError: An id the knowledge base does not hold.
+        """
+        with self._lock.read():
+            store = self._raw_vectors if self.adapter is not None and self._raw_vectors is not None else self.vector_store
+            return store.get_vectors(list(ids))
+
+    def fit_adapter(
+        self,
+        *,
+        kind: str = "low-rank",
+        rank: int = 32,
+        pairs: str | os.PathLike[str] | None = None,
+        edits: bool = True,
+        holdout: float = 0.2,
+        seed: int = 0,
+        progress: bool | None = None,
+    ) -> AdapterReport:
+        """Fit an adapter to this knowledge base's own pairs, and keep it only if it helps.
+
+        The embedder stays frozen; a small map on its vectors (one for images, one for
+        texts) is trained on each record's image and description (and ``pairs``), so that
+        descriptions find their images better. A share of the records is held out; the
+        adapter is kept only when, on them, text-to-image recall@5 goes up and edited
+        images still find their originals (image-to-image recall@5 down by at most 0.01).
+        Kept, it is applied to every stored vector and every query, and saved as a new
+        snapshot; the embedder's raw vectors are kept beside the index. Not kept, nothing
+        changes. Either way the report is saved as JSON under ``adapter-reports/``.
+        See ``docs/adapter.md``.
+
+        Args:
+            kind: ``"low-rank"`` (a residual of ``rank``, the default) or ``"linear"``
+                (a full matrix, for a space that is far off).
+            rank: The low-rank residual's rank.
+            pairs: A JSON Lines file of extra pairs, ``{"image": id or path, "text": "..."}``
+                (paths relative to the file).
+            edits: Also train image-to-image pairs (an edited copy of each training image
+                and its original), so that image queries keep finding their originals.
+            holdout: The share of records held out to judge the adapter.
+            seed: Fixes the split, the edits and the training: the same data and seed
+                give the same adapter.
+            progress: Show progress bars (default: when writing to a terminal).
+
+        Returns:
+            The before/after measurements, the training figures, and whether the
+            adapter was kept and why.
+
+        Raises:
+            ReadOnlyError: Opened read-only.
+            InvalidInputError: Fewer than 4 described records, a bad setting, or a bad
+                pairs file line (named).
+        """
+        from multimodal_rag.adapter.fitting import fit_and_judge
+
+        self._check_writable()
+        with self._lock.write():
+            self._save_if_on_disk()
+            report, adapter = fit_and_judge(
+                self,
+                kind=kind,
+                rank=rank,
+                pairs=pairs,
+                edits=edits,
+                holdout=holdout,
+                seed=seed,
+                progress=progress,
+            )
+            location = None
+            if self._dir is not None:
+                location = self._dir.write_adapter_report(report.to_dict())
+                report = attrs.evolve(report, path=str(location))
+            if adapter is not None:
+                from multimodal_rag.kb.directory import ADAPTER_FILE
+                from multimodal_rag.kb.manifest import AdapterEntry
+
+                entry = AdapterEntry(
+                    kind=adapter.kind,
+                    rank=adapter.rank,
+                    sha256=adapter.sha256,
+                    file=ADAPTER_FILE,
+                    fitted_at=report.fitted_at,
+                    report=str(location.relative_to(self._dir.path)) if self._dir is not None and location else None,
+                )
+                self._switch_adapter(adapter, entry)
+            return report
+
+    def remove_adapter(self) -> bool:
+        """Remove the adapter: the index gets the embedder's raw vectors back, exactly, and
+        queries are no longer mapped. Saved as a new snapshot.
+
+        Returns:
+            Whether there was an adapter to remove.
+
+        Raises:
+            ReadOnlyError: Opened read-only.
+        """
+        self._check_writable()
+        with self._lock.write():
+            if self.adapter is None:
+                return False
+            self._save_if_on_disk()
+            self._switch_adapter(None, None)
+            return True
+
+    def _save_if_on_disk(self) -> None:
+        if self._dir is not None:
+            self.save()
+
+    def _switch_adapter(self, adapter: Adapter | None, entry: AdapterEntry | None) -> None:
+        """Rebuild the index from the raw vectors through ``adapter`` (none: as they are), and
+        save that as one new snapshot: a crash leaves the old snapshot or the new one whole.
+        The write lock is held; on failure memory is as it was."""
+        import numpy as np
+
+        from multimodal_rag.vectors.faiss_flat import FaissFlatStore
+
+        check_rebuildable(self.vector_store)
+        source = self._raw_vectors if self.adapter is not None and self._raw_vectors is not None else self.vector_store
+        ids = self.vector_store.ids()
+        index: Any = type(self.vector_store)(self.vector_store.dim, **self.vector_store.config())  # type: ignore[call-arg]
+        raw = FaissFlatStore(self.vector_store.dim) if adapter is not None else None
+        for start in range(0, len(ids), _REBUILD_CHUNK):
+            chunk = ids[start : start + _REBUILD_CHUNK]
+            vectors = np.asarray(source.get_vectors(chunk), dtype=np.float32)
+            index.add(chunk, vectors if adapter is None else adapter.apply(vectors, "image"))
+            if raw is not None:
+                raw.add(chunk, vectors)
+        copy_metadata(index, self.description_store.get_many(ids).values())
+        before = (self.vector_store, self._raw_vectors, self.adapter, self._adapter_entry)
+        self.vector_store, self._raw_vectors, self.adapter, self._adapter_entry = index, raw, adapter, entry
+        try:
+            self._save_if_on_disk()
+        except BaseException:
+            self.vector_store, self._raw_vectors, self.adapter, self._adapter_entry = before
+            raise
 
     @reading
     def ids(self) -> list[str]:
@@ -592,7 +828,8 @@ class MultimodalRAG(Querying, DescribingMissing):
         where = str(self.path) if self.path is not None else "in memory"
         return (
             f"MultimodalRAG({where}, {len(self)} images, embedder={kind_of(self.embedder)}, "
-            f"vector_store={kind_of(self.vector_store)}, description_store={kind_of(self.description_store)})"
+            f"vector_store={kind_of(self.vector_store)}, description_store={kind_of(self.description_store)}"
+            + (f", adapter={self.adapter.kind}:{self.adapter.sha256[:16]})" if self.adapter is not None else ")")
         )
 
     def _check_writable(self) -> None:

@@ -51,8 +51,14 @@ SUBSET_SEARCH = 4096
 SUBSET_SHARE = 0.05
 
 
-def query_vector(embedder: Embedder, image: ImageInput | None, text: str | None, *, text_weight: float) -> np.ndarray:
+def query_vector(
+    embedder: Embedder, image: ImageInput | None, text: str | None, *, text_weight: float, adapter: Any = None
+) -> np.ndarray:
     """The unit query vector for an image, a text, or both (see :meth:`MultimodalRAG.embed_query`).
+
+    With an ``adapter`` (the knowledge base's, see :mod:`multimodal_rag.adapter`), the image
+    vector goes through its image map and the text vector through its text map before they
+    are combined: each side is mapped as it was trained, and the sum lives in the index's space.
 
     Raises:
         InvalidInputError: Neither an image nor a text, a text that is not a string, a
@@ -74,9 +80,13 @@ def query_vector(embedder: Embedder, image: ImageInput | None, text: str | None,
     # A custom embedder's output is checked like stored vectors are: NaN, shape, dtype.
     if image is not None:
         image_vector = check_vectors(embedder.embed_images([image]), dim, count=1, what="image query vectors")
+        if adapter is not None:
+            image_vector = adapter.apply(image_vector, "image")
         vector += (1.0 - text_weight if text is not None else 1.0) * image_vector[0]
     if text is not None:
         text_vector = check_vectors(embedder.embed_texts([text]), dim, count=1, what="text query vectors")
+        if adapter is not None:
+            text_vector = adapter.apply(text_vector, "text")
         vector += (text_weight if image is not None else 1.0) * text_vector[0]
     norm = float(np.linalg.norm(vector))
     if norm == 0.0:

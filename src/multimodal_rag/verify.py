@@ -4,14 +4,16 @@
 can disagree: a vector without a description record, a record without a
 vector, an image file that has gone, a vector that is not finite or not of
 unit length, a vector store's copy of the metadata that differs from the records,
-files on disk that no longer match the manifest's checksums, and a damaged journal.
+files on disk that no longer match the manifest's checksums, a damaged journal, and an
+adapter file that is missing or changed (or raw vectors missing beside an adapted index).
 
 :func:`repair_knowledge_base` fixes what it can without losing a description:
 it rebuilds the vector index from the vectors it still holds, re-embeds
 records whose vector is missing (when their image is still on disk), gives
 vectors without a record an empty one, copies the records' metadata again to a
-vector store whose copy differs, and saves, which writes fresh files
-with fresh checksums. What it cannot fix stays in its report.
+vector store whose copy differs, removes an adapter whose file is missing or changed
+(the index is rebuilt from the raw vectors kept beside it), and saves, which writes fresh
+files with fresh checksums. What it cannot fix stays in its report.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class ProblemKind:
     LOST_RECORDS = "lost-records"
     LOST_CHANGES = "lost-changes"
     METADATA_COPY_DIFFERS = "metadata-copy-differs"
+    ADAPTER_MISSING = "adapter-missing"
+    ADAPTER_CHANGED = "adapter-changed"
+    RAW_VECTOR_MISSING = "raw-vector-missing"
 
 
 @frozen(kw_only=True)
@@ -136,6 +141,10 @@ class RepairReport:
         records_lost: How many description records could not be recovered anywhere.
         lost_ids: The ids among them, where known (their vectors got empty records).
         changes_lost: Committed journal entries the damaged journal no longer held.
+        adapter_removed: An adapter whose file was missing or changed was removed: the
+            index was rebuilt from the raw vectors kept beside it (see ``raw_vectors_lost``).
+        raw_vectors_lost: Ids whose raw vector was damaged too: their vectors were made
+            again from their images (``reembedded``), or, without an image, lost.
         set_aside: Where the damaged files were copied (under ``damaged/``) before
             being replaced; nothing is deleted.
         remaining: A verification after the repair: what could not be fixed.
@@ -150,13 +159,16 @@ class RepairReport:
     records_lost: int = 0
     lost_ids: tuple[str, ...] = field(converter=str_tuple, default=())
     changes_lost: int = 0
+    adapter_removed: bool = False
+    raw_vectors_lost: tuple[str, ...] = field(converter=str_tuple, default=())
     set_aside: tuple[str, ...] = field(converter=str_tuple, default=())
     remaining: VerificationReport = field(factory=VerificationReport)
 
     @property
     def ok(self) -> bool:
         """True when nothing was lost and nothing is left to fix."""
-        return self.remaining.ok and not self.records_lost and not self.changes_lost
+        lost_vectors = set(self.raw_vectors_lost) - set(self.reembedded)
+        return self.remaining.ok and not self.records_lost and not self.changes_lost and not lost_vectors
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (``ok`` included)."""
@@ -170,6 +182,8 @@ class RepairReport:
             "records_lost": self.records_lost,
             "lost_ids": list(self.lost_ids),
             "changes_lost": self.changes_lost,
+            "adapter_removed": self.adapter_removed,
+            "raw_vectors_lost": list(self.raw_vectors_lost),
             "set_aside": list(self.set_aside),
             "remaining": self.remaining.to_dict(),
         }
@@ -181,6 +195,7 @@ def verify_knowledge_base(
     *,
     directory: KnowledgeBaseDirectory | None = None,
     findings: SalvageFindings | None = None,
+    raw_store: VectorStore | None = None,
 ) -> VerificationReport:
     """Look for inconsistencies between a knowledge base's parts (see :meth:`MultimodalRAG.verify`).
 
@@ -189,6 +204,8 @@ def verify_knowledge_base(
         description_store: The records.
         directory: The knowledge base on disk, whose files are checked too.
         findings: What a salvaging open could not recover, reported as lost.
+        raw_store: The raw vectors kept beside an adapted index; each indexed id should
+            have one.
     """
     problems: list[Problem] = []
     vector_ids = vector_store.ids()
@@ -223,6 +240,16 @@ def verify_knowledge_base(
                 detail=f"the vector store's copy of the metadata of {id_!r} differs from its record",
             )
         )
+    if raw_store is not None:
+        for id_ in vector_ids:
+            if id_ not in raw_store:
+                problems.append(
+                    Problem(
+                        kind=ProblemKind.RAW_VECTOR_MISSING,
+                        id=id_,
+                        detail=f"the raw vector of {id_!r} is missing (the adapter could not be removed or fitted again without it)",
+                    )
+                )
     problems.extend(_salvage_problems(findings))
     if directory is not None:
         problems.extend(_file_problems(directory))
@@ -317,10 +344,7 @@ def _file_problems(directory: KnowledgeBaseDirectory) -> Iterator[Problem]:
             raise
         except KnowledgeBaseError as exc:
             return iter([Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))])
-        for path, reason in directory.check_snapshot(manifest):
-            found.append(
-                Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=f"knowledge-base file {str(path)!r} {reason}")
-            )
+        found.extend(_snapshot_problems(directory, manifest))
         for detail in journal_problems(directory.journal, manifest.generation):
             found.append(Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=detail))
         if not found or read_manifest(directory.path).generation == manifest.generation:
@@ -328,12 +352,41 @@ def _file_problems(directory: KnowledgeBaseDirectory) -> Iterator[Problem]:
     return iter(found)
 
 
+def _snapshot_problems(directory: KnowledgeBaseDirectory, manifest: Any) -> Iterator[Problem]:
+    """The snapshot's files that fail their checks; the adapter's as its own kinds."""
+    from multimodal_rag.adapter.projection import Adapter
+    from multimodal_rag.errors import CorruptFileError
+    from multimodal_rag.kb.directory import ADAPTER, ADAPTER_FILE, damaged_parts
+
+    snapshot = directory.snapshot(manifest.generation)
+    adapter_checked = False
+    for path, reason in directory.check_snapshot(manifest):
+        if ADAPTER in damaged_parts(snapshot, [(path, reason)]):
+            adapter_checked = True
+            missing = not path.exists()
+            yield Problem(
+                kind=ProblemKind.ADAPTER_MISSING if missing else ProblemKind.ADAPTER_CHANGED,
+                id=None,
+                detail=f"the adapter file {str(path)!r} {reason}; repair removes the adapter (the index is rebuilt from the raw vectors)",
+            )
+        else:
+            yield Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=f"knowledge-base file {str(path)!r} {reason}")
+    if manifest.adapter is not None and not adapter_checked:
+        # The file matches its checksum; the adapter it holds must be the one the manifest names.
+        try:
+            Adapter.load(snapshot / ADAPTER_FILE, sha256=manifest.adapter.sha256)
+        except CorruptFileError as exc:
+            yield Problem(kind=ProblemKind.ADAPTER_CHANGED, id=None, detail=str(exc))
+
+
 @frozen(kw_only=True)
 class Repaired:
-    """What :func:`repair_knowledge_base` made: the vector store to use from now on, and its report."""
+    """What :func:`repair_knowledge_base` made: the vector store to use from now on, the raw
+    vectors kept beside it (``None``: no adapter is applied any more), and its report."""
 
     vector_store: VectorStore
     report: RepairReport
+    raw_store: VectorStore | None = None
 
 
 def repair_knowledge_base(
@@ -343,20 +396,33 @@ def repair_knowledge_base(
     *,
     directory: KnowledgeBaseDirectory | None = None,
     findings: SalvageFindings | None = None,
+    adapter: Any = None,
+    raw_store: VectorStore | None = None,
 ) -> Repaired:
     """Rebuild what can be rebuilt (see :meth:`MultimodalRAG.repair`), short of saving.
 
     The description store is repaired in place; the vector store may be replaced by
     a rebuilt one. The report's ``remaining`` is for the caller to fill in once it
-    has saved.
+    has saved. ``adapter`` is the applied adapter (``None`` also when a salvaging open
+    left a damaged one out) and ``raw_store`` the raw vectors kept beside the index.
     """
     from multimodal_rag.kb.salvage import set_aside
     from multimodal_rag.protocols import copy_metadata
 
-    before = verify_knowledge_base(vector_store, description_store)
     # Copied aside before anything is rewritten: the user's data is never only deleted.
     set_aside_paths = set_aside(directory, list(findings.damaged_files)) if findings and directory else []
-    index_rebuilt = False
+    adapter_removed = False
+    raw_lost: list[str] = []
+    if adapter is None and raw_store is not None:
+        # The adapter's file is missing or changed: the index holds vectors no query can be
+        # mapped into any more. Back to the raw vectors; those that are gone too are made
+        # again from their images below, or reported lost.
+        vector_store, raw_lost = _index_from_raw(vector_store, raw_store)
+        raw_store, adapter_removed = None, True
+    elif adapter is not None and raw_store is not None:
+        raw_lost = _reembed_raw(embedder, vector_store, raw_store, description_store)
+    before = verify_knowledge_base(vector_store, description_store)
+    index_rebuilt = adapter_removed
     if before.of_kind(ProblemKind.BAD_VECTOR) or before.of_kind(ProblemKind.UNREADABLE_VECTORS):
         vector_store = _rebuilt_index(vector_store)
         index_rebuilt = True
@@ -369,7 +435,7 @@ def repair_knowledge_base(
             created.append(problem.id)
 
     lost_vectors = [p.id for p in before.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR) if p.id]
-    reembedded = _reembed(embedder, vector_store, description_store, lost_vectors)
+    reembedded = _reembed(embedder, vector_store, description_store, lost_vectors, adapter=adapter, raw_store=raw_store)
     # Last, so that vectors added or rebuilt above get their copy too; the records are the truth.
     recopy = _metadata_mismatches(vector_store, description_store)
     if recopy:
@@ -384,9 +450,42 @@ def repair_knowledge_base(
         records_lost=findings.records_lost if findings else 0,
         lost_ids=findings.lost_ids if findings else (),
         changes_lost=findings.changes_lost if findings else 0,
+        adapter_removed=adapter_removed,
+        raw_vectors_lost=raw_lost,
         set_aside=[str(path) for path in set_aside_paths],
     )
-    return Repaired(vector_store=vector_store, report=report)
+    return Repaired(vector_store=vector_store, report=report, raw_store=raw_store)
+
+
+def _index_from_raw(store: VectorStore, raw_store: VectorStore) -> tuple[VectorStore, list[str]]:
+    """A fresh index of ``store``'s kind holding the raw vectors of its ids; the ids without one."""
+    import numpy as np
+
+    fresh: Any = type(store)(store.dim, **store.config())  # type: ignore[call-arg]
+    ids = store.ids()
+    have = [id_ for id_ in ids if id_ in raw_store]
+    for start in range(0, len(have), _CHUNK):
+        chunk = have[start : start + _CHUNK]
+        fresh.add(chunk, np.asarray(raw_store.get_vectors(chunk), dtype=np.float32))
+    return fresh, [id_ for id_ in ids if id_ not in raw_store]
+
+
+def _reembed_raw(embedder: Embedder, store: VectorStore, raw_store: VectorStore, description_store: DescriptionStore) -> list[str]:
+    """Embed again the images of indexed ids whose raw vector is missing; the ids that stay without one."""
+    from multimodal_rag.errors import ImageError, InvalidInputError
+
+    missing = [id_ for id_ in store.ids() if id_ not in raw_store]
+    records = description_store.get_many(missing)
+    lost = []
+    for id_ in missing:
+        record = records.get(id_)
+        try:
+            if record is None or record.image_path is None or not Path(record.image_path).is_file():
+                raise InvalidInputError("no image")
+            raw_store.add([id_], embedder.embed_images([record.image_path]))
+        except (ImageError, InvalidInputError):
+            lost.append(id_)
+    return lost
 
 
 def _rebuilt_index(store: VectorStore) -> VectorStore:
@@ -406,8 +505,17 @@ def _rebuilt_index(store: VectorStore) -> VectorStore:
     return fresh  # type: ignore[no-any-return]
 
 
-def _reembed(embedder: Embedder, vector_store: VectorStore, description_store: DescriptionStore, ids: list[str]) -> list[str]:
-    """Embed again the images of records that lost their vector, where the image is still there."""
+def _reembed(
+    embedder: Embedder,
+    vector_store: VectorStore,
+    description_store: DescriptionStore,
+    ids: list[str],
+    *,
+    adapter: Any = None,
+    raw_store: VectorStore | None = None,
+) -> list[str]:
+    """Embed again the images of records that lost their vector, where the image is still there
+    (through the adapter into the index, as they are into the raw store, while one is applied)."""
     from multimodal_rag.errors import ImageError, InvalidInputError
 
     done = []
@@ -417,7 +525,10 @@ def _reembed(embedder: Embedder, vector_store: VectorStore, description_store: D
         if record is None or record.image_path is None or not Path(record.image_path).is_file():
             continue
         try:
-            vector_store.add([id_], embedder.embed_images([record.image_path]))
+            vector = embedder.embed_images([record.image_path])
+            vector_store.add([id_], vector if adapter is None else adapter.apply(vector, "image"))
+            if raw_store is not None:
+                raw_store.add([id_], vector)
         except (ImageError, InvalidInputError):
             continue  # stays reported as a record without a vector
         done.append(id_)

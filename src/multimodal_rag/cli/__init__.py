@@ -13,12 +13,12 @@ Modules: :mod:`~multimodal_rag.cli.app` holds the click group, its global option
 the error mapping; :mod:`~multimodal_rag.cli.output` prints every result, as text or
 JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
 ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate), ``evaluate``
-(eval), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint, completion).
+(eval), ``fit`` (fit an adapter, or remove it), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint, completion).
 """
 
 from __future__ import annotations
 
-from multimodal_rag.cli import build, edit, evaluate, info, query, serve, tools, upkeep
+from multimodal_rag.cli import build, edit, evaluate, fit, info, query, serve, tools, upkeep
 from multimodal_rag.cli.app import EPILOG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli, main
 from multimodal_rag.cli.build import INDEX_KINDS
 
@@ -36,6 +36,7 @@ for _command in (
     upkeep.repair,
     upkeep.migrate,
     evaluate.eval_,
+    fit.fit,
     serve.serve,
     tools.random_checkpoint,
     tools.completion,

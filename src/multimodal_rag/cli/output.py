@@ -17,6 +17,7 @@ import click
 from attrs import asdict
 
 if TYPE_CHECKING:
+    from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.evaluation.report import EvaluationReport
     from multimodal_rag.kb.manifest import Manifest
     from multimodal_rag.migrate import MigrationReport
@@ -35,6 +36,8 @@ __all__ = [
     "hit_json",
     "info_json",
     "migration_json",
+    "print_adapter_removed",
+    "print_adapter_report",
     "print_add_result",
     "print_answer",
     "print_checkpoint_kept",
@@ -229,6 +232,8 @@ def info_json(kb: Path, manifest: Manifest, *, size_bytes: int) -> dict[str, Any
         "embedder": manifest.embedder.to_dict(),
         "vector_store": manifest.vector_store.to_dict(),
         "description_store": manifest.description_store.to_dict(),
+        "adapter": manifest.adapter.to_dict() if manifest.adapter is not None else None,
+        "fingerprint": _fingerprint(manifest),
         "counts": {
             "vectors": manifest.counts.get("vectors"),
             "descriptions": manifest.counts.get("descriptions"),
@@ -254,7 +259,8 @@ def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
             f"{counts.get('descriptions', '?')} description records",
         ),
         ("embedder", f"{embedder.kind} {_config_text(embedder.config)}, {embedder.dim}-d"),
-        ("fingerprint", embedder.fingerprint),
+        ("fingerprint", _fingerprint(manifest)),
+        ("adapter", _adapter_text(manifest)),
         *([("runs as", _runtime_text(embedder.runtime))] if embedder.runtime else []),
         ("vector index", f"{vectors.kind} {_config_text(vectors.config)}"),
         ("descriptions", f"{descriptions.kind} {_config_text(descriptions.config)}"),
@@ -270,6 +276,35 @@ def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
+
+
+def _fingerprint(manifest: Manifest) -> str:
+    """The knowledge base's space, as ``MultimodalRAG.fingerprint`` names it."""
+    fingerprint = manifest.embedder.fingerprint
+    return fingerprint if manifest.adapter is None else f"{fingerprint}+adapter:{manifest.adapter.sha256[:16]}"
+
+
+def _adapter_text(manifest: Manifest) -> str:
+    adapter = manifest.adapter
+    if adapter is None:
+        return "none (the embedder's own vectors)"
+    return f"{adapter.kind}, rank {adapter.rank}, sha256 {adapter.sha256[:16]}, fitted {adapter.fitted_at or '?'}"
+
+
+# -- fit -------------------------------------------------------------------------
+
+
+def print_adapter_report(report: AdapterReport) -> None:
+    click.echo(str(report))
+    if report.path:
+        click.echo(f"Report saved as {display_path(report.path)}.")
+
+
+def print_adapter_removed(kb: Path, removed: bool) -> None:
+    if removed:
+        click.echo(f"{kb}: adapter removed; the index holds the embedder's own vectors again.")
+    else:
+        click.echo(f"{kb}: no adapter to remove.")
 
 
 # -- remove and describe -------------------------------------------------------
@@ -342,8 +377,13 @@ def print_repair(kb: Path, report: RepairReport) -> None:
         )
     click.echo(f"Re-embedded {len(report.reembedded)} image(s) whose vector was missing.")
     click.echo(f"Created {len(report.records_created)} empty record(s) for vectors without one.")
-    if report.index_rebuilt:
+    if report.adapter_removed:
+        click.echo("Removed the adapter, whose file was missing or changed: the index holds the raw vectors again.")
+    elif report.index_rebuilt:
         click.echo("Rebuilt the vector index from its stored vectors.")
+    lost_vectors = sorted(set(report.raw_vectors_lost) - set(report.reembedded))
+    if lost_vectors:
+        click.echo(f"LOST: {len(lost_vectors)} raw vector(s) with no image to embed again.")
     if report.records_lost:
         some = ", ".join(report.lost_ids[:10]) + (", ..." if len(report.lost_ids) > 10 else "")
         click.echo(

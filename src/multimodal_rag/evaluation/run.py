@@ -33,7 +33,7 @@ from multimodal_rag.evaluation.report import (
 from multimodal_rag.registry import kind_of
 from multimodal_rag.types import ImageInput, Record
 
-__all__ = ["evaluate"]
+__all__ = ["edited_query", "embed_queries", "evaluate"]
 
 #: Share of the sampled images whose edited queries also serve as unanswerable ones.
 HOLDOUT = 0.2
@@ -108,7 +108,7 @@ def evaluate(
     source = functools.lru_cache(maxsize=1)(open_image)
     for id_ in chosen:
         for kind in kinds:
-            plan.append((f"edit:{kind}", f"{id_} ({kind})", (id_,), _edited_query(source, records[id_].image_path, id_, kind, seed)))
+            plan.append((f"edit:{kind}", f"{id_} ({kind})", (id_,), edited_query(source, records[id_].image_path, id_, kind, seed)))
     labelled = read_labelled_queries(queries, records) if queries is not None else []
     for query in labelled:
         if query.text is not None:
@@ -197,7 +197,8 @@ def evaluate(
             "images": len(searcher.ids),
             "queries_file": str(queries) if queries is not None else None,
             "negatives": str(negatives) if negatives is not None else None,
-            "embedder": rag.embedder.fingerprint,
+            # The knowledge base's space: the embedder's, and its adapter's while one is applied.
+            "embedder": getattr(rag, "fingerprint", rag.embedder.fingerprint),
             "vector_store": kind_of(rag.vector_store),
             "vector_store_config": rag.vector_store.config(),
         },
@@ -224,17 +225,8 @@ class _Searcher:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.rag.embedder.dim), dtype=np.float32)
 
     def embed_batch(self, queries: Sequence[tuple[str, Any]]) -> np.ndarray:
-        """Query vectors for ``("image", image)`` and ``("text", text)`` pairs, in one call per kind."""
-        from multimodal_rag.validation import check_vectors
-
-        embedder, dim = self.rag.embedder, self.rag.embedder.dim
-        out = np.empty((len(queries), dim), dtype=np.float32)
-        for kind, embed in (("image", embedder.embed_images), ("text", embedder.embed_texts)):
-            rows = [i for i, (what, _) in enumerate(queries) if what == kind]
-            if rows:
-                # Checked as the facade checks a query: a custom embedder's output may be anything.
-                out[rows] = check_vectors(embed([queries[i][1] for i in rows]), dim, count=len(rows), what=f"{kind} query vectors")
-        return out
+        """Query vectors for ``("image", image)`` and ``("text", text)`` pairs, as the facade makes them."""
+        return embed_queries(self.rag.embedder, queries, adapter=getattr(self.rag, "adapter", None))
 
     def search(self, vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
         found = self.rag.vector_store.search(vectors, self.k)
@@ -277,7 +269,29 @@ class _Searcher:
         ]
 
 
-def _edited_query(source: Callable[[str], Any], path: str, id_: str, kind: str, seed: int) -> Callable[[], tuple[str, Any]]:
+def embed_queries(embedder: Any, queries: Sequence[tuple[str, Any]], *, adapter: Any = None) -> np.ndarray:
+    """Vectors for ``("image", image)`` and ``("text", text)`` queries, in one call per kind.
+
+    With an ``adapter``, each kind goes through its side of it, as the facade's queries do
+    (:func:`~multimodal_rag.retrieval.query_vector`); without, they are the embedder's raw vectors.
+    """
+    from multimodal_rag.validation import check_vectors
+
+    dim = embedder.dim
+    out = np.empty((len(queries), dim), dtype=np.float32)
+    for kind, embed in (("image", embedder.embed_images), ("text", embedder.embed_texts)):
+        rows = [i for i, (what, _) in enumerate(queries) if what == kind]
+        if rows:
+            # Checked as the facade checks a query: a custom embedder's output may be anything.
+            vectors = check_vectors(embed([queries[i][1] for i in rows]), dim, count=len(rows), what=f"{kind} query vectors")
+            out[rows] = vectors if adapter is None else adapter.apply(vectors, kind)
+    return out
+
+
+def edited_query(source: Callable[[str], Any], path: str, id_: str, kind: str, seed: int) -> Callable[[], tuple[str, Any]]:
+    """A query maker: the image at ``path`` (decoded by ``source``) under edit ``kind``, as
+    ``("image", edited image)``; the same (seed, id, kind) always makes the same edit."""
+
     def make() -> tuple[str, Any]:
         from multimodal_rag.evaluation.edits import edited_queries
 

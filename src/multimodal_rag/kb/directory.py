@@ -7,11 +7,14 @@ Layout::
       snapshots/00000007/      the current snapshot, written whole by one save
         vectors/               the vector store's files
         descriptions/          the description store's files
+        adapter/adapter.npz    the adapter's weights, while one is applied
+        raw-vectors/           the embedder's own vectors, while an adapter is applied
       snapshots/00000006/      the previous snapshot's descriptions, kept for salvage
       journal.bin              changes committed since that snapshot (see journal.py)
       journal.commit           how many journal entries were committed
       images/                  images added from memory (bytes, PIL), named by content hash
       damaged/                 files that repair set aside instead of deleting
+      adapter-reports/         one JSON report per adapter fit, kept or not
       .lock                    held (flock) by the one process that may write
 
 A save writes a new snapshot directory beside the current one, fsyncs it,
@@ -36,6 +39,7 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +55,27 @@ from multimodal_rag.hashing import sha256_file
 from multimodal_rag.kb.fileio import atomic_write_bytes, fsync_directory, fsync_tree
 from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
 
-__all__ = ["KnowledgeBaseDirectory", "check_writable_platform", "damaged_parts", "remove_tree"]
+__all__ = [
+    "ADAPTER",
+    "ADAPTER_FILE",
+    "ADAPTER_REPORTS",
+    "RAW_VECTORS",
+    "KnowledgeBaseDirectory",
+    "check_writable_platform",
+    "damaged_parts",
+    "remove_tree",
+]
 
 SNAPSHOTS = "snapshots"
 IMAGES = "images"
 VECTORS = "vectors"
 DESCRIPTIONS = "descriptions"
 DAMAGED = "damaged"
+#: Snapshot parts that exist while an adapter is applied: its weights, and the raw vectors.
+ADAPTER = "adapter"
+ADAPTER_FILE = "adapter/adapter.npz"
+RAW_VECTORS = "raw-vectors"
+ADAPTER_REPORTS = "adapter-reports"
 LOCK_FILE = ".lock"
 JOURNAL_FILE = "journal.bin"
 COMMIT_FILE = "journal.commit"
@@ -131,6 +149,7 @@ class KnowledgeBaseDirectory:
             (SNAPSHOTS, True),
             (IMAGES, True),
             (DAMAGED, True),
+            (ADAPTER_REPORTS, True),
             (JOURNAL_FILE, False),
             (COMMIT_FILE, False),
             (LOCK_FILE, False),
@@ -189,6 +208,31 @@ class KnowledgeBaseDirectory:
             ) from exc
         return path
 
+    # -- adapter reports ----------------------------------------------------
+
+    def write_adapter_report(self, report: Mapping[str, Any]) -> Path:
+        """Keep an adapter fit's report as ``adapter-reports/<UTC time>.json``; returns the file.
+
+        Raises:
+            KnowledgeBaseError: The file cannot be written.
+        """
+        from multimodal_rag.kb.fileio import atomic_write_json
+
+        folder = self.path / ADAPTER_REPORTS
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        try:
+            self.check_layout()
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{stamp}.json"
+            number = 1
+            while path.exists():  # two fits in one second keep both reports
+                number += 1
+                path = folder / f"{stamp}-{number}.json"
+            atomic_write_json(path, dict(report))
+        except OSError as exc:
+            raise KnowledgeBaseError(f"cannot write the adapter report under {str(folder)!r}: {exc.strerror or exc}") from exc
+        return path
+
     # -- the writer's lock ---------------------------------------------------
 
     def lock(self) -> None:
@@ -231,9 +275,19 @@ class KnowledgeBaseDirectory:
     # -- snapshots -----------------------------------------------------------
 
     def write_snapshot(
-        self, generation: int, vector_store: Any, description_store: Any, manifest: Manifest
+        self,
+        generation: int,
+        vector_store: Any,
+        description_store: Any,
+        manifest: Manifest,
+        *,
+        parts: Mapping[str, Callable[[Path], object]] | None = None,
     ) -> Manifest:
         """Save both stores as snapshot ``generation`` and point the manifest at it.
+
+        ``parts`` are further folders of the snapshot (the adapter, the raw vectors), each
+        written by its function into the folder it is given; their files are checksummed
+        like the stores'.
 
         Every file is fsynced and its size and checksum recorded before the manifest
         is swapped; any failure (a full disk, a read-only file system, a store's own
@@ -256,6 +310,9 @@ class KnowledgeBaseDirectory:
             (staging / DESCRIPTIONS).mkdir()
             vector_store.save(staging / VECTORS)
             description_store.save(staging / DESCRIPTIONS)
+            for name, write in (parts or {}).items():
+                (staging / name).mkdir()
+                write(staging / name)
             fsync_tree(staging)
             files, sizes = {}, {}
             for file in sorted(staging.rglob("*")):

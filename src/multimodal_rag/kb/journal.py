@@ -14,6 +14,10 @@ File format (all integers little-endian)::
     payload  u64 sequence number | u8 operation | u32 JSON length | JSON
              | raw float32 vectors (adds only)
 
+Added vectors are the embedder's raw vectors, whatever adapter is applied: replay maps them
+with the adapter of the snapshot it replays onto (and keeps the raw ones beside the index),
+so the journal never holds vectors of a space the next snapshot may not use.
+
 The header names the snapshot generation the entries apply to. A save swaps the
 manifest first and resets the journal second, so after a crash between the two
 the journal names an older generation than the manifest: its changes are already
@@ -278,9 +282,11 @@ def load_journal(
     description_store: DescriptionStore,
     *,
     salvage: bool = False,
+    adapter: Any = None,
+    raw_store: VectorStore | None = None,
 ) -> JournalContents:
     """Read the journal at ``path``, check it against its commit record, and replay it if it
-    applies to snapshot ``generation``.
+    applies to snapshot ``generation`` (with its ``adapter`` and ``raw_store``, see :func:`replay`).
 
     With ``salvage``, a damaged or shortened journal is replayed up to the damage and
     the number of committed entries it lost is in the result's ``lost_entries``.
@@ -306,7 +312,7 @@ def load_journal(
             "then repair"
         )
     if contents.generation == generation:
-        replay(contents.entries, vector_store, description_store)
+        replay(contents.entries, vector_store, description_store, adapter=adapter, raw_store=raw_store)
     return attrs.evolve(contents, lost_entries=lost)
 
 
@@ -328,21 +334,34 @@ def journal_problems(path: Path, generation: int) -> list[str]:
     return []
 
 
-def replay(entries: Sequence[JournalEntry], vector_store: VectorStore, description_store: DescriptionStore) -> None:
+def replay(
+    entries: Sequence[JournalEntry],
+    vector_store: VectorStore,
+    description_store: DescriptionStore,
+    *,
+    adapter: Any = None,
+    raw_store: VectorStore | None = None,
+) -> None:
     """Apply journal entries, in order, to freshly loaded stores.
 
     A vector store that keeps a metadata copy gets the records' metadata too: a crash may
-    have come between a change to the records and the copy.
+    have come between a change to the records and the copy. The journal's raw vectors go
+    to ``raw_store`` (kept while an adapter is applied) as they are, and to ``vector_store``
+    mapped by ``adapter`` (its ``apply(vectors, "image")``), as the facade's own ingest does.
     """
     from multimodal_rag.protocols import copy_metadata
 
     for entry in entries:
         if entry.op == ADD:
-            vector_store.add(entry.ids, entry.vectors)
+            vector_store.add(entry.ids, entry.vectors if adapter is None else adapter.apply(entry.vectors, "image"))
+            if raw_store is not None:
+                raw_store.add(entry.ids, entry.vectors)
             description_store.put(entry.records)
             copy_metadata(vector_store, entry.records)
         elif entry.op == REMOVE:
             vector_store.remove(entry.ids)
+            if raw_store is not None:
+                raw_store.remove(entry.ids)
             description_store.delete(entry.ids)
         else:
             description_store.put(entry.records)

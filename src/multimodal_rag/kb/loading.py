@@ -3,7 +3,8 @@
 :func:`load` is what :meth:`MultimodalRAG.open` does before it builds the facade:
 it reads the manifest, checks the snapshot's checksums (or, salvaging, notes
 what is damaged), rebuilds the embedder and the two stores from their registry
-kinds, replays the journal on top, and counts what a salvage could not recover.
+kinds, loads the adapter and the raw vectors kept beside it (when one is applied),
+replays the journal on top, and counts what a salvage could not recover.
 A read-only load whose snapshot a writer's save replaces meanwhile starts again
 on the new manifest.
 """
@@ -22,7 +23,13 @@ from multimodal_rag.errors import (
     EmbedderMismatchError,
     KnowledgeBaseNotFoundError,
 )
-from multimodal_rag.kb.directory import KnowledgeBaseDirectory, damaged_parts
+from multimodal_rag.kb.directory import (
+    ADAPTER,
+    ADAPTER_FILE,
+    RAW_VECTORS,
+    KnowledgeBaseDirectory,
+    damaged_parts,
+)
 from multimodal_rag.kb.journal import Journal, JournalContents, SnapshotMovedError, load_journal
 from multimodal_rag.kb.manifest import EmbedderEntry, Manifest, read_manifest
 from multimodal_rag.kb.salvage import SalvageFindings, salvage_descriptions
@@ -43,6 +50,11 @@ class LoadedKnowledgeBase:
     vector_store: Any
     description_store: Any
     journal: JournalContents
+    #: The adapter applied to the stored vectors (``None``: they are the raw ones, or its
+    #: file was damaged and a salvaging load left it out).
+    adapter: Any = None
+    #: The embedder's raw vectors, kept while an adapter is applied.
+    raw_store: Any = None
     #: What a salvaging load found damaged or lost; ``None`` when nothing was.
     findings: SalvageFindings | None
 
@@ -146,10 +158,18 @@ def _load_once(
     generation = manifest.generation
     snapshot = directory.snapshot(generation)
     # Each file is hashed once: for the parts to salvage, and for the files to set aside.
-    problems = directory.check_snapshot(manifest) if salvage else []
+    problems = directory.check_snapshot(manifest)
     damaged = damaged_parts(snapshot, problems)
     if not salvage:
-        directory.verify_snapshot(manifest)
+        for path, reason in problems:
+            if ADAPTER in damaged_parts(snapshot, [(path, reason)]):
+                raise CorruptFileError(
+                    f"the adapter file {str(path)!r} {reason}; the index holds vectors mapped by it, so "
+                    "the knowledge base cannot be searched without it. `multimodal-rag repair` "
+                    "(MultimodalRAG.open(path, salvage=True).repair()) removes the adapter and "
+                    "restores the embedder's own vectors"
+                )
+            raise CorruptFileError(f"knowledge-base file {str(path)!r} {reason}")
     recorded = manifest.embedder
     if embedder is None:
         embedder_cls = resolve("embedder", recorded.kind, allow_modules=allow_modules)
@@ -164,6 +184,7 @@ def _load_once(
         vector_store = build_from_manifest(
             allow_endpoints, vs_cls.load, snapshot / "vectors", dim=recorded.dim, **vs_config
         )
+    adapter, raw_store, adapter_problem = _load_adapter(directory, manifest, damaged, problems, salvage=salvage)
     snapshot_ids = None if "vectors" in damaged else set(vector_store.ids())
     salvaged = from_older = 0
     if "descriptions" in damaged:
@@ -172,12 +193,14 @@ def _load_once(
         )
     else:
         description_store = build_from_manifest(allow_endpoints, ds_cls.load, snapshot / "descriptions", **ds_config)
-    journal = load_journal(directory.journal, generation, vector_store, description_store, salvage=salvage)
+    journal = load_journal(
+        directory.journal, generation, vector_store, description_store, salvage=salvage, adapter=adapter, raw_store=raw_store
+    )
     if damaged and read_manifest(directory.path).generation != generation:
         # What looked damaged was a snapshot a writer's save replaced meanwhile.
         raise SnapshotMovedError(f"snapshot {generation} was replaced while it was read")
     findings = None
-    if damaged or journal.lost_entries:
+    if damaged or journal.lost_entries or adapter_problem:
         findings = _findings(
             manifest,
             damaged,
@@ -188,8 +211,12 @@ def _load_once(
             salvaged=salvaged,
             from_older=from_older,
             changes_lost=journal.lost_entries,
+            adapter_problem=adapter_problem,
+            raw_vectors_damaged=RAW_VECTORS in damaged,
         )
     return LoadedKnowledgeBase(
+        adapter=adapter,
+        raw_store=raw_store,
         manifest=manifest,
         embedder=embedder,
         vector_store=vector_store,
@@ -197,6 +224,47 @@ def _load_once(
         journal=journal,
         findings=findings,
     )
+
+
+def _load_adapter(
+    directory: KnowledgeBaseDirectory,
+    manifest: Manifest,
+    damaged: set[str],
+    problems: list[tuple[Path, str]],
+    *,
+    salvage: bool,
+) -> tuple[Any, Any, str | None]:
+    """The adapter, the raw-vector store beside it, and what is wrong with the adapter's file.
+
+    Only a salvaging load gets this far with a damaged part: a damaged adapter is left out
+    (``None``, with the reason), damaged raw vectors start empty.
+
+    Raises:
+        CorruptFileError: The adapter file is not the adapter the manifest names.
+    """
+    entry = manifest.adapter
+    if entry is None:
+        return None, None, None
+    from multimodal_rag.adapter.projection import Adapter
+
+    if entry.file != ADAPTER_FILE:
+        raise CorruptFileError(f"the manifest names the adapter file {entry.file!r}; only {ADAPTER_FILE!r} is read")
+    snapshot = directory.snapshot(manifest.generation)
+    path = snapshot / ADAPTER_FILE
+    adapter = problem = None
+    if ADAPTER in damaged:
+        reasons = [reason for file, reason in problems if ADAPTER in damaged_parts(snapshot, [(file, reason)])]
+        problem = f"the adapter file {str(path)!r} {reasons[0] if reasons else 'is damaged'}"
+    else:
+        try:
+            adapter = Adapter.load(path, sha256=entry.sha256)
+        except CorruptFileError as exc:
+            if not salvage:
+                raise
+            problem = str(exc)
+    flat = resolve("vector_store", "faiss-flat")
+    raw_store = flat(manifest.embedder.dim) if RAW_VECTORS in damaged else flat.load(snapshot / RAW_VECTORS, dim=manifest.embedder.dim)
+    return adapter, raw_store, problem
 
 
 def check_embedder(embedder: Any, recorded: EmbedderEntry, where: str) -> None:
@@ -232,6 +300,8 @@ def _findings(
     salvaged: int,
     from_older: int,
     changes_lost: int,
+    adapter_problem: str | None,
+    raw_vectors_damaged: bool,
 ) -> SalvageFindings:
     """Count what a salvaging load could not read back (see :mod:`multimodal_rag.kb.salvage`)."""
     lost_ids: list[str] = []
@@ -251,4 +321,6 @@ def _findings(
         lost_ids=lost_ids,
         records_lost=records_lost,
         changes_lost=changes_lost,
+        adapter_problem=adapter_problem,
+        raw_vectors_damaged=raw_vectors_damaged,
     )

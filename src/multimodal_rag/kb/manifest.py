@@ -20,7 +20,16 @@ from attrs import evolve, field, frozen
 
 from multimodal_rag.errors import KnowledgeBaseNotFoundError, ManifestError
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_FILE", "Component", "EmbedderEntry", "Manifest", "read_manifest"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_FILE",
+    "AdapterEntry",
+    "Component",
+    "EmbedderEntry",
+    "Manifest",
+    "read_manifest",
+]
 
 FORMAT_NAME = "multimodal-rag-knowledge-base"
 FORMAT_VERSION = 1
@@ -58,6 +67,44 @@ class EmbedderEntry(Component):
 
 
 @frozen(kw_only=True)
+class AdapterEntry:
+    """The adapter applied to the knowledge base's vectors (see :mod:`multimodal_rag.adapter`).
+
+    ``sha256`` is the adapter's own digest (what it computes), which the knowledge base's
+    fingerprint names; the file's checksum is in the manifest's ``files`` like any other.
+    """
+
+    kind: str
+    rank: int
+    sha256: str
+    file: str
+    fitted_at: str | None = None
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "rank": self.rank,
+            "sha256": self.sha256,
+            "file": self.file,
+            "fitted_at": self.fitted_at,
+            "report": self.report,
+        }
+
+    @classmethod
+    def from_dict(cls, entry: Any, *, source: str) -> AdapterEntry:
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{source}: the adapter entry is not an object")
+        strings = ("kind", "sha256", "file")
+        if not all(isinstance(entry.get(key), str) for key in strings) or not _is_int(entry.get("rank")):
+            raise ManifestError(f"{source}: the adapter entry needs kind, rank, sha256 and file")
+        optional = {key: entry.get(key) for key in ("fitted_at", "report")}
+        if not all(value is None or isinstance(value, str) for value in optional.values()):
+            raise ManifestError(f"{source}: the adapter's fitted_at and report must be strings")
+        return cls(kind=entry["kind"], rank=entry["rank"], sha256=entry["sha256"], file=entry["file"], **optional)
+
+
+@frozen(kw_only=True)
 class Manifest:
     """What one save of a knowledge base wrote.
 
@@ -72,6 +119,7 @@ class Manifest:
         created_at: When the knowledge base was created (UTC, ISO 8601).
         saved_at: When this save was made.
         library_version: The version of this library that wrote it.
+        adapter: The adapter applied to the stored vectors, or ``None`` (the raw vectors).
     """
 
     embedder: EmbedderEntry
@@ -84,9 +132,18 @@ class Manifest:
     created_at: str | None = None
     saved_at: str | None = None
     library_version: str | None = None
+    adapter: AdapterEntry | None = None
 
     @classmethod
-    def of(cls, embedder: Any, vector_store: Any, description_store: Any, *, created_at: str | None) -> Manifest:
+    def of(
+        cls,
+        embedder: Any,
+        vector_store: Any,
+        description_store: Any,
+        *,
+        created_at: str | None,
+        adapter: AdapterEntry | None = None,
+    ) -> Manifest:
         """The manifest of these parts, before a save adds its snapshot's files."""
         from multimodal_rag.registry import kind_of
 
@@ -102,6 +159,7 @@ class Manifest:
             description_store=Component(kind=kind_of(description_store), config=description_store.config()),
             counts={"vectors": len(vector_store), "descriptions": len(description_store)},
             created_at=created_at,
+            adapter=adapter,
         )
 
     def saved(self, *, generation: int, files: dict[str, str], sizes: dict[str, int], saved_at: str, library_version: str) -> Manifest:
@@ -118,7 +176,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to ``manifest.json``."""
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "library_version": self.library_version,
@@ -132,6 +190,10 @@ class Manifest:
             "files": self.files,
             "sizes": self.sizes,
         }
+        # Absent without one, so knowledge bases without an adapter are written as before.
+        if self.adapter is not None:
+            data["adapter"] = self.adapter.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "the manifest") -> Manifest:
@@ -173,7 +235,9 @@ class Manifest:
         optional = {key: data.get(key) for key in ("created_at", "saved_at", "library_version")}
         if not all(value is None or isinstance(value, str) for value in optional.values()):
             raise ManifestError(f"{source}: created_at, saved_at and library_version must be strings")
+        adapter = data.get("adapter")
         return cls(
+            adapter=None if adapter is None else AdapterEntry.from_dict(adapter, source=source),
             embedder=EmbedderEntry(
                 kind=embedder["kind"],
                 config=embedder.get("config", {}),

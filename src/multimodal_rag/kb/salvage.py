@@ -48,6 +48,10 @@ class SalvageFindings:
         lost_ids: Ids whose record could not be recovered anywhere, where known.
         records_lost: How many records could not be recovered (at least ``len(lost_ids)``).
         changes_lost: Committed journal entries that the journal no longer holds.
+        adapter_problem: What is wrong with the adapter's file (missing, changed), when
+            an adapter was applied and it could not be loaded; repair removes the adapter.
+        raw_vectors_damaged: The raw vectors kept beside an adapted index failed their
+            checksums (they start empty).
     """
 
     damaged_files: tuple[str, ...] = field(converter=str_tuple, default=())
@@ -56,6 +60,8 @@ class SalvageFindings:
     lost_ids: tuple[str, ...] = field(converter=str_tuple, default=())
     records_lost: int = 0
     changes_lost: int = 0
+    adapter_problem: str | None = None
+    raw_vectors_damaged: bool = False
 
     @property
     def anything_lost(self) -> bool:
