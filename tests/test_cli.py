@@ -107,6 +107,7 @@ def test_index_reports_added_skipped_and_undescribed(
 ) -> None:
     kb, report = built
     assert set(report) == {
+        "schema_version",
         "kb",
         "created",
         "added",
@@ -274,7 +275,7 @@ def test_ask_answers_offline_without_an_api_key(built: tuple[Path, dict], photos
             )
         ).stdout
     )
-    assert set(answer) == {"question", "image", "answer", "model", "sources", "usage", "latency_s"}
+    assert set(answer) == {"schema_version", "question", "image", "answer", "model", "sources", "usage", "latency_s"}
     assert answer["question"] == "What is this?" and answer["image"] == str(photos / "blue.png")
     assert answer["model"] == "extractive" and answer["answer"].startswith(
         "Best match: A blue card."
@@ -382,7 +383,7 @@ def test_info_describes_the_knowledge_base(built: tuple[Path, dict]) -> None:
 def test_remove_by_id_and_by_prefix(kb: Path) -> None:
     ids = [h["id"] for h in search_json(kb, "--text", "red", "-k", "5")["hits"]]
     result = json.loads(ok(run_cli(*COLOR, "remove", kb, ids[0], ids[1][:8], "--json")).stdout)
-    assert result == {"removed": [ids[0], ids[1]], "missing": [], "total": 3}
+    assert result == {"schema_version": 1, "removed": [ids[0], ids[1]], "missing": [], "total": 3}
     left = {h["id"] for h in search_json(kb, "--text", "red", "-k", "5")["hits"]}
     assert left == set(ids[2:])
 
@@ -482,7 +483,7 @@ def test_verify_passes_on_a_sound_knowledge_base(built: tuple[Path, dict]) -> No
     result = ok(run_cli(*COLOR, "verify", built[0]))
     assert result.stdout.strip() == f"{built[0]}: ok (5 vectors, 5 description records)."
     report = json.loads(ok(run_cli(*COLOR, "verify", built[0], "--json")).stdout)
-    assert report == {"ok": True, "vectors": 5, "records": 5, "problems": []}
+    assert report == {"schema_version": 1, "ok": True, "vectors": 5, "records": 5, "problems": []}
 
 
 def test_verify_finds_a_deleted_image_and_a_description_without_a_vector(
