@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "Neighbor": "multimodal_rag.types",
     "NotFoundError": "multimodal_rag.errors",
     "OpenAIAnswerer": "multimodal_rag.answerers.openai",
+    "OpenCLIPEmbedder": "multimodal_rag.embedders.openclip",
     "PostgresDescriptionStore": "multimodal_rag.descriptions.postgres",
     "Problem": "multimodal_rag.verify",
     "ProblemKind": "multimodal_rag.verify",
@@ -139,6 +140,7 @@ __all__ = [
     "Neighbor",
     "NotFoundError",
     "OpenAIAnswerer",
+    "OpenCLIPEmbedder",
     "PostgresDescriptionStore",
     "Problem",
     "ProblemKind",
@@ -188,6 +190,7 @@ if TYPE_CHECKING:
     from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
     from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
     from multimodal_rag.embedders.clip import CLIPEmbedder
+    from multimodal_rag.embedders.openclip import OpenCLIPEmbedder
     from multimodal_rag.errors import (
         AnswererAuthenticationError,
         AnswererBadRequestError,

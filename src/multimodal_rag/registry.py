@@ -30,6 +30,7 @@ Role = Literal["embedder", "vector_store", "description_store", "answerer", "rer
 BUILTINS: dict[Role, dict[str, str]] = {
     "embedder": {
         "clip": "multimodal_rag.embedders.clip:CLIPEmbedder",
+        "open-clip": "multimodal_rag.embedders.openclip:OpenCLIPEmbedder",
     },
     "vector_store": {
         "faiss-flat": "multimodal_rag.vectors.faiss_flat:FaissFlatStore",

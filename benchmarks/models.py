@@ -1,0 +1,151 @@
+"""Which open_clip model to choose: encoder speed per architecture, measured on this machine.
+
+Each model is built from its open_clip config with random weights (it costs what the real
+one costs; nothing is downloaded) and its two towers run exactly as ``OpenCLIPEmbedder``
+runs them on the torch engine in fp32:
+
+- **images/s**: the image tower on a batch of 32 preprocessed images (the ingest rate the
+  encoder allows; decoding runs in parallel to it), median of a few calls after a warm-up;
+- **text ms**: one text query through the text tower, median of several calls.
+
+Also lists each model's vector size, input size, context length and parameter count, and
+the published retrieval quality where there is one (see ``docs/embedders.md``).
+
+    python benchmarks/models.py                        # the default models, a few minutes
+    python benchmarks/models.py --models ViT-B-32      # others: any open_clip.list_models()
+    python benchmarks/models.py --quick                # a smoke run (batch 2, one call)
+
+Prints a table and writes ``benchmarks/results/models.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "src"))
+
+DEFAULT_MODELS = ["ViT-B-32", "MobileCLIP2-S0", "ViT-B-16-SigLIP2"]
+
+#: Mean of R@1, R@5 and R@10 for text-to-image and image-to-text retrieval on
+#: Crossmodal-3600 in English, from Immich's model comparison (docs/docs/features/searching.md).
+PUBLISHED_QUALITY = {
+    ("ViT-B-32", "openai"): 59.4,
+    ("ViT-B-16-SigLIP2", "webli"): 75.2,
+}
+TAGS = {"ViT-B-32": "openai", "MobileCLIP2-S0": "dfndr2b", "ViT-B-16-SigLIP2": "webli"}
+
+
+def measure(name: str, *, batch: int, calls: int) -> dict[str, Any]:
+    import open_clip
+    import torch
+
+    from multimodal_rag.embedders.openclip import _tower_modules
+    from multimodal_rag.embedders.openclip_loading import for_inference, preprocess_of
+    from multimodal_rag.embedders.torch_engine import TorchRunner
+    from multimodal_rag.embedders.towers import probe_pixels
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = for_inference(open_clip.create_model(name, pretrained=None))
+    tag = TAGS.get(name, "")
+    size = open_clip.get_model_preprocess_cfg(model)["size"]
+    preprocess = preprocess_of(open_clip.get_pretrained_cfg(name, tag) if tag else {}, size=size)
+    image_tower, text_tower = _tower_modules(model)
+    device = torch.device("cpu")
+    images = TorchRunner(image_tower, device, "fp32")
+    texts = TorchRunner(text_tower, device, "fp32")
+    tokenizer_name = open_clip.get_model_config(name)["text_cfg"].get("hf_tokenizer_name")
+    context = int(open_clip.get_model_config(name)["text_cfg"].get("context_length", 77))
+    # Token ids stand in for the tokenizer (whose files would need a download): the text
+    # tower costs the same for any ids of the context's length.
+    tokens = np.ones((1, context), dtype=np.int64)
+    pixels = probe_pixels(preprocess, batch)
+    images(pixels)  # warm-up: kernels chosen, buffers sized
+    image_s = statistics.median(_timed(images, pixels) for _ in range(calls))
+    texts(tokens)
+    text_s = statistics.median(_timed(texts, tokens) for _ in range(max(calls, 5)))
+    dim = int(texts(tokens).shape[1])
+    row = {
+        "model": name,
+        "pretrained": tag,
+        "dim": dim,
+        "input": "x".join(str(s) for s in preprocess.size),
+        "resize_mode": preprocess.resize_mode,
+        "context_length": context,
+        "tokenizer": tokenizer_name or "CLIP BPE (bundled)",
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "images_per_s": round(batch / image_s, 2),
+        "text_query_ms": round(text_s * 1000, 1),
+        "quality_xm3600_en": PUBLISHED_QUALITY.get((name, tag)),
+    }
+    del model, image_tower, text_tower, images, texts
+    gc.collect()
+    return row
+
+
+def _timed(runner: Any, inputs: np.ndarray) -> float:
+    start = time.perf_counter()
+    runner(inputs)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--quick", action="store_true", help="batch 2, one timed call")
+    parser.add_argument("--out", type=Path, default=RESULTS / "models.json")
+    args = parser.parse_args()
+    batch, calls = (2, 1) if args.quick else (32, 3)
+    import torch
+
+    rows = []
+    for name in args.models:
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        rows.append(measure(name, batch=batch, calls=calls))
+    header = f"{'model':<20} {'tag':<8} {'dim':>4} {'input':>7} {'params M':>9} {'img/s':>7} {'text ms':>8} {'XM3600':>7}"
+    print(header)
+    for row in rows:
+        quality = row["quality_xm3600_en"]
+        print(
+            f"{row['model']:<20} {row['pretrained']:<8} {row['dim']:>4} {row['input']:>7} "
+            f"{row['params_m']:>9} {row['images_per_s']:>7} {row['text_query_ms']:>8} "
+            f"{quality if quality is not None else '-':>7}"
+        )
+    report = {
+        "machine": {
+            "cpu": _cpu(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "settings": {"batch": batch, "timed_calls": calls, "engine": "torch", "precision": "fp32"},
+        "models": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _cpu() -> str:
+    from multimodal_rag.embedders.engine_cache import cpu_model
+
+    return cpu_model()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Any open_clip model: SigLIP 2, MobileCLIP, multilingual and LAION CLIPs, openai's own.
+
+Models load through the real ``open_clip`` code (the ``open-clip-torch`` package, ``pip
+install 'multimodal-rag[open-clip]'``), from a pretrained tag in the usual download cache or
+from local files (:mod:`~multimodal_rag.embedders.openclip_loading`). Everything after
+loading is the shared fast path of :class:`~multimodal_rag.embedders.towers.TowerEmbedder`:
+parallel, draft-decoding ingest, the engines and the measured precision.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from multimodal_rag._remote import manifest_endpoints
+from multimodal_rag.embedders.openclip_loading import (
+    check_manifest_paths,
+    load_open_clip,
+)
+from multimodal_rag.embedders.precision import QualityGate
+from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION
+from multimodal_rag.embedders.towers import TowerEmbedder
+from multimodal_rag.images import DEFAULT_MAX_PIXELS
+
+__all__ = ["OpenCLIPEmbedder"]
+
+#: Bumped whenever the tower modules change what they compute or take: part of the key
+#: of every converted model in the engine cache.
+_TOWERS_VERSION = 1
+
+
+class OpenCLIPEmbedder(TowerEmbedder):
+    """Embeds images and texts with an ``open_clip`` model.
+
+    Args:
+        model: An ``open_clip`` architecture (``open_clip.list_models()``): by default
+            ``"ViT-B-16-SigLIP2"``; ``"ViT-B-32"``, ``"MobileCLIP2-S0"``,
+            ``"xlm-roberta-base-ViT-B-32"``...
+        pretrained: The weights' tag (``open_clip.list_pretrained_tags_by_model(model)``):
+            by default ``"webli"``. Without ``checkpoint`` they are downloaded to
+            ``open_clip``'s cache on first use; with one, the tag still chooses the
+            preprocessing (mean, std, resize mode) and labels the weights.
+        checkpoint: A local weights file as ``open_clip`` loads it (``.safetensors``, a
+            ``state_dict`` ``.bin``/``.pt``, read with ``weights_only=True``). Loading it
+            never touches the network.
+        tokenizer: A local folder with the model's Hugging Face tokenizer
+            (``tokenizer.json``, ``tokenizer_config.json``) for models whose tokenizer comes
+            from the hub (SigLIP 2's Gemma tokenizer, xlm-roberta); read offline. Models
+            with CLIP's own tokenizer need none.
+        download_root: Where named weights and tokenizers are cached (default:
+            ``open_clip``'s, the Hugging Face hub cache or ``~/.cache/clip``).
+
+    The other arguments are :class:`~multimodal_rag.embedders.clip.CLIPEmbedder`'s.
+
+    Raises:
+        ModelLoadError: Unknown model or tag; weights or tokenizer that cannot be found,
+            downloaded or read (the message says where it looked and how to pass local
+            files); or a manifest that names a relative path.
+        MissingDependencyError: ``open-clip-torch`` (or ``transformers`` for a Hugging Face
+            tokenizer) is not installed: ``pip install 'multimodal-rag[open-clip]'``.
+        InvalidInputError: An unknown engine or precision, a precision the engine or
+            device cannot run, or a device that is not available.
+    """
+
+    kind: ClassVar[str] = "open-clip"
+
+    def __init__(
+        self,
+        model: str = "ViT-B-16-SigLIP2",
+        pretrained: str | None = "webli",
+        *,
+        checkpoint: str | os.PathLike[str] | None = None,
+        tokenizer: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        engine: str = "torch",
+        precision: str = "auto",
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        download_root: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        draft: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        calibration: str | os.PathLike[str] | None = None,
+        calibration_size: int = 300,
+        quality_gate: QualityGate | None = None,
+    ) -> None:
+        if manifest_endpoints() is not None:
+            check_manifest_paths(
+                checkpoint=checkpoint, tokenizer=tokenizer, download_root=download_root
+            )
+        openvino_device = self._init_runtime(
+            device=device,
+            engine=engine,
+            precision=precision,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            draft=draft,
+            max_pixels=max_pixels,
+            calibration_size=calibration_size,
+        )
+        self.model_name = model
+        self.pretrained = pretrained
+        self.checkpoint = _absolute(checkpoint)
+        self.tokenizer = _absolute(tokenizer)
+        self.download_root = _absolute(download_root)
+        loaded = load_open_clip(
+            model,
+            pretrained,
+            checkpoint=self.checkpoint,
+            tokenizer=self.tokenizer,
+            download_root=self.download_root,
+            device=self.device,
+        )
+        self._weights_sha256 = loaded.weights_sha256
+        self._tokenizer = loaded.tokenizer
+        self.preprocess = loaded.preprocess
+        self.context_length = loaded.context_length
+        image_tower, text_tower = _tower_modules(loaded.model)
+        with _no_grad():
+            probe = self._tokens(["a"])
+            self._dim = int(text_tower(_tensor(probe, self.device)).shape[1])
+        self._init_engine(
+            image_tower=image_tower,
+            text_tower=text_tower,
+            identity={
+                "weights_sha256": self._weights_sha256,
+                "model": model,
+                "quick_gelu": loaded.quick_gelu,
+                "preprocess": PREPROCESS_VERSION,
+                "pixels": self.preprocess.describe(),
+                "context_length": self.context_length,
+                "towers": f"open_clip-{_TOWERS_VERSION}",
+            },
+            openvino_device=openvino_device,
+            cache_dir=cache_dir,
+            quality_gate=quality_gate,
+            calibration=calibration,
+        )
+
+    # -- identity ----------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        # As for CLIPEmbedder: engine, precision and draft decoding are not part of it.
+        weights = self._weights_sha256[:16]
+        return (
+            f"open_clip:{self.model_name}:{self.pretrained or 'none'}:sha256={weights}"
+            f":preprocess=v{PREPROCESS_VERSION}"
+        )
+
+    def config(self) -> dict[str, Any]:
+        """Rebuilds this embedder on another machine: never the device, which is that machine's."""
+        config: dict[str, Any] = {"model": self.model_name, "pretrained": self.pretrained}
+        config.update(self._runtime_config())
+        for name in ("checkpoint", "tokenizer", "download_root"):
+            value = getattr(self, name)
+            if value is not None:
+                config[name] = str(value)
+        return config
+
+    def _repr_model(self) -> str:
+        return f"{self.model_name!r}, pretrained={self.pretrained!r}"
+
+    def _weights_source(self) -> str:
+        return str(self.checkpoint) if self.checkpoint is not None else "download cache"
+
+    # -- texts -------------------------------------------------------------------
+
+    def _tokens(self, texts: Sequence[str]) -> np.ndarray:
+        # open_clip's tokenizers pad to the context and truncate what is longer (keeping
+        # the end token), which is what the text towers expect.
+        tokens = self._tokenizer(list(texts), context_length=self.context_length)
+        return np.ascontiguousarray(tokens.numpy(), dtype=np.int64)
+
+
+def _absolute(path: str | os.PathLike[str] | None) -> Path | None:
+    return Path(path).expanduser().resolve() if path is not None else None
+
+
+def _tower_modules(model: Any) -> tuple[Any, Any]:
+    """The model's image and text towers as modules with one input, as engines convert them."""
+    from multimodal_rag.embedders.openclip_loading import import_open_clip
+
+    import_open_clip()
+    import torch
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, clip_model: Any) -> None:
+            super().__init__()
+            self.clip = clip_model
+
+        def forward(self, pixels: Any) -> Any:
+            return self.clip.encode_image(pixels)
+
+    class TextTower(torch.nn.Module):
+        def __init__(self, clip_model: Any) -> None:
+            super().__init__()
+            self.clip = clip_model
+
+        def forward(self, tokens: Any) -> Any:
+            return self.clip.encode_text(tokens)
+
+    # The model is passed in, not closed over: classes sit in reference cycles, and a
+    # closure would keep the torch weights alive until the cyclic collector runs.
+    return ImageTower(model).eval(), TextTower(model).eval()
+
+
+def _no_grad() -> Any:
+    import torch
+
+    return torch.inference_mode()
+
+
+def _tensor(array: np.ndarray, device: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(array).to(device)

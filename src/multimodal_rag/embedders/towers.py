@@ -1,0 +1,500 @@
+"""What every CLIP-family embedder shares: the fast path from images and texts to vectors.
+
+A :class:`TowerEmbedder` holds a model as two towers (image and text ``torch`` modules) and
+runs them on an engine in a measured precision
+(:class:`~multimodal_rag.embedders.engines.EngineBuilder`). Image ingest is a pipeline:
+worker threads decode and preprocess the next images (draft-decoding large JPEGs,
+:mod:`~multimodal_rag.embedders.preprocess`) while the encoder runs on the current batch;
+int8 calibrates on the first images ingested or on a folder's sample. A subclass loads its
+model and provides the towers, the preprocessing, the tokens and its identity
+(fingerprint, config); :class:`~multimodal_rag.embedders.clip.CLIPEmbedder` and
+:class:`~multimodal_rag.embedders.openclip.OpenCLIPEmbedder` are the two built in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from multimodal_rag._extras import require
+from multimodal_rag.embedders.engine_cache import EngineCache
+from multimodal_rag.embedders.engines import HELD_OUT, BuiltEngine, EngineBuilder, Runner, Tower
+from multimodal_rag.embedders.pipeline import ordered_map
+from multimodal_rag.embedders.precision import QualityGate, check_engine_and_precision
+from multimodal_rag.embedders.preprocess import ImagePreprocess, load_pixels
+from multimodal_rag.errors import ImageError, InvalidInputError
+from multimodal_rag.protocols import EmbeddedBatch, Embedder
+from multimodal_rag.types import ImageInput
+from multimodal_rag.validation import check_int
+
+if TYPE_CHECKING:
+    from torch import device as TorchDevice
+
+__all__ = ["CAPTIONS", "TowerEmbedder", "choose_device", "normalised", "probe_pixels"]
+
+logger = logging.getLogger(__name__)
+
+#: Image files a calibration folder is sampled from.
+_CALIBRATION_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+class TowerEmbedder(Embedder):
+    """The shared pipeline of embedders whose model is an image tower and a text tower.
+
+    A subclass's ``__init__`` calls :meth:`_init_runtime` before it loads its model (so a
+    bad setting is refused before any weights are read), sets :attr:`preprocess`,
+    :attr:`model_name` and the dimension, then calls :meth:`_init_engine` with its towers.
+    It implements :meth:`_tokens`, :attr:`fingerprint`, :meth:`config` and
+    :meth:`_weights_source`.
+    """
+
+    model_name: str
+    preprocess: ImagePreprocess
+    _dim: int
+    device: TorchDevice
+    engine: str
+    batch_size: int
+    num_workers: int
+    draft: bool
+    max_pixels: int
+    calibration_size: int
+
+    # -- set-up, in two steps around the subclass's loading ----------------------------
+
+    def _init_runtime(
+        self,
+        *,
+        device: str | None,
+        engine: str,
+        precision: str,
+        batch_size: int,
+        num_workers: int | None,
+        draft: bool,
+        max_pixels: int,
+        calibration_size: int,
+    ) -> str:
+        """Check and keep the runtime settings; return the OpenVINO device (``"CPU"`` when unused).
+
+        Raises:
+            InvalidInputError: An unknown engine or precision, one the device cannot run,
+                or a device that is not available.
+            MissingDependencyError: ``engine="openvino"`` without its extra.
+        """
+        check_engine_and_precision(engine, precision, on_gpu=None)
+        batch_size = check_int("batch_size", batch_size)
+        calibration_size = check_int("calibration_size", calibration_size)
+        torch = require("torch", user=type(self).__name__)
+        openvino_device = "CPU"
+        if engine == "openvino":
+            from multimodal_rag.embedders.openvino_engine import import_nncf
+            from multimodal_rag.embedders.openvino_engine import openvino_device as ov_device
+
+            import_nncf()  # a missing extra is reported before the model loads
+            openvino_device = ov_device(device)
+            device = "cpu"  # torch only converts and checks: on the CPU
+        self.device = choose_device(torch, device)
+        on_gpu = openvino_device == "GPU" if engine == "openvino" else self.device.type == "cuda"
+        check_engine_and_precision(engine, precision, on_gpu=on_gpu)
+        self.engine = engine
+        self.batch_size = batch_size
+        self.num_workers = default_workers() if num_workers is None else max(0, int(num_workers))
+        self.draft = bool(draft)
+        self.max_pixels = max_pixels
+        self.calibration_size = calibration_size
+        self._precision_setting = precision
+        self._engine: BuiltEngine | None = None
+        self._engine_lock = threading.Lock()
+        self._builder: EngineBuilder | None = None
+        return openvino_device
+
+    def _init_engine(
+        self,
+        *,
+        image_tower: Any,
+        text_tower: Any,
+        identity: Mapping[str, Any],
+        openvino_device: str,
+        cache_dir: str | os.PathLike[str] | None,
+        quality_gate: QualityGate | None,
+        calibration: str | os.PathLike[str] | None,
+    ) -> None:
+        """Hand the towers to the engine builder; build now unless int8 waits for real images.
+
+        ``identity`` names the weights and preprocessing in every engine cache key.
+        """
+        self._builder = EngineBuilder(
+            [
+                Tower(
+                    name="image",
+                    module=image_tower,
+                    example=probe_pixels(self.preprocess, 8),
+                    probe=probe_pixels(self.preprocess, 16),
+                ),
+                Tower(
+                    name="text",
+                    module=text_tower,
+                    example=self._tokens(CAPTIONS[:8]),
+                    probe=self._tokens(CAPTIONS),
+                ),
+            ],
+            engine=self.engine,
+            precision=self._precision_setting,
+            device=self.device,
+            openvino_device=openvino_device,
+            identity=identity,
+            cache=EngineCache(
+                cache_dir if cache_dir is not None else os.environ.get("MULTIMODAL_RAG_CACHE_DIR")
+            ),
+            gate=quality_gate or QualityGate(),
+            calibration_size=self.calibration_size,
+        )
+        if "image" not in self._builder.to_calibrate():
+            self._build_engine(None)
+        elif calibration is not None:
+            self._build_engine(self._calibration_folder_sample(Path(calibration)))
+        # Otherwise the first images ingested calibrate int8 (see iter_embed_images).
+
+    # -- identity ----------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def precision(self) -> str:
+        """The precision the towers run in (``"pending"`` until int8 is calibrated)."""
+        return self._engine.report.precision if self._engine is not None else "pending"
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """What runs: engine, precision asked for and used, fallbacks and their reasons,
+        the quality gate's cosines and, for ``"auto"``, the measured speeds."""
+        if self._engine is None:
+            return {
+                "engine": self.engine,
+                "precision": "pending",
+                "requested": self._precision_setting,
+            }
+        return self._engine.report.to_dict()
+
+    def _runtime_config(self) -> dict[str, Any]:
+        """The runtime settings :meth:`config` records: what was asked for, never the device."""
+        config: dict[str, Any] = {"precision": self._precision_setting}
+        if self.engine != "torch":
+            config["engine"] = self.engine
+        if not self.draft:
+            config["draft"] = False
+        return config
+
+    @abstractmethod
+    def _weights_source(self) -> str:
+        """Where the weights came from, for ``repr``."""
+
+    def _repr_model(self) -> str:
+        return repr(self.model_name)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._repr_model()}, weights={self._weights_source()}, "
+            f"engine={self.engine}, device={self._runtime_device()}, "
+            f"precision={self.precision}, dim={self.dim})"
+        )
+
+    def _runtime_device(self) -> str:
+        return str(self._engine.report.device) if self._engine is not None else str(self.device)
+
+    # -- the engine --------------------------------------------------------------
+
+    def _build_engine(self, images: np.ndarray | None) -> BuiltEngine:
+        """Build the towers (calibrating int8 on ``images`` when it quantizes), then let the
+        torch model go when the engine no longer needs it."""
+        with self._engine_lock:  # two threads' first queries build it once
+            if self._engine is not None:
+                return self._engine
+            return self._build_engine_once(images)
+
+    def _build_engine_once(self, images: np.ndarray | None) -> BuiltEngine:
+        assert self._builder is not None
+        if images is None and "image" in self._builder.to_calibrate():
+            logger.warning(
+                "int8 calibration has no images to sample: using fixed synthetic images. "
+                f"Pass {type(self).__name__}(calibration='folder/of/typical/images') or ingest "
+                "before the first query for a calibration that fits your collection"
+            )
+        self._engine = self._builder.build({"image": images})
+        self._builder = None
+        return self._engine
+
+    def _runner(self, tower: str) -> Runner:
+        engine = self._engine if self._engine is not None else self._build_engine(None)
+        return engine.runners[tower]
+
+    def _calibration_folder_sample(self, folder: Path) -> np.ndarray | None:
+        if not folder.is_dir():
+            raise InvalidInputError(f"calibration folder {str(folder)!r} is not a directory")
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.suffix.lower() in _CALIBRATION_SUFFIXES and p.is_file()
+        )
+        wanted = self.calibration_size + HELD_OUT
+        # A fixed seed: the same folder always gives the same sample, so the same int8 model.
+        chosen = random.Random(0).sample(files, min(wanted, len(files)))
+        pixels = [
+            p
+            for p in ordered_map(self._try_pixels, chosen, workers=self.num_workers, window=64)
+            if isinstance(p, np.ndarray)
+        ]
+        return np.stack(pixels) if pixels else None
+
+    def _calibrating(
+        self, prepared: Iterator[np.ndarray | ImageError]
+    ) -> Iterator[np.ndarray | ImageError]:
+        """Pass ``prepared`` through, first building the engine on the head of the stream.
+
+        Only the first ingest on a machine without a cached int8 model does this; it holds
+        the calibration sample (300 images by default, about 180 MB at 224 pixels) once.
+        """
+        head = list(islice(prepared, self.calibration_size + HELD_OUT))
+        pixels = [item for item in head if isinstance(item, np.ndarray)]
+        self._build_engine(np.stack(pixels) if pixels else None)
+        yield from head
+        yield from prepared
+
+    # -- images ------------------------------------------------------------------
+
+    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+        if len(images) == 1:
+            # One query image: decoding in the calling thread is faster than a pool.
+            try:
+                pixels = self._pixels(images[0])
+            except ImageError as exc:
+                exc.index = 0
+                raise
+            return self._encode_pixels(pixels[None])
+        parts = [np.zeros((0, self.dim), dtype=np.float32)]
+        for batch in self.iter_embed_images(images, batch_size=self.batch_size):
+            if batch.failures:
+                index, error = batch.failures[0]
+                error.index = index
+                raise error
+            parts.append(batch.vectors)
+        return np.concatenate(parts)
+
+    def iter_embed_images(
+        self, images: Iterable[ImageInput], *, batch_size: int | None = None
+    ) -> Iterator[EmbeddedBatch]:
+        """Embed a stream of images with decoding in parallel to the encoder.
+
+        Memory holds at most about two batches of preprocessed images, whatever the
+        stream's length (plus, once, the int8 calibration sample; see ``calibration``).
+        Unreadable images are reported in ``failures``.
+        """
+        size = self.batch_size if batch_size is None else check_int("batch_size", batch_size)
+        prepared: Iterator[np.ndarray | ImageError] = ordered_map(
+            self._try_pixels, images, workers=self.num_workers, window=2 * size
+        )
+        if self._engine is None:
+            prepared = self._calibrating(prepared)
+        indices: list[int] = []
+        arrays: list[np.ndarray] = []
+        failures: list[tuple[int, ImageError]] = []
+        for position, result in enumerate(prepared):
+            if isinstance(result, ImageError):
+                failures.append((position, result))
+            else:
+                indices.append(position)
+                arrays.append(result)
+            if len(indices) + len(failures) == size:
+                yield self._batch(indices, arrays, failures)
+                indices, arrays, failures = [], [], []
+        if indices or failures:
+            yield self._batch(indices, arrays, failures)
+
+    def _batch(
+        self, indices: list[int], arrays: list[np.ndarray], failures: list[tuple[int, ImageError]]
+    ) -> EmbeddedBatch:
+        if arrays:
+            vectors = self._encode_pixels(np.stack(arrays))
+        else:
+            vectors = np.zeros((0, self.dim), dtype=np.float32)
+        return EmbeddedBatch(indices, vectors, failures)
+
+    def _pixels(self, image: ImageInput) -> np.ndarray:
+        return load_pixels(image, self.preprocess, draft=self.draft, max_pixels=self.max_pixels)
+
+    def _try_pixels(self, image: ImageInput) -> np.ndarray | ImageError:
+        try:
+            return self._pixels(image)
+        except ImageError as exc:
+            return exc
+
+    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return normalised(self._runner("image")(pixels))
+
+    # -- texts -------------------------------------------------------------------
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts; a text longer than the model's context is truncated, not refused."""
+        if isinstance(texts, str):
+            raise InvalidInputError("embed_texts takes a sequence of strings, not one string")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text {i} is a {type(text).__name__}, not a string")
+        parts = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self._tokens(list(texts[start : start + self.batch_size]))
+            parts.append(normalised(self._runner("text")(tokens)))
+        return np.concatenate(parts)
+
+    @abstractmethod
+    def _tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """The text tower's input for ``texts``: int64 token rows, truncated to the context."""
+
+
+# -- environment -------------------------------------------------------------------
+
+
+def choose_device(torch: Any, device: str | None) -> TorchDevice:
+    if device is None:
+        default: TorchDevice = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default
+    try:
+        chosen: TorchDevice = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(f"unknown device {device!r}: {exc}") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} was asked for but CUDA is not available here")
+    if chosen.type not in ("cpu", "cuda"):
+        raise InvalidInputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    return chosen
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
+
+
+def normalised(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.maximum(np.linalg.norm(features, axis=1, keepdims=True), np.float32(1e-12))
+    return np.ascontiguousarray(features / norms, dtype=np.float32)
+
+
+# -- fixed inputs: the gate's stand-ins and the text tower's calibration --------------
+
+#: Captions of the kinds people search photo collections with: the text tower's
+#: calibration and held-out sample (a query's wording varies far less than photos do).
+CAPTIONS = [
+    f"{subject} {setting}"
+    for subject, setting in zip(
+        [
+            "a photo of a dog",
+            "a red postage stamp",
+            "an aerial view of a city",
+            "a bowl of soup",
+            "two children",
+            "a vintage car",
+            "a mountain lake",
+            "a portrait of an old man",
+            "a bird on a branch",
+            "a crowded market",
+            "a plate of sushi",
+            "a sailing boat",
+            "a black and white cat",
+            "a stamp with a queen's portrait",
+            "a bicycle",
+            "a snowy forest",
+            "a wedding cake",
+            "a train station",
+            "a field of sunflowers",
+            "a lighthouse",
+            "a close-up of a flower",
+            "a handwritten letter",
+            "a football match",
+            "a desert road",
+            "a kitchen table",
+            "a group of friends",
+            "fireworks",
+            "a tiger",
+            "an old map",
+            "a skyscraper",
+            "a horse",
+            "a stamp with a ship",
+        ],
+        [
+            "playing in the snow",
+            "on an envelope",
+            "at night",
+            "on a wooden table",
+            "at the beach",
+            "parked on a street",
+            "at sunrise",
+            "smiling",
+            "in spring",
+            "in the rain",
+            "from above",
+            "on a calm sea",
+            "sleeping on a sofa",
+            "from 1953",
+            "leaning on a wall",
+            "in winter",
+            "with candles",
+            "full of people",
+            "under a blue sky",
+            "in a storm",
+            "with dew drops",
+            "in old ink",
+            "in a stadium",
+            "stretching to the horizon",
+            "with breakfast",
+            "laughing together",
+            "over a river",
+            "in the jungle",
+            "with faded colours",
+            "in fog",
+            "in a meadow",
+            "",
+        ],
+    )
+]
+
+
+def probe_pixels(preprocess: ImagePreprocess, count: int) -> np.ndarray:
+    """Fixed, varied synthetic images (gradients, stripes, blobs, noise), already normalised."""
+    rng = np.random.default_rng(0)
+    height, width = preprocess.size
+    shape = (3, height, width)
+    ramp_h = np.linspace(0.0, 1.0, height, dtype=np.float32)
+    ramp_w = np.linspace(0.0, 1.0, width, dtype=np.float32)
+    grid = np.add.outer(ramp_h, ramp_w)
+    images = []
+    for i in range(count):
+        kind = i % 4
+        if kind == 0:
+            tint = rng.random(3)[:, None, None]
+            image = np.clip(tint * grid / 2 + (1 - tint) * ramp_h[None, :, None], 0, 1)
+        elif kind == 1:
+            period = rng.uniform(2.0, 12.0)
+            image = (
+                np.broadcast_to(0.5 + 0.5 * np.sin(np.arange(width) / period), shape)
+                * rng.random(3)[:, None, None]
+            )
+        elif kind == 2:
+            image = rng.random(shape)
+        else:
+            image = np.clip(rng.normal(rng.random(), 0.15, shape), 0.0, 1.0)
+        images.append(np.broadcast_to(image, shape))
+    pixels = np.stack(images).astype(np.float32)
+    return np.ascontiguousarray(
+        (pixels - preprocess.mean[:, None, None]) / preprocess.std[:, None, None],
+        dtype=np.float32,
+    )

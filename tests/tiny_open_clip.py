@@ -1,0 +1,120 @@
+"""Tiny random open_clip models and a tiny Hugging Face tokenizer, made on the spot.
+
+No registry ships real open_clip weights, so the tests shrink real architecture configs
+(an openai-style ViT-B-32 and a SigLIP 2 with its non-causal, last-token text tower),
+register them with open_clip under new names, give them their family's pretrained
+preprocessing, build them with random weights and save them; the embedder then loads
+them through the real loading path, as it would a downloaded file.
+"""
+
+from __future__ import annotations
+
+import json
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+#: Tiny model name -> (the real architecture it shrinks, the real tag whose preprocessing it takes).
+FAMILIES = {
+    "tiny-ViT-B-32": ("ViT-B-32", "openai"),
+    "tiny-ViT-B-16-SigLIP2": ("ViT-B-16-SigLIP2", "webli"),
+}
+
+#: Sentences the tiny tokenizer learns its vocabulary from: several scripts and an emoji.
+SENTENCES = [
+    "a red stamp with a bird",
+    "a photo of a dog in the snow",
+    "a blue car parked on a street",
+    "تمبر قرمز با پرنده",
+    "عکس یک سگ در برف",
+    "طابع أحمر مع طائر",
+    "红色邮票上有一只鸟",
+    "a cat 🐱 on a sofa",
+]
+
+
+def tiny_config(family: str, *, vocab_size: int) -> dict[str, Any]:
+    """The real config of ``family`` with narrow, shallow towers (and the same kinds of layer)."""
+    import open_clip
+
+    config = deepcopy(open_clip.get_model_config(family))
+    config["embed_dim"] = 32
+    vision = config["vision_cfg"]
+    # A timm trunk keeps its full size whatever the config says: a native ViT stands in.
+    for key in [k for k in vision if k.startswith("timm_")]:
+        del vision[key]
+    vision.update(image_size=32, layers=1, width=64, patch_size=16, head_width=32)
+    text = config["text_cfg"]
+    text.update(width=64, heads=2, layers=1)
+    if "hf_tokenizer_name" in text:
+        text["vocab_size"] = vocab_size
+    return config
+
+
+def register_tiny_models(folder: Path, *, vocab_size: int) -> None:
+    """Make the tiny models known to open_clip, with their family's pretrained preprocessing."""
+    import open_clip
+    from open_clip import pretrained
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (family, tag) in FAMILIES.items():
+        (folder / f"{name}.json").write_text(json.dumps(tiny_config(family, vocab_size=vocab_size)))
+        cfg = dict(open_clip.get_pretrained_cfg(family, tag))
+        # No download for these: only the preprocessing (and QuickGELU) is the family's.
+        cfg.update(url="", hf_hub="")
+        pretrained._PRETRAINED[name] = {tag: cfg}
+    open_clip.add_model_config(folder)
+
+
+def make_tiny_checkpoint(name: str, path: Path, *, seed: int = 0, safetensors: bool = False) -> Path:
+    """Build tiny model ``name`` with random weights and save its state_dict."""
+    import open_clip
+    import torch
+
+    family, tag = FAMILIES[name]
+    torch.manual_seed(seed)
+    quick_gelu = bool(open_clip.get_pretrained_cfg(family, tag).get("quick_gelu", False))
+    model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.contiguous() for key, value in model.state_dict().items()}
+    if safetensors:
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def make_tiny_tokenizer(folder: Path) -> tuple[Path, int]:
+    """A WordPiece tokenizer trained on :data:`SENTENCES`, saved as transformers loads it.
+
+    Returns the folder and the vocabulary's size. Like SigLIP 2's, it ends each text
+    with an end token and pads after it.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[EOS]"], show_progress=False
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A [EOS]", special_tokens=[("[EOS]", tokenizer.token_to_id("[EOS]"))]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "pad_token": "[PAD]",
+                "unk_token": "[UNK]",
+                "eos_token": "[EOS]",
+                "model_max_length": 64,
+            }
+        )
+    )
+    return folder, tokenizer.get_vocab_size()
