@@ -23,7 +23,7 @@ from multimodal_rag.registry import BUILTINS, resolve
 if TYPE_CHECKING:
     from multimodal_rag.protocols import Answerer
 
-__all__ = ["ask", "search", "show"]
+__all__ = ["answerer_from_options", "answerer_options", "ask", "search", "show"]
 
 #: ``--answerer`` choice that lets the knowledge base pick one (and say why).
 _AUTO = "auto"
@@ -40,6 +40,52 @@ def _search_options(command: Any) -> Any:
             help="How hybrid mode fuses the two rankings.",
         )(command)
     )
+
+
+def answerer_options(command: Any) -> Any:
+    """--answerer, --answer-model and --min-score, which ask and serve share."""
+    for option in reversed(
+        [
+            click.option(
+                "--answerer",
+                "answerer_kind",
+                type=click.Choice([_AUTO, *sorted(BUILTINS["answerer"])]),
+                default=_AUTO,
+                show_default=True,
+                help="auto: openai if OPENAI_API_KEY is set, else extractive (offline, quotes the best match)",
+            ),
+            click.option(
+                "--answer-model",
+                default=None,
+                metavar="NAME",
+                help="Model of the openai answerer, e.g. gpt-4o.",
+            ),
+            click.option(
+                "--min-score",
+                type=click.FloatRange(-1.0, 1.0),
+                default=None,
+                metavar="SIMILARITY",
+                help="Similarity gate: matches below it are not used, and when none is left the answer "
+                "says so without asking a model (`multimodal-rag eval` recommends a value).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def answerer_from_options(
+    answerer_kind: str, answer_model: str | None, min_score: float | None
+) -> tuple[str, Answerer | None, str | None]:
+    """The kind :func:`answerer_options` chose, its answerer, and for auto why it was chosen.
+
+    Raises:
+        click.UsageError: --answer-model with the extractive answerer.
+    """
+    if answer_model is not None and answerer_kind == "extractive":
+        raise click.UsageError("--answer-model applies to the openai answerer")
+    kind = "openai" if answer_model is not None else answerer_kind
+    return (kind, *_build_answerer(kind, answer_model, min_score))
 
 
 def _answer_search_options(command: Any) -> Any:
@@ -222,28 +268,7 @@ def show(
     metavar="KEY=VALUE",
     help="Use only matches whose metadata has KEY=VALUE.",
 )
-@click.option(
-    "--answerer",
-    "answerer_kind",
-    type=click.Choice([_AUTO, *sorted(BUILTINS["answerer"])]),
-    default=_AUTO,
-    show_default=True,
-    help="auto: openai if OPENAI_API_KEY is set, else extractive (offline, quotes the best match)",
-)
-@click.option(
-    "--answer-model",
-    default=None,
-    metavar="NAME",
-    help="Model of the openai answerer, e.g. gpt-4o.",
-)
-@click.option(
-    "--min-score",
-    type=click.FloatRange(-1.0, 1.0),
-    default=None,
-    metavar="SIMILARITY",
-    help="Similarity gate: matches below it are not used, and when none is left the answer says "
-    "so without asking a model (`multimodal-rag eval` recommends a value).",
-)
+@answerer_options
 @click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
 @_answer_search_options
 @JSON_OPTION
@@ -271,10 +296,7 @@ def ask(
     """
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot be combined")
-    if answer_model is not None and answerer_kind == "extractive":
-        raise click.UsageError("--answer-model applies to the openai answerer")
-    kind = "openai" if answer_model is not None else answerer_kind
-    answerer, reason = _build_answerer(kind, answer_model, min_score)
+    kind, answerer, reason = answerer_from_options(answerer_kind, answer_model, min_score)
     rag = open_kb(kb, settings, read_only=True, answerer=answerer)
     if kind == _AUTO and not as_json:
         click.echo(f"note: {reason or rag.answerer_reason}", err=True)

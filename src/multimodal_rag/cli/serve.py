@@ -11,8 +11,7 @@ from pathlib import Path
 import click
 
 from multimodal_rag.cli.app import KB_ARGUMENT, CommandFailed, Settings
-from multimodal_rag.cli.query import _AUTO, _build_answerer
-from multimodal_rag.registry import BUILTINS
+from multimodal_rag.cli.query import answerer_from_options, answerer_options
 
 __all__ = ["TOKEN_ENV", "serve"]
 
@@ -31,22 +30,7 @@ TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
     metavar="TOKEN",
     help=f"Require 'Authorization: Bearer TOKEN' on /v1/ (default: ${TOKEN_ENV}; none: no authentication).",
 )
-@click.option(
-    "--answerer",
-    "answerer_kind",
-    type=click.Choice([_AUTO, *sorted(BUILTINS["answerer"])]),
-    default=_AUTO,
-    show_default=True,
-    help="auto: openai if OPENAI_API_KEY is set, else extractive (offline, quotes the best match)",
-)
-@click.option("--answer-model", default=None, metavar="NAME", help="Model of the openai answerer, e.g. gpt-4o.")
-@click.option(
-    "--min-score",
-    type=click.FloatRange(-1.0, 1.0),
-    default=None,
-    metavar="SIMILARITY",
-    help="Similarity gate of the answerer (see `multimodal-rag ask --help`).",
-)
+@answerer_options
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(min=0.01),
@@ -100,10 +84,7 @@ def serve(
 
     if token is not None and not token.strip():
         raise click.BadParameter("the token must not be empty", param_hint="--token")
-    if answer_model is not None and answerer_kind == "extractive":
-        raise click.UsageError("--answer-model applies to the openai answerer")
-    kind = "openai" if answer_model is not None else answerer_kind
-    answerer, reason = _build_answerer(kind, answer_model, min_score)
+    _, answerer, reason = answerer_from_options(answerer_kind, answer_model, min_score)
     knowledge_base = ReloadingKnowledgeBase(
         kb, answerer=answerer, allow_modules=settings.allow_modules, allow_endpoints=settings.allow_endpoints
     )

@@ -317,17 +317,22 @@ class MilvusVectorStore(VectorStore):
                 out.extend(batch)
                 last = batch[-1]
 
+    def _rows_of(self, ids: Iterable[str], fields: list[str]) -> Iterator[list[dict[str, Any]]]:
+        """The rows of ``ids`` (each once) with ``fields``, a chunk of ids per request; the
+        caller holds :meth:`_calls` around the loop."""
+        for expression in id_in_chunks(list(dict.fromkeys(ids))):
+            yield self._client.query(
+                self._collection,
+                filter=expression,
+                output_fields=[ID_FIELD, *fields],
+                consistency_level=CONSISTENCY,
+                timeout=self._timeout,
+            )
+
     def _existing(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         with self._calls("look up ids"):
-            for expression in id_in_chunks(list(dict.fromkeys(ids))):
-                rows = self._client.query(
-                    self._collection,
-                    filter=expression,
-                    output_fields=[ID_FIELD],
-                    consistency_level=CONSISTENCY,
-                    timeout=self._timeout,
-                )
+            for rows in self._rows_of(ids, []):
                 found.update(row[ID_FIELD] for row in rows)
         return found
 
@@ -335,14 +340,7 @@ class MilvusVectorStore(VectorStore):
         ids = list(ids)
         vectors: dict[str, Any] = {}
         with self._calls("read vectors"):
-            for expression in id_in_chunks(list(dict.fromkeys(ids))):
-                rows = self._client.query(
-                    self._collection,
-                    filter=expression,
-                    output_fields=[ID_FIELD, VECTOR_FIELD],
-                    consistency_level=CONSISTENCY,
-                    timeout=self._timeout,
-                )
+            for rows in self._rows_of(ids, [VECTOR_FIELD]):
                 vectors.update((row[ID_FIELD], row[VECTOR_FIELD]) for row in rows)
         missing = next((i for i in ids if i not in vectors), None)
         if missing is not None:
@@ -464,14 +462,7 @@ class MilvusVectorStore(VectorStore):
             return
         documents = {id_: milvus_document(metadata) for id_, metadata in items.items()}
         with self._calls("store metadata"):
-            for expression in id_in_chunks(sorted(documents)):
-                rows = self._client.query(
-                    self._collection,
-                    filter=expression,
-                    output_fields=[ID_FIELD, VECTOR_FIELD],
-                    consistency_level=CONSISTENCY,
-                    timeout=self._timeout,
-                )
+            for rows in self._rows_of(sorted(documents), [VECTOR_FIELD]):
                 self._upsert(
                     (
                         self._row(row[ID_FIELD], row[VECTOR_FIELD], documents[row[ID_FIELD]]),
@@ -486,14 +477,7 @@ class MilvusVectorStore(VectorStore):
             return []
         differ: list[str] = []
         with self._calls("read metadata"):
-            for expression in id_in_chunks(sorted(items)):
-                rows = self._client.query(
-                    self._collection,
-                    filter=expression,
-                    output_fields=[ID_FIELD, METADATA_FIELD],
-                    consistency_level=CONSISTENCY,
-                    timeout=self._timeout,
-                )
+            for rows in self._rows_of(sorted(items), [METADATA_FIELD]):
                 differ.extend(
                     row[ID_FIELD]
                     for row in rows
