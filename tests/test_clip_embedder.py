@@ -145,7 +145,7 @@ def test_a_torchscript_checkpoint_loads_only_when_allowed(
     from multimodal_rag.hashing import sha256_file
 
     published = sha256_file(checkpoints["a-jit"])
-    monkeypatch.setattr(clip_loading, "_published_sha256s", lambda clip: {published})
+    monkeypatch.setattr(clip_loading, "published_sha256s", lambda: {published})
     assert CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32").dim == 64
 
 
@@ -445,3 +445,20 @@ def test_naming_the_embedder_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.strip() == ""
+
+
+def test_tokens_without_torch_are_clips_own() -> None:
+    """The torch-free tokenizer gives clip.tokenize's rows, truncation included."""
+    from multimodal_rag.embedders.clip_loading import import_clip
+    from multimodal_rag.embedders.clip_tokens import clip_tokens
+
+    texts = [
+        "a red battery generator",
+        "",
+        "Ünïcödé, ﬁ ligatures &amp; entities, 漢字, emoji 🙂",
+        "word " * 100,  # past the context: the end token is kept in the last position
+        "  spaces\tand\nnewlines  ",
+    ]
+    for context in (77, 8):
+        expected = import_clip().tokenize(texts, context_length=context, truncate=True).numpy()
+        np.testing.assert_array_equal(clip_tokens(texts, context), expected)

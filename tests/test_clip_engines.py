@@ -8,7 +8,11 @@ run everywhere.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,7 @@ from multimodal_rag.embedders import engines
 from multimodal_rag.embedders.engine_cache import EngineCache
 from multimodal_rag.embedders.engines import split_sample
 from multimodal_rag.embedders.precision import QualityGate
-from multimodal_rag.errors import InvalidInputError, MissingDependencyError
+from multimodal_rag.errors import InvalidInputError, MissingDependencyError, ModelLoadError
 from multimodal_rag.kb.manifest import read_manifest
 from tiny_clip import make_tiny_clip_checkpoint
 
@@ -176,6 +180,90 @@ def test_a_second_load_reuses_the_quantized_model(
     np.testing.assert_allclose(second.embed_images(images), first.embed_images(images), atol=1e-5)
     load(checkpoints["b"])  # other weights: quantized afresh
     assert len(quantize_calls) == 4
+
+
+def test_a_warm_cache_runs_openvino_without_torch(
+    checkpoints: dict[str, Path], photos: Path, tmp_path: Path
+) -> None:
+    """Once a machine has converted, quantized and measured a model, a new process builds its
+    towers from the cache alone: torch, clip and nncf are never imported, same vectors."""
+    pytest.importorskip("openvino")
+    settings = {"engine": "openvino", "precision": "int8", "cache_dir": str(tmp_path)}
+    first = CLIPEmbedder(checkpoint=checkpoints["a"], calibration=photos, **settings)
+    images = [str(p) for p in images_in(photos)[:6]]
+    expected = np.concatenate([first.embed_images(images), first.embed_texts(TEXTS)])
+    script = f"""
+import json, sys
+import numpy as np
+from multimodal_rag import CLIPEmbedder
+embedder = CLIPEmbedder(checkpoint={str(checkpoints["a"])!r}, **{settings!r})
+vectors = np.concatenate([embedder.embed_images({images!r}), embedder.embed_texts({TEXTS!r})])
+np.save(sys.argv[1], vectors)
+loaded = {{name: name in sys.modules for name in ("torch", "clip", "nncf")}}
+print(json.dumps({{"loaded": loaded, "model": embedder.model_name, "dim": embedder.dim,
+                  "towers": embedder.runtime["towers"]}}))
+"""
+    out = tmp_path / "vectors.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, check=True
+    )
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == {"torch": False, "clip": False, "nncf": False}
+    assert (report["model"], report["dim"]) == (first.model_name, first.dim)
+    assert report["towers"] == first.runtime["towers"]
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+
+def test_the_torch_model_loads_only_when_the_cache_lacks_something(
+    checkpoints: dict[str, Path], photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("openvino")
+    from multimodal_rag.embedders import clip as clip_module
+
+    loads: list[Path | None] = []
+    real = clip_module.load_model
+
+    def counting(name, checkpoint, *args, **kwargs):
+        loads.append(checkpoint)
+        return real(name, checkpoint, *args, **kwargs)
+
+    monkeypatch.setattr(clip_module, "load_model", counting)
+    weights = tmp_path / "weights.pt"
+    shutil.copyfile(checkpoints["a"], weights)
+    settings = {"engine": "openvino", "precision": "int8", "cache_dir": tmp_path / "cache"}
+    first = CLIPEmbedder(checkpoint=weights, calibration=photos, **settings)
+    assert len(loads) == 1
+    texts = first.embed_texts(TEXTS)
+    assert np.allclose(CLIPEmbedder(checkpoint=weights, **settings).embed_texts(TEXTS), texts, atol=1e-5)
+    assert len(loads) == 1  # everything came from the cache
+    # A gate result missing: its fp32 reference needs the torch model, which loads then.
+    shutil.rmtree(tmp_path / "cache" / "gates")
+    again = CLIPEmbedder(checkpoint=weights, **settings)
+    assert len(loads) == 2
+    assert np.allclose(again.embed_texts(TEXTS), texts, atol=1e-5)
+    # Other weights written over the same file are never taken for the known ones.
+    shutil.copyfile(checkpoints["b"], weights)
+    other = CLIPEmbedder(checkpoint=weights, calibration=photos, **settings)
+    assert len(loads) == 3
+    assert other.fingerprint != first.fingerprint
+    assert not np.allclose(other.embed_texts(TEXTS), texts, atol=1e-3)
+
+
+def test_a_known_torchscript_file_is_still_refused_without_consent(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """What the engine cache records of a file keeps the loader's rule: a TorchScript archive
+    that was loaded once with allow_torchscript=True is not loaded later without it."""
+    pytest.importorskip("openvino")
+    from multimodal_rag.embedders.clip_loading import is_torchscript
+
+    scripted = make_tiny_clip_checkpoint(tmp_path / "scripted.pt", seed=0, jit=True)
+    assert is_torchscript(scripted)
+    settings = {"engine": "openvino", "precision": "fp32", "cache_dir": tmp_path / "cache"}
+    trusted = CLIPEmbedder(checkpoint=scripted, allow_torchscript=True, **settings)
+    assert trusted.embed_texts(["ok"]).shape == (1, 64)
+    with pytest.raises(ModelLoadError, match="TorchScript.*allow_torchscript=True"):
+        CLIPEmbedder(checkpoint=scripted, **settings)
 
 
 def test_int8_calibrates_on_the_first_images_ingested(

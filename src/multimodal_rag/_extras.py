@@ -9,11 +9,12 @@ one raises :class:`~multimodal_rag.errors.MissingDependencyError` naming the
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from multimodal_rag.errors import MissingDependencyError
 
-__all__ = ["require"]
+__all__ = ["check_installed", "require"]
 
 
 def require(module: str, *, user: str, extra: str | None = None, package: str | None = None) -> ModuleType:
@@ -31,6 +32,23 @@ def require(module: str, *, user: str, extra: str | None = None, package: str | 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        name = package or module.split(".")[0]
-        command = f"pip install 'multimodal-rag[{extra}]'" if extra else f"pip install {name}"
-        raise MissingDependencyError(f"{user} needs the {name!r} package: {command}") from exc
+        raise _missing(module, user=user, extra=extra, package=package) from exc
+
+
+def check_installed(
+    module: str, *, user: str, extra: str | None = None, package: str | None = None
+) -> None:
+    """Raise what :func:`require` raises when ``module`` is not installed, without importing it.
+
+    For a package that is needed only on some paths (``nncf`` quantizes a model once per
+    machine): a missing extra is still reported at once, and the common path never pays
+    for the import.
+    """
+    if importlib.util.find_spec(module) is None:
+        raise _missing(module, user=user, extra=extra, package=package)
+
+
+def _missing(module: str, *, user: str, extra: str | None, package: str | None) -> MissingDependencyError:
+    name = package or module.split(".")[0]
+    command = f"pip install 'multimodal-rag[{extra}]'" if extra else f"pip install {name}"
+    return MissingDependencyError(f"{user} needs the {name!r} package: {command}")

@@ -23,14 +23,21 @@ import numpy as np
 from multimodal_rag._remote import manifest_endpoints
 from multimodal_rag.embedders.clip_loading import (
     check_manifest_config,
-    import_clip,
+    download_root_or_default,
     import_torch,
+    is_torchscript,
     load_model,
+    named_file,
+    published_sha256s,
+    torchscript_refused,
 )
 from multimodal_rag.embedders.clip_names import architecture_label
+from multimodal_rag.embedders.clip_tokens import clip_tokens
 from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION, ImagePreprocess
 from multimodal_rag.embedders.towers import TowerEmbedder
+from multimodal_rag.errors import ModelLoadError
+from multimodal_rag.hashing import sha256_file
 from multimodal_rag.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["CLIPEmbedder"]
@@ -41,6 +48,13 @@ _DEFAULT_MODEL = "ViT-B/32"
 #: Bumped whenever the tower modules change what they compute or take: part of the key
 #: of every converted model in the engine cache.
 _TOWERS_VERSION = 1
+
+#: What the engine cache records of a loaded model (see ``CLIPEmbedder._known_model``).
+_SHAPES = frozenset({"label", "resolution", "context_length", "dim"})
+
+
+def _shapes_key(sha256: str) -> dict[str, Any]:
+    return {"weights_sha256": sha256, "towers": _TOWERS_VERSION}
 
 
 class CLIPEmbedder(TowerEmbedder):
@@ -132,6 +146,7 @@ class CLIPEmbedder(TowerEmbedder):
             draft=draft,
             max_pixels=max_pixels,
             calibration_size=calibration_size,
+            cache_dir=cache_dir,
         )
         self.checkpoint = (
             Path(checkpoint).expanduser().resolve() if checkpoint is not None else None
@@ -139,33 +154,55 @@ class CLIPEmbedder(TowerEmbedder):
         self.download_root = (
             Path(download_root).expanduser().resolve() if download_root is not None else None
         )
-        self._model, self._weights_sha256 = load_model(
-            model if model is not None else _DEFAULT_MODEL,
-            self.checkpoint,
-            self.download_root,
-            self.device,
-            allow_torchscript=allow_torchscript,
-        )
-        self._model.eval()
-        # A checkpoint given without a name is labelled by its shapes, not as the default model.
-        self.model_name = (
-            model
-            if model is not None
-            else (
-                architecture_label(self._model) if self.checkpoint is not None else _DEFAULT_MODEL
+        name = model if model is not None else _DEFAULT_MODEL
+        # On OpenVINO, a model this machine has loaded before is known by its shapes alone:
+        # the engine may then compile its cached towers without torch ever loading.
+        known = self._known_model(name, allow_torchscript) if engine == "openvino" else None
+        if known is not None:
+            self._weights_sha256, shapes = known
+            towers: tuple[Any, Any] | None = None
+        else:
+            loaded, self._weights_sha256 = load_model(
+                name,
+                self.checkpoint,
+                self.download_root,
+                self.device,
+                allow_torchscript=allow_torchscript,
             )
-        )
-        self.resolution: int = int(self._model.visual.input_resolution)
+            shapes = self._remember_model(name, loaded.eval())
+            towers = _tower_modules(loaded)
+            del loaded  # from here the towers hold the model (see load_towers)
+        # A checkpoint given without a name is labelled by its shapes, not as the default model.
+        self.model_name = model if model is not None else str(shapes["label"])
+        self.resolution: int = int(shapes["resolution"])
         self.preprocess = ImagePreprocess.clip(self.resolution)
-        self.context_length: int = int(self._model.context_length)
-        self._dim = int(self._model.text_projection.shape[1])
-        image_tower, text_tower = _tower_modules(self._model)
-        # From here the towers hold the model: the torch engine runs them, and the OpenVINO
-        # engine lets them go once converted, so no copy of the weights outlives its use.
-        self._model = None
+        self.context_length: int = int(shapes["context_length"])
+        self._dim = int(shapes["dim"])
+
+        def load_towers() -> tuple[Any, Any]:
+            # Called once, only if the engine needs torch (to convert, to check, to run).
+            nonlocal towers
+            if towers is None:
+                loaded, sha256 = load_model(
+                    name,
+                    self.checkpoint,
+                    self.download_root,
+                    self.device,
+                    allow_torchscript=allow_torchscript,
+                )
+                if sha256 != self._weights_sha256:
+                    raise ModelLoadError(
+                        f"the weights of CLIP model {name!r} changed while it loaded "
+                        f"({self._weights_source()}); load it again"
+                    )
+                towers = _tower_modules(loaded.eval())
+            # Handed over, not kept: the torch engine runs them, and the OpenVINO engine
+            # lets them go once converted, so no copy of the weights outlives its use.
+            result, towers = towers, None
+            return result
+
         self._init_engine(
-            image_tower=image_tower,
-            text_tower=text_tower,
+            load_towers=load_towers,
             identity={
                 "weights_sha256": self._weights_sha256,
                 "preprocess": PREPROCESS_VERSION,
@@ -173,10 +210,57 @@ class CLIPEmbedder(TowerEmbedder):
                 "towers": _TOWERS_VERSION,
             },
             openvino_device=openvino_device,
-            cache_dir=cache_dir,
             quality_gate=quality_gate,
             calibration=calibration,
         )
+
+    # -- what this machine knows of a model -----------------------------------------
+
+    def _known_model(self, name: str, allow_torchscript: bool) -> tuple[str, dict[str, Any]] | None:
+        """The weights' SHA-256 and the model's shapes, when this machine loaded the same
+        weights file before (recorded in the engine cache); None otherwise.
+
+        The file is hashed every time, so changed weights are never taken for known ones.
+        """
+        if self.checkpoint is not None:
+            file = self.checkpoint
+        else:
+            named = self._engine_cache.read_json("clip-named", self._named_key(name))
+            if named is None:
+                return None
+            file = download_root_or_default(self.download_root) / str(named.get("file"))
+        if not file.is_file():
+            return None
+        sha256 = sha256_file(file)
+        shapes = self._engine_cache.read_json("clip-models", _shapes_key(sha256))
+        if shapes is None or not _SHAPES.issubset(shapes):
+            return None
+        if shapes.get("torchscript") and not shapes.get("published") and not allow_torchscript:
+            raise torchscript_refused(file)
+        return sha256, shapes
+
+    def _remember_model(self, name: str, loaded: Any) -> dict[str, Any]:
+        """The loaded model's shapes, recorded for :meth:`_known_model`."""
+        shapes: dict[str, Any] = {
+            "label": architecture_label(loaded) if self.checkpoint is not None else name,
+            "resolution": int(loaded.visual.input_resolution),
+            "context_length": int(loaded.context_length),
+            "dim": int(loaded.text_projection.shape[1]),
+            "torchscript": self.checkpoint is not None and is_torchscript(self.checkpoint),
+            "published": self._weights_sha256 in published_sha256s(),
+        }
+        if self.engine == "openvino":  # only that engine can do without the torch model
+            self._engine_cache.write_json("clip-models", _shapes_key(self._weights_sha256), shapes)
+            if self.checkpoint is None:
+                self._engine_cache.write_json(
+                    "clip-named",
+                    self._named_key(name),
+                    {"file": named_file(name), "sha256": self._weights_sha256},
+                )
+        return shapes
+
+    def _named_key(self, name: str) -> dict[str, Any]:
+        return {"model": name, "download_root": str(download_root_or_default(self.download_root))}
 
     # -- identity ----------------------------------------------------------------
 
@@ -208,9 +292,7 @@ class CLIPEmbedder(TowerEmbedder):
     # -- texts -------------------------------------------------------------------
 
     def _tokens(self, texts: Sequence[str]) -> np.ndarray:
-        clip = import_clip()
-        tokens = clip.tokenize(list(texts), context_length=self.context_length, truncate=True)
-        array = tokens.numpy()
+        array = clip_tokens(texts, self.context_length)
         # Only up to the longest text's end token (see the text tower).
         length = int(array.argmax(axis=1).max()) + 1 if len(array) else 1
         return np.ascontiguousarray(array[:, :length], dtype=np.int64)

@@ -22,7 +22,17 @@ from multimodal_rag.hashing import sha256_file
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_manifest_config", "import_clip", "import_torch", "load_model"]
+__all__ = [
+    "check_manifest_config",
+    "download_root_or_default",
+    "import_clip",
+    "import_torch",
+    "is_torchscript",
+    "load_model",
+    "named_file",
+    "published_sha256s",
+    "torchscript_refused",
+]
 
 _DEFAULT_DOWNLOAD_ROOT = "~/.cache/clip"
 
@@ -71,16 +81,10 @@ def load_model(
                 "pass checkpoint= the path of a CLIP weights file (a state_dict .pt)"
             )
         sha256 = sha256_file(checkpoint)
-        scripted = _is_torchscript(checkpoint)
+        scripted = is_torchscript(checkpoint)
         # openai's own archives are TorchScript; the published checksum vouches for their code.
-        if scripted and not allow_torchscript and sha256 not in _published_sha256s(clip):
-            raise ModelLoadError(
-                f"CLIP checkpoint {str(checkpoint)!r} is a TorchScript archive, which holds code "
-                "that runs as it loads; pass allow_torchscript=True if you trust the file, or "
-                "convert it once into a state_dict: torch.save(torch.jit.load(path).state_dict(), "
-                "'weights.pt'). A knowledge base opened from its manifest never loads one: pass "
-                "MultimodalRAG.open(path, embedder=CLIPEmbedder(..., allow_torchscript=True))"
-            )
+        if scripted and not allow_torchscript and sha256 not in published_sha256s():
+            raise torchscript_refused(checkpoint)
         try:
             if scripted:
                 model = _quiet_load(clip, str(checkpoint), device)
@@ -95,7 +99,7 @@ def load_model(
         return model, sha256
 
     available = clip.available_models()
-    root = download_root if download_root is not None else Path(_DEFAULT_DOWNLOAD_ROOT).expanduser()
+    root = download_root_or_default(download_root)
     if name not in available:
         raise ModelLoadError(
             f"unknown CLIP model {name!r}; named models are {', '.join(available)}. "
@@ -116,7 +120,7 @@ def load_model(
     return model, url.split("/")[-2]
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
     """Whether ``path`` is a TorchScript archive: a zip holding ``constants.pkl`` and code."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -127,9 +131,28 @@ def _is_torchscript(path: Path) -> bool:
     return "constants.pkl" in inner or any(name.startswith("code/") for name in inner)
 
 
-def _published_sha256s(clip: Any) -> set[str]:
-    # The file's name in each of openai's URLs is its SHA-256.
-    return {url.split("/")[-2] for url in clip.clip._MODELS.values()}
+def published_sha256s() -> set[str]:
+    """The SHA-256 of each of openai's published files (the folder name in its URL)."""
+    return {url.split("/")[-2] for url in import_clip().clip._MODELS.values()}
+
+
+def torchscript_refused(checkpoint: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"CLIP checkpoint {str(checkpoint)!r} is a TorchScript archive, which holds code "
+        "that runs as it loads; pass allow_torchscript=True if you trust the file, or "
+        "convert it once into a state_dict: torch.save(torch.jit.load(path).state_dict(), "
+        "'weights.pt'). A knowledge base opened from its manifest never loads one: pass "
+        "MultimodalRAG.open(path, embedder=CLIPEmbedder(..., allow_torchscript=True))"
+    )
+
+
+def download_root_or_default(download_root: Path | None) -> Path:
+    return download_root if download_root is not None else Path(_DEFAULT_DOWNLOAD_ROOT).expanduser()
+
+
+def named_file(name: str) -> str:
+    """The file name of a named model in the download cache (the last part of its URL)."""
+    return str(os.path.basename(import_clip().clip._MODELS[name]))
 
 
 def _load_state_dict(clip: Any, checkpoint: Path, device: torch.device) -> Any:

@@ -1,8 +1,8 @@
 """Building an embedder's towers on an engine in a precision that is measured, not guessed.
 
-An embedder hands :class:`EngineBuilder` its towers (the torch modules that turn a batch of
-preprocessed images, or of tokens, into features) and what identifies its weights. The
-builder then, for the requested precision:
+An embedder hands :class:`EngineBuilder` its towers (the parts of the model that turn a batch
+of preprocessed images, or of tokens, into features), a way to load their torch modules, and
+what identifies its weights. The builder then, for the requested precision:
 
 - builds each tower on the engine (torch, or OpenVINO: converted, int8 quantized on a
   calibration sample; both cached on disk);
@@ -14,8 +14,12 @@ builder then, for the requested precision:
   and caches the decision for this CPU model and engine version, so the next load on
   this machine goes straight to it.
 
-All towers run in one precision, so image and text vectors stay in step. Nothing here is
-CLIP-specific: any embedder on the shared pipeline can build its towers the same way.
+The torch modules are loaded only when something needs them: converting a tower, computing
+the fp32 references of a gate not yet measured, or running on the torch engine. On OpenVINO,
+once a machine has converted, quantized and measured a model, later loads never import torch
+nor read its weights: they compile the cached models (a process holds a fraction of the memory,
+and starts in a fraction of the time). Nothing here is CLIP-specific: any embedder on the
+shared pipeline can build its towers the same way.
 """
 
 from __future__ import annotations
@@ -67,15 +71,14 @@ class Tower:
     """A part of the model that embeds one kind of input.
 
     Attributes:
-        name: ``"image"``, ``"text"``...; part of cache keys.
-        module: A ``torch.nn.Module`` on the CPU whose forward takes one batch.
+        name: ``"image"``, ``"text"``...; part of cache keys, and the key of its module in
+            what the builder's ``load`` returns.
         example: A small representative batch: the shape conversion and timing use.
         probe: Fixed inputs that stand in for a sample when none is given (synthetic
             images, built-in sentences).
     """
 
     name: str
-    module: Any
     example: np.ndarray
     probe: np.ndarray
 
@@ -151,7 +154,9 @@ class EngineBuilder:
     """Builds towers on ``engine`` in ``precision`` (see the module's docstring).
 
     Args:
-        towers: The towers, all from one torch model in fp32 on the CPU (or CUDA for torch).
+        towers: The towers, all parts of one model.
+        load: Returns each tower's ``torch.nn.Module`` by name, all from one model in fp32
+            on ``device``; called at most once, and only when a module is needed.
         engine: ``"torch"`` or ``"openvino"``.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"``.
         device: The torch device of the towers.
@@ -167,6 +172,7 @@ class EngineBuilder:
         self,
         towers: Sequence[Tower],
         *,
+        load: Callable[[], Mapping[str, Any]],
         engine: str,
         precision: str,
         device: Any,
@@ -177,6 +183,8 @@ class EngineBuilder:
         calibration_size: int = 300,
     ) -> None:
         self.towers = {tower.name: tower for tower in towers}
+        self._load: Callable[[], Mapping[str, Any]] | None = load
+        self._modules: dict[str, Any] | None = None
         self.engine = engine
         self.precision = precision
         self.device = device
@@ -271,24 +279,53 @@ class EngineBuilder:
         # The converted fp32 models and the torch modules are no longer needed here.
         self._fp32_models.clear()
         self.towers.clear()
+        self._modules = None
+        self._load = None
         return BuiltEngine(runners=runners, report=report)
 
     def _release_torch(self) -> None:
-        """Convert what is not cached and compute the fp32 references the gates will need,
-        then drop the torch modules: OpenVINO compiles with no torch copy of the weights."""
+        """Do now whatever needs the torch modules (convert what is not cached, compute the
+        fp32 references of gates not yet measured), then drop them: OpenVINO compiles with
+        no torch copy of the weights. When everything is cached, they are never loaded."""
         decision = self._decision() if self.precision == "auto" else None
         chosen = (decision or {}).get("towers")
-        for name, tower in self.towers.items():
-            self._ir(name, "fp32")
+        for name in self.towers:
+            if not self._ir_folder(name, "fp32").is_dir():
+                self._ir_path(name, "fp32")
             if self.precision != "auto":
-                candidates: Sequence[str] = fallback_chain(self.precision)
+                needs_reference = self._chain_unjudged(name, fallback_chain(self.precision))
             elif isinstance(chosen, dict) and name in chosen:
-                candidates = fallback_chain(str(chosen[name]))
-            else:
+                needs_reference = self._chain_unjudged(name, fallback_chain(str(chosen[name])))
+            else:  # auto times every candidate that passes: each needs its gate
                 candidates = auto_candidates(self.engine, on_gpu=self._on_gpu())
-            if any(self._cached_gate(name, p) is None for p in candidates if p != "fp32"):
+                needs_reference = any(
+                    self._cached_gate(name, p) is None for p in candidates if p != "fp32"
+                )
+            if needs_reference:
                 self._reference(name)
-            tower.module = None
+        self._modules = None
+        self._load = None
+
+    def _chain_unjudged(self, name: str, chain: Sequence[str]) -> bool:
+        """Whether walking ``chain`` meets a precision whose gate was never measured here,
+        before one that passed (fp32 always does, unmeasured)."""
+        for precision in chain:
+            if precision == "fp32":
+                return False
+            cached = self._cached_gate(name, precision)
+            if cached is None:
+                return True
+            if cached.passed:
+                return False
+        return False
+
+    def _module(self, name: str) -> Any:
+        """The tower's torch module, loading the model the first time one is needed."""
+        if self._modules is None:
+            if self._load is None:  # pragma: no cover - a bug, not a user's mistake
+                raise AssertionError("the torch modules were needed after they were let go")
+            self._modules = dict(self._load())
+        return self._modules[name]
 
     def _chain(self, name: str, precision: str) -> Runner:
         """The tower in ``precision``, or in the first of its fallbacks that passes the gate."""
@@ -352,11 +389,13 @@ class EngineBuilder:
         if self.engine == "torch":
             if precision == "fp16" and not self._on_gpu():
                 raise _Unavailable("fp16 runs on CUDA only")
-            return TorchRunner(self.towers[name].module, self.device, precision)
-        model = self._ir(name, precision)
+            return TorchRunner(self._module(name), self.device, precision)
         try:
+            # From the file, not a model object: with OpenVINO's compiled-blob cache, a model
+            # compiled before on this machine is imported without reading its weights at all
+            # (the blob records the file's size and time, so a republished file recompiles).
             compiled = ov_engine.compile_model(
-                model,
+                self._ir_path(name, precision),
                 self.openvino_device,
                 precision,
                 cache_dir=self.cache.root / "openvino-compiled",
@@ -371,26 +410,27 @@ class EngineBuilder:
     def _ir_folder(self, name: str, stage: str) -> Path:
         return self.cache.entry(f"openvino/{name}-{stage}", self._ir_key(name, stage))
 
-    def _ir(self, name: str, precision: str) -> Any:
-        """The OpenVINO model for this tower: int8 quantized, or fp32 for the other hints."""
+    def _ir_path(self, name: str, precision: str) -> Path:
+        """The OpenVINO model file of this tower: int8 quantized, or fp32 for the other
+        hints; converted (or quantized) and cached first when it is not there yet."""
         stage = "int8" if precision == "int8" else "fp32"
         folder = self._ir_folder(name, stage)
-        if stage == "fp32" and name in self._fp32_models:
-            return self._fp32_models[name]
         if not folder.is_dir():
             if stage == "fp32":
-                tower = self.towers[name]
-                model = ov_engine.convert_module(tower.module, tower.example)
+                model = ov_engine.convert_module(self._module(name), self.towers[name].example)
             else:
                 calibration = [item[None] for item in self._calibration[name]]
                 model = ov_engine.quantize(
-                    self._ir(name, "fp32"), calibration, subset_size=len(calibration)
+                    self._fp32_model(name), calibration, subset_size=len(calibration)
                 )
             self.cache.publish_dir(folder, self._ir_key(name, stage), _saver(model))
-        model = ov_engine.read_model(folder)
-        if stage == "fp32":
-            self._fp32_models[name] = model
-        return model
+        return ov_engine.model_file(folder)
+
+    def _fp32_model(self, name: str) -> Any:
+        """The tower's fp32 OpenVINO model, which int8 quantization starts from."""
+        if name not in self._fp32_models:
+            self._fp32_models[name] = ov_engine.read_model(self._ir_path(name, "fp32").parent)
+        return self._fp32_models[name]
 
     # -- the gate and the clock --------------------------------------------------------
 
@@ -425,7 +465,7 @@ class EngineBuilder:
 
     def _reference(self, name: str) -> np.ndarray:
         if name not in self._references:
-            exact = TorchRunner(self.towers[name].module, self.device, "fp32")
+            exact = TorchRunner(self._module(name), self.device, "fp32")
             self._references[name] = exact(self._held_out[name])
         return self._references[name]
 

@@ -101,6 +101,7 @@ class OpenCLIPEmbedder(TowerEmbedder):
             draft=draft,
             max_pixels=max_pixels,
             calibration_size=calibration_size,
+            cache_dir=cache_dir,
         )
         self.model_name = model
         self.pretrained = pretrained
@@ -123,20 +124,29 @@ class OpenCLIPEmbedder(TowerEmbedder):
         with _no_grad():
             probe = self._tokens(["a"])
             self._dim = int(text_tower(_tensor(probe, self.device)).shape[1])
+        quick_gelu = loaded.quick_gelu
+        towers: tuple[Any, Any] | None = (image_tower, text_tower)
+        del image_tower, text_tower, loaded
+
+        def load_towers() -> tuple[Any, Any]:
+            # Handed over once: the OpenVINO engine lets them go after converting them.
+            nonlocal towers
+            assert towers is not None
+            result, towers = towers, None
+            return result
+
         self._init_engine(
-            image_tower=image_tower,
-            text_tower=text_tower,
+            load_towers=load_towers,
             identity={
                 "weights_sha256": self._weights_sha256,
                 "model": model,
-                "quick_gelu": loaded.quick_gelu,
+                "quick_gelu": quick_gelu,
                 "preprocess": PREPROCESS_VERSION,
                 "pixels": self.preprocess.describe(),
                 "context_length": self.context_length,
                 "towers": f"open_clip-{_TOWERS_VERSION}",
             },
             openvino_device=openvino_device,
-            cache_dir=cache_dir,
             quality_gate=quality_gate,
             calibration=calibration,
         )

@@ -14,6 +14,7 @@ imported only when this engine is used.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import logging
 import threading
@@ -24,15 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from multimodal_rag._extras import require
+from multimodal_rag._extras import check_installed, require
 
 __all__ = [
     "OpenVINORunner",
+    "check_engine_installed",
     "compile_model",
     "convert_module",
     "engine_versions",
     "import_nncf",
     "import_openvino",
+    "model_file",
     "openvino_device",
     "quantize",
     "read_model",
@@ -57,10 +60,17 @@ def import_nncf() -> Any:
     return nncf
 
 
+def check_engine_installed() -> None:
+    """Report a missing extra before any model loads, without importing nncf (which only
+    quantizes, once per model and machine, and costs memory and time to import)."""
+    import_openvino()
+    check_installed("nncf", user=_USER, extra="openvino")
+
+
 def engine_versions() -> dict[str, str]:
     """The versions a converted or quantized model depends on (part of every cache key)."""
     ov = import_openvino()
-    return {"openvino": str(ov.get_version()), "nncf": str(import_nncf().__version__)}
+    return {"openvino": str(ov.get_version()), "nncf": importlib.metadata.version("nncf")}
 
 
 def openvino_device(device: str | None) -> str:
@@ -103,18 +113,25 @@ def quantize(model: Any, calibration: Sequence[np.ndarray], *, subset_size: int)
         )
 
 
+def model_file(folder: Path) -> Path:
+    """The model file of a saved model (its weights are beside it, in ``model.bin``)."""
+    return folder / "model.xml"
+
+
 def save_model(model: Any, folder: Path) -> None:
     # Keep fp32 weights as they are: OpenVINO would halve them to fp16 by default.
-    import_openvino().save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+    import_openvino().save_model(model, str(model_file(folder)), compress_to_fp16=False)
 
 
 def read_model(folder: Path) -> Any:
     ov = import_openvino()
-    return ov.Core().read_model(str(folder / "model.xml"), str(folder / "model.bin"))
+    return ov.Core().read_model(str(model_file(folder)), str(folder / "model.bin"))
 
 
-def compile_model(model: Any, device: str, precision: str, *, cache_dir: Path | None) -> Any:
-    """Compile for ``device`` with ``precision`` as the inference hint.
+def compile_model(
+    model: Any | Path, device: str, precision: str, *, cache_dir: Path | None
+) -> Any:
+    """Compile ``model`` (a model, or its file) for ``device`` with ``precision`` as the hint.
 
     ``cache_dir`` keeps OpenVINO's compiled blobs, which makes a second load of the same
     model on the same device a read instead of a compilation.
@@ -129,7 +146,7 @@ def compile_model(model: Any, device: str, precision: str, *, cache_dir: Path | 
         # Ingest sends batches one after another: latency mode uses every core on each.
         "PERFORMANCE_HINT": "LATENCY",
     }
-    return core.compile_model(model, device, config)
+    return core.compile_model(str(model) if isinstance(model, Path) else model, device, config)
 
 
 class OpenVINORunner:

@@ -155,10 +155,15 @@ class ImagePreprocess:
         return self._normalised(array)
 
     def _normalised(self, array: np.ndarray) -> np.ndarray:
-        # Same float32 operations, in the same order, as ToTensor then Normalize.
-        scaled = array.astype(np.float32) / np.float32(255.0)
-        normalised = (scaled - self.mean) / self.std
-        return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+        # The same float32 operations, in the same order, as ToTensor then Normalize (so the
+        # same bits), done in place on each channel's plane: a plane with one scalar per
+        # operation runs several times faster than broadcasting over interleaved channels.
+        planes = array.transpose(2, 0, 1).astype(np.float32, order="C")
+        planes /= np.float32(255.0)
+        for channel in range(3):
+            planes[channel] -= self.mean[channel]
+            planes[channel] /= self.std[channel]
+        return planes
 
     @staticmethod
     def _shortest_square(image: PILImage.Image, resolution: int, filter_: int) -> np.ndarray:

@@ -28,15 +28,15 @@ class TorchRunner:
 
     Args:
         module: A ``torch.nn.Module`` whose forward takes one batch tensor.
-        device: The torch device the module lives on.
+        device: The torch device the module lives on (or its name).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
     """
 
     engine = "torch"
 
-    def __init__(self, module: Any, device: torch.device, precision: str) -> None:
+    def __init__(self, module: Any, device: torch.device | str, precision: str) -> None:
         self.module = module
-        self.device = device
+        self.device = import_torch().device(device)
         self.precision = precision
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """What every CLIP-family embedder shares: the fast path from images and texts to vectors.
 
-A :class:`TowerEmbedder` holds a model as two towers (image and text ``torch`` modules) and
-runs them on an engine in a measured precision
+A :class:`TowerEmbedder` holds a model as two towers (image and text ``torch`` modules, or
+their OpenVINO conversions) and runs them on an engine in a measured precision
 (:class:`~multimodal_rag.embedders.engines.EngineBuilder`). Image ingest is a pipeline:
 worker threads decode and preprocess the next images (draft-decoding large JPEGs,
 :mod:`~multimodal_rag.embedders.preprocess`) while the encoder runs on the current batch;
@@ -18,7 +18,7 @@ import os
 import random
 import threading
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,15 +52,15 @@ class TowerEmbedder(Embedder):
 
     A subclass's ``__init__`` calls :meth:`_init_runtime` before it loads its model (so a
     bad setting is refused before any weights are read), sets :attr:`preprocess`,
-    :attr:`model_name` and the dimension, then calls :meth:`_init_engine` with its towers.
-    It implements :meth:`_tokens`, :attr:`fingerprint`, :meth:`config` and
-    :meth:`_weights_source`.
+    :attr:`model_name` and the dimension, then calls :meth:`_init_engine` with a function
+    that returns its towers' modules (called only when they are needed: see
+    :mod:`~multimodal_rag.embedders.engines`). It implements :meth:`_tokens`,
+    :attr:`fingerprint`, :meth:`config` and :meth:`_weights_source`.
     """
 
     model_name: str
     preprocess: ImagePreprocess
     _dim: int
-    device: TorchDevice
     engine: str
     batch_size: int
     num_workers: int
@@ -81,6 +81,7 @@ class TowerEmbedder(Embedder):
         draft: bool,
         max_pixels: int,
         calibration_size: int,
+        cache_dir: str | os.PathLike[str] | None,
     ) -> str:
         """Check and keep the runtime settings; return the OpenVINO device (``"CPU"`` when unused).
 
@@ -92,18 +93,24 @@ class TowerEmbedder(Embedder):
         check_engine_and_precision(engine, precision, on_gpu=None)
         batch_size = check_int("batch_size", batch_size)
         calibration_size = check_int("calibration_size", calibration_size)
-        torch = require("torch", user=type(self).__name__)
         openvino_device = "CPU"
+        self._device: TorchDevice | None = None
         if engine == "openvino":
-            from multimodal_rag.embedders.openvino_engine import import_nncf
+            from multimodal_rag.embedders.openvino_engine import check_engine_installed
             from multimodal_rag.embedders.openvino_engine import openvino_device as ov_device
 
-            import_nncf()  # a missing extra is reported before the model loads
+            check_engine_installed()  # a missing extra is reported before the model loads
             openvino_device = ov_device(device)
-            device = "cpu"  # torch only converts and checks: on the CPU
-        self.device = choose_device(torch, device)
-        on_gpu = openvino_device == "GPU" if engine == "openvino" else self.device.type == "cuda"
+            on_gpu = openvino_device == "GPU"
+            # torch only converts and checks, on the CPU; it is not even imported when the
+            # engine cache already holds everything (see :attr:`device`).
+        else:
+            self._device = choose_device(require("torch", user=type(self).__name__), device)
+            on_gpu = self._device.type == "cuda"
         check_engine_and_precision(engine, precision, on_gpu=on_gpu)
+        self._engine_cache = EngineCache(
+            cache_dir if cache_dir is not None else os.environ.get("MULTIMODAL_RAG_CACHE_DIR")
+        )
         self.engine = engine
         self.batch_size = batch_size
         self.num_workers = default_workers() if num_workers is None else max(0, int(num_workers))
@@ -116,44 +123,53 @@ class TowerEmbedder(Embedder):
         self._builder: EngineBuilder | None = None
         return openvino_device
 
+    @property
+    def device(self) -> TorchDevice:
+        """The torch device the model loads on: the CPU when OpenVINO runs the towers."""
+        if self._device is None:
+            self._device = choose_device(require("torch", user=type(self).__name__), "cpu")
+        return self._device
+
     def _init_engine(
         self,
         *,
-        image_tower: Any,
-        text_tower: Any,
+        load_towers: Callable[[], tuple[Any, Any]],
         identity: Mapping[str, Any],
         openvino_device: str,
-        cache_dir: str | os.PathLike[str] | None,
         quality_gate: QualityGate | None,
         calibration: str | os.PathLike[str] | None,
     ) -> None:
         """Hand the towers to the engine builder; build now unless int8 waits for real images.
 
-        ``identity`` names the weights and preprocessing in every engine cache key.
+        ``load_towers`` returns the image and the text tower's torch modules; the builder
+        calls it only if it needs them. ``identity`` names the weights and preprocessing in
+        every engine cache key.
         """
+
+        def modules() -> dict[str, Any]:
+            image_tower, text_tower = load_towers()
+            return {"image": image_tower, "text": text_tower}
+
         self._builder = EngineBuilder(
             [
                 Tower(
                     name="image",
-                    module=image_tower,
                     example=probe_pixels(self.preprocess, 8),
                     probe=probe_pixels(self.preprocess, 16),
                 ),
                 Tower(
                     name="text",
-                    module=text_tower,
                     example=self._tokens(CAPTIONS[:8]),
                     probe=self._tokens(CAPTIONS),
                 ),
             ],
+            load=modules,
             engine=self.engine,
             precision=self._precision_setting,
-            device=self.device,
+            device=self._device if self._device is not None else "cpu",
             openvino_device=openvino_device,
             identity=identity,
-            cache=EngineCache(
-                cache_dir if cache_dir is not None else os.environ.get("MULTIMODAL_RAG_CACHE_DIR")
-            ),
+            cache=self._engine_cache,
             gate=quality_gate or QualityGate(),
             calibration_size=self.calibration_size,
         )
@@ -210,7 +226,9 @@ class TowerEmbedder(Embedder):
         )
 
     def _runtime_device(self) -> str:
-        return str(self._engine.report.device) if self._engine is not None else str(self.device)
+        if self._engine is not None:
+            return str(self._engine.report.device)
+        return str(self._device) if self._device is not None else "cpu"
 
     # -- the engine --------------------------------------------------------------
 
