@@ -11,16 +11,25 @@ that every query set, the exact-search comparison and the gate are measured; whi
 even a random network's pixels survive; and what the tool itself costs per 1,000 queries.
 The same command gives the real figures with real weights.
 
+``--engines`` instead asks whether a faster engine costs recall: it builds the stamps'
+knowledge base with the ViT-B/32-shaped model in torch fp32, then evaluates it twice with
+the same sample and seed, once with fp32 queries and once with queries embedded by the
+OpenVINO int8 engine (calibrated on the stamps), and checks that no image query set loses
+more than 1 point of recall@10.
+
     python benchmarks/evaluation.py             # about 10 minutes on 2 cores
     python benchmarks/evaluation.py --quick     # a smoke run
+    python benchmarks/evaluation.py --engines   # fp32 against int8 queries, about 5 minutes
 
 Prints a table per run and a summary, writes ``benchmarks/results/evaluation-*.json`` and
-``docs/images/evaluation.png`` (the ViT-B/32-shaped run on the stamps).
+``docs/images/evaluation.png`` (the ViT-B/32-shaped run on the stamps); with ``--engines``,
+the two runs side by side and ``benchmarks/results/evaluation-engines.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -32,16 +41,26 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STAMPS = ROOT.parent / "shared" / "data" / "stamps"
 WORK = Path(tempfile.gettempdir()) / "multimodal-rag-bench-evaluation"
+#: The most recall@10 (in points) an image query set may lose to int8 queries in ``--engines``.
+ENGINE_BOUND = 1.0
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def build(name: str, checkpoint: Path, images: Path, descriptions: Path | None, vector_store: object = None) -> object:
+def build(
+    name: str,
+    checkpoint: Path,
+    images: Path,
+    descriptions: Path | None,
+    vector_store: object = None,
+    *,
+    precision: str = "auto",
+) -> object:
     from multimodal_rag import CLIPEmbedder, MultimodalRAG
 
     path = WORK / name
     shutil.rmtree(path, ignore_errors=True)
-    embedder = CLIPEmbedder(checkpoint=checkpoint, model="ViT-B/32")
+    embedder = CLIPEmbedder(checkpoint=checkpoint, model="ViT-B/32", precision=precision)
     rag = MultimodalRAG.create(path, embedder=embedder, vector_store=vector_store)  # type: ignore[arg-type]
     started = time.perf_counter()
     rag.add_directory(images, descriptions=descriptions, progress=False)
@@ -71,18 +90,175 @@ def run(name: str, rag: object, *, sample: int, plot: Path | None = None) -> dic
     }
 
 
+def engines(sample: int) -> None:
+    """``--engines``: one fp32-built knowledge base, evaluated with fp32 and with int8 queries."""
+    if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
+        print(
+            "--engines: skipped, openvino and nncf are not installed (pip install 'multimodal-rag[openvino]')"
+        )
+        return
+    from ingest import make_checkpoint
+
+    from multimodal_rag import CLIPEmbedder, MultimodalRAG
+    from multimodal_rag.evaluation.render import report_table
+
+    started = time.perf_counter()
+    WORK.mkdir(parents=True, exist_ok=True)
+    checkpoint = make_checkpoint()
+    stamps, captions = STAMPS / "images", STAMPS / "description.jsonl"
+    reference = CLIPEmbedder(
+        checkpoint=checkpoint, model="ViT-B/32", engine="torch", precision="fp32"
+    )
+    # Reused only when a finished build with these very weights is recorded beside it: an
+    # interrupted build, or one from other weights, is built again.
+    name, marker = "vit-b-32-fp32", WORK / "vit-b-32-fp32.built"
+    if not (
+        marker.is_file() and marker.read_text() == reference.fingerprint and (WORK / name).is_dir()
+    ):
+        marker.unlink(missing_ok=True)
+        rag = build(name, checkpoint, STAMPS, captions, precision="fp32")
+        rag.save()  # type: ignore[attr-defined]
+        rag.close()  # type: ignore[attr-defined]
+        marker.write_text(reference.fingerprint)
+    else:
+        print(f"{name}: reusing the fp32 knowledge base in {WORK / name}", flush=True)
+
+    # A fresh engine cache: a cached int8 model is reused whatever ``calibration`` says, so
+    # only an empty cache makes sure that this int8 model was calibrated on the catalogue.
+    cache = WORK / "openvino-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    calibrating = time.perf_counter()
+    int8 = CLIPEmbedder(
+        checkpoint=checkpoint,
+        model="ViT-B/32",
+        engine="openvino",
+        precision="int8",
+        calibration=stamps,
+        cache_dir=cache,
+    )
+    calibration_s = time.perf_counter() - calibrating
+    calibration = f"{stamps.relative_to(ROOT.parent)} (the catalogue's own images, seeded sample)"
+    print(f"int8: converted and calibrated on {calibration} in {calibration_s:.1f} s", flush=True)
+
+    reports = {}
+    for label, embedder in (("fp32", reference), ("int8", int8)):
+        with MultimodalRAG.open(WORK / name, embedder=embedder, read_only=True) as rag:
+            reports[label] = rag.evaluate(sample=sample, seed=0, progress=False)
+            images = len(rag)
+        runtime = embedder.runtime
+        print(
+            f"\n== {name}, {label} queries: {runtime['engine']} {runtime['precision']} ==",
+            flush=True,
+        )
+        for fallback in runtime.get("fallbacks", []):
+            print(f"  fallback: {fallback}")
+        print(f"{report_table(reports[label])}\n", flush=True)
+
+    fp32_sets = {s.query_set: s for s in reports["fp32"].sets}
+    int8_sets = {s.query_set: s for s in reports["int8"].sets}
+    # Queries found in the top 10 by one engine and not by the other: the recall difference
+    # is their net, and both directions show whether it is noise or a bias.
+    found = {
+        label: {
+            (r.query_set, r.query) for r in report.results if r.rank is not None and r.rank <= 10
+        }
+        for label, report in reports.items()
+    }
+    rows = []
+    for query_set, a in fp32_sets.items():
+        b = int8_sets[query_set]
+        keys = {(r.query_set, r.query) for r in reports["fp32"].results if r.query_set == query_set}
+        rows.append(
+            {
+                "query_set": query_set,
+                "queries": a.queries,
+                "fp32": {k: a.recall[k] for k in ("1", "5", "10")},
+                "int8": {k: b.recall[k] for k in ("1", "5", "10")},
+                "delta_r10_points": round((b.recall["10"] - a.recall["10"]) * 100, 6),
+                "lost_at_10": len(keys & found["fp32"] - found["int8"]),
+                "gained_at_10": len(keys & found["int8"] - found["fp32"]),
+            }
+        )
+    print(
+        "| query set | queries | fp32 R@1 | fp32 R@5 | fp32 R@10 | int8 R@1 | int8 R@5 | int8 R@10 "
+        "| Δ R@10 (points) | lost / gained at 10 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        a, b = row["fp32"], row["int8"]
+        print(
+            f"| {row['query_set']} | {row['queries']} | {a['1']:.3f} | {a['5']:.3f} | {a['10']:.3f} | "
+            f"{b['1']:.3f} | {b['5']:.3f} | {b['10']:.3f} | {row['delta_r10_points']:+.1f} | "
+            f"{row['lost_at_10']} / {row['gained_at_10']} |"
+        )
+    # The bound is on the image query sets: with random weights the text tower puts
+    # descriptions near chance in both engines, so their recall says nothing either way.
+    image_rows = [row for row in rows if not row["query_set"].startswith("text:")]
+    max_loss = max(0.0, *(-row["delta_r10_points"] for row in image_rows))
+    passed = max_loss <= ENGINE_BOUND
+    print(
+        f"\nmax recall@10 loss over image query sets: {max_loss:.1f} points "
+        f"(bound {ENGINE_BOUND:.0f}; one query in {sample} is {100 / sample:.1f}) -> {'PASS' if passed else 'FAIL'}"
+    )
+    print(
+        "random weights: text:descriptions is near chance for both engines and says nothing about "
+        "int8; the edit (image) query sets are what the bound is checked on. "
+        f"int8 calibrated on {calibration}."
+    )
+    # A tower whose int8 fails the quality gate runs in the next precision: say what ran.
+    towers = int8.runtime.get("towers", {})
+    print(f"int8 run: image tower {towers.get('image')}, text tower {towers.get('text')}")
+    wall_s = time.perf_counter() - started
+    print(f"wall time: {wall_s:.0f} s", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "evaluation-engines.json").write_text(
+        json.dumps(
+            {
+                "sample": sample,
+                "seed": 0,
+                "knowledge_base": {"name": name, "images": images, "built_with": "torch fp32"},
+                "calibration": calibration,
+                "calibration_seconds": calibration_s,
+                "runtimes": {"fp32": reference.runtime, "int8": int8.runtime},
+                "sets": rows,
+                "max_image_r10_loss_points": max_loss,
+                "bound_points": ENGINE_BOUND,
+                "passed": passed,
+                "evaluation_seconds": {label: report.seconds for label, report in reports.items()},
+                "latency_ms": {label: report.latency_ms for label, report in reports.items()},
+                "wall_seconds": wall_s,
+                "note": "random weights: text query sets are near chance; the bound is checked on image query sets",
+            },
+            indent=1,
+        )
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sample", type=int, help="images made into queries per run (100; 200 with --engines)"
+    )
+    parser.add_argument(
+        "--photos", type=int, default=200, help="photo-sized images in the third run"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small samples")
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="only compare fp32 and OpenVINO int8 queries on an fp32-built knowledge base (sample 200 by default)",
+    )
+    args = parser.parse_args()
+    if args.engines:
+        # 200 images: one query is half a point of recall, fine enough for a 1-point bound.
+        engines(10 if args.quick else args.sample or 200)
+        return
     from ingest import make_checkpoint, make_photos
 
     from multimodal_rag import make_random_clip_checkpoint
     from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sample", type=int, default=100, help="images made into queries per run")
-    parser.add_argument("--photos", type=int, default=200, help="photo-sized images in the third run")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small samples")
-    args = parser.parse_args()
-    sample, photos = (10, 24) if args.quick else (args.sample, args.photos)
+    sample, photos = (10, 24) if args.quick else (args.sample or 100, args.photos)
     WORK.mkdir(parents=True, exist_ok=True)
     tiny = make_random_clip_checkpoint(WORK / "tiny.pt", embed_dim=64, width=64, layers=2)
     vit = make_checkpoint()
@@ -92,7 +268,13 @@ def main() -> None:
         run("tiny-flat", build("tiny-flat", tiny, stamps, captions), sample=sample),
         run(
             "tiny-weak-hnswlib",
-            build("tiny-weak-hnswlib", tiny, stamps, captions, HNSWLibStore(64, M=2, ef_construction=8, ef_search=1)),
+            build(
+                "tiny-weak-hnswlib",
+                tiny,
+                stamps,
+                captions,
+                HNSWLibStore(64, M=2, ef_construction=8, ef_search=1),
+            ),
             sample=sample,
         ),
         run(
@@ -101,9 +283,15 @@ def main() -> None:
             sample=sample,
             plot=None if args.quick else ROOT / "docs" / "images" / "evaluation.png",
         ),
-        run("vit-b-32-photos", build("vit-b-32-photos", vit, make_photos("1080p", photos), None), sample=min(sample, photos)),
+        run(
+            "vit-b-32-photos",
+            build("vit-b-32-photos", vit, make_photos("1080p", photos), None),
+            sample=min(sample, photos),
+        ),
     ]
-    print("| run | queries | eval s | s per 1,000 queries | mean R@1 over edits | worst loss@10 | gate AUROC | p50 ms |")
+    print(
+        "| run | queries | eval s | s per 1,000 queries | mean R@1 over edits | worst loss@10 | gate AUROC | p50 ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in summary:
         auroc = f"{row['auroc']:.3f}" if row["auroc"] is not None else "-"
