@@ -27,6 +27,7 @@ Prints a table and writes ``benchmarks/results/ingest.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -296,8 +297,28 @@ def run_engine(
         if i >= 3:  # the first calls warm up allocators and kernels
             image_ms.append((middle - start) * 1000)
             text_ms.append((end - middle) * 1000)
+    # Where one query image's time goes: decoding and preprocessing, then the image tower
+    # alone on one image; and the tower alone on a batch (the fraction of the matmul peak).
+    pixels_ms, encode_ms = [], []
+    for i in range(repeat):
+        start = time.perf_counter()
+        one = embedder._pixels(paths[i % len(paths)])[None]
+        middle = time.perf_counter()
+        embedder._encode_pixels(one)
+        pixels_ms.append((middle - start) * 1000)
+        encode_ms.append((time.perf_counter() - middle) * 1000)
+    batch = np.stack([embedder._pixels(path) for path in paths[:32]])
+    embedder._encode_pixels(batch)
+    encoder_seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        embedder._encode_pixels(batch)
+        encoder_seconds.append(time.perf_counter() - start)
     sample = embedder.embed_images(paths[:32])
     return {
+        "query_pixels_ms_p50": statistics.median(pixels_ms),
+        "query_encode_ms_p50": statistics.median(encode_ms),
+        "encoder_images_per_s": len(batch) / statistics.median(encoder_seconds),
         **rss.report(),
         "images": len(result.added),
         "seconds": seconds,
@@ -308,6 +329,81 @@ def run_engine(
         "query_text_ms_p50": statistics.median(text_ms),
         "vectors": sample.tolist(),
     }
+
+
+def run_peaks(checkpoint: Path, **_: object) -> dict:
+    """The machine's matmul peaks per precision, as OpenVINO reaches them, and the towers' FLOPs.
+
+    A peak is the best of a few shapes (a square 2048 product, and ViT-B/32's MLP on a batch
+    of 32 images' tokens), each one matrix product compiled by OpenVINO in that precision on
+    every core; int8 is the same product quantized by NNCF, as the towers are. Torch's fp32
+    product is timed too. FLOPs per image and per short text come from torch's counter on
+    the model itself (a multiply-add counts two).
+    """
+    import contextlib
+    import io
+    import warnings
+
+    import clip
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from multimodal_rag.embedders import openvino_engine as ove
+    from multimodal_rag.embedders.clip import _tower_modules
+
+    warnings.simplefilter("ignore")
+    ov, nncf = ove.import_openvino(), ove.import_nncf()
+    core = ov.Core()
+
+    def best_seconds(call: object, repeat: int = 7) -> float:
+        for _ in range(2):
+            call()  # type: ignore[operator]
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            call()  # type: ignore[operator]
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    out: dict = {"threads": torch.get_num_threads()}
+    peaks: dict[str, float] = {}
+    for m, k, n in ((2048, 2048, 2048), (32 * 50, 768, 3072)):
+        torch.manual_seed(0)
+        linear = torch.nn.Linear(k, n, bias=False).eval()
+        x = torch.randn(m, k)
+        model = ov.convert_model(linear, example_input=x)
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize(model, nncf.Dataset([x[:64].numpy()]), subset_size=1)
+        flops = 2 * m * k * n
+        for label, graph, hint in (
+            ("fp32", model, "f32"),
+            ("bf16", model, "bf16"),
+            ("int8", quantized, "f32"),
+        ):
+            compiled = core.compile_model(
+                graph, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+            )
+            request = compiled.create_infer_request()
+            inputs = x.numpy()
+            gflops = flops / best_seconds(functools.partial(request.infer, [inputs])) / 1e9
+            peaks[label] = max(peaks.get(label, 0.0), gflops)
+        b = torch.randn(k, n)
+        with torch.no_grad():
+            gflops = flops / best_seconds(functools.partial(torch.matmul, x, b)) / 1e9
+        peaks["torch fp32"] = max(peaks.get("torch fp32", 0.0), gflops)
+    out["matmul_peak_gflops"] = peaks
+    model, _ = clip.load(str(checkpoint), device="cpu", jit=False)
+    model = model.float().eval()
+    tokens = clip.tokenize(["a red stamp with a bird, number 7"])
+    length = int(tokens.argmax(dim=1).max()) + 1
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.encode_image(torch.zeros(1, 3, 224, 224))
+    out["image_gflop"] = counter.get_total_flops() / 1e9
+    _, text_tower = _tower_modules(model)  # as the library runs it: cut after the end token
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        text_tower(tokens[:, :length])
+    out["text_gflop"] = counter.get_total_flops() / 1e9
+    return out
 
 
 #: The engines and precisions compared with the cookbook, interleaved round by round.
@@ -321,8 +417,17 @@ ENGINE_CONFIGS = [
 ]
 
 
-def compare_engines(rounds: int, quick: bool) -> None:
-    """Cookbook and every engine/precision on the same 1080p photos, interleaved in rounds.
+#: The contenders run again on the large set: the cookbook and the fastest engine settings.
+LARGE_CONFIGS = [("openvino", "int8"), ("openvino", "auto")]
+
+#: The targets the engines were built for.
+TARGETS = {"vs_cookbook": 5.0, "query_image_ms": 20.0, "query_text_ms": 10.0, "peak_rss_mb": 1200.0}
+
+
+def compare_engines(rounds: int, quick: bool, large: int) -> None:
+    """Cookbook and every engine/precision on the same 1080p photos, interleaved in rounds;
+    then the cookbook and the fastest settings on ``large`` photos; then the machine's
+    matmul peaks, and what fraction of them each engine reaches.
 
     The machine may be busy with other work: each round runs every contender once, back
     to back, and each ratio is taken within its round, so a slow moment hits all alike.
@@ -330,8 +435,10 @@ def compare_engines(rounds: int, quick: bool) -> None:
     import importlib.util
 
     count = 24 if quick else 200
+    large = 96 if quick else large
     checkpoint = make_checkpoint()
     folder = make_photos("1080p", count)
+    large_folder = make_photos("1080p", large)
     configs = [c for c in ENGINE_CONFIGS if c[0] == "torch" or importlib.util.find_spec("openvino")]
     cache_dir = CACHE / "engine-cache"
     print("warming the engine cache (conversion, int8 calibration, auto timing)", flush=True)
@@ -371,10 +478,32 @@ def compare_engines(rounds: int, quick: bool) -> None:
             result["images_per_s"] = result["images"] / result["seconds"]
             result["vs_cookbook"] = result["images_per_s"] / cookbook["images_per_s"]
             rows.setdefault(f"{engine} {precision}", []).append(result)
+    print(f"the cookbook and {', '.join(' '.join(c) for c in LARGE_CONFIGS)} on {large} photos", flush=True)
+    large_rows: dict[str, dict] = {}
+    cookbook = in_subprocess("cookbook", folder=large_folder, checkpoint=checkpoint)
+    cookbook["images_per_s"] = cookbook["images"] / cookbook["seconds"]
+    large_rows["cookbook"] = cookbook
+    for engine, precision in [c for c in LARGE_CONFIGS if c in configs]:
+        result = in_subprocess(
+            "engine",
+            folder=large_folder,
+            checkpoint=checkpoint,
+            engine=engine,
+            precision=precision,
+            cache_dir=str(cache_dir),
+            repeat=10 if quick else 30,
+        )
+        result.pop("vectors")
+        result["images_per_s"] = result["images"] / result["seconds"]
+        result["vs_cookbook"] = result["images_per_s"] / cookbook["images_per_s"]
+        large_rows[f"{engine} {precision}"] = result
+    peaks = in_subprocess("peaks", checkpoint=checkpoint) if importlib.util.find_spec("openvino") else None
+
     print()
     print(
         f"{'engine precision':<17} {'runs as':<16} {'img/s':>6} {'vs cookbook':>11} "
-        f"{'image p50 ms':>12} {'text p50 ms':>11} {'peak RSS MB':>11} {'min cos':>8}"
+        f"{'image p50 ms':>12} {'text p50 ms':>11} {'peak RSS MB':>11} {'min cos':>8} "
+        f"{'of peak':>7}  {'encoder':>7}"
     )
     summary = {}
     for label, results in rows.items():
@@ -385,9 +514,16 @@ def compare_engines(rounds: int, quick: bool) -> None:
         rss = max(r["peak_rss_mb"] for r in results)
         cos = min(r.get("min_cosine_to_torch_fp32", 1.0) for r in results)
         runs_as = results[-1].get("precision", "fp32")
+        fraction = _fraction_of_peak(ips, runs_as, label, peaks)
+        encoder = statistics.median(r.get("encoder_images_per_s", float("nan")) for r in results)
+        encoder_fraction = _fraction_of_peak(encoder, runs_as, label, peaks)
+        shown = "  ".join(
+            f"{f:>7.0%}" if f is not None and f == f else f"{'-':>7}"
+            for f in (fraction, encoder_fraction)
+        )
         print(
             f"{label:<17} {runs_as:<16} {ips:>6.1f} {ratio:>10.2f}x {image:>12.1f} "
-            f"{text:>11.1f} {rss:>11.0f} {cos:>8.5f}"
+            f"{text:>11.1f} {rss:>11.0f} {cos:>8.5f} {shown}"
         )
         summary[label] = {
             "images_per_s": ips,
@@ -397,18 +533,100 @@ def compare_engines(rounds: int, quick: bool) -> None:
             "peak_rss_mb": rss,
             "min_cosine_to_torch_fp32": cos,
             "runs_as": runs_as,
+            "fraction_of_matmul_peak": fraction,
+            "encoder_images_per_s": encoder,
+            "encoder_fraction_of_matmul_peak": encoder_fraction,
+            "query_pixels_ms_p50": statistics.median(
+                r.get("query_pixels_ms_p50", float("nan")) for r in results
+            ),
+            "query_encode_ms_p50": statistics.median(
+                r.get("query_encode_ms_p50", float("nan")) for r in results
+            ),
             "runs": results,
         }
+    print(f"\non {large} photos (one run each):")
+    print(
+        f"{'engine precision':<17} {'img/s':>6} {'vs cookbook':>11} {'peak RSS MB':>11} "
+        f"{f'vs {count} photos':>14}"
+    )
+    for label, result in large_rows.items():
+        small_rss = max(r["peak_rss_mb"] for r in rows[label])
+        result["peak_rss_vs_small"] = result["peak_rss_mb"] / small_rss
+        print(
+            f"{label:<17} {result['images_per_s']:>6.1f} {result.get('vs_cookbook', 1.0):>10.2f}x "
+            f"{result['peak_rss_mb']:>11.0f} {result['peak_rss_vs_small']:>13.2f}x"
+        )
+    if peaks is not None:
+        gflops = peaks["matmul_peak_gflops"]
+        print(
+            f"\nmatmul peak on {peaks['threads']} threads (GFLOP/s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in gflops.items())
+            + f"; ViT-B/32 image tower {peaks['image_gflop']:.2f} GFLOP, one short text "
+            + f"{peaks['text_gflop']:.3f} GFLOP"
+        )
+    _print_targets(summary, large_rows, count, large)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "engines.json"
     machine = {
         "platform": platform.platform(),
+        "cpu": _cpu_name(),
         "cpus": os.cpu_count(),
         "rounds": rounds,
         "n": count,
+        "large_n": large,
     }
-    out.write_text(json.dumps({"machine": machine, "engines": summary}, indent=2) + "\n")
+    report = {
+        "machine": machine,
+        "engines": summary,
+        "large": large_rows,
+        "peaks": peaks,
+        "targets": TARGETS,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {out} (ratios are medians over rounds, each taken within its round)")
+
+
+def _fraction_of_peak(
+    images_per_s: float, runs_as: str, label: str, peaks: dict | None
+) -> float | None:
+    """The share of the machine's matmul peak, in the image tower's precision, an engine's
+    ingest reaches (FLOPs per image times images per second); torch against torch's peak."""
+    if peaks is None:
+        return None
+    precision = runs_as.split(",")[0].strip()
+    key = "torch fp32" if label.startswith(("torch", "cookbook")) and precision == "fp32" else precision
+    peak = peaks["matmul_peak_gflops"].get(key)
+    return images_per_s * peaks["image_gflop"] / peak if peak else None
+
+
+def _print_targets(summary: dict, large_rows: dict, count: int, large: int) -> None:
+    best = summary.get("openvino auto") or summary.get("openvino int8")
+    if best is None:
+        return
+    label = "openvino auto" if "openvino auto" in summary else "openvino int8"
+    big = large_rows.get(label, {})
+    checks = [
+        (f"ingest vs cookbook, {count} photos", best["vs_cookbook"], ">=", TARGETS["vs_cookbook"], "x"),
+        (f"ingest vs cookbook, {large} photos", big.get("vs_cookbook", float("nan")), ">=", TARGETS["vs_cookbook"], "x"),
+        ("one query image p50", best["query_image_ms_p50"], "<=", TARGETS["query_image_ms"], " ms"),
+        ("one text query p50", best["query_text_ms_p50"], "<=", TARGETS["query_text_ms"], " ms"),
+        (f"peak RSS, {large} photos", big.get("peak_rss_mb", float("nan")), "<=", TARGETS["peak_rss_mb"], " MB"),
+        (f"peak RSS, {large} vs {count} photos", big.get("peak_rss_vs_small", float("nan")), "<=", 1.1, "x"),
+    ]
+    print(f"\ntargets ({label}):")
+    for name, value, op, bound, unit in checks:
+        met = value >= bound if op == ">=" else value <= bound
+        print(f"  {name:<34} {value:>8.2f}{unit:<3} target {op} {bound}{unit}  {'met' if met else 'NOT met'}")
+    print(
+        f"  one query image, in parts: decode and preprocess {best['query_pixels_ms_p50']:.1f} ms, "
+        f"image tower on one image {best['query_encode_ms_p50']:.1f} ms"
+    )
+
+
+def _cpu_name() -> str:
+    from multimodal_rag.embedders.engine_cache import cpu_model
+
+    return cpu_model()
 
 
 APPROACHES = {
@@ -417,6 +635,7 @@ APPROACHES = {
     "ours": run_ours,
     "query": run_query,
     "encoder": run_encoder,
+    "peaks": run_peaks,
 }
 
 
@@ -485,7 +704,7 @@ def main() -> None:
         print(f"skipped: no source images at {STAMPS}")
         return
     if args.engines:
-        compare_engines(args.rounds, args.quick)
+        compare_engines(args.rounds, args.quick, args.large)
         return
 
     small, large, big_photos = (24, 96, 8) if args.quick else (200, args.large, 48)

@@ -83,7 +83,7 @@ class CLIPEmbedder(TowerEmbedder):
             (int8, bf16, fp32) with a warning; :attr:`runtime` says what ran.
         batch_size: Images per encoder call (the facade's ``batch_size`` overrides it).
         num_workers: Threads that decode and preprocess images while the model runs;
-            by default one fewer than the CPU cores (at least 1, at most 8).
+            by default one per CPU core (at most 8).
         download_root: Where named models are cached (default ``~/.cache/clip``).
         draft: Let the JPEG decoder shrink large photos by up to 8x before the resize
             (several times faster; the embedding moves very slightly).

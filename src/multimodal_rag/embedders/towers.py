@@ -398,7 +398,10 @@ def choose_device(torch: Any, device: str | None) -> TorchDevice:
 
 
 def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1) - 1))
+    # One per core, not one fewer: the engine's own threads (OpenVINO's in particular) keep
+    # every core busy, and decoders must win their share of it or the encoder waits on them.
+    # On 2 cores, OpenVINO int8 ingest measured 57 images/s with 2 decoders, 47 with 1.
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def normalised(features: np.ndarray) -> np.ndarray:
