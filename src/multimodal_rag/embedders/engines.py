@@ -265,8 +265,11 @@ class EngineBuilder:
                         "quality_gate": self._gates,
                     },
                 )
-        for runner in runners.values():
+        for name, runner in runners.items():
             runner.settle()
+            # The first call on a model sets it up once (OpenVINO prepares its kernels and
+            # weights: about 0.1 s for ViT-B/32): paid here, at load, not by the first query.
+            runner(self.towers[name].example[:1])
         report = EngineReport(
             engine=self.engine,
             requested=self.precision,
