@@ -441,61 +441,54 @@ def compare_engines(rounds: int, quick: bool, large: int) -> None:
     large_folder = make_photos("1080p", large)
     configs = [c for c in ENGINE_CONFIGS if c[0] == "torch" or importlib.util.find_spec("openvino")]
     cache_dir = CACHE / "engine-cache"
+
+    def cookbook_on(photos: Path) -> dict:
+        result = in_subprocess("cookbook", folder=photos, checkpoint=checkpoint)
+        result["images_per_s"] = result["images"] / result["seconds"]
+        return result
+
+    def engine_on(
+        photos: Path, engine: str, precision: str, cookbook: dict | None, repeat: int
+    ) -> dict:
+        """One engine's run, with its ratio to the cookbook's run next to it."""
+        result = in_subprocess(
+            "engine",
+            folder=photos,
+            checkpoint=checkpoint,
+            engine=engine,
+            precision=precision,
+            cache_dir=str(cache_dir),
+            repeat=repeat,
+        )
+        result["images_per_s"] = result["images"] / result["seconds"]
+        if cookbook is not None:
+            result["vs_cookbook"] = result["images_per_s"] / cookbook["images_per_s"]
+        return result
+
+    repeat = 10 if quick else 30
     print("warming the engine cache (conversion, int8 calibration, auto timing)", flush=True)
     for engine, precision in configs:
         if engine != "torch" or precision == "auto":
-            in_subprocess(
-                "engine",
-                folder=folder,
-                checkpoint=checkpoint,
-                engine=engine,
-                precision=precision,
-                cache_dir=str(cache_dir),
-                repeat=1,
-            )
+            engine_on(folder, engine, precision, None, repeat=1)
     rows: dict[str, list[dict]] = {}
     for round_ in range(rounds):
         print(f"round {round_ + 1} of {rounds}", flush=True)
-        cookbook = in_subprocess("cookbook", folder=folder, checkpoint=checkpoint)
-        cookbook["images_per_s"] = cookbook["images"] / cookbook["seconds"]
+        cookbook = cookbook_on(folder)
         rows.setdefault("cookbook", []).append(cookbook)
         reference = None
         for engine, precision in configs:
-            result = in_subprocess(
-                "engine",
-                folder=folder,
-                checkpoint=checkpoint,
-                engine=engine,
-                precision=precision,
-                cache_dir=str(cache_dir),
-                repeat=10 if quick else 30,
-            )
+            result = engine_on(folder, engine, precision, cookbook, repeat)
             vectors = np.asarray(result.pop("vectors"), dtype=np.float32)
             if reference is None:  # torch fp32 runs first
                 reference = vectors
             cosines = np.sum(vectors * reference, axis=1)
             result["min_cosine_to_torch_fp32"] = float(cosines.min())
-            result["images_per_s"] = result["images"] / result["seconds"]
-            result["vs_cookbook"] = result["images_per_s"] / cookbook["images_per_s"]
             rows.setdefault(f"{engine} {precision}", []).append(result)
     print(f"the cookbook and {', '.join(' '.join(c) for c in LARGE_CONFIGS)} on {large} photos", flush=True)
-    large_rows: dict[str, dict] = {}
-    cookbook = in_subprocess("cookbook", folder=large_folder, checkpoint=checkpoint)
-    cookbook["images_per_s"] = cookbook["images"] / cookbook["seconds"]
-    large_rows["cookbook"] = cookbook
+    large_rows: dict[str, dict] = {"cookbook": cookbook_on(large_folder)}
     for engine, precision in [c for c in LARGE_CONFIGS if c in configs]:
-        result = in_subprocess(
-            "engine",
-            folder=large_folder,
-            checkpoint=checkpoint,
-            engine=engine,
-            precision=precision,
-            cache_dir=str(cache_dir),
-            repeat=10 if quick else 30,
-        )
+        result = engine_on(large_folder, engine, precision, large_rows["cookbook"], repeat)
         result.pop("vectors")
-        result["images_per_s"] = result["images"] / result["seconds"]
-        result["vs_cookbook"] = result["images_per_s"] / cookbook["images_per_s"]
         large_rows[f"{engine} {precision}"] = result
     peaks = in_subprocess("peaks", checkpoint=checkpoint) if importlib.util.find_spec("openvino") else None
 
