@@ -101,6 +101,21 @@ def two_tone(left: str, right: str, size: tuple[int, int] = (32, 32)) -> Image.I
     return image
 
 
+def varied_pictures(seed: int, *, gradient: bool = True) -> list[Image.Image]:
+    """Pictures that differ in colour, layout and aspect ratio: solids, two tones, noise
+    drawn from ``seed``, and a grey gradient unless ``gradient=False``."""
+    noise = np.random.default_rng(seed).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    pictures = [
+        solid("red", (48, 40)),
+        solid("blue", (30, 60)),
+        two_tone("green", "magenta", (64, 64)),
+        Image.fromarray(noise),
+    ]
+    if gradient:
+        pictures.append(Image.linear_gradient("L").resize((70, 50)).convert("RGB"))
+    return pictures
+
+
 def current_snapshot(kb: Any) -> Any:
     """The snapshot directory the manifest of the knowledge base at ``kb`` names."""
     import json

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import encoded, solid, two_tone
+from helpers import encoded, solid, two_tone, varied_pictures
 from multimodal_rag import CLIPEmbedder, MultimodalRAG
 from multimodal_rag.embedders.preprocess import clip_pixels
 from multimodal_rag.errors import (
@@ -44,23 +44,11 @@ def clip_fp32(checkpoints: dict[str, Path]) -> CLIPEmbedder:
     return CLIPEmbedder(checkpoint=checkpoints["a"], precision="fp32")
 
 
-def varied_images() -> list[Image.Image]:
-    """Pictures that differ in colour, layout and aspect ratio."""
-    noise = np.random.default_rng(7).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    return [
-        solid("red", (48, 40)),
-        solid("blue", (30, 60)),
-        two_tone("green", "magenta", (64, 64)),
-        Image.fromarray(noise),
-        Image.linear_gradient("L").resize((70, 50)).convert("RGB"),
-    ]
-
-
 # -- vectors -------------------------------------------------------------------
 
 
 def test_images_and_texts_are_normalised_float32_of_the_model_dim(clip_fp32: CLIPEmbedder) -> None:
-    images = clip_fp32.embed_images(varied_images())
+    images = clip_fp32.embed_images(varied_pictures(7))
     texts = clip_fp32.embed_texts(["a red square", "a blue rectangle", ""])
     assert clip_fp32.dim == 64
     assert images.shape == (5, 64) and texts.shape == (3, 64)
@@ -79,7 +67,7 @@ def test_images_and_texts_are_normalised_float32_of_the_model_dim(clip_fp32: CLI
 def test_embeddings_are_deterministic_across_loads(
     checkpoints: dict[str, Path], clip_fp32: CLIPEmbedder
 ) -> None:
-    images = varied_images()
+    images = varied_pictures(7)
     first = clip_fp32.embed_images(images)
     np.testing.assert_array_equal(first, clip_fp32.embed_images(images))
     again = CLIPEmbedder(checkpoint=checkpoints["a"], precision="fp32", num_workers=0)
@@ -91,7 +79,7 @@ def test_embeddings_are_deterministic_across_loads(
 
 
 def test_one_image_and_a_batch_give_the_same_vector(clip_fp32: CLIPEmbedder) -> None:
-    images = varied_images()
+    images = varied_pictures(7)
     batch = clip_fp32.embed_images(images)
     for i, image in enumerate(images):
         np.testing.assert_allclose(clip_fp32.embed_images([image])[0], batch[i], atol=1e-5)
@@ -125,7 +113,7 @@ def test_torchscript_checkpoint_gives_the_same_model(
     scripted = CLIPEmbedder(
         checkpoint=checkpoints["a-jit"], precision="fp32", allow_torchscript=True
     )
-    images = varied_images()
+    images = varied_pictures(7)
     np.testing.assert_allclose(
         scripted.embed_images(images), clip_fp32.embed_images(images), atol=1e-5
     )
@@ -210,7 +198,7 @@ def test_config_rebuilds_without_a_device(
 def test_knowledge_base_reopens_with_the_embedder_from_its_manifest(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
-    images = varied_images()
+    images = varied_pictures(7)
     kb = tmp_path / "kb"
     with MultimodalRAG.create(kb, embedder=CLIPEmbedder(checkpoint=checkpoints["a"])) as rag:
         ids = rag.add(images, descriptions=[f"picture {i}" for i in range(5)], progress=False).ids
@@ -238,7 +226,7 @@ def test_reopening_with_other_weights_fails_clearly(
     with MultimodalRAG.create(
         kb, embedder=CLIPEmbedder(checkpoint=checkpoints["a"], precision="fp32")
     ) as rag:
-        rag.add(varied_images()[:2], progress=False)
+        rag.add(varied_pictures(7)[:2], progress=False)
     other = CLIPEmbedder(checkpoint=checkpoints["b"], precision="fp32")
     with pytest.raises(EmbedderMismatchError, match="sha256="):
         MultimodalRAG.open(kb, embedder=other)
@@ -251,7 +239,7 @@ def test_a_weights_file_changed_in_place_is_named_as_changed(checkpoints: dict[s
     shutil.copy(checkpoints["a"], weights)
     kb = tmp_path / "kb"
     with MultimodalRAG.create(kb, embedder=CLIPEmbedder(checkpoint=weights, precision="fp32")) as rag:
-        rag.add(varied_images()[:2], progress=False)
+        rag.add(varied_pictures(7)[:2], progress=False)
     shutil.copy(checkpoints["b"], weights)  # same path, other weights
     with pytest.raises(EmbedderMismatchError, match=r"the weights file .*weights\.pt.* has changed since"):
         MultimodalRAG.open(kb, embedder=CLIPEmbedder(checkpoint=weights, precision="fp32"))
@@ -346,7 +334,7 @@ def test_bf16_stays_within_cosine_099_of_fp32(
     # bf16 passed the quality gate, or fell back to fp32 and said why.
     for tower, precision in reduced.runtime["towers"].items():
         assert precision == "bf16" or any(tower in f for f in reduced.runtime["fallbacks"])
-    images, texts = varied_images(), ["a red square", "stamps " * 100, "two tone"]
+    images, texts = varied_pictures(7), ["a red square", "stamps " * 100, "two tone"]
     image_cosines = np.sum(reduced.embed_images(images) * clip_fp32.embed_images(images), axis=1)
     text_cosines = np.sum(reduced.embed_texts(texts) * clip_fp32.embed_texts(texts), axis=1)
     assert image_cosines.min() >= 0.99 and text_cosines.min() >= 0.99
@@ -385,7 +373,7 @@ def test_bad_images_are_reported_and_the_rest_is_indexed(
 ) -> None:
     folder = tmp_path / "photos"
     bad = bad_images(folder)
-    for i, picture in enumerate(varied_images()):
+    for i, picture in enumerate(varied_pictures(7)):
         picture.save(folder / f"good{i}.png")
     with MultimodalRAG.create(
         tmp_path / "kb", embedder=CLIPEmbedder(checkpoint=checkpoints["a"])
@@ -404,7 +392,7 @@ def test_embed_images_names_the_bad_image_and_its_index(
     clip_fp32: CLIPEmbedder, tmp_path: Path
 ) -> None:
     bad = bad_images(tmp_path / "bad")
-    images = [*varied_images()[:3], bad["truncated.jpg"], solid("red")]
+    images = [*varied_pictures(7)[:3], bad["truncated.jpg"], solid("red")]
     with pytest.raises(ImageError, match="truncated.jpg") as info:
         clip_fp32.embed_images(images)
     assert info.value.index == 3 and info.value.source == str(bad["truncated.jpg"])

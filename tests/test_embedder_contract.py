@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from helpers import ColorEmbedder, encoded, solid, two_tone
+from helpers import ColorEmbedder, encoded, solid, varied_pictures
 from multimodal_rag.errors import ImageError
 from multimodal_rag.protocols import Embedder
 
@@ -64,22 +63,11 @@ def embedder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return EMBEDDERS[request.param](tmp_path_factory.mktemp(request.param))
 
 
-def pictures() -> list[Image.Image]:
-    noise = np.random.default_rng(11).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    return [
-        solid("red", (48, 40)),
-        solid("blue", (30, 60)),
-        two_tone("green", "magenta", (64, 64)),
-        Image.fromarray(noise),
-        Image.linear_gradient("L").resize((70, 50)).convert("RGB"),
-    ]
-
-
 TEXTS = ["a red square", "two friends at the beach", "تمبر قرمز با پرنده", "红色邮票", "🐱", ""]
 
 
 def test_vectors_are_unit_float32_of_the_embedders_dim(embedder: Embedder) -> None:
-    images, texts = embedder.embed_images(pictures()), embedder.embed_texts(TEXTS)
+    images, texts = embedder.embed_images(varied_pictures(11)), embedder.embed_texts(TEXTS)
     assert images.shape == (5, embedder.dim) and texts.shape == (len(TEXTS), embedder.dim)
     assert images.dtype == np.float32 and texts.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
@@ -94,12 +82,12 @@ def test_nothing_in_gives_an_empty_matrix(embedder: Embedder) -> None:
 
 
 def test_embeddings_are_deterministic(embedder: Embedder) -> None:
-    np.testing.assert_array_equal(embedder.embed_images(pictures()), embedder.embed_images(pictures()))
+    np.testing.assert_array_equal(embedder.embed_images(varied_pictures(11)), embedder.embed_images(varied_pictures(11)))
     np.testing.assert_array_equal(embedder.embed_texts(TEXTS), embedder.embed_texts(TEXTS))
 
 
 def test_a_batch_gives_the_vectors_of_one_by_one(embedder: Embedder) -> None:
-    images = pictures()
+    images = varied_pictures(11)
     batch = embedder.embed_images(images)
     single = np.concatenate([embedder.embed_images([image]) for image in images])
     np.testing.assert_allclose(batch, single, atol=1e-5)
@@ -110,7 +98,7 @@ def test_a_batch_gives_the_vectors_of_one_by_one(embedder: Embedder) -> None:
 
 
 def test_the_streaming_batches_give_the_same_vectors(embedder: Embedder) -> None:
-    images = pictures()
+    images = varied_pictures(11)
     batches = list(embedder.iter_embed_images(iter(images), batch_size=2))
     assert [i for batch in batches for i in batch.indices] == list(range(len(images)))
     np.testing.assert_allclose(
@@ -123,7 +111,7 @@ def test_the_streaming_batches_give_the_same_vectors(embedder: Embedder) -> None
 def test_a_bad_image_raises_image_error_naming_its_index(embedder: Embedder) -> None:
     truncated = encoded(solid("red", (64, 64)), "JPEG")[:80]
     with pytest.raises(ImageError) as info:
-        embedder.embed_images([*pictures()[:2], truncated, solid("blue")])
+        embedder.embed_images([*varied_pictures(11)[:2], truncated, solid("blue")])
     assert info.value.index == 2
     with pytest.raises(ImageError) as single:
         embedder.embed_images([b"not an image"])

@@ -19,7 +19,7 @@ open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from helpers import encoded, solid, two_tone  # noqa: E402
+from helpers import encoded, varied_pictures  # noqa: E402
 from multimodal_rag import CLIPEmbedder, MultimodalRAG, OpenCLIPEmbedder  # noqa: E402
 from multimodal_rag.embedders.openclip_loading import preprocess_of  # noqa: E402
 from multimodal_rag.embedders.preprocess import ImagePreprocess  # noqa: E402
@@ -73,16 +73,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     yield attempts
 
 
-def pictures() -> list[Image.Image]:
-    noise = np.random.default_rng(5).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    return [
-        solid("red", (48, 40)),
-        solid("blue", (30, 60)),
-        two_tone("green", "magenta", (64, 64)),
-        Image.fromarray(noise),
-    ]
-
-
 # -- loading -------------------------------------------------------------------
 
 
@@ -97,7 +87,7 @@ def test_local_weights_and_tokenizer_load_with_no_network(
         precision="fp32",
     )
     vectors = embedder.embed_texts(["a red stamp", "تمبر قرمز"])
-    assert vectors.shape == (2, 32) and embedder.embed_images(pictures()[:2]).shape == (2, 32)
+    assert vectors.shape == (2, 32) and embedder.embed_images(varied_pictures(5, gradient=False)[:2]).shape == (2, 32)
     assert no_network == []
 
 
@@ -257,14 +247,14 @@ def test_a_persian_query_finds_images_end_to_end(tiny: dict[str, Path], tmp_path
     )
     kb = tmp_path / "kb"
     with MultimodalRAG.create(kb, embedder=embedder) as rag:
-        ids = rag.add(pictures(), descriptions=["red", "blue", "two tone", "noise"], progress=False).ids
+        ids = rag.add(varied_pictures(5, gradient=False), descriptions=["red", "blue", "two tone", "noise"], progress=False).ids
     reopened = MultimodalRAG.open(kb, read_only=True)  # a built-in kind, rebuilt from the manifest
     try:
         assert isinstance(reopened.embedder, OpenCLIPEmbedder)
         assert reopened.embedder.fingerprint == embedder.fingerprint
         hits = reopened.search(text="تمبر قرمز با پرنده", k=3)
         assert len(hits) == 3 and {hit.id for hit in hits} <= set(ids)
-        assert reopened.search(image=pictures()[2], k=1)[0].id == ids[2]
+        assert reopened.search(image=varied_pictures(5, gradient=False)[2], k=1)[0].id == ids[2]
     finally:
         reopened.close()
 
@@ -277,7 +267,7 @@ def test_reopening_with_another_model_fails_clearly(
     kb = tmp_path / "kb"
     b32 = OpenCLIPEmbedder("tiny-ViT-B-32", "openai", checkpoint=tiny["b32"], precision="fp32")
     with MultimodalRAG.create(kb, embedder=b32) as rag:
-        rag.add(pictures()[:2], progress=False)
+        rag.add(varied_pictures(5, gradient=False)[:2], progress=False)
     other_weights = OpenCLIPEmbedder(
         "tiny-ViT-B-32", "openai", checkpoint=tiny["b32-other"], precision="fp32"
     )
@@ -296,7 +286,7 @@ def test_a_manifest_cannot_name_a_relative_tokenizer_or_checkpoint(
 
     kb = tmp_path / "kb"
     with MultimodalRAG.create(kb, embedder=siglip2) as rag:
-        rag.add(pictures()[:1], progress=False)
+        rag.add(varied_pictures(5, gradient=False)[:1], progress=False)
     manifest = json.loads((kb / "manifest.json").read_text())
     monkeypatch.chdir(tiny["tokenizer"].parent)  # where the relative names would be found
     for name, relative in (("tokenizer", "tokenizer"), ("checkpoint", "siglip2.safetensors")):
@@ -333,7 +323,7 @@ def test_the_command_line_builds_an_open_clip_knowledge_base(
 
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i, picture in enumerate(pictures()):
+    for i, picture in enumerate(varied_pictures(5, gradient=False)):
         picture.save(folder / f"{i}.png")
     kb = tmp_path / "kb"
     runner = CliRunner()
@@ -405,7 +395,7 @@ def test_the_openvino_engine_runs_open_clip_towers(
     assert converted.runtime["engine"] == "openvino"
     assert converted.fingerprint == siglip2.fingerprint
     texts = ["تمبر قرمز با پرنده", "a dog"]
-    image_cosines = np.sum(converted.embed_images(pictures()) * siglip2.embed_images(pictures()), 1)
+    image_cosines = np.sum(converted.embed_images(varied_pictures(5, gradient=False)) * siglip2.embed_images(varied_pictures(5, gradient=False)), 1)
     text_cosines = np.sum(converted.embed_texts(texts) * siglip2.embed_texts(texts), 1)
     assert image_cosines.min() > 0.9999 and text_cosines.min() > 0.9999
 

@@ -157,10 +157,12 @@ class CLIPEmbedder(TowerEmbedder):
         name = model if model is not None else _DEFAULT_MODEL
         # On OpenVINO, a model this machine has loaded before is known by its shapes alone:
         # the engine may then compile its cached towers without torch ever loading.
-        known = self._known_model(name, allow_torchscript) if engine == "openvino" else None
-        if known is not None:
-            self._weights_sha256, shapes = known
-            towers: tuple[Any, Any] | None = None
+        sha256, shapes = (
+            self._known_model(name, allow_torchscript) if engine == "openvino" else (None, None)
+        )
+        towers: tuple[Any, Any] | None = None
+        if sha256 is not None and shapes is not None:
+            self._weights_sha256 = sha256
         else:
             loaded, self._weights_sha256 = load_model(
                 name,
@@ -168,10 +170,10 @@ class CLIPEmbedder(TowerEmbedder):
                 self.download_root,
                 self.device,
                 allow_torchscript=allow_torchscript,
+                sha256=sha256,  # the file was just hashed: not twice
             )
             shapes = self._remember_model(name, loaded.eval())
             towers = _tower_modules(loaded)
-            del loaded  # from here the towers hold the model (see load_towers)
         # A checkpoint given without a name is labelled by its shapes, not as the default model.
         self.model_name = model if model is not None else str(shapes["label"])
         self.resolution: int = int(shapes["resolution"])
@@ -180,26 +182,23 @@ class CLIPEmbedder(TowerEmbedder):
         self._dim = int(shapes["dim"])
 
         def load_towers() -> tuple[Any, Any]:
-            # Called once, only if the engine needs torch (to convert, to check, to run).
-            nonlocal towers
-            if towers is None:
-                loaded, sha256 = load_model(
-                    name,
-                    self.checkpoint,
-                    self.download_root,
-                    self.device,
-                    allow_torchscript=allow_torchscript,
+            # Called only if the engine needs torch (to convert, to check, to run); the engine
+            # lets the modules go once done, so no copy of the weights outlives its use.
+            if towers is not None:
+                return towers
+            loaded, sha256 = load_model(
+                name,
+                self.checkpoint,
+                self.download_root,
+                self.device,
+                allow_torchscript=allow_torchscript,
+            )
+            if sha256 != self._weights_sha256:
+                raise ModelLoadError(
+                    f"the weights of CLIP model {name!r} changed while it loaded "
+                    f"({self._weights_source()}); load it again"
                 )
-                if sha256 != self._weights_sha256:
-                    raise ModelLoadError(
-                        f"the weights of CLIP model {name!r} changed while it loaded "
-                        f"({self._weights_source()}); load it again"
-                    )
-                towers = _tower_modules(loaded.eval())
-            # Handed over, not kept: the torch engine runs them, and the OpenVINO engine
-            # lets them go once converted, so no copy of the weights outlives its use.
-            result, towers = towers, None
-            return result
+            return _tower_modules(loaded.eval())
 
         self._init_engine(
             load_towers=load_towers,
@@ -216,9 +215,12 @@ class CLIPEmbedder(TowerEmbedder):
 
     # -- what this machine knows of a model -----------------------------------------
 
-    def _known_model(self, name: str, allow_torchscript: bool) -> tuple[str, dict[str, Any]] | None:
-        """The weights' SHA-256 and the model's shapes, when this machine loaded the same
-        weights file before (recorded in the engine cache); None otherwise.
+    def _known_model(
+        self, name: str, allow_torchscript: bool
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        """The weights file's SHA-256 (for a checkpoint, or a named model whose file this
+        machine recorded), and the model's shapes when this machine loaded the same weights
+        before (recorded in the engine cache); None for what is not known.
 
         The file is hashed every time, so changed weights are never taken for known ones.
         """
@@ -227,14 +229,14 @@ class CLIPEmbedder(TowerEmbedder):
         else:
             named = self._engine_cache.read_json("clip-named", self._named_key(name))
             if named is None:
-                return None
+                return None, None
             file = download_root_or_default(self.download_root) / str(named.get("file"))
         if not file.is_file():
-            return None
+            return None, None
         sha256 = sha256_file(file)
         shapes = self._engine_cache.read_json("clip-models", _shapes_key(sha256))
         if shapes is None or not _SHAPES.issubset(shapes):
-            return None
+            return sha256, None
         if shapes.get("torchscript") and not shapes.get("published") and not allow_torchscript:
             raise torchscript_refused(file)
         return sha256, shapes

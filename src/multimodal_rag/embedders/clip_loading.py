@@ -71,8 +71,13 @@ def load_model(
     device: torch.device,
     *,
     allow_torchscript: bool = False,
+    sha256: str | None = None,
 ) -> tuple[Any, str]:
-    """Load a CLIP model; return it and the SHA-256 of its weights file."""
+    """Load a CLIP model; return it and the SHA-256 of its weights file.
+
+    ``sha256`` is the checkpoint's, when the caller has just computed it (a named model's
+    comes from its URL, and ``clip.load`` checks it).
+    """
     clip = import_clip()
     if checkpoint is not None:
         if not checkpoint.is_file():
@@ -80,7 +85,7 @@ def load_model(
                 f"CLIP checkpoint for model {name!r} not found: {str(checkpoint)!r} is not a file; "
                 "pass checkpoint= the path of a CLIP weights file (a state_dict .pt)"
             )
-        sha256 = sha256_file(checkpoint)
+        sha256 = sha256 or sha256_file(checkpoint)
         scripted = is_torchscript(checkpoint)
         # openai's own archives are TorchScript; the published checksum vouches for their code.
         if scripted and not allow_torchscript and sha256 not in published_sha256s():

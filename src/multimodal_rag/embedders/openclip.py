@@ -124,23 +124,12 @@ class OpenCLIPEmbedder(TowerEmbedder):
         with _no_grad():
             probe = self._tokens(["a"])
             self._dim = int(text_tower(_tensor(probe, self.device)).shape[1])
-        quick_gelu = loaded.quick_gelu
-        towers: tuple[Any, Any] | None = (image_tower, text_tower)
-        del image_tower, text_tower, loaded
-
-        def load_towers() -> tuple[Any, Any]:
-            # Handed over once: the OpenVINO engine lets them go after converting them.
-            nonlocal towers
-            assert towers is not None
-            result, towers = towers, None
-            return result
-
         self._init_engine(
-            load_towers=load_towers,
+            load_towers=lambda: (image_tower, text_tower),
             identity={
                 "weights_sha256": self._weights_sha256,
                 "model": model,
-                "quick_gelu": quick_gelu,
+                "quick_gelu": loaded.quick_gelu,
                 "preprocess": PREPROCESS_VERSION,
                 "pixels": self.preprocess.describe(),
                 "context_length": self.context_length,

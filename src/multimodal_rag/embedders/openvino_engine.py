@@ -128,10 +128,8 @@ def read_model(folder: Path) -> Any:
     return ov.Core().read_model(str(model_file(folder)), str(folder / "model.bin"))
 
 
-def compile_model(
-    model: Any | Path, device: str, precision: str, *, cache_dir: Path | None
-) -> Any:
-    """Compile ``model`` (a model, or its file) for ``device`` with ``precision`` as the hint.
+def compile_model(model: Path, device: str, precision: str, *, cache_dir: Path | None) -> Any:
+    """Compile the model file ``model`` for ``device`` with ``precision`` as the hint.
 
     ``cache_dir`` keeps OpenVINO's compiled blobs, which makes a second load of the same
     model on the same device a read instead of a compilation.
@@ -146,7 +144,7 @@ def compile_model(
         # Ingest sends batches one after another: latency mode uses every core on each.
         "PERFORMANCE_HINT": "LATENCY",
     }
-    return core.compile_model(str(model) if isinstance(model, Path) else model, device, config)
+    return core.compile_model(str(model), device, config)
 
 
 class OpenVINORunner:
