@@ -21,6 +21,7 @@ from PIL import Image
 
 from multimodal_rag import CLIPEmbedder, MultimodalRAG
 from multimodal_rag.cli.output import print_info
+from multimodal_rag.embedders import clip as clip_module
 from multimodal_rag.embedders import engines
 from multimodal_rag.embedders.engine_cache import EngineCache
 from multimodal_rag.embedders.engines import split_sample
@@ -315,6 +316,11 @@ def test_auto_measures_once_per_machine_and_reuses_the_decision(
     second = CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
     assert timed == [] and second.runtime["towers"] == chosen
     assert second.runtime["items_per_s"] == measured  # the earlier measurement, reported
+    # New tower code (a release that changes what the towers run) measures again.
+    monkeypatch.setattr(clip_module, "_TOWERS_VERSION", clip_module._TOWERS_VERSION + 1)
+    CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
+    assert timed
+    timed.clear()
     # Another cache (another machine, say) measures for itself.
     CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path / "elsewhere")
     assert timed

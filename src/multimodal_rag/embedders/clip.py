@@ -24,7 +24,6 @@ from multimodal_rag._remote import manifest_endpoints
 from multimodal_rag.embedders.clip_loading import (
     check_manifest_config,
     download_root_or_default,
-    import_torch,
     is_torchscript,
     load_model,
     named_file,
@@ -33,6 +32,7 @@ from multimodal_rag.embedders.clip_loading import (
 )
 from multimodal_rag.embedders.clip_names import architecture_label
 from multimodal_rag.embedders.clip_tokens import clip_tokens
+from multimodal_rag.embedders.clip_towers import tower_modules
 from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION, ImagePreprocess
 from multimodal_rag.embedders.towers import TowerEmbedder
@@ -47,7 +47,7 @@ _DEFAULT_MODEL = "ViT-B/32"
 
 #: Bumped whenever the tower modules change what they compute or take: part of the key
 #: of every converted model in the engine cache.
-_TOWERS_VERSION = 1
+_TOWERS_VERSION = 2
 
 #: What the engine cache records of a loaded model (see ``CLIPEmbedder._known_model``).
 _SHAPES = frozenset({"label", "resolution", "context_length", "dim"})
@@ -173,7 +173,7 @@ class CLIPEmbedder(TowerEmbedder):
                 sha256=sha256,  # the file was just hashed: not twice
             )
             shapes = self._remember_model(name, loaded.eval())
-            towers = _tower_modules(loaded)
+            towers = tower_modules(loaded)
         # A checkpoint given without a name is labelled by its shapes, not as the default model.
         self.model_name = model if model is not None else str(shapes["label"])
         self.resolution: int = int(shapes["resolution"])
@@ -198,7 +198,7 @@ class CLIPEmbedder(TowerEmbedder):
                     f"the weights of CLIP model {name!r} changed while it loaded "
                     f"({self._weights_source()}); load it again"
                 )
-            return _tower_modules(loaded.eval())
+            return tower_modules(loaded.eval())
 
         self._init_engine(
             load_towers=load_towers,
@@ -298,42 +298,3 @@ class CLIPEmbedder(TowerEmbedder):
         # Only up to the longest text's end token (see the text tower).
         length = int(array.argmax(axis=1).max()) + 1 if len(array) else 1
         return np.ascontiguousarray(array[:, :length], dtype=np.int64)
-
-
-# -- towers ------------------------------------------------------------------------
-
-
-def _tower_modules(model: Any) -> tuple[Any, Any]:
-    """CLIP's image and text towers as modules with one input, as engines convert them."""
-    torch = import_torch()
-    module: Any = torch.nn.Module
-
-    class ImageTower(module):  # type: ignore[misc]
-        def __init__(self, clip_model: Any) -> None:
-            super().__init__()
-            self.clip = clip_model
-
-        def forward(self, pixels: Any) -> Any:
-            return self.clip.encode_image(pixels)
-
-    class TextTower(module):  # type: ignore[misc]
-        def __init__(self, clip_model: Any) -> None:
-            super().__init__()
-            self.clip = clip_model
-
-        def forward(self, tokens: Any) -> Any:
-            # clip's encode_text, for token rows cut after the longest text's end token:
-            # the causal mask keeps every position from seeing later ones, so the padding
-            # after the end token never changes its features, and a short query costs a
-            # few positions instead of 77.
-            clip = self.clip
-            x = clip.token_embedding(tokens).type(clip.dtype)
-            x = x + clip.positional_embedding[: tokens.shape[1]].type(clip.dtype)
-            x = clip.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-            x = clip.ln_final(x).type(clip.dtype)
-            ends = tokens.argmax(dim=-1)  # the end token has the highest id
-            return x[torch.arange(x.shape[0]), ends] @ clip.text_projection
-
-    # The model is passed in, not closed over: classes sit in reference cycles, and a
-    # closure would keep the torch weights alive until the cyclic collector runs.
-    return ImageTower(model).eval(), TextTower(model).eval()

@@ -488,7 +488,8 @@ class EngineBuilder:
             "device": self.openvino_device if self.engine == "openvino" else str(self.device),
             "cpu": cpu_model(),
             "gate": [self.gate.min_cosine, self.gate.mean_cosine],
-            "towers": sorted(self.towers),
+            # Not "towers": the identity may hold that key (the version of the tower code).
+            "tower_names": sorted(self.towers),
         }
 
     def _decision(self) -> dict[str, Any] | None:

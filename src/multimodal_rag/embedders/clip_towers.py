@@ -1,0 +1,112 @@
+"""openai/CLIP's image and text towers, written for the engines that run them.
+
+Each tower computes what ``model.encode_image`` and ``model.encode_text`` compute, from
+the same weights (``tests/test_clip_towers.py`` holds them to it), in a form that costs
+less on every engine:
+
+- **Batch first, one attention call.** openai/CLIP runs its transformer sequence-first
+  through ``nn.MultiheadAttention``, which traces into a transpose around every
+  projection. Here the blocks run batch-first, and attention is one
+  ``scaled_dot_product_attention``: OpenVINO fuses it, and about half the transposes
+  are gone (int8 image tower: 4 % faster on a batch of 32, 7 % on one image).
+- **The last block for the rows read out only.** A tower's output is one position's
+  features: the class token's for an image, the end token's for a text. The last block
+  still attends over every position, but its query projection, output projection and
+  MLP run for that one position instead of all of them. On ViT-B/32 that is 6.6 % of the
+  image tower's arithmetic.
+
+Weights are used where they are (no copies), so a model's memory is not doubled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multimodal_rag.embedders.clip_loading import import_torch
+
+__all__ = ["tower_modules"]
+
+
+def tower_modules(model: Any) -> tuple[Any, Any]:
+    """CLIP's image and text towers as modules with one input each, as engines run them."""
+    torch = import_torch()
+    module: Any = torch.nn.Module
+
+    class ImageTower(module):  # type: ignore[misc]
+        def __init__(self, clip_model: Any) -> None:
+            super().__init__()
+            self.clip = clip_model
+
+        def forward(self, pixels: Any) -> Any:
+            visual = self.clip.visual
+            x = visual.conv1(pixels.type(self.clip.dtype))  # [batch, width, grid, grid]
+            x = x.flatten(2).transpose(1, 2)  # [batch, grid², width]
+            cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+            x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+            x = visual.ln_pre(x)
+            x = _transformer(torch, visual.transformer.resblocks, x, mask=None, rows=0)
+            return visual.ln_post(x) @ visual.proj
+
+    class TextTower(module):  # type: ignore[misc]
+        def __init__(self, clip_model: Any) -> None:
+            super().__init__()
+            self.clip = clip_model
+
+        def forward(self, tokens: Any) -> Any:
+            # Token rows may be cut after the longest text's end token: the causal mask keeps
+            # every position from seeing later ones, so the padding after an end token never
+            # changes its features, and a short query costs a few positions instead of 77.
+            clip = self.clip
+            length = tokens.shape[1]
+            x = clip.token_embedding(tokens).type(clip.dtype)
+            x = x + clip.positional_embedding[:length].type(clip.dtype)
+            mask = clip.transformer.resblocks[0].attn_mask[:length, :length].to(x.dtype)
+            ends = tokens.argmax(dim=-1)  # the end token has the highest id
+            x = _transformer(torch, clip.transformer.resblocks, x, mask=mask, rows=ends)
+            return clip.ln_final(x).type(clip.dtype) @ clip.text_projection
+
+    # The model is passed in, not closed over: classes sit in reference cycles, and a
+    # closure would keep the torch weights alive until the cyclic collector runs.
+    return ImageTower(model).eval(), TextTower(model).eval()
+
+
+def _transformer(torch: Any, blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
+    """Run CLIP's residual attention blocks on ``x`` ``[batch, length, width]``; return the
+    output at position ``rows`` (an int) or ``rows[i]`` of each sequence ``i``, ``[batch, width]``.
+
+    ``mask`` is CLIP's additive attention mask for the whole sequence (or None).
+    """
+    *leading, last = blocks
+    for block in leading:
+        x = x + _attention(torch, block.attn, block.ln_1(x), None, mask)
+        x = x + block.mlp(block.ln_2(x))
+    # The last block: every position is a key and a value, only the read-out row a query.
+    if isinstance(rows, int):
+        row = x[:, rows : rows + 1]  # [batch, 1, width]
+    else:
+        row = x[torch.arange(x.shape[0], device=x.device), rows][:, None]
+    row_mask = None if mask is None else mask[rows][..., None, None, :]  # [batch, 1, 1, length]
+    row = row + _attention(torch, last.attn, last.ln_1(x), last.ln_1(row), row_mask)
+    row = row + last.mlp(last.ln_2(row))
+    return row[:, 0]
+
+
+def _attention(torch: Any, attn: Any, x: Any, query: Any, mask: Any) -> Any:
+    """``nn.MultiheadAttention(x, x, x)`` of CLIP's blocks, batch first; with ``query``, only
+    for those positions (``x`` still gives every key and value)."""
+    functional = torch.nn.functional
+    batch, _, width = x.shape
+    heads = attn.num_heads
+
+    def split(t: Any) -> Any:  # [batch, length, width] -> [batch, heads, length, head width]
+        return t.reshape(batch, -1, heads, width // heads).transpose(1, 2)
+
+    if query is None:
+        q, k, v = functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    else:
+        q = functional.linear(query, attn.in_proj_weight[:width], attn.in_proj_bias[:width])
+        k, v = functional.linear(
+            x, attn.in_proj_weight[width:], attn.in_proj_bias[width:]
+        ).chunk(2, dim=-1)
+    out = functional.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, -1, width))
