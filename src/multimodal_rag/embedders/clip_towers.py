@@ -44,7 +44,7 @@ def tower_modules(model: Any) -> tuple[Any, Any]:
             cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
             x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
             x = visual.ln_pre(x)
-            x = _transformer(torch, visual.transformer.resblocks, x, mask=None, rows=0)
+            x = _transformer(visual.transformer.resblocks, x, mask=None, rows=0)
             return visual.ln_post(x) @ visual.proj
 
     class TextTower(module):  # type: ignore[misc]
@@ -62,7 +62,7 @@ def tower_modules(model: Any) -> tuple[Any, Any]:
             x = x + clip.positional_embedding[:length].type(clip.dtype)
             mask = clip.transformer.resblocks[0].attn_mask[:length, :length].to(x.dtype)
             ends = tokens.argmax(dim=-1)  # the end token has the highest id
-            x = _transformer(torch, clip.transformer.resblocks, x, mask=mask, rows=ends)
+            x = _transformer(clip.transformer.resblocks, x, mask=mask, rows=ends)
             return clip.ln_final(x).type(clip.dtype) @ clip.text_projection
 
     # The model is passed in, not closed over: classes sit in reference cycles, and a
@@ -70,15 +70,16 @@ def tower_modules(model: Any) -> tuple[Any, Any]:
     return ImageTower(model).eval(), TextTower(model).eval()
 
 
-def _transformer(torch: Any, blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
+def _transformer(blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
     """Run CLIP's residual attention blocks on ``x`` ``[batch, length, width]``; return the
     output at position ``rows`` (an int) or ``rows[i]`` of each sequence ``i``, ``[batch, width]``.
 
     ``mask`` is CLIP's additive attention mask for the whole sequence (or None).
     """
+    torch = import_torch()
     *leading, last = blocks
     for block in leading:
-        x = x + _attention(torch, block.attn, block.ln_1(x), None, mask)
+        x = x + _attention(block.attn, block.ln_1(x), None, mask)
         x = x + block.mlp(block.ln_2(x))
     # The last block: every position is a key and a value, only the read-out row a query.
     if isinstance(rows, int):
@@ -86,15 +87,15 @@ def _transformer(torch: Any, blocks: Any, x: Any, *, mask: Any, rows: Any) -> An
     else:
         row = x[torch.arange(x.shape[0], device=x.device), rows][:, None]
     row_mask = None if mask is None else mask[rows][..., None, None, :]  # [batch, 1, 1, length]
-    row = row + _attention(torch, last.attn, last.ln_1(x), last.ln_1(row), row_mask)
+    row = row + _attention(last.attn, last.ln_1(x), last.ln_1(row), row_mask)
     row = row + last.mlp(last.ln_2(row))
     return row[:, 0]
 
 
-def _attention(torch: Any, attn: Any, x: Any, query: Any, mask: Any) -> Any:
+def _attention(attn: Any, x: Any, query: Any, mask: Any) -> Any:
     """``nn.MultiheadAttention(x, x, x)`` of CLIP's blocks, batch first; with ``query``, only
     for those positions (``x`` still gives every key and value)."""
-    functional = torch.nn.functional
+    functional = import_torch().nn.functional
     batch, _, width = x.shape
     heads = attn.num_heads
 
