@@ -158,6 +158,20 @@ def test_a_precision_that_fails_the_gate_falls_back_and_says_so(
     )
     assert "int8 failed the quality gate" in caplog.text
     assert "precision=fp32" in repr(embedder)
+    # The next load reads the gate's results from the cache: the same fallbacks, reported in
+    # runtime, without warning again at every load.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="multimodal_rag"):
+        again = CLIPEmbedder(
+            checkpoint=checkpoints["a"],
+            engine="openvino",
+            precision="int8",
+            cache_dir=tmp_path,
+            quality_gate=strict,
+        )
+    assert again.precision == "fp32" and again.runtime["fallbacks"] == fallbacks
+    gate_records = [r for r in caplog.records if "failed the quality gate" in r.getMessage()]
+    assert gate_records and all(r.levelno == logging.INFO for r in gate_records)
 
 
 def test_a_second_load_reuses_the_quantized_model(

@@ -366,7 +366,7 @@ class EngineBuilder:
             return None
         if precision == "fp32":
             return runner
-        result = self._gate(name, precision, runner)
+        result, measured_now = self._gate(name, precision, runner)
         self._gates[f"{name}:{precision}"] = result.to_dict()
         if result.passed:
             return runner
@@ -377,7 +377,9 @@ class EngineBuilder:
             f"held-out inputs; needs min >= {self.gate.min_cosine}, mean >= "
             f"{self.gate.mean_cosine}): {after}"
         )
-        logger.warning(message)
+        # A warning when it is measured; a result this machine measured before is a note,
+        # so that every later load does not repeat the warning (``runtime`` still says it).
+        logger.log(logging.WARNING if measured_now else logging.INFO, message)
         self._fallbacks.append(message)
         return None
 
@@ -458,13 +460,14 @@ class EngineBuilder:
         except (KeyError, TypeError, ValueError):
             return None  # absent or unreadable: measured again
 
-    def _gate(self, name: str, precision: str, runner: Runner) -> GateResult:
+    def _gate(self, name: str, precision: str, runner: Runner) -> tuple[GateResult, bool]:
+        """The gate's result, and whether it was measured now (not read from the cache)."""
         cached = self._cached_gate(name, precision)
         if cached is not None:
-            return cached
+            return cached, False
         result = self.gate.check(self._reference(name), runner(self._held_out[name]))
         self.cache.write_json("gates", self._gate_key(name, precision), result.to_dict())
-        return result
+        return result, True
 
     def _reference(self, name: str) -> np.ndarray:
         if name not in self._references:
