@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("clip")
-
-from multimodal_rag.embedders.clip_tokens import clip_tokens  # noqa: E402
-from multimodal_rag.embedders.clip_towers import tower_modules  # noqa: E402
-from tiny_clip import make_tiny_clip_checkpoint  # noqa: E402
+from multimodal_rag.embedders.clip_loading import import_clip
+from multimodal_rag.embedders.clip_tokens import clip_tokens
+from multimodal_rag.embedders.clip_towers import tower_modules
+from tiny_clip import make_tiny_clip_checkpoint
 
 TEXTS = [
     "a",
@@ -24,8 +23,7 @@ TEXTS = [
 
 
 def _model(tmp_path: Path, layers: int, width: int = 128) -> Any:
-    from clip.model import build_model
-
+    build_model = import_clip().model.build_model
     path = make_tiny_clip_checkpoint(
         tmp_path / f"clip-{layers}.pt", seed=layers, layers=layers, width=width
     )
