@@ -7,6 +7,7 @@ run everywhere.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -139,15 +140,16 @@ def test_a_precision_that_fails_the_gate_falls_back_and_says_so(
 ) -> None:
     # No reduced precision keeps every cosine within 1e-9 of fp32.
     strict = QualityGate(min_cosine=1 - 1e-9, mean_cosine=1 - 1e-9)
+    load = functools.partial(
+        CLIPEmbedder,
+        checkpoint=checkpoints["a"],
+        engine="openvino",
+        precision="int8",
+        cache_dir=tmp_path,
+        quality_gate=strict,
+    )
     with caplog.at_level(logging.WARNING, logger="multimodal_rag"):
-        embedder = CLIPEmbedder(
-            checkpoint=checkpoints["a"],
-            engine="openvino",
-            precision="int8",
-            calibration=photos,
-            cache_dir=tmp_path,
-            quality_gate=strict,
-        )
+        embedder = load(calibration=photos)
     assert embedder.precision == "fp32"
     fallbacks = embedder.runtime["fallbacks"]
     assert any(
@@ -162,13 +164,7 @@ def test_a_precision_that_fails_the_gate_falls_back_and_says_so(
     # runtime, without warning again at every load.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="multimodal_rag"):
-        again = CLIPEmbedder(
-            checkpoint=checkpoints["a"],
-            engine="openvino",
-            precision="int8",
-            cache_dir=tmp_path,
-            quality_gate=strict,
-        )
+        again = load()
     assert again.precision == "fp32" and again.runtime["fallbacks"] == fallbacks
     gate_records = [r for r in caplog.records if "failed the quality gate" in r.getMessage()]
     assert gate_records and all(r.levelno == logging.INFO for r in gate_records)
