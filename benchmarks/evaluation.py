@@ -100,7 +100,7 @@ def engines(sample: int) -> None:
     from ingest import make_checkpoint
 
     from multimodal_rag import CLIPEmbedder, MultimodalRAG
-    from multimodal_rag.evaluation.render import report_table
+    from multimodal_rag.evaluation.render import report_differences, report_table
 
     started = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -154,8 +154,7 @@ def engines(sample: int) -> None:
             print(f"  fallback: {fallback}")
         print(f"{report_table(reports[label])}\n", flush=True)
 
-    fp32_sets = {s.query_set: s for s in reports["fp32"].sets}
-    int8_sets = {s.query_set: s for s in reports["int8"].sets}
+    differences = report_differences(reports["fp32"], reports["int8"], names=("fp32", "int8"))
     # Queries found in the top 10 by one engine and not by the other: the recall difference
     # is their net, and both directions show whether it is noise or a bias.
     found = {
@@ -165,16 +164,16 @@ def engines(sample: int) -> None:
         for label, report in reports.items()
     }
     rows = []
-    for query_set, a in fp32_sets.items():
-        b = int8_sets[query_set]
+    for entry in differences["sets"]:
+        query_set, metrics = entry["query_set"], entry["metrics"]
         keys = {(r.query_set, r.query) for r in reports["fp32"].results if r.query_set == query_set}
         rows.append(
             {
                 "query_set": query_set,
-                "queries": a.queries,
-                "fp32": {k: a.recall[k] for k in ("1", "5", "10")},
-                "int8": {k: b.recall[k] for k in ("1", "5", "10")},
-                "delta_r10_points": round((b.recall["10"] - a.recall["10"]) * 100, 6),
+                "queries": entry["queries"]["a"],
+                "fp32": {k: metrics[f"recall@{k}"]["a"] for k in ("1", "5", "10")},
+                "int8": {k: metrics[f"recall@{k}"]["b"] for k in ("1", "5", "10")},
+                "delta_r10_points": round(metrics["recall@10"]["delta"] * 100, 6),
                 "lost_at_10": len(keys & found["fp32"] - found["int8"]),
                 "gained_at_10": len(keys & found["int8"] - found["fp32"]),
             }

@@ -160,18 +160,22 @@ class CLIPEmbedder(TowerEmbedder):
         sha256, shapes = (
             self._known_model(name, allow_torchscript) if engine == "openvino" else (None, None)
         )
-        towers: tuple[Any, Any] | None = None
-        if sha256 is not None and shapes is not None:
-            self._weights_sha256 = sha256
-        else:
-            loaded, self._weights_sha256 = load_model(
+
+        def load(sha256: str | None = None) -> tuple[Any, str]:
+            return load_model(
                 name,
                 self.checkpoint,
                 self.download_root,
                 self.device,
                 allow_torchscript=allow_torchscript,
-                sha256=sha256,  # the file was just hashed: not twice
+                sha256=sha256,
             )
+
+        towers: tuple[Any, Any] | None = None
+        if sha256 is not None and shapes is not None:
+            self._weights_sha256 = sha256
+        else:
+            loaded, self._weights_sha256 = load(sha256)  # the file was just hashed: not twice
             shapes = self._remember_model(name, loaded.eval())
             towers = tower_modules(loaded)
         # A checkpoint given without a name is labelled by its shapes, not as the default model.
@@ -186,13 +190,8 @@ class CLIPEmbedder(TowerEmbedder):
             # lets the modules go once done, so no copy of the weights outlives its use.
             if towers is not None:
                 return towers
-            loaded, sha256 = load_model(
-                name,
-                self.checkpoint,
-                self.download_root,
-                self.device,
-                allow_torchscript=allow_torchscript,
-            )
+            # Hashed again on purpose: the file may have changed since it was first hashed.
+            loaded, sha256 = load()
             if sha256 != self._weights_sha256:
                 raise ModelLoadError(
                     f"the weights of CLIP model {name!r} changed while it loaded "

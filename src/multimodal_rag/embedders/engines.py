@@ -292,13 +292,13 @@ class EngineBuilder:
         no torch copy of the weights. When everything is cached, they are never loaded."""
         decision = self._decision() if self.precision == "auto" else None
         chosen = (decision or {}).get("towers")
+        chosen = chosen if isinstance(chosen, dict) else {}
         for name in self.towers:
-            if not self._ir_folder(name, "fp32").is_dir():
-                self._ir_path(name, "fp32")
-            if self.precision != "auto":
-                needs_reference = self._chain_unjudged(name, fallback_chain(self.precision))
-            elif isinstance(chosen, dict) and name in chosen:
-                needs_reference = self._chain_unjudged(name, fallback_chain(str(chosen[name])))
+            self._ir_path(name, "fp32")  # converted here if not cached
+            # The precision whose fallback chain the build walks (auto's cached choice).
+            walked = self.precision if self.precision != "auto" else chosen.get(name)
+            if walked is not None:
+                needs_reference = self._chain_unjudged(name, fallback_chain(str(walked)))
             else:  # auto times every candidate that passes: each needs its gate
                 candidates = auto_candidates(self.engine, on_gpu=self._on_gpu())
                 needs_reference = any(
