@@ -25,8 +25,8 @@ from multimodal_rag.errors import BackendConnectionError, InvalidInputError, Mod
 CANARY = "canary-secret-5e1f0a9b"
 
 
-def _knowledge_base(path: Path, embedder: Any = None) -> Path:
-    with MultimodalRAG.create(path, embedder=embedder or ColorEmbedder()) as rag:
+def _knowledge_base(path: Path, embedder: Any = None, **stores: Any) -> Path:
+    with MultimodalRAG.create(path, embedder=embedder or ColorEmbedder(), **stores) as rag:
         rag.add([solid("red"), solid("blue")], descriptions=["red", "blue"], progress=False)
     return path
 
@@ -366,3 +366,65 @@ def test_the_command_line_allows_a_server_with_allow_endpoint(
     )
     assert allowed.returncode == 1 and "refused the credentials" in allowed.stderr
     assert fake_postgres.passwords == [f"{CANARY}-pgpassword"]
+
+
+# -- Embedder options ----------------------------------------------------------------
+
+
+class _RecordingEmbedder(ColorEmbedder):
+    """Stands in for CLIP under its kind: keeps every option a manifest rebuilds it with."""
+
+    built: list[dict[str, Any]] = []
+
+    def __init__(self, model: str = "color", **options: Any) -> None:
+        super().__init__()
+        type(self).built.append({"model": model, **options})
+        self.model = model
+
+    def config(self) -> dict[str, Any]:
+        # What CLIPEmbedder.config() gives: the model, and how it ran.
+        return {"model": self.model, "engine": "openvino", "precision": "int8", "draft": False}
+
+
+@pytest.fixture
+def clip_kind(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    from multimodal_rag import registry
+
+    table = {**registry.BUILTINS["embedder"], "clip": f"{__name__}:_RecordingEmbedder"}
+    monkeypatch.setitem(registry.BUILTINS, "embedder", table)
+    monkeypatch.setattr(_RecordingEmbedder, "built", [])
+    return _RecordingEmbedder.built
+
+
+def test_a_manifest_records_only_what_identifies_the_model(tmp_path: Path, clip_kind: list[dict[str, Any]]) -> None:
+    kb = _knowledge_base(tmp_path / "kb", _RecordingEmbedder("color-4"), description_store="jsonl")
+    entry = json.loads((kb / "manifest.json").read_text())["embedder"]
+    assert entry["kind"] == "clip" and entry["config"] == {"model": "color-4"}
+
+
+def test_a_manifest_cannot_set_how_the_embedder_runs(
+    tmp_path: Path, clip_kind: list[dict[str, Any]], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kb = _knowledge_base(tmp_path / "kb", _RecordingEmbedder("color-4"), description_store="jsonl")
+    elsewhere = tmp_path / "elsewhere"
+    runtime = {
+        "cache_dir": str(elsewhere),
+        "max_pixels": 10**15,
+        "num_workers": 512,
+        "calibration": str(tmp_path / "calibration"),
+        "device": "cuda:7",
+        "allow_torchscript": True,
+    }
+    # What earlier versions recorded themselves is dropped quietly.
+    recorded = {"engine": "openvino", "precision": "int8", "draft": False, "download_root": str(elsewhere)}
+    _rewrite(kb, "embedder", model="color-4", **runtime, **recorded)
+    clip_kind.clear()
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="multimodal_rag.registry"), MultimodalRAG.open(kb, read_only=True) as rag:
+        assert rag.search(image=solid("red"), k=1)[0].description == "red"
+        assert rag.verify().ok
+    assert clip_kind == [{"model": "color-4"}]
+    assert not elsewhere.exists()
+    (warning,) = {record.getMessage() for record in caplog.records}
+    assert str(kb / "manifest.json") in warning
+    assert all(key in warning for key in runtime) and not any(key in warning for key in recorded)

@@ -19,7 +19,8 @@ did not choose.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from multimodal_rag.errors import UnknownBackendError
@@ -62,6 +63,23 @@ ENTRY_POINT_GROUPS: dict[Role, str] = {
     "reranker": "multimodal_rag.rerankers",
 }
 
+#: The config keys a manifest may give each built-in embedder kind: what identifies the model
+#: (its name, pretrained tag, weights and tokenizer files), which the fingerprint then checks.
+#: How the model runs here (engine, precision, device, batch size, worker threads, cache
+#: directory, pixel limit, calibration images, download folder) is the caller's choice: a
+#: manifest may come from someone else, and these options write files, lift limits or spend
+#: this machine's time. A kind without an entry here (a custom or installed embedder, whose
+#: code the caller chose to run) gets its whole config.
+EMBEDDER_MANIFEST_KEYS: dict[str, frozenset[str]] = {
+    "clip": frozenset({"model", "checkpoint"}),
+    "open-clip": frozenset({"model", "pretrained", "checkpoint", "tokenizer"}),
+}
+
+# Runtime settings earlier versions recorded in every manifest: dropped without a warning.
+_RECORDED_RUNTIME = frozenset({"engine", "precision", "draft", "download_root"})
+
+_log = logging.getLogger(__name__)
+
 _PROTOCOLS = {
     "embedder": "Embedder",
     "vector_store": "VectorStore",
@@ -102,6 +120,30 @@ def installed_kinds(role: Role) -> dict[str, str]:
         for point in entry_points(group=ENTRY_POINT_GROUPS[role])
         if point.name not in BUILTINS[role]
     }
+
+
+def manifest_embedder_config(kind: str, config: Mapping[str, Any], *, source: str | None = None) -> dict[str, Any]:
+    """The part of an embedder's ``config`` that identifies the model (see
+    :data:`EMBEDDER_MANIFEST_KEYS`): what a manifest records, and what rebuilding the
+    embedder from a manifest may take from it.
+
+    Other keys are left out. Reading a manifest (``source`` names it), one that earlier
+    versions did not write themselves is logged as a warning, since someone put it there.
+    """
+    allowed = EMBEDDER_MANIFEST_KEYS.get(kind)
+    if allowed is None:
+        return dict(config)
+    ignored = sorted(key for key in config if key not in allowed and key not in _RECORDED_RUNTIME)
+    if ignored and source is not None:
+        _log.warning(
+            "%s: ignoring the %s embedder option(s) %s: a manifest names only the model (%s); "
+            "how it runs here is the caller's choice (pass MultimodalRAG.open(path, embedder=...))",
+            source,
+            kind,
+            ", ".join(ignored),
+            ", ".join(sorted(allowed)),
+        )
+    return {key: value for key, value in config.items() if key in allowed}
 
 
 def resolve(role: Role, kind: str, *, allow_modules: Iterable[str] = ()) -> type[Any]:

@@ -31,9 +31,9 @@ from multimodal_rag.kb.directory import (
     damaged_parts,
 )
 from multimodal_rag.kb.journal import Journal, JournalContents, SnapshotMovedError, load_journal
-from multimodal_rag.kb.manifest import EmbedderEntry, Manifest, read_manifest
+from multimodal_rag.kb.manifest import MANIFEST_FILE, EmbedderEntry, Manifest, read_manifest
 from multimodal_rag.kb.salvage import SalvageFindings, salvage_descriptions
-from multimodal_rag.registry import resolve
+from multimodal_rag.registry import manifest_embedder_config, resolve
 
 __all__ = ["LoadedKnowledgeBase", "OpenedKnowledgeBase", "check_embedder", "load", "open_directory"]
 
@@ -173,7 +173,8 @@ def _load_once(
     recorded = manifest.embedder
     if embedder is None:
         embedder_cls = resolve("embedder", recorded.kind, allow_modules=allow_modules)
-        embedder = build_from_manifest(allow_endpoints, embedder_cls, **recorded.config)
+        config = manifest_embedder_config(recorded.kind, recorded.config, source=repr(str(directory.path / MANIFEST_FILE)))
+        embedder = build_from_manifest(allow_endpoints, embedder_cls, **config)
     check_embedder(embedder, recorded, str(directory.path))
     vs_cls = resolve("vector_store", manifest.vector_store.kind, allow_modules=allow_modules)
     ds_cls = resolve("description_store", manifest.description_store.kind, allow_modules=allow_modules)

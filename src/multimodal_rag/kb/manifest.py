@@ -145,12 +145,14 @@ class Manifest:
         adapter: AdapterEntry | None = None,
     ) -> Manifest:
         """The manifest of these parts, before a save adds its snapshot's files."""
-        from multimodal_rag.registry import kind_of
+        from multimodal_rag.registry import kind_of, manifest_embedder_config
 
+        embedder_kind = kind_of(embedder)
         return cls(
             embedder=EmbedderEntry(
-                kind=kind_of(embedder),
-                config=embedder.config(),
+                kind=embedder_kind,
+                # Only what identifies the model: how it ran is in ``runtime``, for reading.
+                config=manifest_embedder_config(embedder_kind, embedder.config()),
                 fingerprint=embedder.fingerprint,
                 dim=embedder.dim,
                 runtime=_runtime_of(embedder),
