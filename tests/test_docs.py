@@ -133,7 +133,9 @@ def test_readme_has_exactly_the_two_fresh_machine_commands() -> None:
     assert "torch==2.14.1 torchvision==0.29.1 -e '.[dev]'" in (REPO / ".ci" / "run").read_text()
 
 
-def test_readme_main_job_runs(workdir: Path) -> None:
+def test_readme_runs_in_the_order_shown(workdir: Path) -> None:
+    """The main job first, then the Python snippet below it, in the same folder: nothing the
+    snippet needs is made by anything but what the README showed before it."""
     outputs = []
     for argv in cli_commands(README):
         result = run_cli(argv, workdir)
@@ -143,12 +145,9 @@ def test_readme_main_job_runs(workdir: Path) -> None:
     assert "Created knowledge base demo/kb: 8 images in total." in outputs[1]
     assert outputs[2].startswith("Best match: ") and "\nSources:\n 1. " in outputs[2]
 
-
-def test_readme_python_example_runs(workdir: Path) -> None:
-    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
-
-    make_random_clip_checkpoint(workdir / "demo" / "clip-random.pt")
+    text = README.read_text(encoding="utf-8")
     (example,) = script_blocks(README)
+    assert text.index(example) > text.index(fenced_blocks(README, "bash")[0])
     assert len(example.strip().splitlines()) <= 12
     result = run_python(example, workdir)
     assert result.returncode == 0, result.stderr

@@ -3,7 +3,7 @@
 Every command takes the knowledge-base directory first. Commands that only read
 (``search``, ``ask``, ``show``, ``info``, ``verify``) open it read-only, so they run
 while another process is indexing. ``--json`` output is a stable interface, documented in
-``docs/cli.md`` (online at :data:`~multimodal_rag.cli.app.DOCS_URL`).
+``docs/cli.md`` of the source repository.
 
 Exit status: 0 when the command did what was asked, 1 when the operation failed
 (the reason on stderr, with a traceback only under ``--debug``), 2 for bad usage

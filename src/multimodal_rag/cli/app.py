@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from multimodal_rag.rag import MultimodalRAG
 
 __all__ = [
-    "DOCS_URL",
+    "DOCS_PAGE",
     "EPILOG",
     "EXIT_FAILURE",
     "EXIT_OK",
@@ -47,8 +47,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-#: Where the documentation lives (``--json`` shapes, exit codes, every option).
-DOCS_URL = "https://multimodal-rag.github.io/multimodal-rag/cli/"
+#: Where the documentation lives (``--json`` shapes, exit codes, every option): a page of the
+#: source distribution, not a web address, because no site is published.
+DOCS_PAGE = "docs/cli.md"
 
 
 class CommandFailed(click.ClickException):
@@ -192,10 +193,13 @@ JSON_OPTION = click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print machine-readable JSON (its fields are documented at the address below).",
+    help="Print machine-readable JSON (its fields are documented in the page named below).",
 )
-#: Below every command's help; ``\b`` keeps click from rewrapping (and splitting) the address.
-EPILOG = f"\b\nEvery option, the --json output and the exit codes are documented at\n{DOCS_URL}"
+#: Below every command's help; ``\b`` keeps click from rewrapping (and splitting) the page's name.
+EPILOG = (
+    "\b\nEvery option, the --json output and the exit codes are documented in\n"
+    f"{DOCS_PAGE} of the source repository (`mkdocs serve` there shows it as a site)."
+)
 #: An image file given on the command line.
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
