@@ -1,8 +1,8 @@
 """Packages imported only by the components that need them, with one error when one is missing.
 
-A component imports its heavy or optional package through :func:`require` inside the
+A component imports its heavy or optional package through `require` inside the
 function that needs it, so ``import multimodal_rag`` pulls in none of them, and a missing
-one raises :class:`~multimodal_rag.errors.MissingDependencyError` naming the
+one raises [`MissingDependencyError`][multimodal_rag.errors.MissingDependencyError] naming the
 ``pip install`` that fixes it.
 """
 
@@ -38,7 +38,7 @@ def require(module: str, *, user: str, extra: str | None = None, package: str | 
 def check_installed(
     module: str, *, user: str, extra: str | None = None, package: str | None = None
 ) -> None:
-    """Raise what :func:`require` raises when ``module`` is not installed, without importing it.
+    """Raise what `require` raises when ``module`` is not installed, without importing it.
 
     For a package that is needed only on some paths (``nncf`` quantizes a model once per
     machine): a missing extra is still reported at once, and the common path never pays

@@ -2,9 +2,9 @@
 receive the environment's credentials.
 
 A knowledge base's manifest may come from someone else, so a server it names is not one the
-caller chose. :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` builds its
-components through :func:`build_from_manifest`; while they are built,
-:func:`manifest_endpoints` returns the endpoints the caller allowed, and a store sends
+caller chose. [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] builds its
+components through `build_from_manifest`; while they are built,
+`manifest_endpoints` returns the endpoints the caller allowed, and a store sends
 credentials found in the environment (``$MILVUS_TOKEN``, ``$PGPASSWORD``, ``~/.pgpass``) only
 to those and to the server the environment itself names (``$MILVUS_URI``, ``$DATABASE_URL``).
 A component the caller builds with its own arguments is the caller's choice, and unaffected.
@@ -115,7 +115,7 @@ def build_from_manifest(
 ) -> T:
     """Call ``factory(*args, **kwargs)``, a component built from what a manifest says.
 
-    While it runs, :func:`manifest_endpoints` returns ``allow_endpoints``, so the component
+    While it runs, `manifest_endpoints` returns ``allow_endpoints``, so the component
     treats the servers and files its arguments name as the manifest's choice.
     """
     token = _MANIFEST_ENDPOINTS.set(check_endpoints(allow_endpoints))

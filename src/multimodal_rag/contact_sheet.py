@@ -4,10 +4,12 @@ This is the cookbook's matplotlib display of the query and its nearest images,
 drawn with Pillow alone so that it needs no plotting library and can be written
 to a file (``multimodal-rag show``).
 
-Layout, for ``n`` matches and tiles of ``tile`` pixels::
+Layout, for ``n`` matches and tiles of ``tile`` pixels:
 
-    width  = (n + 1) * tile + (n + 2) * MARGIN
-    height = tile + CAPTION_HEIGHT + 2 * MARGIN
+```text
+width  = (n + 1) * tile + (n + 2) * MARGIN
+height = tile + CAPTION_HEIGHT + 2 * MARGIN
+```
 
 Each image is scaled to fit its square tile without changing its aspect ratio.
 The query's caption says "query" and its name; a match's caption gives its rank,
@@ -56,7 +58,7 @@ def render_contact_sheet(
 
     Args:
         query: The query image (path, bytes or PIL image).
-        hits: Matches, best first, as returned by :meth:`MultimodalRAG.search`.
+        hits: Matches, best first, as returned by [`MultimodalRAG.search`][multimodal_rag.rag.MultimodalRAG.search].
         tile: Side of each image's square tile, in pixels.
         query_label: Caption under the query (default: its file name).
 

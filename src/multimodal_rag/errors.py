@@ -1,36 +1,38 @@
 """The library's exceptions.
 
 Every error raised on purpose by ``multimodal_rag`` derives from
-:class:`MultimodalRAGError`. Where an error has an obvious builtin meaning it
+[`MultimodalRAGError`][multimodal_rag.errors.MultimodalRAGError]. Where an error has an obvious builtin meaning it
 also subclasses that builtin, so ``except ValueError`` or ``except KeyError``
-keeps working in code that does not know this library::
+keeps working in code that does not know this library:
 
-    MultimodalRAGError
-    ├── InvalidInputError (ValueError)            bad argument, id, vector or text
-    │   ├── DimensionMismatchError (ValueError)   vectors or models of another dimension
-    │   └── ImageError (ValueError)               image missing, unreadable, corrupt or too large
-    ├── NotFoundError (KeyError)                  unknown id
-    ├── KnowledgeBaseError (OSError)              the knowledge-base directory on disk
-    │   ├── KnowledgeBaseNotFoundError (FileNotFoundError)
-    │   ├── KnowledgeBaseExistsError (FileExistsError)
-    │   ├── KnowledgeBaseLockedError (BlockingIOError)
-    │   ├── ManifestError                         unreadable manifest, unknown format version
-    │   ├── CorruptFileError                      a file whose checksum does not match
-    │   ├── KnowledgeBaseAccessError (PermissionError)  a file the process may not read or write
-    │   └── ReadOnlyError (PermissionError)       write on a knowledge base opened read-only
-    ├── EmbedderMismatchError (ValueError)        reopening with another model or other weights
-    ├── BackendError (RuntimeError)               a storage backend failed
-    │   ├── UnknownBackendError (LookupError)     no backend of that kind, or module not allowed
-    │   ├── BackendConnectionError (ConnectionError)
-    │   └── MigrationError                        a copied knowledge base differs from its source
-    ├── ModelLoadError (RuntimeError)             model weights cannot be found or loaded
-    ├── MissingDependencyError (ImportError)      an optional package is not installed
-    └── AnswererError (RuntimeError)              the answering model failed
-        ├── AnswererAuthenticationError (PermissionError)
-        ├── AnswererRateLimitError
-        ├── AnswererTimeoutError (TimeoutError)
-        ├── AnswererConnectionError (ConnectionError)
-        └── AnswererBadRequestError (ValueError)
+```text
+MultimodalRAGError
+├── InvalidInputError (ValueError)            bad argument, id, vector or text
+│   ├── DimensionMismatchError (ValueError)   vectors or models of another dimension
+│   └── ImageError (ValueError)               image missing, unreadable, corrupt or too large
+├── NotFoundError (KeyError)                  unknown id
+├── KnowledgeBaseError (OSError)              the knowledge-base directory on disk
+│   ├── KnowledgeBaseNotFoundError (FileNotFoundError)
+│   ├── KnowledgeBaseExistsError (FileExistsError)
+│   ├── KnowledgeBaseLockedError (BlockingIOError)
+│   ├── ManifestError                         unreadable manifest, unknown format version
+│   ├── CorruptFileError                      a file whose checksum does not match
+│   ├── KnowledgeBaseAccessError (PermissionError)  a file the process may not read or write
+│   └── ReadOnlyError (PermissionError)       write on a knowledge base opened read-only
+├── EmbedderMismatchError (ValueError)        reopening with another model or other weights
+├── BackendError (RuntimeError)               a storage backend failed
+│   ├── UnknownBackendError (LookupError)     no backend of that kind, or module not allowed
+│   ├── BackendConnectionError (ConnectionError)
+│   └── MigrationError                        a copied knowledge base differs from its source
+├── ModelLoadError (RuntimeError)             model weights cannot be found or loaded
+├── MissingDependencyError (ImportError)      an optional package is not installed
+└── AnswererError (RuntimeError)              the answering model failed
+    ├── AnswererAuthenticationError (PermissionError)
+    ├── AnswererRateLimitError
+    ├── AnswererTimeoutError (TimeoutError)
+    ├── AnswererConnectionError (ConnectionError)
+    └── AnswererBadRequestError (ValueError)
+```
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class MigrationError(BackendError):
     """A knowledge base copied to other stores does not match its source.
 
     Attributes:
-        report: The :class:`~multimodal_rag.migrate.MigrationReport` of the copy.
+        report: The [`MigrationReport`][multimodal_rag.migrate.MigrationReport] of the copy.
     """
 
     def __init__(self, message: str, *, report: Any = None) -> None:

@@ -1,11 +1,13 @@
 """Metadata filters: a Mongo- or Chroma-style filter, checked once, kept as an immutable tree
 that tests a record's metadata in Python, becomes one SQL condition (SQLite or PostgreSQL), or
-a Milvus filter expression over the copy of the metadata that :func:`milvus_document` lays out.
+a Milvus filter expression over the copy of the metadata that `milvus_document` lays out.
 
-A filter is a mapping::
+A filter is a mapping:
 
-    {"category": {"$in": ["shoes", "bags"]}, "price": {"$lt": 100},
-     "$or": [{"brand": "acme"}, {"on_sale": True}]}
+```python
+{"category": {"$in": ["shoes", "bags"]}, "price": {"$lt": 100},
+ "$or": [{"brand": "acme"}, {"on_sale": True}]}
+```
 
 - ``{"key": value}`` means ``{"key": {"$eq": value}}``. Several keys in one mapping must all
   match, and so must several operators on one key (``{"price": {"$gte": 10, "$lt": 100}}``).
@@ -29,7 +31,7 @@ How a stored value compares with a filter's (the same in Python and in every sto
 - Keys match whole: ``"a.b"`` is a key with a dot in it, not a path into ``"a"``. A key that
   starts with ``$`` cannot be filtered on, since those name operators.
 
-Bad input raises :class:`~multimodal_rag.errors.InvalidInputError` naming where it is, like
+Bad input raises [`InvalidInputError`][multimodal_rag.errors.InvalidInputError] naming where it is, like
 ``filter['price']['$lt']: expected a number or a string, got list``.
 """
 
@@ -123,7 +125,7 @@ _MILVUS_UNSENDABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class NotExpressible(Exception):
-    """A filter that :meth:`MetadataFilter.to_milvus` cannot write as an exact Milvus expression.
+    """A filter that [`MetadataFilter.to_milvus`][multimodal_rag.filters.MetadataFilter.to_milvus] cannot write as an exact Milvus expression.
 
     Not an error for the caller: the search falls back to the ids the description store finds.
     """
@@ -143,7 +145,7 @@ def _kind(value: Any) -> str:
 
 
 class MetadataFilter(ABC):
-    """A parsed metadata filter (see the module's documentation); make one with :func:`parse_filter`.
+    """A parsed metadata filter (see the module's documentation); make one with [`parse_filter`][multimodal_rag.filters.parse_filter].
 
     Immutable and hashable; equal filters compare equal.
     """
@@ -156,7 +158,7 @@ class MetadataFilter(ABC):
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
-        """The filter as a mapping that :func:`parse_filter` reads back to an equal filter.
+        """The filter as a mapping that [`parse_filter`][multimodal_rag.filters.parse_filter] reads back to an equal filter.
 
         Every comparison is spelled out (``{"k": {"$eq": 1}}``) and several become ``$and``.
         """
@@ -165,10 +167,10 @@ class MetadataFilter(ABC):
     @abstractmethod
     def contains_nul(self) -> bool:
         """Whether a key or a string in the filter holds the NUL character, which SQL text
-        cannot (so :meth:`to_sqlite` and :meth:`to_postgres` refuse the filter)."""
+        cannot (so [`to_sqlite`][multimodal_rag.filters.MetadataFilter.to_sqlite] and [`to_postgres`][multimodal_rag.filters.MetadataFilter.to_postgres] refuse the filter)."""
 
     def to_sqlite(self, column: str, *, indexed: Mapping[str, tuple[str, str]] | None = None) -> tuple[str, list[Any]]:
-        """An SQLite condition that is true exactly where :meth:`matches` is.
+        """An SQLite condition that is true exactly where [`matches`][multimodal_rag.filters.MetadataFilter.matches] is.
 
         Values are read with ``json_extract(column, '$."key"')`` and their types checked with
         ``json_type``; a key a JSON path cannot spell in every SQLite version (one holding
@@ -177,7 +179,7 @@ class MetadataFilter(ABC):
 
         Integers beyond 64 bits are compared as floats, which is all SQLite keeps of them;
         stored strings holding NUL are cut short by SQLite's JSON functions, so test such
-        records with :meth:`matches`.
+        records with [`matches`][multimodal_rag.filters.MetadataFilter.matches].
 
         Args:
             column: The column holding each record's metadata as JSON text: a name, or a
@@ -185,7 +187,7 @@ class MetadataFilter(ABC):
                 of ``json_each``'s columns (``key``, ``value``, ``type``, ``id``, ...).
             indexed: Keys whose value also has columns of its own: key → (type column, value
                 column), holding ``coalesce(json_type(column, path), '')`` and
-                ``json_extract(column, path)`` with ``path`` from :func:`sqlite_path` (generated
+                ``json_extract(column, path)`` with ``path`` from `sqlite_path` (generated
                 columns, typically, with an index on the pair). A condition on such a key reads
                 those columns, so that the index can serve it; the result is the same.
 
@@ -194,7 +196,7 @@ class MetadataFilter(ABC):
 
         Raises:
             InvalidInputError: ``column`` (or one in ``indexed``) is not a column name, a key in
-                ``indexed`` has no :func:`sqlite_path`, or :attr:`contains_nul`.
+                ``indexed`` has no `sqlite_path`, or [`contains_nul`][multimodal_rag.filters.MetadataFilter.contains_nul].
         """
         quoted = _quoted(column)
         columns: dict[str, tuple[str, str]] = {}
@@ -206,7 +208,7 @@ class MetadataFilter(ABC):
         return self._sqlite(quoted, columns)
 
     def to_postgres(self, column: str) -> tuple[sql.Composable, list[Any]]:
-        """A PostgreSQL condition on a JSONB column that is true exactly where :meth:`matches` is.
+        """A PostgreSQL condition on a JSONB column that is true exactly where [`matches`][multimodal_rag.filters.MetadataFilter.matches] is.
 
         Values are compared as JSONB (numbers exactly, as ``numeric``; ``jsonb_typeof`` keeps
         kinds apart) and strings are ordered with ``COLLATE "C"``, by code point. Keys and
@@ -216,10 +218,10 @@ class MetadataFilter(ABC):
             column: The JSONB column: a name, or a table and a name.
 
         Returns:
-            The condition, to compose into a query with :mod:`psycopg.sql`, and its parameters.
+            The condition, to compose into a query with `psycopg.sql`, and its parameters.
 
         Raises:
-            InvalidInputError: ``column`` is not a column name, or :attr:`contains_nul`.
+            InvalidInputError: ``column`` is not a column name, or [`contains_nul`][multimodal_rag.filters.MetadataFilter.contains_nul].
             MissingDependencyError: psycopg is not installed.
         """
         from multimodal_rag._extras import require
@@ -234,8 +236,8 @@ class MetadataFilter(ABC):
         return sql.SQL(text).format(column=sql.Identifier(*parts)), params
 
     def to_milvus(self, field: str = "metadata") -> str:
-        """A Milvus filter expression, over a JSON field laid out by :func:`milvus_document`,
-        that is true exactly where :meth:`matches` is.
+        """A Milvus filter expression, over a JSON field laid out by `milvus_document`,
+        that is true exactly where [`matches`][multimodal_rag.filters.MetadataFilter.matches] is.
 
         Each kind of value has its own object in the field, so ``{"price": {"$lt": 100}}``
         becomes ``metadata["n"]["price"] < 100`` and finds numbers only; ``$in`` becomes
@@ -248,7 +250,7 @@ class MetadataFilter(ABC):
         as floats, as in SQLite.
 
         Args:
-            field: The JSON field holding :func:`milvus_document` of each record's metadata.
+            field: The JSON field holding `milvus_document` of each record's metadata.
 
         Returns:
             The expression; an empty filter gives ``true``.
@@ -256,7 +258,7 @@ class MetadataFilter(ABC):
         Raises:
             InvalidInputError: ``field`` is not a field name.
             NotExpressible: A string holding NUL or another control character (other than tab,
-                newline and carriage return), or more than :data:`MAX_MILVUS_TERMS` comparisons.
+                newline and carriage return), or more than `MAX_MILVUS_TERMS` comparisons.
         """
         if not isinstance(field, str) or not _MILVUS_FIELD.fullmatch(field):
             raise InvalidInputError(f"field must be a Milvus field name, got {field!r:.80}")
@@ -283,7 +285,7 @@ class MetadataFilter(ABC):
 
     @abstractmethod
     def _milvus_terms(self) -> int:
-        """How many comparisons :meth:`to_milvus` writes."""
+        """How many comparisons [`to_milvus`][multimodal_rag.filters.MetadataFilter.to_milvus] writes."""
 
 
 @frozen
@@ -292,7 +294,7 @@ class Condition(MetadataFilter):
 
     Attributes:
         key: The metadata key.
-        op: One of :data:`COMPARISONS`.
+        op: One of `COMPARISONS`.
         value: A scalar, or for ``$in`` and ``$nin`` a non-empty tuple of them.
     """
 
@@ -518,7 +520,7 @@ def _join(terms: Sequence[tuple[str, list[Any]]], word: str, empty: str) -> tupl
 
 
 def _milvus_join(terms: Sequence[str], word: str, empty: str) -> str:
-    """``terms`` joined by ``and`` or ``or``, nested in halves like :func:`_join`."""
+    """``terms`` joined by ``and`` or ``or``, nested in halves like `_join`."""
     if not terms:
         return empty
     if len(terms) == 1:
@@ -562,7 +564,7 @@ def _milvus_literal(value: Scalar) -> str:
 
 
 def milvus_document(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The copy of a record's metadata that :meth:`MetadataFilter.to_milvus` expressions read.
+    """The copy of a record's metadata that [`MetadataFilter.to_milvus`][multimodal_rag.filters.MetadataFilter.to_milvus] expressions read.
 
     Each scalar value goes under the object for its kind: ``"n"`` numbers, ``"s"`` strings,
     ``"b"`` booleans, ``"z"`` nulls (as ``true``), by its percent-encoded key
@@ -617,11 +619,11 @@ def _column_parts(column: object) -> list[str]:
 
 
 def parse_filter(obj: Mapping[str, Any] | MetadataFilter) -> MetadataFilter:
-    """Check a filter mapping and turn it into a :class:`MetadataFilter` (see the module's documentation).
+    """Check a filter mapping and turn it into a [`MetadataFilter`][multimodal_rag.filters.MetadataFilter] (see the module's documentation).
 
     Args:
         obj: The filter, like ``{"category": {"$in": ["a", "b"]}, "price": {"$lt": 100}}``;
-            an empty mapping matches every record. A :class:`MetadataFilter` is returned as is.
+            an empty mapping matches every record. A [`MetadataFilter`][multimodal_rag.filters.MetadataFilter] is returned as is.
 
     Returns:
         The parsed filter.

@@ -1,6 +1,6 @@
 """Reading images from paths, bytes or PIL objects into clean RGB pictures.
 
-Every embedder and answerer reads images through :func:`open_image`, so that all
+Every embedder and answerer reads images through `open_image`, so that all
 of them see the same pixels: EXIF orientation applied, transparency composited
 on white, any mode (P, L, LA, CMYK, 16-bit, float) converted to 8-bit RGB, and
 decompression bombs refused before they are decoded.

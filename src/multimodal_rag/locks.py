@@ -1,6 +1,6 @@
 """Readers-writer locks: many searches at once, one change at a time.
 
-:class:`ReadWriteLock` guards each vector store; :class:`ReentrantReadWriteLock` wraps it for
+`ReadWriteLock` guards each vector store; `ReentrantReadWriteLock` wraps it for
 the facade, whose locked methods call one another.
 
 Each store guards its own data, but a knowledge base is two stores and a
@@ -39,12 +39,14 @@ class ReadWriteLock:
     The lock is not re-entrant; code holding it must not take it again (a nested
     read would wait for a queued writer that waits for the outer read).
 
-    Usage::
+    Usage:
 
-        with lock.read():
-            ...  # many threads at once
-        with lock.write():
-            ...  # this thread alone
+    ```python
+    with lock.read():
+        ...  # many threads at once
+    with lock.write():
+        ...  # this thread alone
+    ```
     """
 
     def __init__(self) -> None:
@@ -132,7 +134,7 @@ class _Guard:
 
 
 class ReentrantReadWriteLock:
-    """The stores' :class:`ReadWriteLock`, made re-entrant for the facade's methods.
+    """The stores' `ReadWriteLock`, made re-entrant for the facade's methods.
 
     Shared reading, exclusive writing, in fair turns: a waiting writer goes before
     new readers (so a steady stream of searches cannot starve an ingest), and the
@@ -186,7 +188,7 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def reading(method: _Method) -> _Method:
-    """Run a method under its object's ``_lock`` (a :class:`ReentrantReadWriteLock`), reading."""
+    """Run a method under its object's ``_lock`` (a `ReentrantReadWriteLock`), reading."""
 
     @functools.wraps(method)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -197,7 +199,7 @@ def reading(method: _Method) -> _Method:
 
 
 def writing(method: _Method) -> _Method:
-    """Run a method under its object's ``_lock`` (a :class:`ReentrantReadWriteLock`), writing."""
+    """Run a method under its object's ``_lock`` (a `ReentrantReadWriteLock`), writing."""
 
     @functools.wraps(method)
     def locked(self: Any, *args: Any, **kwargs: Any) -> Any:

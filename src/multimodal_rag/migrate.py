@@ -5,7 +5,7 @@ The copy never re-embeds: vectors are read from the source's vector store and
 written to the target's, records likewise, and images kept inside the source
 knowledge base are copied with it. Afterwards the two are compared (counts, and
 the nearest neighbours of a sample of stored vectors) and a mismatch raises
-:class:`~multimodal_rag.errors.MigrationError`.
+[`MigrationError`][multimodal_rag.errors.MigrationError].
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = ["MigrationReport", "migrate"]
 
 @frozen(kw_only=True)
 class MigrationReport:
-    """What a :func:`migrate` copied, and how closely the copy matches.
+    """What a [`migrate`][multimodal_rag.migrate.migrate] copied, and how closely the copy matches.
 
     Attributes:
         source: The knowledge base copied from.
@@ -88,9 +88,11 @@ def migrate(
     """Copy the knowledge base at ``source`` into a new one at ``target`` with other stores.
 
     Example, moving to servers (the URIs come from ``$MILVUS_URI`` and ``$DATABASE_URL``,
-    or pass configured store instances)::
+    or pass configured store instances):
 
-        migrate("kb/", "kb-shared/", vector_store="milvus", description_store="postgres")
+    ```python
+    migrate("kb/", "kb-shared/", vector_store="milvus", description_store="postgres")
+    ```
 
     Args:
         source: An existing knowledge-base directory; it is only read.

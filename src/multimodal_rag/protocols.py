@@ -1,10 +1,10 @@
 """The four interfaces a knowledge base is composed of.
 
-Each is a :class:`typing.Protocol` whose required methods are abstract, so a
+Each is a `typing.Protocol` whose required methods are abstract, so a
 backend may either subclass it (and get the default methods) or simply provide
 the same methods (duck typing). Every component also reports a JSON-serialisable
 ``config()``; the knowledge-base manifest stores it with the component's kind so
-that :meth:`MultimodalRAG.open` can rebuild the same component after a restart.
+that [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] can rebuild the same component after a restart.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ IdFilter = Callable[[str], bool]
 
 @frozen
 class EmbeddedBatch:
-    """One batch from :meth:`Embedder.iter_embed_images`.
+    """One batch from [`Embedder.iter_embed_images`][multimodal_rag.protocols.Embedder.iter_embed_images].
 
     Attributes:
         indices: Positions, in the input stream, of the images that were embedded.
@@ -123,7 +123,7 @@ class Embedder(Protocol):
 def iter_embed_images_in_batches(
     embedder: Embedder, images: Iterable[ImageInput], *, batch_size: int = 32
 ) -> Iterator[EmbeddedBatch]:
-    """Default :meth:`Embedder.iter_embed_images`, usable with duck-typed embedders."""
+    """Default [`Embedder.iter_embed_images`][multimodal_rag.protocols.Embedder.iter_embed_images], usable with duck-typed embedders."""
     import numpy as np
 
     from multimodal_rag.validation import check_int
@@ -175,13 +175,13 @@ class VectorStore(Protocol):
     """Nearest-neighbour index over vectors with string ids.
 
     Scores are similarities: higher means more similar (inner product, which is
-    the cosine for the normalised vectors an :class:`Embedder` returns). Results are
+    the cosine for the normalised vectors an [`Embedder`][multimodal_rag.protocols.Embedder] returns). Results are
     never padded: a search for more neighbours than the store holds returns what
     there is.
 
     A store may also keep a copy of each record's metadata and filter searches by it
-    where the vectors live (:attr:`filters_metadata`, :meth:`set_metadata`,
-    :meth:`metadata_mismatches`, :meth:`search_where`); by default it does not.
+    where the vectors live ([`filters_metadata`][multimodal_rag.protocols.VectorStore.filters_metadata], [`set_metadata`][multimodal_rag.protocols.VectorStore.set_metadata],
+    [`metadata_mismatches`][multimodal_rag.protocols.VectorStore.metadata_mismatches], [`search_where`][multimodal_rag.protocols.VectorStore.search_where]); by default it does not.
     """
 
     kind: ClassVar[str]
@@ -226,18 +226,18 @@ class VectorStore(Protocol):
     @property
     def filters_metadata(self) -> bool:
         """Whether this store keeps a copy of each record's metadata and answers
-        :meth:`search_where`. False unless a store says otherwise.
+        [`search_where`][multimodal_rag.protocols.VectorStore.search_where]. False unless a store says otherwise.
 
         The knowledge base then keeps the copy in step with its description store (which
         stays the source of truth): after every add, metadata change and journal replay it
-        calls :meth:`set_metadata`; a removed vector takes its copy with it; verify reports
-        copies that :meth:`metadata_mismatches` finds, and repair copies them again.
+        calls [`set_metadata`][multimodal_rag.protocols.VectorStore.set_metadata]; a removed vector takes its copy with it; verify reports
+        copies that [`metadata_mismatches`][multimodal_rag.protocols.VectorStore.metadata_mismatches] finds, and repair copies them again.
         """
         return False
 
     def set_metadata(self, items: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the metadata copy of these ids (id → metadata); ids not in the store are
-        ignored. :meth:`add` gives a vector an empty copy. Does nothing by default."""
+        ignored. [`add`][multimodal_rag.protocols.VectorStore.add] gives a vector an empty copy. Does nothing by default."""
         return None
 
     def metadata_mismatches(self, items: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -248,16 +248,16 @@ class VectorStore(Protocol):
     def search_where(self, queries: np.ndarray, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
         """Find the ``k`` nearest stored vectors of each query whose metadata copy passes ``where``.
 
-        Must agree with ``where.matches`` on the copy, as :meth:`DescriptionStore.matching_ids`
+        Must agree with ``where.matches`` on the copy, as [`DescriptionStore.matching_ids`][multimodal_rag.protocols.DescriptionStore.matching_ids]
         does on the records.
 
         Args:
-            queries: As in :meth:`search`.
-            k: As in :meth:`search`.
-            where: A filter made by :func:`~multimodal_rag.filters.parse_filter`.
+            queries: As in [`search`][multimodal_rag.protocols.VectorStore.search].
+            k: As in [`search`][multimodal_rag.protocols.VectorStore.search].
+            where: A filter made by [`parse_filter`][multimodal_rag.filters.parse_filter].
 
         Returns:
-            As :meth:`search`.
+            As [`search`][multimodal_rag.protocols.VectorStore.search].
 
         Raises:
             NotExpressible: The store cannot apply this filter exactly (by default, any);
@@ -296,15 +296,15 @@ class VectorStore(Protocol):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> Self:
-        """Read a store written by :meth:`save`, with the config it reported.
+        """Read a store written by [`save`][multimodal_rag.protocols.VectorStore.save], with the config it reported.
 
         Args:
-            directory: Where :meth:`save` wrote the store's files.
+            directory: Where [`save`][multimodal_rag.protocols.VectorStore.save] wrote the store's files.
             dim: The dimension the caller expects. A store that records its dimension
                 reads it from its files when ``dim`` is ``None``, and refuses files that
-                disagree with a given one. :class:`~multimodal_rag.MultimodalRAG` always
+                disagree with a given one. [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] always
                 passes the dimension its manifest records, so a store may also require it.
-            **config: What :meth:`config` returned.
+            **config: What [`config`][multimodal_rag.protocols.VectorStore.config] returned.
 
         Raises:
             CorruptFileError: Damaged files, or files of another dimension than ``dim``.
@@ -313,7 +313,7 @@ class VectorStore(Protocol):
 
 def copy_metadata(vector_store: VectorStore, records: Iterable[Record]) -> None:
     """Give a vector store that filters by metadata the records' metadata (see
-    :attr:`VectorStore.filters_metadata`); nothing for any other store."""
+    [`VectorStore.filters_metadata`][multimodal_rag.protocols.VectorStore.filters_metadata]); nothing for any other store."""
     if getattr(vector_store, "filters_metadata", False):
         vector_store.set_metadata({record.id: record.metadata for record in records})
 
@@ -325,7 +325,7 @@ class DescriptionStore(Protocol):
     Attributes:
         kind: Short name the backend registry knows this store by.
         full_text: Whether the store keeps a full-text index of its descriptions, so
-            that :meth:`search_text` works. False unless a store says otherwise.
+            that [`search_text`][multimodal_rag.protocols.DescriptionStore.search_text] works. False unless a store says otherwise.
     """
 
     kind: ClassVar[str]
@@ -371,15 +371,15 @@ class DescriptionStore(Protocol):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path, **config: Any) -> Self:
-        """Read a store written by :meth:`save`, with the config it reported."""
+        """Read a store written by [`save`][multimodal_rag.protocols.DescriptionStore.save], with the config it reported."""
 
     @classmethod
     def salvage(cls, directory: Path, **config: Any) -> Self:
-        """Read every record that can still be read from files that :meth:`load` refuses as damaged.
+        """Read every record that can still be read from files that [`load`][multimodal_rag.protocols.DescriptionStore.load] refuses as damaged.
 
         Used when a damaged knowledge base is opened with ``salvage=True`` (and so by
         repair): whatever this returns is kept, and what it misses is counted as lost.
-        By default it is :meth:`load`, so a store that cannot read around damage
+        By default it is [`load`][multimodal_rag.protocols.DescriptionStore.load], so a store that cannot read around damage
         recovers nothing from a damaged file.
 
         Raises:
@@ -396,7 +396,7 @@ class DescriptionStore(Protocol):
         with one query, which must agree with ``filter.matches`` record for record.
 
         Args:
-            filter: A filter made by :func:`~multimodal_rag.filters.parse_filter`.
+            filter: A filter made by [`parse_filter`][multimodal_rag.filters.parse_filter].
 
         Returns:
             The matching ids.
@@ -408,8 +408,8 @@ class DescriptionStore(Protocol):
 
         The query is plain text, never a query language: it is cut into terms at white
         space, and a record matches when its text holds any of them. Called only when
-        :attr:`full_text` is true; the index always agrees with the records (after
-        :meth:`put`, :meth:`delete`, :meth:`load` and :meth:`salvage`).
+        `full_text` is true; the index always agrees with the records (after
+        [`put`][multimodal_rag.protocols.DescriptionStore.put], [`delete`][multimodal_rag.protocols.DescriptionStore.delete], [`load`][multimodal_rag.protocols.DescriptionStore.load] and [`salvage`][multimodal_rag.protocols.DescriptionStore.salvage]).
 
         Args:
             query: The user's text. Empty or white space only finds nothing.
@@ -464,7 +464,7 @@ class Answerer(Protocol):
         matches: Sequence[Hit],
         metadata: Mapping[str, Any] | None = None,
     ) -> AnswerStream:
-        """Answer ``question`` as a stream of text chunks (see :meth:`answer`).
+        """Answer ``question`` as a stream of text chunks (see [`answer`][multimodal_rag.protocols.Answerer.answer]).
 
         Answerers that can stream override this; by default the whole answer is one chunk.
         """
@@ -480,9 +480,9 @@ class Answerer(Protocol):
         matches: Sequence[Hit],
         metadata: Mapping[str, Any] | None = None,
     ) -> Answer:
-        """Answer ``question`` without blocking the event loop (see :meth:`answer`).
+        """Answer ``question`` without blocking the event loop (see [`answer`][multimodal_rag.protocols.Answerer.answer]).
 
-        Answerers with an asynchronous client override this; by default :meth:`answer`
+        Answerers with an asynchronous client override this; by default [`answer`][multimodal_rag.protocols.Answerer.answer]
         runs in a worker thread.
         """
         import asyncio
@@ -500,7 +500,7 @@ class Answerer(Protocol):
         """Answer ``question`` as an asynchronous stream of text chunks.
 
         The request has been accepted when this returns; the chunks follow. By default
-        the whole answer of :meth:`aanswer` is one chunk.
+        the whole answer of [`aanswer`][multimodal_rag.protocols.Answerer.aanswer] is one chunk.
         """
         from multimodal_rag.streaming import AsyncAnswerStream
 

@@ -1,7 +1,7 @@
 """Querying a knowledge base: a search, from the caller's terms to the stores' and back, and the
 answer built on its matches.
 
-:class:`Querying` holds :class:`~multimodal_rag.MultimodalRAG`'s search and answer methods
+`Querying` holds [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG]'s search and answer methods
 (``embed_query``, ``search``, ``asearch``, ``search_by_vector``, ``ask``, ``aask``); the functions below
 it turn the caller's terms into a query vector and a filter, and neighbours into hits.
 """
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["Filter", "Querying"]
 
 class Querying:
-    """Search and answer methods of :class:`~multimodal_rag.MultimodalRAG` (documented there)."""
+    """Search and answer methods of [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] (documented there)."""
 
     # Provided by MultimodalRAG.
     embedder: Embedder
@@ -54,7 +54,7 @@ class Querying:
     description_store: DescriptionStore
     answerer: Answerer
     _lock: ReentrantReadWriteLock
-    #: The knowledge base's adapter (an :class:`~multimodal_rag.adapter.projection.Adapter`) or None.
+    #: The knowledge base's adapter (an `Adapter`) or None.
     adapter: Any = None
     # Ids whose changed records could not be copied to the vector store's metadata; while
     # there are any, filters go by the description store (save and repair copy them again).
@@ -68,7 +68,7 @@ class Querying:
         With both, the result is the normalised weighted sum
         ``(1 - text_weight) * image_vector + text_weight * text_vector``. While an adapter
         is applied, each vector is mapped by its side of the adapter first, so the result
-        is in the index's space (what :meth:`search_by_vector` takes).
+        is in the index's space (what [`search_by_vector`][multimodal_rag.rag.MultimodalRAG.search_by_vector] takes).
         """
         return query_vector(self.embedder, image, text, text_weight=text_weight, adapter=self.adapter)
 
@@ -106,8 +106,8 @@ class Querying:
             mode: ``"vector"``, ``"lexical"`` or ``"hybrid"`` (default: see above).
             fusion: How hybrid mode fuses the channels: ``"rrf"`` (reciprocal rank) or
                 ``"weighted"`` (min-max scaled scores).
-            rerank: A :class:`Reranker` that reorders the best candidates (its
-                ``max_candidates``, or :data:`RERANK_CANDIDATES`) before the first ``k`` are
+            rerank: A [`Reranker`][multimodal_rag.protocols.Reranker] that reorders the best candidates (its
+                ``max_candidates``, or `RERANK_CANDIDATES`) before the first ``k`` are
                 returned.
 
         Returns:
@@ -156,7 +156,7 @@ class Querying:
         fusion: str = "rrf",
         rerank: Reranker | None = None,
     ) -> list[Hit]:
-        """Like :meth:`search`, for asyncio code.
+        """Like [`search`][multimodal_rag.rag.MultimodalRAG.search], for asyncio code.
 
         Embedding the query, waiting for the lock and searching are CPU work and waits,
         so they run in a worker thread and the event loop goes on meanwhile.
@@ -226,10 +226,10 @@ class Querying:
 
     @reading
     def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
-        """Like :meth:`search`, for a query vector already embedded.
+        """Like [`search`][multimodal_rag.rag.MultimodalRAG.search], for a query vector already embedded.
 
         The vector must be in the index's space: while an adapter is applied that is the
-        adapted space, so make it with :meth:`embed_query` (which maps it), not with the
+        adapted space, so make it with [`embed_query`][multimodal_rag.rag.MultimodalRAG.embed_query] (which maps it), not with the
         embedder alone.
         """
         from multimodal_rag.validation import check_queries
@@ -331,26 +331,28 @@ class Querying:
         """Answer a question about an image (or about the knowledge base) from the best matches.
 
         The knowledge base is searched with ``image`` and ``text`` (by default the question
-        itself when no image is given); the :attr:`answerer` then answers from the ``k``
-        best matches::
+        itself when no image is given); the `answerer` then answers from the ``k``
+        best matches:
 
-            answer = rag.ask("What is this and where can I buy it?", image="photo.jpg")
-            print(answer.text, [source.id for source in answer.sources])
+        ```python
+        answer = rag.ask("What is this and where can I buy it?", image="photo.jpg")
+        print(answer.text, [source.id for source in answer.sources])
 
-            for chunk in (stream := rag.ask("What is this?", image="photo.jpg", stream=True)):
-                print(chunk, end="")
-            print(stream.answer.usage)
+        for chunk in (stream := rag.ask("What is this?", image="photo.jpg", stream=True)):
+            print(chunk, end="")
+        print(stream.answer.usage)
+        ```
 
         Args:
             question: The user's question.
             image: The user's image: the search query, and shown to the answerer.
             text: Search text; defaults to the question when there is no image.
             k: How many matches the answer may draw on.
-            filter: Search filter, as in :meth:`search`.
+            filter: Search filter, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
             text_weight: Weight of ``text`` when searching with both an image and a text.
-            mode: Search mode, as in :meth:`search`.
-            rerank: A reranker for the matches, as in :meth:`search`.
-            stream: Return an :class:`AnswerStream` of text chunks instead of an :class:`Answer`.
+            mode: Search mode, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
+            rerank: A reranker for the matches, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
+            stream: Return an [`AnswerStream`][multimodal_rag.streaming.AnswerStream] of text chunks instead of an [`Answer`][multimodal_rag.types.Answer].
             metadata: Passed to the answerer.
 
         Returns:
@@ -430,7 +432,7 @@ class Querying:
         stream: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> Answer | AsyncAnswerStream:
-        """Like :meth:`ask`, for asyncio code; with ``stream=True`` it returns an :class:`AsyncAnswerStream`.
+        """Like [`ask`][multimodal_rag.rag.MultimodalRAG.ask], for asyncio code; with ``stream=True`` it returns an [`AsyncAnswerStream`][multimodal_rag.streaming.AsyncAnswerStream].
 
         Nothing blocks the event loop: the search (embedding the query, waiting for the
         lock, searching) runs in a worker thread, and the answerer is awaited.
@@ -511,7 +513,7 @@ class Querying:
             k: How many results each query returns.
             keep: The share of answerable queries the recommended gate must keep.
             mode: How text queries search (``"vector"``, ``"lexical"``, ``"hybrid"``; see
-                :meth:`search`), so that modes can be compared; image queries are vector searches.
+                [`search`][multimodal_rag.rag.MultimodalRAG.search]), so that modes can be compared; image queries are vector searches.
             fusion: The fusion of hybrid mode.
             progress: Show a progress bar (default: when writing to a terminal).
 

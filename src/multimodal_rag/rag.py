@@ -1,4 +1,4 @@
-"""The :class:`MultimodalRAG` facade: one object that ingests, searches, answers and saves."""
+"""The [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] facade: one object that ingests, searches, answers and saves."""
 
 from __future__ import annotations
 
@@ -73,28 +73,30 @@ def check_rebuildable(store: VectorStore) -> None:
 class MultimodalRAG(Querying, DescribingMissing):
     """A knowledge base of images and their descriptions, searchable by image or text.
 
-    Compose it from the four parts, or let :meth:`create` and :meth:`open` do it::
+    Compose it from the four parts, or let [`create`][multimodal_rag.rag.MultimodalRAG.create] and [`open`][multimodal_rag.rag.MultimodalRAG.open] do it:
 
-        rag = MultimodalRAG.create("kb/", embedder=CLIPEmbedder())
-        rag.add_directory("image_database/", descriptions="description.json")
-        hits = rag.search(image="query.jpg", k=3)
-        rag.save()
+    ```python
+    rag = MultimodalRAG.create("kb/", embedder=CLIPEmbedder())
+    rag.add_directory("image_database/", descriptions="description.json")
+    hits = rag.search(image="query.jpg", k=3)
+    rag.save()
+    ```
 
     Args:
         embedder: Turns images and texts into vectors.
-        vector_store: Index of the vectors; an exact :class:`FaissFlatStore` by default.
+        vector_store: Index of the vectors; an exact [`FaissFlatStore`][multimodal_rag.vectors.faiss_flat.FaissFlatStore] by default.
         description_store: Keeps paths, descriptions and metadata; in-memory SQLite by default.
-        answerer: Answers questions from the matches (used by :meth:`ask`). By default an
-            :class:`OpenAIAnswerer` when ``OPENAI_API_KEY`` is set, otherwise the offline
-            :class:`ExtractiveAnswerer`; :attr:`answerer_reason` (and a log line) says which.
+        answerer: Answers questions from the matches (used by [`ask`][multimodal_rag.rag.MultimodalRAG.ask]). By default an
+            [`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer] when ``OPENAI_API_KEY`` is set, otherwise the offline
+            [`ExtractiveAnswerer`][multimodal_rag.answerers.extractive.ExtractiveAnswerer]; `answerer_reason` (and a log line) says which.
         path: The knowledge-base directory, if it lives on disk.
         read_only: Refuse every change (for readers that share a knowledge base).
 
     Attributes:
-        answerer: The answerer :meth:`ask` uses.
+        answerer: The answerer [`ask`][multimodal_rag.rag.MultimodalRAG.ask] uses.
         answerer_reason: Why that answerer is the one in use.
         adapter: The adapter applied to the stored vectors and to every query
-            (:meth:`fit_adapter`), or ``None``.
+            ([`fit_adapter`][multimodal_rag.rag.MultimodalRAG.fit_adapter]), or ``None``.
     """
 
     def __init__(
@@ -170,7 +172,7 @@ class MultimodalRAG(Querying, DescribingMissing):
                 instance. By default, the right kind for ``expected_size`` (see
                 ``docs/choosing-an-index.md``): exact search up to 100,000 images, HNSW above.
             description_store: ``"sqlite"``, ``"jsonl"`` or a store instance.
-            answerer: Answerer for :meth:`ask`.
+            answerer: Answerer for [`ask`][multimodal_rag.rag.MultimodalRAG.ask].
             exist_ok: Open the knowledge base already at ``path`` instead of failing.
             expected_size: How many images the knowledge base is expected to hold; picks
                 the default ``vector_store``.
@@ -229,7 +231,7 @@ class MultimodalRAG(Querying, DescribingMissing):
             path: The knowledge-base directory.
             embedder: The embedder to use; it must have the fingerprint the knowledge
                 base was built with. By default it is rebuilt from the manifest.
-            answerer: Answerer for :meth:`ask`.
+            answerer: Answerer for [`ask`][multimodal_rag.rag.MultimodalRAG.ask].
             read_only: Open without the writer's lock; changes are refused.
             allow_modules: Packages whose classes the manifest may name by dotted path
                 (custom backends). Nothing else is imported from a manifest.
@@ -237,8 +239,8 @@ class MultimodalRAG(Querying, DescribingMissing):
                 store whose files fail their checksums starts empty; a damaged
                 description store keeps every record its files still hold, filled in
                 from the snapshot before it; a damaged or shortened journal is
-                replayed up to the damage. :meth:`verify` then lists what is damaged
-                and what could not be recovered, and :meth:`repair` rebuilds the rest
+                replayed up to the damage. [`verify`][multimodal_rag.rag.MultimodalRAG.verify] then lists what is damaged
+                and what could not be recovered, and [`repair`][multimodal_rag.rag.MultimodalRAG.repair] rebuilds the rest
                 (for instance, re-embeds the images of descriptions whose vectors
                 were lost).
             allow_endpoints: Servers named by the manifest that may receive credentials
@@ -365,7 +367,7 @@ class MultimodalRAG(Querying, DescribingMissing):
         """Release the writer's lock.
 
         Changes since the last save stay in the journal and are replayed by the next
-        :meth:`open`; a save folds them into the snapshot, which makes opening faster.
+        [`open`][multimodal_rag.rag.MultimodalRAG.open]; a save folds them into the snapshot, which makes opening faster.
         """
         if self._journal is not None:
             self._journal.close()
@@ -411,7 +413,7 @@ class MultimodalRAG(Querying, DescribingMissing):
 
     @writing
     def repair(self) -> RepairReport:
-        """Rebuild what :meth:`verify` found broken, without losing any description.
+        """Rebuild what [`verify`][multimodal_rag.rag.MultimodalRAG.verify] found broken, without losing any description.
 
         Rebuilds the vector index from the vectors it still holds, embeds again the
         images of records whose vector is missing, gives vectors without a record an
@@ -480,7 +482,7 @@ class MultimodalRAG(Querying, DescribingMissing):
         Raises:
             ImageError: An unreadable image, with ``on_error="raise"``.
             InvalidInputError: Lengths that do not match, bad ids, descriptions or
-                metadata (see :mod:`multimodal_rag.validation` for what ids and
+                metadata (see `multimodal_rag.validation` for what ids and
                 metadata may hold). Nothing is stored.
             KnowledgeBaseError: An image given in memory cannot be kept in the
                 knowledge base's ``images/`` folder. Nothing from the call is stored,
@@ -618,7 +620,7 @@ class MultimodalRAG(Querying, DescribingMissing):
         """The stored record of ``id``.
 
         Raises:
-            InvalidInputError: Not a valid id (see :func:`~multimodal_rag.validation.check_id`).
+            InvalidInputError: Not a valid id (see `check_id`).
             NotFoundError: Unknown id.
         """
         check_id(id)

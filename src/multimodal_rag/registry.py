@@ -3,10 +3,12 @@
 Built-in backends are known by a short kind (``"faiss-flat"``, ``"sqlite"``) and
 imported only when first used, so a knowledge base never pays for backends it
 does not use. An installed package adds its own kinds through entry points,
-in the groups of :data:`ENTRY_POINT_GROUPS`::
+in the groups of `ENTRY_POINT_GROUPS`:
 
-    [project.entry-points."multimodal_rag.vector_stores"]
-    lance = "mrag_lance:LanceVectorStore"
+```toml
+[project.entry-points."multimodal_rag.vector_stores"]
+lance = "mrag_lance:LanceVectorStore"
+```
 
 Installing a package is the user's choice, so its kinds are found like the
 built-in ones (which win when names clash). Any other class is named by its
@@ -124,7 +126,7 @@ def installed_kinds(role: Role) -> dict[str, str]:
 
 def manifest_embedder_config(kind: str, config: Mapping[str, Any], *, source: str | None = None) -> dict[str, Any]:
     """The part of an embedder's ``config`` that identifies the model (see
-    :data:`EMBEDDER_MANIFEST_KEYS`): what a manifest records, and what rebuilding the
+    `EMBEDDER_MANIFEST_KEYS`): what a manifest records, and what rebuilding the
     embedder from a manifest may take from it.
 
     Other keys are left out. Reading a manifest (``source`` names it), one that earlier

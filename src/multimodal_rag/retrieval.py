@@ -2,7 +2,7 @@
 metadata filter for a vector store that applies it), exact search among the ids a filter
 allows, and hits built from neighbours and records.
 
-:class:`~multimodal_rag.query.Querying` (the facade's search and answer methods) composes them.
+`Querying` (the facade's search and answer methods) composes them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = [
     "query_vector",
 ]
 
-#: A search filter: metadata conditions (see :mod:`multimodal_rag.filters`), or a predicate over ids.
+#: A search filter: metadata conditions (see `multimodal_rag.filters`), or a predicate over ids.
 Filter = Union[Mapping[str, Any], "MetadataFilter", IdFilter]
 #: Search modes.
 MODES = ("vector", "lexical", "hybrid")
@@ -54,9 +54,9 @@ SUBSET_SHARE = 0.05
 def query_vector(
     embedder: Embedder, image: ImageInput | None, text: str | None, *, text_weight: float, adapter: Any = None
 ) -> np.ndarray:
-    """The unit query vector for an image, a text, or both (see :meth:`MultimodalRAG.embed_query`).
+    """The unit query vector for an image, a text, or both (see [`MultimodalRAG.embed_query`][multimodal_rag.rag.MultimodalRAG.embed_query]).
 
-    With an ``adapter`` (the knowledge base's, see :mod:`multimodal_rag.adapter`), the image
+    With an ``adapter`` (the knowledge base's, see `multimodal_rag.adapter`), the image
     vector goes through its image map and the text vector through its text map before they
     are combined: each side is mapped as it was trained, and the sum lives in the index's space.
 
@@ -97,9 +97,9 @@ def query_vector(
 def id_filter(description_store: DescriptionStore, filter: Filter | None) -> IdFilter | None:
     """The predicate over ids that a vector store applies for ``filter``.
 
-    A metadata filter is parsed (:func:`~multimodal_rag.filters.parse_filter`) before
+    A metadata filter is parsed ([`parse_filter`][multimodal_rag.filters.parse_filter]) before
     anything is searched, and the description store finds the ids it matches in one call
-    (:meth:`~multimodal_rag.protocols.DescriptionStore.matching_ids`, a single query on
+    ([`matching_ids`][multimodal_rag.protocols.DescriptionStore.matching_ids], a single query on
     SQLite and PostgreSQL). The predicate is that set's membership test, which Milvus
     sends to the server as an ``id in [...]`` expression when the set is small enough.
 
@@ -131,7 +131,7 @@ def matching_set(description_store: DescriptionStore, filter: Any) -> set[str]:
 
 def native_filter(vector_store: VectorStore, filter: Filter | None) -> MetadataFilter | None:
     """The parsed metadata filter, when ``vector_store`` applies metadata filters itself
-    (:attr:`~multimodal_rag.protocols.VectorStore.filters_metadata`) so the search is one
+    ([`filters_metadata`][multimodal_rag.protocols.VectorStore.filters_metadata]) so the search is one
     request; otherwise None, and the ids come from the description store.
     """
     if filter is None or callable(filter) or not getattr(vector_store, "filters_metadata", False):

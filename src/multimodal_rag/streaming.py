@@ -1,14 +1,16 @@
 """Answers that arrive piece by piece.
 
 A streamed answer is an iterator of text chunks that, once exhausted, also holds the
-complete :class:`~multimodal_rag.Answer` (with sources, usage and latency)::
+complete [`Answer`][multimodal_rag.types.Answer] (with sources, usage and latency):
 
-    stream = rag.ask("What is this?", image="photo.jpg", stream=True)
-    for chunk in stream:
-        print(chunk, end="", flush=True)
-    print(stream.answer.usage)
+```python
+stream = rag.ask("What is this?", image="photo.jpg", stream=True)
+for chunk in stream:
+    print(chunk, end="", flush=True)
+print(stream.answer.usage)
+```
 
-Producers yield ``str`` chunks and then exactly one :class:`Answer`; the stream passes the
+Producers yield ``str`` chunks and then exactly one [`Answer`][multimodal_rag.types.Answer]; the stream passes the
 chunks on and keeps the answer.
 """
 
@@ -24,14 +26,14 @@ __all__ = ["AnswerStream", "AsyncAnswerStream"]
 
 
 class AnswerStream(Iterator[str]):
-    """Text chunks of an answer as they arrive; :attr:`answer` once they are all in.
+    """Text chunks of an answer as they arrive; [`answer`][multimodal_rag.streaming.AnswerStream.answer] once they are all in.
 
-    Use it as a context manager (or call :meth:`close`) to stop early and release the
+    Use it as a context manager (or call [`close`][multimodal_rag.streaming.AnswerStream.close]) to stop early and release the
     connection.
 
     Args:
-        source: Yields the chunks, then one :class:`Answer`.
-        on_close: Releases what the source holds (a connection); called by :meth:`close`,
+        source: Yields the chunks, then one [`Answer`][multimodal_rag.types.Answer].
+        on_close: Releases what the source holds (a connection); called by [`close`][multimodal_rag.streaming.AnswerStream.close],
             which matters when the source was never started and so cannot clean up itself.
     """
 
@@ -73,7 +75,7 @@ class AnswerStream(Iterator[str]):
         return self._answer
 
     def close(self) -> None:
-        """Stop reading and release the connection; :attr:`answer` is then unavailable."""
+        """Stop reading and release the connection; [`answer`][multimodal_rag.streaming.AnswerStream.answer] is then unavailable."""
         close = getattr(self._source, "close", None)
         if close is not None:
             close()
@@ -88,10 +90,10 @@ class AnswerStream(Iterator[str]):
 
 
 class AsyncAnswerStream(AsyncIterator[str]):
-    """The asynchronous counterpart of :class:`AnswerStream` (``async for chunk in stream``).
+    """The asynchronous counterpart of [`AnswerStream`][multimodal_rag.streaming.AnswerStream] (``async for chunk in stream``).
 
-    :meth:`get_answer` awaits the remaining chunks and returns the complete answer;
-    :attr:`answer` returns it once the stream has been read to the end.
+    [`get_answer`][multimodal_rag.streaming.AsyncAnswerStream.get_answer] awaits the remaining chunks and returns the complete answer;
+    [`answer`][multimodal_rag.streaming.AsyncAnswerStream.answer] returns it once the stream has been read to the end.
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class AsyncAnswerStream(AsyncIterator[str]):
 
         Raises:
             AnswererError: The stream has not been read to the end yet (await
-                :meth:`get_answer` instead).
+                [`get_answer`][multimodal_rag.streaming.AsyncAnswerStream.get_answer] instead).
         """
         if self._answer is None:
             raise AnswererError("the answer is not complete yet; read the stream to the end or await get_answer()")

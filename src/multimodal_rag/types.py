@@ -19,7 +19,7 @@ __all__ = ["AddResult", "Answer", "DescribeResult", "Hit", "ImageInput", "Neighb
 
 
 class Neighbor(NamedTuple):
-    """One result of a :class:`~multimodal_rag.VectorStore` search."""
+    """One result of a [`VectorStore`][multimodal_rag.protocols.VectorStore] search."""
 
     id: str
     score: float
@@ -74,16 +74,16 @@ class Record:
 
         The knowledge base's journal stores records in this form, and the command line
         prints them in it. (A JSON Lines descriptions file keeps metadata at the top level
-        instead: see :mod:`multimodal_rag.descriptions.jsonl`.)
+        instead: see `multimodal_rag.descriptions.jsonl`.)
         """
         return {"id": self.id, "image_path": self.image_path, "description": self.description, "metadata": dict(self.metadata)}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Record:
-        """The record :meth:`to_json` gave ``obj`` for.
+        """The record [`to_json`][multimodal_rag.types.Record.to_json] gave ``obj`` for.
 
         Raises:
-            KeyError: A key of :meth:`to_json`'s object is missing.
+            KeyError: A key of [`to_json`][multimodal_rag.types.Record.to_json]'s object is missing.
             TypeError, ValueError: ``obj`` is not a mapping, or its metadata is not one.
         """
         return cls(id=obj["id"], image_path=obj["image_path"], description=obj["description"], metadata=obj["metadata"])
@@ -210,7 +210,7 @@ class AddResult(Sequence[str]):
 
 @frozen(kw_only=True)
 class DescribeResult:
-    """What :meth:`MultimodalRAG.describe_missing` did.
+    """What [`MultimodalRAG.describe_missing`][multimodal_rag.rag.MultimodalRAG.describe_missing] did.
 
     Attributes:
         described: Ids that now have a machine-written description.
@@ -233,7 +233,7 @@ class Source:
         id: The item's id (``GET /v1/images/{id}`` of the server shows its image).
         score: Its search score.
         description: Its description.
-        image_path: Where its image lives (absolute; :meth:`to_dict` can give it relative
+        image_path: Where its image lives (absolute; [`to_dict`][multimodal_rag.types.Source.to_dict] can give it relative
             to the knowledge base).
     """
 
@@ -243,7 +243,7 @@ class Source:
     image_path: str | None = None
 
     def to_dict(self, *, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The source as JSON-ready values; ``root`` as in :meth:`Hit.to_dict`."""
+        """The source as JSON-ready values; ``root`` as in [`Hit.to_dict`][multimodal_rag.types.Hit.to_dict]."""
         return {
             "id": self.id,
             "score": self.score,
@@ -272,7 +272,7 @@ class Answer:
     latency_s: float = 0.0
 
     def to_dict(self, *, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The answer as JSON-ready values; ``root`` as in :meth:`Hit.to_dict`.
+        """The answer as JSON-ready values; ``root`` as in [`Hit.to_dict`][multimodal_rag.types.Hit.to_dict].
 
         ``model`` is ``None`` when no model was asked.
         """

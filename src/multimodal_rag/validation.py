@@ -3,20 +3,20 @@ questions, vectors and integer settings.
 
 Ids and metadata cross from the caller into files, journals and databases, so they are
 checked where they enter (the facade's methods and every description store's ``put``,
-through :func:`check_record`), by rules every store can keep:
+through `check_record`), by rules every store can keep:
 
-- an id is a non-empty string of at most :data:`MAX_ID_BYTES` bytes of UTF-8,
+- an id is a non-empty string of at most `MAX_ID_BYTES` bytes of UTF-8,
   without control characters; a *new* id also without path separators or the names
-  ``.`` and ``..`` (:func:`check_new_id`; records of earlier versions keep theirs);
+  ``.`` and ``..`` (`check_new_id`; records of earlier versions keep theirs);
 - metadata is what JSON keeps exactly: string keys, and values that are ``None``,
   ``bool``, ``int``, finite ``float``, ``str``, ``list`` or ``dict``, nested at most
-  :data:`MAX_METADATA_DEPTH` levels. A tuple or an integer key would come back as a
+  `MAX_METADATA_DEPTH` levels. A tuple or an integer key would come back as a
   list or a string after reopening, and deep nesting would overflow the stack of
   the encoder and of every reader after it. Its keys may not be
-  :data:`RESERVED_KEYS`, which a JSON Lines descriptions file uses for the record itself.
+  `RESERVED_KEYS`, which a JSON Lines descriptions file uses for the record itself.
 
-Vectors are checked by every vector store on the way in (:func:`check_ids`,
-:func:`check_vectors`, :func:`check_queries`): a stored vector must be a finite unit
+Vectors are checked by every vector store on the way in (`check_ids`,
+`check_vectors`, `check_queries`): a stored vector must be a finite unit
 vector, since scores are inner products. A custom store can call the same functions, so
 it refuses exactly what the built-in stores refuse. numpy is imported only by the vector
 checks, so importing this module stays cheap.
@@ -114,7 +114,7 @@ def check_id(id: object, *, what: str = "id") -> str:
 
 
 def check_new_id(id: object, *, what: str = "id") -> str:
-    """Return ``id`` if a new record may take it: :func:`check_id`, and no path separator
+    """Return ``id`` if a new record may take it: `check_id`, and no path separator
     and not ``.`` or ``..``.
 
     Ids do not name files (stored images are named by a hash of their bytes), but a custom
@@ -123,7 +123,7 @@ def check_new_id(id: object, *, what: str = "id") -> str:
     new ids are held to this rule.
 
     Raises:
-        InvalidInputError: As :func:`check_id`, or a path separator, ``.`` or ``..``.
+        InvalidInputError: As `check_id`, or a path separator, ``.`` or ``..``.
     """
     id = check_id(id, what=what)
     if "/" in id or "\\" in id:
@@ -152,7 +152,7 @@ def check_metadata(metadata: object, *, owner: str) -> None:
     Raises:
         InvalidInputError: Not a mapping, a key that is not a string, a value of
             another type, a float that is not finite, or nesting deeper than
-            :data:`MAX_METADATA_DEPTH`; the message names ``owner`` and the path
+            `MAX_METADATA_DEPTH`; the message names ``owner`` and the path
             of the bad key or value, like ``metadata['tags'][2]``.
     """
     if not isinstance(metadata, Mapping):
@@ -336,7 +336,7 @@ def check_vectors(
         dim: The dimension required.
         count: The number of rows required (the number of ids they go with), if any.
         what: How the message names them (``"vectors"``, ``"queries"``).
-        unit: Require every row's norm to be within :data:`UNIT_NORM_TOLERANCE` of 1,
+        unit: Require every row's norm to be within `UNIT_NORM_TOLERANCE` of 1,
             as the embedder protocol promises (otherwise only refuse zero rows).
 
     Raises:
@@ -379,7 +379,7 @@ def check_vectors(
 
 
 def check_queries(queries: Any, dim: int, k: int) -> np.ndarray:
-    """Check ``k`` (as :func:`check_int`) and return the queries as :func:`check_vectors` does.
+    """Check ``k`` (as `check_int`) and return the queries as `check_vectors` does.
 
     A query's norm only scales its scores, never its ranking, so queries need not be
     unit vectors (only stored vectors must be); they must still be finite and non-zero.

@@ -1,13 +1,13 @@
 """Checking a knowledge base for damage, and rebuilding what can be rebuilt.
 
-:func:`verify_knowledge_base` looks for every way the parts of a knowledge base
+`verify_knowledge_base` looks for every way the parts of a knowledge base
 can disagree: a vector without a description record, a record without a
 vector, an image file that has gone, a vector that is not finite or not of
 unit length, a vector store's copy of the metadata that differs from the records,
 files on disk that no longer match the manifest's checksums, a damaged journal, and an
 adapter file that is missing or changed (or raw vectors missing beside an adapted index).
 
-:func:`repair_knowledge_base` fixes what it can without losing a description:
+`repair_knowledge_base` fixes what it can without losing a description:
 it rebuilds the vector index from the vectors it still holds, re-embeds
 records whose vector is missing (when their image is still on disk), gives
 vectors without a record an empty one, copies the records' metadata again to a
@@ -46,7 +46,7 @@ _CHUNK = 4096
 
 
 class ProblemKind:
-    """The kinds of :class:`Problem` (plain strings, so reports serialise as JSON)."""
+    """The kinds of [`Problem`][multimodal_rag.verify.Problem] (plain strings, so reports serialise as JSON)."""
 
     VECTOR_WITHOUT_RECORD = "vector-without-record"
     RECORD_WITHOUT_VECTOR = "record-without-vector"
@@ -67,7 +67,7 @@ class Problem:
     """One thing wrong with a knowledge base.
 
     Attributes:
-        kind: One of the :class:`ProblemKind` strings.
+        kind: One of the [`ProblemKind`][multimodal_rag.verify.ProblemKind] strings.
         id: The image id concerned, or ``None`` for a problem with a file.
         detail: A sentence explaining the problem (naming the file, where there is one).
     """
@@ -87,7 +87,7 @@ def _problems(value: Iterable[Problem]) -> tuple[Problem, ...]:
 
 @frozen(kw_only=True)
 class VerificationReport:
-    """What :meth:`MultimodalRAG.verify` found.
+    """What [`MultimodalRAG.verify`][multimodal_rag.rag.MultimodalRAG.verify] found.
 
     Attributes:
         problems: Every problem found, grouped by kind; empty when all is well.
@@ -127,7 +127,7 @@ class VerificationReport:
 
 @frozen(kw_only=True)
 class RepairReport:
-    """What :meth:`MultimodalRAG.repair` did.
+    """What [`MultimodalRAG.repair`][multimodal_rag.rag.MultimodalRAG.repair] did.
 
     Attributes:
         reembedded: Ids whose missing vector was rebuilt from their image.
@@ -197,7 +197,7 @@ def verify_knowledge_base(
     findings: SalvageFindings | None = None,
     raw_store: VectorStore | None = None,
 ) -> VerificationReport:
-    """Look for inconsistencies between a knowledge base's parts (see :meth:`MultimodalRAG.verify`).
+    """Look for inconsistencies between a knowledge base's parts (see [`MultimodalRAG.verify`][multimodal_rag.rag.MultimodalRAG.verify]).
 
     Args:
         vector_store: The vectors.
@@ -257,7 +257,7 @@ def verify_knowledge_base(
 
 
 def _salvage_problems(findings: SalvageFindings | None) -> Iterator[Problem]:
-    """What a salvaging open could not recover (see :mod:`multimodal_rag.kb.salvage`)."""
+    """What a salvaging open could not recover (see `multimodal_rag.kb.salvage`)."""
     if findings is None:
         return
     if findings.records_lost:
@@ -381,7 +381,7 @@ def _snapshot_problems(directory: KnowledgeBaseDirectory, manifest: Any) -> Iter
 
 @frozen(kw_only=True)
 class Repaired:
-    """What :func:`repair_knowledge_base` made: the vector store to use from now on, the raw
+    """What `repair_knowledge_base` made: the vector store to use from now on, the raw
     vectors kept beside it (``None``: no adapter is applied any more), and its report."""
 
     vector_store: VectorStore
@@ -399,7 +399,7 @@ def repair_knowledge_base(
     adapter: Any = None,
     raw_store: VectorStore | None = None,
 ) -> Repaired:
-    """Rebuild what can be rebuilt (see :meth:`MultimodalRAG.repair`), short of saving.
+    """Rebuild what can be rebuilt (see [`MultimodalRAG.repair`][multimodal_rag.rag.MultimodalRAG.repair]), short of saving.
 
     The description store is repaired in place; the vector store may be replaced by
     a rebuilt one. The report's ``remaining`` is for the caller to fill in once it

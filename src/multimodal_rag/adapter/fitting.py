@@ -1,12 +1,12 @@
 """Fitting an adapter to a knowledge base, and judging it before it is applied.
 
-:func:`fit_and_judge` gathers the pairs (each described record's raw image vector and its
+`fit_and_judge` gathers the pairs (each described record's raw image vector and its
 description's text vector; extra pairs from a JSON Lines file; edited images and their
 originals, made by the evaluation tool's edits), holds out a share of the records, trains
-(:func:`~multimodal_rag.adapter.training.fit_adapter_weights`) and measures the held-out
+(`fit_adapter_weights`) and measures the held-out
 records before and after. The adapter is worth keeping only when text-to-image recall@5
 goes up and image-to-image recall (edited held-out images finding their originals among
-all images) drops at no k by more than :data:`IMAGE_TOLERANCE`. The facade applies it
+all images) drops at no k by more than `IMAGE_TOLERANCE`. The facade applies it
 (``MultimodalRAG.fit_adapter``); this module only decides.
 """
 

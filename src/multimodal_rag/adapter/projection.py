@@ -119,7 +119,7 @@ class Adapter:
 
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write the adapter to ``path`` (through a temporary file, so a crash leaves the old
-        file or the new one); returns its :attr:`sha256`."""
+        file or the new one); returns its [`sha256`][multimodal_rag.adapter.projection.Adapter.sha256]."""
         buffer = io.BytesIO()
         header = np.array([KINDS.index(self.kind), self.dim], dtype=np.int64)
         contents: dict[str, Any] = {"__header__": header, **{name: self.arrays[name] for name in sorted(self.arrays)}}
@@ -136,7 +136,7 @@ class Adapter:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, sha256: str | None = None) -> Adapter:
-        """Read an adapter file, checking its :attr:`sha256` when one is given.
+        """Read an adapter file, checking its [`sha256`][multimodal_rag.adapter.projection.Adapter.sha256] when one is given.
 
         Raises:
             CorruptFileError: The file is missing, changed (another digest), or not an adapter.

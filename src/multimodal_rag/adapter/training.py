@@ -96,7 +96,7 @@ def fit_adapter_weights(
 
     Args:
         images, texts: Unit vectors of the same shape ``(n, dim)``, row ``i`` a pair.
-        train, holdout: Row indices to train on and to stop on (:func:`split_pairs`).
+        train, holdout: Row indices to train on and to stop on (`split_pairs`).
         kind: ``"low-rank"`` (a residual of ``rank``) or ``"linear"``.
         image_pairs: Optional ``(edited, original)`` image vectors, also trained on.
         seed: Fixes the initial weights and the order of the batches.

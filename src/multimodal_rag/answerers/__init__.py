@@ -1,4 +1,4 @@
-"""Answerers: one module per backend, all implementing :class:`~multimodal_rag.Answerer`.
+"""Answerers: one module per backend, all implementing [`Answerer`][multimodal_rag.protocols.Answerer].
 
 ``extractive`` answers offline from the best match's description; ``openai`` asks a vision
 model behind any OpenAI-compatible chat-completions endpoint. ``prompt`` holds the template

@@ -12,8 +12,8 @@ __all__ = ["choose_answerer"]
 def choose_answerer(*, min_score: float | None = None) -> tuple[Answerer, str]:
     """The default answerer and why it was chosen.
 
-    :class:`~multimodal_rag.OpenAIAnswerer` when ``OPENAI_API_KEY`` is set (it also reads
-    ``OPENAI_BASE_URL``), otherwise the offline :class:`~multimodal_rag.ExtractiveAnswerer`.
+    [`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer] when ``OPENAI_API_KEY`` is set (it also reads
+    ``OPENAI_BASE_URL``), otherwise the offline [`ExtractiveAnswerer`][multimodal_rag.answerers.extractive.ExtractiveAnswerer].
     Neither makes a network call here.
 
     Args:

@@ -35,7 +35,7 @@ class ExtractiveAnswerer(Answerer):
 
     kind: ClassVar[str] = "extractive"
 
-    #: What :attr:`Answer.model` says for answers from this class.
+    #: What `Answer.model` says for answers from this class.
     model_name: ClassVar[str] = "extractive"
 
     def __init__(self, *, min_score: float | None = None, max_candidates: int = 4) -> None:

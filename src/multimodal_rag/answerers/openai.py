@@ -88,7 +88,7 @@ class OpenAIAnswerer(Answerer):
 
     Every argument is a keyword. ``api_key`` and ``base_url`` default to the
     ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` environment variables. The key, and a
-    ``user:password@`` written into the base URL, are never part of :meth:`config`,
+    ``user:password@`` written into the base URL, are never part of `config`,
     ``base_url``, the repr, log lines or error messages (including the provider's error
     chained as ``__cause__`` and its ``body``), even when the provider echoes them.
 
@@ -113,11 +113,11 @@ class OpenAIAnswerer(Answerer):
             no request is made (see ``on_no_match``). ``None`` keeps every match.
         on_no_match: ``"refuse"`` answers that no matching item was found, without a
             request; ``"image_only"`` asks the model about the user's image alone.
-        prompt: The prompt template (a :class:`PromptTemplate` or a mapping of its fields).
+        prompt: The prompt template (a [`PromptTemplate`][multimodal_rag.answerers.prompt.PromptTemplate] or a mapping of its fields).
         stream_usage: Ask for token usage at the end of a stream (``stream_options``);
             turn off for servers that reject it.
         client: An ``openai.OpenAI`` (or ``AzureOpenAI``) client to use instead of making one.
-        async_client: An ``openai.AsyncOpenAI`` client for :meth:`aanswer` and :meth:`astream`.
+        async_client: An ``openai.AsyncOpenAI`` client for `aanswer` and `astream`.
 
     Raises:
         AnswererAuthenticationError: No API key was given or found in ``OPENAI_API_KEY``
@@ -294,7 +294,7 @@ class OpenAIAnswerer(Answerer):
         those of loops that are closed (their connections went with them).
 
         An injected client stays open: it belongs to the caller. ``async with answerer:``
-        calls this on the way out. A loop run by :func:`asyncio.run` also closes its client
+        calls this on the way out. A loop run by `asyncio.run` also closes its client
         when it ends, so one-off ``asyncio.run(answerer.aanswer(...))`` calls leak nothing.
         """
         loop = asyncio.get_running_loop()
@@ -601,7 +601,7 @@ def provider_errors(
         model: The model asked, for the message of a refused request.
         timeout: The client's timeout, for the message of a timeout.
         max_retries: The client's retries, for the messages.
-        secrets: Every form of the credentials to redact (see :func:`secret_texts`).
+        secrets: Every form of the credentials to redact (see `secret_texts`).
 
     Raises:
         AnswererError: The provider failed (a subclass says how).

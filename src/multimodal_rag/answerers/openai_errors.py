@@ -1,9 +1,9 @@
 """The provider's errors as the library's own, with no secret left in them.
 
-:class:`~multimodal_rag.answerers.openai.OpenAIAnswerer` holds its API key and the
-credentials of its base URL as :class:`Secret`; every exception the ``openai`` client
+[`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer] holds its API key and the
+credentials of its base URL as `Secret`; every exception the ``openai`` client
 raises is redacted of them (with the errors chained to it, which tracebacks print) and
-mapped to an :class:`~multimodal_rag.errors.AnswererError` that keeps its message.
+mapped to an [`AnswererError`][multimodal_rag.errors.AnswererError] that keeps its message.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Exit status: 0 when the command did what was asked, 1 when the operation failed
 (the reason on stderr, with a traceback only under ``--debug``), 2 for bad usage
 (unknown option, missing argument, a file that does not exist).
 
-Modules: :mod:`~multimodal_rag.cli.app` holds the click group, its global options and
-the error mapping; :mod:`~multimodal_rag.cli.output` prints every result, as text or
+Modules: `app` holds the click group, its global options and
+the error mapping; `output` prints every result, as text or
 JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
 ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate), ``evaluate``
 (eval), ``fit`` (fit an adapter, or remove it), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint, completion).

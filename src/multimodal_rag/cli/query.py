@@ -77,7 +77,7 @@ def answerer_options(command: Any) -> Any:
 def answerer_from_options(
     answerer_kind: str, answer_model: str | None, min_score: float | None
 ) -> tuple[str, Answerer | None, str | None]:
-    """The kind :func:`answerer_options` chose, its answerer, and for auto why it was chosen.
+    """The kind `answerer_options` chose, its answerer, and for auto why it was chosen.
 
     Raises:
         click.UsageError: --answer-model with the extractive answerer.

@@ -1,7 +1,7 @@
 """``serve``: the knowledge base over HTTP, with a web page (the ``server`` extra).
 
 This command only reads options and runs uvicorn; the application lives in
-:mod:`multimodal_rag.server`, imported when the command runs.
+`multimodal_rag.server`, imported when the command runs.
 """
 
 from __future__ import annotations

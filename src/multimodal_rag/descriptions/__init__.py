@@ -1,1 +1,1 @@
-"""Description stores: one module per backend, all implementing :class:`~multimodal_rag.DescriptionStore`."""
+"""Description stores: one module per backend, all implementing [`DescriptionStore`][multimodal_rag.protocols.DescriptionStore]."""

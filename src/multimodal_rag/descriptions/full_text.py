@@ -56,7 +56,7 @@ _BAD_KEY = re.compile('["\\\\\x00-\x1f\x7f]')
 
 
 def check_tokenizer(tokenizer: object) -> str:
-    """Return ``tokenizer`` if it is one of :data:`TOKENIZERS`.
+    """Return ``tokenizer`` if it is one of `TOKENIZERS`.
 
     Raises:
         InvalidInputError: Any other value.
@@ -103,7 +103,7 @@ def field_text(record: Record, field: str) -> str | None:
 
 def query_terms(query: str) -> list[str]:
     """The distinct white-space separated terms of ``query`` without the punctuation around
-    them, at most :data:`MAX_TERMS`.
+    them, at most `MAX_TERMS`.
 
     Raises:
         InvalidInputError: ``query`` is not a string.
@@ -179,7 +179,7 @@ class MemoryTextIndex:
         db.execute("COMMIT")
 
     def search(self, query: str, k: int, ids: Collection[str] | None) -> list[tuple[str, float]]:
-        """As :meth:`DescriptionStore.search_text <multimodal_rag.protocols.DescriptionStore.search_text>`."""
+        """As [`DescriptionStore.search_text`][multimodal_rag.protocols.DescriptionStore.search_text]."""
         return fts5_search(self._db, query, k, ids, table="fts", id_table="ids", counts=self._counts)
 
 
@@ -198,7 +198,7 @@ def fts5_search(
 
     The score is ``-bm25()``, so that higher is better. Without ``ids``, a query that
     mixes rare and common words skips the records that hold only common words when they
-    cannot reach the top ``k`` (:mod:`~multimodal_rag.descriptions.bm25_pruning`);
+    cannot reach the top ``k`` (`bm25_pruning`);
     ``counts`` remembers how many records hold each word until the index changes.
 
     Raises:

@@ -2,7 +2,7 @@
 
 Each line is one JSON object: ``{"image_path": ..., "description": ..., ...}``.
 Keys other than ``id``, ``image_path`` and ``description``
-(:data:`~multimodal_rag.validation.RESERVED_KEYS`) are the record's metadata, so a
+(`RESERVED_KEYS`) are the record's metadata, so a
 file written by the cookbook or by hand reads back unchanged. The full-text index
 lives in memory only: it is made when the file is read and follows every change.
 """
@@ -83,7 +83,7 @@ class JSONLDescriptionStore(DescriptionStore):
 
     Full-text search runs on an SQLite FTS5 index in memory that holds no copy of the
     text; ``text_fields`` and ``tokenizer`` are as for
-    :class:`~multimodal_rag.SQLiteDescriptionStore`, and give the same scores.
+    [`SQLiteDescriptionStore`][multimodal_rag.descriptions.sqlite.SQLiteDescriptionStore], and give the same scores.
     """
 
     kind: ClassVar[str] = "jsonl"

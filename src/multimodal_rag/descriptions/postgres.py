@@ -7,9 +7,9 @@ stored as it is, readable by other SQL clients. Metadata is kept twice: as exact
 JSON text (``metadata_json``: key order, ``1`` versus ``1.0``), which is what the
 store reads, and as JSONB (``metadata``) for SQL queries and indexes.
 
-Like :class:`~multimodal_rag.MilvusVectorStore`, the data lives on the server:
+Like [`MilvusVectorStore`][multimodal_rag.vectors.milvus.MilvusVectorStore], the data lives on the server:
 each call commits its own transaction, every process sees it as soon as the call
-returns, and :meth:`PostgresDescriptionStore.save` writes only a small marker
+returns, and [`PostgresDescriptionStore.save`][multimodal_rag.descriptions.postgres.PostgresDescriptionStore.save] writes only a small marker
 naming the table. Every statement is parameterised; the table name is checked and
 quoted as an identifier.
 
@@ -117,9 +117,9 @@ class PostgresDescriptionStore(DescriptionStore):
         max_connections: Size of the connection pool.
         timeout: Seconds to wait for a connection (connecting, or a free one in the pool).
         create: Create the table when it does not exist; with ``False`` a missing
-            table is an error (how :meth:`load` reconnects).
+            table is an error (how [`load`][multimodal_rag.descriptions.postgres.PostgresDescriptionStore.load] reconnects).
         text_fields: What full-text search reads: ``"description"``, ``"image_path"``
-            and metadata keys, as for :class:`~multimodal_rag.SQLiteDescriptionStore`.
+            and metadata keys, as for [`SQLiteDescriptionStore`][multimodal_rag.descriptions.sqlite.SQLiteDescriptionStore].
         text_search_config: The PostgreSQL text search configuration that cuts text
             into words: ``"simple"`` (words between spaces and punctuation, lower-cased,
             any language) or a language's own, such as ``"english"`` (stems, stop words).
@@ -511,7 +511,7 @@ class PostgresDescriptionStore(DescriptionStore):
             return conn.execute(query, (_encode(id),)).fetchone() is not None
 
     def matching_ids(self, filter: MetadataFilter) -> set[str]:
-        """One query, the filter in SQL on the JSONB copy (:meth:`MetadataFilter.to_postgres`).
+        """One query, the filter in SQL on the JSONB copy ([`MetadataFilter.to_postgres`][multimodal_rag.filters.MetadataFilter.to_postgres]).
 
         That copy holds U+FFFD where the metadata holds NUL, so a record whose metadata
         holds one is tested in Python on its exact copy, and so is every record for a
@@ -593,7 +593,7 @@ class PostgresDescriptionStore(DescriptionStore):
         """Reconnect to the table named in ``config`` (the manifest's copy).
 
         The password comes as for the constructor; when
-        :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` loads a manifest, only
+        [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] loads a manifest, only
         for a server that ``$DATABASE_URL`` names or the caller allowed.
 
         Raises:

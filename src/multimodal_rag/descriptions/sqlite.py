@@ -64,7 +64,7 @@ ON CONFLICT (id) DO UPDATE SET
 class SQLiteDescriptionStore(DescriptionStore):
     """Records in an SQLite database.
 
-    The working copy lives in memory and :meth:`save` writes a consistent
+    The working copy lives in memory and `save` writes a consistent
     snapshot with SQLite's online-backup API, so the file in a knowledge base
     only ever changes together with the rest of the knowledge base.
 
@@ -182,7 +182,7 @@ class SQLiteDescriptionStore(DescriptionStore):
             return self._db.execute("SELECT 1 FROM records WHERE id = ?", (id,)).fetchone() is not None
 
     def matching_ids(self, filter: MetadataFilter) -> set[str]:
-        """One query, the filter in SQL (:meth:`MetadataFilter.to_sqlite`).
+        """One query, the filter in SQL ([`MetadataFilter.to_sqlite`][multimodal_rag.filters.MetadataFilter.to_sqlite]).
 
         SQLite's JSON functions cut strings short at NUL, so a record whose metadata holds
         one (JSON text ``\\u0000``) is tested in Python, and so is every record for a
@@ -316,7 +316,7 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[
     Each metadata field for full-text search becomes a virtual generated column of
     ``records`` (computed when read, never stored), since FTS5 reads external content by
     column. Each indexed field becomes two, its JSON type and its value, as
-    :meth:`MetadataFilter.to_sqlite` reads them, indexed together.
+    [`MetadataFilter.to_sqlite`][multimodal_rag.filters.MetadataFilter.to_sqlite] reads them, indexed together.
     """
     generated = []
     columns = []
@@ -371,7 +371,7 @@ def _literal(text: str) -> str:
 def _schema_objects(
     text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[str, ...]
 ) -> frozenset[tuple[str, str, str, str | None]]:
-    """What ``sqlite_master`` lists for a database made by :func:`_schema` (FTS5's own tables too)."""
+    """What ``sqlite_master`` lists for a database made by `_schema` (FTS5's own tables too)."""
     db = _connect()
     try:
         for statement in _schema(text_fields, tokenizer, indexed_fields):

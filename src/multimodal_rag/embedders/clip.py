@@ -2,12 +2,12 @@
 
 Models load through the real openai/CLIP code (the ``clip-anytorch`` package), from a
 named model in the usual download cache or from a local checkpoint file
-(:mod:`~multimodal_rag.embedders.clip_loading` finds, loads and checks the weights).
+(`clip_loading` finds, loads and checks the weights).
 Everything after loading is the shared fast path of
-:class:`~multimodal_rag.embedders.towers.TowerEmbedder`: worker threads decode and
+`TowerEmbedder`: worker threads decode and
 preprocess the next images (draft-decoding large JPEGs) while the encoder runs on the
 current batch, and the image and text towers run on an engine (torch, or OpenVINO with
-calibrated int8) in a precision that :mod:`~multimodal_rag.embedders.engines` measures and
+calibrated int8) in a precision that `engines` measures and
 holds to a quality gate.
 """
 
@@ -80,7 +80,7 @@ class CLIPEmbedder(TowerEmbedder):
             the quality gate and keep the fastest; the decision is cached per CPU model),
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (GPU only) or ``"int8"`` (OpenVINO only).
             A reduced precision that fails the gate falls back to the next one
-            (int8, bf16, fp32) with a warning; :attr:`runtime` says what ran.
+            (int8, bf16, fp32) with a warning; [`runtime`][multimodal_rag.embedders.clip.CLIPEmbedder.runtime] says what ran.
         batch_size: Images per encoder call (the facade's ``batch_size`` overrides it).
         num_workers: Threads that decode and preprocess images while the model runs;
             by default one per CPU core (at most 8).
@@ -241,7 +241,7 @@ class CLIPEmbedder(TowerEmbedder):
         return sha256, shapes
 
     def _remember_model(self, name: str, loaded: Any) -> dict[str, Any]:
-        """The loaded model's shapes, recorded for :meth:`_known_model`."""
+        """The loaded model's shapes, recorded for `_known_model`."""
         shapes: dict[str, Any] = {
             "label": architecture_label(loaded) if self.checkpoint is not None else name,
             "resolution": int(loaded.visual.input_resolution),

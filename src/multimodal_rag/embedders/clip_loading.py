@@ -1,4 +1,4 @@
-"""How :class:`~multimodal_rag.embedders.clip.CLIPEmbedder` finds, loads and checks weights.
+"""How [`CLIPEmbedder`][multimodal_rag.embedders.clip.CLIPEmbedder] finds, loads and checks weights.
 
 A named model comes from the usual download cache (checked against its published SHA-256).
 A local checkpoint is a ``state_dict``, read with ``torch.load(weights_only=True)`` so that

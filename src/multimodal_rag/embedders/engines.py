@@ -1,14 +1,14 @@
 """Building an embedder's towers on an engine in a precision that is measured, not guessed.
 
-An embedder hands :class:`EngineBuilder` its towers (the parts of the model that turn a batch
+An embedder hands `EngineBuilder` its towers (the parts of the model that turn a batch
 of preprocessed images, or of tokens, into features), a way to load their torch modules, and
 what identifies its weights. The builder then, for the requested precision:
 
 - builds each tower on the engine (torch, or OpenVINO: converted, int8 quantized on a
   calibration sample; both cached on disk);
-- holds every reduced precision to the :class:`~multimodal_rag.embedders.precision.QualityGate`
+- holds every reduced precision to the `QualityGate`
   against the torch fp32 tower on held-out inputs (not the calibration ones), falling back
-  along :func:`~multimodal_rag.embedders.precision.fallback_chain` with a warning when one
+  along `fallback_chain` with a warning when one
   fails;
 - for ``"auto"``, times every candidate that passes on a few batches, takes the fastest,
   and caches the decision for this CPU model and engine version, so the next load on

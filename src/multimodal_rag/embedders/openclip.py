@@ -2,8 +2,8 @@
 
 Models load through the real ``open_clip`` code (the ``open-clip-torch`` package, ``pip
 install 'multimodal-rag[open-clip]'``), from a pretrained tag in the usual download cache or
-from local files (:mod:`~multimodal_rag.embedders.openclip_loading`). Everything after
-loading is the shared fast path of :class:`~multimodal_rag.embedders.towers.TowerEmbedder`:
+from local files (`openclip_loading`). Everything after
+loading is the shared fast path of `TowerEmbedder`:
 parallel, draft-decoding ingest, the engines and the measured precision.
 """
 
@@ -54,7 +54,7 @@ class OpenCLIPEmbedder(TowerEmbedder):
         download_root: Where named weights and tokenizers are cached (default:
             ``open_clip``'s, the Hugging Face hub cache or ``~/.cache/clip``).
 
-    The other arguments are :class:`~multimodal_rag.embedders.clip.CLIPEmbedder`'s.
+    The other arguments are [`CLIPEmbedder`][multimodal_rag.embedders.clip.CLIPEmbedder]'s.
 
     Raises:
         ModelLoadError: Unknown model or tag; weights or tokenizer that cannot be found,

@@ -1,4 +1,4 @@
-"""How :class:`~multimodal_rag.embedders.openclip.OpenCLIPEmbedder` finds and loads a model.
+"""How `OpenCLIPEmbedder` finds and loads a model.
 
 Any ``open_clip`` architecture (``open_clip.list_models()``) with weights from a pretrained
 tag (downloaded to ``open_clip``'s usual cache: the Hugging Face hub cache, or

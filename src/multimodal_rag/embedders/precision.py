@@ -3,7 +3,7 @@
 A reduced precision (bf16, fp16, int8) is used only when, on inputs it was not calibrated
 on, its embeddings stay close to the exact fp32 model's: every cosine at least
 ``min_cosine`` and their mean at least ``mean_cosine``. One that fails falls back to the
-next precision in :func:`fallback_chain`; fp32 is always the last resort.
+next precision in `fallback_chain`; fp32 is always the last resort.
 """
 
 from __future__ import annotations

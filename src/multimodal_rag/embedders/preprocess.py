@@ -1,6 +1,6 @@
 """Image preprocessing of CLIP-family models in numpy and PIL, without torch or torchvision.
 
-:class:`ImagePreprocess` reproduces the evaluation transforms of openai/CLIP
+`ImagePreprocess` reproduces the evaluation transforms of openai/CLIP
 (``clip.load(...)[1]``) and of open_clip (``open_clip.image_transform(..., is_train=False)``)
 to within float rounding, so it can run in worker threads that never touch torch:
 
@@ -11,9 +11,9 @@ to within float rounding, so it can run in worker threads that never touch torch
   around its centre with ``fill_color``.
 
 Then every model scales to [0, 1] and normalises each channel by its ``mean`` and ``std``.
-:func:`clip_pixels` is openai/CLIP's case.
+`clip_pixels` is openai/CLIP's case.
 
-Draft decoding (:func:`draft_size`) is the one deliberate difference: a JPEG much
+Draft decoding (`draft_size`) is the one deliberate difference: a JPEG much
 larger than the model input is decoded at 1/2, 1/4 or 1/8 scale by the JPEG
 decoder itself before the resize. The resize then starts from fewer,
 already averaged pixels, so the input tensor differs slightly from a full
@@ -122,7 +122,7 @@ class ImagePreprocess:
         }
 
     def draft_size(self) -> tuple[int, int]:
-        """The smallest ``(width, height)`` a JPEG may be draft-decoded to (see :func:`draft_size`).
+        """The smallest ``(width, height)`` a JPEG may be draft-decoded to (see `draft_size`).
 
         Each side at least the input's: every resize mode then only ever shrinks.
         """
@@ -257,7 +257,7 @@ def load_pixels(
     """Decode an image (path, bytes or PIL image) and preprocess it for a model.
 
     ``max_pixels`` counts the pixels actually decoded: with ``draft``, a large JPEG
-    counts at its reduced size (see :func:`~multimodal_rag.images.open_image`).
+    counts at its reduced size (see `open_image`).
 
     Raises:
         ImageError: The image cannot be read; the message names it.

@@ -1,14 +1,14 @@
 """What every CLIP-family embedder shares: the fast path from images and texts to vectors.
 
-A :class:`TowerEmbedder` holds a model as two towers (image and text ``torch`` modules, or
+A `TowerEmbedder` holds a model as two towers (image and text ``torch`` modules, or
 their OpenVINO conversions) and runs them on an engine in a measured precision
-(:class:`~multimodal_rag.embedders.engines.EngineBuilder`). Image ingest is a pipeline:
+(`EngineBuilder`). Image ingest is a pipeline:
 worker threads decode and preprocess the next images (draft-decoding large JPEGs,
-:mod:`~multimodal_rag.embedders.preprocess`) while the encoder runs on the current batch;
+`preprocess`) while the encoder runs on the current batch;
 int8 calibrates on the first images ingested or on a folder's sample. A subclass loads its
 model and provides the towers, the preprocessing, the tokens and its identity
-(fingerprint, config); :class:`~multimodal_rag.embedders.clip.CLIPEmbedder` and
-:class:`~multimodal_rag.embedders.openclip.OpenCLIPEmbedder` are the two built in.
+(fingerprint, config); [`CLIPEmbedder`][multimodal_rag.embedders.clip.CLIPEmbedder] and
+`OpenCLIPEmbedder` are the two built in.
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ _CALIBRATION_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tif
 class TowerEmbedder(Embedder):
     """The shared pipeline of embedders whose model is an image tower and a text tower.
 
-    A subclass's ``__init__`` calls :meth:`_init_runtime` before it loads its model (so a
-    bad setting is refused before any weights are read), sets :attr:`preprocess`,
-    :attr:`model_name` and the dimension, then calls :meth:`_init_engine` with a function
+    A subclass's ``__init__`` calls `_init_runtime` before it loads its model (so a
+    bad setting is refused before any weights are read), sets `preprocess`,
+    `model_name` and the dimension, then calls `_init_engine` with a function
     that returns its towers' modules (called only when they are needed: see
-    :mod:`~multimodal_rag.embedders.engines`). It implements :meth:`_tokens`,
-    :attr:`fingerprint`, :meth:`config` and :meth:`_weights_source`.
+    `engines`). It implements `_tokens`,
+    `fingerprint`, `config` and `_weights_source`.
     """
 
     model_name: str
@@ -103,7 +103,7 @@ class TowerEmbedder(Embedder):
             openvino_device = ov_device(device)
             on_gpu = openvino_device == "GPU"
             # torch only converts and checks, on the CPU; it is not even imported when the
-            # engine cache already holds everything (see :attr:`device`).
+            # engine cache already holds everything (see `device`).
         else:
             self._device = choose_device(require("torch", user=type(self).__name__), device)
             on_gpu = self._device.type == "cuda"
@@ -203,7 +203,7 @@ class TowerEmbedder(Embedder):
         return self._engine.report.to_dict()
 
     def _runtime_config(self) -> dict[str, Any]:
-        """The runtime settings :meth:`config` records: what was asked for, never the device."""
+        """The runtime settings `config` records: what was asked for, never the device."""
         config: dict[str, Any] = {"precision": self._precision_setting}
         if self.engine != "torch":
             config["engine"] = self.engine

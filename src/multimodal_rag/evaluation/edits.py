@@ -2,10 +2,10 @@
 
 A user rarely asks with the very file that was ingested: they crop a screenshot, send a
 smaller or recompressed copy, photograph a screen at an angle, or show the picture among
-other things. Each kind in :data:`EDIT_KINDS` imitates one of these, with strengths drawn
+other things. Each kind in `EDIT_KINDS` imitates one of these, with strengths drawn
 from a ``numpy.random.Generator`` so that a run can be repeated exactly.
 
-:func:`edited_queries` gives each (source id, kind) its own generator, derived from the
+`edited_queries` gives each (source id, kind) its own generator, derived from the
 seed and a stable hash of the id and kind, so a query does not change when other images
 are added, removed or reordered.
 """
@@ -185,7 +185,7 @@ def apply_edit(kind: str, image: Image.Image, rng: np.random.Generator) -> Image
     """One edit of one image.
 
     Args:
-        kind: One of :data:`EDIT_KINDS`.
+        kind: One of `EDIT_KINDS`.
         image: The knowledge-base image (converted to RGB if it is not).
         rng: Where the edit's strength and placement come from; the same generator state
             gives the same output.
@@ -224,12 +224,12 @@ def edited_queries(
 
     Images are read lazily, one at a time; for each, the kinds come in the order given.
     Every (id, kind) pair has its own generator, seeded from ``seed``, a stable hash of the
-    id and the kind's position in :data:`EDIT_KINDS`: the same id, kind and seed give the
+    id and the kind's position in `EDIT_KINDS`: the same id, kind and seed give the
     same edited image whatever the other images or their order.
 
     Args:
         images: ``(id, image)`` pairs.
-        kinds: Edits to apply, each one of :data:`EDIT_KINDS`, no repeats.
+        kinds: Edits to apply, each one of `EDIT_KINDS`, no repeats.
         seed: A non-negative integer.
 
     Raises:

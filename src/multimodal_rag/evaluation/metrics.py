@@ -4,7 +4,7 @@ Pure functions over ids and scores, small enough to check by hand.
 
 Relevance is binary: a returned id is relevant when it is one of the query's expected
 ids. Results with equal scores have no defined order (an index may return them either
-way), so :func:`query_metrics` reports each metric as its expected value over every order
+way), so `query_metrics` reports each metric as its expected value over every order
 of the tied results (McSherry & Najork, "Computing information retrieval performance
 measures efficiently in the presence of tied scores", ECIR 2008). Two tied results at
 ranks 1 and 2, one of them relevant, give recall@1 = 0.5 and a reciprocal rank of
@@ -46,7 +46,7 @@ class QueryMetrics:
             found in the top k.
         reciprocal_rank: The expected 1 / rank of the first relevant result; 0 when none
             was returned.
-        ndcg: The expected nDCG at the cut-off :func:`query_metrics` was given.
+        ndcg: The expected nDCG at the cut-off `query_metrics` was given.
     """
 
     recall: dict[int, float] = field(converter=_recall_dict)

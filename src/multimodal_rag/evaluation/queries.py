@@ -1,9 +1,11 @@
 """The queries an evaluation asks: labelled ones from a file, and ones made from the knowledge base itself.
 
-A labelled file is JSON Lines, one query per line::
+A labelled file is JSON Lines, one query per line:
 
-    {"query": "a red battery generator", "expected": ["4f1c...", "images/gen-red.jpg"]}
-    {"image": "photos/IMG_0412.jpg", "expected": ["images/gen-red.jpg"]}
+```json
+{"query": "a red battery generator", "expected": ["4f1c...", "images/gen-red.jpg"]}
+{"image": "photos/IMG_0412.jpg", "expected": ["images/gen-red.jpg"]}
+```
 
 ``expected`` names right answers by id or by image path: as the knowledge base recorded it,
 relative to the file's folder, or by its last folders and name as a descriptions file writes

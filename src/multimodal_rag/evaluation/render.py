@@ -1,8 +1,8 @@
 """An evaluation report for people: a plain-text table, a comparison of two runs, a plot.
 
-:func:`report_table` and :func:`compare_reports` print with no library beyond this one;
-:func:`report_differences` is the comparison as JSON-ready data (what ``eval --compare
---json`` prints). :func:`plot_report` needs matplotlib (the ``eval`` extra).
+`report_table` and `compare_reports` print with no library beyond this one;
+`report_differences` is the comparison as JSON-ready data (what ``eval --compare
+--json`` prints). `plot_report` needs matplotlib (the ``eval`` extra).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from multimodal_rag.evaluation.report import (
 
 __all__ = ["compare_reports", "plot_report", "report_differences", "report_table"]
 
-#: How many queries whose rank changed :func:`compare_reports` shows.
+#: How many queries whose rank changed `compare_reports` shows.
 EXAMPLES = 5
 
 #: Notes are wrapped to this many characters.
 WIDTH = 100
 
-#: The recall@k curve of :func:`plot_report` runs over k = 1..CURVE_K.
+#: The recall@k curve of `plot_report` runs over k = 1..CURVE_K.
 CURVE_K = 10
 
 _MISSING = "-"

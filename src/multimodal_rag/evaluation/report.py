@@ -69,9 +69,9 @@ class SetMetrics:
     """Metrics of one query set, through the index and through exact search.
 
     Attributes:
-        query_set: Which set (see :attr:`QueryResult.query_set`).
+        query_set: Which set (see `QueryResult.query_set`).
         queries: How many queries.
-        recall: Recall@k for k in :data:`RECALL_AT`, as ``{"1": r, "5": r, "10": r}``.
+        recall: Recall@k for k in `RECALL_AT`, as ``{"1": r, "5": r, "10": r}``.
         mrr: Mean reciprocal rank (of the first right answer; 0 when absent from the top k).
         ndcg10: Mean nDCG@10.
         exact_recall: Recall@k through exact search (what the index would give if it were exact).
@@ -127,7 +127,7 @@ class GateReport:
 
 @frozen(kw_only=True)
 class EvaluationReport:
-    """What :meth:`MultimodalRAG.evaluate` measured.
+    """What [`MultimodalRAG.evaluate`][multimodal_rag.rag.MultimodalRAG.evaluate] measured.
 
     Attributes:
         sets: Metrics per query set, in a stable order.
@@ -160,7 +160,7 @@ class EvaluationReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationReport:
-        """A report read back from :meth:`to_dict`'s JSON."""
+        """A report read back from `to_dict`'s JSON."""
         sets = [
             SetMetrics(**{k: v for k, v in s.items() if k != "index_loss"})  # derived, not stored
             for s in data["sets"]

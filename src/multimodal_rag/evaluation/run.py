@@ -68,7 +68,7 @@ def evaluate(
     fusion: str = "rrf",
     progress: bool | None = None,
 ) -> EvaluationReport:
-    """Measure retrieval on ``rag`` (see :meth:`MultimodalRAG.evaluate`)."""
+    """Measure retrieval on ``rag`` (see [`MultimodalRAG.evaluate`][multimodal_rag.rag.MultimodalRAG.evaluate])."""
     from tqdm.auto import tqdm
 
     from multimodal_rag.evaluation.edits import EDIT_KINDS
@@ -273,7 +273,7 @@ def embed_queries(embedder: Any, queries: Sequence[tuple[str, Any]], *, adapter:
     """Vectors for ``("image", image)`` and ``("text", text)`` queries, in one call per kind.
 
     With an ``adapter``, each kind goes through its side of it, as the facade's queries do
-    (:func:`~multimodal_rag.retrieval.query_vector`); without, they are the embedder's raw vectors.
+    (`query_vector`); without, they are the embedder's raw vectors.
     """
     from multimodal_rag.validation import check_vectors
 

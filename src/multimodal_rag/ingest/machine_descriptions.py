@@ -1,11 +1,13 @@
 """Filling in missing descriptions with a model, batch by batch, never over a person's words.
 
 A knowledge base is often indexed before anyone has written about every image. An
-:class:`~multimodal_rag.ImageDescriber` (such as :class:`~multimodal_rag.OpenAIAnswerer`)
+[`ImageDescriber`][multimodal_rag.protocols.ImageDescriber] (such as [`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer])
 can label the rest. Each label it writes is marked in the record's metadata, so a person
-can find and review them::
+can find and review them:
 
-    rag.search(text="...", filter={"description_source": "machine"})
+```python
+rag.search(text="...", filter={"description_source": "machine"})
+```
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ __all__ = [
     "needs_description",
 ]
 
-#: Metadata key that says who wrote a description; its value is :data:`MACHINE` for a model.
+#: Metadata key that says who wrote a description; its value is `MACHINE` for a model.
 SOURCE_KEY = "description_source"
-#: The value of :data:`SOURCE_KEY` for descriptions a model wrote.
+#: The value of `SOURCE_KEY` for descriptions a model wrote.
 MACHINE = "machine"
 #: Metadata key naming the model that wrote a description.
 MODEL_KEY = "description_model"
@@ -64,7 +66,7 @@ def fill_missing_descriptions(
         records: Records without a description.
         describer: Writes the descriptions.
         store: Stores a batch of ``(id, answer)`` and returns the ids it updated; it must
-            leave alone any record that has a description by then (see :func:`machine_written`).
+            leave alone any record that has a description by then (see `machine_written`).
         batch_size: Images per batch; each batch is stored before the next starts, so an
             interruption loses at most one batch of work.
         workers: Images of a batch described at the same time.
@@ -142,7 +144,7 @@ def machine_written(record: Record, answer: Answer) -> Record | None:
 
 
 class DescribingMissing:
-    """:meth:`~multimodal_rag.MultimodalRAG.describe_missing` and the locked steps it takes."""
+    """`describe_missing` and the locked steps it takes."""
 
     # Provided by MultimodalRAG.
     answerer: Any
@@ -172,8 +174,8 @@ class DescribingMissing:
         interrupted run keeps what it had done; running it again continues where it stopped.
 
         Args:
-            describer: Writes the descriptions; by default the :attr:`answerer`, which must
-                be able to (:class:`OpenAIAnswerer` can, :class:`ExtractiveAnswerer` cannot).
+            describer: Writes the descriptions; by default the `answerer`, which must
+                be able to ([`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer] can, [`ExtractiveAnswerer`][multimodal_rag.answerers.extractive.ExtractiveAnswerer] cannot).
             ids: Only consider these images (default: every image).
             batch_size: Images per stored batch.
             workers: Images described at the same time.

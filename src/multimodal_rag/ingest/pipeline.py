@@ -1,9 +1,9 @@
 """One ingest: the images of an ``add`` or ``add_directory`` call, hashed, deduplicated, embedded
 and committed in batches.
 
-:func:`items_from_arguments` and :func:`items_from_directory` turn a call's arguments into
-:class:`IngestItem` s, checking everything that can be checked before an image is read.
-:class:`IngestRun` then streams them through the embedder: images are read and hashed
+`items_from_arguments` and `items_from_directory` turn a call's arguments into
+`IngestItem` s, checking everything that can be checked before an image is read.
+`IngestRun` then streams them through the embedder: images are read and hashed
 lazily (so memory stays bounded by the embedder's batches), ids already stored are
 reported as duplicates, and each embedded batch goes to the ``commit`` callback — batch
 by batch with ``on_error="skip"``, or all at once at the end with ``on_error="raise"``, so
@@ -152,7 +152,7 @@ class IngestRun:
         is_stored: Whether an id is already in the knowledge base.
         record_for: The record to store for an item once its id is known.
         commit: Stores a batch: ids, vectors and records together.
-        on_error: ``"raise"`` or ``"skip"`` (see :meth:`MultimodalRAG.add`).
+        on_error: ``"raise"`` or ``"skip"`` (see [`MultimodalRAG.add`][multimodal_rag.rag.MultimodalRAG.add]).
         batch_size: Images embedded per batch.
         progress: Show a progress bar (``None``: when writing to a terminal).
     """

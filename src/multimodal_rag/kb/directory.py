@@ -1,21 +1,23 @@
 """The knowledge-base directory on disk: snapshots, checksums and the writer's lock.
 
-Layout::
+Layout:
 
-    kb/
-      manifest.json            what the knowledge base is, and which snapshot is current
-      snapshots/00000007/      the current snapshot, written whole by one save
-        vectors/               the vector store's files
-        descriptions/          the description store's files
-        adapter/adapter.npz    the adapter's weights, while one is applied
-        raw-vectors/           the embedder's own vectors, while an adapter is applied
-      snapshots/00000006/      the previous snapshot's descriptions, kept for salvage
-      journal.bin              changes committed since that snapshot (see journal.py)
-      journal.commit           how many journal entries were committed
-      images/                  images added from memory (bytes, PIL), named by content hash
-      damaged/                 files that repair set aside instead of deleting
-      adapter-reports/         one JSON report per adapter fit, kept or not
-      .lock                    held (flock) by the one process that may write
+```text
+kb/
+  manifest.json            what the knowledge base is, and which snapshot is current
+  snapshots/00000007/      the current snapshot, written whole by one save
+    vectors/               the vector store's files
+    descriptions/          the description store's files
+    adapter/adapter.npz    the adapter's weights, while one is applied
+    raw-vectors/           the embedder's own vectors, while an adapter is applied
+  snapshots/00000006/      the previous snapshot's descriptions, kept for salvage
+  journal.bin              changes committed since that snapshot (see journal.py)
+  journal.commit           how many journal entries were committed
+  images/                  images added from memory (bytes, PIL), named by content hash
+  damaged/                 files that repair set aside instead of deleting
+  adapter-reports/         one JSON report per adapter fit, kept or not
+  .lock                    held (flock) by the one process that may write
+```
 
 A save writes a new snapshot directory beside the current one, fsyncs it,
 records its files' sizes and checksums in a new manifest, and atomically
@@ -424,7 +426,7 @@ class KnowledgeBaseDirectory:
         """Check that a knowledge base may be created here; True when an interrupted create must be cleaned first.
 
         A create killed before its first manifest leaves only the library's own files
-        (see :meth:`is_unfinished`); anything else is someone's and stops the create.
+        (see `is_unfinished`); anything else is someone's and stops the create.
 
         Raises:
             KnowledgeBaseExistsError: The path holds other files.
@@ -460,7 +462,7 @@ class KnowledgeBaseDirectory:
         return True
 
     def remove_unfinished(self) -> None:
-        """Delete what an interrupted create left (see :meth:`is_unfinished`); the lock stays."""
+        """Delete what an interrupted create left (see `is_unfinished`); the lock stays."""
         for entry in self.path.iterdir():
             if entry.name == SNAPSHOTS or _TEMPORARY_NAME.match(entry.name):
                 remove_tree(entry)
@@ -484,7 +486,7 @@ def remove_tree(path: Path) -> None:
 
 def damaged_parts(snapshot: Path, problems: list[tuple[Path, str]]) -> set[str]:
     """Which parts of ``snapshot`` (``"vectors"``, ``"descriptions"``) the problems of
-    :meth:`KnowledgeBaseDirectory.check_snapshot` fall in."""
+    `KnowledgeBaseDirectory.check_snapshot` fall in."""
     parts = set()
     for path, _ in problems:
         try:

@@ -7,12 +7,14 @@ fsynced before the call that made it returns, so a crash loses nothing that was
 reported as committed. Opening the knowledge base replays the journal on top of
 the snapshot; the next save folds it into a new snapshot and starts an empty one.
 
-File format (all integers little-endian)::
+File format (all integers little-endian):
 
-    header   b"MRAGJRNL" | u32 version | u64 generation
-    entry    u32 payload length | u32 CRC-32 of payload | payload
-    payload  u64 sequence number | u8 operation | u32 JSON length | JSON
-             | raw float32 vectors (adds only)
+```text
+header   b"MRAGJRNL" | u32 version | u64 generation
+entry    u32 payload length | u32 CRC-32 of payload | payload
+payload  u64 sequence number | u8 operation | u32 JSON length | JSON
+         | raw float32 vectors (adds only)
+```
 
 Added vectors are the embedder's raw vectors, whatever adapter is applied: replay maps them
 with the adapter of the snapshot it replays onto (and keeps the raw ones beside the index),
@@ -30,13 +32,15 @@ A torn tail is legitimate, but a journal that lost entries that were reported
 committed is not, and the journal alone cannot tell the two apart: truncated,
 deleted or replaced by an older copy, it still reads as a valid journal. So
 after every append the writer also records how many entries are committed in
-``journal.commit``, a second file a damaged journal cannot erase::
+``journal.commit``, a second file a damaged journal cannot erase:
 
-    slot     b"MRAGCMIT" | u64 generation | u64 entries | u64 journal length | u32 CRC-32
-             (two 64-byte slots, written in turn, so a torn write of one leaves the other)
+```text
+slot     b"MRAGCMIT" | u64 generation | u64 entries | u64 journal length | u32 CRC-32
+         (two 64-byte slots, written in turn, so a torn write of one leaves the other)
+```
 
 Opening checks the journal against it: fewer entries than committed means
-committed changes were lost, which :func:`load_journal` refuses (unless
+committed changes were lost, which `load_journal` refuses (unless
 salvaging) and verification reports. One entry more than committed is the
 crash between the two writes, and is kept.
 
@@ -112,7 +116,7 @@ class JournalEntry:
 
 @frozen
 class JournalContents:
-    """What :func:`read_journal` found (and :func:`load_journal` checked)."""
+    """What `read_journal` found (and `load_journal` checked)."""
 
     generation: int | None  # None: no journal file
     entries: list[JournalEntry]
@@ -286,7 +290,7 @@ def load_journal(
     raw_store: VectorStore | None = None,
 ) -> JournalContents:
     """Read the journal at ``path``, check it against its commit record, and replay it if it
-    applies to snapshot ``generation`` (with its ``adapter`` and ``raw_store``, see :func:`replay`).
+    applies to snapshot ``generation`` (with its ``adapter`` and ``raw_store``, see `replay`).
 
     With ``salvage``, a damaged or shortened journal is replayed up to the damage and
     the number of committed entries it lost is in the result's ``lost_entries``.

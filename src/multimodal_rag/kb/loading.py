@@ -1,6 +1,6 @@
 """Loading a knowledge base: manifest → components → journal replay, with salvage and the reader retry.
 
-:func:`load` is what :meth:`MultimodalRAG.open` does before it builds the facade:
+`load` is what [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] does before it builds the facade:
 it reads the manifest, checks the snapshot's checksums (or, salvaging, notes
 what is damaged), rebuilds the embedder and the two stores from their registry
 kinds, loads the adapter and the raw vectors kept beside it (when one is applied),
@@ -79,9 +79,9 @@ def open_directory(
     allow_endpoints: tuple[str, ...],
 ) -> OpenedKnowledgeBase:
     """Open the knowledge base at ``path``: check its layout, take the writer's lock unless
-    ``read_only``, :func:`load` it, and for a writer clean up old snapshots and resume the journal.
+    ``read_only``, `load` it, and for a writer clean up old snapshots and resume the journal.
 
-    The lock is released again if anything fails. See :meth:`MultimodalRAG.open` for the errors.
+    The lock is released again if anything fails. See [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] for the errors.
     """
     directory = KnowledgeBaseDirectory(path)
     if not directory.path.is_dir():
@@ -124,7 +124,7 @@ def load(
     allow_modules: Iterable[str],
     allow_endpoints: tuple[str, ...],
 ) -> LoadedKnowledgeBase:
-    """Load the knowledge base in ``directory`` (see :meth:`MultimodalRAG.open` for the errors)."""
+    """Load the knowledge base in ``directory`` (see [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] for the errors)."""
     for attempt in range(READER_RETRIES + 1):
         manifest = read_manifest(directory.path)
         try:
@@ -304,7 +304,7 @@ def _findings(
     adapter_problem: str | None,
     raw_vectors_damaged: bool,
 ) -> SalvageFindings:
-    """Count what a salvaging load could not read back (see :mod:`multimodal_rag.kb.salvage`)."""
+    """Count what a salvaging load could not read back (see `multimodal_rag.kb.salvage`)."""
     lost_ids: list[str] = []
     records_lost = 0
     if "descriptions" in damaged:

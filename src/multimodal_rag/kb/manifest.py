@@ -6,7 +6,7 @@ the snapshot directory with the size and SHA-256 checksum of every file in it.
 It is the last thing a save writes, atomically, so a knowledge base on disk is
 always the state of one complete save.
 
-:class:`Manifest` is the one place that knows the file's keys; everything else
+`Manifest` is the one place that knows the file's keys; everything else
 reads its attributes.
 """
 
@@ -68,7 +68,7 @@ class EmbedderEntry(Component):
 
 @frozen(kw_only=True)
 class AdapterEntry:
-    """The adapter applied to the knowledge base's vectors (see :mod:`multimodal_rag.adapter`).
+    """The adapter applied to the knowledge base's vectors (see `multimodal_rag.adapter`).
 
     ``sha256`` is the adapter's own digest (what it computes), which the knowledge base's
     fingerprint names; the file's checksum is in the manifest's ``files`` like any other.
@@ -293,7 +293,7 @@ def _runtime_of(embedder: Any) -> dict[str, Any]:
 
 
 def read_manifest(directory: Path) -> Manifest:
-    """:meth:`Manifest.read`."""
+    """`Manifest.read`."""
     return Manifest.read(directory)
 
 

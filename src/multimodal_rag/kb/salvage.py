@@ -11,8 +11,8 @@ be rebuilt from the images — it reads, in order of preference:
    counted apart);
 3. the journal, replayed on top as on every open.
 
-What is still missing after that is counted and named in :class:`SalvageFindings`,
-which :meth:`MultimodalRAG.verify` and :meth:`MultimodalRAG.repair` report; repair
+What is still missing after that is counted and named in `SalvageFindings`,
+which [`MultimodalRAG.verify`][multimodal_rag.rag.MultimodalRAG.verify] and [`MultimodalRAG.repair`][multimodal_rag.rag.MultimodalRAG.repair] report; repair
 sets the damaged files aside in ``damaged/`` instead of deleting them.
 """
 

@@ -85,9 +85,9 @@ class _UnusableReply(ValueError):
 class VisionLLMReranker(Reranker):
     """Asks a vision model, through the official ``openai`` client, to order the top hits.
 
-    Credentials work as for :class:`~multimodal_rag.OpenAIAnswerer`: ``api_key`` and
+    Credentials work as for [`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer]: ``api_key`` and
     ``base_url`` default to ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``, and neither the
-    key nor a ``user:password@`` in the base URL appears in :meth:`config`, the repr, log
+    key nor a ``user:password@`` in the base URL appears in `config`, the repr, log
     lines or error messages.
 
     The first ``max_candidates`` hits are shown to the model; those after them keep their
@@ -150,7 +150,7 @@ class VisionLLMReranker(Reranker):
         """Order the first ``max_candidates`` hits as the model ranks them.
 
         Raises:
-            InvalidInputError: Neither ``text`` nor ``image``, or hits that are not :class:`Hit`.
+            InvalidInputError: Neither ``text`` nor ``image``, or hits that are not [`Hit`][multimodal_rag.types.Hit].
             ImageError: The query image cannot be read.
             AnswererAuthenticationError: The provider refused the credentials.
         """

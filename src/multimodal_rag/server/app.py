@@ -1,6 +1,6 @@
 """The HTTP server's application: a Starlette app over one knowledge base, opened read-only.
 
-Routes (see ``docs/serving.md`` and :data:`~multimodal_rag.server.openapi.SCHEMA`):
+Routes (see ``docs/serving.md`` and `SCHEMA`):
 
 - ``GET /``: the web page; ``GET /openapi.json``: the schema; ``GET /healthz``.
 - ``POST /v1/search``, ``POST /v1/ask`` (``stream=true``: server-sent events),

@@ -35,15 +35,15 @@ _Signature = tuple[int, int, int]
 
 
 class ReloadingKnowledgeBase:
-    """A read-only :class:`~multimodal_rag.MultimodalRAG` that follows the saves of another process.
+    """A read-only [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] that follows the saves of another process.
 
     Args:
         path: The knowledge-base directory.
         embedder: The embedder to open it with (default: rebuilt from the manifest); later
             generations keep the one in use.
         answerer: The answerer every generation gets (default: the knowledge base's choice).
-        allow_modules: As in :meth:`MultimodalRAG.open`.
-        allow_endpoints: As in :meth:`MultimodalRAG.open`.
+        allow_modules: As in [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open].
+        allow_endpoints: As in [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open].
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class ReloadingKnowledgeBase:
 
     @property
     def rag(self) -> MultimodalRAG:
-        """The current generation (open it first with :meth:`open`)."""
+        """The current generation (open it first with `open`)."""
         if self._rag is None:
             raise RuntimeError("the knowledge base is not open yet")
         return self._rag

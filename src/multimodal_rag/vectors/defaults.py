@@ -2,13 +2,13 @@
 
 The rule comes from ``benchmarks/compare_indexes.py`` (see ``docs/choosing-an-index.md``):
 
-- Up to :data:`FLAT_MAX_SIZE` vectors, exact search (:class:`FaissFlatStore`): a single
+- Up to `FLAT_MAX_SIZE` vectors, exact search ([`FaissFlatStore`][multimodal_rag.vectors.faiss_flat.FaissFlatStore]): a single
   query reads every vector once, which at that size still takes only milliseconds,
   recall is perfect, adding is instant and nothing needs tuning.
-- Beyond it, an HNSW graph (:class:`HNSWLibStore` with its defaults, ``ef_search=128``):
+- Beyond it, an HNSW graph ([`HNSWLibStore`][multimodal_rag.vectors.hnswlib_store.HNSWLibStore] with its defaults, ``ef_search=128``):
   measured recall@10 1.00 at 100,000 vectors and 0.97 at one million, with single queries
   in 0.2-0.4 ms, at the cost of a much slower build. Without the ``hnswlib`` extra (it
-  needs a C++ compiler to install), FAISS's HNSW (:class:`FaissHNSWStore`), which the
+  needs a C++ compiler to install), FAISS's HNSW ([`FaissHNSWStore`][multimodal_rag.vectors.faiss_hnsw.FaissHNSWStore]), which the
   default install has.
 """
 

@@ -28,7 +28,7 @@ class FaissFlatStore(LabelledVectorStore):
     """Exact inner-product search (cosine on normalised vectors) with ``faiss.IndexFlatIP``.
 
     Best for up to a few hundred thousand vectors: no training, no recall loss.
-    Ids map to int64 labels through a :class:`LabelMap` whose counter only grows.
+    Ids map to int64 labels through a `LabelMap` whose counter only grows.
     Safe to search from many threads while one thread adds or removes.
 
     Args:

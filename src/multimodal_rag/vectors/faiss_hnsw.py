@@ -21,7 +21,7 @@ class FaissHNSWStore(PositionalFaissStore):
     Search time grows roughly with the logarithm of the collection, at the cost of
     recall below 1 and a slower build than flat. FAISS cannot delete from an HNSW
     graph: removed vectors become tombstones that searches skip and a save compacts
-    away once they exceed a tenth of the index (see :mod:`.faiss_positional`).
+    away once they exceed a tenth of the index (see `.faiss_positional`).
 
     Args:
         dim: Dimension of the vectors.
@@ -47,7 +47,7 @@ class FaissHNSWStore(PositionalFaissStore):
     def search(
         self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None, ef: int | None = None
     ) -> list[list[Neighbor]]:
-        """Search as :meth:`VectorStore.search`; ``ef`` overrides ``ef_search`` for this call."""
+        """Search as [`VectorStore.search`][multimodal_rag.protocols.VectorStore.search]; ``ef`` overrides ``ef_search`` for this call."""
         ef = None if ef is None else check_int("ef", ef)
         return self._search(queries, k, filter, ef=ef)
 

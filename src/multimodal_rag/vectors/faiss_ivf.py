@@ -33,13 +33,13 @@ class FaissIVFStore(PositionalFaissStore):
     are re-ranked exactly against the full vectors, which the index also keeps.
 
     Training. The centroids are learnt from the first ``train_size`` vectors added
-    (or from an explicit sample given to :meth:`train`). **Until then the store searches
-    exactly**, like :class:`FaissFlatStore`: with too few vectors k-means cannot learn
+    (or from an explicit sample given to [`train`][multimodal_rag.vectors.faiss_ivf.FaissIVFStore.train]). **Until then the store searches
+    exactly**, like [`FaissFlatStore`][multimodal_rag.vectors.faiss_flat.FaissFlatStore]: with too few vectors k-means cannot learn
     ``nlist`` centroids, and at that size exact search is fast anyway. The moment the
     store holds ``train_size`` vectors it trains and moves them into the IVF index.
 
     Removal leaves tombstones that searches skip and a save compacts (see
-    :mod:`.faiss_positional`); compaction reuses the trained centroids.
+    `.faiss_positional`); compaction reuses the trained centroids.
 
     Args:
         dim: Dimension of the vectors.
@@ -109,7 +109,7 @@ class FaissIVFStore(PositionalFaissStore):
         nprobe: int | None = None,
         k_factor: int | None = None,
     ) -> list[list[Neighbor]]:
-        """Search as :meth:`VectorStore.search`; ``nprobe`` and ``k_factor`` override the store's for this call."""
+        """Search as [`VectorStore.search`][multimodal_rag.protocols.VectorStore.search]; ``nprobe`` and ``k_factor`` override the store's for this call."""
         nprobe = None if nprobe is None else check_int("nprobe", nprobe)
         k_factor = None if k_factor is None else check_int("k_factor", k_factor)
         return self._search(queries, k, filter, nprobe=nprobe, k_factor=k_factor)

@@ -5,7 +5,7 @@ re-ranking stage (``IndexRefineFlat``) cannot either. Such a store keeps the
 position -> label table itself: a removed vector's position is marked dead (a
 tombstone), searches skip dead positions through a FAISS ``IDSelector``, and the
 index is rebuilt without them (compacted) when a save finds that more than
-:data:`COMPACT_FRACTION` of it is dead. Below that fraction the tombstones are
+`COMPACT_FRACTION` of it is dead. Below that fraction the tombstones are
 saved with the index and stay skipped after loading.
 """
 
@@ -34,8 +34,8 @@ _DEAD = -1
 class PositionalFaissStore(LabelledVectorStore):
     """Base of the FAISS HNSW and IVF stores; see the module docstring.
 
-    Subclasses create ``self._index`` and implement :meth:`_empty_index` (a fresh
-    index to compact into) and :meth:`_search_parameters`.
+    Subclasses create ``self._index`` and implement `_empty_index` (a fresh
+    index to compact into) and `_search_parameters`.
     """
 
     def __init__(self, dim: int) -> None:
@@ -56,7 +56,7 @@ class PositionalFaissStore(LabelledVectorStore):
     def _search_parameters(self, selector: Any, k: int, **params: Any) -> Any:
         """FAISS ``SearchParameters`` carrying ``selector`` (``None`` when nothing is dead).
 
-        ``params`` are the backend's own search knobs, as for :meth:`_index_search`.
+        ``params`` are the backend's own search knobs, as for `_index_search`.
         """
         raise NotImplementedError
 
@@ -135,7 +135,7 @@ class PositionalFaissStore(LabelledVectorStore):
 
     @staticmethod
     def _read_index(directory: Path, dim: int | None) -> Any:
-        """The FAISS index :meth:`save` wrote, for :meth:`_load_files`; its ``d`` is the store's dim.
+        """The FAISS index `save` wrote, for `_load_files`; its ``d`` is the store's dim.
 
         Raises:
             CorruptFileError: An unreadable index, or one of another dimension than ``dim``.
@@ -153,7 +153,7 @@ class PositionalFaissStore(LabelledVectorStore):
         return index
 
     def _load_files(self, directory: Path, index: Any) -> None:
-        """Read the rest of what :meth:`save` wrote into this (new, empty) store, around ``index``."""
+        """Read the rest of what `save` wrote into this (new, empty) store, around ``index``."""
         directory = Path(directory)
         try:
             label_at = np.load(directory / _POSITIONS_FILE, allow_pickle=False)

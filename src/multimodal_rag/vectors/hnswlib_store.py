@@ -3,18 +3,20 @@
 hnswlib's ``loadIndex`` trusts its file: the sizes in the header, the neighbour ids
 in the link lists and the entry point are used as memory offsets unchecked, so a
 crafted ``index.hnsw`` (a checksum proves integrity, not safety) could make it read
-or write outside its buffers. :func:`check_index_file` reads the file with numpy
+or write outside its buffers. `check_index_file` reads the file with numpy
 first and refuses any file hnswlib would misread. The layout (``saveIndex`` in
-hnswlib's ``hnswalg.h``, little-endian, ``size_t`` = 8 bytes)::
+hnswlib's ``hnswalg.h``, little-endian, ``size_t`` = 8 bytes):
 
-    header, 96 bytes: offsetLevel0 max_elements count size_data_per_element
-        label_offset offsetData (u64 each) maxlevel (i32) enterpoint (u32)
-        maxM maxM0 M (u64) mult (f64) ef_construction (u64)
-    count level-0 records of size_data_per_element bytes each:
-        u16 link count, u8 flags (bit 0: deleted), u8 unused, maxM0 x u32 neighbours,
-        dim x f32 vector, u64 label
-    count upper-level blocks: u32 byte size (0 for a node on level 0 only), then
-        one list per level above 0: u16 link count, u16 unused, maxM x u32 neighbours
+```text
+header, 96 bytes: offsetLevel0 max_elements count size_data_per_element
+    label_offset offsetData (u64 each) maxlevel (i32) enterpoint (u32)
+    maxM maxM0 M (u64) mult (f64) ef_construction (u64)
+count level-0 records of size_data_per_element bytes each:
+    u16 link count, u8 flags (bit 0: deleted), u8 unused, maxM0 x u32 neighbours,
+    dim x f32 vector, u64 label
+count upper-level blocks: u32 byte size (0 for a node on level 0 only), then
+    one list per level above 0: u16 link count, u16 unused, maxM x u32 neighbours
+```
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class HNSWLibStore(LabelledVectorStore):
     def search(
         self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None, ef: int | None = None
     ) -> list[list[Neighbor]]:
-        """Search as :meth:`VectorStore.search`; ``ef`` overrides ``ef_search`` for this call."""
+        """Search as [`VectorStore.search`][multimodal_rag.protocols.VectorStore.search]; ``ef`` overrides ``ef_search`` for this call."""
         ef = None if ef is None else check_int("ef", ef)
         if ef is None or ef == self._ef_search:
             return self._search(queries, k, filter)
@@ -215,7 +217,7 @@ class IndexFileError(ValueError):
 def check_index_file(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray]:
     """Check that ``path`` is an hnswlib ``ip`` index of ``dim``-dimensional vectors built with ``M``.
 
-    Beyond :func:`check_index_layout`: every link count is within bounds, every
+    Beyond `check_index_layout`: every link count is within bounds, every
     neighbour id is below the element count and on a level its node has, and no two
     live elements share a label.
 
@@ -255,7 +257,7 @@ def check_index_file(path: Path, *, dim: int, M: int) -> tuple[int, np.ndarray]:
 def declared_dim(path: Path) -> int:
     """The vector dimension an hnswlib index file's header declares.
 
-    Only the header is read: :func:`check_index_file` then checks the whole file
+    Only the header is read: `check_index_file` then checks the whole file
     against this dimension.
 
     Raises:

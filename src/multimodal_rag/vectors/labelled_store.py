@@ -1,9 +1,9 @@
 """The skeleton the in-process vector stores (FAISS, hnswlib) share.
 
-A store keeps string ids in a :class:`LabelMap` and int64 labels in its index.
-This base class checks inputs (with :mod:`multimodal_rag.validation`), maps labels back to ids, applies filters, falls back
+A store keeps string ids in a `LabelMap` and int64 labels in its index.
+This base class checks inputs (with `multimodal_rag.validation`), maps labels back to ids, applies filters, falls back
 to exact search when an approximate index comes up short, and guards everything
-with a :class:`ReadWriteLock` so that many threads may search while one adds or
+with a `ReadWriteLock` so that many threads may search while one adds or
 removes. A backend implements only the index operations (the ``_index_*`` hooks).
 """
 

@@ -7,13 +7,13 @@ the URI changes.
 Unlike the embedded stores, the data lives on the server. Every change is
 visible to every process as soon as the call returns (the collection is created
 with consistency level ``"Strong"`` and every read asks for it), and
-:meth:`MilvusVectorStore.save` writes only a small marker naming the collection.
+[`MilvusVectorStore.save`][multimodal_rag.vectors.milvus.MilvusVectorStore.save] writes only a small marker naming the collection.
 A knowledge base's snapshot therefore pins the *collection*, not its contents:
 changes made after the last save are not rolled back when it is reopened.
 
 The collection also keeps a copy of each record's metadata (a JSON field laid out by
-:func:`~multimodal_rag.filters.milvus_document`), so that a search filtered by metadata is
-one request: :meth:`MilvusVectorStore.search_where`. The knowledge base keeps the copy in
+`milvus_document`), so that a search filtered by metadata is
+one request: [`MilvusVectorStore.search_where`][multimodal_rag.vectors.milvus.MilvusVectorStore.search_where]. The knowledge base keeps the copy in
 step with its description store, which stays the source of truth.
 """
 
@@ -95,9 +95,9 @@ class MilvusVectorStore(VectorStore):
     The collection has an explicit schema: a VARCHAR primary key holding the id,
     a FLOAT_VECTOR field of dimension ``dim``, indexed with metric ``IP``, and a JSON
     field ``metadata`` with the copy of each record's metadata that
-    :meth:`search_where` filters on. It is created on first use; an existing one is
+    [`search_where`][multimodal_rag.vectors.milvus.MilvusVectorStore.search_where] filters on. It is created on first use; an existing one is
     checked to have the same dimension and metric. One made by an earlier version,
-    without the JSON field, works as before: :attr:`filters_metadata` is false, and
+    without the JSON field, works as before: [`filters_metadata`][multimodal_rag.vectors.milvus.MilvusVectorStore.filters_metadata] is false, and
     filtered searches send the ids the description store found.
 
     Args:
@@ -122,7 +122,7 @@ class MilvusVectorStore(VectorStore):
         max_batch_bytes: Upper bound on the payload of one insert request, kept
             under the server's gRPC message-size limit (64 MiB by default).
         create: Create the collection when it does not exist; with ``False`` a
-            missing collection is an error (how :meth:`load` reconnects).
+            missing collection is an error (how [`load`][multimodal_rag.vectors.milvus.MilvusVectorStore.load] reconnects).
 
     Raises:
         InvalidInputError: No URI, or a bad name, dimension or index setting.
@@ -319,7 +319,7 @@ class MilvusVectorStore(VectorStore):
 
     def _rows_of(self, ids: Iterable[str], fields: list[str]) -> Iterator[list[dict[str, Any]]]:
         """The rows of ``ids`` (each once) with ``fields``, a chunk of ids per request; the
-        caller holds :meth:`_calls` around the loop."""
+        caller holds `_calls` around the loop."""
         for expression in id_in_chunks(list(dict.fromkeys(ids))):
             yield self._client.query(
                 self._collection,
@@ -373,7 +373,7 @@ class MilvusVectorStore(VectorStore):
     def search_where(self, queries: np.ndarray, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
         """Find the ``k`` nearest vectors of each query among those whose metadata copy passes
         ``where``, in one request: the filter is sent as a Milvus expression on the JSON field
-        (:meth:`~multimodal_rag.filters.MetadataFilter.to_milvus`).
+        ([`to_milvus`][multimodal_rag.filters.MetadataFilter.to_milvus]).
 
         Raises:
             NotExpressible: The collection has no metadata copy, or the filter has no exact
@@ -414,7 +414,7 @@ class MilvusVectorStore(VectorStore):
 
         Input is checked before anything is sent. A batch the server refuses half-way
         through a large add leaves the earlier batches stored. Each added vector's metadata
-        copy starts empty (an upsert replaces whole rows); :meth:`set_metadata` fills it.
+        copy starts empty (an upsert replaces whole rows); [`set_metadata`][multimodal_rag.vectors.milvus.MilvusVectorStore.set_metadata] fills it.
         """
         ids = check_ids(ids)
         array = check_vectors(vectors, self._dim, count=len(ids))
@@ -500,7 +500,7 @@ class MilvusVectorStore(VectorStore):
 
         Inserted vectors are searchable at once, but until they are sealed the server
         scans them without the index. Milvus seals on its own as segments fill up;
-        :meth:`save` flushes too, so call this only after a bulk load that is searched
+        [`save`][multimodal_rag.vectors.milvus.MilvusVectorStore.save] flushes too, so call this only after a bulk load that is searched
         before the next save.
         """
         with self._calls("flush"):
@@ -530,9 +530,9 @@ class MilvusVectorStore(VectorStore):
     def load(cls, directory: Path, *, dim: int | None = None, **config: Any) -> MilvusVectorStore:
         """Reconnect to the collection named in ``config`` (the manifest's copy).
 
-        Without ``dim``, the dimension is the one :meth:`save` wrote into its marker file.
+        Without ``dim``, the dimension is the one [`save`][multimodal_rag.vectors.milvus.MilvusVectorStore.save] wrote into its marker file.
         The token comes from ``$MILVUS_TOKEN`` (or a ``token=`` in ``config``); when
-        :meth:`MultimodalRAG.open <multimodal_rag.MultimodalRAG.open>` loads a manifest, only
+        [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] loads a manifest, only
         for a server that ``$MILVUS_URI`` names or the caller allowed.
 
         Raises:

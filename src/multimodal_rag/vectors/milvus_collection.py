@@ -1,4 +1,4 @@
-"""The Milvus collection behind :class:`~multimodal_rag.vectors.milvus.MilvusVectorStore`.
+"""The Milvus collection behind [`MilvusVectorStore`][multimodal_rag.vectors.milvus.MilvusVectorStore].
 
 Its schema (a VARCHAR primary key, a FLOAT_VECTOR field and a JSON field holding a copy of
 each record's metadata), the metric, the consistency level every call asks for, the index

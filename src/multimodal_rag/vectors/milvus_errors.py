@@ -1,8 +1,8 @@
 """What pymilvus and gRPC failures become: the library's errors, naming the server.
 
 A failure to authenticate or to reach the server is a
-:class:`~multimodal_rag.errors.BackendConnectionError`, anything else a
-:class:`~multimodal_rag.errors.BackendError`; the token never appears in either.
+[`BackendConnectionError`][multimodal_rag.errors.BackendConnectionError], anything else a
+[`BackendError`][multimodal_rag.errors.BackendError]; the token never appears in either.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The filter expressions :class:`~multimodal_rag.vectors.milvus.MilvusVectorStore` sends.
+"""The filter expressions [`MilvusVectorStore`][multimodal_rag.vectors.milvus.MilvusVectorStore] sends.
 
 Ids are written as Milvus string literals; a set of ids becomes ``id in [...]``, in
 chunks short enough for the server's parser; and a Python filter that is a small set's
