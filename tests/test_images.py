@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from PIL import Image
 
 from helpers import encoded, solid
 from multimodal_rag.errors import ImageError
-from multimodal_rag.images import content_id, image_bytes, open_image
+from multimodal_rag.images import IMAGE_FORMATS, content_id, image_bytes, open_image
 
 
 def test_transparent_areas_become_white() -> None:
@@ -113,6 +116,79 @@ def test_the_pixel_limit_counts_the_pixels_a_draft_decode_produces() -> None:
         open_image(data, max_pixels=1_000_000)
     # Decoded at 1/4 scale, it never holds more than 125,000 pixels.
     assert open_image(data, max_pixels=1_000_000, draft_size=(224, 224)).size == (500, 250)
+
+
+def jpeg_declaring(width: int, height: int, *, progressive: bool, scan_components: int | None = None) -> bytes:
+    """A 64x64 JPEG of a few hundred bytes whose frame header claims ``width`` x ``height``.
+
+    ``scan_components`` rewrites how many components its first scan holds: fewer than the
+    frame's three makes a sequential file one whose components come in several scans.
+    """
+    data = bytearray(encoded(solid("red", (64, 64)), "JPEG", progressive=progressive, subsampling=0))
+    frame = data.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    struct.pack_into(">HH", data, frame + 5, height, width)
+    if scan_components is not None:
+        data[data.index(b"\xff\xda") + 4] = scan_components
+    return bytes(data)
+
+
+def peak_rss_mib(code: str) -> float:
+    """The peak resident memory, in MiB, of a fresh Python running ``code`` (C allocations included).
+
+    Read from VmHWM, which starts afresh at exec; ru_maxrss keeps the forking parent's peak.
+    """
+    script = f"{code}\nimport re\nprint(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1])"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    return int(done.stdout.split()[-1]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc")
+def test_a_progressive_jpeg_counts_its_full_size_even_when_drafted(tmp_path: Path) -> None:
+    # libjpeg keeps every coefficient of a progressive file's full size, however small the
+    # draft decode: these 600 bytes claiming 13376x13376 (1672x1672 at 1/8 scale) took 1 GB.
+    crafted = jpeg_declaring(13376, 13376, progressive=True)
+    assert len(crafted) < 2000
+    with pytest.raises(ImageError, match=r"178,917,376 pixels, more than the limit of 50,000,000; it is a progressive"):
+        open_image(crafted, draft_size=(224, 224))
+    path = tmp_path / "crafted.jpg"
+    path.write_bytes(crafted)
+    code = (
+        "from multimodal_rag.images import open_image\n"
+        f"try: open_image({str(path)!r}, draft_size=(224, 224))\n"
+        "except ValueError: pass"
+    )
+    assert peak_rss_mib(code) < 150
+    # Components spread over several sequential scans are buffered the same way.
+    with pytest.raises(ImageError, match="multi-scan"):
+        open_image(jpeg_declaring(13376, 13376, progressive=False, scan_components=1), draft_size=(224, 224))
+    # A sequential file decodes at 1/8 scale without holding the full image, so it still counts reduced.
+    assert open_image(jpeg_declaring(13376, 13376, progressive=False), draft_size=(224, 224)).size == (1672, 1672)
+    progressive_photo = encoded(solid("red", (3000, 2000)), "JPEG", progressive=True)
+    assert open_image(progressive_photo, draft_size=(224, 224)).size == (375, 250)
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX", "SGI"])
+def test_formats_outside_the_allow_list_are_refused_whatever_their_name(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / "photo.png"
+    path.write_bytes(encoded(solid("red", (32, 32)), fmt))
+    with Image.open(path) as opened:
+        assert opened.format == fmt  # Pillow itself would read it
+    with pytest.raises(ImageError, match="photo.png.*not a known image format"):
+        open_image(path)
+    assert set(IMAGE_FORMATS) >= {"JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"}
+
+
+def test_an_eps_file_never_reaches_ghostscript(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import EpsImagePlugin
+
+    calls: list[object] = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: calls.append(args))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n%%EOF\n"
+    with Image.open(io.BytesIO(eps)) as opened:
+        assert opened.format == "EPS"
+    with pytest.raises(ImageError, match="not a known image format"):
+        open_image(eps)
+    assert calls == []
 
 
 def test_wide_images_are_scaled_in_bands() -> None:

@@ -11,7 +11,14 @@ FIFO or a device, which could block or never end) and ``max_pixels`` on the pixe
 decoded. Decoding and conversion to RGB take 5 to 10 bytes per pixel, so the
 default of 50 million pixels bounds one image to about 500 MB. A JPEG decoded with
 ``draft_size`` counts only the pixels of its reduced decode, so large photos that
-are shrunk anyway stay accepted.
+are shrunk anyway stay accepted, unless it is progressive or spreads its components
+over several scans: libjpeg then holds every coefficient of the full-size image
+(2 bytes per coefficient, up to 6 bytes per pixel) however small the decode, so such
+a file counts at its full size.
+
+Only the formats in `IMAGE_FORMATS` are opened, whatever the file's name or
+declared type says: Pillow's other readers (EPS runs Ghostscript, for one) never see
+the bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
     "content_id",
     "file_kind",
@@ -56,6 +64,10 @@ DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
+
+#: Pillow formats `open_image` reads (HEIF and AVIF where a reader is installed); a file
+#: in any other format is refused as not a known image format, before its reader runs.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF", "AVIF")
 
 #: ISO base media file brands (bytes 8-12, after ``ftyp``) of HEIF and AVIF images.
 _HEIF_BRANDS = frozenset(
@@ -139,8 +151,10 @@ def open_image(
             missing = _register_opener_for(fp)
             if missing is not None:
                 raise ImageError(f"cannot read image {name!r}: {missing}", source=name)
-            with Image.open(fp) as opened:
+            with Image.open(fp, formats=_installed_formats()) as opened:
                 if draft_size is not None and opened.format == "JPEG":
+                    if _jpeg_keeps_every_coefficient(fp):
+                        _check_pixels(opened.size, max_pixels, name, why=_WHOLE_IMAGE)
                     # Only the reduced image is decoded, so only its pixels count.
                     opened.draft("RGB", draft_size)
                 _check_pixels(opened.size, max_pixels, name)
@@ -167,6 +181,67 @@ def open_image(
     except (OSError, ValueError, SyntaxError) as exc:
         # Truncated and corrupt files surface as OSError (or SyntaxError in some plugins).
         raise ImageError(f"cannot read image {name!r}: {exc}", source=name) from exc
+
+
+_WHOLE_IMAGE = (
+    "; it is a progressive (or multi-scan) JPEG, whose full-size coefficients are all held "
+    "in memory however small the decode, so its full size counts"
+)
+
+# Markers that start a frame of a progressive JPEG (Huffman or arithmetic, any precision).
+_PROGRESSIVE_FRAMES = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+# Markers that carry no length: TEM and the restart markers.
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def _jpeg_keeps_every_coefficient(fp: BinaryIO) -> bool:
+    """Whether libjpeg will buffer the whole image's coefficients to decode this JPEG.
+
+    It does for a progressive frame, and for a sequential one whose first scan holds
+    fewer components than the frame (the others come in later scans); either way, a
+    reduced (draft) decode costs as much memory as the full-size image. Read from the
+    markers before the first scan, a few bytes each; anything unexpected counts as
+    buffered, which only makes the pixel limit stricter.
+    """
+    start = fp.tell()
+    try:
+        fp.seek(0)
+        if fp.read(2) != b"\xff\xd8":
+            return True
+        frame_components = None
+        for _ in range(4096):  # a real file has a few dozen segments before its first scan
+            head = fp.read(2)
+            while head[:1] == b"\xff" and head[1:2] == b"\xff":  # fill bytes before a marker
+                head = head[1:] + fp.read(1)
+            if len(head) < 2 or head[0] != 0xFF:
+                return True
+            marker = head[1]
+            if marker in _STANDALONE:
+                continue
+            length = int.from_bytes(fp.read(2), "big")
+            if length < 2:
+                return True
+            if marker in _PROGRESSIVE_FRAMES:
+                return True
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # any other frame
+                frame_components = fp.read(6)[5:6]
+                fp.seek(length - 8, io.SEEK_CUR)
+            elif marker == 0xDA:  # start of the first scan
+                scan_components = fp.read(1)
+                return not frame_components or scan_components != frame_components
+            else:
+                fp.seek(length - 2, io.SEEK_CUR)
+        return True
+    finally:
+        fp.seek(start)
+
+
+def _installed_formats() -> list[str]:
+    """`IMAGE_FORMATS` that have a reader here (Pillow refuses to be asked for one it lacks)."""
+    from PIL import Image
+
+    Image.init()  # registers every built-in reader once; returns at once after that
+    return [name for name in IMAGE_FORMATS if name in Image.OPEN]
 
 
 def _register_opener_for(fp: BinaryIO) -> str | None:
@@ -307,14 +382,14 @@ def _too_many_bytes(name: str, size: int, max_file_bytes: int) -> ImageError:
     )
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
+def _check_pixels(size: tuple[int, int], max_pixels: int, name: str, *, why: str = "") -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageError(f"cannot read image {name!r}: it has no pixels ({width}x{height})", source=name)
     if width * height > max_pixels:
         raise ImageError(
             f"image {name!r} is {width}x{height} = {width * height:,} pixels, more than the "
-            f"limit of {max_pixels:,} (raise max_pixels to accept it)",
+            f"limit of {max_pixels:,}{why} (raise max_pixels to accept it)",
             source=name,
         )
 
