@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shutil
@@ -175,3 +176,113 @@ def test_the_site_lists_every_page_once() -> None:
     nav = re.findall(r"^\s*-\s+(?:[^:\n]+:\s+)?(\S+\.md)\s*$", (REPO / "mkdocs.yml").read_text(), re.M)
     pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
     assert sorted(nav) == pages and len(set(nav)) == len(nav)
+
+
+# -- the API reference ---------------------------------------------------------
+
+SRC = REPO / "src" / "multimodal_rag"
+# A Sphinx role (:meth:`x`, :class:`x`, ...) or a reStructuredText literal-block marker (a line
+# ending in "::"): the site renders Markdown, where both show up as literal text.
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:meth|class|func|attr|mod|exc|data|obj|ref|const|term):`")
+LITERAL_MARKER = re.compile(r"\S::\s*$", re.M)
+
+
+def docstrings(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of the module's, every class's and every function's docstring."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc is not None:
+                found.append((node.body[0].lineno, doc))
+    return found
+
+
+def test_no_sphinx_markup_in_docstrings_or_pages() -> None:
+    """Cross-references are Markdown ([`create`][multimodal_rag.rag.MultimodalRAG.create]) or
+    plain code; code blocks are fenced."""
+    leftovers = [
+        f"{path.relative_to(REPO)}:{line}: {match.group(0).strip()}"
+        for path in sorted(SRC.rglob("*.py"))
+        for line, doc in docstrings(path)
+        for match in [*SPHINX_ROLE.finditer(doc), *LITERAL_MARKER.finditer(doc)]
+    ]
+    leftovers += [
+        f"{page.relative_to(REPO)}: {match.group(0)}"
+        for page in sorted([README, *DOCS.rglob("*.md")])
+        for match in SPHINX_ROLE.finditer(page.read_text(encoding="utf-8"))
+    ]
+    assert not leftovers, "\n".join(leftovers)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation site, built as CI builds it (--strict: an unresolved reference fails)."""
+    out = tmp_path_factory.mktemp("site")
+    environ = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
+        cwd=REPO, env=environ, capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    return out
+
+
+def public_methods(cls: type) -> list[str]:
+    """The public methods and properties of ``cls``, its own and those it inherits from this
+    package's classes (not object's, Protocol's or Enum's)."""
+    names = []
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        owner = next((c for c in cls.__mro__ if name in vars(c)), None)
+        if owner is None or not owner.__module__.startswith("multimodal_rag"):
+            continue
+        member = vars(owner)[name]
+        if isinstance(member, (staticmethod, classmethod, property)) or inspect.isfunction(member):
+            names.append(name)
+    return names
+
+
+def documented_classes(page: Path) -> list[type]:
+    """The classes a reference page renders: each ``::: path`` that is a class, and the public
+    classes defined in each ``::: module``."""
+    import importlib
+
+    classes: list[type] = []
+    for path in re.findall(r"^::: (\S+)$", page.read_text(encoding="utf-8"), re.M):
+        module_name, _, name = path.rpartition(".")
+        try:
+            obj = importlib.import_module(path)
+        except ImportError:
+            obj = getattr(importlib.import_module(module_name), name)
+        if inspect.ismodule(obj):
+            classes += [
+                value
+                for key, value in vars(obj).items()
+                if inspect.isclass(value) and value.__module__ == obj.__name__
+                and not key.startswith("_")
+            ]
+        elif inspect.isclass(obj):
+            classes.append(obj)
+    return classes
+
+
+@pytest.mark.parametrize(
+    "page",
+    sorted(p for p in (DOCS / "reference").glob("*.md") if p.stem != "index"),
+    ids=lambda p: p.stem,
+)
+def test_every_public_method_of_a_documented_class_is_on_its_page(site: Path, page: Path) -> None:
+    """Inherited ones included: MultimodalRAG's search, ask and evaluate come from a base class."""
+    html = (site / "reference" / page.stem / "index.html").read_text(encoding="utf-8")
+    missing = [
+        f"{cls.__module__}.{cls.__qualname__}.{name}"
+        for cls in documented_classes(page)
+        for name in public_methods(cls)
+        if f'id="{cls.__module__}.{cls.__qualname__}.{name}"' not in html
+    ]
+    assert not missing, f"{page.name} lacks: {missing}"
+    assert not SPHINX_ROLE.search(html), f"{page.name} shows a Sphinx role as text"
