@@ -40,6 +40,38 @@ def unchanged(rag: MultimodalRAG) -> None:
     assert [e.ids for e in read_journal(rag.path / "journal.bin").entries] == [["before"]]
 
 
+# -- JSON that would exhaust the parser -----------------------------------------
+
+HOSTILE_JSON = {
+    "deep-array": ("[" * 100_000, "nested more than 128 levels deep"),
+    "deep-object": ('{"a":' * 5000, "nested more than 128 levels deep"),
+    "long-integer": ('{"a": ' + "1" * 4401 + "}", "more than 4,300 digits"),
+}
+
+
+@pytest.mark.parametrize(("text", "says"), HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
+def test_json_too_deep_or_too_long_is_invalid_input_wherever_it_enters(kb, text: str, says: str) -> None:
+    from click.testing import CliRunner
+
+    from multimodal_rag.cli.app import cli
+    from multimodal_rag.validation import load_json
+
+    with pytest.raises(InvalidInputError, match=f"the filter .*{says}"):
+        load_json(text, what="the filter")
+    for option in (("--filter", text), ("--where", f"shade={text}")):
+        result = CliRunner().invoke(cli, ["search", str(kb.path), "--text", "red", *option])
+        assert result.exit_code == 2, result.output
+        assert says in result.output and option[0] in result.output and result.exception is not None
+    unchanged(kb)
+
+
+def test_a_filter_integer_no_store_can_write_is_invalid_input(kb) -> None:
+    for huge in (10**4300, -(10**4400)):
+        with pytest.raises(InvalidInputError, match=r"filter\['n'\]\['\$in'\]\[1\]: expected a number of at most 4,300 digits"):
+            kb.search(text="red", filter={"n": {"$in": [1, huge]}})
+    assert kb.search(image=solid("white"), filter={"n": 10**4300 - 1}) == []
+
+
 # -- paths that escape the image directory ------------------------------------
 
 

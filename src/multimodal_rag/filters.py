@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from attrs import field, frozen
 
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.validation import is_utf8
+from multimodal_rag.validation import MAX_JSON_DIGITS, is_utf8
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -103,6 +103,10 @@ _SQLITE_TYPES = {
 # stored label as written (escapes and all), and no version lets a path's key hold '"'.
 _PLAIN_KEY = re.compile(r'[\x20-\x21\x23-\x5b\x5d-\x7e]*')
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+# The first integer of more than MAX_JSON_DIGITS digits: Python will not write it as text, nor
+# will a store's JSON.
+_TOO_LONG_INT = 10**MAX_JSON_DIGITS
+
 # SQLite keeps integers in 64 bits; a larger filter value is compared as a float there.
 _INT64 = range(-(2**63), 2**63)
 
@@ -593,7 +597,10 @@ def _json(value: Any) -> str:
 
 def _sqlite_value(value: Any) -> Any:
     if isinstance(value, int) and value not in _INT64:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # past every float: SQLite reads such a stored number as infinity too
+            return math.inf if value > 0 else -math.inf
     return value
 
 
@@ -723,6 +730,8 @@ def _scalar(value: Any, path: str, *, hint: str = "") -> Scalar:
             raise InvalidInputError(f"{path}: the string {value!r:.80} is not valid Unicode text")
         return str(value)
     if isinstance(value, int):
+        if abs(value) >= _TOO_LONG_INT:
+            raise InvalidInputError(f"{path}: expected a number of at most {MAX_JSON_DIGITS:,} digits, got a longer one")
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -15,6 +15,11 @@ through `check_record`), by rules every store can keep:
   the encoder and of every reader after it. Its keys may not be
   `RESERVED_KEYS`, which a JSON Lines descriptions file uses for the record itself.
 
+JSON that comes from outside (a filter in an HTTP form or on the command line, a
+``KEY=VALUE`` option) is read by :func:`load_json`, which refuses nesting deeper than
+:data:`MAX_JSON_DEPTH` before parsing (deep nesting exhausts the parser's stack) and numbers
+longer than :data:`MAX_JSON_DIGITS` digits, with :class:`InvalidInputError` naming the input.
+
 Vectors are checked by every vector store on the way in (`check_ids`,
 `check_vectors`, `check_queries`): a stored vector must be a finite unit
 vector, since scores are inner products. A custom store can call the same functions, so
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ID_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_DIGITS",
     "MAX_METADATA_DEPTH",
     "RESERVED_KEYS",
     "UNIT_NORM_TOLERANCE",
@@ -54,6 +61,7 @@ __all__ = [
     "check_timeout",
     "check_vectors",
     "is_utf8",
+    "load_json",
 ]
 
 #: The longest id accepted, in bytes of UTF-8.
@@ -61,6 +69,19 @@ MAX_ID_BYTES = 512
 
 #: The deepest metadata accepted: the mapping itself is level 1, a list or dict in it level 2.
 MAX_METADATA_DEPTH = 64
+
+#: The deepest JSON :func:`load_json` reads: arrays and objects nested this many levels. Metadata
+#: (64 levels) and a filter ($and/$or 32 levels deep, two JSON levels each) stay within it.
+MAX_JSON_DEPTH = 128
+
+#: The longest number, in digits, :func:`load_json` reads; Python's own limit on converting
+#: integers to and from text (``sys.set_int_max_str_digits``) is 4,300 by default.
+MAX_JSON_DIGITS = 4300
+
+# Strings, whose brackets do not nest, and the brackets that do.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+_JSON_LONG_NUMBER = re.compile(rf"(?<![0-9])[0-9]{{{MAX_JSON_DIGITS + 1}}}")  # runs tried once each
 
 #: Keys a record's metadata may not use: a JSON Lines descriptions file keeps the record's
 #: own fields under them, beside the metadata.
@@ -197,6 +218,42 @@ def is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def load_json(text: str | bytes, *, what: str) -> Any:
+    """Parse JSON that comes from outside, refusing what would exhaust the parser.
+
+    Args:
+        text: The JSON text.
+        what: How messages name it (``"filter"``, ``"--where value of 'price'"``).
+
+    Raises:
+        InvalidInputError: Not JSON (its ``__cause__`` is the :class:`json.JSONDecodeError`),
+            nesting deeper than :data:`MAX_JSON_DEPTH`, or a number longer than
+            :data:`MAX_JSON_DIGITS` digits; the message names ``what``.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{what} is not UTF-8 text: {exc}") from exc
+    # Counted without recursion, so that neither the count nor the parse can overflow the stack.
+    bare = _JSON_STRING.sub('""', text)
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.finditer(bare):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                raise InvalidInputError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    if _JSON_LONG_NUMBER.search(bare):
+        raise InvalidInputError(f"{what} holds a number of more than {MAX_JSON_DIGITS:,} digits")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # what the checks above leave to the parser's limits
+        raise InvalidInputError(f"{what} cannot be read: {exc}") from None
 
 
 def check_record(record: object) -> None:

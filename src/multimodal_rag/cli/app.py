@@ -250,14 +250,19 @@ def parse_key_values(pairs: Iterable[str], *, option: str | None = None) -> dict
     Raises:
         click.BadParameter: A pair without ``=`` or without a key (named after ``option``).
     """
+    from multimodal_rag.errors import InvalidInputError
+    from multimodal_rag.validation import load_json
+
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
         try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
+            values[key] = load_json(raw, what=f"the value of {key!r}")
+        except InvalidInputError as exc:
+            if not isinstance(exc.__cause__, json.JSONDecodeError):  # JSON, but too deep or too long
+                raise click.BadParameter(str(exc), param_hint=option) from None
             values[key] = raw
     return values
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,12 +119,15 @@ def _answer_search_options(command: Any) -> Any:
 
 def _filter(where: tuple[str, ...], filter_json: str | None) -> dict[str, Any] | None:
     """--where KEY=VALUE pairs and a --filter JSON object, combined (all must hold)."""
+    from multimodal_rag.errors import InvalidInputError
+    from multimodal_rag.validation import load_json
+
     conditions: dict[str, Any] = dict(parse_key_values(where, option="--where") or {})
     if filter_json is not None:
         try:
-            extra = json.loads(filter_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--filter") from exc
+            extra = load_json(filter_json, what="the filter")
+        except InvalidInputError as exc:
+            raise click.BadParameter(str(exc), param_hint="--filter") from exc
         if not isinstance(extra, dict):
             raise click.BadParameter("must be a JSON object", param_hint="--filter")
         conditions = {"$and": [conditions, extra]} if conditions else extra

@@ -476,10 +476,9 @@ def _filter(form: FormData) -> dict[str, Any] | None:
     raw = _text(form, "filter")
     if raw is None:
         return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise HTTPProblem(400, "InvalidInputError", f"filter is not JSON: {exc}") from None
+    from multimodal_rag.validation import load_json
+
+    value = load_json(raw, what="filter")
     if not isinstance(value, dict):
         raise InvalidInputError(f"filter must be a JSON object, got {type(value).__name__}")
     return value
