@@ -6,7 +6,9 @@ import errno
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from helpers import ColorEmbedder, solid
@@ -214,3 +216,66 @@ def test_a_reader_that_races_a_save_reads_the_new_snapshot(kb: Path, monkeypatch
     assert calls[0] < calls[-1]  # it started again on the new manifest
     assert reader.get("blue").description == "saved meanwhile" and len(reader) == 3
     writer.close()
+
+
+def _crafted_entry(op: int, header_json: bytes, vectors: bytes = b"") -> Any:
+    """An entry as someone could write it: numbered and checksummed like a real one."""
+    import struct
+    import zlib
+
+    def encode(seq: int) -> bytes:
+        payload = struct.pack("<QBI", seq, op, len(header_json)) + header_json + vectors
+        return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+    return encode
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = {"down": value}
+    return value
+
+
+def _unit(dim: int) -> bytes:
+    return (np.ones(dim, dtype="<f4") / np.sqrt(dim)).astype("<f4").tobytes()
+
+
+_ADD, _PUT = 1, 3
+_RECORD = {"id": "crafted", "image_path": None, "description": "x", "metadata": {}}
+_DIM = ColorEmbedder().dim
+
+#: Entries with a valid checksum that the Python API would refuse, by what is wrong with them.
+CRAFTED = {
+    "nested-json": (_PUT, b'{"ids": [], "records": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b""),
+    "nan-vector": (_ADD, {"ids": ["crafted"], "records": [_RECORD], "dim": _DIM}, np.full(_DIM, np.nan, "<f4").tobytes()),
+    "zero-vector": (_ADD, {"ids": ["crafted"], "records": [_RECORD], "dim": _DIM}, np.zeros(_DIM, "<f4").tobytes()),
+    "non-unit-vector": (_ADD, {"ids": ["crafted"], "records": [_RECORD], "dim": _DIM}, np.ones(_DIM, "<f4").tobytes()),
+    "wrong-dimension": (_ADD, {"ids": ["crafted"], "records": [_RECORD], "dim": _DIM + 1}, _unit(_DIM + 1)),
+    "empty-id": (_ADD, {"ids": [""], "records": [{**_RECORD, "id": ""}], "dim": _DIM}, _unit(_DIM)),
+    "deep-metadata": (_PUT, {"ids": ["crafted"], "records": [{**_RECORD, "metadata": _deep(100)}]}, b""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_an_invalid_entry_with_a_valid_checksum_is_damage_that_repair_removes(kb: Path, case: str) -> None:
+    op, header, vectors = CRAFTED[case]
+    header_json = header if isinstance(header, bytes) else json.dumps(header).encode()
+    rag = MultimodalRAG.open(kb, embedder=ColorEmbedder())
+    assert rag._journal is not None
+    rag._journal._append(_crafted_entry(op, header_json, vectors))  # committed, as a stranger's would be
+    rag.close()
+    for read_only in (True, False):
+        with pytest.raises(CorruptFileError, match=r"journal\.bin.*invalid entry \(change 2"):
+            MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=read_only)
+    with MultimodalRAG.open(kb, embedder=ColorEmbedder(), salvage=True, read_only=True) as reader:
+        # Replay stopped before the invalid entry: the change before it is kept, it is counted as lost.
+        assert {id_: reader.get(id_).description for id_ in reader.ids()} == {"red": "saved", "green": "journaled"}
+        details = [problem.detail for problem in reader.verify().problems]
+    assert any("journal.bin" in detail and "invalid entry" in detail for detail in details)
+    assert any("1 committed change(s)" in detail for detail in details)
+    rag = MultimodalRAG.open(kb, embedder=ColorEmbedder(), salvage=True)
+    report = rag.repair()
+    assert report.changes_lost == 1 and report.remaining.ok
+    rag.close()
+    assert state(kb) == {"red": "saved", "green": "journaled"}

@@ -83,6 +83,7 @@ def test_records_round_trip_exactly_through_every_store_and_its_files(kind: str,
 def test_records_and_vectors_round_trip_exactly_through_the_journal(records: list[Record], removed: list[str]) -> None:
     rng = np.random.default_rng(len(records))
     vectors = rng.standard_normal((len(records), 5)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # the journal holds unit vectors only
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal(Path(tmp) / "journal.bin", 7)
         journal.reset(7)

@@ -345,7 +345,7 @@ def _file_problems(directory: KnowledgeBaseDirectory) -> Iterator[Problem]:
         except KnowledgeBaseError as exc:
             return iter([Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=str(exc))])
         found.extend(_snapshot_problems(directory, manifest))
-        for detail in journal_problems(directory.journal, manifest.generation):
+        for detail in journal_problems(directory.journal, manifest.generation, dim=manifest.embedder.dim):
             found.append(Problem(kind=ProblemKind.CORRUPT_FILE, id=None, detail=detail))
         if not found or read_manifest(directory.path).generation == manifest.generation:
             break

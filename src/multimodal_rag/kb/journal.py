@@ -28,6 +28,12 @@ fails its length or checksum and is dropped; only a damaged entry followed by
 more data means the file itself is corrupt. Entries are numbered 1, 2, 3, ...
 since the header, so an entry that is missing or out of place is seen.
 
+A checksum tells damage from a crash, not a crafted journal from an honest one, so every
+entry is also held to what the Python API accepts (`multimodal_rag.validation`):
+ids, records and their metadata, and finite unit vectors of the knowledge base's
+dimension. An entry that fails is damage like a bad checksum: replay stops before it,
+and it and the entries after it count as lost.
+
 A torn tail is legitimate, but a journal that lost entries that were reported
 committed is not, and the journal alone cannot tell the two apart: truncated,
 deleted or replaced by an older copy, it still reads as a valid journal. So
@@ -63,9 +69,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import frozen
 
-from multimodal_rag.errors import CorruptFileError, KnowledgeBaseError
+from multimodal_rag.errors import CorruptFileError, DimensionMismatchError, KnowledgeBaseError
 from multimodal_rag.kb.fileio import atomic_write_bytes
 from multimodal_rag.types import Record
+from multimodal_rag.validation import check_id, check_ids, check_int, check_record, check_vectors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,6 +132,8 @@ class JournalContents:
     version: int = _VERSION
     #: Committed entries that the journal no longer holds (set by load_journal).
     lost_entries: int = 0
+    #: Intact entries a salvaging read left out: an invalid one and those after it.
+    invalid_entries: int = 0
 
 
 @frozen
@@ -172,24 +181,30 @@ def _commit_slot(record: CommitRecord) -> bytes:
 
 
 def lost_entries(contents: JournalContents, commit: CommitRecord | None, generation: int) -> int:
-    """How many entries committed for snapshot ``generation`` the journal no longer holds."""
+    """How many entries committed for snapshot ``generation`` the journal no longer holds
+    (or holds only as invalid entries, which a salvaging read leaves out)."""
+    if contents.generation != generation:
+        return 0 if commit is None or commit.generation != generation else commit.entries
+    invalid = contents.invalid_entries
     if commit is None or commit.generation != generation:
         # No record for this snapshot: a crash came between the save's manifest swap and
         # the new journal (nothing was committed to it yet), or the journal predates records.
-        return 0
-    held = len(contents.entries) if contents.generation == generation else 0
-    return max(0, commit.entries - held)
+        return invalid
+    return max(invalid, commit.entries - len(contents.entries))
 
 
-def read_journal(path: Path, *, salvage: bool = False) -> JournalContents:
+def read_journal(path: Path, *, salvage: bool = False, dim: int | None = None) -> JournalContents:
     """Read every complete entry of the journal at ``path``.
 
     Args:
         path: The journal file.
         salvage: Stop at a damaged entry instead of failing (what follows it is lost).
+        dim: The dimension added vectors must have (the embedder's); ``None``: any, as
+            each entry declares.
 
     Raises:
-        CorruptFileError: Not a journal, or a damaged entry with data after it.
+        CorruptFileError: Not a journal, a damaged entry with data after it, or an entry
+            the Python API would refuse (see the module's docstring).
     """
     import numpy as np
 
@@ -222,17 +237,43 @@ def read_journal(path: Path, *, salvage: bool = False) -> JournalContents:
                 )
             break
         try:
-            entry = _decode(payload, np, version=version, expected_seq=len(entries) + 1)
+            entry = _decode(payload, np, version=version, expected_seq=len(entries) + 1, dim=dim)
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error) as exc:
+            # The checksum holds, so the entries are framed as written: count what is left out.
+            invalid = _intact_entries(data, offset)
             if salvage:
-                break
-            raise CorruptFileError(f"the journal {str(path)!r} has an unreadable entry at byte {offset}: {exc}") from exc
+                return JournalContents(
+                    generation, entries, offset, len(data) - offset, version=version, invalid_entries=invalid
+                )
+            raise CorruptFileError(
+                f"the journal {str(path)!r} has an invalid entry (change {len(entries) + 1}, at byte {offset}): "
+                f"{exc}; it and the {invalid - 1} change(s) after it cannot be replayed. Open with "
+                "salvage=True (`multimodal-rag repair`) to keep the changes before it, then repair"
+            ) from exc
         entries.append(entry)
         offset = end
     return JournalContents(generation, entries, offset, len(data) - offset, version=version)
 
 
-def _decode(payload: bytes, np: Any, *, version: int, expected_seq: int) -> JournalEntry:
+def _intact_entries(data: bytes, offset: int) -> int:
+    """How many entries with a good checksum follow each other from ``offset`` on."""
+    count = 0
+    while offset + _ENTRY.size <= len(data):
+        length, crc = _ENTRY.unpack_from(data, offset)
+        end = offset + _ENTRY.size + length
+        if end > len(data) or zlib.crc32(data[offset + _ENTRY.size : end]) != crc:
+            break
+        count, offset = count + 1, end
+    return count
+
+
+def _decode(payload: bytes, np: Any, *, version: int, expected_seq: int, dim: int | None) -> JournalEntry:
+    """One entry, checked as the Python API checks what it is given.
+
+    Raises:
+        ValueError: (``InvalidInputError`` among them) An entry the API would refuse.
+        KeyError, TypeError, UnicodeDecodeError, struct.error: An entry of the wrong shape.
+    """
     if version == 1:
         op, json_length = _OP_V1.unpack_from(payload, 0)
         start = _OP_V1.size
@@ -243,15 +284,32 @@ def _decode(payload: bytes, np: Any, *, version: int, expected_seq: int) -> Jour
         start = _OP.size
     if op not in _OPS:
         raise ValueError(f"unknown operation {op}")
-    header = json.loads(payload[start : start + json_length].decode("utf-8"))
-    records = [Record.from_json(r) for r in header.get("records", ())]
+    try:
+        header = json.loads(payload[start : start + json_length].decode("utf-8"))
+    except RecursionError:
+        raise ValueError("its JSON is nested too deeply to read") from None
+    if not isinstance(header, dict) or not isinstance(header.get("ids"), list):
+        raise ValueError("its JSON is not an object with a list of ids")
+    ids = [check_id(id_) for id_ in header["ids"]]
+    raw_records = header.get("records", [])
+    if not isinstance(raw_records, list):
+        raise ValueError("its records are not a list")
+    records = [Record.from_json(r) for r in raw_records]
+    for record in records:
+        check_record(record)
     vectors = None
     if op == ADD:
+        check_ids(ids)
+        declared = check_int("the entry's dimension", header.get("dim"))
+        if dim is not None and declared != dim:
+            raise DimensionMismatchError(f"its vectors have dimension {declared}, the knowledge base's have {dim}")
+        body = len(payload) - start - json_length
+        if body != len(ids) * declared * 4:
+            raise ValueError(f"it holds {body} bytes of vectors, not {len(ids)} x {declared} float32 numbers")
         # frombuffer never unpickles: the bytes can only ever become float32 numbers.
-        vectors = np.frombuffer(payload, dtype="<f4", offset=start + json_length).reshape(
-            len(header["ids"]), header["dim"]
-        )
-    return JournalEntry(op, list(header["ids"]), records, vectors)
+        raw = np.frombuffer(payload, dtype="<f4", offset=start + json_length).reshape(len(ids), declared)
+        vectors = check_vectors(raw, declared, count=len(ids))
+    return JournalEntry(op, ids, records, vectors)
 
 
 def _encode(seq: int, op: int, ids: Sequence[str], records: Sequence[Record], vectors: Any = None) -> bytes:
@@ -292,14 +350,17 @@ def load_journal(
     """Read the journal at ``path``, check it against its commit record, and replay it if it
     applies to snapshot ``generation`` (with its ``adapter`` and ``raw_store``, see `replay`).
 
-    With ``salvage``, a damaged or shortened journal is replayed up to the damage and
-    the number of committed entries it lost is in the result's ``lost_entries``.
+    With ``salvage``, a damaged, shortened or invalid journal is replayed up to the damage
+    and the number of committed entries it lost is in the result's ``lost_entries``.
 
     Raises:
         SnapshotMovedError: The journal is for a newer snapshot.
-        CorruptFileError: The journal is damaged, or holds fewer entries than were committed.
+        CorruptFileError: The journal is damaged or holds an invalid entry, or holds fewer
+            entries than were committed.
     """
-    contents = read_journal(path, salvage=salvage)
+    # Added vectors are the embedder's raw ones: the raw store's dimension, when one is kept.
+    dim = (raw_store if raw_store is not None else vector_store).dim
+    contents = read_journal(path, salvage=salvage, dim=dim)
     if contents.generation is not None and contents.generation > generation:
         raise SnapshotMovedError(
             f"the journal {str(path)!r} is for snapshot {contents.generation}, newer than {generation}"
@@ -320,10 +381,11 @@ def load_journal(
     return attrs.evolve(contents, lost_entries=lost)
 
 
-def journal_problems(path: Path, generation: int) -> list[str]:
-    """Sentences describing what is wrong with the journal of snapshot ``generation`` (none: all is well)."""
+def journal_problems(path: Path, generation: int, *, dim: int | None = None) -> list[str]:
+    """Sentences describing what is wrong with the journal of snapshot ``generation`` (none: all is well);
+    ``dim`` is the dimension of the vectors it may add (the embedder's)."""
     try:
-        contents = read_journal(path)
+        contents = read_journal(path, dim=dim)
         commit = read_commit_record(path)
     except CorruptFileError as exc:
         return [str(exc)]
