@@ -147,6 +147,98 @@ def test_sqlite_salvage_reads_the_rows_on_both_sides_of_a_damaged_page(tmp_path:
     assert all(salvaged.get(id_).description == "x" * 300 + str(int(id_[1:])) for id_ in ids)
 
 
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """SQLite's big-endian varint at ``at``: its value and where it ends."""
+    value = 0
+    for i in range(9):
+        byte = data[at + i]
+        if i == 8:
+            return (value << 8) | byte, at + 9
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, at + i + 1
+    raise AssertionError("unreachable")
+
+
+def _records_leaves(path: Path) -> list[tuple[int, list[int]]]:
+    """The leaf pages of the ``records`` table of an SQLite file (a root and one level of
+    leaves) and the rowids each holds, read from the file format itself."""
+    with sqlite3.connect(path) as db:
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'records'").fetchone()
+    db.close()
+    data = path.read_bytes()
+    page_size = int.from_bytes(data[16:18], "big")
+
+    def cells(page: int, header: int) -> tuple[int, list[int]]:
+        start = (page - 1) * page_size + (100 if page == 1 else 0)
+        count = int.from_bytes(data[start + 3 : start + 5], "big")
+        base = (page - 1) * page_size
+        return start, [int.from_bytes(data[start + header + 2 * i : start + header + 2 * i + 2], "big") + base for i in range(count)]
+
+    start, pointers = cells(root, 12)
+    assert data[start] == 0x05, "the records table should be an interior page over leaves"
+    children = [int.from_bytes(data[p : p + 4], "big") for p in pointers]
+    children.append(int.from_bytes(data[start + 8 : start + 12], "big"))  # the right-most child
+    leaves = []
+    for child in children:
+        start, pointers = cells(child, 8)
+        assert data[start] == 0x0D, "a child of the records table's root should be a leaf"
+        leaves.append((child, [_varint(data, _varint(data, p)[1])[0] for p in pointers]))
+    return leaves
+
+
+def test_sqlite_salvage_keeps_every_row_it_read_before_the_damage(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    with MultimodalRAG.create(kb, embedder=ColorEmbedder(), description_store="sqlite") as rag:
+        ids = rag.add([solid(color(i)) for i in range(109)], ids=[f"item-{i:03d}" for i in range(109)],
+                      descriptions=[f"number {i}: " + "a long description " * 8 for i in range(109)], progress=False).ids
+    path = current_snapshot(kb) / "descriptions" / "descriptions.sqlite"
+    with sqlite3.connect(path) as db:
+        id_of = dict(db.execute("SELECT seq, id FROM records"))
+    db.close()
+    leaves = _records_leaves(path)
+    assert len(leaves) >= 4
+    # The page-type byte of a leaf in the middle: SQLite can read no row of that page.
+    page, rowids = leaves[len(leaves) // 2]
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    data[(page - 1) * page_size] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    with MultimodalRAG.open(kb, embedder=ColorEmbedder(), salvage=True) as rag:
+        report = rag.repair()
+        kept = {id_: rag.get(id_).description for id_ in rag.ids()}
+    lost = sorted(id_of[rowid] for rowid in rowids)
+    print(f"damaged leaf page {page} (byte {(page - 1) * page_size}) of {len(leaves)}: "
+          f"records_salvaged {report.records_salvaged}, records_lost {report.records_lost}")
+    # Every row on the other pages comes back, those of the damaged page are named as lost.
+    assert report.records_salvaged == len(ids) - len(lost) and sorted(report.lost_ids) == lost
+    assert all(kept[id_] == f"number {int(id_[5:])}: " + "a long description " * 8 for id_ in ids if id_ not in lost)
+    assert all(kept[id_] is None for id_ in lost)
+
+
+def test_sqlite_salvage_reaches_the_rows_between_two_damaged_pages(tmp_path: Path) -> None:
+    from multimodal_rag.descriptions.sqlite import SQLiteDescriptionStore
+    from multimodal_rag.types import Record
+
+    store = SQLiteDescriptionStore()
+    store.put([Record(id=f"r{i:05d}", description="x" * 300 + str(i)) for i in range(600)])
+    store.save(tmp_path)
+    path = tmp_path / "descriptions.sqlite"
+    leaves = _records_leaves(path)
+    # Two leaves a third and two thirds of the way: the rows between them are reached by
+    # neither end, only by seeking past the first damaged page.
+    damaged = [leaves[len(leaves) // 3], leaves[2 * len(leaves) // 3]]
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    for page, _ in damaged:
+        data[(page - 1) * page_size] ^= 0xFF
+    path.write_bytes(bytes(data))
+    salvaged = SQLiteDescriptionStore.salvage(tmp_path)
+    lost = {rowid - 1 for _, rowids in damaged for rowid in rowids}  # rowids count from 1
+    assert sorted(record.id for record in salvaged) == [f"r{i:05d}" for i in range(600) if i not in lost]
+
+
 def test_a_permission_error_is_not_damage_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
     import multimodal_rag.kb.directory as persistence
 

@@ -625,11 +625,13 @@ def test_a_file_without_indexed_fields_is_migrated_in_memory_and_back(tmp_path: 
     assert ids(plain.search_text("copper", k=5)) == ["a"]
 
 
-def test_objects_the_store_does_not_make_are_dropped_on_load(tmp_path: Path) -> None:
+def test_objects_the_store_does_not_make_are_refused_on_load_and_salvage_reads_past_them(tmp_path: Path) -> None:
     path = saved_sqlite(tmp_path, RECORDS)
     edit(path, "CREATE TRIGGER wipe AFTER INSERT ON records BEGIN DELETE FROM records WHERE id != new.id; END",
          "CREATE TABLE extra (x)")
-    store = type(sqlite_store()).load(tmp_path)
+    with pytest.raises(CorruptFileError, match="'wipe'"):
+        type(sqlite_store()).load(tmp_path)
+    store = type(sqlite_store()).salvage(tmp_path)  # reads the records only; the trigger never runs
     store.put([Record(id="n", description="copper pan")])
     assert len(store) == len(RECORDS) + 1
     assert_index_agrees(store, "copper", "lamp")

@@ -428,3 +428,95 @@ def test_a_manifest_cannot_set_how_the_embedder_runs(
     (warning,) = {record.getMessage() for record in caplog.records}
     assert str(kb / "manifest.json") in warning
     assert all(key in warning for key in runtime) and not any(key in warning for key in recorded)
+
+
+# -- a crafted SQLite description file -------------------------------------------------
+
+_ENDLESS = (
+    "CREATE VIEW records AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+    "SELECT i AS seq, 'id-' || i AS id, NULL AS image_path, 'endless' AS description, '{}' AS metadata FROM n"
+)
+_CRAFTED = {
+    "a view of endless rows": [_ENDLESS],
+    "someone else's trigger": [
+        "CREATE TABLE records (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, image_path TEXT, "
+        "description TEXT, metadata TEXT NOT NULL DEFAULT '{}')",
+        "CREATE TABLE log (x)",
+        "CREATE TRIGGER spy AFTER UPDATE ON records BEGIN INSERT INTO log VALUES (new.id); END",
+    ],
+    "an unknown column": [
+        "CREATE TABLE records (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, image_path TEXT, "
+        "description TEXT, metadata TEXT NOT NULL DEFAULT '{}', extra TEXT)"
+    ],
+}
+
+CRAFTED_SQLITE = """
+import sys
+sys.path[:0] = sys.argv[2:]
+from helpers import ColorEmbedder, solid
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.errors import CorruptFileError
+try:
+    MultimodalRAG.open(sys.argv[1], embedder=ColorEmbedder(), read_only=True)
+except CorruptFileError as exc:
+    print("refused:", exc)
+with MultimodalRAG.open(sys.argv[1], embedder=ColorEmbedder(), salvage=True, read_only=True) as rag:
+    report = rag.verify()
+    print("verified:", report.ok, sorted({problem.kind for problem in report.problems}))
+    print("searched:", [hit.description for hit in rag.search(text="red", k=2)])
+"""
+
+
+@pytest.mark.parametrize("craft", sorted(_CRAFTED))
+def test_a_crafted_sqlite_file_with_a_matching_checksum_is_refused_without_hanging(
+    tmp_path: Path, craft: str
+) -> None:
+    import hashlib
+    import sqlite3
+    import subprocess
+    import sys
+
+    kb = _knowledge_base(tmp_path / "kb", description_store="sqlite")
+    manifest_file = kb / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    path = kb / "snapshots" / f"{manifest['generation']:08d}" / "descriptions" / "descriptions.sqlite"
+    path.unlink()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        for statement in _CRAFTED[craft]:
+            db.execute(statement)
+        db.commit()
+    data = path.read_bytes()
+    manifest["files"]["descriptions/descriptions.sqlite"] = hashlib.sha256(data).hexdigest()
+    manifest["sizes"]["descriptions/descriptions.sqlite"] = len(data)
+    manifest_file.write_text(json.dumps(manifest))
+    src = str(Path(__import__("multimodal_rag").__file__).parents[1])
+    run = subprocess.run(
+        [sys.executable, "-c", CRAFTED_SQLITE, str(kb), str(Path(__file__).parent), src],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    refused, verified, searched = run.stdout.splitlines()
+    assert refused.startswith("refused:") and "descriptions.sqlite" in refused
+    # Salvaging reads nothing from such a file: the two images keep their vectors, and the
+    # records of the snapshot before (there was none) or nothing; verify says so.
+    assert verified.startswith("verified: False") and "lost-records" in verified
+    assert "endless" not in searched
+
+
+def test_loading_a_sqlite_file_stops_at_work_out_of_proportion_to_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from multimodal_rag.descriptions import sqlite as module
+    from multimodal_rag.errors import CorruptFileError
+    from multimodal_rag.types import Record
+
+    store = module.SQLiteDescriptionStore()
+    store.put([Record(id=f"r{i}", description=f"number {i}") for i in range(2000)])
+    store.save(tmp_path)
+    assert len(module.SQLiteDescriptionStore.load(tmp_path)) == 2000
+    # The same file, allowed a thousandth of the work it needs: stopped and named, not run on.
+    monkeypatch.setattr(module, "_STEPS_FLOOR", 0)
+    monkeypatch.setattr(module, "_STEPS_PER_BYTE", 0.0001)
+    with pytest.raises(CorruptFileError, match="more work than a file of"):
+        module.SQLiteDescriptionStore.load(tmp_path)
+    assert len(module.SQLiteDescriptionStore.salvage(tmp_path)) < 2000

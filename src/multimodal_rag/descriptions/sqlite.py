@@ -13,11 +13,13 @@ partial index finds the few records whose metadata holds NUL, which filters test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -54,6 +56,20 @@ _NUL_JSON = "'\\u0000'"
 _HAS_NUL = f"instr(metadata, {_NUL_JSON}) > 0"
 # SQLite limits the number of bound parameters per statement; stay well under it.
 _CHUNK = 500
+# A file may come from someone else, so the work of reading it is bounded by its size: a view
+# over a recursive query (endless rows) or a generated column building huge values would
+# otherwise hang a load. SQLite calls the progress handler every _PROGRESS_EVERY virtual-machine
+# steps; a load may take _STEPS_PER_BYTE steps per byte of the file (a file this store wrote
+# needs about 0.1 per byte), and _STEPS_FLOOR for a small one.
+_PROGRESS_EVERY = 10_000
+_STEPS_PER_BYTE = 100
+_STEPS_FLOOR = 10_000_000
+# What this store (and its earlier versions) puts in a database; sqlite_* are SQLite's own.
+_TABLES = re.compile(r"records|records_fts(_data|_idx|_content|_docsize|_config)?|sqlite_stat\d|sqlite_sequence")
+_INDEXES = re.compile(r"sqlite_autoindex_records_\d+|records_field_\d+|records_nul")
+_TRIGGERS = frozenset({"records_ai", "records_ad", "records_au"})
+_COLUMNS = re.compile(r"seq|id|image_path|description|metadata|text_\d+|field_\d+(_type)?")
+_REQUIRED_COLUMNS = frozenset({"id", "image_path", "description", "metadata"})
 _UPSERT = """
 INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
@@ -232,26 +248,31 @@ class SQLiteDescriptionStore(DescriptionStore):
         except sqlite3.Error as exc:
             # Also what a reader sees when a writer's save removes the snapshot it is loading.
             raise CorruptFileError(f"cannot open the description database {str(path)!r}: {exc}") from exc
+        budget = _WorkBudget(path)
         try:
             source.backup(store._db)
-            store._db.execute("SELECT id, image_path, description, metadata FROM records LIMIT 1")
-            # The backup copies pages as they are; a damaged one shows only when read.
-            verdict = store._db.execute("PRAGMA quick_check").fetchone()[0]
-            if verdict != "ok":
-                raise sqlite3.DatabaseError(verdict)
-            _check_rows(store._db)
-            store._db = _with_full_text(store._db, store._text_fields, store._tokenizer, store._indexed_fields)
+            with budget.bound(store._db):
+                _check_schema(store._db)
+                store._db.execute("SELECT id, image_path, description, metadata FROM records LIMIT 1")
+                # The backup copies pages as they are; a damaged one shows only when read.
+                verdict = store._db.execute("PRAGMA quick_check").fetchone()[0]
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(verdict)
+                _check_rows(store._db)
+                store._db = _with_full_text(
+                    store._db, store._text_fields, store._tokenizer, store._indexed_fields, bound=budget.bound
+                )
         except (sqlite3.DatabaseError, MemoryError) as exc:  # NOMEM: a damaged file declaring absurd sizes
-            raise CorruptFileError(f"cannot read the description database {str(path)!r}: {exc}") from exc
+            raise CorruptFileError(f"cannot read the description database {str(path)!r}: {budget.explain(exc)}") from exc
         finally:
             source.close()
         return store
 
     @classmethod
     def salvage(cls, directory: Path, **config: Any) -> SQLiteDescriptionStore:
-        """Every row that SQLite can still read: the whole file if it reads, else the rows
-        before the damage and the rows after it (read backwards), in rowid order and in id
-        order. The full-text index is made anew from the rows kept."""
+        """Every row that SQLite can still read: the whole file if it reads, else each row it can
+        reach, read one at a time from both ends and from seeks into the rowids between (see
+        `_salvage_rows`). The full-text index is made anew from the rows kept."""
         try:
             return cls.load(directory, **config)
         except CorruptFileError:
@@ -262,19 +283,15 @@ class SQLiteDescriptionStore(DescriptionStore):
             source = _open_read_only(path)
         except sqlite3.Error:
             return store
+        budget = _WorkBudget(path)
         rows: dict[str, tuple[Any, ...]] = {}
         try:
-            # A table with rowids is read in their order, which touches no index; files of
-            # earlier versions (WITHOUT ROWID) have no seq column and are read by id.
-            for key, order in (("seq", "ASC"), ("seq", "DESC"), ("id", "ASC"), ("id", "DESC")):
-                try:
-                    cursor = source.execute(
-                        f"SELECT id, image_path, description, metadata FROM records ORDER BY {key} {order}"
-                    )
-                    while batch := cursor.fetchmany(256):
-                        rows.update((row[0], row) for row in batch if isinstance(row[0], str))
-                except (sqlite3.DatabaseError, MemoryError):
-                    continue  # the damage (or no such column): read from the other end
+            with budget.bound(source):
+                # Only the records are read, so other objects (which load refuses) do no harm here.
+                _check_records_table(source)
+                _salvage_rows(source, rows)
+        except (sqlite3.DatabaseError, MemoryError):
+            pass  # no readable table of records, or the work ran out: keep what was read
         finally:
             source.close()
         records = []
@@ -287,6 +304,183 @@ class SQLiteDescriptionStore(DescriptionStore):
             records.append(record)
         store.put(records)
         return store
+
+
+class _WorkBudget:
+    """How many SQLite steps reading one file may take, shared by the connections that read it."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        self._size = size
+        self._ticks = (_STEPS_FLOOR + _STEPS_PER_BYTE * size) // _PROGRESS_EVERY
+        self.spent = False
+
+    def _tick(self) -> int:
+        self._ticks -= 1
+        if self._ticks < 0:
+            self.spent = True
+            return 1  # SQLite interrupts the statement: OperationalError "interrupted"
+        return 0
+
+    @contextlib.contextmanager
+    def bound(self, db: sqlite3.Connection) -> Iterator[None]:
+        db.set_progress_handler(self._tick, _PROGRESS_EVERY)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if self.spent:
+                raise sqlite3.DatabaseError(self.explain(exc)) from exc
+            raise
+        finally:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed, replaced by a migrated copy
+                db.set_progress_handler(None, 0)
+
+    def explain(self, exc: BaseException) -> str:
+        if not self.spent:
+            return str(exc)
+        return (
+            f"reading it takes more work than a file of {self._size} bytes written by this store needs "
+            "(a crafted file: a view or generated column that never ends), so it was stopped"
+        )
+
+
+def _check_schema(db: sqlite3.Connection) -> None:
+    """Refuse a database holding anything but this store's tables, indexes and triggers.
+
+    Rows are read from ``records`` only once it is known to be a table of known columns
+    (:func:`_check_records_table`); any other object (a view, someone else's trigger or
+    table) means the file is not one this store wrote, and is refused rather than dropped.
+    """
+    for kind, name in db.execute("SELECT type, name FROM sqlite_master"):
+        allowed = {"table": _TABLES, "index": _INDEXES}.get(kind)
+        if kind == "trigger" and name in _TRIGGERS:
+            continue
+        if allowed is None or not isinstance(name, str) or not allowed.fullmatch(name):
+            raise sqlite3.DatabaseError(f"it holds a {kind} {name!r:.80}, which this store never writes")
+    _check_records_table(db)
+
+
+def _check_records_table(db: sqlite3.Connection) -> None:
+    """Refuse a ``records`` that is not a plain table of this store's columns.
+
+    A view of that name (say, over a recursive query) could yield rows without end, and
+    a virtual table runs a module's code for each row.
+    """
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'records' AND type = 'table'").fetchone()
+    if sql is None or not isinstance(sql[0], str) or not sql[0].lstrip().upper().startswith("CREATE TABLE"):
+        raise sqlite3.DatabaseError("it has no table 'records'")
+    columns = {row[1] for row in db.execute("PRAGMA table_xinfo(records)")}
+    unknown = sorted(name for name in columns if not isinstance(name, str) or not _COLUMNS.fullmatch(name))
+    if unknown or not columns.issuperset(_REQUIRED_COLUMNS):
+        raise sqlite3.DatabaseError(f"its table 'records' has the columns {sorted(map(str, columns))!r:.200}")
+
+
+def _salvage_rows(source: sqlite3.Connection, rows: dict[str, tuple[Any, ...]]) -> None:
+    """Put into ``rows`` every row of a damaged file that SQLite can still reach.
+
+    A table with rowids (``seq``) is read from both ends and then, between the last rows
+    reached from either side, by seeking into the middle of each range not yet read: a
+    seek walks the interior pages to the leaf that holds its rowid, past any damaged leaf
+    before it. Files of earlier versions (``WITHOUT ROWID``, no ``seq``) are read by id
+    from both ends.
+    """
+    has_seq = any(row[1] == "seq" for row in source.execute("PRAGMA table_xinfo(records)"))
+    if not has_seq:
+        for descending in (False, True):
+            _read_run(source, "id", rows, set(), descending=descending)
+        return
+    up: set[Any] = set()
+    down: set[Any] = set()
+    if _read_run(source, "seq", rows, up, descending=False):
+        return
+    _read_run(source, "seq", rows, down, descending=True)
+    read = sorted(seq for seq in up | down if isinstance(seq, int))
+    # Ranges of rowids not read: between the rows reached from either end, and at an end
+    # whose first page was damaged (this store numbers rows from 1; the last page holds
+    # at most a row per four bytes).
+    unknown = [(a + 1, b - 1) for a, b in zip(read, read[1:]) if b - a > 1]
+    page_size = int(source.execute("PRAGMA page_size").fetchone()[0])
+    if not up:
+        unknown.append((1, (read[0] if read else 1 + page_size) - 1))
+    if not down and read:
+        unknown.append((read[-1] + 1, read[-1] + page_size // 4))
+    # A probe reads ascending from the middle of a range; a seek that fails at once shows
+    # that rowid's leaf damaged, so each probe reads a row or rules one rowid out. A crafted
+    # file can spread few rows over a vast range of rowids: the probes are bounded by its pages.
+    probes = 64 + 16 * int(source.execute("PRAGMA page_count").fetchone()[0])
+    while unknown and probes > 0:
+        probes -= 1
+        first, last = unknown.pop()
+        middle = (first + last) // 2
+        found: set[Any] = set()
+        whole = _read_run(source, "seq", rows, found, descending=False, start=middle, until=last)
+        after = last + 1 if whole else max(found, default=middle) + 1
+        for low, high in ((first, middle - 1), (after, last)):
+            if low <= high:
+                unknown.append((low, high))
+
+
+def _read_run(
+    source: sqlite3.Connection,
+    key: str,
+    rows: dict[str, tuple[Any, ...]],
+    read: set[Any],
+    *,
+    descending: bool,
+    start: Any = None,
+    until: Any = None,
+) -> bool:
+    """Read rows in ``key`` order from ``start`` up to ``until`` (each ``None``: the end),
+    keeping each row read in ``rows`` and its key in ``read``, until the end (True) or
+    the damage (False).
+
+    Rows are fetched one at a time, so a damaged page costs only its own rows. Python's
+    cursor steps one row ahead, so the row before the damage comes with the error: after
+    an error the rows are read again one query each, up to the damage. The first seek is
+    to ``start`` itself, not past the row before it, which may lie on a damaged page.
+    """
+    at, past, up_to, order = (">=", ">", "<=", "ASC")
+    if descending:
+        at, past, up_to, order = ("<=", "<", ">=", "DESC")
+    limit = 256
+    after: Any = None
+    while True:
+        conditions, params = [], []
+        if after is not None:
+            conditions.append(f"{key} {past} ?")
+            params.append(after)
+        elif start is not None:
+            conditions.append(f"{key} {at} ?")
+            params.append(start)
+        if until is not None:
+            conditions.append(f"{key} {up_to} ?")
+            params.append(until)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        count = 0
+        try:
+            cursor = source.execute(
+                f"SELECT id, image_path, description, metadata, {key} FROM records{where} "
+                f"ORDER BY {key} {order} LIMIT {limit}",
+                params,
+            )
+            while (row := cursor.fetchone()) is not None:
+                count += 1
+                if isinstance(row[0], str):
+                    rows.setdefault(row[0], row[:4])
+                read.add(row[4])
+                after = row[4]
+        except (sqlite3.DatabaseError, MemoryError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
+                raise  # the work budget ran out: stop salvaging, not just this read
+            if limit == 1:
+                return False  # the damage is right after the last row read
+            limit = 1
+            continue
+        if count < limit:
+            return True
 
 
 def _connect() -> sqlite3.Connection:
@@ -386,7 +580,12 @@ def _objects(db: sqlite3.Connection) -> frozenset[tuple[str, str, str, str | Non
 
 
 def _with_full_text(
-    db: sqlite3.Connection, text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[str, ...]
+    db: sqlite3.Connection,
+    text_fields: tuple[str, ...],
+    tokenizer: str,
+    indexed_fields: tuple[str, ...],
+    *,
+    bound: Callable[[sqlite3.Connection], contextlib.AbstractContextManager[None]] = lambda db: contextlib.nullcontext(),
 ) -> sqlite3.Connection:
     """``db`` with a full-text index in step with its records: checked, rebuilt, or migrated.
 
@@ -395,7 +594,8 @@ def _with_full_text(
     are rebuilt (quick_check does not compare an index with its table). Any other layout
     (an earlier version's, other text or indexed fields or tokenizer, a missing index,
     objects this store does not make) is replaced by a new database of the current layout
-    holding the same rows; the caller's connection is closed then.
+    holding the same rows; the caller's connection is closed then. ``bound`` limits the
+    work on that new database as the caller's limits the reading.
     """
     if _objects(db) == _schema_objects(text_fields, tokenizer, indexed_fields):
         for i in range(len(indexed_fields)):
@@ -416,18 +616,21 @@ def _with_full_text(
             pass  # FTS5's own tables are beyond rebuilding: start again from the rows
     fresh = _connect()
     try:
-        table, index, *triggers_and_indexes = _schema(text_fields, tokenizer, indexed_fields)
-        fresh.execute(table)
-        fresh.execute(index)
-        # Rows first and one rebuild after: quicker than a trigger per row.
-        fresh.execute("BEGIN")
-        cursor = db.execute("SELECT id, image_path, description, metadata FROM records ORDER BY id")
-        while batch := cursor.fetchmany(_CHUNK):
-            fresh.executemany("INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)", batch)
-        fresh.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
-        for statement in triggers_and_indexes:
-            fresh.execute(statement)
-        fresh.execute("COMMIT")
+        with bound(fresh):
+            table, index, *triggers_and_indexes = _schema(text_fields, tokenizer, indexed_fields)
+            fresh.execute(table)
+            fresh.execute(index)
+            # Rows first and one rebuild after: quicker than a trigger per row.
+            fresh.execute("BEGIN")
+            cursor = db.execute("SELECT id, image_path, description, metadata FROM records ORDER BY id")
+            while batch := cursor.fetchmany(_CHUNK):
+                fresh.executemany(
+                    "INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)", batch
+                )
+            fresh.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
+            for statement in triggers_and_indexes:
+                fresh.execute(statement)
+            fresh.execute("COMMIT")
     except BaseException:
         fresh.close()
         raise

@@ -187,13 +187,27 @@ def _load_once(
         )
     adapter, raw_store, adapter_problem = _load_adapter(directory, manifest, damaged, problems, salvage=salvage)
     snapshot_ids = None if "vectors" in damaged else set(vector_store.ids())
+    description_store = None
+    if "descriptions" not in damaged:
+        try:
+            description_store = build_from_manifest(allow_endpoints, ds_cls.load, snapshot / "descriptions", **ds_config)
+        except CorruptFileError as exc:
+            if not salvage:
+                raise
+            # Files whose checksums match but which their store refuses (crafted, or written
+            # by a faulty store) are damage like any other: salvaged, reported, set aside.
+            refused = [
+                (snapshot / name, f"is refused by its store: {exc}")
+                for name in manifest.files
+                if name.startswith("descriptions/")
+            ]
+            problems = [*problems, *refused]
+            damaged = damaged | {"descriptions"}
     salvaged = from_older = 0
-    if "descriptions" in damaged:
+    if description_store is None:
         description_store, salvaged, from_older = build_from_manifest(
             allow_endpoints, salvage_descriptions, ds_cls, ds_config, directory, generation, expected_ids=snapshot_ids
         )
-    else:
-        description_store = build_from_manifest(allow_endpoints, ds_cls.load, snapshot / "descriptions", **ds_config)
     journal = load_journal(
         directory.journal, generation, vector_store, description_store, salvage=salvage, adapter=adapter, raw_store=raw_store
     )
