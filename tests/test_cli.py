@@ -1012,3 +1012,19 @@ def test_completion_scripts_complete_commands(shell: str, tmp_path: Path) -> Non
     # What the script asks the program for, as bash does when COMP_WORDS is "multimodal-rag se".
     answer = ok(run_cli(env={"_MULTIMODAL_RAG_COMPLETE": "bash_complete", "COMP_WORDS": "multimodal-rag se", "COMP_CWORD": "1"}))
     assert answer.stdout.split() == ["plain,search", "plain,serve"]
+
+
+def test_search_says_when_the_score_is_not_a_cosine_similarity(built: tuple[Path, dict]) -> None:
+    """In hybrid mode a score is the fused one (about 0.03 for a first place under RRF): the
+    text output says so, and which mode made it; --json keeps each hit's similarity."""
+    hybrid = ok(run_cli(*COLOR, "search", built[0], "--text", "blue", "-k", "2")).stdout
+    assert hybrid.splitlines()[0] == (
+        "(score: the fused score of the image-vector and word searches (hybrid search), "
+        "not a cosine similarity; --json gives each hit's similarity)"
+    )
+    fused = float(hybrid.splitlines()[1].split()[1])
+    assert fused == pytest.approx(search_json(built[0], "--text", "blue", "-k", "2")["hits"][0]["score"], abs=1e-4)
+    lexical = ok(run_cli(*COLOR, "search", built[0], "--text", "blue", "--mode", "lexical")).stdout
+    assert lexical.startswith("(score: the BM25 relevance of the description's words (lexical search)")
+    vector = ok(run_cli(*COLOR, "search", built[0], "--text", "blue", "--mode", "vector")).stdout
+    assert vector.startswith(" 1. ")  # the score is the cosine similarity: nothing to explain

@@ -57,6 +57,7 @@ __all__ = [
     "record_json",
     "removal_json",
     "repair_json",
+    "score_note",
     "search_json",
     "verification_json",
 ]
@@ -169,9 +170,28 @@ def search_json(image: Path | None, text: str | None, k: int, hits: Sequence[Hit
     }
 
 
+def score_note(hits: Sequence[Hit]) -> str | None:
+    """What the printed score is, when it is not the cosine similarity (hybrid or lexical
+    search): a fused score near 0.03 would otherwise read as two unrelated images."""
+    if all(h.similarity is not None and abs(h.score - h.similarity) < 1e-6 for h in hits):
+        return None
+    channels = {name for hit in hits for name in hit.signals}
+    if channels == {"lexical"}:
+        return "score: the BM25 relevance of the description's words (lexical search), not a cosine similarity"
+    if channels >= {"vector", "lexical"}:
+        return (
+            "score: the fused score of the image-vector and word searches (hybrid search), "
+            "not a cosine similarity; --json gives each hit's similarity"
+        )
+    return "score: not a cosine similarity; --json gives each hit's similarity"
+
+
 def print_hits(hits: Sequence[Hit]) -> None:
     if not hits:
         click.echo("No matches (the knowledge base is empty, or nothing passes the filter).")
+    note = score_note(hits)
+    if note:
+        click.echo(f"({note})")
     for rank, hit in enumerate(hits, start=1):
         click.echo(f"{rank:>2}. {hit.score:.4f}  {_description(hit.description)}")
         where = display_path(hit.image_path) if hit.image_path else "(no image file)"
