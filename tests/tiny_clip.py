@@ -22,9 +22,12 @@ def make_tiny_clip_checkpoint(
     patch_size: int = 16,
     width: int = 64,
     layers: int = 1,
+    architecture: str = "vit",
+    resnet_width: int = 8,
     jit: bool = False,
 ) -> Path:
-    """Write a random ViT CLIP as a state_dict (or TorchScript archive) and return its path."""
+    """Write a random CLIP (a ViT unless ``architecture="resnet"``) as a state_dict (or
+    TorchScript archive) and return its path."""
     path = make_random_clip_checkpoint(
         path,
         seed=seed,
@@ -33,6 +36,8 @@ def make_tiny_clip_checkpoint(
         layers=layers,
         image_resolution=image_resolution,
         patch_size=patch_size,
+        architecture=architecture,
+        resnet_width=resnet_width,
     )
     if jit:
         import torch

@@ -16,6 +16,10 @@ less on every engine:
   MLP run for that one position instead of all of them. On ViT-B/32 that is 6.6 % of the
   image tower's arithmetic.
 
+Both of openai/CLIP's image encoders are here: the vision transformer of the ``ViT-*``
+models and the modified ResNet of ``RN50``, ``RN101``, ``RN50x4``..., whose attention pool
+is the same kind of read-out (its one query is the mean of the feature map's positions).
+
 Weights are used where they are (no copies), so a model's memory is not doubled.
 """
 
@@ -24,16 +28,27 @@ from __future__ import annotations
 from typing import Any
 
 from multimodal_rag.embedders.clip_loading import import_torch
+from multimodal_rag.errors import ModelLoadError
 
-__all__ = ["tower_modules"]
+__all__ = ["SUPPORTED_IMAGE_ENCODERS", "tower_modules"]
+
+#: The image encoders of openai/CLIP's models, by the class ``clip.model`` builds.
+SUPPORTED_IMAGE_ENCODERS = ("VisionTransformer", "ModifiedResNet")
 
 
 def tower_modules(model: Any) -> tuple[Any, Any]:
-    """CLIP's image and text towers as modules with one input each, as engines run them."""
+    """CLIP's image and text towers as modules with one input each, as engines run them.
+
+    Raises:
+        ModelLoadError: The model's image encoder is neither of openai/CLIP's.
+    """
     torch = import_torch()
     module: Any = torch.nn.Module
+    encoder = type(model.visual).__name__
 
     class ImageTower(module):  # type: ignore[misc]
+        """The vision transformer's."""
+
         def __init__(self, clip_model: Any) -> None:
             super().__init__()
             self.clip = clip_model
@@ -47,6 +62,25 @@ def tower_modules(model: Any) -> tuple[Any, Any]:
             x = visual.ln_pre(x)
             x = _transformer(visual.transformer.resblocks, x, mask=None, rows=0)
             return visual.ln_post(x) @ visual.proj
+
+    class ResNetImageTower(module):  # type: ignore[misc]
+        """The modified ResNet's: its convolutions as they are, its attention pool batch first."""
+
+        def __init__(self, clip_model: Any) -> None:
+            super().__init__()
+            self.clip = clip_model
+
+        def forward(self, pixels: Any) -> Any:
+            visual = self.clip.visual
+            x = pixels.type(self.clip.dtype)
+            # The three-convolution stem, as ModifiedResNet.forward runs it.
+            x = visual.relu1(visual.bn1(visual.conv1(x)))
+            x = visual.relu2(visual.bn2(visual.conv2(x)))
+            x = visual.relu3(visual.bn3(visual.conv3(x)))
+            x = visual.avgpool(x)
+            for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+                x = stage(x)
+            return _attention_pool(visual.attnpool, x)
 
     class TextTower(module):  # type: ignore[misc]
         def __init__(self, clip_model: Any) -> None:
@@ -68,7 +102,33 @@ def tower_modules(model: Any) -> tuple[Any, Any]:
 
     # The model is passed in, not closed over: classes sit in reference cycles, and a
     # closure would keep the torch weights alive until the cyclic collector runs.
-    return ImageTower(model).eval(), TextTower(model).eval()
+    if encoder not in SUPPORTED_IMAGE_ENCODERS:
+        raise ModelLoadError(
+            f"CLIP's image encoder {encoder} is not supported; the towers run openai/CLIP's "
+            f"{' and '.join(SUPPORTED_IMAGE_ENCODERS)} (the ViT-* and RN* models)"
+        )
+    image = ImageTower(model) if encoder == "VisionTransformer" else ResNetImageTower(model)
+    return image.eval(), TextTower(model).eval()
+
+
+def _attention_pool(pool: Any, x: Any) -> Any:
+    """CLIP's ``AttentionPool2d`` on a feature map ``[batch, channels, height, width]``,
+    batch first: the mean of the positions, prepended to them, is the only query."""
+    torch = import_torch()
+    functional = torch.nn.functional
+    batch, channels = x.shape[:2]
+    heads = pool.num_heads
+    x = x.flatten(2).transpose(1, 2)  # [batch, positions, channels]
+    x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + pool.positional_embedding.to(x.dtype)
+
+    def split(t: Any) -> Any:  # [batch, length, channels] -> [batch, heads, length, head width]
+        return t.reshape(batch, -1, heads, channels // heads).transpose(1, 2)
+
+    query = split(pool.q_proj(x[:, :1]))
+    out = functional.scaled_dot_product_attention(
+        query, split(pool.k_proj(x)), split(pool.v_proj(x))
+    )
+    return pool.c_proj(out.transpose(1, 2).reshape(batch, channels))
 
 
 def _transformer(blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
@@ -107,8 +167,8 @@ def _attention(attn: Any, x: Any, query: Any, mask: Any) -> Any:
         q, k, v = functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     else:
         q = functional.linear(query, attn.in_proj_weight[:width], attn.in_proj_bias[:width])
-        k, v = functional.linear(
-            x, attn.in_proj_weight[width:], attn.in_proj_bias[width:]
-        ).chunk(2, dim=-1)
+        k, v = functional.linear(x, attn.in_proj_weight[width:], attn.in_proj_bias[width:]).chunk(
+            2, dim=-1
+        )
     out = functional.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
     return attn.out_proj(out.transpose(1, 2).reshape(batch, -1, width))
