@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 
 pytest.importorskip("starlette", reason="the server extra is not installed")
@@ -42,7 +43,13 @@ def make_client(kb_path: Path, answerer=None, **settings) -> TestClient:
     knowledge_base = ReloadingKnowledgeBase(
         kb_path, embedder=ColorEmbedder(), answerer=answerer or ExtractiveAnswerer()
     )
-    options = {"reload_interval": 0, **settings}
+    # The test client's host, and the folder the fixture's images were added from.
+    options = {
+        "reload_interval": 0,
+        "allowed_hosts": ["testserver"],
+        "image_roots": [kb_path.parent / "image_database"],
+        **settings,
+    }
     return TestClient(create_app(knowledge_base, ServerSettings(**options)))
 
 
@@ -307,3 +314,83 @@ def test_serve_exits_with_1_when_the_port_is_taken(kb_path: Path) -> None:
         result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     assert "Serving" in result.output and "could not start on 127.0.0.1" in result.output
+
+
+# -- hostile clients ---------------------------------------------------------------
+
+
+def test_only_the_allowed_hosts_are_served_and_other_origins_may_not_post(kb_path: Path) -> None:
+    with make_client(kb_path) as client:
+        # A page whose name was rebound to this address sends its own name as the Host.
+        rebound = client.get("/v1/info", headers={"Host": "attacker.example:8000"})
+        assert rebound.status_code == 421 and "attacker.example" in rebound.json()["error"]["message"]
+        assert client.get("/healthz", headers={"Host": "attacker.example"}).status_code == 421
+        assert client.get("/v1/info", headers={"Host": "testserver:8000"}).status_code == 200
+        foreign = client.post("/v1/ask", data={"question": "What is red?"}, headers={"Origin": "https://attacker.example"})
+        assert foreign.status_code == 403 and foreign.json()["error"]["type"] == "CrossOriginRequest"
+        sandboxed = client.post("/v1/search", data={"text": "red"}, headers={"Origin": "null"})
+        assert sandboxed.status_code == 403
+        cross_site = client.post("/v1/search", data={"text": "red"}, headers={"Sec-Fetch-Site": "cross-site"})
+        assert cross_site.status_code == 403
+        own_page = client.post("/v1/search", data={"text": "red"}, headers={"Origin": "http://testserver"})
+        assert own_page.status_code == 200
+        long_question = client.post("/v1/ask", data={"question": "x" * 4001})
+        assert long_question.status_code == 400 and "at most 4,000" in long_question.json()["error"]["message"]
+    with make_client(kb_path, token=TOKEN) as client:  # a page of another site cannot add the token
+        right = {"Authorization": f"Bearer {TOKEN}", "Origin": "https://tool.example"}
+        assert client.post("/v1/search", data={"text": "red"}, headers=right).status_code == 200
+    with TestClient(create_app(ReloadingKnowledgeBase(kb_path, embedder=ColorEmbedder()), ServerSettings(reload_interval=0))) as default:
+        assert default.get("/v1/info").status_code == 421  # only loopback names unless told otherwise
+        assert default.get("/v1/info", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+        assert default.get("/v1/info", headers={"Host": "[::1]:8000"}).status_code == 200
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_a_token(kb_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from multimodal_rag.cli import cli
+
+    args = ["--allow-module", "helpers", "serve", str(kb_path), "--host", "0.0.0.0", "--port", "0"]
+    result = CliRunner().invoke(cli, args, env={"MULTIMODAL_RAG_TOKEN": None})
+    assert result.exit_code == 2 and "--allow-unauthenticated" in result.output and "Serving" not in result.output
+
+
+def test_thumbnails_show_only_files_inside_the_knowledge_base_or_an_image_root(kb_path: Path, tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    solid("red", (40, 30)).save(private / "secret.png")
+    with MultimodalRAG.open(kb_path, embedder=ColorEmbedder()) as rag:
+        record = rag.get(rag.ids()[0])
+        # What a crafted description store can hold: a path leading out of the knowledge base.
+        forged = os.path.relpath(private / "secret.png", kb_path)
+        assert forged.startswith("..")
+        rag.description_store.put([attrs.evolve(record, image_path=forged)])
+        rag.save()
+        assert rag.verify().of_kind("image-outside")[0].id == record.id
+    with make_client(kb_path) as client:
+        refused = client.get(f"/v1/images/{record.id}", params={"size": "1024"})
+        assert refused.status_code == 404 and "secret" not in refused.text
+        others = [i for i in client.post("/v1/search", data={"text": "red", "k": "8"}).json()["hits"] if i["id"] != record.id]
+        assert client.get(others[0]["image_url"]).status_code == 200  # inside the image root
+    with make_client(kb_path, image_roots=[private]) as client:
+        assert client.get(f"/v1/images/{record.id}").status_code == 200  # the operator allowed that folder
+    with make_client(kb_path, image_roots=[]) as client:
+        assert client.get(others[0]["image_url"]).status_code == 404  # nothing outside without a root
+
+
+def progressive_bomb() -> bytes:
+    """A JPEG of a few hundred bytes claiming 13376x13376 pixels, progressive: 1 GB to decode."""
+    import struct
+
+    data = bytearray(encoded(solid("red", (64, 64)), "JPEG", progressive=True))
+    struct.pack_into(">HH", data, data.index(b"\xff\xc2") + 5, 13376, 13376)
+    return bytes(data)
+
+
+def test_an_upload_is_checked_from_its_header_before_it_is_decoded(kb_path: Path) -> None:
+    with make_client(kb_path) as client:
+        bomb = client.post("/v1/search", files={"image": ("photo.jpg", progressive_bomb(), "image/jpeg")})
+        assert bomb.status_code == 422 and "more than the limit of 16,000,000" in bomb.json()["error"]["message"]
+        ppm = client.post("/v1/search", files={"image": ("photo.png", encoded(solid("red"), "PPM"), "image/png")})
+        assert ppm.status_code == 422 and "not a known image format" in ppm.json()["error"]["message"]
+        assert client.get("/v1/info").json()["limits"]["max_upload_pixels"] == 16_000_000

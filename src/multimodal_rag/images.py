@@ -30,7 +30,7 @@ import os
 import re
 import stat
 import warnings
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from multimodal_rag.errors import ImageError
 from multimodal_rag.types import ImageInput, source_name
@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
+    "check_image",
     "content_id",
     "file_kind",
     "image_bytes",
@@ -132,12 +133,46 @@ def open_image(
             image, truncated or corrupt data, or too many pixels. The message
             names the image.
     """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        _check_pixels(image.size, max_pixels, source_name(image))
+        return to_rgb(image)
+    picture = _read(image, max_pixels=max_pixels, draft_size=draft_size, max_file_bytes=max_file_bytes, decode=True)
+    return cast("PILImage.Image", picture)
+
+
+def check_image(
+    image: str | os.PathLike[str] | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> tuple[int, int]:
+    """Check an encoded image from its header, without decoding it; return its width and height.
+
+    What :func:`open_image` refuses before decoding is refused here too, and the pixels
+    are counted at full size whatever a later decode may draft, so the result bounds what
+    decoding the image can cost (5 to 10 bytes per pixel).
+
+    Raises:
+        ImageError: As :func:`open_image`.
+    """
+    size = _read(image, max_pixels=max_pixels, draft_size=None, max_file_bytes=max_file_bytes, decode=False)
+    return cast("tuple[int, int]", size)
+
+
+def _read(
+    image: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    *,
+    max_pixels: int,
+    draft_size: tuple[int, int] | None,
+    max_file_bytes: int,
+    decode: bool,
+) -> PILImage.Image | tuple[int, int]:
+    """:func:`open_image` of an encoded image, or with ``decode=False`` only its checked size."""
     from PIL import Image, UnidentifiedImageError
 
     name = source_name(image)
-    if isinstance(image, Image.Image):
-        _check_pixels(image.size, max_pixels, name)
-        return to_rgb(image)
     try:
         if isinstance(image, (bytes, bytearray, memoryview)):
             if len(image) == 0:
@@ -158,6 +193,8 @@ def open_image(
                     # Only the reduced image is decoded, so only its pixels count.
                     opened.draft("RGB", draft_size)
                 _check_pixels(opened.size, max_pixels, name)
+                if not decode:
+                    return opened.size
                 opened.load()
                 return to_rgb(opened)
     except ImageError:

@@ -2,7 +2,8 @@
 
 `verify_knowledge_base` looks for every way the parts of a knowledge base
 can disagree: a vector without a description record, a record without a
-vector, an image file that has gone, a vector that is not finite or not of
+vector, an image file that has gone, an image path leading out of the knowledge base that
+the library never wrote (see `outside_image`), a vector that is not finite or not of
 unit length, a vector store's copy of the metadata that differs from the records,
 files on disk that no longer match the manifest's checksums, a damaged journal, and an
 adapter file that is missing or changed (or raw vectors missing beside an adapted index).
@@ -18,6 +19,7 @@ files with fresh checksums. What it cannot fix stays in its report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,7 @@ __all__ = [
     "RepairReport",
     "Repaired",
     "VerificationReport",
+    "outside_image",
     "repair_knowledge_base",
     "verify_knowledge_base",
 ]
@@ -51,6 +54,7 @@ class ProblemKind:
     VECTOR_WITHOUT_RECORD = "vector-without-record"
     RECORD_WITHOUT_VECTOR = "record-without-vector"
     MISSING_IMAGE = "missing-image"
+    IMAGE_OUTSIDE = "image-outside"
     BAD_VECTOR = "bad-vector"
     CORRUPT_FILE = "corrupt-file"
     UNREADABLE_VECTORS = "unreadable-vectors"
@@ -196,6 +200,7 @@ def verify_knowledge_base(
     directory: KnowledgeBaseDirectory | None = None,
     findings: SalvageFindings | None = None,
     raw_store: VectorStore | None = None,
+    image_roots: Iterable[str | os.PathLike[str]] = (),
 ) -> VerificationReport:
     """Look for inconsistencies between a knowledge base's parts (see [`MultimodalRAG.verify`][multimodal_rag.rag.MultimodalRAG.verify]).
 
@@ -206,7 +211,9 @@ def verify_knowledge_base(
         findings: What a salvaging open could not recover, reported as lost.
         raw_store: The raw vectors kept beside an adapted index; each indexed id should
             have one.
+        image_roots: Folders images may lie in besides the knowledge base (see `outside_image`).
     """
+    roots = tuple(os.fspath(root) for root in image_roots)
     problems: list[Problem] = []
     vector_ids = vector_store.ids()
     records = {record.id: record for record in description_store}
@@ -223,6 +230,15 @@ def verify_knowledge_base(
                 Problem(kind=ProblemKind.RECORD_WITHOUT_VECTOR, id=id_, detail=f"record {id_!r} has no vector")
             )
     for record in records.values():
+        if directory is not None and record.image_path is not None and outside_image(directory.path, record.image_path, roots):
+            problems.append(
+                Problem(
+                    kind=ProblemKind.IMAGE_OUTSIDE,
+                    id=record.id,
+                    detail=f"the image file {record.image_path!r} of {record.id!r} lies outside the knowledge "
+                    "base, where the library never put it (a forged record?); the server will not show it",
+                )
+            )
         if record.image_path is not None and not Path(record.image_path).is_file():
             problems.append(
                 Problem(
@@ -254,6 +270,24 @@ def verify_knowledge_base(
     if directory is not None:
         problems.extend(_file_problems(directory))
     return VerificationReport(problems=problems, vectors=len(vector_ids), records=len(records))
+
+
+def outside_image(kb: str | os.PathLike[str], image_path: str, roots: tuple[str, ...] = ()) -> bool:
+    """Whether a record's image path leads out of the knowledge base ``kb`` in a way it should not.
+
+    Paths are resolved against the knowledge base (symbolic links followed), so one stored
+    relative to it and an absolute one are judged alike. A file inside ``kb`` or one of
+    ``roots`` is fine. Without ``roots``, so is a file added from a folder, which the library
+    stores as the absolute path it resolved to; a relative path, or one holding ``..``, that
+    leads outside was never written by the library.
+    """
+    resolved = os.path.realpath(os.path.join(kb, image_path))
+    for root in (kb, *roots):
+        top = os.path.realpath(root)
+        if resolved == top or resolved.startswith(top.rstrip(os.sep) + os.sep):
+            return False
+    added_from_a_folder = os.path.isabs(image_path) and os.path.normpath(image_path) == image_path
+    return bool(roots) or not added_from_a_folder
 
 
 def _salvage_problems(findings: SalvageFindings | None) -> Iterator[Problem]:

@@ -6,7 +6,9 @@ This command only reads options and runs uvicorn; the application lives in
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,7 +23,12 @@ TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
 
 @click.command()
 @KB_ARGUMENT
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface; beyond loopback it needs --token).",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option(
     "--token",
@@ -29,6 +36,28 @@ TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
     default=None,
     metavar="TOKEN",
     help=f"Require 'Authorization: Bearer TOKEN' on /v1/ (default: ${TOKEN_ENV}; none: no authentication).",
+)
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    help="Listen beyond this machine without --token (anyone who can reach it can use it).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A name clients may reach the server by (the Host header), besides the address it "
+    "listens on (repeatable; '*': any).",
+)
+@click.option(
+    "--image-root",
+    "image_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="FOLDER",
+    help="A folder outside KB whose images thumbnails may show, such as the one images were "
+    "added from (repeatable; by default only images inside KB are shown).",
 )
 @answerer_options
 @click.option(
@@ -46,6 +75,27 @@ TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
     help="Seconds between checks for a new save by another process (0: never reload).",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Most connections open at once (fewer if the descriptor limit is lower); more get 503 at once.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send a request's headers.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client has to send a whole request body (408 after that).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -59,31 +109,51 @@ def serve(
     host: str,
     port: int,
     token: str | None,
+    allow_unauthenticated: bool,
+    allowed_hosts: tuple[str, ...],
+    image_roots: tuple[Path, ...],
     answerer_kind: str,
     answer_model: str | None,
     min_score: float | None,
     max_upload_mb: float,
     reload_interval: float,
+    max_connections: int,
+    header_timeout: float,
+    body_timeout: float,
     log_level: str,
 ) -> None:
     """Serve KB over HTTP: search, ask (streamed), thumbnails and a web page at /.
 
     The knowledge base is opened read-only and followed: when another process saves it
     (`multimodal-rag index`), the new state is served within --reload-interval seconds.
-    Listens on 127.0.0.1 unless --host says otherwise; set --token (or $MULTIMODAL_RAG_TOKEN)
-    before listening anywhere else. Needs the server extra: pip install 'multimodal-rag[server]'.
+    Listens on 127.0.0.1 unless --host says otherwise; listening anywhere else needs --token
+    (or $MULTIMODAL_RAG_TOKEN), or --allow-unauthenticated. Thumbnails show only images inside
+    KB and the --image-root folders. Needs the server extra: pip install 'multimodal-rag[server]'.
     """
     from multimodal_rag._extras import require
 
     for module, package in (("starlette", None), ("uvicorn", None), ("multipart", "python-multipart")):
         require(module, user="multimodal-rag serve", extra="server", package=package)
+    import functools
+    import logging
+
     import uvicorn
 
-    from multimodal_rag.server.app import ServerSettings, create_app
+    from multimodal_rag.server.app import LOOPBACK_HOSTS, ServerSettings, create_app, servable_path
+    from multimodal_rag.server.connections import GuardedH11Protocol
+    from multimodal_rag.server.refusals import AcceptFailureFilter
     from multimodal_rag.server.reloading import ReloadingKnowledgeBase
 
     if token is not None and not token.strip():
         raise click.BadParameter("the token must not be empty", param_hint="--token")
+    loopback = _is_loopback(host)
+    if token is None and not loopback and not allow_unauthenticated:
+        raise click.UsageError(
+            f"--host {host} listens beyond this machine, where anyone who can reach it could use it: "
+            f"set --token (or ${TOKEN_ENV}), or pass --allow-unauthenticated"
+        )
+    hosts = _allowed_hosts(host, loopback, allowed_hosts, LOOPBACK_HOSTS)
+    connections = _connection_limit(max_connections)
     _, answerer, reason = answerer_from_options(answerer_kind, answer_model, min_score)
     knowledge_base = ReloadingKnowledgeBase(
         kb, answerer=answerer, allow_modules=settings.allow_modules, allow_endpoints=settings.allow_endpoints
@@ -98,18 +168,47 @@ def serve(
         f"with {'a bearer token' if token else 'no authentication'}; {answering}.",
         err=True,
     )
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if token is None and not loopback:
         click.echo("warning: listening beyond this machine without --token: anyone who can reach it can use it", err=True)
+    if connections < max_connections:
+        click.echo(f"note: at most {connections} connections, as this process may open few files (ulimit -n)", err=True)
+    roots = tuple(str(root) for root in image_roots)
+    hidden = sum(
+        1
+        for record in rag.description_store
+        if record.image_path is not None and servable_path(kb, record.image_path, roots) is None
+    )
+    if hidden:
+        click.echo(
+            f"note: the files of {hidden} images lie outside {kb} and every --image-root; their thumbnails "
+            "are not shown (pass --image-root with the folder they were added from)",
+            err=True,
+        )
     app = create_app(
         knowledge_base,
         ServerSettings(
             token=token,
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             reload_interval=reload_interval,
+            allowed_hosts=hosts,
+            body_timeout=body_timeout,
+            image_roots=roots,
         ),
     )
+    # asyncio logs each failed accept (descriptors exhausted) with a traceback; count them instead.
+    logging.getLogger("asyncio").addFilter(AcceptFailureFilter())
+    protocol: Any = functools.partial(GuardedH11Protocol, max_connections=connections, header_timeout=header_timeout)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, timeout_graceful_shutdown=5)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            http=protocol,
+            log_level=log_level,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=5,
+        )
     except SystemExit as exc:
         # uvicorn logs why it could not start (a port in use) and exits with its own status;
         # the command's failures all exit with 1.
@@ -120,3 +219,40 @@ def serve(
 
 def _shown_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def _allowed_hosts(host: str, loopback: bool, extra: tuple[str, ...], loopback_names: frozenset[str]) -> frozenset[str]:
+    """The names the Host header may give: those of the address listened on, and ``extra``."""
+    try:
+        wildcard = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        wildcard = False
+    if wildcard and not extra:
+        return frozenset({"*"})  # every interface: its names are not known here
+    own = loopback_names if loopback or wildcard else frozenset({host.lower().strip("[]")})
+    return own | frozenset(name.lower().strip("[]") for name in extra)
+
+
+def _connection_limit(wanted: int) -> int:
+    """``wanted``, or fewer where the descriptor limit would run out first.
+
+    Beyond it every ``accept`` fails; the knowledge base's files, the model and the worker
+    threads need descriptors too, so 64 are kept for them.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return wanted
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - 64))

@@ -6,9 +6,14 @@ Routes (see ``docs/serving.md`` and `SCHEMA`):
 - ``POST /v1/search``, ``POST /v1/ask`` (``stream=true``: server-sent events),
   ``GET /v1/images/{id}`` (a JPEG thumbnail), ``GET /v1/info``.
 
-Everything under ``/v1/`` needs the bearer token when one is set. The event loop only waits:
-embedding, searching, lock waits, thumbnails and answerers without an async client all run in
-worker threads, so one slow request does not hold up the others.
+Everything under ``/v1/`` needs the bearer token when one is set. Every request must name one
+of the allowed hosts (a page on another site that rebinds its name to this address is
+refused), and without a token a ``POST`` from a page of another origin is refused. A request
+body must arrive within ``body_timeout`` seconds; an uploaded image is checked from its header
+before anything decodes it, and at most ``max_concurrent_decodes`` images are decoded at once,
+which bounds the server's memory. The event loop only waits: embedding, searching, lock waits,
+thumbnails and answerers without an async client all run in worker threads, so one slow
+request does not hold up the others.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import io
 import json
 import logging
 import math
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from attrs import field, frozen
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,10 +46,11 @@ from multimodal_rag._version import __version__
 from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.server.errors import HTTPProblem, error_body
 from multimodal_rag.server.openapi import schema
+from multimodal_rag.server.refusals import SLOW_BODIES
 from multimodal_rag.server.reloading import ReloadingKnowledgeBase
 from multimodal_rag.types import Answer, Hit
 
-__all__ = ["DEFAULT_IMAGE_TYPES", "ServerSettings", "create_app"]
+__all__ = ["DEFAULT_IMAGE_TYPES", "LOOPBACK_HOSTS", "ServerSettings", "create_app", "servable_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +69,9 @@ DEFAULT_IMAGE_TYPES = frozenset(
     }
 )
 
+#: Host names a server bound to the loopback interface answers to (with any port).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
 _MODES = ("vector", "lexical", "hybrid")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -68,6 +79,14 @@ _FALSE = ("", "0", "false", "no", "off")
 
 def _frozenset(value: Any) -> frozenset[str]:
     return frozenset(str(item).lower() for item in value)
+
+
+def _hosts(value: Any) -> frozenset[str]:
+    return frozenset(str(item).lower().strip("[]") for item in value)
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    return tuple(os.path.realpath(item) for item in value)
 
 
 @frozen(kw_only=True)
@@ -84,6 +103,19 @@ class ServerSettings:
         max_thumbnail_size: Largest ``size`` a client may ask for.
         reload_interval: Seconds between checks for a new generation saved by another
             process (``0`` turns following saves off).
+        allowed_hosts: Names the ``Host`` header may give (any port); ``"*"`` allows any.
+            The loopback names by default, so a page that rebinds its own name to this
+            address cannot read a server without a token.
+        max_text_chars: Longest ``question`` or ``text``, in characters.
+        max_upload_pixels: Most pixels an uploaded image may have, counted at full size from
+            its header before it is decoded: at 5 to 10 bytes per pixel while it is decoded
+            and embedded, the default of 16 million bounds one upload to about 160 MB.
+        max_concurrent_decodes: Most uploads and thumbnails decoded at once; others wait.
+        body_timeout: Seconds a client has to send a whole request body; a slower one gets
+            408 and the connection is closed.
+        image_roots: Folders besides the knowledge base whose images thumbnails may show
+            (resolved: a symbolic link counts where it leads). A record naming a file
+            anywhere else gets 404.
     """
 
     token: str | None = None
@@ -94,6 +126,12 @@ class ServerSettings:
     thumbnail_size: int = 256
     max_thumbnail_size: int = 1024
     reload_interval: float = 2.0
+    allowed_hosts: frozenset[str] = field(default=LOOPBACK_HOSTS, converter=_hosts)
+    max_text_chars: int = 4000
+    max_upload_pixels: int = 16_000_000
+    max_concurrent_decodes: int = 2
+    body_timeout: float = 30.0
+    image_roots: tuple[str, ...] = field(default=(), converter=_paths)
 
     def limits(self) -> dict[str, Any]:
         """The limits a client may need to know, as ``/v1/info`` shows them."""
@@ -102,6 +140,8 @@ class ServerSettings:
             "image_types": sorted(self.image_types),
             "max_k": self.max_k,
             "max_thumbnail_size": self.max_thumbnail_size,
+            "max_text_chars": self.max_text_chars,
+            "max_upload_pixels": self.max_upload_pixels,
         }
 
 
@@ -174,6 +214,10 @@ def _answers_errors(endpoint: Endpoint) -> Endpoint:
     async def wrapped(self: _Api, request: Request) -> Response:
         try:
             return await endpoint(self, request)
+        except ClientDisconnect:
+            # The client went away mid-request: nothing is wrong here, and nobody reads an answer.
+            logger.debug("the client of %s %s disconnected", request.method, request.url.path)
+            return Response(status_code=499)
         except Exception as exc:
             return _problem_response(exc)
 
@@ -189,6 +233,8 @@ class _Api:
         self.kb = knowledge_base
         self.settings = settings
         self._page: str | None = None
+        # Decoding is what costs memory (up to about 10 bytes per pixel), so it is what is bounded.
+        self._decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
     # -- pages and metadata ------------------------------------------------------
 
@@ -237,11 +283,11 @@ class _Api:
     @_answers_errors
     async def search(self, request: Request) -> Response:
         form, image = await self._form(request)
-        text = _text(form, "text")
+        text = self._bounded(form, "text")
         if image is None and text is None:
             raise HTTPProblem(400, "InvalidInputError", "give an image file, a text, or both")
         rag = self.kb.rag
-        hits = await rag.asearch(
+        search = rag.asearch(
             image=image,
             text=text,
             k=self._k(form, default=5),
@@ -250,6 +296,7 @@ class _Api:
             fusion=_text(form, "fusion") or "rrf",
             text_weight=_float(form, "text_weight", default=0.5),
         )
+        hits = await self._decoding(search, image)
         return JSONResponse(
             {"generation": rag.generation, "count": len(hits), "hits": [self._hit(hit) for hit in hits]}
         )
@@ -259,7 +306,7 @@ class _Api:
         from multimodal_rag.validation import check_question
 
         form, image = await self._form(request)
-        question = _text(form, "question")
+        question = self._bounded(form, "question")
         if question is None:
             raise HTTPProblem(400, "InvalidInputError", "the question field is required")
         check_question(question)
@@ -268,12 +315,13 @@ class _Api:
         answerer = rag.answerer
         if answerer is None:
             raise HTTPProblem(503, "NoAnswerer", "this server has no answerer")
-        text = _text(form, "text")
+        text = self._bounded(form, "text")
         if image is None and text is None:
             text = question  # a question with no picture is its own search, as in MultimodalRAG.ask
-        hits = await rag.asearch(
+        search = rag.asearch(
             image=image, text=text, k=self._k(form, default=3), filter=_filter(form), mode=_mode(form)
         )
+        hits = await self._decoding(search, image)
         if not stream:
             answer = await _aanswer(answerer, question, image, hits)
             return JSONResponse(
@@ -331,13 +379,30 @@ class _Api:
         record = await asyncio.to_thread(rag.get, id_)
         if record.image_path is None:
             raise HTTPProblem(404, "NotFoundError", f"the image of id {id_!r} was not kept")
+        path = self._servable(record.image_path)
+        if path is None:
+            logger.warning(
+                "the image of %s lies outside the knowledge base and every image root; it is not served", id_
+            )
+            raise HTTPProblem(404, "ImageUnavailable", f"the image file of id {id_!r} cannot be read")
         try:
-            data = await asyncio.to_thread(_thumbnail, record.image_path, side)
+            async with self._decodes:
+                data = await asyncio.to_thread(_thumbnail, path, side)
         except ImageError:
             # The message would name the file; the client only needs to know it is gone.
             logger.warning("thumbnail of %s failed", id_, exc_info=True)
             raise HTTPProblem(404, "ImageUnavailable", f"the image file of id {id_!r} cannot be read") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    def _servable(self, image_path: str) -> str | None:
+        return servable_path(self.kb.path, image_path, self.settings.image_roots)
+
+    async def _decoding(self, search: Awaitable[list[Hit]], image: bytes | None) -> list[Hit]:
+        """Run a search, holding a decode slot while it decodes an uploaded image."""
+        if image is None:
+            return await search
+        async with self._decodes:
+            return await search
 
     # -- reading requests --------------------------------------------------------
 
@@ -378,7 +443,18 @@ class _Api:
         data = await upload.read()
         if not data:
             raise HTTPProblem(400, "InvalidInputError", "the image file is empty")
+        from multimodal_rag.images import check_image
+
+        # From the header only, before anything decodes it: what it would cost to decode.
+        await asyncio.to_thread(check_image, data, max_pixels=self.settings.max_upload_pixels)
         return data
+
+    def _bounded(self, form: FormData, name: str) -> str | None:
+        value = _text(form, name)
+        limit = self.settings.max_text_chars
+        if value is not None and len(value) > limit:
+            raise HTTPProblem(400, "InvalidInputError", f"{name} is {len(value):,} characters; at most {limit:,} are allowed")
+        return value
 
     def _k(self, form: FormData, *, default: int) -> int:
         raw = _text(form, "k")
@@ -484,6 +560,30 @@ def _filter(form: FormData) -> dict[str, Any] | None:
     return value
 
 
+def servable_path(kb: str | os.PathLike[str], image_path: str, roots: tuple[str, ...] = ()) -> str | None:
+    """An image's resolved path, if it lies in the knowledge base ``kb`` or one of ``roots``.
+
+    Resolved (symbolic links followed, ``..`` removed) against the knowledge base, so a path
+    stored relative to it and an absolute one are judged alike.
+    """
+    resolved = os.path.realpath(os.path.join(kb, image_path))
+    inside = (os.path.realpath(kb), *(os.path.realpath(root) for root in roots))
+    return resolved if any(_inside(resolved, root) for root in inside) else None
+
+
+def _host_name(host: str) -> str:
+    """The name in a ``Host`` header, without its port or an IPv6 address's brackets, in lower case."""
+    if host.startswith("["):
+        name, bracket, _ = host[1:].partition("]")
+        return name.lower() if bracket else ""
+    name, _, port = host.partition(":")
+    return name.lower() if port.isdigit() or not port else ""
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _thumbnail(path: str, side: int) -> bytes:
     from multimodal_rag.images import open_image
 
@@ -499,39 +599,91 @@ class _UploadTooLarge(HTTPProblem):
         super().__init__(413, "PayloadTooLarge", f"the request body is larger than {limit} bytes")
 
 
+class _BodyTooSlow(HTTPProblem):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            408,
+            "RequestTimeout",
+            f"the request body did not arrive within {timeout:g} seconds",
+            headers={"Connection": "close"},
+        )
+
+
+# Methods that change nothing; every other one may start work (a paid model call).
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class _Guard:
-    """ASGI middleware: the bearer token for ``/v1/``, and the request body's size limit.
+    """ASGI middleware: the ``Host``, the origin of a state-changing request, the bearer token for
+    ``/v1/``, and the request body's size and deadline.
 
     The size is checked twice: a declared ``Content-Length`` is refused before anything is
-    read, and a body sent without one (chunked) is counted as it arrives.
+    read, and a body sent without one (chunked) is counted as it arrives. The body as a whole
+    must arrive within ``body_timeout`` seconds, however slowly its bytes trickle in.
     """
 
     def __init__(self, app: ASGIApp, *, settings: ServerSettings) -> None:
         self.app = app
         self.token = settings.token.encode("utf-8") if settings.token is not None else None
         self.limit = settings.max_upload_bytes
+        self.hosts = settings.allowed_hosts
+        self.body_timeout = settings.body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {key.decode("latin-1"): value for key, value in scope["headers"]}
-        if self.token is not None and scope["path"].startswith("/v1/"):
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        problem = self._check_host(headers.get("host")) or self._check_origin(scope["method"], headers)
+        if problem is None and self.token is not None and scope["path"].startswith("/v1/"):
             problem = self._check_token(headers.get("authorization"))
-            if problem is not None:
-                await _problem_response(problem)(scope, receive, send)
-                return
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _problem_response(_UploadTooLarge(self.limit))(scope, receive, send)
+        if problem is None and length is not None and (not length.isdigit() or int(length) > self.limit):
+            problem = _UploadTooLarge(self.limit)
+        if problem is not None:
+            await _problem_response(problem)(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)
 
-    def _check_token(self, header: bytes | None) -> HTTPProblem | None:
+    def _check_host(self, host: str | None) -> HTTPProblem | None:
+        if host is None or "*" in self.hosts:
+            return None  # an HTTP/1.0 client without Host is no browser on another site
+        if _host_name(host) in self.hosts:
+            return None
+        return HTTPProblem(
+            421,
+            "MisdirectedRequest",
+            f"this server answers to {', '.join(sorted(self.hosts))}, not to the host {host[:100]!r} "
+            "(its --allowed-host option adds names)",
+        )
+
+    def _check_origin(self, method: str, headers: Mapping[str, str]) -> HTTPProblem | None:
+        """Without a token, refuse a state-changing request that a page of another site sent.
+
+        With a token, such a page cannot send it: the browser would need this server's
+        permission (CORS) to add the ``Authorization`` header, and it never gives it.
+        """
+        if self.token is not None or method in _SAFE_METHODS:
+            return None
+        origin = headers.get("origin")
+        if origin is not None:
+            same = origin != "null" and urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+        else:
+            same = headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+        if same:
+            return None
+        return HTTPProblem(
+            403,
+            "CrossOriginRequest",
+            f"a page of another origin ({(origin or 'cross-site')[:100]}) may not send requests to this "
+            "server without a token (--token)",
+        )
+
+    def _check_token(self, header: str | None) -> HTTPProblem | None:
         challenge = {"WWW-Authenticate": 'Bearer realm="multimodal-rag"'}
         if header is None:
             return HTTPProblem(401, "Unauthorized", "this server needs a bearer token (Authorization: Bearer ...)", headers=challenge)
-        scheme, _, given = header.partition(b" ")
+        scheme, _, given = header.encode("latin-1").partition(b" ")
         # Compared in constant time, so the answer's timing does not tell how much was right.
         if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token or b""):
             return HTTPProblem(401, "Unauthorized", "the bearer token is wrong", headers=challenge)
@@ -540,14 +692,27 @@ class _Guard:
     def _counting(self, receive: Receive) -> Receive:
         seen = 0
         limit = self.limit
+        timeout = self.body_timeout
+        deadline: float | None = None
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline
+            if deadline is None:  # from the first read: an endpoint that reads no body has no deadline
+                deadline = time.monotonic() + timeout
+            if deadline == math.inf:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    SLOW_BODIES.note()
+                    raise _BodyTooSlow(timeout) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise _UploadTooLarge(limit)
+                if not message.get("more_body", False):
+                    deadline = math.inf  # the body is complete; a later read waits for a disconnect
             return message
 
         return counted
