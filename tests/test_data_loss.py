@@ -26,6 +26,7 @@ from multimodal_rag.errors import (
     KnowledgeBaseAccessError,
     KnowledgeBaseError,
     KnowledgeBaseNotFoundError,
+    ManifestError,
 )
 from multimodal_rag.verify import ProblemKind
 from test_cli import run_cli
@@ -239,6 +240,30 @@ def test_sqlite_salvage_reaches_the_rows_between_two_damaged_pages(tmp_path: Pat
     assert sorted(record.id for record in salvaged) == [f"r{i:05d}" for i in range(600) if i not in lost]
 
 
+def test_a_damaged_checksum_of_an_intact_adapter_keeps_the_adapter(tmp_path: Path) -> None:
+    from adapter_helpers import DistortedEmbedder, description_of, make_images
+
+    files = make_images(tmp_path / "images", 100)
+    kb = tmp_path / "kb"
+    with MultimodalRAG.create(kb, embedder=DistortedEmbedder()) as rag:
+        rag.add(files, descriptions=[description_of(rag.embedder, f) for f in files], progress=False)
+        assert rag.fit_adapter(kind="linear", progress=False).kept
+        digest = rag.adapter.sha256
+        before = [hit.id for hit in rag.search(text=description_of(rag.embedder, files[0]), k=5)]
+    manifest_file = kb / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    checksum = manifest["files"]["adapter/adapter.npz"]
+    # One hex digit of the manifest's checksum of the file changed; the file is as saved.
+    manifest["files"]["adapter/adapter.npz"] = ("1" if checksum[0] != "1" else "2") + checksum[1:]
+    manifest_file.write_text(json.dumps(manifest))
+    with MultimodalRAG.open(kb, embedder=DistortedEmbedder(), salvage=True) as rag:
+        report = rag.repair()
+        assert not report.adapter_removed and rag.adapter is not None and rag.adapter.sha256 == digest
+    with MultimodalRAG.open(kb, embedder=DistortedEmbedder()) as rag:  # the save recorded the checksum again
+        assert rag.verify().ok and rag.adapter is not None and rag.adapter.sha256 == digest
+        assert [hit.id for hit in rag.search(text=description_of(rag.embedder, files[0]), k=5)] == before
+
+
 def test_a_permission_error_is_not_damage_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
     import multimodal_rag.kb.directory as persistence
 
@@ -271,6 +296,24 @@ def journaled(tmp_path: Path) -> Path:
     rag.add([solid(color(11))], ids=["j3"], descriptions=["third change"], progress=False)
     rag.close()
     return kb
+
+
+@pytest.mark.parametrize("how", ["writer", "reader", "salvage"])
+def test_a_manifest_older_than_the_journal_says_so_and_changes_nothing(journaled: Path, how: str) -> None:
+    older = (journaled / "manifest.json").read_bytes()
+    with MultimodalRAG.open(journaled, embedder=ColorEmbedder()) as rag:
+        rag.save()
+        rag.describe("item-01", "after the save")
+    newer = json.loads((journaled / "manifest.json").read_text())["generation"]
+    (journaled / "manifest.json").write_bytes(older)
+    before = tree_digest(journaled)
+    options = {"writer": {}, "reader": {"read_only": True}, "salvage": {"salvage": True}}[how]
+    with pytest.raises(ManifestError) as caught:
+        MultimodalRAG.open(journaled, embedder=ColorEmbedder(), **options)
+    message = str(caught.value)
+    assert f"names snapshot {json.loads(older)['generation']}" in message and f"snapshot {newer} was saved" in message
+    assert "older than the journal" in message and "Put back the manifest.json" in message
+    assert tree_digest(journaled) == before
 
 
 def _older_copy(kb: Path) -> None:

@@ -11,6 +11,7 @@ on the new manifest.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from multimodal_rag.errors import (
     CorruptFileError,
     EmbedderMismatchError,
     KnowledgeBaseNotFoundError,
+    ManifestError,
 )
 from multimodal_rag.kb.directory import (
     ADAPTER,
@@ -30,7 +32,13 @@ from multimodal_rag.kb.directory import (
     KnowledgeBaseDirectory,
     damaged_parts,
 )
-from multimodal_rag.kb.journal import Journal, JournalContents, SnapshotMovedError, load_journal
+from multimodal_rag.kb.journal import (
+    Journal,
+    JournalContents,
+    SnapshotMovedError,
+    load_journal,
+    read_commit_record,
+)
 from multimodal_rag.kb.manifest import MANIFEST_FILE, EmbedderEntry, Manifest, read_manifest
 from multimodal_rag.kb.salvage import SalvageFindings, salvage_descriptions
 from multimodal_rag.registry import manifest_embedder_config, resolve
@@ -136,12 +144,14 @@ def load(
                 allow_modules=allow_modules,
                 allow_endpoints=allow_endpoints,
             )
-        except CorruptFileError:
+        except CorruptFileError as exc:
             # A reader races the writer's saves: the snapshot its manifest named may be
             # replaced while it loads. Only a manifest that moved on is retried.
             moved = read_manifest(directory.path).generation != manifest.generation
             if read_only and moved and attempt < READER_RETRIES:
                 continue
+            if isinstance(exc, SnapshotMovedError) and not moved:
+                raise _older_manifest(directory, manifest.generation, exc) from exc
             raise
     raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -156,6 +166,11 @@ def _load_once(
     allow_endpoints: tuple[str, ...],
 ) -> LoadedKnowledgeBase:
     generation = manifest.generation
+    commit = read_commit_record(directory.journal)
+    if commit is not None and commit.generation > generation:
+        # Checked first: the older snapshot's files are likely gone, which would be reported
+        # as damage. Unless a writer saved meanwhile, :func:`load` says what it really is.
+        raise SnapshotMovedError(f"the journal's commit record is for snapshot {commit.generation}, newer than {generation}")
     snapshot = directory.snapshot(generation)
     # Each file is hashed once: for the parts to salvage, and for the files to set aside.
     problems = directory.check_snapshot(manifest)
@@ -241,6 +256,19 @@ def _load_once(
     )
 
 
+def _older_manifest(directory: KnowledgeBaseDirectory, generation: int, exc: SnapshotMovedError) -> ManifestError:
+    """The error for a manifest older than the journal beside it (no writer saved meanwhile)."""
+    commit = read_commit_record(directory.journal)
+    newer = f"snapshot {commit.generation}" if commit is not None else "a later snapshot"
+    return ManifestError(
+        f"the manifest {str(directory.path / MANIFEST_FILE)!r} names snapshot {generation}, but the journal "
+        f"beside it was written after {newer} was saved ({exc}): manifest.json is older than the journal, "
+        "an older copy put back (from a backup, or a copy of the folder). Nothing was changed. Put back "
+        f"the manifest.json written with {newer}; or, to go back to snapshot {generation} if its files are "
+        "still there, giving up every change since, move journal.bin and journal.commit out of the folder"
+    )
+
+
 def _load_adapter(
     directory: KnowledgeBaseDirectory,
     manifest: Manifest,
@@ -270,6 +298,12 @@ def _load_adapter(
     if ADAPTER in damaged:
         reasons = [reason for file, reason in problems if ADAPTER in damaged_parts(snapshot, [(file, reason)])]
         problem = f"the adapter file {str(path)!r} {reasons[0] if reasons else 'is damaged'}"
+        if reasons and all(reason.startswith("is corrupt:") for reason in reasons):
+            # The manifest's checksum of the file may be what was damaged: the adapter's own
+            # digest, recorded apart from it, says whether the weights are the ones applied.
+            # An intact adapter is kept; the next save records the file's checksum again.
+            with contextlib.suppress(CorruptFileError):
+                adapter, problem = Adapter.load(path, sha256=entry.sha256), None
     else:
         try:
             adapter = Adapter.load(path, sha256=entry.sha256)
