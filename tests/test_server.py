@@ -394,3 +394,91 @@ def test_an_upload_is_checked_from_its_header_before_it_is_decoded(kb_path: Path
         ppm = client.post("/v1/search", files={"image": ("photo.png", encoded(solid("red"), "PPM"), "image/png")})
         assert ppm.status_code == 422 and "not a known image format" in ppm.json()["error"]["message"]
         assert client.get("/v1/info").json()["limits"]["max_upload_pixels"] == 16_000_000
+
+
+def _serve(kb_path: Path, *options: str) -> tuple[subprocess.Popen[str], int]:
+    """``multimodal-rag serve`` on a free loopback port, once it answers /healthz."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)])}
+    env.pop("MULTIMODAL_RAG_TOKEN", None)
+    args = ["--allow-module", "helpers", "serve", str(kb_path), "--port", str(port), "--answerer", "extractive"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "multimodal_rag", *args, *options],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+            return server, port
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"the server did not start: {server.communicate()[1]}")
+
+
+def _until_closed(port: int, sent: bytes) -> tuple[float, bytes]:
+    """Send ``sent`` and wait for the server to end the connection: seconds taken, status line."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as connection:
+        connection.sendall(sent)
+        start = time.monotonic()
+        answer = b""
+        while chunk := connection.recv(4096):
+            answer += chunk
+    return time.monotonic() - start, answer.split(b"\r\n")[0]
+
+
+def test_slow_clients_are_cut_off_in_time_and_counted_not_traced(kb_path: Path) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    server, port = _serve(kb_path, "--header-timeout", "0.5", "--body-timeout", "1", "--max-connections", "8")
+    search = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/search", data=b"text=red", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    partial_headers = b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n"
+    partial_body = partial_headers + b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+    try:
+        took, status = _until_closed(port, partial_headers)
+        assert status == b"" and 0.4 < took < 5, (took, status)
+        took, status = _until_closed(port, partial_body)
+        assert status == b"HTTP/1.1 408 Request Timeout" and 0.9 < took < 5, (took, status)
+
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            for connection in held:
+                connection.sendall(partial_headers)
+            start = time.monotonic()
+            with pytest.raises(urllib.error.HTTPError) as busy:
+                urllib.request.urlopen(search, timeout=10)
+            assert busy.value.code == 503 and time.monotonic() - start < 5  # told at once, not left waiting
+            busy.value.close()
+            time.sleep(1.5)  # the held connections' header deadline passes
+            with urllib.request.urlopen(search, timeout=10) as served:
+                assert served.status == 200
+        finally:
+            for connection in held:
+                connection.close()
+        with socket.create_connection(("127.0.0.1", port)) as leaving:
+            leaving.sendall(partial_body)  # and goes away mid-body
+        time.sleep(0.3)
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=30)[1]
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert log.count("closed a connection that sent no complete request headers") == 1, log
+    assert log.count("refused a connection over the connection limit") == 1, log
+    assert log.count("answered 408") == 1, log
