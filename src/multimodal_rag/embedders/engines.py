@@ -25,6 +25,7 @@ shared pipeline can build its towers the same way.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -88,10 +89,15 @@ class EngineReport:
     """What was built: JSON-ready, for ``repr``, logs and the manifest.
 
     Attributes:
-        towers: The precision each tower runs in.
+        towers: The precision each tower runs in (its weights on torch, its compiled
+            model's precision on OpenVINO).
+        decided: Where each tower's precision came from: ``"asked for"``, ``"fell back
+            from <precision>"`` (``fallbacks`` says why), ``"auto, measured now"`` or
+            ``"auto, cached decision"`` (measured by an earlier load on this machine).
         fallbacks: Each precision that was skipped, and why (a failed gate names the
-            cosines it measured).
-        gates: ``"<tower>:<precision>"`` -> the gate's measurement.
+            cosines it measured; ``"auto"`` names the speeds of the slower candidates).
+        gates: ``"<tower>:<precision>"`` -> the gate's measurement, with its ``source``:
+            ``"measured now"`` or ``"cached"``.
         measured: ``"<tower>:<precision>"`` -> items per second, when ``"auto"`` timed them.
     """
 
@@ -99,6 +105,7 @@ class EngineReport:
     requested: str
     device: str
     towers: Mapping[str, str]
+    decided: Mapping[str, str] = field(factory=dict)
     fallbacks: tuple[str, ...] = ()
     gates: Mapping[str, Mapping[str, Any]] = field(factory=dict)
     measured: Mapping[str, float] = field(factory=dict)
@@ -123,6 +130,7 @@ class EngineReport:
             "requested": self.requested,
             "device": self.device,
             "towers": dict(self.towers),
+            "decided": dict(self.decided),
         }
         if self.fallbacks:
             report["fallbacks"] = list(self.fallbacks)
@@ -141,6 +149,10 @@ class BuiltEngine:
 
 class _Unavailable(Exception):
     """This precision cannot run here (the device refuses the hint, say)."""
+
+
+#: Where a gate result came from (``"failed"``: no number, neither cached nor a verdict).
+_MEASURED_NOW, _CACHED, _FAILED = "measured now", "cached", "failed"
 
 
 def split_sample(sample: np.ndarray, *, calibration_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,6 +250,9 @@ class EngineBuilder:
         self._fallbacks: list[str] = []
         self._gates: dict[str, dict[str, Any]] = {}
         self._measured: dict[str, float] = {}
+        self._decided: dict[str, str] = {}
+        # Set when a measurement gave no number: nothing is decided on it for later loads.
+        self._unsettled = False
         if self.engine == "openvino":
             self._release_torch()
         runners: dict[str, Runner] = {}
@@ -248,23 +263,25 @@ class EngineBuilder:
             decision = self._decision() or {}
             chosen = decision.get("towers")
             if isinstance(chosen, dict) and set(chosen) == set(self.towers):
-                self._measured.update(
-                    {k: float(v) for k, v in decision.get("items_per_s", {}).items()}
-                )
+                self._reuse(decision)
                 for name in self.towers:
                     runners[name] = self._chain(name, str(chosen[name]))
+                    if runners[name].precision == chosen[name]:
+                        self._decided[name] = "auto, cached decision"
             else:
                 for name in self.towers:
                     runners[name] = self._auto(name)
-                self.cache.write_json(
-                    "decisions",
-                    self._decision_key(),
-                    {
-                        "towers": {name: r.precision for name, r in runners.items()},
-                        "items_per_s": self._measured,
-                        "quality_gate": self._gates,
-                    },
-                )
+                if not self._unsettled:  # a failed measurement is measured again next time
+                    self.cache.write_json(
+                        "decisions",
+                        self._decision_key(),
+                        {
+                            "towers": {name: r.precision for name, r in runners.items()},
+                            "items_per_s": self._measured,
+                            "quality_gate": self._gates,
+                            "fallbacks": self._fallbacks,
+                        },
+                    )
         for name, runner in runners.items():
             runner.settle()
             # The first call on a model sets it up once (OpenVINO prepares its kernels and
@@ -275,6 +292,7 @@ class EngineBuilder:
             requested=self.precision,
             device=self.openvino_device if self.engine == "openvino" else str(self.device),
             towers={name: runner.precision for name, runner in runners.items()},
+            decided=self._decided,
             fallbacks=tuple(self._fallbacks),
             gates=self._gates,
             measured=self._measured,
@@ -336,6 +354,9 @@ class EngineBuilder:
         for position, candidate in enumerate(chain):
             runner = self._gated(name, candidate, then=chain[position + 1 : position + 2])
             if runner is not None:
+                self._decided[name] = (
+                    "asked for" if candidate == precision else f"fell back from {precision}"
+                )
                 return runner
         raise AssertionError("fp32 ends every fallback chain")  # pragma: no cover
 
@@ -344,10 +365,18 @@ class EngineBuilder:
         timed: dict[str, tuple[float, Runner]] = {}
         for candidate in auto_candidates(self.engine, on_gpu=self._on_gpu()):
             runner = self._gated(name, candidate, then=())
-            if runner is not None:
-                speed = self._items_per_second(runner, self.towers[name].example)
-                self._measured[f"{name}:{candidate}"] = speed
-                timed[candidate] = (speed, runner)
+            if runner is None:
+                continue
+            speed = self._items_per_second(runner, self.towers[name].example)
+            if not (math.isfinite(speed) and speed > 0):
+                self._unsettled = True
+                self._fallbacks.append(
+                    f"{name} tower: timing {candidate} gave no number ({speed}): not a "
+                    "candidate this time, timed again at the next load"
+                )
+                continue
+            self._measured[f"{name}:{candidate}"] = speed
+            timed[candidate] = (speed, runner)
         best = max(timed, key=lambda candidate: timed[candidate][0])
         logger.info(
             "precision='auto' timed the %s tower at %s; chose %s",
@@ -355,7 +384,22 @@ class EngineBuilder:
             ", ".join(f"{k} {v[0]:.1f}/s" for k, v in timed.items()),
             best,
         )
+        for candidate, (speed, _) in timed.items():
+            if candidate != best:
+                self._fallbacks.append(
+                    f"{name} tower: {candidate} passed the quality gate but ran at "
+                    f"{speed:.1f}/s, {best} at {timed[best][0]:.1f}/s: not chosen"
+                )
+        self._decided[name] = "auto, measured now"
         return timed[best][1]
+
+    def _reuse(self, decision: Mapping[str, Any]) -> None:
+        """Report what an earlier load measured for the cached ``decision``."""
+        self._measured.update({k: float(v) for k, v in decision.get("items_per_s", {}).items()})
+        for key, gate in (decision.get("quality_gate") or {}).items():
+            if isinstance(gate, dict):
+                self._gates[str(key)] = {**gate, "source": _CACHED}
+        self._fallbacks.extend(str(note) for note in decision.get("fallbacks") or ())
 
     def _gated(self, name: str, precision: str, *, then: Sequence[str]) -> Runner | None:
         """The tower in ``precision`` if it runs here and passes the gate; else None, noted."""
@@ -366,20 +410,33 @@ class EngineBuilder:
             return None
         if precision == "fp32":
             return runner
-        result, measured_now = self._gate(name, precision, runner)
-        self._gates[f"{name}:{precision}"] = result.to_dict()
+        result, source = self._gate(name, precision, runner)
+        if source == _FAILED:
+            # Measured again on a runner built afresh (on OpenVINO: compiled, not imported
+            # from the compiled-blob cache), before the precision is given up for this load.
+            runner = self._runner(name, precision, fresh=True)
+            result, source = self._gate(name, precision, runner)
+        self._gates[f"{name}:{precision}"] = {**result.to_dict(), "source": source}
         if result.passed:
             return runner
         after = f"using {then[0]} instead" if then else "not a candidate"
-        message = (
-            f"{name} tower: {precision} failed the quality gate against fp32 (min cosine "
-            f"{result.min_cosine:.4f}, mean {result.mean_cosine:.4f} over {result.count} "
-            f"held-out inputs; needs min >= {self.gate.min_cosine}, mean >= "
-            f"{self.gate.mean_cosine}): {after}"
-        )
+        if source == _FAILED:
+            self._unsettled = True
+            message = (
+                f"{name} tower: {precision} gave outputs that are not numbers (NaN or inf) on "
+                f"{result.count} held-out inputs, twice: {after}; not cached, measured again "
+                "at the next load"
+            )
+        else:
+            message = (
+                f"{name} tower: {precision} failed the quality gate against fp32 (min cosine "
+                f"{result.min_cosine:.6f}, mean {result.mean_cosine:.6f} over {result.count} "
+                f"held-out inputs; needs min >= {self.gate.min_cosine}, mean >= "
+                f"{self.gate.mean_cosine}): {after}"
+            )
         # A warning when it is measured; a result this machine measured before is a note,
         # so that every later load does not repeat the warning (``runtime`` still says it).
-        logger.log(logging.WARNING if measured_now else logging.INFO, message)
+        logger.log(logging.INFO if source == _CACHED else logging.WARNING, message)
         self._fallbacks.append(message)
         return None
 
@@ -390,11 +447,13 @@ class EngineBuilder:
             return self.openvino_device == "GPU"
         return bool(getattr(self.device, "type", "cpu") == "cuda")
 
-    def _runner(self, name: str, precision: str) -> Runner:
+    def _runner(self, name: str, precision: str, *, fresh: bool = False) -> Runner:
+        """The tower in ``precision``; ``fresh`` compiles without the compiled-blob cache."""
         if self.engine == "torch":
             if precision == "fp16" and not self._on_gpu():
                 raise _Unavailable("fp16 runs on CUDA only")
-            return TorchRunner(self._module(name), self.device, precision)
+            example = self.towers[name].example
+            return TorchRunner(self._module(name), self.device, precision, example=example)
         try:
             # From the file, not a model object: with OpenVINO's compiled-blob cache, a model
             # compiled before on this machine is imported without reading its weights at all
@@ -403,10 +462,16 @@ class EngineBuilder:
                 self._ir_path(name, precision),
                 self.openvino_device,
                 precision,
-                cache_dir=self.cache.root / "openvino-compiled",
+                # One blob cache per precision hint: OpenVINO's blob key leaves the hint out,
+                # so a bf16 compile would import the blob compiled for fp32 from the same file
+                # (what ``auto`` compiles first), and run that instead of a bf16 compilation.
+                cache_dir=None if fresh else self.cache.root / "openvino-compiled" / precision,
             )
         except RuntimeError as exc:  # the device refuses the precision hint
             raise _Unavailable(str(exc).splitlines()[0]) from exc
+        if not ov_engine.runs_in(compiled, precision):
+            # Reported as what it is, not as the precision asked for.
+            raise _Unavailable(f"{self.openvino_device} runs another precision for this hint")
         return ov_engine.OpenVINORunner(compiled, precision)
 
     def _ir_key(self, name: str, stage: str) -> dict[str, Any]:
@@ -454,20 +519,25 @@ class EngineBuilder:
         """The gate's earlier measurement on this machine, held against today's bounds."""
         cached = self.cache.read_json("gates", self._gate_key(name, precision)) or {}
         try:
-            return self.gate.judge(
+            result = self.gate.judge(
                 float(cached["min_cosine"]), float(cached["mean_cosine"]), int(cached["count"])
             )
         except (KeyError, TypeError, ValueError):
             return None  # absent or unreadable: measured again
+        # A NaN is a failed measurement, never a verdict (earlier releases cached them).
+        return result if result.finite else None
 
-    def _gate(self, name: str, precision: str, runner: Runner) -> tuple[GateResult, bool]:
-        """The gate's result, and whether it was measured now (not read from the cache)."""
+    def _gate(self, name: str, precision: str, runner: Runner) -> tuple[GateResult, str]:
+        """The gate's result and where it came from: measured now, cached, or failed (the
+        outputs held a NaN or an infinity: no verdict, so nothing is cached)."""
         cached = self._cached_gate(name, precision)
         if cached is not None:
-            return cached, False
+            return cached, _CACHED
         result = self.gate.check(self._reference(name), runner(self._held_out[name]))
+        if not result.finite:
+            return result, _FAILED
         self.cache.write_json("gates", self._gate_key(name, precision), result.to_dict())
-        return result, True
+        return result, _MEASURED_NOW
 
     def _reference(self, name: str) -> np.ndarray:
         if name not in self._references:
@@ -496,7 +566,21 @@ class EngineBuilder:
         }
 
     def _decision(self) -> dict[str, Any] | None:
-        return self.cache.read_json("decisions", self._decision_key())
+        decision = self.cache.read_json("decisions", self._decision_key())
+        gates = (decision or {}).get("quality_gate") or {}
+        if any(
+            isinstance(gate, dict) and not _finite(gate.get("min_cosine"), gate.get("mean_cosine"))
+            for gate in gates.values()
+        ):
+            return None  # decided on a failed measurement (by an earlier release): measure again
+        return decision
+
+
+def _finite(*values: Any) -> bool:
+    try:
+        return all(math.isfinite(float(value)) for value in values)
+    except (TypeError, ValueError):
+        return False
 
 
 def _saver(model: Any) -> Callable[[Path], None]:

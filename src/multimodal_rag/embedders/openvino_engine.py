@@ -39,6 +39,7 @@ __all__ = [
     "openvino_device",
     "quantize",
     "read_model",
+    "runs_in",
     "save_model",
 ]
 
@@ -145,6 +146,13 @@ def compile_model(model: Path, device: str, precision: str, *, cache_dir: Path |
         "PERFORMANCE_HINT": "LATENCY",
     }
     return core.compile_model(str(model), device, config)
+
+
+def runs_in(compiled: Any, precision: str) -> bool:
+    """Whether ``compiled`` computes in ``precision``: a device that cannot (a CPU without
+    bf16, say) accepts the hint and reports the precision it chose instead."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return bool(hint.get_type_name() == _HINTS[precision])
 
 
 class OpenVINORunner:

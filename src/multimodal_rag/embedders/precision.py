@@ -8,6 +8,7 @@ next precision in `fallback_chain`; fp32 is always the last resort.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,16 @@ class GateResult:
     count: int
     passed: bool
 
+    @property
+    def finite(self) -> bool:
+        """False when the candidate's outputs held a NaN or an infinity: no measurement."""
+        return math.isfinite(self.min_cosine) and math.isfinite(self.mean_cosine)
+
     def to_dict(self) -> dict[str, Any]:
+        # A NaN is written as null: JSON has no NaN, and a manifest must stay readable.
         return {
-            "min_cosine": round(self.min_cosine, 6),
-            "mean_cosine": round(self.mean_cosine, 6),
+            "min_cosine": round(self.min_cosine, 6) if self.finite else None,
+            "mean_cosine": round(self.mean_cosine, 6) if self.finite else None,
             "count": self.count,
             "passed": self.passed,
         }
