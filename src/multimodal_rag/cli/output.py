@@ -102,6 +102,13 @@ def _runtime_text(runtime: Mapping[str, Any]) -> str:
     text = f"{runtime.get('engine', '?')} {runtime.get('precision', '?')}"
     if runtime.get("requested") not in (None, runtime.get("precision")):
         text += f" (asked for {runtime['requested']})"
+    # Each tower's precision and where it came from (asked for, fell back, auto's timing).
+    decided = runtime.get("decided") or {}
+    towers = runtime.get("towers") or {}
+    if decided:
+        text += ": " + ", ".join(
+            f"{tower} {towers.get(tower, '?')} ({source})" for tower, source in decided.items()
+        )
     for note in runtime.get("fallbacks", []):
         text += f"; {note}"
     return text
