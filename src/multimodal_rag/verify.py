@@ -408,7 +408,12 @@ def _snapshot_problems(directory: KnowledgeBaseDirectory, manifest: Any) -> Iter
     if manifest.adapter is not None and not adapter_checked:
         # The file matches its checksum; the adapter it holds must be the one the manifest names.
         try:
-            Adapter.load(snapshot / ADAPTER_FILE, sha256=manifest.adapter.sha256)
+            Adapter.load(
+                snapshot / ADAPTER_FILE,
+                sha256=manifest.adapter.sha256,
+                dim=manifest.embedder.dim,
+                rank=manifest.adapter.rank,
+            )
         except CorruptFileError as exc:
             yield Problem(kind=ProblemKind.ADAPTER_CHANGED, id=None, detail=str(exc))
 

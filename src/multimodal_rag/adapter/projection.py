@@ -10,6 +10,9 @@ through the text map. Both start as the identity, so an untrained adapter change
 
 The output is normalised again, so inner product stays cosine similarity. Weights are kept
 as plain arrays in a ``.npz`` file read with ``allow_pickle=False``: loading one runs no code.
+Nor does it allocate what a crafted file declares: every array's shape (from its npy header)
+and size (from the zip's directory) are checked against the dimension and rank expected
+before any array is read.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = ["KINDS", "SIDES", "Adapter"]
 
 KINDS = ("low-rank", "linear")
 SIDES = ("image", "text")
+_ALL_ARRAYS = frozenset(f"{side}.{part}" for side in SIDES for part in ("down", "up", "weight"))
 
 
 def _frozen_arrays(value: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -135,11 +139,25 @@ class Adapter:
         return self.sha256
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, sha256: str | None = None) -> Adapter:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sha256: str | None = None,
+        dim: int | None = None,
+        rank: int | None = None,
+    ) -> Adapter:
         """Read an adapter file, checking its [`sha256`][multimodal_rag.adapter.projection.Adapter.sha256] when one is given.
 
+        Args:
+            path: The ``.npz`` file.
+            sha256: The digest it must have.
+            dim: The dimension it must map (the embedder's); ``None``: the one it declares.
+            rank: The rank a low-rank adapter must have; ``None``: the one its arrays have.
+
         Raises:
-            CorruptFileError: The file is missing, changed (another digest), or not an adapter.
+            CorruptFileError: The file is missing, changed (another digest), not an adapter,
+                or of another dimension or rank (found before any array is read).
         """
         path = Path(path)
         try:
@@ -147,6 +165,7 @@ class Adapter:
         except FileNotFoundError:
             raise CorruptFileError(f"the adapter file {str(path)!r} is missing") from None
         try:
+            _check_archive(data, dim=dim, rank=rank)
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 header = archive["__header__"]
                 arrays = {name: archive[name] for name in archive.files if name != "__header__"}
@@ -158,6 +177,63 @@ class Adapter:
                 f"the adapter file {str(path)!r} changed since it was saved (its SHA-256 differs from the manifest's)"
             )
         return adapter
+
+
+# An adapter array's npy header is about a hundred bytes; numpy's own ceiling is 10,000.
+_MAX_NPY_HEADER = 1024
+
+
+def _check_archive(data: bytes, *, dim: int | None, rank: int | None) -> None:
+    """Refuse an adapter file whose arrays are not the ones an adapter of ``dim`` and ``rank`` holds.
+
+    Reads only the zip's directory, each member's npy header (``numpy.lib.format``) and the
+    16-byte ``__header__``: a member declaring a (10**6, 10**6) array, or inflating to
+    gigabytes, is refused before anything of that size is allocated, since each member's
+    uncompressed size must be exactly its header plus the array its shape declares.
+
+    Raises:
+        ValueError: What is wrong, naming the array.
+        zipfile.BadZipFile: Not a zip file.
+    """
+    arrays: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if name in arrays or name != "__header__" and name not in _ALL_ARRAYS:
+                raise ValueError(f"it holds {info.filename!r}, which is no adapter array (or twice)")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ValueError(f"{name} is compressed with method {info.compress_type}; adapter files are plain zip")
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(member, max_header_size=_MAX_NPY_HEADER)
+                header_size = member.tell()
+            if dtype.hasobject or dtype.kind not in ("f" if name != "__header__" else "iu") or dtype.itemsize > 8:
+                raise ValueError(f"{name} holds {dtype}, not the numbers an adapter is made of")
+            # In float64, so that a forged shape cannot overflow into a small number of bytes.
+            size = header_size + float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if info.file_size != size:
+                raise ValueError(f"{name} declares shape {shape} ({size:.0f} bytes) but holds {info.file_size} bytes")
+            arrays[name] = (shape, dtype)
+        if arrays.get("__header__", ((),))[0] != (2,):
+            raise ValueError("its __header__ is missing or not (kind, dimension)")
+        header = np.lib.format.read_array(io.BytesIO(archive.read("__header__.npy")), allow_pickle=False)
+    kind_index, declared = int(header[0]), int(header[1])
+    if not 0 <= kind_index < len(KINDS) or declared < 1:
+        raise ValueError(f"its __header__ names kind {kind_index} and dimension {declared}")
+    kind = KINDS[kind_index]
+    if dim is not None and declared != dim:
+        raise ValueError(f"it maps vectors of dimension {declared}, the embedder's have {dim}")
+    down = arrays.get("image.down", ((),))[0]
+    declared_rank = int(down[-1]) if down else 0
+    if rank is not None and kind == "low-rank" and declared_rank != rank:
+        raise ValueError(f"its rank is {declared_rank}, the manifest's is {rank}")
+    expected = _shapes(kind, declared, declared_rank)
+    found = {name: shape for name, (shape, _) in arrays.items() if name != "__header__"}
+    if found != expected:
+        raise ValueError(f"a {kind} adapter of dimension {declared} holds {expected}, this file {found}")
 
 
 def _shapes(kind: str, dim: int, rank: int) -> dict[str, tuple[int, int]]:

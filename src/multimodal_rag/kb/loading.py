@@ -306,7 +306,7 @@ def _load_adapter(
                 adapter, problem = Adapter.load(path, sha256=entry.sha256), None
     else:
         try:
-            adapter = Adapter.load(path, sha256=entry.sha256)
+            adapter = Adapter.load(path, sha256=entry.sha256, dim=manifest.embedder.dim, rank=entry.rank)
         except CorruptFileError as exc:
             if not salvage:
                 raise
