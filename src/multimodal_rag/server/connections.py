@@ -4,8 +4,9 @@ and refusals logged as counts rather than one traceback each.
 uvicorn times out only idle keep-alive connections: a client that connects and then sends its
 headers a byte at a time holds a file descriptor for as long as it likes, and a few hundred of
 them exhaust the process's descriptors, after which every ``accept`` fails and is logged with a
-traceback (:mod:`~multimodal_rag.server.refusals` counts those instead). :class:`GuardedH11Protocol` closes a connection whose request headers are not
-complete within ``header_timeout`` seconds, and answers a connection past ``max_connections``
+traceback ([`refusals`][multimodal_rag.server.refusals] counts those instead).
+[`GuardedH11Protocol`][multimodal_rag.server.connections.GuardedH11Protocol] closes a connection
+whose request headers are not complete within ``header_timeout`` seconds, and answers a connection past ``max_connections``
 with 503 as soon as it is made, so descriptors stay bounded and a legitimate client is told at
 once instead of waiting. The body's deadline is the application's (``ServerSettings.body_timeout``).
 """

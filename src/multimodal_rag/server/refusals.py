@@ -60,7 +60,7 @@ ACCEPT_FAILURES = Tally("could not accept a connection", level=logging.ERROR)
 
 
 class AcceptFailureFilter(logging.Filter):
-    """On the ``asyncio`` logger: turns its traceback per failed ``accept`` into :data:`ACCEPT_FAILURES`."""
+    """On the ``asyncio`` logger: turns its traceback per failed ``accept`` into [`ACCEPT_FAILURES`][multimodal_rag.server.refusals.ACCEPT_FAILURES]."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage().startswith("socket.accept() out of system resource"):
