@@ -108,8 +108,8 @@ class ServerSettings:
             address cannot read a server without a token.
         max_text_chars: Longest ``question`` or ``text``, in characters.
         max_upload_pixels: Most pixels an uploaded image may have, counted at full size from
-            its header before it is decoded: at 5 to 10 bytes per pixel while it is decoded
-            and embedded, the default of 16 million bounds one upload to about 160 MB.
+            its header before it is decoded: at up to about 12 bytes per pixel while it is
+            decoded (an RGBA PNG), the default of 16 million bounds one upload to about 200 MB.
         max_concurrent_decodes: Most uploads and thumbnails decoded at once; others wait.
         body_timeout: Seconds a client has to send a whole request body; a slower one gets
             408 and the connection is closed.
