@@ -1,7 +1,9 @@
 """A small CLIP checkpoint with random weights, for trying the pipeline with no download.
 
 The model has the real openai/CLIP architecture (a vision transformer, or the
-ResNet of ``RN50`` and its kin), only narrow and shallow, and is saved as a ``state_dict`` that ``clip.load`` (and so [`CLIPEmbedder`][multimodal_rag.embedders.clip.CLIPEmbedder] with
+ResNet of ``RN50`` and its kin), only narrow and shallow, and is saved as a
+``state_dict`` that ``clip.load`` (and so
+[`CLIPEmbedder`][multimodal_rag.embedders.clip.CLIPEmbedder] with
 ``checkpoint=``) reads like any other local checkpoint. Its weights are random:
 every step of indexing, searching and answering runs, but which images it finds
 similar is meaningless. Use a real model (``CLIPEmbedder("ViT-B/32")``) for real

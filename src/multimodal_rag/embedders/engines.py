@@ -225,7 +225,7 @@ class EngineBuilder:
         """
         if self.engine != "openvino" or self.precision not in ("int8", "auto"):
             return set()
-        missing = {name for name in self.towers if not self._ir_folder(name, "int8").is_dir()}
+        missing = {name for name in self.towers if not self._ir_cached(name, "int8")}
         if self.precision == "auto":
             decision = self._decision()
             chosen = decision.get("towers") if decision is not None else None
@@ -457,7 +457,7 @@ class EngineBuilder:
         try:
             # From the file, not a model object: with OpenVINO's compiled-blob cache, a model
             # compiled before on this machine is imported without reading its weights at all
-            # (the blob records the file's size and time, so a republished file recompiles).
+            # (blobs are filed and checked by the files' content: see compile_model).
             compiled = ov_engine.compile_model(
                 self._ir_path(name, precision),
                 self.openvino_device,
@@ -480,12 +480,18 @@ class EngineBuilder:
     def _ir_folder(self, name: str, stage: str) -> Path:
         return self.cache.entry(f"openvino/{name}-{stage}", self._ir_key(name, stage))
 
+    def _ir_cached(self, name: str, stage: str) -> bool:
+        """Whether the tower's model for ``stage`` is cached and its files are as written
+        (checked by SHA-256; one that is not is removed, so that it is made again)."""
+        folder = self._ir_folder(name, stage)
+        return self.cache.verified_dir(folder, self._ir_key(name, stage)) is not None
+
     def _ir_path(self, name: str, precision: str) -> Path:
         """The OpenVINO model file of this tower: int8 quantized, or fp32 for the other
         hints; converted (or quantized) and cached first when it is not there yet."""
         stage = "int8" if precision == "int8" else "fp32"
         folder = self._ir_folder(name, stage)
-        if not folder.is_dir():
+        if not self._ir_cached(name, stage):
             if stage == "fp32":
                 model = ov_engine.convert_module(self._module(name), self.towers[name].example)
             else:

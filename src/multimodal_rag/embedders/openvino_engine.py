@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from multimodal_rag._extras import check_installed, require
+from multimodal_rag.embedders.engine_cache import EngineCache, cpu_model
+from multimodal_rag.hashing import sha256_file
 
 __all__ = [
     "OpenVINORunner",
@@ -133,19 +135,40 @@ def compile_model(model: Path, device: str, precision: str, *, cache_dir: Path |
     """Compile the model file ``model`` for ``device`` with ``precision`` as the hint.
 
     ``cache_dir`` keeps OpenVINO's compiled blobs, which makes a second load of the same
-    model on the same device a read instead of a compilation.
+    model on the same device a read instead of a compilation. OpenVINO itself knows a model
+    file by its path, size and time, so a blob would outlive a change to ``model.bin``: here
+    each blob lives in a folder named by the SHA-256 of the model's files (recorded when
+    they were cached) and the compilation's settings, and every blob is checked against its
+    own SHA-256 before OpenVINO may import it (one that fails is removed and compiled again).
     """
     ov = import_openvino()
     core = ov.Core()
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        core.set_property({"CACHE_DIR": str(cache_dir)})
     config = {
         "INFERENCE_PRECISION_HINT": _HINTS[precision],
         # Ingest sends batches one after another: latency mode uses every core on each.
         "PERFORMANCE_HINT": "LATENCY",
     }
-    return core.compile_model(str(model), device, config)
+    if cache_dir is None:
+        return core.compile_model(str(model), device, config)
+    cache = EngineCache(cache_dir)
+    key = {
+        "model": cache.recorded(model.parent) or {p.name: sha256_file(p) for p in _ir_files(model)},
+        "device": device,
+        "config": config,
+        "openvino": str(ov.get_version()),
+        "cpu": cpu_model(),
+    }
+    blobs = cache.entry("blobs", key)
+    cache.verified_files(blobs)  # a folder that fails its check is gone after this
+    blobs.mkdir(parents=True, exist_ok=True)
+    core.set_property({"CACHE_DIR": str(blobs)})
+    compiled = core.compile_model(str(model), device, config)
+    cache.record_files(blobs)
+    return compiled
+
+
+def _ir_files(model: Path) -> list[Path]:
+    return [model, model.with_suffix(".bin")]
 
 
 def runs_in(compiled: Any, precision: str) -> bool:
