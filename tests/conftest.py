@@ -105,3 +105,9 @@ def _drop_server_objects() -> Iterator[None]:
         store = SERVER_OBJECTS.pop()
         store.drop()  # type: ignore[attr-defined]
         store.close()  # type: ignore[attr-defined]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests that take minutes (the documentation's transcripts run every command they show):
+    # `pytest -m "not slow"` leaves them out.
+    config.addinivalue_line("markers", "slow: takes minutes; deselect with -m 'not slow'")

@@ -60,3 +60,65 @@ def import_doc_module(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module  # the store's kind names this module; load() must find it
     spec.loader.exec_module(module)
     return module
+
+
+# -- every block of every page --------------------------------------------------
+
+#: ``<!-- not-run: REASON -->`` on the line right before a fence: the block is not executed,
+#: and the reason says why (it needs an OpenAI key, a server, a download, ...).
+_NOT_RUN = re.compile(r"<!--\s*not-run:\s*(?P<reason>.*?)\s*-->\s*$")
+#: Blocks that are code or output checked by the tests: Python and shell (the README's, the
+#: getting-started page's and the custom-backend page's run in tests/test_docs.py);
+#: ``console`` blocks are command-line transcripts (tools/transcripts.py writes and checks them).
+#: ``text`` blocks that start with ``multimodal-rag`` are a command's synopsis, checked against
+#: its ``--help``.
+RUN_LANGUAGES = ("python", "bash", "console")
+
+
+class Block:
+    """One fenced block of a Markdown page, with the marker written right before it."""
+
+    def __init__(self, page: Path, line: int, language: str, body: str, not_run: str | None):
+        self.page, self.line, self.language, self.body, self.not_run = (
+            page, line, language, body, not_run
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.page.relative_to(REPO)}:{self.line}"
+
+    @property
+    def is_synopsis(self) -> bool:
+        return self.language == "text" and self.body.startswith("multimodal-rag ")
+
+    @property
+    def runs(self) -> bool:
+        """Whether it is code, a transcript or a synopsis rather than a marked illustration."""
+        return self.not_run is None and (self.language in RUN_LANGUAGES or self.is_synopsis)
+
+    def __repr__(self) -> str:
+        return f"Block({self.where}, {self.language!r})"
+
+
+def blocks(path: Path) -> list[Block]:
+    """Every fenced block of a page, in order."""
+    text = path.read_text(encoding="utf-8")
+    found = []
+    for match in _FENCE.finditer(text):
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        marker = _NOT_RUN.search(before)
+        found.append(
+            Block(
+                path,
+                text.count("\n", 0, match.start()) + 1,
+                match.group(1),
+                match.group(2),
+                marker.group("reason") if marker else None,
+            )
+        )
+    return found
+
+
+def pages() -> list[Path]:
+    """The README and every page of docs/."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from doc_examples import REPO, fenced_blocks, script_blocks, write_modules
+from doc_examples import REPO, blocks, fenced_blocks, script_blocks, write_modules
+from doc_examples import pages as doc_pages
 
 DOCS = REPO / "docs"
 
@@ -286,3 +287,68 @@ def test_every_public_method_of_a_documented_class_is_on_its_page(site: Path, pa
     ]
     assert not missing, f"{page.name} lacks: {missing}"
     assert not SPHINX_ROLE.search(html), f"{page.name} shows a Sphinx role as text"
+
+
+# -- every block of every page runs, or says why it does not -------------------
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_block_runs_or_says_why(page: Path) -> None:
+    """A block is Python or shell code, a transcript (checked by
+    test_transcripts_match_a_fresh_run), a synopsis (checked against --help), or it carries
+    ``<!-- not-run: REASON -->`` on the line before its fence: no output, file format or
+    sample is shown without saying whether it came from a run."""
+    unexplained = [b.where for b in blocks(page) if not b.runs and not b.not_run]
+    assert not unexplained, f"blocks neither run nor marked not-run: {unexplained}"
+    empty = [b.where for b in blocks(page) if b.not_run is not None and not b.not_run.strip()]
+    assert not empty, f"not-run markers without a reason: {empty}"
+
+
+def test_synopses_name_only_real_options() -> None:
+    """Each ``multimodal-rag COMMAND [OPTIONS]`` synopsis names only options its --help lists."""
+    from click.testing import CliRunner
+
+    from multimodal_rag.cli import cli
+
+    wrong = []
+    for page in doc_pages():
+        for block in blocks(page):
+            if not block.is_synopsis or block.not_run:
+                continue
+            for line in block.body.split("\nmultimodal-rag "):
+                words = line.removeprefix("multimodal-rag ").split()
+                command = [] if words[0].startswith("[") else [words[0]]
+                shown = CliRunner().invoke(cli, [*command, "--help"], terminal_width=200)
+                assert shown.exit_code == 0, shown.output
+                for option in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", line):
+                    if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", shown.output):
+                        wrong.append(f"{block.where}: {' '.join(command)} {option}")
+    assert not wrong, f"options no --help lists: {wrong}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "page",
+    [p for p in doc_pages() if any(b.language == "console" and b.runs for b in blocks(p))],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_transcripts_match_a_fresh_run(page: Path) -> None:
+    """Every command-line transcript is what the command prints today (tools/transcripts.py
+    writes them; durations, dates and the run's folder are the only things normalised)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("transcripts", REPO / "tools" / "transcripts.py")
+    assert spec is not None and spec.loader is not None
+    transcripts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(transcripts)
+    diff = transcripts.stale(page)
+    assert not diff, f"run `python tools/transcripts.py {page.relative_to(REPO)}`:\n{diff}"
+
+
+def test_getting_started_lists_every_extra() -> None:
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    table = (DOCS / "getting-started.md").read_text(encoding="utf-8")
+    missing = [name for name in extras if name != "dev" and f"`{name}`" not in table]
+    assert not missing, f"getting-started.md's extras table leaves out {missing}"
