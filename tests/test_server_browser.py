@@ -67,7 +67,8 @@ def served(tmp_path: Path, chat_server):
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "multimodal_rag", "serve", str(tmp_path / "stamps-kb"), "--port", str(port),
-             "--answerer", "openai", "--answer-model", "vision-model", "--log-level", "warning"],
+             "--answerer", "openai", "--answer-model", "vision-model", "--log-level", "warning",
+             "--image-root", str(STAMPS / "images")],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
