@@ -59,8 +59,9 @@ def test_copy_to_other_embedded_stores_keeps_search_results_and_images(
     _assert_same_hits(_hits(source), _hits(target))
     with MultimodalRAG.open(target, embedder=ColorEmbedder(), read_only=True) as rag:
         kept = next(r for r in rag.description_store if r.description == "kept inside")
-        assert Path(kept.image_path).parent == (target / "images").resolve()
-        assert Path(kept.image_path).is_file()
+        assert kept.image_path == f"images/{Path(kept.image_path).name}"  # stored relative to the knowledge base
+        image = rag.get(kept.id).image_path
+        assert Path(image).parent == (target / "images").resolve() and Path(image).is_file()
         assert rag.vector_store.kind == "hnswlib"
     assert len(list((source / "images").iterdir())) == 1  # the source is untouched
 

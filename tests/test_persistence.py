@@ -140,3 +140,85 @@ def test_stale_snapshots_are_removed_on_open(kb: Path, embedder) -> None:
     MultimodalRAG.open(kb, embedder=embedder).close()
     assert not (kb / "snapshots" / "99999999.tmp").exists() and not (kb / "snapshots" / "00000000").exists()
     assert current_snapshot(kb).is_dir()
+
+
+# -- a knowledge base can be moved, copied and opened from anywhere --------------------
+
+KEPT = {"red": "a red square", "blue": "a blue square", "green": "a green square"}
+
+
+def _kept_images(path: str | Path) -> dict[str, str]:
+    """A knowledge base, made at ``path`` as given (relative to the working directory),
+    holding images given in memory (encoded bytes, and a PIL image); returns id -> description."""
+    from helpers import encoded
+
+    with MultimodalRAG.create(path, embedder=ColorEmbedder(), description_store="sqlite") as rag:
+        result = rag.add([encoded(solid("red")), encoded(solid("blue"), "JPEG"), solid("green")],
+                         descriptions=list(KEPT.values()), progress=False)
+        return dict(zip(result.ids, KEPT.values(), strict=True))
+
+
+def _assert_reads_its_own_images(kb: Path, descriptions: dict[str, str], *, read_only: bool = True) -> None:
+    from multimodal_rag.images import open_image
+
+    with MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=read_only) as rag:
+        assert rag.verify().ok, rag.verify().problems
+        for id_, description in descriptions.items():
+            record = rag.get(id_)
+            assert record.description == description
+            assert Path(record.image_path).parent == (kb / "images").resolve()
+            assert open_image(record.image_path).size == solid("red").size  # readable, and what was added
+        hit = rag.search(text="red", k=1)[0]
+        assert Path(hit.image_path).parent == (kb / "images").resolve()
+
+
+def test_a_knowledge_base_moved_copied_or_opened_elsewhere_reads_its_own_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    descriptions = _kept_images("C")  # as people type it: relative to where they are
+    (tmp_path / "C").rename(tmp_path / "A")  # mv C A
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    _assert_reads_its_own_images(tmp_path / "A", descriptions)
+    # cp -r A B, then A goes: the copy reads its own files, never the original's.
+    import shutil
+
+    shutil.copytree(tmp_path / "A", tmp_path / "B")
+    shutil.rmtree(tmp_path / "A")
+    _assert_reads_its_own_images(tmp_path / "B", descriptions, read_only=False)
+    with MultimodalRAG.open(tmp_path / "B", embedder=ColorEmbedder()) as rag:
+        stored = {record.id: record.image_path for record in rag.description_store}
+        rag.describe(next(iter(descriptions)), "edited in the copy")  # a rewrite stays relative
+        assert rag.description_store.get(next(iter(descriptions))).image_path == stored[next(iter(descriptions))]
+    assert all(path is not None and path.startswith("images/") for path in stored.values())
+
+
+def test_records_of_earlier_versions_naming_the_old_folder_are_found_and_stored_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from multimodal_rag.types import Record
+
+    monkeypatch.chdir(tmp_path)
+    descriptions = _kept_images("C")
+    elsewhere = tmp_path / "elsewhere.png"
+    solid("white").save(elsewhere)
+    # What earlier versions stored: the folder's path as given ("C/images/..."), or absolute.
+    with MultimodalRAG.open("C", embedder=ColorEmbedder()) as rag:
+        ids = list(descriptions)
+        old = [Record(id=ids[0], image_path=f"C/images/{Path(rag.get(ids[0]).image_path).name}", description=KEPT["red"]),
+               Record(id=ids[1], image_path=str(tmp_path / "C" / "images" / Path(rag.get(ids[1]).image_path).name),
+                      description=KEPT["blue"])]
+        rag.description_store.put(old)
+        added = rag.add([elsewhere], descriptions=["given by path"], progress=False).ids[0]
+    (tmp_path / "C").rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "moved")
+    _assert_reads_its_own_images(tmp_path / "moved", descriptions)  # found where they are, read-only
+    with MultimodalRAG.open(tmp_path / "moved", embedder=ColorEmbedder()) as rag:
+        assert rag.get(added).image_path == str(elsewhere.resolve())  # images given by path stay as given
+    with MultimodalRAG.open(tmp_path / "moved", embedder=ColorEmbedder(), read_only=True) as rag:
+        stored = {record.id: record.image_path for record in rag.description_store}
+    assert all(stored[id_].startswith("images/") for id_ in descriptions)  # the writer stored them anew
+    assert stored[added] == str(elsewhere.resolve())
+    _assert_reads_its_own_images(tmp_path / "moved", descriptions)

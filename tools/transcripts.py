@@ -160,7 +160,12 @@ def main() -> int:
                 print(diff)
                 status = 1
         elif _TRANSCRIPT.search(page.read_text(encoding="utf-8")):
-            page.write_text(fresh(page), encoding="utf-8")
+            outputs = iter(_TRANSCRIPT.findall(fresh(page)))
+            # Read again just before writing: the runs take minutes, and the prose around the
+            # transcripts may have been edited meanwhile.
+            text = page.read_text(encoding="utf-8")
+            text = _TRANSCRIPT.sub(lambda _, new=outputs: "```console\n" + next(new) + "```", text)
+            page.write_text(text, encoding="utf-8")
             print(f"wrote {page.relative_to(REPO)}")
     return status
 

@@ -25,7 +25,6 @@ from multimodal_rag.validation import check_int
 if TYPE_CHECKING:
     from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
     from multimodal_rag.rag import MultimodalRAG
-    from multimodal_rag.types import Record
 
 __all__ = ["MigrationReport", "migrate"]
 
@@ -137,7 +136,7 @@ def migrate(
         try:
             images = _copy_images(source / IMAGES, target / IMAGES)
             _copy_vectors(src, dst, batch_size)
-            _copy_records(src, dst, batch_size, source / IMAGES, target / IMAGES)
+            _copy_records(src, dst, batch_size)
             dst.save()
             report = MigrationReport(
                 source=source,
@@ -174,26 +173,13 @@ def _copy_vectors(src: MultimodalRAG, dst: MultimodalRAG, batch_size: int) -> No
         dst.vector_store.add(batch, src.raw_vectors(batch))
 
 
-def _copy_records(
-    src: MultimodalRAG, dst: MultimodalRAG, batch_size: int, old_images: Path, new_images: Path
-) -> None:
-    import attrs
-
-    old_root = old_images.resolve()
-
-    def moved(record: Record) -> Record:
-        # Images the knowledge base keeps itself move with it; others stay where they are.
-        if record.image_path is None:
-            return record
-        path = Path(record.image_path).resolve()
-        if path.parent != old_root:
-            return record
-        return attrs.evolve(record, image_path=str(new_images.resolve() / path.name))
-
+def _copy_records(src: MultimodalRAG, dst: MultimodalRAG, batch_size: int) -> None:
+    # Records name the images the knowledge base keeps relative to it, so they name the
+    # target's copies (made first) as they are; other images stay where they are.
     from multimodal_rag.protocols import copy_metadata
 
     for batch in _batches(iter(src.description_store), batch_size):
-        dst.description_store.put([moved(record) for record in batch])
+        dst.description_store.put(batch)
         copy_metadata(dst.vector_store, batch)  # the vectors were copied first
 
 

@@ -40,6 +40,7 @@ from multimodal_rag.types import Hit, ImageInput, Record
 if TYPE_CHECKING:
 
     from multimodal_rag.evaluation.report import EvaluationReport
+    from multimodal_rag.kb.directory import KnowledgeBaseDirectory
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer
 
@@ -59,6 +60,16 @@ class Querying:
     # Ids whose changed records could not be copied to the vector store's metadata; while
     # there are any, filters go by the description store (save and repair copy them again).
     _metadata_copy_pending: frozenset[str] = frozenset()
+    #: The knowledge base's folder, when it has one.
+    _dir: KnowledgeBaseDirectory | None = None
+
+    def _records(self, ids: Sequence[str]) -> dict[str, Record]:
+        """The stored records of ``ids``, with the images the knowledge base keeps (stored
+        relative to it) given by their absolute path."""
+        records = self.description_store.get_many(ids)
+        if self._dir is None:
+            return records
+        return {id_: self._dir.with_image_file(record) for id_, record in records.items()}
 
     def embed_query(
         self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5
@@ -200,7 +211,7 @@ class Querying:
             channels = {"vector": [(hit.id, hit.score) for hit in vector_hits], "lexical": lexical}
             fused = fuse(channels, method=fusion)
         fused = [entry for entry in fused if entry[0] in self.vector_store][:depth]
-        records = store.get_many([id_ for id_, _, _ in fused])
+        records = self._records([id_ for id_, _, _ in fused])
         similarities: dict[str, float] = {}
         if vector is not None and fused:
             # Every hybrid hit gets its cosine, also those only the lexical channel found:
@@ -254,7 +265,7 @@ class Querying:
             neighbors = self.vector_store.search_where(queries, k, where)[0]
         except NotExpressible:  # raised before anything is sent
             return None
-        return make_hits(neighbors, self.description_store.get_many([n.id for n in neighbors]))
+        return make_hits(neighbors, self._records([n.id for n in neighbors]))
 
     def _vector_hits(self, queries: Any, k: int, allowed: set[str] | None, predicate: IdFilter | None) -> list[Hit]:
         """The vector channel, with a filter already resolved to ids (or a predicate)."""
@@ -265,7 +276,7 @@ class Querying:
         else:
             keep = predicate if allowed is None else allowed.__contains__
             neighbors = self.vector_store.search(queries, k, filter=keep)[0]
-        return make_hits(neighbors, self.description_store.get_many([n.id for n in neighbors]))
+        return make_hits(neighbors, self._records([n.id for n in neighbors]))
 
     # -- answers -----------------------------------------------------------------
 

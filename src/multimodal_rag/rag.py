@@ -598,9 +598,15 @@ class MultimodalRAG(Querying, DescribingMissing):
                 raise
 
     def _put_records(self, records: list[Record]) -> None:
-        """Replace records (the write lock is held): checked, journalled, then stored."""
+        """Replace records (the write lock is held): checked, journalled, then stored.
+
+        A record read through the facade names a kept image by its absolute path; it is
+        stored relative to the knowledge base again, so that the folder stays movable.
+        """
         for record in records:
             check_record(record)
+        if self._dir is not None:
+            records = [self._dir.with_stored_image_path(record) for record in records]
         if records:
             if self._journal is not None:
                 self._journal.put(records)
@@ -627,9 +633,10 @@ class MultimodalRAG(Querying, DescribingMissing):
         if id not in self.vector_store:
             raise NotFoundError(f"no image with id {id!r} in the knowledge base")
         try:
-            return self.description_store.get(id)
+            record = self.description_store.get(id)
         except NotFoundError:
             return Record(id=id)
+        return self._dir.with_image_file(record) if self._dir is not None else record
 
     @writing
     def describe(self, id: str, description: str | None, *, metadata: Mapping[str, Any] | None = None) -> Record:

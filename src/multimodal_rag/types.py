@@ -59,7 +59,9 @@ class Record:
     Attributes:
         id: Stable id of the image (by default a hash of its bytes).
         image_path: Where the image lives, or ``None`` when it was added from memory
-            and not kept on disk.
+            and not kept on disk. An image the knowledge base keeps (added from memory)
+            is stored relative to it (``images/<hash>.png``); ``get``, ``search`` and
+            ``ask`` give it as an absolute path.
         description: The text that describes the image, or ``None`` if none was given.
         metadata: Any other JSON-serialisable fields (kept from the descriptions file).
     """

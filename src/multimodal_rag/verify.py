@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from attrs import field, frozen
 
@@ -216,7 +216,7 @@ def verify_knowledge_base(
     roots = tuple(os.fspath(root) for root in image_roots)
     problems: list[Problem] = []
     vector_ids = vector_store.ids()
-    records = {record.id: record for record in description_store}
+    records = {record.id: _with_image_file(record, directory) for record in description_store}
     in_index = set(vector_ids)
 
     for id_ in vector_ids:
@@ -459,7 +459,7 @@ def repair_knowledge_base(
         vector_store, raw_lost = _index_from_raw(vector_store, raw_store)
         raw_store, adapter_removed = None, True
     elif adapter is not None and raw_store is not None:
-        raw_lost = _reembed_raw(embedder, vector_store, raw_store, description_store)
+        raw_lost = _reembed_raw(embedder, vector_store, raw_store, description_store, directory)
     before = verify_knowledge_base(vector_store, description_store)
     index_rebuilt = adapter_removed
     if before.of_kind(ProblemKind.BAD_VECTOR) or before.of_kind(ProblemKind.UNREADABLE_VECTORS):
@@ -474,7 +474,9 @@ def repair_knowledge_base(
             created.append(problem.id)
 
     lost_vectors = [p.id for p in before.of_kind(ProblemKind.RECORD_WITHOUT_VECTOR) if p.id]
-    reembedded = _reembed(embedder, vector_store, description_store, lost_vectors, adapter=adapter, raw_store=raw_store)
+    reembedded = _reembed(
+        embedder, vector_store, description_store, lost_vectors, adapter=adapter, raw_store=raw_store, directory=directory
+    )
     # Last, so that vectors added or rebuilt above get their copy too; the records are the truth.
     recopy = _metadata_mismatches(vector_store, description_store)
     if recopy:
@@ -509,7 +511,22 @@ def _index_from_raw(store: VectorStore, raw_store: VectorStore) -> tuple[VectorS
     return fresh, [id_ for id_ in ids if id_ not in raw_store]
 
 
-def _reembed_raw(embedder: Embedder, store: VectorStore, raw_store: VectorStore, description_store: DescriptionStore) -> list[str]:
+@overload
+def _with_image_file(record: Record, directory: KnowledgeBaseDirectory | None) -> Record: ...
+@overload
+def _with_image_file(record: None, directory: KnowledgeBaseDirectory | None) -> None: ...
+def _with_image_file(record: Record | None, directory: KnowledgeBaseDirectory | None) -> Record | None:
+    """``record`` with a kept image (stored relative to the knowledge base) by its absolute path."""
+    return directory.with_image_file(record) if record is not None and directory is not None else record
+
+
+def _reembed_raw(
+    embedder: Embedder,
+    store: VectorStore,
+    raw_store: VectorStore,
+    description_store: DescriptionStore,
+    directory: KnowledgeBaseDirectory | None,
+) -> list[str]:
     """Embed again the images of indexed ids whose raw vector is missing; the ids that stay without one."""
     from multimodal_rag.errors import ImageError, InvalidInputError
 
@@ -517,7 +534,7 @@ def _reembed_raw(embedder: Embedder, store: VectorStore, raw_store: VectorStore,
     records = description_store.get_many(missing)
     lost = []
     for id_ in missing:
-        record = records.get(id_)
+        record = _with_image_file(records.get(id_), directory)
         try:
             if record is None or record.image_path is None or not Path(record.image_path).is_file():
                 raise InvalidInputError("no image")
@@ -552,6 +569,7 @@ def _reembed(
     *,
     adapter: Any = None,
     raw_store: VectorStore | None = None,
+    directory: KnowledgeBaseDirectory | None = None,
 ) -> list[str]:
     """Embed again the images of records that lost their vector, where the image is still there
     (through the adapter into the index, as they are into the raw store, while one is applied)."""
@@ -560,7 +578,7 @@ def _reembed(
     done = []
     records = description_store.get_many(ids)
     for id_ in ids:
-        record = records.get(id_)
+        record = _with_image_file(records.get(id_), directory)
         if record is None or record.image_path is None or not Path(record.image_path).is_file():
             continue
         try:

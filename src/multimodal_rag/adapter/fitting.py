@@ -183,7 +183,7 @@ def fit_and_judge(
         raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
     embedder = rag.embedder
     ids: list[str] = rag.vector_store.ids()
-    records: dict[str, Record] = rag.description_store.get_many(ids)
+    records: dict[str, Record] = rag._records(ids)  # kept images by their absolute path
     raw = _raw_vectors(rag, ids)
     row_of = {id_: row for row, id_ in enumerate(ids)}
 

@@ -155,6 +155,7 @@ class DescribingMissing:
     ids: Callable[[], list[str]]
     get: Callable[[str], Record]
     _put_records: Callable[[list[Record]], None]
+    _records: Callable[[Sequence[str]], dict[str, Record]]
 
     def describe_missing(
         self,
@@ -217,7 +218,7 @@ class DescribingMissing:
             for id_ in wanted:
                 if id_ not in self.vector_store:
                     raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
-        stored = self.description_store.get_many(wanted)
+        stored = self._records(wanted)  # kept images by their absolute path, for the describer
         records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
         return [record for record in records if needs_description(record)]
 

@@ -13,7 +13,8 @@ kb/
   snapshots/00000006/      the previous snapshot's descriptions, kept for salvage
   journal.bin              changes committed since that snapshot (see journal.py)
   journal.commit           how many journal entries were committed
-  images/                  images added from memory (bytes, PIL), named by content hash
+  images/                  images added from memory (bytes, PIL), named by content hash;
+                           records name them relative to the knowledge base (images/<hash>.png)
   damaged/                 files that repair set aside instead of deleting
   adapter-reports/         one JSON report per adapter fit, kept or not
   .lock                    held (flock) by the one process that may write
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shutil
@@ -44,6 +46,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from multimodal_rag._version import __version__
 from multimodal_rag.errors import (
@@ -56,6 +60,7 @@ from multimodal_rag.errors import (
 from multimodal_rag.hashing import sha256_file
 from multimodal_rag.kb.fileio import atomic_write_bytes, fsync_directory, fsync_tree
 from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
+from multimodal_rag.types import Record
 
 __all__ = [
     "ADAPTER",
@@ -85,6 +90,8 @@ COMMIT_FILE = "journal.commit"
 _SNAPSHOT_NAME = re.compile(r"^\d{8}(\.tmp)?$")
 #: Temporary files of atomic writes (fileio.atomic_write_bytes) of the top-level files.
 _TEMPORARY_NAME = re.compile(r"^\.(manifest\.json|journal\.bin|journal\.commit)\..+\.tmp$")
+#: Names of images kept from memory: the 32 hex digits of their content hash and a suffix.
+_KEPT_IMAGE = re.compile(r"[0-9a-f]{32}\.[a-z0-9]+")
 #: Writing takes an ``flock`` and the journal writes with ``pwrite``: POSIX only.
 _POSIX = os.name == "posix"
 
@@ -188,8 +195,9 @@ class KnowledgeBaseDirectory:
             ) from exc
         return folder
 
-    def keep_image(self, data: bytes, suffix: str, *, source: str) -> Path:
-        """Keep an image given in memory as ``images/<hash of its bytes>.<suffix>``; returns the file.
+    def keep_image(self, data: bytes, suffix: str, *, source: str) -> str:
+        """Keep an image given in memory as ``images/<hash of its bytes>.<suffix>``; returns that
+        path, relative to the knowledge base, for its record (see :meth:`image_file`).
 
         Named by the hash of the bytes, never by the caller's id: an id cannot lead the
         file out of the folder, an existing file is the same image, and an id given again
@@ -208,7 +216,68 @@ class KnowledgeBaseDirectory:
             raise KnowledgeBaseError(
                 f"cannot keep image {source} as {str(path)!r}: {exc}; the batch holding it was not stored"
             ) from exc
-        return path
+        return f"{IMAGES}/{path.name}"
+
+    # -- where records' images are -------------------------------------------
+    #
+    # A record of an image this knowledge base keeps names it relative to the knowledge
+    # base, so that the folder can be moved or copied (a copy then reads its own files)
+    # and opened from any working directory. Those given by path are absolute.
+
+    @functools.cached_property
+    def root(self) -> Path:
+        """The knowledge base's folder as an absolute path, links resolved."""
+        return self.path.resolve()
+
+    def image_file(self, image_path: str | None) -> str | None:
+        """Where a record's image is: a relative ``image_path`` is relative to the knowledge base,
+        and one of this knowledge base's images named by an earlier version is found here."""
+        if image_path is None:
+            return None
+        relocated = self.relocated_image_path(image_path)
+        if relocated is not None:
+            return str(self.root / relocated)
+        return image_path if os.path.isabs(image_path) else str(self.root / image_path)
+
+    def with_image_file(self, record: Record) -> Record:
+        """``record`` with its image where :meth:`image_file` finds it."""
+        found = self.image_file(record.image_path)
+        return record if found == record.image_path else attrs.evolve(record, image_path=found)
+
+    def stored_image_path(self, image_path: str | None) -> str | None:
+        """The path to store for an image: relative for a file of ``images/``, as given otherwise."""
+        relocated = self.relocated_image_path(image_path)
+        if relocated is not None:
+            return relocated
+        if image_path is not None and os.path.isabs(image_path):
+            path = Path(image_path)
+            if path.parent in (self.root / IMAGES, Path(os.path.abspath(self.path)) / IMAGES):
+                return f"{IMAGES}/{path.name}"
+        return image_path
+
+    def with_stored_image_path(self, record: Record) -> Record:
+        """``record`` as it is stored: see :meth:`stored_image_path`."""
+        stored = self.stored_image_path(record.image_path)
+        return record if stored == record.image_path else attrs.evolve(record, image_path=stored)
+
+    def relocated_image_path(self, image_path: str | None) -> str | None:
+        """The relative path of an image kept here that a record of an earlier version names by
+        the folder's old location (``kb/images/<hash>.png``, or absolute); ``None`` for any other.
+
+        Kept images are named by the hash of their bytes, so a file of that name in this
+        knowledge base's ``images/`` holds the same picture: nothing is lost by pointing there.
+        """
+        if image_path is None or image_path.startswith(f"{IMAGES}/"):
+            return None
+        path = Path(image_path)
+        if path.parent.name != IMAGES or not _KEPT_IMAGE.fullmatch(path.name):
+            return None
+        try:
+            if not stat.S_ISREG(os.lstat(self.images / path.name).st_mode):
+                return None
+        except OSError:
+            return None
+        return f"{IMAGES}/{path.name}"
 
     # -- adapter reports ----------------------------------------------------
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from multimodal_rag._remote import build_from_manifest
@@ -114,6 +115,7 @@ def open_directory(
         )
         journal = None
         if not read_only:
+            _store_relocated_image_paths(directory, loaded.description_store)
             generation = loaded.manifest.generation
             directory.remove_stale_snapshots(keep=generation)
             journal = Journal.resume(directory.journal, loaded.journal, generation)
@@ -121,6 +123,29 @@ def open_directory(
         directory.unlock()
         raise
     return OpenedKnowledgeBase(directory=directory, loaded=loaded, journal=journal)
+
+
+def _store_relocated_image_paths(directory: KnowledgeBaseDirectory, description_store: Any) -> None:
+    """Name the kept images of records written by earlier versions relative to the knowledge base.
+
+    Earlier versions stored them under the folder's path as it was given then (``kb/images/…``,
+    or absolute), which breaks when the folder moves, is copied or is opened from another
+    working directory. Reading finds them here either way
+    (:meth:`KnowledgeBaseDirectory.image_file`); a writer also stores them anew, saved with the
+    next save. Records whose image is not in this knowledge base's ``images/`` are left as they are.
+    """
+    try:
+        if not any(directory.images.iterdir()):
+            return
+    except OSError:
+        return  # no images kept from memory
+    moved = []
+    for record in description_store:
+        relocated = directory.relocated_image_path(record.image_path)
+        if relocated is not None:
+            moved.append(attrs.evolve(record, image_path=relocated))
+    if moved:
+        description_store.put(moved)
 
 
 def load(
@@ -303,7 +328,8 @@ def _load_adapter(
             # digest, recorded apart from it, says whether the weights are the ones applied.
             # An intact adapter is kept; the next save records the file's checksum again.
             with contextlib.suppress(CorruptFileError):
-                adapter, problem = Adapter.load(path, sha256=entry.sha256), None
+                adapter = Adapter.load(path, sha256=entry.sha256, dim=manifest.embedder.dim, rank=entry.rank)
+                problem = None
     else:
         try:
             adapter = Adapter.load(path, sha256=entry.sha256, dim=manifest.embedder.dim, rank=entry.rank)
