@@ -20,7 +20,9 @@ What truly varies from run to run is normalised, and nothing else:
 - the run's folder is written as ``/abs/path`` (in the pages too);
 - when comparing, durations (``0.00 s``, ``3.126 ms``, ``23.722 s per 1,000 queries``, the JSON
   keys ``latency_s``, ``seconds``, ``p50`` and ``p95``) and ISO timestamps
-  (``2026-01-01T12:00:00Z``), and the cost rows of ``eval --compare``, are masked on both sides, so a page keeps the figures of the run
+  (``2026-01-01T12:00:00Z``), the cost rows of ``eval --compare``, and a knowledge base's size
+  on disk (``info``'s ``size on disk`` and ``size_bytes``: the manifest's length moves by a few
+  bytes with the values it records) are masked on both sides, so a page keeps the figures of the run
   that wrote it;
 - trailing spaces at the end of a line are dropped.
 """
@@ -46,6 +48,9 @@ _MASKS = (
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"), "<timestamp>"),
     (re.compile(r'("(?:latency_s|seconds|p50|p95)": )-?[\d.]+(?:e-?\d+)?'), r"\1<time>"),
     (re.compile(r"\b\d[\d,]*(?:\.\d+)?(?:e-?\d+)? ?(?:ms|s)\b"), "<time>"),
+    # A knowledge base's size moves by a few bytes with the manifest's recorded values.
+    (re.compile(r'("size_bytes": )\d+'), r"\1<size>"),
+    (re.compile(r"^(size on disk +)\S+ \S+$", re.M), r"\1<size>"),
     # `eval --compare`'s cost table: the unit is in the row's name.
     (re.compile(r"^((?:latency p\d\d \(ms\)|total time \(s\)) ).*$", re.M), r"\1<times>"),
 )
