@@ -14,7 +14,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-pytest.importorskip("starlette", reason="the server extra is not installed")
+pytest.importorskip("fastapi", reason="the server extra is not installed")
 pytest.importorskip("multipart", reason="the server extra is not installed")
 pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
 
@@ -109,7 +109,8 @@ def test_search_passes_text_filter_and_mode(client: TestClient) -> None:
     ("data", "status", "says"),
     [
         ({}, 400, "an image file, a text"),
-        ({"text": "red", "k": "0"}, 400, "k must be between 1 and 50"),
+        ({"text": "red", "k": "0"}, 400, "k must be at least 1"),
+        ({"text": "red", "k": "51"}, 400, "k must be at most 50"),
         ({"text": "red", "k": "many"}, 400, "k must be an integer"),
         ({"text": "red", "filter": "{not json"}, 400, "filter is not JSON"),
         ({"text": "red", "filter": "[1]"}, 400, "filter must be a JSON object"),
@@ -283,7 +284,7 @@ def test_a_touched_manifest_is_not_a_reload(kb_path: Path) -> None:
 def test_the_server_is_imported_only_when_serving() -> None:
     code = (
         "import sys, multimodal_rag, multimodal_rag.cli; "
-        "print(sorted(m for m in ('starlette', 'uvicorn', 'multipart', 'multimodal_rag.server') if m in sys.modules))"
+        "print(sorted(m for m in ('starlette', 'fastapi', 'pydantic', 'uvicorn', 'multipart', 'multimodal_rag.server') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.strip() == "[]"
@@ -482,3 +483,76 @@ def test_slow_clients_are_cut_off_in_time_and_counted_not_traced(kb_path: Path) 
     assert log.count("closed a connection that sent no complete request headers") == 1, log
     assert log.count("refused a connection over the connection limit") == 1, log
     assert log.count("answered 408") == 1, log
+
+
+# -- the error shape and the schema ------------------------------------------------
+
+
+def assert_error(response, status: int, says: str) -> dict:
+    """``response`` is the JSON error body with ``status``, its message holding ``says``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    problem = response.json()["error"]
+    assert problem["status"] == status and problem["type"] and says in problem["message"], problem
+    return problem
+
+
+def test_every_error_is_json_unknown_routes_and_methods_included(client: TestClient) -> None:
+    assert_error(client.get("/no/such/page"), 404, "/no/such/page")
+    not_allowed = assert_error(client.get("/v1/search"), 405, "POST")
+    assert not_allowed["type"] == "MethodNotAllowed"
+    assert client.get("/v1/search").headers["allow"] == "POST"
+    assert_error(client.delete("/v1/info"), 405, "GET")
+    assert_error(client.get("/healthz", headers={"Host": "elsewhere.example"}), 421, "elsewhere.example")
+
+
+def test_an_invalid_id_is_a_400_and_an_unknown_one_a_404(client: TestClient) -> None:
+    assert_error(client.get("/v1/images/"), 400, "id must not be empty")
+    assert_error(client.get("/v1/images/bad%01id"), 400, "control character")
+    assert_error(client.get("/v1/images/" + "x" * 1000), 400, "bytes of UTF-8")
+    assert_error(client.get("/v1/images/no-such-id"), 404, "no-such-id")
+    # Records of version 0.1.0 may hold a slash: their percent-encoded address is looked up.
+    assert assert_error(client.get("/v1/images/old%2Fid"), 404, "'old/id'")["type"] == "NotFoundError"
+
+
+def test_a_connection_over_the_cap_gets_the_json_error() -> None:
+    from multimodal_rag.server.connections import _BUSY
+
+    head, _, body = _BUSY.partition(b"\r\n\r\n")
+    assert f"content-length: {len(body)}".encode() in head.lower()
+    assert json.loads(body) == {
+        "error": {"type": "ServiceUnavailable", "message": "too many connections; retry", "status": 503}
+    }
+
+
+def test_the_schema_is_generated_from_what_the_handlers_accept_and_return(kb_path: Path) -> None:
+    with make_client(kb_path, max_k=7, max_thumbnail_size=300) as client:
+        schema = client.get("/openapi.json").json()
+        components = schema["components"]["schemas"]
+        # The answer's sources are Sources (no similarity, no signals), not Hits.
+        sources = components["Answer"]["properties"]["sources"]["items"]
+        assert sources == {"$ref": "#/components/schemas/Source"}
+        answer = client.post("/v1/ask", data={"question": "red", "k": "2"}).json()["answer"]
+        assert set(answer["sources"][0]) == set(components["Source"]["properties"])
+        # The limits the server enforces are the schema's.
+        for path in ("/v1/search", "/v1/ask"):
+            form = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+            assert (form["properties"]["k"]["minimum"], form["properties"]["k"]["maximum"]) == (1, 7)
+            assert form["properties"]["text"]["maxLength"] == 4000
+        assert_error(client.post("/v1/search", data={"text": "red", "k": "8"}), 400, "k must be at most 7")
+        assert client.post("/v1/search", data={"text": "red", "k": "7"}).json()["count"] == 7
+        size = next(p for p in schema["paths"]["/v1/images/{id}"]["get"]["parameters"] if p["name"] == "size")
+        assert size["schema"]["maximum"] == 300
+        # Every operation documents the 503 of the connection cap; every error is the error body.
+        for path, operations in schema["paths"].items():
+            for method, operation in operations.items():
+                responses = operation["responses"]
+                assert {"421", "503"} <= set(responses), (path, method)
+                for status, response in responses.items():
+                    if int(status) >= 400:
+                        assert response["content"] == {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                        }, (path, method, status)
+        assert "HTTPValidationError" not in components  # a refused field is a 400 with the error body
+        ask = schema["paths"]["/v1/ask"]["post"]
+        assert {"502", "504"} <= set(ask["responses"]) and "text/event-stream" in ask["responses"]["200"]["content"]

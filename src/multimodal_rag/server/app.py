@@ -1,10 +1,14 @@
-"""The HTTP server's application: a Starlette app over one knowledge base, opened read-only.
+"""The HTTP server's application: a FastAPI app over one knowledge base, opened read-only.
 
-Routes (see ``docs/serving.md`` and `SCHEMA`):
+Routes (see ``docs/serving.md``; the schema is generated from the routes and
+[`models`][multimodal_rag.server.models]):
 
 - ``GET /``: the web page; ``GET /openapi.json``: the schema; ``GET /healthz``.
 - ``POST /v1/search``, ``POST /v1/ask`` (``stream=true``: server-sent events),
   ``GET /v1/images/{id}`` (a JPEG thumbnail), ``GET /v1/info``.
+
+Every error, whatever refuses the request (an endpoint, a field's model, the guard, an
+unknown path or method), is answered ``{"error": {"type", "message", "status"}}``.
 
 Everything under ``/v1/`` needs the bearer token when one is set. Every request must name one
 of the allowed hosts (a page on another site that rebinds its name to this address is
@@ -27,25 +31,41 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from http import HTTPStatus
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from attrs import field, frozen
-from starlette.applications import Starlette
-from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI, Path, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multimodal_rag._version import __version__
 from multimodal_rag.errors import ImageError, InvalidInputError
-from multimodal_rag.server.errors import HTTPProblem, error_body
-from multimodal_rag.server.openapi import schema
+from multimodal_rag.server import models
+from multimodal_rag.server.errors import HTTPProblem, error_body, invalid_fields
+from multimodal_rag.server.models import (
+    AnswererInfo,
+    AskFields,
+    AskResponse,
+    EmbedderInfo,
+    Health,
+    Info,
+    Limits,
+    SearchFields,
+    SearchResponse,
+    form_models,
+)
+from multimodal_rag.server.openapi import document, error_responses, form_body
 from multimodal_rag.server.refusals import SLOW_BODIES
 from multimodal_rag.server.reloading import ReloadingKnowledgeBase
 from multimodal_rag.types import Answer, Hit
@@ -72,9 +92,7 @@ DEFAULT_IMAGE_TYPES = frozenset(
 #: Host names a server bound to the loopback interface answers to (with any port).
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-_MODES = ("vector", "lexical", "hybrid")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
+_Fields = TypeVar("_Fields", SearchFields, AskFields)
 
 
 def _frozenset(value: Any) -> frozenset[str]:
@@ -148,7 +166,7 @@ class ServerSettings:
 def create_app(
     knowledge_base: ReloadingKnowledgeBase,
     settings: ServerSettings | None = None,
-) -> Starlette:
+) -> FastAPI:
     """The ASGI application serving ``knowledge_base``.
 
     The knowledge base is opened (in a worker thread) when the application starts, unless
@@ -159,7 +177,7 @@ def create_app(
     api = _Api(knowledge_base, settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if knowledge_base._rag is None:
             await asyncio.to_thread(knowledge_base.open)
         prepare = getattr(knowledge_base.rag.answerer, "aprepare", None)
@@ -181,20 +199,99 @@ def create_app(
             if callable(aclose):
                 await aclose()  # the answerer's client of this event loop
 
-    routes = [
-        Route("/", api.page, methods=["GET"]),
-        Route("/openapi.json", api.openapi, methods=["GET"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/v1/info", api.info, methods=["GET"]),
-        Route("/v1/search", api.search, methods=["POST"]),
-        Route("/v1/ask", api.ask, methods=["POST"]),
-        Route("/v1/images/{id}", api.image, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # FastAPI's own pages (/docs, /redoc) load their scripts from another site: not served.
+    app = _App(
+        settings=settings,
+        lifespan=lifespan,
+        title="multimodal-rag",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.router.route_class = _ErrorsAsJSON
+    app.add_exception_handler(StarletteHTTPException, _no_such_route)
+    # What the guard and the connection cap answer, which no endpoint sees: 421, 413 and 503
+    # anywhere; 401 under /v1/ with a token; where a body is read, 403 (a page of another
+    # origin, without a token) and 408 (a body too slow).
+    anywhere = (421, 413, 503)
+    api_route = (*anywhere, 401) if settings.token is not None else anywhere
+    posted = (*api_route, 408) if settings.token is not None else (*api_route, 403, 408)
+
+    async def thumbnail(
+        id: str = Path(description="The image's id (percent-encoded; it may hold a slash)."),
+        size: int = Query(
+            default=settings.thumbnail_size,
+            ge=16,
+            le=settings.max_thumbnail_size,
+            description="Long side of the thumbnail, in pixels.",
+        ),
+    ) -> Response:
+        return await api.image(id, size)
+
+    app.add_api_route(
+        "/", api.page, operation_id="page", methods=["GET"], response_class=HTMLResponse,
+        summary="The web page.", responses=error_responses(*anywhere),
+    )
+    app.add_api_route(
+        "/healthz", api.healthz, operation_id="health", methods=["GET"], response_model=Health,
+        summary="Liveness: the generation served and how many images it holds.",
+        responses=error_responses(*anywhere),
+    )
+    app.add_api_route(
+        "/v1/info", api.info, operation_id="info", methods=["GET"], response_model=Info,
+        summary="What the knowledge base is made of, and the server's limits.",
+        responses=error_responses(*api_route),
+    )
+    app.add_api_route(
+        "/v1/search", api.search, operation_id="search", methods=["POST"], response_model=SearchResponse,
+        summary="Find the knowledge-base images that best match an image, a text, or both.",
+        responses=error_responses(*posted, 400, 415, 422),
+        openapi_extra=form_body(api.search_fields, settings.image_types),
+    )
+    app.add_api_route(
+        "/v1/ask", api.ask, operation_id="ask", methods=["POST"], response_model=AskResponse,
+        summary="Answer a question about an image from the descriptions of its best matches.",
+        responses=_merged(
+            error_responses(*posted, 400, 415, 422, 502, 504),
+            {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        ),
+        openapi_extra=form_body(api.ask_fields, settings.image_types),
+    )
+    app.add_api_route(
+        "/v1/images/{id:path}", thumbnail, operation_id="thumbnail", methods=["GET"], response_class=_JPEGResponse,
+        summary="A JPEG thumbnail of a knowledge-base image.",
+        responses=_merged(error_responses(*api_route, 400, 404), {200: {"description": "The thumbnail."}}),
+    )
     app.add_middleware(_Guard, settings=settings)
     app.state.knowledge_base = knowledge_base
     app.state.settings = settings
     return app
+
+
+class _App(FastAPI):
+    """The application; its OpenAPI document is FastAPI's, finished by [`openapi.document`][multimodal_rag.server.openapi.document]."""
+
+    def __init__(self, *, settings: ServerSettings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document(super().openapi(), token=self._settings.token is not None)
+        return self.openapi_schema
+
+
+class _JPEGResponse(Response):
+    media_type = "image/jpeg"
+
+
+def _merged(*tables: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    merged: dict[int | str, dict[str, Any]] = {}
+    for table in tables:
+        for status, entry in table.items():
+            merged[status] = {**merged.get(status, {}), **entry}
+    return merged
 
 
 def _problem_response(exc: BaseException) -> JSONResponse:
@@ -205,25 +302,42 @@ def _problem_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-Endpoint = Callable[["_Api", Request], Awaitable[Response]]
+async def _no_such_route(request: Request, exc: Exception) -> Response:
+    """An unknown path (404) or method (405), answered as every other error is."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        problem = HTTPProblem(404, "NotFound", f"there is nothing at {request.url.path[:200]!r}")
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        problem = HTTPProblem(
+            405, "MethodNotAllowed", f"{request.url.path[:200]!r} answers {allowed}, not {request.method}", headers=dict(exc.headers or {})
+        )
+    else:
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
+        problem = HTTPProblem(exc.status_code, phrase.replace(" ", ""), str(exc.detail), headers=dict(exc.headers or {}))
+    return _problem_response(problem)
 
 
-def _answers_errors(endpoint: Endpoint) -> Endpoint:
-    """Turn any exception of an endpoint into the JSON error answer."""
+class _ErrorsAsJSON(APIRoute):
+    """A route whose every exception becomes the JSON error answer, fields refused by their
+    model included (400, in the library's words, rather than FastAPI's 422)."""
 
-    async def wrapped(self: _Api, request: Request) -> Response:
-        try:
-            return await endpoint(self, request)
-        except ClientDisconnect:
-            # The client went away mid-request: nothing is wrong here, and nobody reads an answer.
-            logger.debug("the client of %s %s disconnected", request.method, request.url.path)
-            return Response(status_code=499)
-        except Exception as exc:
-            return _problem_response(exc)
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
 
-    wrapped.__name__ = endpoint.__name__
-    wrapped.__doc__ = endpoint.__doc__
-    return wrapped
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ClientDisconnect:
+                # The client went away mid-request: nothing is wrong here, and nobody reads an answer.
+                logger.debug("the client of %s %s disconnected", request.method, request.url.path)
+                return Response(status_code=499)
+            except RequestValidationError as exc:
+                return _problem_response(invalid_fields(exc.errors()))
+            except Exception as exc:  # an answer that breaks its own model is a 500 here too
+                return _problem_response(exc)
+
+        return handle
 
 
 class _Api:
@@ -232,105 +346,81 @@ class _Api:
     def __init__(self, knowledge_base: ReloadingKnowledgeBase, settings: ServerSettings) -> None:
         self.kb = knowledge_base
         self.settings = settings
+        self.search_fields, self.ask_fields = form_models(settings)
         self._page: str | None = None
         # Decoding is what costs memory (up to about 10 bytes per pixel), so it is what is bounded.
         self._decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
     # -- pages and metadata ------------------------------------------------------
 
-    async def page(self, request: Request) -> Response:
+    async def page(self) -> Response:
         if self._page is None:
             self._page = resources.files("multimodal_rag.server").joinpath("page.html").read_text(encoding="utf-8")
         return HTMLResponse(self._page, headers=_PAGE_HEADERS)
 
-    async def openapi(self, request: Request) -> Response:
-        return JSONResponse(schema(self.settings))
-
-    async def healthz(self, request: Request) -> Response:
+    async def healthz(self) -> Health:
         rag = self.kb._rag
         if rag is None:
-            return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ok", "generation": rag.generation, "images": len(rag)})
+            raise HTTPProblem(503, "Starting", "the knowledge base is still opening", headers={"Retry-After": "1"})
+        return Health(status="ok", generation=rag.generation, images=len(rag))
 
-    @_answers_errors
-    async def info(self, request: Request) -> Response:
+    async def info(self) -> Info:
         from multimodal_rag.registry import kind_of
 
         rag = self.kb.rag
         answerer = rag.answerer
-        return JSONResponse(
-            {
-                "version": __version__,
-                "knowledge_base": self.kb.path.name,
-                "generation": rag.generation,
-                "reloads": self.kb.reloads,
-                "images": len(rag),
-                "embedder": {"kind": kind_of(rag.embedder), "dim": rag.embedder.dim, "fingerprint": rag.embedder.fingerprint},
-                "vector_store": kind_of(rag.vector_store),
-                "description_store": kind_of(rag.description_store),
-                "full_text": bool(getattr(rag.description_store, "full_text", False)),
-                "answerer": {
-                    "kind": kind_of(answerer) if answerer is not None else None,
-                    "model": getattr(answerer, "model", None) or getattr(answerer, "model_name", None),
-                },
-                "auth": self.settings.token is not None,
-                "limits": self.settings.limits(),
-            }
+        return Info(
+            version=__version__,
+            knowledge_base=self.kb.path.name,
+            generation=rag.generation,
+            reloads=self.kb.reloads,
+            images=len(rag),
+            embedder=EmbedderInfo(kind=kind_of(rag.embedder), dim=rag.embedder.dim, fingerprint=rag.embedder.fingerprint),
+            vector_store=kind_of(rag.vector_store),
+            description_store=kind_of(rag.description_store),
+            full_text=bool(getattr(rag.description_store, "full_text", False)),
+            answerer=AnswererInfo(
+                kind=kind_of(answerer) if answerer is not None else None,
+                model=getattr(answerer, "model", None) or getattr(answerer, "model_name", None),
+            ),
+            auth=self.settings.token is not None,
+            limits=Limits(**self.settings.limits()),
         )
 
     # -- search and ask ----------------------------------------------------------
 
-    @_answers_errors
-    async def search(self, request: Request) -> Response:
-        form, image = await self._form(request)
-        text = self._bounded(form, "text")
-        if image is None and text is None:
+    async def search(self, request: Request) -> SearchResponse:
+        fields = await self._fields(request, self.search_fields)
+        if fields.image is None and fields.text is None:
             raise HTTPProblem(400, "InvalidInputError", "give an image file, a text, or both")
         rag = self.kb.rag
         search = rag.asearch(
-            image=image,
-            text=text,
-            k=self._k(form, default=5),
-            filter=_filter(form),
-            mode=_mode(form),
-            fusion=_text(form, "fusion") or "rrf",
-            text_weight=_float(form, "text_weight", default=0.5),
+            image=fields.image,
+            text=fields.text,
+            k=fields.k,
+            filter=_filter(fields.filter),
+            mode=fields.mode,
+            fusion=fields.fusion,
+            text_weight=fields.text_weight,
         )
-        hits = await self._decoding(search, image)
-        return JSONResponse(
-            {"generation": rag.generation, "count": len(hits), "hits": [self._hit(hit) for hit in hits]}
-        )
+        hits = await self._decoding(search, fields.image)
+        return SearchResponse(generation=rag.generation, count=len(hits), hits=[self._hit(hit) for hit in hits])
 
-    @_answers_errors
-    async def ask(self, request: Request) -> Response:
-        from multimodal_rag.validation import check_question
-
-        form, image = await self._form(request)
-        question = self._bounded(form, "question")
-        if question is None:
-            raise HTTPProblem(400, "InvalidInputError", "the question field is required")
-        check_question(question)
-        stream = _bool(form, "stream")
+    async def ask(self, request: Request) -> AskResponse | Response:
+        fields = await self._fields(request, self.ask_fields)
+        question, image = fields.question, fields.image
         rag = self.kb.rag
         answerer = rag.answerer
         if answerer is None:
             raise HTTPProblem(503, "NoAnswerer", "this server has no answerer")
-        text = self._bounded(form, "text")
+        text = fields.text
         if image is None and text is None:
             text = question  # a question with no picture is its own search, as in MultimodalRAG.ask
-        search = rag.asearch(
-            image=image, text=text, k=self._k(form, default=3), filter=_filter(form), mode=_mode(form)
-        )
+        search = rag.asearch(image=image, text=text, k=fields.k, filter=_filter(fields.filter), mode=fields.mode)
         hits = await self._decoding(search, image)
-        if not stream:
+        if not fields.stream:
             answer = await _aanswer(answerer, question, image, hits)
-            return JSONResponse(
-                {
-                    "generation": rag.generation,
-                    "matches": [self._hit(hit) for hit in hits],
-                    "answer": self._answer(answer),
-                }
-            )
+            return AskResponse(generation=rag.generation, matches=[self._hit(hit) for hit in hits], answer=self._answer(answer))
         # The request to the model is made (and its errors answered as JSON) before the
         # response starts; what fails later arrives as an "error" event.
         astream = getattr(answerer, "astream", None)
@@ -349,12 +439,13 @@ class _Api:
     async def _events(self, generation: int, hits: list[Hit], chunks: Any) -> AsyncIterator[str]:
         """The answer as server-sent events: ``matches``, ``chunk``..., ``answer`` (or ``error``), ``done``."""
         try:
-            yield _event("matches", {"generation": generation, "matches": [self._hit(hit) for hit in hits]})
+            matches = [self._hit(hit).model_dump(mode="json") for hit in hits]
+            yield _event("matches", {"generation": generation, "matches": matches})
             try:
                 async for chunk in chunks:
                     yield _event("chunk", {"text": chunk})
                 answer = await chunks.get_answer()
-                yield _event("answer", self._answer(answer))
+                yield _event("answer", self._answer(answer).model_dump(mode="json"))
             except Exception as exc:
                 status, body = error_body(exc)
                 if status >= 500:
@@ -366,15 +457,7 @@ class _Api:
 
     # -- thumbnails --------------------------------------------------------------
 
-    @_answers_errors
-    async def image(self, request: Request) -> Response:
-        id_ = request.path_params["id"]
-        size = request.query_params.get("size")
-        side = self.settings.thumbnail_size if size is None else _int("size", size)
-        if not 16 <= side <= self.settings.max_thumbnail_size:
-            raise HTTPProblem(
-                400, "InvalidInputError", f"size must be between 16 and {self.settings.max_thumbnail_size}"
-            )
+    async def image(self, id_: str, side: int) -> Response:
         rag = self.kb.rag
         record = await asyncio.to_thread(rag.get, id_)
         if record.image_path is None:
@@ -392,7 +475,7 @@ class _Api:
             # The message would name the file; the client only needs to know it is gone.
             logger.warning("thumbnail of %s failed", id_, exc_info=True)
             raise HTTPProblem(404, "ImageUnavailable", f"the image file of id {id_!r} cannot be read") from None
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+        return _JPEGResponse(data, headers={"Cache-Control": "private, max-age=300"})
 
     def _servable(self, image_path: str) -> str | None:
         return servable_path(self.kb.path, image_path, self.settings.image_roots)
@@ -406,8 +489,9 @@ class _Api:
 
     # -- reading requests --------------------------------------------------------
 
-    async def _form(self, request: Request) -> tuple[FormData, bytes | None]:
-        """The form's fields, and the uploaded image's bytes (checked: its type, not empty)."""
+    async def _fields(self, request: Request, model: type[_Fields]) -> _Fields:
+        """The form's fields, validated by ``model``; an uploaded image is checked (its type,
+        not empty, its size from its header) before anything decodes it."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
             raise HTTPProblem(
@@ -417,19 +501,36 @@ class _Api:
             form = await request.form(max_files=1, max_fields=self.settings.max_fields)
         except MultiPartException as exc:
             raise HTTPProblem(400, "InvalidInputError", f"unreadable form: {exc.message}") from exc
-        except HTTPException as exc:  # how Starlette reports a MultiPartException inside an app
+        except StarletteHTTPException as exc:  # how Starlette reports a MultiPartException inside an app
             raise HTTPProblem(exc.status_code, "InvalidInputError", f"unreadable form: {exc.detail}") from exc
         try:
-            image = await self._image(form)
+            given: dict[str, Any] = {}
+            for name, value in form.multi_items():
+                if name not in model.model_fields:
+                    continue
+                if name == "image":
+                    given["image"] = await self._upload(value)
+                elif not isinstance(value, str):
+                    raise HTTPProblem(400, "InvalidInputError", f"{name} must be a text field, not a file")
+                else:
+                    given[name] = value if value.strip() else None
         finally:
             await form.close()  # the uploaded file's spool; its bytes are read by now
-        return form, image
+        try:
+            fields = model.model_validate({name: value for name, value in given.items() if value is not None})
+        except ValidationError as exc:
+            raise invalid_fields(exc.errors()) from None
+        if fields.image is not None:
+            from multimodal_rag.images import check_image
 
-    async def _image(self, form: FormData) -> bytes | None:
-        upload = form.get("image")
-        if upload is None or upload == "":
-            return None
-        if not isinstance(upload, UploadFile):
+            # From the header only, before anything decodes it: what it would cost to decode.
+            await asyncio.to_thread(check_image, fields.image, max_pixels=self.settings.max_upload_pixels)
+        return fields
+
+    async def _upload(self, upload: str | UploadFile) -> bytes | None:
+        if isinstance(upload, str):
+            if upload == "":
+                return None
             raise HTTPProblem(400, "InvalidInputError", "image must be a file part (multipart/form-data)")
         content_type = (upload.content_type or "").split(";")[0].strip().lower()
         if not upload.filename and not upload.size:
@@ -443,36 +544,20 @@ class _Api:
         data = await upload.read()
         if not data:
             raise HTTPProblem(400, "InvalidInputError", "the image file is empty")
-        from multimodal_rag.images import check_image
-
-        # From the header only, before anything decodes it: what it would cost to decode.
-        await asyncio.to_thread(check_image, data, max_pixels=self.settings.max_upload_pixels)
         return data
-
-    def _bounded(self, form: FormData, name: str) -> str | None:
-        value = _text(form, name)
-        limit = self.settings.max_text_chars
-        if value is not None and len(value) > limit:
-            raise HTTPProblem(400, "InvalidInputError", f"{name} is {len(value):,} characters; at most {limit:,} are allowed")
-        return value
-
-    def _k(self, form: FormData, *, default: int) -> int:
-        raw = _text(form, "k")
-        k = default if raw is None else _int("k", raw)
-        if not 1 <= k <= self.settings.max_k:
-            raise HTTPProblem(400, "InvalidInputError", f"k must be between 1 and {self.settings.max_k}, got {k}")
-        return k
 
     # -- writing answers ---------------------------------------------------------
 
-    def _hit(self, hit: Hit) -> dict[str, Any]:
-        return {**hit.to_dict(root=self.kb.path), "image_url": _image_url(hit.id) if hit.image_path else None}
+    def _hit(self, hit: Hit) -> models.Hit:
+        return models.Hit(**hit.to_dict(root=self.kb.path), image_url=_image_url(hit.id) if hit.image_path else None)
 
-    def _answer(self, answer: Answer) -> dict[str, Any]:
+    def _answer(self, answer: Answer) -> models.Answer:
         body = answer.to_dict(root=self.kb.path)
-        for source, original in zip(body["sources"], answer.sources):
-            source["image_url"] = _image_url(original.id) if original.image_path else None
-        return body
+        body["sources"] = [
+            models.Source(**source, image_url=_image_url(original.id) if original.image_path else None)
+            for source, original in zip(body["sources"], answer.sources)
+        ]
+        return models.Answer(**body)
 
 
 # The page runs only its own script and styles, and talks only to this server.
@@ -503,53 +588,7 @@ def _event(name: str, data: Mapping[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _text(form: FormData, name: str) -> str | None:
-    value = form.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise HTTPProblem(400, "InvalidInputError", f"{name} must be a text field, not a file")
-    return value if value.strip() else None
-
-
-def _int(name: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise HTTPProblem(400, "InvalidInputError", f"{name} must be an integer, got {raw[:40]!r}") from None
-
-
-def _float(form: FormData, name: str, *, default: float) -> float:
-    raw = _text(form, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise HTTPProblem(400, "InvalidInputError", f"{name} must be a number, got {raw[:40]!r}")
-    return value
-
-
-def _bool(form: FormData, name: str) -> bool:
-    raw = (_text(form, name) or "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise HTTPProblem(400, "InvalidInputError", f"{name} must be true or false, got {raw[:40]!r}")
-
-
-def _mode(form: FormData) -> str | None:
-    mode = _text(form, "mode")
-    if mode is not None and mode not in _MODES:
-        raise HTTPProblem(400, "InvalidInputError", f"mode must be one of {', '.join(_MODES)}, got {mode[:40]!r}")
-    return mode
-
-
-def _filter(form: FormData) -> dict[str, Any] | None:
-    raw = _text(form, "filter")
+def _filter(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     from multimodal_rag.validation import load_json

@@ -8,6 +8,7 @@ a 500 whose message says no more than that (the details go to the server's log).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from multimodal_rag.errors import (
@@ -24,7 +25,7 @@ from multimodal_rag.errors import (
     NotFoundError,
 )
 
-__all__ = ["HTTPProblem", "error_body", "status_of"]
+__all__ = ["HTTPProblem", "error_body", "invalid_fields", "status_of"]
 
 
 class HTTPProblem(Exception):
@@ -70,3 +71,54 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
     else:
         status, kind, message = 500, "InternalError", "the server failed to answer; its log says why"
     return status, {"error": {"type": kind, "message": message, "status": status}}
+
+
+def invalid_fields(errors: Iterable[Mapping[str, Any]]) -> HTTPProblem:
+    """The 400 answer to fields their model refused (pydantic's errors), in the library's words.
+
+    Each message names the field, what it must be, and what it was (shortened).
+    """
+    messages: dict[str, str] = {}
+    for error in errors:
+        name = _field_name(error.get("loc", ()))
+        # A field that may be left out is a union with None; that branch's complaint says nothing.
+        if error.get("type") != "none_required" and name not in messages:
+            messages[name] = _field_message(name, error)
+    return HTTPProblem(400, "InvalidInputError", "; ".join(list(messages.values())[:3]) or "invalid fields")
+
+
+def _field_name(loc: Iterable[Any]) -> str:
+    """The field of a pydantic error's location (``("query", "size")``, ``("mode", "literal[...]")``)."""
+    names = [part for part in loc if isinstance(part, str) and part not in ("query", "path", "body", "header")]
+    return names[0] if names else "a field"
+
+
+def _field_message(name: str, error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    got = f", got {_shown(value)}"
+    if kind == "missing":
+        return f"the {name} field is required"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{name} must be an integer{got}"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"{name} must be a number{got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{name} must be true or false{got}"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"{name} must be at least {ctx.get('ge', ctx.get('gt'))}{got}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"{name} must be at most {ctx.get('le', ctx.get('lt'))}{got}"
+    if kind == "literal_error":
+        return f"{name} must be one of {ctx.get('expected')}{got}"
+    if kind == "string_too_long" and isinstance(value, str):
+        return f"{name} is {len(value):,} characters; at most {ctx.get('max_length', 0):,} are allowed"
+    if kind in ("string_too_short", "string_pattern_mismatch"):
+        return f"{name} is empty or only white space"
+    return f"{name}: {error.get('msg', 'invalid')}{got}"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."

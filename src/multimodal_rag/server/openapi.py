@@ -1,211 +1,97 @@
-"""The server's OpenAPI 3.1 description, served at ``/openapi.json``.
+"""The server's OpenAPI 3.1 description, served at ``/openapi.json``: generated, not written.
 
-Written out rather than generated: the endpoints read multipart forms by hand, and this is
-the contract clients are built against, so a change to it should be a deliberate edit.
+FastAPI generates the document from the routes and their [`models`][multimodal_rag.server.models]
+(the answers' models, the form models that validate the fields, the thumbnail's parameters),
+so it says what the handlers accept and return. This module adds what FastAPI cannot see: the
+statuses the guard and the connection cap answer with ([`error_responses`][multimodal_rag.server.openapi.error_responses]),
+the form bodies the endpoints read themselves ([`form_body`][multimodal_rag.server.openapi.form_body]),
+and the bearer token ([`document`][multimodal_rag.server.openapi.document]).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from multimodal_rag._version import __version__
+from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from multimodal_rag.server.app import ServerSettings
+from multimodal_rag.server.models import ErrorBody
 
-__all__ = ["schema"]
+__all__ = ["document", "error_responses", "form_body"]
 
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
-_ERRORS = {
-    "400": _error("Bad input: a field, the filter, k or the mode (the message says which)."),
-    "401": _error("Missing or wrong bearer token."),
-    "413": _error("The request body is larger than the server accepts."),
-    "415": _error("Not multipart/form-data, or an image content type the server refuses."),
-    "422": _error("The image cannot be read."),
+# What each error status means on this server; an operation lists those it can answer with.
+_WHY = {
+    400: "Bad input: a field, the filter, k, the mode, the size or the id (the message says which).",
+    401: "Missing or wrong bearer token.",
+    403: "No token is set and a page of another origin sent the request.",
+    404: "No image with that id, or its file is gone or outside the knowledge base and every image root.",
+    408: "The request body did not arrive in time; the connection is closed.",
+    413: "The request body is larger than the server accepts.",
+    415: "Not a form (multipart/form-data or URL-encoded), or an image content type the server refuses.",
+    421: "The Host header names a host this server does not answer to.",
+    422: "The upload cannot be read as an image, is in a format the library does not read, or has too many pixels.",
+    502: "The answering model failed.",
+    503: (
+        "Too many connections (answered before the request is read), or the knowledge base "
+        "cannot be read; on /v1/ask also no answerer or the model's rate limit."
+    ),
+    504: "The answering model did not answer in time.",
 }
 
-_SEARCH_FIELDS: dict[str, Any] = {
-    "image": {"type": "string", "format": "binary", "description": "The query image."},
-    "text": {"type": "string", "description": "The query text."},
-    "k": {"type": "integer", "minimum": 1, "description": "How many results."},
-    "filter": {"type": "string", "description": 'Metadata conditions as JSON, e.g. {"price": {"$lt": 100}}.'},
-    "mode": {"type": "string", "enum": ["vector", "lexical", "hybrid"]},
-}
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of an operation that can answer with ``statuses``: each one an [`ErrorBody`][multimodal_rag.server.models.ErrorBody]."""
+    return {status: {"model": ErrorBody, "description": _WHY[status]} for status in sorted(set(statuses))}
 
 
-def schema(settings: ServerSettings) -> dict[str, Any]:
-    """The OpenAPI document, with this server's limits and authentication."""
-    hit = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "score": {"type": "number"},
-            "similarity": {"type": ["number", "null"]},
-            "description": {"type": ["string", "null"]},
-            "metadata": {"type": "object"},
-            "image_path": {"type": ["string", "null"], "description": "Relative to the knowledge base."},
-            "image_url": {"type": ["string", "null"], "description": "The thumbnail's address."},
-            "signals": {"type": "object"},
-        },
-        "required": ["id", "score"],
-    }
-    answer = {
-        "type": "object",
-        "properties": {
-            "text": {"type": "string"},
-            "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
-            "model": {"type": ["string", "null"]},
-            "usage": {"type": "object"},
-            "latency_s": {"type": "number"},
-        },
-        "required": ["text", "sources"],
-    }
-    document: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {"title": "multimodal-rag", "version": __version__},
-        "paths": {
-            "/v1/search": {
-                "post": {
-                    "summary": "Find the knowledge-base images that best match an image, a text, or both.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "multipart/form-data": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        **_SEARCH_FIELDS,
-                                        "fusion": {"type": "string", "enum": ["rrf", "weighted"]},
-                                        "text_weight": {"type": "number"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "The hits, best first.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "generation": {"type": "integer"},
-                                            "count": {"type": "integer"},
-                                            "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_ERRORS,
-                    },
-                }
-            },
-            "/v1/ask": {
-                "post": {
-                    "summary": "Answer a question about an image from the descriptions of its best matches.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "multipart/form-data": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        **_SEARCH_FIELDS,
-                                        "question": {"type": "string"},
-                                        "stream": {
-                                            "type": "boolean",
-                                            "description": "Answer as server-sent events: matches, chunk..., answer (or error), done.",
-                                        },
-                                    },
-                                    "required": ["question"],
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "The matches and the answer (JSON), or their events.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "generation": {"type": "integer"},
-                                            "matches": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
-                                            "answer": {"$ref": "#/components/schemas/Answer"},
-                                        },
-                                    }
-                                },
-                                "text/event-stream": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **_ERRORS,
-                        "502": _error("The answering model failed."),
-                        "504": _error("The answering model did not answer in time."),
-                    },
-                }
-            },
-            "/v1/images/{id}": {
-                "get": {
-                    "summary": "A JPEG thumbnail of a knowledge-base image.",
-                    "parameters": [
-                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
-                        {
-                            "name": "size",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 16, "maximum": settings.max_thumbnail_size},
-                            "description": f"Long side in pixels (default {settings.thumbnail_size}).",
-                        },
-                    ],
-                    "responses": {
-                        "200": {"description": "The thumbnail.", "content": {"image/jpeg": {}}},
-                        "400": _ERRORS["400"],
-                        "401": _ERRORS["401"],
-                        "404": _error("No image with that id, or its file is gone."),
-                    },
-                }
-            },
-            "/v1/info": {
-                "get": {
-                    "summary": "What the knowledge base is made of, and the server's limits.",
-                    "responses": {"200": {"description": "Counts, components, limits."}, "401": _ERRORS["401"]},
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "Liveness: the generation served and how many images it holds.",
-                    "security": [],
-                    "responses": {"200": {"description": "Serving."}, "503": {"description": "Still opening."}},
-                }
-            },
-        },
-        "components": {
-            "schemas": {
-                "Hit": hit,
-                "Answer": answer,
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "type": {"type": "string"},
-                                "message": {"type": "string"},
-                                "status": {"type": "integer"},
-                            },
-                        }
-                    },
+def form_body(model: type[BaseModel], image_types: Iterable[str]) -> dict[str, Any]:
+    """The request body of an endpoint that reads its form itself, from the model that validates it.
+
+    Multipart, with the image part's accepted types; URL-encoded, without the image (a file
+    needs multipart).
+    """
+    schema = model.model_json_schema()
+    if "$defs" in schema:  # kept flat so that it can be inlined; a nested model needs components
+        raise TypeError(f"{model.__name__} must be flat")
+    properties = {name: value for name, value in schema["properties"].items() if name != "image"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": schema,
+                    "encoding": {"image": {"contentType": ", ".join(sorted(image_types))}},
                 },
-            }
-        },
+                "application/x-www-form-urlencoded": {"schema": {**schema, "properties": properties}},
+            },
+        }
     }
-    if settings.token is not None:
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        document["security"] = [{"bearer": []}]
-    return document
+
+
+def document(generated: dict[str, Any], *, token: bool) -> dict[str, Any]:
+    """FastAPI's document, finished: errors as JSON, no 422 of FastAPI's own, and the bearer
+    token if one is set."""
+    for operations in generated.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            for status, response in responses.items():
+                content = response.get("content", {})
+                if int(status) >= 400 and "application/json" not in content:
+                    # FastAPI files an error's model under the route's own media type (a
+                    # thumbnail's image/jpeg); every error is JSON.
+                    response["content"] = {"application/json": next(iter(content.values()))}
+            refused = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if refused.get("$ref", "").endswith("/HTTPValidationError"):
+                # Fields a model refuses are answered 400 with the error body, never this.
+                del responses["422"]
+    schemas = generated.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    if token:
+        generated.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        generated["security"] = [{"bearer": []}]
+        for path, operations in generated.get("paths", {}).items():
+            if not path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = []  # the page and the health check hold no data
+    return generated
