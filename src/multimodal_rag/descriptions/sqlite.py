@@ -351,7 +351,7 @@ def _check_schema(db: sqlite3.Connection) -> None:
     """Refuse a database holding anything but this store's tables, indexes and triggers.
 
     Rows are read from ``records`` only once it is known to be a table of known columns
-    (:func:`_check_records_table`); any other object (a view, someone else's trigger or
+    (`_check_records_table`); any other object (a view, someone else's trigger or
     table) means the file is not one this store wrote, and is refused rather than dropped.
     """
     for kind, name in db.execute("SELECT type, name FROM sqlite_master"):

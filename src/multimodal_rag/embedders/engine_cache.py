@@ -121,7 +121,7 @@ class EngineCache:
 
     def verified_files(self, folder: Path) -> bool:
         """Whether every file in ``folder``, which another program fills (OpenVINO its
-        compiled blobs), is as :meth:`record_files` recorded it. A folder that is not is
+        compiled blobs), is as `record_files` recorded it. A folder that is not is
         logged and removed, so that its files are made again; a missing one is not logged."""
         if folder in self._verified:
             return True
@@ -158,7 +158,7 @@ class EngineCache:
 
     def recorded(self, final: Path) -> dict[str, str] | None:
         """The SHA-256 of each file of the folder entry ``final`` as recorded when it was
-        written (checked by :meth:`verified_dir` when this process did), or None."""
+        written (checked by `verified_dir` when this process did), or None."""
         if final in self._verified:
             return self._verified[final]
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):

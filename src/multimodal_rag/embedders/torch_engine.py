@@ -43,7 +43,7 @@ class TorchRunner:
         module: A ``torch.nn.Module`` whose forward takes one batch tensor.
         device: The torch device the module lives on (or its name).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        example: A batch like the tower's inputs: :meth:`settle` runs one item of it to see
+        example: A batch like the tower's inputs: `settle` runs one item of it to see
             which weights the tower uses (without it, every matrix weight counts).
     """
 

@@ -197,7 +197,7 @@ class KnowledgeBaseDirectory:
 
     def keep_image(self, data: bytes, suffix: str, *, source: str) -> str:
         """Keep an image given in memory as ``images/<hash of its bytes>.<suffix>``; returns that
-        path, relative to the knowledge base, for its record (see :meth:`image_file`).
+        path, relative to the knowledge base, for its record (see `image_file`).
 
         Named by the hash of the bytes, never by the caller's id: an id cannot lead the
         file out of the folder, an existing file is the same image, and an id given again
@@ -240,7 +240,7 @@ class KnowledgeBaseDirectory:
         return image_path if os.path.isabs(image_path) else str(self.root / image_path)
 
     def with_image_file(self, record: Record) -> Record:
-        """``record`` with its image where :meth:`image_file` finds it."""
+        """``record`` with its image where `image_file` finds it."""
         found = self.image_file(record.image_path)
         return record if found == record.image_path else attrs.evolve(record, image_path=found)
 
@@ -256,7 +256,7 @@ class KnowledgeBaseDirectory:
         return image_path
 
     def with_stored_image_path(self, record: Record) -> Record:
-        """``record`` as it is stored: see :meth:`stored_image_path`."""
+        """``record`` as it is stored: see `stored_image_path`."""
         stored = self.stored_image_path(record.image_path)
         return record if stored == record.image_path else attrs.evolve(record, image_path=stored)
 

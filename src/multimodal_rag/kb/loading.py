@@ -131,7 +131,7 @@ def _store_relocated_image_paths(directory: KnowledgeBaseDirectory, description_
     Earlier versions stored them under the folder's path as it was given then (``kb/images/…``,
     or absolute), which breaks when the folder moves, is copied or is opened from another
     working directory. Reading finds them here either way
-    (:meth:`KnowledgeBaseDirectory.image_file`); a writer also stores them anew, saved with the
+    (`KnowledgeBaseDirectory.image_file`); a writer also stores them anew, saved with the
     next save. Records whose image is not in this knowledge base's ``images/`` are left as they are.
     """
     try:
@@ -194,7 +194,7 @@ def _load_once(
     commit = read_commit_record(directory.journal)
     if commit is not None and commit.generation > generation:
         # Checked first: the older snapshot's files are likely gone, which would be reported
-        # as damage. Unless a writer saved meanwhile, :func:`load` says what it really is.
+        # as damage. Unless a writer saved meanwhile, `load` says what it really is.
         raise SnapshotMovedError(f"the journal's commit record is for snapshot {commit.generation}, newer than {generation}")
     snapshot = directory.snapshot(generation)
     # Each file is hashed once: for the parts to salvage, and for the files to set aside.
