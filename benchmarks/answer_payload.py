@@ -2,29 +2,27 @@
 
 Makes a 12-megapixel photo-like JPEG and a large PNG drawing, then times
 ``image_data_url`` (decode, downscale, re-encode, base64) at several ``max_image_side``
-values and reports the size of the data URL next to the original file.
+values and reports the size of the data URL next to the original file. That function is
+what ``OpenAIAnswerer`` and ``VisionLLMReranker`` run on every image they send; it has no
+public name, so this benchmark imports it from its module.
 
-    python benchmarks/answer_payload.py [--repeat 3]
+    python benchmarks/answer_payload.py             # a few seconds
+    python benchmarks/answer_payload.py --quick     # smaller images, one timing each
 
 Prints a table and writes ``benchmarks/results/answer_payload.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+from common import Figure, finish, make_parser
 from PIL import Image, ImageDraw
 
 from multimodal_rag.answerers.data_urls import image_data_url
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def photo(width: int = 4000, height: int = 3000) -> bytes:
@@ -49,11 +47,16 @@ def drawing(width: int = 3000, height: int = 2000) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = make_parser(__doc__)
+    parser.add_argument("--repeat", type=int, help="timings per image and side (default 3; 1 with --quick)")
     args = parser.parse_args()
+    args.repeat = args.repeat or (1 if args.quick else 3)
 
-    inputs = {"photo 4000x3000 JPEG": photo(), "drawing 3000x2000 PNG": drawing()}
+    scale = 4 if args.quick else 1
+    inputs = {
+        f"photo {4000 // scale}x{3000 // scale} JPEG": photo(4000 // scale, 3000 // scale),
+        f"drawing {3000 // scale}x{2000 // scale} PNG": drawing(3000 // scale, 2000 // scale),
+    }
     rows = []
     for name, data in inputs.items():
         for side in (512, 1024, 2048):
@@ -81,15 +84,12 @@ def main() -> None:
             f"{row['image']:<24}{row['max_image_side']:>6}{row['original_kb']:>13}{row['data_url_kb']:>13}"
             f"{row['mime']:>12}{row['encode_ms_median']:>11}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "answer_payload.json"
-    out.write_text(
-        json.dumps(
-            {"machine": platform.platform(), "python": platform.python_version(), "repeat": args.repeat, "rows": rows},
-            indent=2,
-        )
-    )
-    print(f"\nwrote {out}")
+    photo_1024 = next(r for r in rows if r["image"].startswith("photo") and r["max_image_side"] == 1024)
+    figures = {
+        "photo_1024_encode_ms": Figure(photo_1024["encode_ms_median"], "lower", 2.0),
+        "photo_1024_data_url_kb": Figure(photo_1024["data_url_kb"], "lower", 0.2),
+    }
+    finish("answer_payload", args, {"repeat": args.repeat, "rows": rows}, figures)
 
 
 if __name__ == "__main__":

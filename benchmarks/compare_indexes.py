@@ -13,7 +13,13 @@ sweeping ``ef`` for the HNSW stores and ``nprobe`` / ``k_factor`` for IVF. For f
 search it also measures the memory bandwidth of this machine, since an exact scan of
 ``n`` vectors cannot beat reading them once.
 
-    python benchmarks/compare_indexes.py --sizes 10000,100000
+    python benchmarks/compare_indexes.py                 # 10,000 and 100,000 vectors, 512-d
+    python benchmarks/compare_indexes.py --quick         # 2,000 vectors, 64-d, two settings each
+    python benchmarks/compare_indexes.py --sizes 1000000 --only flat,hnswlib
+
+The raw calls reach into each store for its FAISS or hnswlib index (``_index``,
+``_stored()``): the library's overhead is measured against exactly the index it wraps,
+which no public name exposes.
 
 Prints a table, writes ``benchmarks/results/compare_indexes.json`` and draws
 recall-vs-latency curves to ``benchmarks/results/compare_indexes.png``.
@@ -28,8 +34,6 @@ all, many clusters, a low-dimensional latent within each cluster, plus noise
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import threading
 import time
@@ -38,13 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import RESULTS, Figure, finish, make_parser
 
-from multimodal_rag.vectors.faiss_flat import FaissFlatStore
-from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore
-from multimodal_rag.vectors.faiss_ivf import FaissIVFStore
-from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
+from multimodal_rag import FaissFlatStore, FaissHNSWStore, FaissIVFStore, HNSWLibStore
 
-RESULTS = Path(__file__).resolve().parent / "results"
 K = 10
 
 
@@ -403,21 +404,27 @@ def markdown_table(results: list[dict[str, Any]], settings: set[str] | None = No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000", help="comma-separated collection sizes")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--queries", type=int, default=200, help="single queries timed per setting")
-    parser.add_argument("--batch-queries", type=int, default=1000, help="queries in the batched call (recall too)")
-    parser.add_argument("--ef", default="16,32,64,128,256")
-    parser.add_argument("--nprobe", default="4,8,16,32,64")
-    parser.add_argument("--k-factor", default="4,8,16")
+    parser = make_parser(__doc__)
+    parser.add_argument("--sizes", help="comma-separated collection sizes (default 10000,100000; 2000 with --quick)")
+    parser.add_argument("--dim", type=int, help="vector length (default 512; 64 with --quick)")
+    parser.add_argument("--queries", type=int, help="single queries timed per setting (default 200; 30 with --quick)")
+    parser.add_argument("--batch-queries", type=int, help="queries in the batched call, recall too (default 1000; 100 with --quick)")
+    parser.add_argument("--ef", help="HNSW search depths (default 16,32,64,128,256; 16,64 with --quick)")
+    parser.add_argument("--nprobe", help="IVF lists probed (default 4,8,16,32,64; 4,8 with --quick)")
+    parser.add_argument("--k-factor", help="IVF-PQ refinement factors (default 4,8,16; 8 with --quick)")
     parser.add_argument("--faiss-hnsw", default="32,80", help="M,ef_construction")
     parser.add_argument("--hnswlib", default="16,100", help="M,ef_construction")
     parser.add_argument("--only", default="", help="comma-separated family prefixes to run (default all)")
     parser.add_argument("--real", type=Path, help=".npy of real embeddings to use instead of synthetic ones")
-    parser.add_argument("--out", type=Path, default=RESULTS / "compare_indexes.json")
-    parser.add_argument("--plot", type=Path, default=RESULTS / "compare_indexes.png")
+    parser.add_argument("--plot", type=Path, default=RESULTS / "compare_indexes.png", help="recall-vs-latency curves (needs matplotlib)")
     args = parser.parse_args()
+    defaults = {
+        "sizes": ("10000,100000", "2000"), "dim": (512, 64), "queries": (200, 30), "batch_queries": (1000, 100),
+        "ef": ("16,32,64,128,256", "16,64"), "nprobe": ("4,8,16,32,64", "4,8"), "k_factor": ("4,8,16", "8"),
+    }  # fmt: skip
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
     args.ef, args.nprobe, args.k_factor = ints(args.ef), ints(args.nprobe), ints(args.k_factor)
     args.faiss_hnsw, args.hnswlib = tuple(ints(args.faiss_hnsw)), tuple(ints(args.hnswlib))
@@ -434,21 +441,29 @@ def main() -> None:
             base = clip_like(n, args.dim, seed=n, clusters=clusters)
             queries = clip_like(args.batch_queries, args.dim, seed=n + 1, clusters=clusters)
         results.append({"source": str(args.real) if args.real else "synthetic CLIP-like", **run_size(base, queries, args)})
-    report = {
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "faiss": faiss.__version__,
-            "faiss_threads": faiss.omp_get_max_threads(),
-        },
-        "k": K,
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    plot(results, args.plot)
+    report = {"faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads(), "k": K, "results": results}
+    try:
+        plot(results, args.plot)
+        print(f"drew {args.plot}")
+    except ImportError:
+        print("no plot: matplotlib is not installed")
     print("\n" + markdown_table(results))
-    print(f"\nwrote {args.out} and {args.plot}")
+    finish("compare_indexes", args, report, headline(results[-1]))
+
+
+def headline(result: dict[str, Any]) -> dict[str, Figure]:
+    """The largest size's figures: exact search's recall (must be 1), each approximate
+    family's best recall@10, and single-query latency of flat and of the deepest HNSW."""
+    figures = {}
+    by_family: dict[str, list[dict[str, Any]]] = {}
+    for row in result["rows"]:
+        by_family.setdefault(row["family"].split()[0], []).append(row)
+    for family, rows in by_family.items():
+        best = max(rows, key=lambda r: r["recall_at_10"])
+        tolerance = 0.0 if family == "flat" else 0.05
+        figures[f"{family}_recall_at_10"] = Figure(best["recall_at_10"], "higher", tolerance)
+        figures[f"{family}_p50_ms"] = Figure(best["p50_ms"], "lower", 2.0)
+    return figures
 
 
 if __name__ == "__main__":

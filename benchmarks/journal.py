@@ -5,18 +5,16 @@ For knowledge bases of several sizes (512-d vectors, as CLIP ViT-B/32 makes), ti
 and in memory (no journal), and times a full ``save``. A batch's commit should cost the
 same whatever the size of the knowledge base; a save grows with it.
 
-    python benchmarks/journal.py [--sizes 0 10000 50000] [--batch 32] [--repeat 5]
+    python benchmarks/journal.py            # 0, 10,000 and 50,000 images, about a minute
+    python benchmarks/journal.py --quick    # 0 and 2,000 images
+    python benchmarks/journal.py --sizes 0 100000 --batch 64 --repeat 9
 
 Prints a table and writes ``benchmarks/results/journal.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import io
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -25,12 +23,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image
+from common import Figure, finish, make_parser, png_bytes
 
 from multimodal_rag import Embedder, MultimodalRAG, Record
-from multimodal_rag.images import image_bytes
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DIM = 512
 
 
@@ -51,7 +47,7 @@ class HashEmbedder(Embedder):
         return {}
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
-        rows = [self._vector(image_bytes(image)) for image in images]
+        rows = [self._vector(_content(image)) for image in images]
         return np.stack(rows) if rows else np.zeros((0, DIM), np.float32)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -64,11 +60,13 @@ class HashEmbedder(Embedder):
         return row / np.linalg.norm(row)
 
 
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+def _content(image: Any) -> bytes:
+    """The bytes an image input stands for: a file's, or the bytes themselves, or a PIL image's pixels."""
+    if isinstance(image, (str, Path)):
+        return Path(image).read_bytes()
+    if isinstance(image, bytes):
+        return image
+    return bytes(image.tobytes())
 
 
 def prefill(rag: MultimodalRAG, size: int) -> None:
@@ -83,11 +81,13 @@ def prefill(rag: MultimodalRAG, size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 10_000, 50_000])
+    parser = make_parser(__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", help="knowledge-base sizes (default 0 10000 50000)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = [0, 2_000] if args.quick else [0, 10_000, 50_000]
 
     seed = 0
     rows = []
@@ -108,7 +108,7 @@ def main() -> None:
                 for _ in range(args.batch):
                     seed += 1
                     path = images / f"{seed}.png"
-                    path.write_bytes(png(seed))
+                    path.write_bytes(png_bytes(seed))
                     paths.append(path)
                 for name, rag in (("disk", on_disk), ("memory", in_memory)):
                     started = time.perf_counter()
@@ -143,9 +143,15 @@ def main() -> None:
             f"{row['add_batch_in_memory_ms']:>18.2f}{row['journal_cost_ms']:>12.2f}"
             f"{row['journal_bytes_per_image']:>13}{row['save_ms']:>10.1f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = {"rows": rows, "platform": platform.platform(), "python": platform.python_version()}
-    (RESULTS / "journal.json").write_text(json.dumps(out, indent=2) + "\n")
+    small, large = rows[0], rows[-1]
+    figures = {
+        # A batch's commit should not grow with the knowledge base; a full save does.
+        "commit_large_over_small": Figure(large["add_batch_on_disk_ms"] / small["add_batch_on_disk_ms"], "lower", 1.0),
+        "journal_cost_ms": Figure(large["journal_cost_ms"], "lower", 2.0),
+        "journal_bytes_per_image": Figure(large["journal_bytes_per_image"], "lower", 0.1),
+        "save_ms_largest": Figure(large["save_ms"], "lower", 2.0),
+    }
+    finish("journal", args, {"settings": {"sizes": args.sizes, "batch": args.batch, "repeat": args.repeat}, "rows": rows}, figures)
 
 
 if __name__ == "__main__":

@@ -6,18 +6,20 @@ Inserts the same normalised vectors into ``MilvusVectorStore`` and ``HNSWLibStor
 call, as an application answering users does, and measures recall@k against an exact
 search.
 
-    python benchmarks/milvus_vs_local.py [--n 100000] [--dim 512] [--queries 200] [--uri URI]
+    python benchmarks/milvus_vs_local.py            # 100,000 vectors of 512-d
+    python benchmarks/milvus_vs_local.py --quick    # 3,000 vectors of 64-d
+    python benchmarks/milvus_vs_local.py --n 1000000 --uri http://milvus:19530
 
 Without ``--uri`` (or ``$MILVUS_URI``) a Milvus Lite server is started on a free
-loopback port for the run. Prints a table and writes ``benchmarks/results/milvus_vs_local.json``.
+loopback port for the run; without ``pymilvus`` and ``milvus-lite`` (``pip install
+'multimodal-rag[milvus]'``) the benchmark says so and stops. Prints a table and writes
+``benchmarks/results/milvus_vs_local.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import importlib.util
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -30,12 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import Figure, finish, make_parser, skipped
 
-from multimodal_rag.errors import BackendError
-from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
-from multimodal_rag.vectors.milvus import MilvusVectorStore
+from multimodal_rag import BackendError, HNSWLibStore, MilvusVectorStore
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 10_000
 
 
@@ -120,13 +120,20 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--queries", type=int, default=100)
+    parser = make_parser(__doc__)
+    parser.add_argument("--n", type=int, help="vectors (default 100000; 3000 with --quick)")
+    parser.add_argument("--dim", type=int, help="their length (default 512; 64 with --quick)")
+    parser.add_argument("--queries", type=int, help="single-vector queries timed (default 100; 50 with --quick)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--uri", default=os.environ.get("MILVUS_URI"))
     args = parser.parse_args()
+    for name, full, quick in (("n", 100_000, 3_000), ("dim", 512, 64), ("queries", 100, 50)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    missing = [m for m in ("pymilvus", "milvus_lite") if importlib.util.find_spec(m) is None]
+    if missing and not (args.uri and "pymilvus" not in missing):
+        skipped("milvus_vs_local", args, f"{' and '.join(missing)} not installed (pip install 'multimodal-rag[milvus]')")
+        return
 
     rng = np.random.default_rng(0)
     vectors = embeddings(rng, args.n, args.dim)
@@ -179,18 +186,14 @@ def main() -> None:
             f"{r['first_search_s']:>12.2f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
             f"{r['recall_at_k']:>7.3f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "milvus_vs_local.json"
-    meta = {
-        "n": args.n,
-        "dim": args.dim,
-        "queries": args.queries,
-        "k": args.k,
-        "cpus": os.cpu_count(),
+    local, remote = rows
+    figures = {
+        "hnswlib_recall_at_k": Figure(local["recall_at_k"], "higher", 0.05),
+        "milvus_recall_at_k": Figure(remote["recall_at_k"], "higher", 0.05),
+        "milvus_over_hnswlib_p50": Figure(remote["p50_ms"] / local["p50_ms"], "lower", 1.0),
     }
-    meta["machine"] = platform.platform()
-    out.write_text(json.dumps({"settings": meta, "results": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+    settings = {"n": args.n, "dim": args.dim, "queries": args.queries, "k": args.k}
+    finish("milvus_vs_local", args, {"settings": settings, "results": rows}, figures)
 
 
 if __name__ == "__main__":

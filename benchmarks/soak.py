@@ -7,17 +7,18 @@ metadata filter, and look records up. Because the window keeps the knowledge
 base the same size, resident memory should level off once the window is full and
 the warm-up has passed: steady growth after that would be a leak.
 
-    python benchmarks/soak.py [--seconds 60] [--threads 4] [--window 4000]
+    python benchmarks/soak.py                   # 60 s, 4 search threads, a window of 4,000 images
+    python benchmarks/soak.py --quick           # 10 s, 2 threads, a window of 300
+    python benchmarks/soak.py --seconds 600 --threads 8
 
 Prints a table and writes ``benchmarks/results/soak.json``. Exits with status 1 when
-a query or an ingest failed or memory grew by 5% or more after the warm-up.
+a query or an ingest failed or memory grew by 5% or more after the warm-up (``--quick``
+reports the growth but is too short to judge it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import threading
 import time
@@ -27,12 +28,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from common import Figure, finish, make_parser, rss_mib
 from PIL import Image
 
 from multimodal_rag import Embedder, MultimodalRAG, NotFoundError
-from multimodal_rag.images import open_image
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GRID = 8
 WORDS = ["red", "green", "blue", "dark", "bright", "grey", "warm", "cold"]
 
@@ -54,10 +54,7 @@ class PixelEmbedder(Embedder):
         return {}
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
-        rows = [
-            np.asarray(open_image(image).resize((GRID, GRID)), dtype=np.float32).reshape(-1) / 255.0 - 0.45
-            for image in images
-        ]
+        rows = [_pixels(image) for image in images]
         return _normalise(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -65,17 +62,16 @@ class PixelEmbedder(Embedder):
         return _normalise(np.stack(rows))
 
 
+def _pixels(image: Any) -> np.ndarray:
+    picture = image if isinstance(image, Image.Image) else Image.open(image)
+    with picture:
+        small = picture.convert("RGB").resize((GRID, GRID))
+    return np.asarray(small, dtype=np.float32).reshape(-1) / 255.0 - 0.45
+
+
 def _normalise(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float32)
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-def rss_mib() -> float:
-    """Resident memory of this process (Linux), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def make_pool(folder: Path, count: int) -> list[Path]:
@@ -154,18 +150,21 @@ class Soak:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60)")
+    parser = make_parser(__doc__)
+    parser.add_argument("--seconds", type=float, help="how long to run (default 60; 10 with --quick)")
     parser.add_argument(
-        "--warmup", type=float, default=10.0, help="least seconds before the memory baseline (also waits for a full window)"
+        "--warmup", type=float, help="least seconds before the memory baseline (also waits for a full window; default 10, 3 with --quick)"
     )
-    parser.add_argument("--threads", type=int, default=4, help="searching threads (default 4)")
-    parser.add_argument("--window", type=int, default=4000, help="images kept in the knowledge base")
+    parser.add_argument("--threads", type=int, help="searching threads (default 4; 2 with --quick)")
+    parser.add_argument("--window", type=int, help="images kept in the knowledge base (default 4000; 300 with --quick)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--save-every", type=int, default=20, help="save after this many batches")
     parser.add_argument("--vector-store", default="faiss-flat")
     parser.add_argument("--description-store", default="sqlite")
     args = parser.parse_args()
+    for name, full, quick in (("seconds", 60.0, 10.0), ("warmup", 10.0, 3.0), ("threads", 4, 2), ("window", 4000, 300)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
 
     with tempfile.TemporaryDirectory() as tmp:
         pool = Path(tmp) / "pool"
@@ -225,11 +224,7 @@ def main() -> None:
         "rss_mib_max": max(rss for _, rss in samples),
         "rss_growth_percent_after_warmup": round(growth, 2),
         "rss_timeline": samples,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
 
     rows = [
         ("duration (s)", result["seconds"]),
@@ -250,7 +245,12 @@ def main() -> None:
         print(f"{name:<{width}}  {value}")
     for error in soak.errors[:3]:
         print(error)
-    if soak.errors or growth >= 5.0 or not verified.ok:
+    figures = {
+        "errors": Figure(len(soak.errors), "equal", 0.0),
+        "queries_per_second": Figure(result["queries_per_second"], "higher", 0.8),
+    }
+    finish("soak", args, result, figures)
+    if soak.errors or not verified.ok or (growth >= 5.0 and not args.quick):
         raise SystemExit(1)
 
 
