@@ -33,11 +33,13 @@ __all__ = [
     "IMAGE",
     "JSON_OPTION",
     "KB_ARGUMENT",
+    "WEIGHTS_OPTIONS",
     "CommandFailed",
     "Settings",
     "cli",
     "cli_message",
     "committing",
+    "embedder_with_weights",
     "main",
     "open_kb",
     "parse_key_values",
@@ -83,6 +85,62 @@ _CLI_HINTS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] =
     (
         re.compile(r"pass allow_outside=True to accept it"),
         lambda m: "give --allow-outside to accept it",
+    ),
+    (
+        re.compile(r"create one with MultimodalRAG\.create\(\)"),
+        lambda m: "create one with `multimodal-rag index DIRECTORY --kb KB`",
+    ),
+    # The weights a model loads from: what the loaders of embedders/ advise, as options.
+    (
+        re.compile(
+            r"pass (?:CLIPEmbedder\(model=[^,]*, |OpenCLIPEmbedder\([^,]*, [^,]*, )"
+            r"checkpoint=('[^']*')(?:, tokenizer=('[^']*'))?\)"
+        ),
+        lambda m: f"give --checkpoint {_literal(m.group(1))}"
+        + (f" --tokenizer {_literal(m.group(2))}" if m.group(2) else ""),
+    ),
+    (
+        re.compile(r"\(tokenizer= for models"),
+        lambda m: "(--tokenizer for models",
+    ),
+    (
+        re.compile(r"build (?:CLIPEmbedder|OpenCLIPEmbedder)\((checkpoint|tokenizer)='/absolute/path', \.\.\.\) "
+                   r"and pass it as MultimodalRAG\.open\(path, embedder=\.\.\.\)"),
+        lambda m: f"give --{m.group(1)} /absolute/path",
+    ),
+    (
+        re.compile(r"pass (checkpoint|tokenizer|pretrained)=(?:('[^']*'))?"),
+        lambda m: f"give --{m.group(1)}" + (f" {_literal(m.group(2))}" if m.group(2) else ""),
+    ),
+    (
+        re.compile(r" or checkpoint=('[^']*')"),
+        lambda m: f" or --checkpoint {_literal(m.group(1))}",
+    ),
+    (
+        re.compile(r"\((with )?(model|pretrained)= "),
+        lambda m: f"({m.group(1) or ''}--{m.group(2)} ",
+    ),
+    (
+        re.compile(r"pass allow_torchscript=True if you trust the file, or convert"),
+        lambda m: "the command line never runs one: convert",
+    ),
+    (
+        re.compile(r"\. A knowledge base opened from its manifest never loads one: pass "
+                   r"MultimodalRAG\.open\(path, embedder=CLIPEmbedder\(\.\.\., allow_torchscript=True\)\)"),
+        lambda m: "",
+    ),
+    (
+        re.compile(r" or pass answerer= to answer"),
+        lambda m: " to answer",
+    ),
+    # A precision asked for that failed the quality gate (embedders/engines.py).
+    (
+        re.compile(r"Pass allow_fallback=True to accept"),
+        lambda m: "Give --allow-fallback to accept",
+    ),
+    (
+        re.compile(r"precision='auto' for the fastest"),
+        lambda m: "--precision auto for the fastest",
     ),
 )
 
@@ -178,7 +236,11 @@ class _Group(click.Group):
 
 
 class Settings:
-    """Global options, shared by every command through the click context."""
+    """Global options, shared by every command through the click context.
+
+    ``checkpoint`` and ``tokenizer`` are set by a command's `WEIGHTS_OPTIONS`: where
+    the knowledge base's model files are now, when they are no longer where it recorded them.
+    """
 
     def __init__(
         self, debug: bool, allow_modules: Sequence[str], allow_endpoints: Sequence[str] = ()
@@ -186,6 +248,35 @@ class Settings:
         self.debug = debug
         self.allow_modules = tuple(allow_modules)
         self.allow_endpoints = tuple(allow_endpoints)
+        self.checkpoint: Path | None = None
+        self.tokenizer: Path | None = None
+
+
+def _set_weights(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        assert param.name is not None
+        setattr(ctx.ensure_object(Settings), param.name, value.resolve())
+
+
+def WEIGHTS_OPTIONS(command: Any) -> Any:  # noqa: N802 - a decorator, named like the others
+    """--checkpoint and --tokenizer, for each command that loads the knowledge base's model.
+
+    They go to `Settings` (not to the command's arguments): `open_kb` uses them.
+    """
+    for name, kind, text in reversed(
+        [
+            ("--checkpoint", click.Path(exists=True, dir_okay=False, path_type=Path),
+             "The model's weights file, when it is no longer where the knowledge base recorded it "
+             "(`info` shows where); it must hold the same weights."),
+            ("--tokenizer", click.Path(exists=True, file_okay=False, path_type=Path),
+             "open-clip only: the model's tokenizer folder, when it is no longer where the "
+             "knowledge base recorded it."),
+        ]
+    ):
+        command = click.option(
+            name, type=kind, expose_value=False, is_eager=False, callback=_set_weights, help=text
+        )(command)
+    return command
 
 
 KB_ARGUMENT = click.argument("kb", type=click.Path(file_okay=False, path_type=Path))
@@ -278,19 +369,61 @@ def open_kb(
 ) -> MultimodalRAG:
     """Open a knowledge base with the global settings.
 
-    Without ``embedder`` the knowledge base rebuilds its own from the manifest.
+    Without ``embedder`` the knowledge base rebuilds its own from the manifest (with the
+    weights of ``--checkpoint``/``--tokenizer`` where given).
     """
+    from multimodal_rag.cli.output import note_random_weights
     from multimodal_rag.rag import MultimodalRAG
 
-    return MultimodalRAG.open(
+    rag = MultimodalRAG.open(
         kb,
         read_only=read_only,
-        embedder=embedder,
+        embedder=embedder if embedder is not None else embedder_with_weights(kb, settings),
         answerer=answerer,
         allow_modules=settings.allow_modules,
         allow_endpoints=settings.allow_endpoints,
         salvage=salvage,
     )
+    note_random_weights(getattr(rag.embedder, "random_weights", False) is True)
+    return rag
+
+
+#: The weights options each built-in embedder kind records in its manifest.
+_WEIGHTS_TAKERS = {"clip": {"checkpoint"}, "open-clip": {"checkpoint", "tokenizer"}}
+
+
+def embedder_with_weights(kb: Path, settings: Settings) -> Embedder | None:
+    """The knowledge base's own embedder with its files where ``--checkpoint``/``--tokenizer`` say.
+
+    ``None`` when neither was given: the knowledge base then builds it from its manifest. The
+    embedder is built as the manifest says in every other respect (so a manifest still cannot
+    opt into what only the caller may allow), and opening checks that it has the recorded
+    fingerprint: the files must hold the same weights as before they moved.
+
+    Raises:
+        click.UsageError: An option that the knowledge base's embedder does not take.
+    """
+    given = {
+        name: str(path)
+        for name, path in (("checkpoint", settings.checkpoint), ("tokenizer", settings.tokenizer))
+        if path is not None
+    }
+    if not given:
+        return None
+    from multimodal_rag._remote import build_from_manifest
+    from multimodal_rag.kb.manifest import read_manifest
+    from multimodal_rag.registry import resolve
+
+    recorded = read_manifest(kb).embedder
+    refused = sorted(set(given) - _WEIGHTS_TAKERS.get(recorded.kind, set()))
+    if refused:
+        takers = [kind for kind, names in _WEIGHTS_TAKERS.items() if set(refused) <= names]
+        raise click.UsageError(
+            f"{', '.join(f'--{name}' for name in refused)} does not apply to this knowledge base, "
+            f"whose embedder is {recorded.kind!r} (only {' and '.join(takers)} knowledge bases take it)"
+        )
+    cls: type[Embedder] = resolve("embedder", recorded.kind, allow_modules=settings.allow_modules)
+    return build_from_manifest(settings.allow_endpoints, cls, **{**recorded.config, **given})
 
 
 @contextlib.contextmanager

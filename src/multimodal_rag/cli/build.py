@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from multimodal_rag.cli import output
-from multimodal_rag.cli.app import JSON_OPTION, Settings, open_kb
+from multimodal_rag.cli.app import JSON_OPTION, CommandFailed, Settings, open_kb
 
 if TYPE_CHECKING:
     from multimodal_rag.kb.manifest import Component
@@ -83,7 +83,14 @@ DESCRIPTION_STORE_KINDS = ("jsonl", "sqlite")
     "--precision",
     type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
     default=None,
-    help="CLIP precision; auto (default) times those that pass the quality gate on first use.",
+    help="CLIP precision; auto (default) times those that pass the quality gate on first use. "
+    "Another that fails the gate is an error, unless --allow-fallback.",
+)
+@click.option(
+    "--allow-fallback",
+    is_flag=True,
+    help="Let a --precision that fails the quality gate fall back to the next one "
+    "(int8, bf16, fp32) instead of failing.",
 )
 @click.option(
     "--index",
@@ -114,6 +121,11 @@ DESCRIPTION_STORE_KINDS = ("jsonl", "sqlite")
     help="Accept descriptions-file entries and symbolic links that lead outside DIRECTORY.",
 )
 @click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Accept a DIRECTORY with no images (a new knowledge base is then created empty).",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar on stderr (default: on a terminal).",
@@ -133,18 +145,21 @@ def index(
     device: str | None,
     engine: str | None,
     precision: str | None,
+    allow_fallback: bool,
     index_kind: str | None,
     description_store: str | None,
     batch_size: int,
     recursive: bool,
     allow_outside: bool,
+    allow_empty: bool,
     progress: bool | None,
     as_json: bool,
 ) -> None:
     """Index every image under DIRECTORY into the knowledge base, creating it if needed.
 
     Images already in the knowledge base (same bytes) are not embedded again;
-    unreadable images are skipped and listed, never stopping the rest.
+    unreadable images are skipped and listed, never stopping the rest. A DIRECTORY with
+    no images fails the command (nothing is created) unless --allow-empty is given.
     """
     from multimodal_rag.ingest.sources import DescriptionsFile
     from multimodal_rag.kb.manifest import MANIFEST_FILE, read_manifest
@@ -163,8 +178,11 @@ def index(
         "device": device,
         "engine": engine,
         "precision": precision,
+        "allow_fallback": True if allow_fallback else None,
     }
     exists = (kb / MANIFEST_FILE).is_file()
+    # Before any model loads: a folder with no images is most often the wrong folder.
+    _check_has_images(directory, recursive=recursive, allow_empty=allow_empty, exists=exists)
     if exists:  # refuse options that cannot apply before loading any model
         manifest = read_manifest(kb)
         _check_same_kind(manifest.vector_store, INDEX_KINDS.get(index_kind or ""), "--index", index_kind)
@@ -172,7 +190,11 @@ def index(
             manifest.description_store, description_store, "--description-store", description_store
         )
     embedder = None  # an existing knowledge base rebuilds its own from the manifest
-    if not exists or embedder_kind is not None or any(v is not None for v in clip_options.values()):
+    if exists and embedder_kind is None and set(_given(clip_options)) <= {"checkpoint", "tokenizer"}:
+        # Only where its files are now: the knowledge base's own embedder, with those files.
+        settings.checkpoint = checkpoint.resolve() if checkpoint is not None else None
+        settings.tokenizer = tokenizer.resolve() if tokenizer is not None else None
+    elif not exists or embedder_kind is not None or _given(clip_options):
         embedder = _build_embedder(embedder_kind or "clip", clip_options, settings.allow_modules)
     undo = None  # set when this command creates the knowledge base
     if exists:
@@ -186,6 +208,7 @@ def index(
             vector_store=INDEX_KINDS[index_kind or "flat"],
             description_store=description_store or "sqlite",
         )
+        output.note_random_weights(getattr(embedder, "random_weights", False) is True)
     try:
         with rag:
             result = rag.add_directory(
@@ -242,16 +265,43 @@ class _Undo:
                     path.unlink(missing_ok=True)
 
 
+def _given(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _check_has_images(directory: Path, *, recursive: bool, allow_empty: bool, exists: bool) -> None:
+    """Refuse a DIRECTORY without images (unless allowed); with --allow-empty, warn.
+
+    Raises:
+        CommandFailed: No image file under ``directory`` and ``allow_empty`` is false.
+    """
+    from multimodal_rag.images import IMAGE_SUFFIXES
+    from multimodal_rag.ingest.sources import scan_images
+
+    files, unreadable = scan_images(directory, recursive=recursive)
+    if files or unreadable:
+        return
+    where = "or its subfolders" if recursive else "(subfolders not searched: --no-recursive)"
+    found = (
+        f"no images in {str(directory)!r} {where}: no file ends in "
+        f"{', '.join(sorted(IMAGE_SUFFIXES))}"
+    )
+    if not allow_empty:
+        what = "nothing was indexed" if exists else "no knowledge base was created"
+        raise CommandFailed(f"{found}; {what}. Give --allow-empty to accept an empty folder")
+    click.echo(f"warning: {found}", err=True)
+
+
 def _build_embedder(
     kind: str, clip_options: Mapping[str, Any], allow_modules: Sequence[str]
 ) -> Embedder:
     from multimodal_rag.registry import resolve
 
-    given = {name: value for name, value in clip_options.items() if value is not None}
+    given = _given(clip_options)
     accepted = _EMBEDDER_OPTIONS.get(kind, set())
     refused = [name for name in given if name not in accepted]
     if refused:
-        flags = ", ".join(f"--{name}" for name in refused)
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in refused)
         takers = sorted(k for k, options in _EMBEDDER_OPTIONS.items() if set(refused) <= options)
         where = " and ".join(f"the {k} embedder" for k in takers) or "no embedder"
         raise click.UsageError(f"{flags} apply only to {where}, not to {kind!r}")
@@ -264,8 +314,10 @@ def _build_embedder(
 
 #: The embedder options each built-in kind takes from the command line.
 _EMBEDDER_OPTIONS = {
-    "clip": {"model", "checkpoint", "device", "engine", "precision"},
-    "open-clip": {"model", "pretrained", "checkpoint", "tokenizer", "device", "engine", "precision"},
+    "clip": {"model", "checkpoint", "device", "engine", "precision", "allow_fallback"},
+    "open-clip": {
+        "model", "pretrained", "checkpoint", "tokenizer", "device", "engine", "precision", "allow_fallback"
+    },
 }
 
 

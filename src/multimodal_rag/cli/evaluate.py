@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from multimodal_rag.cli import output
-from multimodal_rag.cli.app import JSON_OPTION, CommandFailed, Settings, open_kb
+from multimodal_rag.cli.app import JSON_OPTION, WEIGHTS_OPTIONS, CommandFailed, Settings, open_kb
 
 if TYPE_CHECKING:
     from multimodal_rag.evaluation.report import EvaluationReport
@@ -130,6 +130,7 @@ def _parse_sample(ctx: click.Context, param: click.Parameter, value: str) -> int
     metavar="A.json B.json",
     help="Compare two runs saved with --json instead of evaluating (no KB then).",
 )
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_context
 def eval_(
@@ -169,6 +170,10 @@ def eval_(
     if kb is None:
         raise click.UsageError("give a knowledge base KB, or --compare A.json B.json")
 
+    if plot is not None:  # before the evaluation, not after it has run for minutes
+        from multimodal_rag._extras import check_installed
+
+        check_installed("matplotlib", user="multimodal-rag eval --plot", extra="eval")
     settings: Settings = ctx.obj
     with open_kb(kb, settings, read_only=True) as rag:
         report = rag.evaluate(

@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from multimodal_rag.cli import output
-from multimodal_rag.cli.app import EXIT_FAILURE, JSON_OPTION, KB_ARGUMENT, Settings, open_kb
+from multimodal_rag.cli.app import (
+    EXIT_FAILURE,
+    JSON_OPTION,
+    KB_ARGUMENT,
+    WEIGHTS_OPTIONS,
+    Settings,
+    open_kb,
+)
 
 __all__ = ["fit"]
 
@@ -39,6 +46,7 @@ __all__ = ["fit"]
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Makes the fit repeatable.")
 @click.option("--remove", is_flag=True, help="Remove the adapter instead: the embedder's own vectors come back.")
 @click.option("--progress/--no-progress", default=None, help="Show progress bars (default: on a terminal).")
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 def fit(

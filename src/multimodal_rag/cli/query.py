@@ -12,8 +12,10 @@ from multimodal_rag.cli.app import (
     IMAGE,
     JSON_OPTION,
     KB_ARGUMENT,
+    WEIGHTS_OPTIONS,
     CommandFailed,
     Settings,
+    cli_message,
     open_kb,
     parse_key_values,
 )
@@ -167,6 +169,7 @@ def _reranker(model: str | None) -> Any:
     help="Keep only matches whose metadata has KEY=VALUE (repeatable).",
 )
 @_search_options
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 def search(
@@ -228,6 +231,7 @@ def search(
     show_default=True,
     help="Side of each image, in pixels.",
 )
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 def show(
@@ -273,6 +277,7 @@ def show(
 @answerer_options
 @click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
 @_answer_search_options
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 def ask(
@@ -301,7 +306,7 @@ def ask(
     kind, answerer, reason = answerer_from_options(answerer_kind, answer_model, min_score)
     rag = open_kb(kb, settings, read_only=True, answerer=answerer)
     if kind == _AUTO and not as_json:
-        click.echo(f"note: {reason or rag.answerer_reason}", err=True)
+        click.echo(f"note: {cli_message(reason or rag.answerer_reason)}", err=True)
     metadata_filter = _filter(where, filter_json)
     search = {"mode": mode, "rerank": _reranker(rerank_model)}
     if stream:

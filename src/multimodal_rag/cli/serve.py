@@ -12,7 +12,13 @@ from typing import Any
 
 import click
 
-from multimodal_rag.cli.app import KB_ARGUMENT, CommandFailed, Settings
+from multimodal_rag.cli.app import (
+    KB_ARGUMENT,
+    WEIGHTS_OPTIONS,
+    CommandFailed,
+    Settings,
+    embedder_with_weights,
+)
 from multimodal_rag.cli.query import answerer_from_options, answerer_options
 
 __all__ = ["TOKEN_ENV", "serve"]
@@ -102,6 +108,7 @@ TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
     show_default=True,
     help="uvicorn's log level.",
 )
+@WEIGHTS_OPTIONS
 @click.pass_obj
 def serve(
     settings: Settings,
@@ -156,7 +163,7 @@ def serve(
     connections = _connection_limit(max_connections)
     _, answerer, reason = answerer_from_options(answerer_kind, answer_model, min_score)
     knowledge_base = ReloadingKnowledgeBase(
-        kb, answerer=answerer, allow_modules=settings.allow_modules, allow_endpoints=settings.allow_endpoints
+        kb, embedder=embedder_with_weights(kb, settings), answerer=answerer, allow_modules=settings.allow_modules, allow_endpoints=settings.allow_endpoints
     )
     rag = knowledge_base.open()  # before listening: a knowledge base that cannot open fails here, plainly
     if answerer is None or reason is not None:

@@ -12,7 +12,9 @@ from multimodal_rag.cli.app import (
     EXIT_FAILURE,
     JSON_OPTION,
     KB_ARGUMENT,
+    WEIGHTS_OPTIONS,
     Settings,
+    embedder_with_weights,
     open_kb,
     parse_key_values,
 )
@@ -22,6 +24,7 @@ __all__ = ["migrate", "repair", "verify"]
 
 @click.command()
 @KB_ARGUMENT
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 def verify(settings: Settings, kb: Path, as_json: bool) -> None:
@@ -41,6 +44,7 @@ def verify(settings: Settings, kb: Path, as_json: bool) -> None:
 
 @click.command()
 @KB_ARGUMENT
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 def repair(settings: Settings, kb: Path, as_json: bool) -> None:
@@ -100,6 +104,7 @@ def repair(settings: Settings, kb: Path, as_json: bool) -> None:
     show_default=True,
     help="Stored vectors searched in both knowledge bases to compare them afterwards.",
 )
+@WEIGHTS_OPTIONS
 @JSON_OPTION
 @click.pass_obj
 def migrate(
@@ -140,6 +145,7 @@ def migrate(
         target,
         vector_store=vs,
         description_store=ds,
+        embedder=embedder_with_weights(source, settings),
         allow_modules=settings.allow_modules,
         sample=sample,
     )

@@ -96,10 +96,11 @@ def load_model(
             else:
                 model = _load_state_dict(clip, checkpoint, device)
         except Exception as exc:
+            # Not named after the model: with a checkpoint, the weights decide the architecture.
             raise ModelLoadError(
-                f"cannot load CLIP checkpoint {str(checkpoint)!r} (model {name!r}): {exc}; "
-                "it must be a CLIP state_dict (or a TorchScript archive such as openai/CLIP "
-                "publishes)"
+                f"cannot load CLIP checkpoint {str(checkpoint)!r}: {_not_clip_weights(checkpoint, exc)}; "
+                "expected a CLIP model's state_dict saved with torch.save (or a TorchScript "
+                "archive such as openai/CLIP publishes)"
             ) from exc
         return model, sha256
 
@@ -134,6 +135,32 @@ def is_torchscript(path: Path) -> bool:
         return False  # a legacy pickle or not weights at all: torch.load says which
     inner = {name.partition("/")[2] for name in names}
     return "constants.pkl" in inner or any(name.startswith("code/") for name in inner)
+
+
+def _not_clip_weights(path: Path, exc: Exception) -> str:
+    """What a checkpoint that failed to load is, in a user's terms rather than torch's."""
+    if isinstance(exc, ModelLoadError):  # what _load_state_dict found inside
+        return str(exc)
+    if isinstance(exc, KeyError):  # build_model looked for a tensor every CLIP has
+        return f"it holds tensors, but not a CLIP model's (it has no {exc.args[0]!r})"
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+        names = zipfile.ZipFile(path).namelist() if zipfile.is_zipfile(path) else None
+    except (OSError, zipfile.BadZipFile):
+        return f"it cannot be read ({exc})"
+    if names is not None:
+        if not any(name.endswith("/data.pkl") for name in names):
+            return "it is a zip archive, but not one torch.save writes (it has no data.pkl)"
+        return f"torch cannot read it ({exc})"
+    if head[:1] == b"\x80":  # a pickle: torch.save's format before PyTorch 1.6
+        return (
+            "it is in torch.save's legacy format, which cannot be memory-mapped: load it and "
+            "save it again with a current PyTorch"
+        )
+    if head[8:9] == b"{":  # 8 bytes of header length, then the header's JSON
+        return "it is a .safetensors file, which only the open-clip embedder reads"
+    return f"it is not a file torch.save writes (it begins {head[:12]!r})"
 
 
 def published_sha256s() -> set[str]:

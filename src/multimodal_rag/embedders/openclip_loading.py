@@ -194,20 +194,92 @@ def _download(
             "checkpoint='/path/to/weights'"
         )
     where, files = _source(tag, root)
+
+    def unavailable(why: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"cannot load open_clip model {name!r} with pretrained {pretrained!r}: its weights "
+            f"are not in the cache at {where} and {why}. Without internet (or with "
+            f"HF_HUB_OFFLINE=1), copy {files} from "
+            f"a machine that has it and pass OpenCLIPEmbedder({name!r}, {pretrained!r}, "
+            "checkpoint='/path/to/weights', tokenizer='/path/to/tokenizer-folder') (tokenizer= "
+            "for models whose tokenizer comes from the Hugging Face hub)"
+        )
+
+    cached = _cached_weights(tag, root)
+    if cached is not None:
+        return cached  # no network at all: the hub client would ask it for the latest version
+    offline = _offline_reason(tag)
+    if offline is not None:
+        raise unavailable(offline)
     try:
         path = open_clip.download_pretrained(tag, cache_dir=str(root) if root else None)
     except Exception as exc:
-        raise ModelLoadError(
-            f"cannot load open_clip model {name!r} with pretrained {pretrained!r}: its weights "
-            f"are not in the cache at {where} and could not be downloaded ({exc}). Without "
-            f"internet, copy {files} from a machine that has it and pass "
-            f"OpenCLIPEmbedder({name!r}, {pretrained!r}, checkpoint='/path/to/weights', "
-            "tokenizer='/path/to/tokenizer-folder') (tokenizer= for models whose tokenizer "
-            "comes from the Hugging Face hub)"
-        ) from exc
+        raise unavailable(f"could not be downloaded ({exc})") from exc
     if not path:
         raise ModelLoadError(f"open_clip has no download for {name!r} {pretrained!r}")
     return Path(path)
+
+
+def _cached_weights(tag: dict[str, Any], root: Path | None) -> Path | None:
+    """The tag's weights file where open_clip caches it, or ``None`` when it is not there yet.
+
+    For a Hugging Face tag, the files open_clip would fetch, in its order (a ``.safetensors``
+    first); for a URL tag, the file named after the URL (open_clip checks its SHA-256 on load).
+    """
+    hub = str(tag.get("hf_hub", ""))
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo, filename = os.path.split(hub)
+        filename = filename or HF_WEIGHTS_NAME
+        candidates = [filename]
+        if filename == HF_WEIGHTS_NAME:
+            candidates.insert(0, HF_SAFE_WEIGHTS_NAME)
+        elif filename.endswith((".bin", ".pth")):
+            candidates.insert(0, filename[:-4] + ".safetensors")
+        for candidate in candidates:
+            found = try_to_load_from_cache(repo, candidate, cache_dir=str(root) if root else None)
+            if isinstance(found, str):  # else None, or a marker that the hub lacks the file
+                return Path(found)
+        return None
+    url = str(tag.get("url", ""))
+    if "file" in tag or not url:
+        return None  # open_clip's own handling: a local file, or nothing to download
+    file = Path(root or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+    return file if file.is_file() else None
+
+
+#: Seconds to wait for the weights' server to answer a first connection.
+_CONNECT_TIMEOUT = 3.0
+
+
+def _offline_reason(tag: dict[str, Any]) -> str | None:
+    """Why a download cannot work now, found in seconds; ``None`` when it may.
+
+    Without this, the hub client retries for about a minute before it gives up.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    hub = str(tag.get("hf_hub", ""))
+    if hub:
+        from huggingface_hub import constants
+
+        if constants.is_offline_mode():
+            return "HF_HUB_OFFLINE=1 is set, so nothing is downloaded"
+        url = constants.ENDPOINT
+    else:
+        url = str(tag.get("url", ""))
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=_CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        return f"{parts.hostname} cannot be reached to download them ({exc.strerror or exc})"
+    return None
 
 
 def _source(tag: dict[str, Any], root: Path | None) -> tuple[str, str]:
@@ -286,6 +358,19 @@ def _tokenizer(
             ) from exc
     if hub_name:
         require("transformers", user=_USER, extra="open-clip")
+        from huggingface_hub import try_to_load_from_cache
+
+        cache = str(root) if root else None
+        if not isinstance(try_to_load_from_cache(hub_name, "tokenizer_config.json", cache_dir=cache), str):
+            offline = _offline_reason({"hf_hub": f"{hub_name}/"})
+            if offline is not None:
+                raise ModelLoadError(
+                    f"cannot load the tokenizer of open_clip model {name!r}: it is not in the "
+                    f"Hugging Face cache and {offline.replace('them', 'it')}. Without internet "
+                    "(or with HF_HUB_OFFLINE=1), copy the files of https://huggingface.co/"
+                    f"{hub_name} (tokenizer.json, tokenizer_config.json, ...) into a folder and "
+                    "pass tokenizer='/path/to/folder'"
+                )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -60,7 +60,28 @@ def import_nncf() -> Any:
         nncf = require("nncf", user=_USER, extra="openvino")
     # Its progress bars and notes would land on the user's terminal for every quantization.
     logging.getLogger("nncf").setLevel(logging.WARNING)
+    _import_cpp_extension_quietly()
     return nncf
+
+
+def _import_cpp_extension_quietly() -> None:
+    """Import ``torch.utils.cpp_extension`` once with its logger silenced.
+
+    nncf imports it to tell a torch model from others, and on import it warns "No CUDA runtime
+    is found, using CUDA_HOME=..." wherever a CUDA toolkit is installed without a GPU: noise
+    for a CPU engine. Imported here first, it warns nowhere; the logger is then restored.
+    """
+    import sys
+
+    if "torch" not in sys.modules or "torch.utils.cpp_extension" in sys.modules:
+        return  # nncf imports it only for torch models; once imported, it has spoken
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.setLevel(level)
 
 
 def check_engine_installed() -> None:
