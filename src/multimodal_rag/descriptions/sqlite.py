@@ -39,7 +39,7 @@ from multimodal_rag.errors import (
     KnowledgeBaseAccessError,
     NotFoundError,
 )
-from multimodal_rag.filters import sqlite_path
+from multimodal_rag.filters.sqlite import sqlite_path
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 from multimodal_rag.validation import check_record

@@ -44,7 +44,7 @@ from multimodal_rag.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from multimodal_rag.filters import NotExpressible, milvus_document
+from multimodal_rag.filters.milvus import NotExpressible, milvus_document
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor
 from multimodal_rag.validation import (
