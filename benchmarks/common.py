@@ -369,16 +369,46 @@ def tiny_checkpoint() -> Path:
     return make_random_clip_checkpoint(CACHE / "tiny-clip.pt", embed_dim=64, width=64, layers=2)
 
 
+def tiny_embedder(checkpoint: Path | None = None) -> Any:
+    """A ``CLIPEmbedder`` of ``checkpoint`` (default the tiny random model) in fp32: choosing
+    a precision by measuring (``auto``) takes seconds and varies with the machine's load."""
+    from multimodal_rag import CLIPEmbedder
+
+    return CLIPEmbedder(checkpoint=checkpoint or tiny_checkpoint(), precision="fp32")
+
+
+def import_clip() -> Any:
+    """openai's ``clip`` package, as a user of the cookbook imports it. Its ``clip.py`` does
+    ``from pkg_resources import packaging``, which setuptools 81 no longer ships: where it
+    is missing, a module holding only ``packaging`` stands in while ``clip`` imports."""
+    import importlib
+    import types
+
+    try:
+        return importlib.import_module("clip")
+    except ModuleNotFoundError as exc:
+        if exc.name != "pkg_resources":
+            raise
+    import packaging.version
+
+    shim = types.ModuleType("pkg_resources")
+    shim.packaging = packaging  # type: ignore[attr-defined]
+    sys.modules["pkg_resources"] = shim
+    try:
+        return importlib.import_module("clip")
+    finally:
+        del sys.modules["pkg_resources"]
+
+
 def vit_b_32_checkpoint() -> Path:
     """A random-weights CLIP of ViT-B/32's shape, in fp16 like openai's files: it costs what
     the real model costs, and nothing is downloaded."""
     path = CACHE / "vit-b-32-random.pt"
     if not path.is_file():
         import torch
-        from clip.model import CLIP
 
         torch.manual_seed(0)
-        model = CLIP(**VIT_B_32).eval().half()  # type: ignore[arg-type]
+        model = import_clip().model.CLIP(**VIT_B_32).eval().half()  # type: ignore[arg-type]
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
     return path
