@@ -356,3 +356,55 @@ def test_milvus_document_keeps_each_kind_apart() -> None:
         "z": {"n": True},
     }
     assert milvus_document({}) == {}
+
+
+# -- the package: one tree, one module per dialect ------------------------------------
+
+
+def test_every_name_the_module_exported_still_imports_from_the_package() -> None:
+    import multimodal_rag.filters as filters
+
+    assert filters.__all__ == [
+        "COMPARISONS",
+        "MAX_FILTER_CONDITIONS",
+        "MAX_FILTER_DEPTH",
+        "MAX_MILVUS_TERMS",
+        "And",
+        "Condition",
+        "MetadataFilter",
+        "NotExpressible",
+        "Or",
+        "Scalar",
+        "milvus_document",
+        "parse_filter",
+        "sqlite_path",
+    ]
+    assert all(hasattr(filters, name) for name in filters.__all__)
+
+
+def test_each_dialect_is_a_function_of_its_own_module_that_the_methods_call() -> None:
+    from multimodal_rag.filters import milvus, python, sqlite
+
+    parsed = parse_filter({"a": {"$in": [1, "x"]}, "$or": [{"b": {"$gt": 2}}, {"c": {"$ne": None}}]})
+    for metadata in ({"a": 1, "b": 3}, {"a": "x", "c": None}, {"a": 2}):
+        assert python.matches(parsed, metadata) is parsed.matches(metadata)
+    assert sqlite.to_sqlite(parsed, "m", indexed={"a": ("t", "v")}) == parsed.to_sqlite("m", indexed={"a": ("t", "v")})
+    assert milvus.to_milvus(parsed, "m") == parsed.to_milvus("m")
+
+
+def test_a_new_dialect_is_a_visitor_and_no_node_changes() -> None:
+    class Keys:
+        """The keys a filter reads: written outside the package, as a backend would."""
+
+        def condition(self, node: Condition) -> set[str]:
+            return {node.key}
+
+        def all_of(self, node: And) -> set[str]:
+            return set().union(*(f.accept(self) for f in node.filters))
+
+        def any_of(self, node: Or) -> set[str]:
+            return set().union(*(f.accept(self) for f in node.filters))
+
+    parsed = parse_filter({"a": 1, "$or": [{"b": {"$in": [1, 2]}}, {"$and": [{"c": {"$ne": "x"}}]}]})
+    assert parsed.accept(Keys()) == {"a", "b", "c"}
+    assert parse_filter({}).accept(Keys()) == set()
