@@ -3,6 +3,9 @@
 Ids are written as Milvus string literals; a set of ids becomes ``id in [...]``, in
 chunks short enough for the server's parser; and a Python filter that is a small set's
 ``__contains__`` can be pushed down to the server as such an expression.
+
+Expressions over the metadata copy are the Milvus dialect of the metadata filters,
+`multimodal_rag.filters.milvus`, which knows nothing of this store's id field.
 """
 
 from __future__ import annotations
