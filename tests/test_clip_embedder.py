@@ -330,7 +330,7 @@ def test_preprocessing_matches_clips_own(size: tuple[int, int], resolution: int)
 def test_bf16_stays_within_cosine_099_of_fp32(
     checkpoints: dict[str, Path], clip_fp32: CLIPEmbedder
 ) -> None:
-    reduced = CLIPEmbedder(checkpoint=checkpoints["a"], precision="bf16")
+    reduced = CLIPEmbedder(checkpoint=checkpoints["a"], precision="bf16", allow_fallback=True)
     # bf16 passed the quality gate, or fell back to fp32 and said why.
     for tower, precision in reduced.runtime["towers"].items():
         assert precision == "bf16" or any(tower in f for f in reduced.runtime["fallbacks"])

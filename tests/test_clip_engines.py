@@ -114,6 +114,7 @@ def test_int8_passes_the_gate_or_falls_back_with_a_reason(
         precision="int8",
         calibration=photos,
         cache_dir=tmp_path,
+        allow_fallback=True,
     )
     runtime = embedder.runtime
     assert runtime["requested"] == "int8" and runtime["engine"] == "openvino"
@@ -147,6 +148,7 @@ def test_a_precision_that_fails_the_gate_falls_back_and_says_so(
         precision="int8",
         cache_dir=tmp_path,
         quality_gate=strict,
+        allow_fallback=True,
     )
     with caplog.at_level(logging.WARNING, logger="multimodal_rag"):
         embedder = load(calibration=photos)
@@ -180,6 +182,7 @@ def test_a_second_load_reuses_the_quantized_model(
             precision="int8",
             calibration=photos,
             cache_dir=tmp_path,
+            allow_fallback=True,
         )
 
     first = load(checkpoints["a"])
@@ -281,7 +284,11 @@ def test_int8_calibrates_on_the_first_images_ingested(
     checkpoints: dict[str, Path], photos: Path, tmp_path: Path, quantize_calls: list[int]
 ) -> None:
     embedder = CLIPEmbedder(
-        checkpoint=checkpoints["a"], engine="openvino", precision="int8", cache_dir=tmp_path
+        checkpoint=checkpoints["a"],
+        engine="openvino",
+        precision="int8",
+        cache_dir=tmp_path,
+        allow_fallback=True,
     )
     assert embedder.precision == "pending" and quantize_calls == []
     with MultimodalRAG(embedder) as rag:
@@ -369,7 +376,7 @@ def test_fingerprint_is_the_same_in_every_precision(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     fp32 = CLIPEmbedder(checkpoint=checkpoints["a"], precision="fp32")
-    bf16 = CLIPEmbedder(checkpoint=checkpoints["a"], precision="bf16")
+    bf16 = CLIPEmbedder(checkpoint=checkpoints["a"], precision="bf16", allow_fallback=True)
     assert bf16.fingerprint == fp32.fingerprint
     kb = tmp_path / "kb"
     with MultimodalRAG.create(kb, embedder=fp32) as rag:
@@ -391,6 +398,7 @@ def test_fingerprint_is_the_same_in_every_precision(
         precision="int8",
         calibration=photos,
         cache_dir=tmp_path / "cache",
+        allow_fallback=True,
     )
     assert int8.fingerprint == fp32.fingerprint
     # A knowledge base built in fp32 is searched in int8.

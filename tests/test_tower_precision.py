@@ -184,7 +184,9 @@ def test_every_split_runs_each_tower_in_its_own_precision(
         for tower, precision in wanted.items():
             if precision == "fp32":
                 patch.setattr(engines.EngineBuilder, "_gate", failing_for(tower))
-        gated = make(precision="bf16", quality_gate=ANY, cache_dir=tmp_path / "gated")
+        gated = make(
+            precision="bf16", quality_gate=ANY, cache_dir=tmp_path / "gated", allow_fallback=True
+        )
         gated._runner("image")  # built while the gate is patched
 
     for embedder in (timed, gated):
@@ -261,7 +263,9 @@ def test_vectors_stay_within_the_gate_and_runtime_names_what_runs(
 ) -> None:
     if model not in models:
         pytest.skip(f"{model} is not available here")
-    embedder = models[model](engine=engine, precision=precision, cache_dir=shared_cache)
+    embedder = models[model](
+        engine=engine, precision=precision, cache_dir=shared_cache, allow_fallback=True
+    )
     got = vectors(embedder)
     gate = QualityGate()
     for tower in ("image", "text"):

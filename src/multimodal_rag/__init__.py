@@ -67,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "OpenAIAnswerer": "multimodal_rag.answerers.openai",
     "OpenCLIPEmbedder": "multimodal_rag.embedders.openclip",
     "PostgresDescriptionStore": "multimodal_rag.descriptions.postgres",
+    "PrecisionError": "multimodal_rag.errors",
     "Problem": "multimodal_rag.verify",
     "ProblemKind": "multimodal_rag.verify",
     "PromptTemplate": "multimodal_rag.answerers.prompt",
@@ -142,6 +143,7 @@ __all__ = [
     "OpenAIAnswerer",
     "OpenCLIPEmbedder",
     "PostgresDescriptionStore",
+    "PrecisionError",
     "Problem",
     "ProblemKind",
     "PromptTemplate",
@@ -216,6 +218,7 @@ if TYPE_CHECKING:
         ModelLoadError,
         MultimodalRAGError,
         NotFoundError,
+        PrecisionError,
         ReadOnlyError,
         UnknownBackendError,
     )

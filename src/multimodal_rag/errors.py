@@ -25,6 +25,7 @@ MultimodalRAGError
 │   ├── BackendConnectionError (ConnectionError)
 │   └── MigrationError                        a copied knowledge base differs from its source
 ├── ModelLoadError (RuntimeError)             model weights cannot be found or loaded
+│   └── PrecisionError                        a precision asked for fails the quality gate
 ├── MissingDependencyError (ImportError)      an optional package is not installed
 └── AnswererError (RuntimeError)              the answering model failed
     ├── AnswererAuthenticationError (PermissionError)
@@ -64,6 +65,7 @@ __all__ = [
     "ModelLoadError",
     "MultimodalRAGError",
     "NotFoundError",
+    "PrecisionError",
     "ReadOnlyError",
     "UnknownBackendError",
 ]
@@ -169,6 +171,33 @@ class MigrationError(BackendError):
 
 class ModelLoadError(MultimodalRAGError, RuntimeError):
     """Model weights could not be found, downloaded or loaded."""
+
+
+class PrecisionError(ModelLoadError):
+    """A precision the caller asked for fails the quality gate, or cannot run here.
+
+    Raised instead of falling back to another precision, unless the caller allowed a
+    fallback (``allow_fallback=True``, ``--allow-fallback``).
+
+    Attributes:
+        precision: The precision asked for (``"int8"``, ``"bf16"``...).
+        tower: The part of the model that failed it (``"image"``, ``"text"``).
+        gate: The gate's measurement (``min_cosine``, ``mean_cosine``, ``count``,
+            ``passed``), or ``None`` when the precision cannot run here at all.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        precision: str,
+        tower: str,
+        gate: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.precision = precision
+        self.tower = tower
+        self.gate = gate
 
 
 class MissingDependencyError(MultimodalRAGError, ImportError):

@@ -8,19 +8,30 @@ ResNet of ``RN50`` and its kin), only narrow and shallow, and is saved as a
 every step of indexing, searching and answering runs, but which images it finds
 similar is meaningless. Use a real model (``CLIPEmbedder("ViT-B/32")``) for real
 retrieval.
+
+The file says so itself: besides torch's own records, its zip archive holds
+``<archive>/multimodal_rag.json`` with ``"random_weights": true``. ``torch.load`` and
+``clip.load`` read only the records they know, so the file loads as any checkpoint does;
+`has_random_weights` finds the record, and the embedders, ``info``, every command and the
+server's page then say that the weights are random.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from multimodal_rag.errors import InvalidInputError
 
-__all__ = ["make_random_clip_checkpoint"]
+__all__ = ["MARKER_RECORD", "has_random_weights", "make_random_clip_checkpoint"]
 
 _ARCHITECTURES = ("vit", "resnet")
+
+#: The record, inside torch.save's archive folder, that says the weights are random.
+MARKER_RECORD = "multimodal_rag.json"
 
 
 def make_random_clip_checkpoint(
@@ -115,7 +126,42 @@ def make_random_clip_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
+    _mark_random(path, seed=seed)
     return path
+
+
+def _mark_random(path: Path, *, seed: int) -> None:
+    """Add `MARKER_RECORD` to the archive torch.save wrote, in its folder beside data.pkl.
+
+    Appended after torch's records, so their offsets (and the alignment that memory-mapping
+    needs) stay as torch wrote them; torch's reader skips records it does not ask for.
+    """
+    with zipfile.ZipFile(path, "a") as archive:
+        folder = archive.namelist()[0].split("/")[0]
+        note = {"random_weights": True, "seed": seed, "made_by": "multimodal-rag random-checkpoint"}
+        archive.writestr(f"{folder}/{MARKER_RECORD}", json.dumps(note))
+
+
+def has_random_weights(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a checkpoint `make_random_clip_checkpoint` wrote (its weights random).
+
+    Reads the zip archive's directory and one small record, never the weights; a file that
+    is not a zip archive, or cannot be read, has no such record.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = [
+                name
+                for name in archive.namelist()
+                if name.count("/") == 1 and name.endswith("/" + MARKER_RECORD)
+            ]
+            if not records:
+                return False
+            with archive.open(records[0]) as record:
+                note = json.loads(record.read(4096))
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError):
+        return False
+    return isinstance(note, dict) and note.get("random_weights") is True
 
 
 def _vary_batch_norms(model: Any) -> None:

@@ -25,6 +25,7 @@ def info(kb: Path, as_json: bool) -> None:
     from multimodal_rag.kb.manifest import read_manifest
 
     manifest = read_manifest(kb)
+    output.note_random_weights(manifest.embedder.random_weights)
     size_bytes = _directory_size(kb)
     if as_json:
         output.print_json(output.info_json(kb, manifest, size_bytes=size_bytes))

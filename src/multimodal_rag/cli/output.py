@@ -36,6 +36,7 @@ __all__ = [
     "hit_json",
     "info_json",
     "migration_json",
+    "note_random_weights",
     "print_adapter_removed",
     "print_adapter_report",
     "print_add_result",
@@ -74,8 +75,42 @@ JSON_SCHEMA_VERSION = 1
 
 def print_json(obj: Any) -> None:
     if isinstance(obj, dict):
-        obj = {"schema_version": JSON_SCHEMA_VERSION, **obj}
+        obj = {"schema_version": JSON_SCHEMA_VERSION, **_model_notes(), **obj}
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+#: Where `note_random_weights` leaves its finding for `print_json`: click's ``Context.meta``,
+#: which the group and its command share.
+_RANDOM_WEIGHTS = "multimodal_rag.random_weights"
+
+#: The line on stderr above the text output of a command whose model has random weights.
+RANDOM_WEIGHTS_WARNING = (
+    "warning: this knowledge base's model has random weights (a checkpoint made by "
+    "`multimodal-rag random-checkpoint`, for trying the commands): its matches, scores and "
+    "answers mean nothing. Index with a real model (e.g. --model ViT-B/32) for real retrieval"
+)
+
+
+def note_random_weights(random_weights: bool) -> None:
+    """Record whether the model this command uses has random weights, and say so.
+
+    Every ``--json`` output of the command then has ``random_weights``; a text output gets a
+    warning line on stderr first. An answer that happens to look right must not pass for one.
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    ctx.meta[_RANDOM_WEIGHTS] = random_weights
+    if random_weights and not ctx.params.get("as_json"):
+        click.echo(RANDOM_WEIGHTS_WARNING, err=True)
+
+
+def _model_notes() -> dict[str, Any]:
+    """``random_weights``, for a command that loaded (or read) a knowledge base's model."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or _RANDOM_WEIGHTS not in ctx.meta:
+        return {}
+    return {"random_weights": bool(ctx.meta[_RANDOM_WEIGHTS])}
 
 
 def display_path(path: str) -> str:
@@ -286,6 +321,11 @@ def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
             f"{counts.get('descriptions', '?')} description records",
         ),
         ("embedder", f"{embedder.kind} {_config_text(embedder.config)}, {embedder.dim}-d"),
+        *(
+            [("weights", "RANDOM: made by `multimodal-rag random-checkpoint`; matches mean nothing")]
+            if embedder.random_weights
+            else []
+        ),
         ("fingerprint", _fingerprint(manifest)),
         ("adapter", _adapter_text(manifest)),
         *([("runs as", _runtime_text(embedder.runtime))] if embedder.runtime else []),

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from multimodal_rag.cli import output
 from multimodal_rag.cli.app import (
     KB_ARGUMENT,
     WEIGHTS_OPTIONS,
@@ -175,6 +176,7 @@ def serve(
         f"with {'a bearer token' if token else 'no authentication'}; {answering}.",
         err=True,
     )
+    output.note_random_weights(getattr(rag.embedder, "random_weights", False) is True)
     if token is None and not loopback:
         click.echo("warning: listening beyond this machine without --token: anyone who can reach it can use it", err=True)
     if connections < max_connections:

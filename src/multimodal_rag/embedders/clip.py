@@ -39,6 +39,7 @@ from multimodal_rag.embedders.towers import TowerEmbedder
 from multimodal_rag.errors import ModelLoadError
 from multimodal_rag.hashing import sha256_file
 from multimodal_rag.images import DEFAULT_MAX_PIXELS
+from multimodal_rag.random_checkpoint import has_random_weights
 
 __all__ = ["CLIPEmbedder"]
 
@@ -79,8 +80,13 @@ class CLIPEmbedder(TowerEmbedder):
         precision: ``"auto"`` (on first use on a machine, time the precisions that pass
             the quality gate and keep the fastest; the decision is cached per CPU model),
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (GPU only) or ``"int8"`` (OpenVINO only).
-            A reduced precision that fails the gate falls back to the next one
-            (int8, bf16, fp32) with a warning; [`runtime`][multimodal_rag.embedders.clip.CLIPEmbedder.runtime] says what ran.
+            A precision asked for that fails the quality gate, or cannot run here, raises
+            [`PrecisionError`][multimodal_rag.errors.PrecisionError] unless
+            ``allow_fallback``; ``"auto"`` chooses only among those that pass.
+            [`runtime`][multimodal_rag.embedders.clip.CLIPEmbedder.runtime] says what runs.
+        allow_fallback: Let a precision asked for that fails the gate fall back to the
+            next one (int8, bf16, fp32) with a warning, instead of raising; ``runtime``
+            then says which tower fell back, and why.
         batch_size: Images per encoder call (the facade's ``batch_size`` overrides it).
         num_workers: Threads that decode and preprocess images while the model runs;
             by default one per CPU core (at most 8).
@@ -109,6 +115,8 @@ class CLIPEmbedder(TowerEmbedder):
             says where it looked and how to pass a local ``checkpoint``); the checkpoint
             is a TorchScript archive that was not allowed; or a manifest names a relative
             path or sets ``allow_torchscript``.
+        PrecisionError: The precision asked for fails the quality gate or cannot run
+            here, and ``allow_fallback`` is not set (a subclass of ``ModelLoadError``).
         MissingDependencyError: ``engine="openvino"`` without ``openvino`` and ``nncf``.
         InvalidInputError: An unknown engine or precision, a precision the engine or
             device cannot run, or a device that is not available.
@@ -134,6 +142,7 @@ class CLIPEmbedder(TowerEmbedder):
         calibration_size: int = 300,
         cache_dir: str | os.PathLike[str] | None = None,
         quality_gate: QualityGate | None = None,
+        allow_fallback: bool = False,
     ) -> None:
         if manifest_endpoints() is not None:
             check_manifest_config(checkpoint, download_root, allow_torchscript)
@@ -147,10 +156,13 @@ class CLIPEmbedder(TowerEmbedder):
             max_pixels=max_pixels,
             calibration_size=calibration_size,
             cache_dir=cache_dir,
+            allow_fallback=allow_fallback,
         )
         self.checkpoint = (
             Path(checkpoint).expanduser().resolve() if checkpoint is not None else None
         )
+        # Read from the file's own record, not from its name: a copy renamed is still random.
+        self.random_weights = self.checkpoint is not None and has_random_weights(self.checkpoint)
         self.download_root = (
             Path(download_root).expanduser().resolve() if download_root is not None else None
         )
@@ -277,6 +289,8 @@ class CLIPEmbedder(TowerEmbedder):
     def config(self) -> dict[str, Any]:
         """Rebuilds this embedder on another machine: never the device, which is that machine's."""
         config: dict[str, Any] = {"model": self.model_name, "precision": self._precision_setting}
+        if self.allow_fallback:
+            config["allow_fallback"] = True
         if self.engine != "torch":
             config["engine"] = self.engine
         if self.checkpoint is not None:

@@ -7,9 +7,10 @@ what identifies its weights. The builder then, for the requested precision:
 - builds each tower on the engine (torch, or OpenVINO: converted, int8 quantized on a
   calibration sample; both cached on disk);
 - holds every reduced precision to the `QualityGate`
-  against the torch fp32 tower on held-out inputs (not the calibration ones), falling back
-  along `fallback_chain` with a warning when one
-  fails;
+  against the torch fp32 tower on held-out inputs (not the calibration ones). A precision
+  the caller asked for that fails it (or cannot run here) is a `PrecisionError`, unless the
+  caller allowed a fallback: then the tower falls back along `fallback_chain`, with a
+  warning and a note in the report;
 - for ``"auto"``, times every candidate that passes on a few batches, takes the fastest,
   and caches the decision for this CPU model and engine version, so the next load on
   this machine goes straight to it.
@@ -44,6 +45,7 @@ from multimodal_rag.embedders.precision import (
     fallback_chain,
 )
 from multimodal_rag.embedders.torch_engine import TorchRunner, import_torch
+from multimodal_rag.errors import PrecisionError
 
 __all__ = ["BuiltEngine", "EngineBuilder", "EngineReport", "Runner", "Tower", "split_sample"]
 
@@ -178,6 +180,9 @@ class EngineBuilder:
         cache: Where converted models, gate results and decisions are kept.
         gate: The bounds a reduced precision must keep.
         calibration_size: Most inputs int8 calibration uses.
+        allow_fallback: Let a tower whose asked-for precision fails the gate (or cannot run
+            here) fall back along `fallback_chain`; without it, that is a `PrecisionError`.
+            ``"auto"`` always chooses among the precisions that pass.
     """
 
     def __init__(
@@ -193,6 +198,7 @@ class EngineBuilder:
         cache: EngineCache,
         gate: QualityGate,
         calibration_size: int = 300,
+        allow_fallback: bool = False,
     ) -> None:
         self.towers = {tower.name: tower for tower in towers}
         self._load: Callable[[], Mapping[str, Any]] | None = load
@@ -205,6 +211,7 @@ class EngineBuilder:
         self.cache = cache
         self.gate = gate
         self.calibration_size = calibration_size
+        self.allow_fallback = allow_fallback
         # Part of every cache key: a new engine release is measured and converted afresh.
         self._versions = (
             ov_engine.engine_versions()
@@ -349,10 +356,21 @@ class EngineBuilder:
         return self._modules[name]
 
     def _chain(self, name: str, precision: str) -> Runner:
-        """The tower in ``precision``, or in the first of its fallbacks that passes the gate."""
+        """The tower in ``precision``, or in the first of its fallbacks that passes the gate.
+
+        A precision the caller asked for falls back only when allowed; one that ``auto``
+        chose (a cached decision) always may, since auto promises only a precision that
+        passes.
+        """
         chain = fallback_chain(precision)
+        may_fall_back = self.allow_fallback or self.precision == "auto"
         for position, candidate in enumerate(chain):
-            runner = self._gated(name, candidate, then=chain[position + 1 : position + 2])
+            runner = self._gated(
+                name,
+                candidate,
+                then=chain[position + 1 : position + 2],
+                refuse=not may_fall_back and position == 0,
+            )
             if runner is not None:
                 self._decided[name] = (
                     "asked for" if candidate == precision else f"fell back from {precision}"
@@ -401,11 +419,19 @@ class EngineBuilder:
                 self._gates[str(key)] = {**gate, "source": _CACHED}
         self._fallbacks.extend(str(note) for note in decision.get("fallbacks") or ())
 
-    def _gated(self, name: str, precision: str, *, then: Sequence[str]) -> Runner | None:
-        """The tower in ``precision`` if it runs here and passes the gate; else None, noted."""
+    def _gated(
+        self, name: str, precision: str, *, then: Sequence[str], refuse: bool = False
+    ) -> Runner | None:
+        """The tower in ``precision`` if it runs here and passes the gate; else None, noted.
+
+        Raises:
+            PrecisionError: It does not, and ``refuse`` is set (the caller asked for it).
+        """
         try:
             runner = self._runner(name, precision)
         except _Unavailable as exc:
+            if refuse:
+                raise self._refusal(name, precision, f"cannot run in it here ({exc})") from exc
             self._fallbacks.append(f"{name} {precision} is not available here ({exc})")
             return None
         if precision == "fp32":
@@ -419,6 +445,19 @@ class EngineBuilder:
         self._gates[f"{name}:{precision}"] = {**result.to_dict(), "source": source}
         if result.passed:
             return runner
+        if refuse:
+            if source == _FAILED:
+                why = (
+                    f"gave outputs that are not numbers (NaN or inf) on {result.count} held-out "
+                    "inputs, twice"
+                )
+            else:
+                why = (
+                    f"failed the quality gate against fp32: min cosine {result.min_cosine:.6f}, "
+                    f"mean {result.mean_cosine:.6f} over {result.count} held-out inputs (needs "
+                    f"min >= {self.gate.min_cosine}, mean >= {self.gate.mean_cosine})"
+                )
+            raise self._refusal(name, precision, why, gate=result.to_dict())
         after = f"using {then[0]} instead" if then else "not a candidate"
         if source == _FAILED:
             self._unsettled = True
@@ -439,6 +478,20 @@ class EngineBuilder:
         logger.log(logging.INFO if source == _CACHED else logging.WARNING, message)
         self._fallbacks.append(message)
         return None
+
+    def _refusal(
+        self, name: str, precision: str, why: str, *, gate: dict[str, Any] | None = None
+    ) -> PrecisionError:
+        """The error for a precision the caller asked for that the tower cannot keep."""
+        rest = " then ".join(fallback_chain(precision)[1:])
+        return PrecisionError(
+            f"precision {precision!r} was asked for, but the {name} tower {why}. Pass "
+            f"allow_fallback=True to accept {rest} instead (the first that passes), or "
+            "precision='auto' for the fastest precision that passes",
+            precision=precision,
+            tower=name,
+            gate=gate,
+        )
 
     # -- runners -----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION
 from multimodal_rag.embedders.towers import TowerEmbedder
 from multimodal_rag.images import DEFAULT_MAX_PIXELS
+from multimodal_rag.random_checkpoint import has_random_weights
 
 __all__ = ["OpenCLIPEmbedder"]
 
@@ -64,6 +65,8 @@ class OpenCLIPEmbedder(TowerEmbedder):
             tokenizer) is not installed: ``pip install 'multimodal-rag[open-clip]'``.
         InvalidInputError: An unknown engine or precision, a precision the engine or
             device cannot run, or a device that is not available.
+        PrecisionError: The precision asked for fails the quality gate or cannot run
+            here, and ``allow_fallback`` is not set.
     """
 
     kind: ClassVar[str] = "open-clip"
@@ -87,6 +90,7 @@ class OpenCLIPEmbedder(TowerEmbedder):
         calibration: str | os.PathLike[str] | None = None,
         calibration_size: int = 300,
         quality_gate: QualityGate | None = None,
+        allow_fallback: bool = False,
     ) -> None:
         if manifest_endpoints() is not None:
             check_manifest_paths(
@@ -102,10 +106,12 @@ class OpenCLIPEmbedder(TowerEmbedder):
             max_pixels=max_pixels,
             calibration_size=calibration_size,
             cache_dir=cache_dir,
+            allow_fallback=allow_fallback,
         )
         self.model_name = model
         self.pretrained = pretrained
         self.checkpoint = _absolute(checkpoint)
+        self.random_weights = self.checkpoint is not None and has_random_weights(self.checkpoint)
         self.tokenizer = _absolute(tokenizer)
         self.download_root = _absolute(download_root)
         loaded = load_open_clip(

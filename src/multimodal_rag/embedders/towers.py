@@ -56,8 +56,17 @@ class TowerEmbedder(Embedder):
     that returns its towers' modules (called only when they are needed: see
     `engines`). It implements `_tokens`,
     `fingerprint`, `config` and `_weights_source`.
+
+    Attributes:
+        random_weights: Whether the weights file says its weights are random (one that
+            `make_random_clip_checkpoint` wrote):
+            everything runs, but which images are similar is meaningless. Recorded in the
+            knowledge base's manifest, and shown by every command and the server's page.
+        allow_fallback: Whether a precision asked for may fall back when it fails the
+            quality gate (else a `PrecisionError`).
     """
 
+    random_weights: bool = False
     model_name: str
     preprocess: ImagePreprocess
     _dim: int
@@ -82,6 +91,7 @@ class TowerEmbedder(Embedder):
         max_pixels: int,
         calibration_size: int,
         cache_dir: str | os.PathLike[str] | None,
+        allow_fallback: bool = False,
     ) -> str:
         """Check and keep the runtime settings; return the OpenVINO device (``"CPU"`` when unused).
 
@@ -118,6 +128,7 @@ class TowerEmbedder(Embedder):
         self.max_pixels = max_pixels
         self.calibration_size = calibration_size
         self._precision_setting = precision
+        self.allow_fallback = bool(allow_fallback)
         self._engine: BuiltEngine | None = None
         self._engine_lock = threading.Lock()
         self._builder: EngineBuilder | None = None
@@ -172,6 +183,7 @@ class TowerEmbedder(Embedder):
             cache=self._engine_cache,
             gate=quality_gate or QualityGate(),
             calibration_size=self.calibration_size,
+            allow_fallback=self.allow_fallback,
         )
         if "image" not in self._builder.to_calibrate():
             self._build_engine(None)
@@ -205,6 +217,8 @@ class TowerEmbedder(Embedder):
     def _runtime_config(self) -> dict[str, Any]:
         """The runtime settings `config` records: what was asked for, never the device."""
         config: dict[str, Any] = {"precision": self._precision_setting}
+        if self.allow_fallback:
+            config["allow_fallback"] = True
         if self.engine != "torch":
             config["engine"] = self.engine
         if not self.draft:

@@ -52,17 +52,24 @@ class EmbedderEntry(Component):
     """The embedder's entry, with what a reopening embedder must match.
 
     ``runtime`` is what the saving embedder ran as (engine, precision, fallbacks), for
-    people reading the knowledge base; nothing is rebuilt from it.
+    people reading the knowledge base; nothing is rebuilt from it. ``random_weights`` is
+    what the weights file said of itself (see `multimodal_rag.random_checkpoint`): the
+    knowledge base's similarities are then meaningless, and ``info`` and every command say
+    so. A fact about the weights, not a setting, so it is no part of ``config``.
     """
 
     fingerprint: str
     dim: int
     runtime: dict[str, Any] = field(factory=dict)
+    random_weights: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         entry = {**super().to_dict(), "fingerprint": self.fingerprint, "dim": self.dim}
         if self.runtime:
             entry["runtime"] = self.runtime
+        # Absent when false, so manifests of real models are written as before.
+        if self.random_weights:
+            entry["random_weights"] = True
         return entry
 
 
@@ -156,6 +163,7 @@ class Manifest:
                 fingerprint=embedder.fingerprint,
                 dim=embedder.dim,
                 runtime=_runtime_of(embedder),
+                random_weights=getattr(embedder, "random_weights", False) is True,
             ),
             vector_store=Component(kind=kind_of(vector_store), config=vector_store.config()),
             description_store=Component(kind=kind_of(description_store), config=description_store.config()),
@@ -224,6 +232,8 @@ class Manifest:
         embedder = entries["embedder"]
         if not _is_int(embedder.get("dim")) or not isinstance(embedder.get("fingerprint"), str):
             raise ManifestError(f"{source} lacks the embedder's dim or fingerprint")
+        if not isinstance(embedder.get("random_weights", False), bool):
+            raise ManifestError(f"{source}: the embedder's random_weights must be true or false")
         generation, files, sizes = data.get("generation"), data.get("files"), data.get("sizes", {})
         if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0 or not isinstance(files, dict):
             raise ManifestError(f"{source} lacks the snapshot generation or its file list")
@@ -246,6 +256,7 @@ class Manifest:
                 fingerprint=embedder["fingerprint"],
                 dim=embedder["dim"],
                 runtime=embedder["runtime"] if isinstance(embedder.get("runtime"), dict) else {},
+                random_weights=embedder.get("random_weights", False),
             ),
             vector_store=Component(kind=entries["vector_store"]["kind"], config=entries["vector_store"].get("config", {})),
             description_store=Component(

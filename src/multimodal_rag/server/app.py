@@ -375,7 +375,12 @@ class _Api:
             generation=rag.generation,
             reloads=self.kb.reloads,
             images=len(rag),
-            embedder=EmbedderInfo(kind=kind_of(rag.embedder), dim=rag.embedder.dim, fingerprint=rag.embedder.fingerprint),
+            embedder=EmbedderInfo(
+                kind=kind_of(rag.embedder),
+                dim=rag.embedder.dim,
+                fingerprint=rag.embedder.fingerprint,
+                random_weights=getattr(rag.embedder, "random_weights", False) is True,
+            ),
             vector_store=kind_of(rag.vector_store),
             description_store=kind_of(rag.description_store),
             full_text=bool(getattr(rag.description_store, "full_text", False)),

@@ -117,6 +117,10 @@ class EmbedderInfo(_Model):
     kind: str
     dim: int
     fingerprint: str
+    random_weights: bool = Field(
+        description="Whether the model's weights are random (a checkpoint made by `multimodal-rag "
+        "random-checkpoint`): its matches and answers then mean nothing, and the page says so."
+    )
 
 
 class AnswererInfo(_Model):
