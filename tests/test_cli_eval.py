@@ -23,6 +23,7 @@ RESULT_KEYS = {
     "ranked",
     "scores",
     "exact_ranked",
+    "exact_scores",
     "rank",
     "exact_rank",
     "seconds",

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.evaluation.metrics import (
@@ -18,6 +24,8 @@ from multimodal_rag.evaluation.metrics import (
     query_metrics,
     recommend_gate,
 )
+from multimodal_rag.evaluation.report import EvaluationReport
+from multimodal_rag.protocols import Embedder
 
 LOG2_3 = math.log2(3)
 
@@ -147,6 +155,80 @@ def test_ties_match_enumerating_every_order() -> None:
         assert m.recall == pytest.approx(recall)
         assert m.reciprocal_rank == pytest.approx(rr)
         assert m.ndcg == pytest.approx(ndcg)
+
+
+def test_scores_one_float32_step_apart_are_not_tied_and_equal_ones_are() -> None:
+    high = np.float32(0.9)
+    below = np.nextafter(high, np.float32(0))  # 6e-8 lower: the next float32 down
+    assert float(high) - float(below) == pytest.approx(6e-8, rel=0.01)
+    apart = query_metrics(["a", "b"], [float(high), float(below)], {"b"})
+    assert apart.recall[1] == 0.0 and apart.reciprocal_rank == 0.5
+    equal = query_metrics(["a", "b"], [float(high), float(high)], {"b"})
+    assert equal.recall[1] == 0.5 and equal.reciprocal_rank == 0.75
+
+
+class TableEmbedder(Embedder):
+    """Images (by file stem) and texts embedded as the vectors of a table: scores to the exact bit."""
+
+    kind: ClassVar[str] = "test-table"
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+
+    @property
+    def dim(self) -> int:
+        return 3
+
+    @property
+    def fingerprint(self) -> str:
+        return "test-table"
+
+    def config(self) -> dict[str, Any]:
+        return {"table": self.table}
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        return np.array([self.table[Path(image).stem] for image in images], dtype=np.float32)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([self.table[text] for text in texts], dtype=np.float32)
+
+
+def test_an_evaluation_ties_exactly_equal_scores_only_through_the_index_and_exactly(tmp_path: Path) -> None:
+    from multimodal_rag import MultimodalRAG
+
+    def unit(first: float, last: float) -> list[float]:
+        return [first, math.sqrt(1 - first * first - last * last), last]
+
+    # "near" scores a and b one float32 step apart (b expected, second); "equal" scores c and
+    # d exactly alike (d expected): rounded to 6 decimals, both pairs would look tied.
+    high = float(np.float32(0.9))
+    table = {
+        "a": unit(high, 0.0), "b": unit(float(np.nextafter(np.float32(high), np.float32(0))), 0.0),
+        "c": unit(0.0, 0.8), "d": unit(0.0, 0.8), "e": unit(0.1, 0.1),
+        "near": [1.0, 0.0, 0.0], "equal": [0.0, 0.0, 1.0],
+    }  # fmt: skip
+    files = []
+    for name in "abcde":
+        files.append(tmp_path / f"{name}.png")
+        Image.new("RGB", (4, 4)).save(files[-1])
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"query": "near", "expected": ["b"]}\n{"query": "equal", "expected": ["d"]}\n')
+    with MultimodalRAG.create(tmp_path / "kb", embedder=TableEmbedder(table)) as rag:
+        rag.add(files, ids=list("abcde"), progress=False)
+        report = rag.evaluate(queries=queries, edits=[], progress=False)
+    near, equal = sorted((r for r in report.results), key=lambda r: r.query != "near")
+    # The index's own scores, unrounded: one step apart, and exactly equal.
+    assert near.ranked[:2] == ("a", "b") and 0 < near.scores[0] - near.scores[1] < 1e-7
+    assert round(near.scores[0], 6) == round(near.scores[1], 6)
+    assert set(equal.ranked[:2]) == {"c", "d"} and equal.scores[0] == equal.scores[1]
+    assert near.exact_scores[:2] == near.scores[:2] and equal.exact_scores[:2] == equal.scores[:2]
+    [metrics] = report.sets
+    # near: rank 2 (reciprocal rank 0.5); equal: ranks 1 and 2 on average (0.75).
+    assert metrics.mrr == pytest.approx((0.5 + 0.75) / 2) and metrics.recall["1"] == pytest.approx(0.25)
+    # Exact search ties the same way, so an exact index loses nothing.
+    assert (metrics.exact_mrr, metrics.exact_recall) == (metrics.mrr, metrics.recall)
+    again = EvaluationReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.results == report.results
 
 
 def test_first_rank_ignores_ties() -> None:

@@ -18,6 +18,12 @@ FTS5 scores a record against the phrases of its ``MATCH`` expression. To score o
 records holding the essential terms ``E`` against all the terms ``Q``, the expression is
 ``(E) AND (Q)``, which counts the phrases of ``E`` twice; their score alone, from ``E``,
 is taken off again. Scores agree with plain ``bm25()`` to about 1e-15.
+
+That is close, but not equal: two records that ``bm25()`` scores exactly alike (and the
+plain query so orders by id) can come out 1e-15 apart, in either order, and the wrong one
+would enter the top k. So records whose scores lie within `_TIE_WIDTH` of a neighbour's,
+in or at the edge of the top k, are scored again by ``bm25()`` itself, over the whole query:
+ties are then exactly the plain query's ties, broken by id as it breaks them.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ _MIN_IDF = 1e-6
 _MAX_SHARE = 0.25
 # Bounds are computed in Python and scores in C, with sums in another order: keep a margin.
 _MARGIN = 1e-9
+# Scores this close (relative) may be equal in bm25() and apart only by the subtraction's
+# rounding (about 1e-15): such records are scored again exactly.
+_TIE_WIDTH = 1e-9
 
 
 # Counts kept per index; dropped whole beyond this many phrases.
@@ -121,7 +130,7 @@ def pruned_top_k(
         if sum(counts_of[p] for p in essential) > _MAX_SHARE * matches:
             return None
         scores = _scores(db, table, essential, phrases)
-    return _best(db, id_table, scores, k)
+    return _best(db, table, id_table, phrases, scores, k)
 
 
 def _scores(db: sqlite3.Connection, table: str, subset: list[str], phrases: list[str]) -> dict[int, float]:
@@ -133,13 +142,19 @@ def _scores(db: sqlite3.Connection, table: str, subset: list[str], phrases: list
     return {rowid: alone[rowid] - score for rowid, score in doubled.items()}
 
 
-def _best(db: sqlite3.Connection, id_table: str, scores: dict[int, float], k: int) -> list[tuple[str, float]]:
+def _best(
+    db: sqlite3.Connection, table: str, id_table: str, phrases: list[str], scores: dict[int, float], k: int
+) -> list[tuple[str, float]]:
     ranked = sorted(scores.items(), key=lambda item: -item[1])
-    # Every record tied with the k-th, so that ties are broken by id as the plain query does.
-    cut = k
-    while cut < len(ranked) and ranked[cut][1] == ranked[k - 1][1]:
+    # Every record (nearly) tied with the k-th, so that ties are broken by id as the plain
+    # query does; the near ties then get bm25()'s own scores, which tie exactly or not at all.
+    cut = min(k, len(ranked))
+    while cut < len(ranked) and _near(ranked[cut][1], ranked[cut - 1][1]):
         cut += 1
     kept = dict(ranked[:cut])
+    again = {rowid for i in range(1, cut) if _near(ranked[i][1], ranked[i - 1][1]) for rowid, _ in ranked[i - 1 : i + 1]}
+    if again:
+        kept.update(_exact_scores(db, table, phrases, sorted(again)))
     names: dict[int, str] = dict(
         db.execute(
             f"SELECT seq, id FROM {id_table} WHERE seq IN (SELECT value FROM json_each(?))",
@@ -148,6 +163,24 @@ def _best(db: sqlite3.Connection, id_table: str, scores: dict[int, float], k: in
     )
     best = sorted(((names[rowid], score) for rowid, score in kept.items()), key=lambda item: (-item[1], item[0]))
     return best[:k]
+
+
+def _near(a: float, b: float) -> bool:
+    return abs(a - b) <= _TIE_WIDTH * max(abs(a), abs(b))
+
+
+def _exact_scores(db: sqlite3.Connection, table: str, phrases: list[str], rowids: list[int]) -> dict[int, float]:
+    """``-bm25()`` of the whole query for ``rowids`` (sorted), as the plain query computes it.
+
+    FTS5 restricts its walk to the rowid range, so a few neighbours cost a few rows; the
+    ``IN`` keeps bm25() to the rows asked for.
+    """
+    query = (
+        f"SELECT rowid, -bm25({table}) FROM {table} WHERE {table} MATCH ? AND rowid BETWEEN ? AND ? "
+        "AND rowid IN (SELECT value FROM json_each(?))"
+    )
+    found = db.execute(query, (" OR ".join(phrases), rowids[0], rowids[-1], json.dumps(rowids))).fetchall()
+    return {rowid: score for rowid, score in found}
 
 
 def _idf(total: int, count: int) -> float:

@@ -9,6 +9,11 @@ of the tied results (McSherry & Najork, "Computing information retrieval perform
 measures efficiently in the presence of tied scores", ECIR 2008). Two tied results at
 ranks 1 and 2, one of them relevant, give recall@1 = 0.5 and a reciprocal rank of
 (1 + 1/2) / 2 = 0.75.
+
+Tied means exactly equal, with no tolerance: scores one float32 step apart (6e-8 near 0.9)
+were ordered by the index, and count in that order. Scores must reach these functions as
+the index gave them, not rounded: rounding to 6 decimals would make such neighbours equal
+and average their ranks.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def _tie_groups(scores: Sequence[float]) -> list[tuple[int, int]]:
     """``(start, end)`` of each run of equal consecutive scores (end exclusive).
 
     Results come best first, so equal scores are neighbours; a run of them is one group
-    whose members could have come in any order.
+    whose members could have come in any order. Equal is ``==``: any difference orders them.
     """
     groups: list[tuple[int, int]] = []
     start = 0

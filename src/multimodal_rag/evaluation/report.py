@@ -43,8 +43,9 @@ class QueryResult:
             the image path.
         expected: Ids that count as right answers.
         ranked: Ids returned by the knowledge base's own index, best first (at most ``k``).
-        scores: Their scores.
+        scores: Their scores, as the index gave them (unrounded: equal scores are ties).
         exact_ranked: Ids returned by exact search over the same vectors.
+        exact_scores: Their scores.
         rank: 1-based rank of the first right answer in ``ranked``, or ``None`` if absent.
         exact_rank: The same in ``exact_ranked``.
         seconds: Time to embed the query and search the index.
@@ -56,6 +57,7 @@ class QueryResult:
     ranked: tuple[str, ...] = field(converter=str_tuple)
     scores: tuple[float, ...] = field(converter=_floats)
     exact_ranked: tuple[str, ...] = field(converter=str_tuple, default=())
+    exact_scores: tuple[float, ...] = field(converter=_floats, default=())
     rank: int | None = None
     exact_rank: int | None = None
     seconds: float = 0.0

@@ -152,8 +152,10 @@ def evaluate(
                         query=text,
                         expected=expected,
                         ranked=ranked[:k],
-                        scores=[round(float(s), 6) for s in scores[:k]],
+                        # Unrounded: ties are equal scores, and rounding would make neighbours equal.
+                        scores=[float(s) for s in scores[:k]],
                         exact_ranked=exact_ranked[:k],
+                        exact_scores=[float(s) for s in exact_scores[:k]],
                         rank=first_rank(ranked, expected),
                         exact_rank=first_rank(exact_ranked, expected),
                         seconds=round(elapsed, 6),
@@ -325,10 +327,15 @@ def _set_metrics(results: Sequence[QueryResult], k: int) -> list[SetMetrics]:
     for name in sorted(by_set, key=_set_order):
         group = by_set[name]
         indexed = [query_metrics(r.ranked, r.scores, r.expected, k_values=RECALL_AT) for r in group]
-        # Exact search's scores are not kept per result; its order has no ties to resolve
-        # beyond the ids, so ranks are taken as given.
+        # Ties count the same way through exact search, so that an exact index loses nothing.
+        # A report saved before exact scores were kept takes its exact ranks as given.
         exact = [
-            query_metrics(r.exact_ranked, list(range(len(r.exact_ranked), 0, -1)), r.expected, k_values=RECALL_AT)
+            query_metrics(
+                r.exact_ranked,
+                r.exact_scores if len(r.exact_scores) == len(r.exact_ranked) else range(len(r.exact_ranked), 0, -1),
+                r.expected,
+                k_values=RECALL_AT,
+            )
             for r in group
         ]
         recall, mrr, ndcg = mean_metrics(indexed)
