@@ -13,6 +13,32 @@ from helpers import COLORS, ColorEmbedder, solid
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+#: Modules whose tests take tens of seconds each: a type checker over a script, a browser, a
+#: site build and the documentation's commands, crash and fuzz loops in subprocesses, model
+#: conversion and quantization. Marked ``slow``: the README's `pytest` skips them, `.ci/run`
+#: runs them (single slow tests elsewhere carry ``@pytest.mark.slow`` themselves).
+SLOW_MODULES = frozenset(
+    {
+        "test_benchmark_smoke.py",
+        "test_clip_engines.py",
+        "test_crash.py",
+        "test_doc_blocks.py",
+        "test_docs.py",
+        "test_install.py",
+        "test_loader_fuzz.py",
+        "test_server_browser.py",
+        "test_typing.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow = pytest.mark.slow
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Converted models and precision decisions go to a temporary folder, never the home."""

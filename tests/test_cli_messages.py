@@ -101,6 +101,7 @@ def test_the_answerer_note_names_no_python_argument(tiny: tuple[Path, Path], tmp
 # -- where the weights are now -------------------------------------------------
 
 
+@pytest.mark.slow  # several commands, each loading the model in a new process
 def test_a_knowledge_base_whose_checkpoint_moved_opens_with_checkpoint(
     tiny: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -238,6 +239,7 @@ def test_open_clip_without_cached_weights_fails_fast(
     assert "checkpoint='/path/to/weights', tokenizer='/path/to/tokenizer-folder'" in message
 
 
+@pytest.mark.slow  # several commands, each loading the model in a new process
 def test_open_clip_offline_on_the_command_line_names_the_options(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("open_clip")
     images, _ = tiny
