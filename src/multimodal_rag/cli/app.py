@@ -33,7 +33,6 @@ __all__ = [
     "IMAGE",
     "JSON_OPTION",
     "KB_ARGUMENT",
-    "WEIGHTS_OPTIONS",
     "CommandFailed",
     "Settings",
     "cli",
@@ -43,6 +42,7 @@ __all__ = [
     "main",
     "open_kb",
     "parse_key_values",
+    "weights_options",
 ]
 
 EXIT_OK = 0
@@ -238,7 +238,7 @@ class _Group(click.Group):
 class Settings:
     """Global options, shared by every command through the click context.
 
-    ``checkpoint`` and ``tokenizer`` are set by a command's `WEIGHTS_OPTIONS`: where
+    ``checkpoint`` and ``tokenizer`` are set by a command's `weights_options`: where
     the knowledge base's model files are now, when they are no longer where it recorded them.
     """
 
@@ -255,10 +255,12 @@ class Settings:
 def _set_weights(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
     if value is not None:
         assert param.name is not None
-        setattr(ctx.ensure_object(Settings), param.name, value.resolve())
+        settings = ctx.find_object(Settings)
+        assert settings is not None  # made by the group, before any command parses its options
+        setattr(settings, param.name, value.resolve())
 
 
-def WEIGHTS_OPTIONS(command: Any) -> Any:  # noqa: N802 - a decorator, named like the others
+def weights_options(command: Any) -> Any:
     """--checkpoint and --tokenizer, for each command that loads the knowledge base's model.
 
     They go to `Settings` (not to the command's arguments): `open_kb` uses them.
@@ -274,7 +276,7 @@ def WEIGHTS_OPTIONS(command: Any) -> Any:  # noqa: N802 - a decorator, named lik
         ]
     ):
         command = click.option(
-            name, type=kind, expose_value=False, is_eager=False, callback=_set_weights, help=text
+            name, type=kind, expose_value=False, callback=_set_weights, help=text
         )(command)
     return command
 

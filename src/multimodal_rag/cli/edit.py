@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from multimodal_rag.cli import output
-from multimodal_rag.cli.app import JSON_OPTION, KB_ARGUMENT, WEIGHTS_OPTIONS, Settings, committing
+from multimodal_rag.cli.app import JSON_OPTION, KB_ARGUMENT, Settings, committing, weights_options
 
 if TYPE_CHECKING:
     from multimodal_rag.rag import MultimodalRAG
@@ -21,7 +21,7 @@ __all__ = ["describe", "remove"]
 @KB_ARGUMENT
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--missing-ok", is_flag=True, help="Ignore ids that are not in the knowledge base.")
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def remove(
@@ -45,7 +45,7 @@ def remove(
 @KB_ARGUMENT
 @click.argument("id")
 @click.argument("text")
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def describe(settings: Settings, kb: Path, id: str, text: str, as_json: bool) -> None:

@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from multimodal_rag.cli import output
-from multimodal_rag.cli.app import JSON_OPTION, WEIGHTS_OPTIONS, CommandFailed, Settings, open_kb
+from multimodal_rag.cli.app import JSON_OPTION, CommandFailed, Settings, open_kb, weights_options
 
 if TYPE_CHECKING:
     from multimodal_rag.evaluation.report import EvaluationReport
@@ -130,7 +130,7 @@ def _parse_sample(ctx: click.Context, param: click.Parameter, value: str) -> int
     metavar="A.json B.json",
     help="Compare two runs saved with --json instead of evaluating (no KB then).",
 )
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_context
 def eval_(

@@ -11,9 +11,9 @@ from multimodal_rag.cli.app import (
     EXIT_FAILURE,
     JSON_OPTION,
     KB_ARGUMENT,
-    WEIGHTS_OPTIONS,
     Settings,
     open_kb,
+    weights_options,
 )
 
 __all__ = ["fit"]
@@ -46,7 +46,7 @@ __all__ = ["fit"]
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Makes the fit repeatable.")
 @click.option("--remove", is_flag=True, help="Remove the adapter instead: the embedder's own vectors come back.")
 @click.option("--progress/--no-progress", default=None, help="Show progress bars (default: on a terminal).")
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def fit(

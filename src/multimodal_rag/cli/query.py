@@ -12,12 +12,12 @@ from multimodal_rag.cli.app import (
     IMAGE,
     JSON_OPTION,
     KB_ARGUMENT,
-    WEIGHTS_OPTIONS,
     CommandFailed,
     Settings,
     cli_message,
     open_kb,
     parse_key_values,
+    weights_options,
 )
 from multimodal_rag.registry import BUILTINS, resolve
 
@@ -169,7 +169,7 @@ def _reranker(model: str | None) -> Any:
     help="Keep only matches whose metadata has KEY=VALUE (repeatable).",
 )
 @_search_options
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def search(
@@ -231,7 +231,7 @@ def search(
     show_default=True,
     help="Side of each image, in pixels.",
 )
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def show(
@@ -277,7 +277,7 @@ def show(
 @answerer_options
 @click.option("--stream", is_flag=True, help="Print the answer as it arrives.")
 @_answer_search_options
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def ask(

@@ -15,10 +15,10 @@ import click
 from multimodal_rag.cli import output
 from multimodal_rag.cli.app import (
     KB_ARGUMENT,
-    WEIGHTS_OPTIONS,
     CommandFailed,
     Settings,
     embedder_with_weights,
+    weights_options,
 )
 from multimodal_rag.cli.query import answerer_from_options, answerer_options
 
@@ -109,7 +109,7 @@ TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
     show_default=True,
     help="uvicorn's log level.",
 )
-@WEIGHTS_OPTIONS
+@weights_options
 @click.pass_obj
 def serve(
     settings: Settings,

@@ -12,11 +12,11 @@ from multimodal_rag.cli.app import (
     EXIT_FAILURE,
     JSON_OPTION,
     KB_ARGUMENT,
-    WEIGHTS_OPTIONS,
     Settings,
     embedder_with_weights,
     open_kb,
     parse_key_values,
+    weights_options,
 )
 
 __all__ = ["migrate", "repair", "verify"]
@@ -24,7 +24,7 @@ __all__ = ["migrate", "repair", "verify"]
 
 @click.command()
 @KB_ARGUMENT
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def verify(settings: Settings, kb: Path, as_json: bool) -> None:
@@ -44,7 +44,7 @@ def verify(settings: Settings, kb: Path, as_json: bool) -> None:
 
 @click.command()
 @KB_ARGUMENT
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def repair(settings: Settings, kb: Path, as_json: bool) -> None:
@@ -104,7 +104,7 @@ def repair(settings: Settings, kb: Path, as_json: bool) -> None:
     show_default=True,
     help="Stored vectors searched in both knowledge bases to compare them afterwards.",
 )
-@WEIGHTS_OPTIONS
+@weights_options
 @JSON_OPTION
 @click.pass_obj
 def migrate(
