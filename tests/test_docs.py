@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from doc_examples import REPO, blocks, fenced_blocks, script_blocks, write_modules
+from doc_examples import CODE_LANGUAGES, REPO, blocks, fenced_blocks, script_blocks, write_modules
 from doc_examples import pages as doc_pages
 
 DOCS = REPO / "docs"
@@ -300,6 +300,13 @@ def test_every_block_runs_or_says_why(page: Path) -> None:
     sample is shown without saying whether it came from a run."""
     unexplained = [b.where for b in blocks(page) if not b.runs and not b.not_run]
     assert not unexplained, f"blocks neither run nor marked not-run: {unexplained}"
+    # Python and shell code is executed: page by page by tests/test_doc_blocks.py, or by the
+    # page's own test. A shell block with no multimodal-rag command has nothing to execute.
+    unexecuted = [
+        b.where for b in blocks(page)
+        if b.language in CODE_LANGUAGES and b.not_run is None and not b.executed
+    ]
+    assert not unexecuted, f"code blocks no test executes and not marked not-run: {unexecuted}"
     empty = [b.where for b in blocks(page) if b.not_run is not None and not b.not_run.strip()]
     assert not empty, f"not-run markers without a reason: {empty}"
 

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import hmac
 import io
-import json
 import logging
 import math
 import os
@@ -41,7 +40,7 @@ from attrs import field, frozen
 from fastapi import FastAPI, Path, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
@@ -54,18 +53,23 @@ from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.server import models
 from multimodal_rag.server.errors import HTTPProblem, error_body, invalid_fields
 from multimodal_rag.server.models import (
+    EVENTS,
     AnswererInfo,
     AskFields,
     AskResponse,
+    ChunkEvent,
+    DoneEvent,
     EmbedderInfo,
+    ErrorBody,
     Health,
     Info,
     Limits,
+    MatchesEvent,
     SearchFields,
     SearchResponse,
     form_models,
 )
-from multimodal_rag.server.openapi import document, error_responses, form_body
+from multimodal_rag.server.openapi import document, error_responses, event_stream, form_body
 from multimodal_rag.server.refusals import SLOW_BODIES
 from multimodal_rag.server.reloading import ReloadingKnowledgeBase
 from multimodal_rag.types import Answer, Hit
@@ -254,7 +258,7 @@ def create_app(
         summary="Answer a question about an image from the descriptions of its best matches.",
         responses=_merged(
             error_responses(*posted, 400, 415, 422, 502, 504),
-            {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+            {200: {"description": "The matches and the answer as JSON, or (stream=true) as server-sent events.", "content": event_stream()}},
         ),
         openapi_extra=form_body(api.ask_fields, settings.image_types),
     )
@@ -396,8 +400,6 @@ class _Api:
 
     async def search(self, request: Request) -> SearchResponse:
         fields = await self._fields(request, self.search_fields)
-        if fields.image is None and fields.text is None:
-            raise HTTPProblem(400, "InvalidInputError", "give an image file, a text, or both")
         rag = self.kb.rag
         search = rag.asearch(
             image=fields.image,
@@ -444,19 +446,18 @@ class _Api:
     async def _events(self, generation: int, hits: list[Hit], chunks: Any) -> AsyncIterator[str]:
         """The answer as server-sent events: ``matches``, ``chunk``..., ``answer`` (or ``error``), ``done``."""
         try:
-            matches = [self._hit(hit).model_dump(mode="json") for hit in hits]
-            yield _event("matches", {"generation": generation, "matches": matches})
+            yield _event("matches", MatchesEvent(generation=generation, matches=[self._hit(hit) for hit in hits]))
             try:
                 async for chunk in chunks:
-                    yield _event("chunk", {"text": chunk})
+                    yield _event("chunk", ChunkEvent(text=chunk))
                 answer = await chunks.get_answer()
-                yield _event("answer", self._answer(answer).model_dump(mode="json"))
+                yield _event("answer", self._answer(answer))
             except Exception as exc:
                 status, body = error_body(exc)
                 if status >= 500:
                     logger.error("a streamed answer failed", exc_info=exc)
-                yield _event("error", body)
-            yield _event("done", {})
+                yield _event("error", ErrorBody.model_validate(body))
+            yield _event("done", DoneEvent())
         finally:
             await chunks.aclose()
 
@@ -518,7 +519,7 @@ class _Api:
                 elif not isinstance(value, str):
                     raise HTTPProblem(400, "InvalidInputError", f"{name} must be a text field, not a file")
                 else:
-                    given[name] = value if value.strip() else None
+                    given[name] = value or None
         finally:
             await form.close()  # the uploaded file's spool; its bytes are read by now
         try:
@@ -588,9 +589,10 @@ def _image_url(id_: str) -> str:
     return f"/v1/images/{quote(id_, safe='')}"
 
 
-def _event(name: str, data: Mapping[str, Any]) -> str:
-    # json.dumps escapes newlines, so each event's data is one line.
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+def _event(name: str, data: BaseModel) -> str:
+    # JSON escapes newlines, so each event's data is one line.
+    assert isinstance(data, EVENTS[name]), f"the {name} event is documented as {EVENTS[name].__name__}"
+    return f"event: {name}\ndata: {data.model_dump_json()}\n\n"
 
 
 def _filter(raw: str | None) -> dict[str, Any] | None:

@@ -98,6 +98,8 @@ def _field_message(name: str, error: Mapping[str, Any]) -> str:
     ctx = error.get("ctx") or {}
     value = error.get("input")
     got = f", got {_shown(value)}"
+    if kind == "value_error" and "error" in ctx:  # a check of the whole form, which says it all
+        return str(ctx["error"])
     if kind == "missing":
         return f"the {name} field is required"
     if kind in ("int_parsing", "int_type", "int_from_float"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ __all__ = [
     "AnswererInfo",
     "AskFields",
     "AskResponse",
+    "ChunkEvent",
+    "DoneEvent",
+    "EVENTS",
     "EmbedderInfo",
     "ErrorBody",
     "ErrorDetail",
@@ -30,6 +33,7 @@ __all__ = [
     "Hit",
     "Info",
     "Limits",
+    "MatchesEvent",
     "SearchFields",
     "SearchResponse",
     "Signal",
@@ -105,6 +109,46 @@ class AskResponse(_Model):
     answer: Answer
 
 
+class ErrorDetail(_Model):
+    type: str = Field(description="The library's exception class, or the refusal's name.")
+    message: str = Field(description="What was wrong, naming the bad input.")
+    status: int = Field(description="The HTTP status, again.")
+
+
+class ErrorBody(_Model):
+    """Every error answer, whatever refused the request."""
+
+    error: ErrorDetail
+
+
+class MatchesEvent(_Model):
+    """The first event of a streamed answer: the matches it is based on."""
+
+    generation: int
+    matches: list[Hit]
+
+
+class ChunkEvent(_Model):
+    """A piece of the answer's text, as the model writes it."""
+
+    text: str
+
+
+class DoneEvent(_Model):
+    """The last event of a streamed answer: nothing more comes."""
+
+
+#: A streamed answer's events by name, in their order: ``matches``, ``chunk``..., ``answer`` (or
+#: ``error``, when the model fails once the stream has started), ``done``.
+EVENTS: dict[str, type[BaseModel]] = {
+    "matches": MatchesEvent,
+    "chunk": ChunkEvent,
+    "answer": Answer,
+    "error": ErrorBody,
+    "done": DoneEvent,
+}
+
+
 class Health(_Model):
     """``GET /healthz``: ``ok`` with the generation served, or ``starting`` (503)."""
 
@@ -156,21 +200,9 @@ class Info(_Model):
     limits: Limits
 
 
-class ErrorDetail(_Model):
-    type: str = Field(description="The library's exception class, or the refusal's name.")
-    message: str = Field(description="What was wrong, naming the bad input.")
-    status: int = Field(description="The HTTP status, again.")
-
-
-class ErrorBody(_Model):
-    """Every error answer, whatever refused the request."""
-
-    error: ErrorDetail
-
-
 # -- request fields ------------------------------------------------------------------
 
-# A form field left empty (or only white space) counts as not given, as in an HTML form.
+# A form field left empty counts as not given, as in an HTML form; one of only white space is refused.
 _Image = Annotated[bytes, Field(description="The query image (a file part of one of the accepted image types).")]
 _Filter = Annotated[str, Field(description='Metadata conditions as a JSON object, e.g. {"price": {"$lt": 100}}.')]
 
@@ -178,7 +210,7 @@ _Filter = Annotated[str, Field(description='Metadata conditions as a JSON object
 class SearchFields(BaseModel):
     """The fields of ``POST /v1/search``; at least an image or a text."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"anyOf": [{"required": ["image"]}, {"required": ["text"]}]})
 
     image: _Image | SkipJsonSchema[None] = None
     text: str | SkipJsonSchema[None] = None
@@ -187,6 +219,12 @@ class SearchFields(BaseModel):
     mode: Mode | SkipJsonSchema[None] = Field(default=None, description="Default: vector, or hybrid with a text on a full-text store.")
     fusion: Literal["rrf", "weighted"] = "rrf"
     text_weight: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _something_to_search_for(self) -> SearchFields:
+        if self.image is None and self.text is None:
+            raise ValueError("give an image file, a text, or both")
+        return self
 
 
 class AskFields(BaseModel):
@@ -208,12 +246,12 @@ def form_models(settings: ServerSettings) -> tuple[type[SearchFields], type[AskF
     chars = settings.max_text_chars
 
     class BoundSearchFields(SearchFields):
-        text: Annotated[str, Field(min_length=1, max_length=chars)] | SkipJsonSchema[None] = None
+        text: Annotated[str, Field(max_length=chars, pattern=r"\S")] | SkipJsonSchema[None] = None
         k: int = Field(default=5, ge=1, le=settings.max_k)
 
     class BoundAskFields(AskFields):
-        question: str = Field(min_length=1, max_length=chars, pattern=r"\S")
-        text: Annotated[str, Field(min_length=1, max_length=chars)] | SkipJsonSchema[None] = None
+        question: str = Field(max_length=chars, pattern=r"\S")
+        text: Annotated[str, Field(max_length=chars, pattern=r"\S")] | SkipJsonSchema[None] = None
         k: int = Field(default=3, ge=1, le=settings.max_k)
 
     BoundSearchFields.__name__ = BoundSearchFields.__qualname__ = "SearchFields"

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from multimodal_rag.server.models import ErrorBody
+from multimodal_rag.server.models import EVENTS, ErrorBody
 
-__all__ = ["document", "error_responses", "form_body"]
+__all__ = ["document", "error_responses", "event_stream", "form_body"]
 
 # What each error status means on this server; an operation lists those it can answer with.
 _WHY = {
@@ -53,7 +53,15 @@ def form_body(model: type[BaseModel], image_types: Iterable[str]) -> dict[str, A
     schema = model.model_json_schema()
     if "$defs" in schema:  # kept flat so that it can be inlined; a nested model needs components
         raise TypeError(f"{model.__name__} must be flat")
-    properties = {name: value for name, value in schema["properties"].items() if name != "image"}
+    required = set(schema.get("required", ()))
+    for name, field in list(schema["properties"].items()):
+        if name not in required and name != "image":
+            schema["properties"][name] = _or_empty(field)
+    urlencoded = {**schema, "properties": {name: value for name, value in schema["properties"].items() if name != "image"}}
+    if "anyOf" in schema:  # "an image or a text" is "a text" without the image
+        choices = [choice for choice in schema["anyOf"] if "image" not in choice.get("required", ())]
+        urlencoded.pop("anyOf")
+        urlencoded["required"] = sorted({*schema.get("required", ()), *(name for choice in choices for name in choice["required"])})
     return {
         "requestBody": {
             "required": True,
@@ -62,10 +70,39 @@ def form_body(model: type[BaseModel], image_types: Iterable[str]) -> dict[str, A
                     "schema": schema,
                     "encoding": {"image": {"contentType": ", ".join(sorted(image_types))}},
                 },
-                "application/x-www-form-urlencoded": {"schema": {**schema, "properties": properties}},
+                "application/x-www-form-urlencoded": {"schema": urlencoded},
             },
         }
     }
+
+
+def _or_empty(field: dict[str, Any]) -> dict[str, Any]:
+    """A field that may also be empty: an empty form field counts as not given, as the empty
+    inputs of an HTML form are sent."""
+    outer: dict[str, Any] = {key: field[key] for key in ("title", "description", "default") if key in field}
+    inner = {key: value for key, value in field.items() if key not in outer}
+    return {**outer, "anyOf": [inner, {"const": "", "description": "Empty: not given."}]}
+
+
+def event_stream() -> dict[str, Any]:
+    """The ``text/event-stream`` content of a streamed answer: what each event is (by its name),
+    its data a line of JSON of the event's model ([`EVENTS`][multimodal_rag.server.models.EVENTS])."""
+    events = [
+        {
+            "type": "object",
+            "properties": {
+                "event": {"const": name},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": f"#/components/schemas/{model.__name__}"},
+                },
+            },
+            "required": ["event", "data"],
+        }
+        for name, model in EVENTS.items()
+    ]
+    return {"text/event-stream": {"schema": {"oneOf": events}}}
 
 
 def document(generated: dict[str, Any], *, token: bool) -> dict[str, Any]:
@@ -84,9 +121,14 @@ def document(generated: dict[str, Any], *, token: bool) -> dict[str, Any]:
             if refused.get("$ref", "").endswith("/HTTPValidationError"):
                 # Fields a model refuses are answered 400 with the error body, never this.
                 del responses["422"]
-    schemas = generated.get("components", {}).get("schemas", {})
+    schemas = generated.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
+    for model in EVENTS.values():  # the events' data, which no route returns as JSON
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas.setdefault(model.__name__, schema)
     if token:
         generated.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         generated["security"] = [{"bearer": []}]
