@@ -19,12 +19,11 @@ from attrs import frozen
 from multimodal_rag.errors import ImageError, InvalidInputError
 
 if TYPE_CHECKING:
-    import numpy as np
     from typing_extensions import Self
 
     from multimodal_rag.filters import MetadataFilter
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
-    from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record
+    from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record, Vectors
 
 __all__ = [
     "Answerer",
@@ -53,7 +52,7 @@ class EmbeddedBatch:
     """
 
     indices: list[int]
-    vectors: np.ndarray
+    vectors: Vectors
     failures: list[tuple[int, ImageError]]
 
 
@@ -82,7 +81,7 @@ class Embedder(Protocol):
         """
 
     @abstractmethod
-    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+    def embed_images(self, images: Sequence[ImageInput]) -> Vectors:
         """Embed images.
 
         Args:
@@ -97,7 +96,7 @@ class Embedder(Protocol):
         """
 
     @abstractmethod
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
         """Embed texts into the same space as the images.
 
         Returns:
@@ -192,7 +191,7 @@ class VectorStore(Protocol):
         """Dimension of the vectors this store holds."""
 
     @abstractmethod
-    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+    def add(self, ids: Sequence[str], vectors: Vectors) -> None:
         """Add vectors, replacing the vector of any id already present.
 
         Raises:
@@ -203,7 +202,7 @@ class VectorStore(Protocol):
 
     @abstractmethod
     def search(
-        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None
+        self, queries: Vectors, k: int, *, filter: IdFilter | None = None
     ) -> list[list[Neighbor]]:
         """Find the ``k`` nearest stored vectors of each query.
 
@@ -245,7 +244,7 @@ class VectorStore(Protocol):
         None by default."""
         return []
 
-    def search_where(self, queries: np.ndarray, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
+    def search_where(self, queries: Vectors, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
         """Find the ``k`` nearest stored vectors of each query whose metadata copy passes ``where``.
 
         Must agree with ``where.matches`` on the copy, as [`DescriptionStore.matching_ids`][multimodal_rag.protocols.DescriptionStore.matching_ids]
@@ -268,7 +267,7 @@ class VectorStore(Protocol):
         raise NotExpressible(f"{type(self).__name__} does not filter by metadata")
 
     @abstractmethod
-    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+    def get_vectors(self, ids: Sequence[str]) -> Vectors:
         """Stored vectors of ``ids``, shape ``(len(ids), dim)``.
 
         Raises:

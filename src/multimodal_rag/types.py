@@ -5,17 +5,82 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias, Union, overload
 
 from attrs import field, frozen
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
     from PIL import Image as PILImage
+
+    # numpy is imported only by type checkers here; at run time the module's __getattr__
+    # builds these two on first use, so importing this module does not import numpy.
+
+    #: One embedding: a float32 array of shape ``(dim,)``.
+    Vector: TypeAlias = NDArray[np.float32]
+    #: Embeddings, one per row: a float32 array of shape ``(n, dim)``.
+    Vectors: TypeAlias = NDArray[np.float32]
 
 #: Anything the library accepts as an image: a file path, encoded bytes or a PIL image.
 ImageInput = Union[str, "os.PathLike[str]", bytes, "PILImage.Image"]
 
-__all__ = ["AddResult", "Answer", "DescribeResult", "Hit", "ImageInput", "Neighbor", "Record", "Skipped", "Source"]
+# Closed sets of choices. A type checker refuses a misspelling (``mode="hybird"``); at run
+# time the same values are checked again, so code without one still gets InvalidInputError
+# or UnknownBackendError naming the value. Each set is the one place the choices are
+# written: the run-time checks and the backend registry read them with ``typing.get_args``.
+
+#: How a search finds images: by vector, by the descriptions' words, or both fused.
+SearchMode = Literal["vector", "lexical", "hybrid"]
+#: How hybrid search fuses its two rankings: reciprocal rank, or min-max scaled scores.
+Fusion = Literal["rrf", "weighted"]
+#: What an embedder runs its model on.
+Engine = Literal["torch", "openvino"]
+#: The numeric precision an embedder runs at; ``"auto"`` measures and picks.
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+#: Built-in embedder kinds.
+EmbedderKind = Literal["clip", "open-clip"]
+#: Built-in vector store kinds. A store of any other class (a custom or installed one) is
+#: passed as an instance; manifests, which may name any kind, are read as plain strings.
+VectorStoreKind = Literal["faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib", "milvus"]
+#: Built-in description store kinds; any other store is passed as an instance.
+DescriptionStoreKind = Literal["jsonl", "postgres", "sqlite"]
+#: Built-in answerer kinds; any other answerer is passed as an instance.
+AnswererKind = Literal["extractive", "openai"]
+#: Built-in reranker kinds; any other reranker is passed as an instance.
+RerankerKind = Literal["vision-llm"]
+
+__all__ = [
+    "AddResult",
+    "Answer",
+    "AnswererKind",
+    "DescribeResult",
+    "DescriptionStoreKind",
+    "EmbedderKind",
+    "Engine",
+    "Fusion",
+    "Hit",
+    "ImageInput",
+    "Neighbor",
+    "Precision",
+    "Record",
+    "RerankerKind",
+    "SearchMode",
+    "Skipped",
+    "Source",
+    "Vector",
+    "VectorStoreKind",
+    "Vectors",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Vector", "Vectors"):
+        import numpy as np
+        from numpy.typing import NDArray
+
+        return NDArray[np.float32]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Neighbor(NamedTuple):

@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 
 import attrs
 import numpy as np
-import numpy.typing as npt
+from numpy.typing import NDArray
 from PIL import Image
+from typing_extensions import assert_type
 
 from multimodal_rag import (
     AddResult,
@@ -32,7 +33,9 @@ from multimodal_rag import (
     DimensionMismatchError,
     Embedder,
     ExtractiveAnswerer,
+    FaissFlatStore,
     Hit,
+    IdFilter,
     ImageError,
     InvalidInputError,
     KnowledgeBaseNotFoundError,
@@ -52,9 +55,17 @@ from multimodal_rag import (
 )
 from multimodal_rag.answerers.prompt import DEFAULT_PROMPT
 from multimodal_rag.images import content_id, open_image
-from multimodal_rag.types import ImageInput
-
-Vectors = npt.NDArray[np.float32]
+from multimodal_rag.types import (
+    DescriptionStoreKind,
+    Engine,
+    Fusion,
+    ImageInput,
+    Precision,
+    SearchMode,
+    Vector,
+    Vectors,
+    VectorStoreKind,
+)
 
 # -- README.md and docs/getting-started.md ---------------------------------------------------
 
@@ -219,7 +230,7 @@ class NumpyVectorStore(VectorStore):
                 self._ids.append(ids[i])
             self._matrix = matrix
 
-    def search(self, queries: Vectors, k: int, *, filter: Any = None) -> list[list[Neighbor]]:
+    def search(self, queries: Vectors, k: int, *, filter: IdFilter | None = None) -> list[list[Neighbor]]:
         checked = self._check_vectors(queries)
         with self._lock:
             ids, matrix = list(self._ids), self._matrix
@@ -364,3 +375,36 @@ class EmbedAndStore:
         self.vectors.add(ids, vectors)
         print(self.embedder.embed_texts(["a bird"]).shape)
         return stored
+
+
+# -- what the annotations promise: exact types, no Any -----------------------------------------
+
+
+def return_types(embedder: CLIPEmbedder, store: FaissFlatStore, rag: MultimodalRAG) -> None:
+    assert_type(embedder.embed_texts(["a bird"]), NDArray[np.float32])
+    assert_type(embedder.embed_images(["photo.jpg"]), NDArray[np.float32])
+    for batch in embedder.iter_embed_images(["photo.jpg"], batch_size=8):
+        assert_type(batch.vectors, NDArray[np.float32])
+    assert_type(store.get_vectors(["a"]), NDArray[np.float32])
+    assert_type(store.search(embedder.embed_texts(["a bird"]), 3), list[list[Neighbor]])
+    assert_type(rag.search(text="a bird"), list[Hit])
+    one: Vector = embedder.embed_texts(["a bird"])[0]
+    print(one.shape)
+
+
+def choices_held_in_variables(rag: MultimodalRAG, want_exact: bool) -> None:
+    # A choice made at run time keeps its type when annotated with the library's alias.
+    mode: SearchMode = "lexical" if want_exact else "hybrid"
+    fusion: Fusion = "weighted"
+    print(rag.search(text="a bird", mode=mode, fusion=fusion))
+    engine: Engine = "openvino"
+    precision: Precision = "int8"
+    CLIPEmbedder(engine=engine, precision=precision)
+    kind: VectorStoreKind = "hnswlib"
+    descriptions: DescriptionStoreKind = "jsonl"
+    print(kind, descriptions)
+
+
+def id_filter(store: FaissFlatStore, vectors: Vectors) -> None:
+    keep: IdFilter = lambda id_: id_.startswith("a")  # noqa: E731
+    print(store.search(vectors, 3, filter=keep))

@@ -40,6 +40,7 @@ from multimodal_rag.errors import ModelLoadError
 from multimodal_rag.hashing import sha256_file
 from multimodal_rag.images import DEFAULT_MAX_PIXELS
 from multimodal_rag.random_checkpoint import has_random_weights
+from multimodal_rag.types import Engine, Precision
 
 __all__ = ["CLIPEmbedder"]
 
@@ -130,8 +131,8 @@ class CLIPEmbedder(TowerEmbedder):
         *,
         checkpoint: str | os.PathLike[str] | None = None,
         device: str | None = None,
-        engine: str = "torch",
-        precision: str = "auto",
+        engine: Engine = "torch",
+        precision: Precision = "auto",
         batch_size: int = 32,
         num_workers: int | None = None,
         download_root: str | os.PathLike[str] | None = None,

@@ -26,6 +26,7 @@ from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION
 from multimodal_rag.embedders.towers import TowerEmbedder
 from multimodal_rag.images import DEFAULT_MAX_PIXELS
 from multimodal_rag.random_checkpoint import has_random_weights
+from multimodal_rag.types import Engine, Precision
 
 __all__ = ["OpenCLIPEmbedder"]
 
@@ -79,8 +80,8 @@ class OpenCLIPEmbedder(TowerEmbedder):
         checkpoint: str | os.PathLike[str] | None = None,
         tokenizer: str | os.PathLike[str] | None = None,
         device: str | None = None,
-        engine: str = "torch",
-        precision: str = "auto",
+        engine: Engine = "torch",
+        precision: Precision = "auto",
         batch_size: int = 32,
         num_workers: int | None = None,
         download_root: str | os.PathLike[str] | None = None,

@@ -9,12 +9,13 @@ next precision in `fallback_chain`; fp32 is always the last resort.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from attrs import frozen
 
 from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.types import Engine, Precision
 
 __all__ = [
     "ENGINES",
@@ -26,8 +27,9 @@ __all__ = [
     "fallback_chain",
 ]
 
-ENGINES = ("torch", "openvino")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+# The run-time checks accept exactly what type checkers do.
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 @frozen(kw_only=True)

@@ -33,7 +33,7 @@ from multimodal_rag.embedders.precision import QualityGate, check_engine_and_pre
 from multimodal_rag.embedders.preprocess import ImagePreprocess, load_pixels
 from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.protocols import EmbeddedBatch, Embedder
-from multimodal_rag.types import ImageInput
+from multimodal_rag.types import Engine, ImageInput, Precision, Vectors
 from multimodal_rag.validation import check_int
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class TowerEmbedder(Embedder):
     model_name: str
     preprocess: ImagePreprocess
     _dim: int
-    engine: str
+    engine: Engine
     batch_size: int
     num_workers: int
     draft: bool
@@ -83,8 +83,8 @@ class TowerEmbedder(Embedder):
         self,
         *,
         device: str | None,
-        engine: str,
-        precision: str,
+        engine: Engine,
+        precision: Precision,
         batch_size: int,
         num_workers: int | None,
         draft: bool,
@@ -304,7 +304,7 @@ class TowerEmbedder(Embedder):
 
     # -- images ------------------------------------------------------------------
 
-    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+    def embed_images(self, images: Sequence[ImageInput]) -> Vectors:
         if len(images) == 1:
             # One query image: decoding in the calling thread is faster than a pool.
             try:
@@ -370,12 +370,12 @@ class TowerEmbedder(Embedder):
         except ImageError as exc:
             return exc
 
-    def _encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def _encode_pixels(self, pixels: np.ndarray) -> Vectors:
         return normalised(self._runner("image")(pixels))
 
     # -- texts -------------------------------------------------------------------
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
         """Embed texts; a text longer than the model's context is truncated, not refused."""
         if isinstance(texts, str):
             raise InvalidInputError("embed_texts takes a sequence of strings, not one string")
@@ -418,7 +418,7 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def normalised(features: np.ndarray) -> np.ndarray:
+def normalised(features: np.ndarray) -> Vectors:
     features = np.asarray(features, dtype=np.float32)
     norms = np.maximum(np.linalg.norm(features, axis=1, keepdims=True), np.float32(1e-12))
     return np.ascontiguousarray(features / norms, dtype=np.float32)

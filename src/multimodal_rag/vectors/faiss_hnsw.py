@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from multimodal_rag.protocols import IdFilter
-from multimodal_rag.types import Neighbor
+from multimodal_rag.types import Neighbor, Vectors
 from multimodal_rag.validation import check_int
 from multimodal_rag.vectors.faiss_positional import PositionalFaissStore
 
@@ -45,7 +43,7 @@ class FaissHNSWStore(PositionalFaissStore):
         return {"M": self._M, "ef_construction": self._ef_construction, "ef_search": self._ef_search}
 
     def search(
-        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None, ef: int | None = None
+        self, queries: Vectors, k: int, *, filter: IdFilter | None = None, ef: int | None = None
     ) -> list[list[Neighbor]]:
         """Search as [`VectorStore.search`][multimodal_rag.protocols.VectorStore.search]; ``ef`` overrides ``ef_search`` for this call."""
         ef = None if ef is None else check_int("ef", ef)

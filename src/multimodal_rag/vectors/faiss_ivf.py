@@ -9,7 +9,7 @@ import numpy as np
 
 from multimodal_rag.errors import CorruptFileError, InvalidInputError
 from multimodal_rag.protocols import IdFilter
-from multimodal_rag.types import Neighbor
+from multimodal_rag.types import Neighbor, Vectors
 from multimodal_rag.validation import check_int, check_vectors
 from multimodal_rag.vectors.faiss_positional import PositionalFaissStore
 
@@ -102,7 +102,7 @@ class FaissIVFStore(PositionalFaissStore):
 
     def search(
         self,
-        queries: np.ndarray,
+        queries: Vectors,
         k: int,
         *,
         filter: IdFilter | None = None,
@@ -114,7 +114,7 @@ class FaissIVFStore(PositionalFaissStore):
         k_factor = None if k_factor is None else check_int("k_factor", k_factor)
         return self._search(queries, k, filter, nprobe=nprobe, k_factor=k_factor)
 
-    def train(self, sample: np.ndarray) -> None:
+    def train(self, sample: Vectors) -> None:
         """Learn the centroids from ``sample`` now, instead of from the first vectors added.
 
         Vectors already stored move into the trained index.

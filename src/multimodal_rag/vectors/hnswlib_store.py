@@ -32,7 +32,7 @@ import numpy as np
 from multimodal_rag._extras import require
 from multimodal_rag.errors import CorruptFileError
 from multimodal_rag.protocols import IdFilter
-from multimodal_rag.types import Neighbor
+from multimodal_rag.types import Neighbor, Vectors
 from multimodal_rag.validation import check_int
 from multimodal_rag.vectors.label_map import LabelMap
 from multimodal_rag.vectors.labelled_store import LabelledVectorStore
@@ -108,7 +108,7 @@ class HNSWLibStore(LabelledVectorStore):
         return {"M": self._M, "ef_construction": self._ef_construction, "ef_search": self._ef_search}
 
     def search(
-        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None, ef: int | None = None
+        self, queries: Vectors, k: int, *, filter: IdFilter | None = None, ef: int | None = None
     ) -> list[list[Neighbor]]:
         """Search as [`VectorStore.search`][multimodal_rag.protocols.VectorStore.search]; ``ef`` overrides ``ef_search`` for this call."""
         ef = None if ef is None else check_int("ef", ef)

@@ -16,7 +16,7 @@ import numpy as np
 
 from multimodal_rag.locks import ReadWriteLock
 from multimodal_rag.protocols import IdFilter, VectorStore
-from multimodal_rag.types import Neighbor
+from multimodal_rag.types import Neighbor, Vectors
 from multimodal_rag.validation import check_ids, check_int, check_queries, check_vectors
 from multimodal_rag.vectors.label_map import LabelMap
 from multimodal_rag.vectors.ranking import exact_top_k, filtered_search
@@ -78,7 +78,7 @@ class LabelledVectorStore(VectorStore):
         with self._lock.read():
             return list(self._labels.label_of)
 
-    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+    def add(self, ids: Sequence[str], vectors: Vectors) -> None:
         ids = check_ids(ids)
         array = check_vectors(vectors, self._dim, count=len(ids))
         if not ids:
@@ -98,7 +98,7 @@ class LabelledVectorStore(VectorStore):
                 self._index_remove(labels)
         return len(labels)
 
-    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+    def get_vectors(self, ids: Sequence[str]) -> Vectors:
         with self._lock.read():
             labels = self._labels.labels(ids)
             if not len(labels):
@@ -106,7 +106,7 @@ class LabelledVectorStore(VectorStore):
             return np.asarray(self._index_vectors(labels), dtype=np.float32).reshape(len(labels), self._dim)
 
     def search(
-        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None
+        self, queries: Vectors, k: int, *, filter: IdFilter | None = None
     ) -> list[list[Neighbor]]:
         return self._search(queries, k, filter)
 

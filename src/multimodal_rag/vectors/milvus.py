@@ -46,7 +46,7 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.filters.milvus import NotExpressible, milvus_document
 from multimodal_rag.protocols import IdFilter, VectorStore
-from multimodal_rag.types import Neighbor
+from multimodal_rag.types import Neighbor, Vectors
 from multimodal_rag.validation import (
     check_ids,
     check_int,
@@ -336,7 +336,7 @@ class MilvusVectorStore(VectorStore):
                 found.update(row[ID_FIELD] for row in rows)
         return found
 
-    def get_vectors(self, ids: Sequence[str]) -> np.ndarray:
+    def get_vectors(self, ids: Sequence[str]) -> Vectors:
         ids = list(ids)
         vectors: dict[str, Any] = {}
         with self._calls("read vectors"):
@@ -351,7 +351,7 @@ class MilvusVectorStore(VectorStore):
         return out
 
     def search(
-        self, queries: np.ndarray, k: int, *, filter: IdFilter | None = None
+        self, queries: Vectors, k: int, *, filter: IdFilter | None = None
     ) -> list[list[Neighbor]]:
         """Find the ``k`` nearest vectors of each query.
 
@@ -370,7 +370,7 @@ class MilvusVectorStore(VectorStore):
             return self._search(array, min(k, len(ids)), expression=id_in(sorted(ids)))
         return filtered_search(self._search, array, k, len(self), filter)
 
-    def search_where(self, queries: np.ndarray, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
+    def search_where(self, queries: Vectors, k: int, where: MetadataFilter) -> list[list[Neighbor]]:
         """Find the ``k`` nearest vectors of each query among those whose metadata copy passes
         ``where``, in one request: the filter is sent as a Milvus expression on the JSON field
         ([`to_milvus`][multimodal_rag.filters.MetadataFilter.to_milvus]).
@@ -409,7 +409,7 @@ class MilvusVectorStore(VectorStore):
 
     # -- writes ------------------------------------------------------------------
 
-    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+    def add(self, ids: Sequence[str], vectors: Vectors) -> None:
         """Insert or replace vectors (Milvus upsert), in requests under ``max_batch_bytes``.
 
         Input is checked before anything is sent. A batch the server refuses half-way

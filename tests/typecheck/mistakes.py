@@ -1,0 +1,52 @@
+# pyright: strict
+"""Mistakes a type checker must catch: every line marked below is an error.
+
+tests/test_typing.py runs ``mypy --strict --warn-unused-ignores`` and ``pyright --strict``
+(with ``reportUnnecessaryTypeIgnoreComment`` on, and mypy's ``# type: ignore`` comments left to
+mypy) on this file and expects no errors. Each mistake carries the one error it must cause,
+once per checker: ``# type: ignore[<mypy code>]`` then ``# pyright: ignore[<pyright rule>]``.
+So a mistake that stops being an error (a parameter widened to ``str``, a return type gone
+back to ``Any``) leaves an unused ignore, which both checkers then report; and an error of
+another kind is not silenced. Like ``public_api_usage.py``, it is never imported or run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from multimodal_rag import (
+    CLIPEmbedder,
+    FaissFlatStore,
+    HNSWLibStore,
+    MultimodalRAG,
+    OpenCLIPEmbedder,
+)
+from multimodal_rag.embedders.precision import check_engine_and_precision
+
+# -- closed sets of choices: a misspelling is an error -------------------------------------
+
+
+def misspelled_choices(rag: MultimodalRAG) -> None:
+    CLIPEmbedder(engine="openvno")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    CLIPEmbedder(precision="fp61")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    OpenCLIPEmbedder("ViT-B-32", engine="onnx")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    OpenCLIPEmbedder("ViT-B-32", precision="int4")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    rag.search(text="a bird", mode="hybird")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    rag.search(text="a bird", mode="hybrid", fusion="rff")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+def run_time_checks_take_any_string(engine: str, precision: str) -> None:
+    # Values read at run time (a command line, a config file) go through the run-time
+    # check, which names a bad one in an InvalidInputError: it takes any string.
+    check_engine_and_precision(engine, precision, on_gpu=None)
+
+
+# -- vectors are float32 arrays --------------------------------------------------------------
+
+
+def vectors_not_lists(store: FaissFlatStore, other: HNSWLibStore) -> None:
+    store.add(["a"], [[0.6, 0.8]])  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    store.search([0.6, 0.8], 1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    other.search(np.zeros((1, 2), dtype=np.float32), 1, filter="a")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    text: str = store.get_vectors(["a"])  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    print(text)
