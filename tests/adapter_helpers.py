@@ -88,3 +88,46 @@ def make_images(folder: Path, n: int, *, seed: int = 0) -> list[Path]:
         Image.fromarray(blocks).resize((32, 32), Image.NEAREST).save(path)
         files.append(path)
     return files
+
+
+class RotatedEmbedder(DistortedEmbedder):
+    """Texts ``"v x1 x2 ..."``: that vector through a fixed random rotation (an orthogonal
+    matrix) plus ``noise``. One linear map undoes it for every pair: a task with a true answer
+    that text-to-image search starts at chance on."""
+
+    kind: ClassVar[str] = "test-rotated"
+
+    def __init__(self, noise: float = 0.3) -> None:
+        super().__init__(distortion=1.0, noise=noise)
+        q, r = np.linalg.qr(np.random.default_rng(11).standard_normal((self.dim, self.dim)))
+        self._matrix = q * np.sign(np.diag(r))  # the signs make it a uniformly random rotation
+
+    @property
+    def fingerprint(self) -> str:
+        return f"test-rotated:{self.noise}"
+
+    def config(self) -> dict[str, Any]:
+        return {"noise": self.noise}
+
+
+def keep_rule_task(root: Path, n: int, *, shuffled: bool, seed: int = 0) -> Path:
+    """A knowledge base of ``n`` images described for :class:`RotatedEmbedder`: each description
+    names its own image's vector (a true map exists), or with ``shuffled`` another image's.
+
+    The shuffle is a derangement (one cycle through all images): no description names its
+    own image, and since the images are random, nothing links a description to its image;
+    any text-to-image gain a fit shows on held-out records is chance.
+    """
+    from multimodal_rag import MultimodalRAG
+
+    embedder = RotatedEmbedder()
+    files = make_images(root / "images", n, seed=seed)
+    named = list(range(n))
+    if shuffled:
+        order = np.random.default_rng(seed).permutation(n)
+        for i in range(n):
+            named[order[i]] = int(order[(i + 1) % n])
+    kb = root / "kb"
+    with MultimodalRAG.create(kb, embedder=embedder) as rag:
+        rag.add(files, descriptions=[description_of(embedder, files[j]) for j in named], progress=False)
+    return kb

@@ -4,6 +4,7 @@ queries, saves and crashes, the journal, removal, damage and repair, the command
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -13,9 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapter_helpers import DistortedEmbedder, description_of, make_images
+from adapter_helpers import (
+    DistortedEmbedder,
+    RotatedEmbedder,
+    description_of,
+    keep_rule_task,
+    make_images,
+)
 from helpers import current_snapshot
 from multimodal_rag import Adapter, MultimodalRAG
+from multimodal_rag.adapter.fitting import (
+    SIGNIFICANCE,
+    _judge,
+    _paired_test,
+    fit_and_judge,
+    sign_test,
+)
 from multimodal_rag.errors import CorruptFileError
 from multimodal_rag.verify import ProblemKind
 
@@ -129,6 +143,75 @@ def test_a_fit_that_makes_things_worse_is_not_kept_and_changes_nothing(tmp_path:
         assert rag.adapter is None and rag.fingerprint == embedder.fingerprint
         assert results(rag, files) == before and np.array_equal(index_vectors(rag), vectors)
     assert "adapter" not in json.loads((kb / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def keep_rule_kbs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same 500 images, described through a rotation: each its own ("true map") or,
+    a derangement, another's ("shuffled")."""
+    root = tmp_path_factory.mktemp("keep-rule")
+    return {task: keep_rule_task(root / task, 500, shuffled=task == "shuffled") for task in ("shuffled", "true map")}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_fit_on_shuffled_descriptions_is_refused_and_a_true_map_is_kept(
+    keep_rule_kbs: dict[str, Path], seed: int
+) -> None:
+    # Shuffled, a held-out description's image cannot be found but by chance, and a fit
+    # often finds one or two more of them than before: "went up" is no reason to keep it.
+    with MultimodalRAG.open(keep_rule_kbs["shuffled"], embedder=RotatedEmbedder(), read_only=True) as rag:
+        report, adapter = fit_and_judge(rag, kind="linear", seed=seed, progress=False)
+    assert not report.kept and adapter is None, report.reason
+    assert report.test["p_value"] >= SIGNIFICANCE and f"p = {report.test['p_value']:.3g}, not below {SIGNIFICANCE}" in report.reason
+    changed = report.test["gained"] - report.test["lost"]
+    assert changed == round((report.after["text->image"]["5"] - report.before["text->image"]["5"]) * 100)
+    with MultimodalRAG.open(keep_rule_kbs["true map"], embedder=RotatedEmbedder(), read_only=True) as rag:
+        report, adapter = fit_and_judge(rag, kind="linear", seed=seed, progress=False)
+    assert report.kept and adapter is not None, report.reason
+    assert report.after["text->image"]["1"] > 0.8 and report.test["p_value"] < SIGNIFICANCE
+    assert "sign test p = " in report.reason and report.to_dict()["test"] == report.test
+
+
+@pytest.mark.parametrize(
+    ("gained", "lost", "kept"),
+    [(1, 0, False), (3, 0, False), (6, 0, False), (7, 0, True), (9, 2, False), (12, 2, True), (42, 20, True), (30, 20, False)],
+)
+def test_the_keep_rule_asks_for_a_gain_chance_would_rarely_give(gained: int, lost: int, kept: bool) -> None:
+    # 244 held-out descriptions, none found before: one to three found after is what a fit
+    # that learned nothing shows; seven found with none lost happens by chance 1 time in 128.
+    n = 244
+    before_ranks = np.array([1] * lost + [50] * (n - lost))
+    after_ranks = np.array([50] * lost + [1] * gained + [50] * (n - lost - gained))
+    test = _paired_test(before_ranks, after_ranks, 5)
+    assert (test["gained"], test["lost"]) == (gained, lost)
+    recall = {"text->image": {"1": 0.0, "5": lost / n, "10": lost / n}}
+    after = {"text->image": {"1": 0.0, "5": gained / n, "10": gained / n}}
+    assert _judge(recall, after, test)[0] is kept
+    # The p-value is the binomial tail, exactly.
+    tail = sum(math.comb(gained + lost, i) for i in range(gained, gained + lost + 1)) / 2 ** (gained + lost)
+    assert sign_test(gained, lost) == pytest.approx(tail, rel=1e-9)
+
+
+@pytest.mark.parametrize(("lost", "kept"), [(2, True), (4, True), (6, True), (7, False), (12, False)])
+def test_edited_images_lost_beyond_the_tolerance_refuse_only_beyond_chance(lost: int, kept: bool) -> None:
+    # A clear text->image gain; of 244 edited held-out images, `lost` no longer find their
+    # originals. Three or four lost (0.012-0.016) is what a true map's fits show by the edits' luck.
+    n = 244
+    text = _paired_test(np.full(n, 50), np.ones(n, dtype=int), 5)
+    before_images, after_images = np.ones(n, dtype=int), np.array([50] * lost + [1] * (n - lost))
+    images = {at: _paired_test(before_images, after_images, at) for at in (1, 5, 10)}
+    before = {"text->image": {"5": 0.0}, "image->image": {"1": 1.0, "5": 1.0, "10": 1.0}}
+    after = {"text->image": {"5": 1.0}, "image->image": {k: 1 - lost / n for k in ("1", "5", "10")}}
+    verdict, reason = _judge(before, after, text, images)
+    assert verdict is kept and ("find their originals less often" in reason) is not kept
+    # Without the paired figures, any fall beyond the tolerance refuses, as before.
+    assert _judge(before, after, text)[0] is (lost / n <= 0.01)
+
+
+def test_the_sign_test_stays_finite_for_thousands_of_changed_outcomes() -> None:
+    assert sign_test(5000, 5000) == pytest.approx(0.5, abs=0.01)
+    assert 0 <= sign_test(6000, 4000) < 1e-80 and sign_test(4000, 6000) == pytest.approx(1.0)
+    assert sign_test(0, 10) == 1.0 and sign_test(0, 0) == 1.0
 
 
 def test_removal_restores_the_original_results_exactly(kb: Path, base: tuple[Path, list[Path]]) -> None:

@@ -5,15 +5,28 @@ description's text vector; extra pairs from a JSON Lines file; edited images and
 originals, made by the evaluation tool's edits), holds out a share of the records, trains
 (`fit_adapter_weights`) and measures the held-out
 records before and after. The adapter is worth keeping only when text-to-image recall@5
-goes up and image-to-image recall (edited held-out images finding their originals among
-all images) drops at no k by more than `IMAGE_TOLERANCE`. The facade applies it
-(``MultimodalRAG.fit_adapter``); this module only decides.
+goes up by more than chance and image-to-image recall (edited held-out images finding their
+originals among all images) drops at no k by more than `IMAGE_TOLERANCE` beyond chance.
+The facade applies it (``MultimodalRAG.fit_adapter``); this module only decides.
+
+"More than chance" is a paired test over the held-out descriptions, not a bare comparison of
+two recalls: with a few hundred of them, an adapter that learned nothing still finds one or
+two more by luck, and "0.000 -> 0.008" is not a reason to change every stored vector. Each
+description either changed its outcome at k = 5 (gained: found now, missed before; or lost)
+or did not; were the adapter no better, a changed outcome would be a gain or a loss with equal
+odds. The one-sided exact sign test (McNemar's exact test) gives the chance of at least this
+many gains among the changed outcomes under that hypothesis; the adapter is kept only when it
+is below `SIGNIFICANCE`. The margin so grows with the held-out set's noise: with no
+losses, 7 gains are needed whatever the set's size, and more the more it loses. Edited images
+take the same test the other way: a fall beyond the tolerance refuses the adapter only when
+the losses are beyond chance too (a few of a few hundred are the edits' luck).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +41,7 @@ from multimodal_rag.adapter.training import fit_adapter_weights, split_pairs
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Record
 
-__all__ = ["IMAGE_TOLERANCE", "RECALL_AT", "AdapterReport", "fit_and_judge", "recall_at"]
+__all__ = ["IMAGE_TOLERANCE", "RECALL_AT", "SIGNIFICANCE", "AdapterReport", "fit_and_judge", "recall_at", "sign_test"]
 
 #: The recalls reported, each way.
 RECALL_AT = (1, 5, 10)
@@ -36,6 +49,9 @@ RECALL_AT = (1, 5, 10)
 DECIDING_K = 5
 #: How far image-to-image recall may fall, at any k, for the adapter to be kept.
 IMAGE_TOLERANCE = 0.01
+#: The sign test's p-value must fall below this for a text-to-image gain to count: an
+#: adapter that learned nothing passes one fit in a hundred at most.
+SIGNIFICANCE = 0.01
 #: Share of the training records that decides when training stops (the held-out records
 #: judge the adapter afterwards, so they take no part in choosing it).
 _STOPPING_SHARE = 0.1
@@ -46,6 +62,10 @@ _CHUNK = 4096
 
 def _recalls(value: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     return {str(way): {str(k): float(v) for k, v in recalls.items()} for way, recalls in value.items()}
+
+
+def _numbers(value: Mapping[str, float]) -> dict[str, float]:
+    return {str(key): number for key, number in value.items()}
 
 
 @frozen(kw_only=True)
@@ -61,6 +81,10 @@ class AdapterReport:
             description finding its image among all images) and ``"image->image"`` (an
             edited copy finding its original; absent when no image file could be read).
             ``before`` is the knowledge base as it was (with its adapter, if it had one).
+        test: The text-to-image test at k = 5 over the held-out descriptions: ``gained``
+            (found after, not before), ``lost`` (the reverse), ``p_value`` (the one-sided
+            exact sign test's for the gains), ``p_loss`` (the same for the losses) and
+            ``alpha`` (`SIGNIFICANCE`, what ``p_value`` had to be below).
         records: Records used: ``{"train": n, "holdout": n}``.
         pairs: Pairs trained on: ``{"descriptions": n, "extra": n, "image": n}``.
         epochs, best_epoch: Epochs run, and the one whose weights were kept.
@@ -91,6 +115,7 @@ class AdapterReport:
     seconds: float
     embedder: str
     fitted_at: str
+    test: dict[str, float] = field(factory=dict, converter=_numbers)
     path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +129,7 @@ class AdapterReport:
             "sha256": self.sha256,
             "before": self.before,
             "after": self.after,
+            "test": dict(self.test),
             "records": dict(self.records),
             "pairs": dict(self.pairs),
             "epochs": self.epochs,
@@ -145,15 +171,39 @@ def recall_at(queries: np.ndarray, gallery: np.ndarray, expected: Sequence[Seque
     A query's rank is one more than the number of gallery rows scoring above its best
     right answer (``expected``: gallery rows); ties count in its favour.
     """
-    if len(queries) == 0:
+    return _recall(ranks_of(queries, gallery, expected))
+
+
+def _recall(ranks: np.ndarray) -> dict[str, float]:
+    if len(ranks) == 0:
         return {str(k): 0.0 for k in RECALL_AT}
+    return {str(k): float(np.mean(ranks <= k)) for k in RECALL_AT}
+
+
+def ranks_of(queries: np.ndarray, gallery: np.ndarray, expected: Sequence[Sequence[int]]) -> np.ndarray:
+    """Each query's rank, as `recall_at` counts it."""
     ranks = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), _CHUNK):
         scores = queries[start : start + _CHUNK] @ gallery.T
         for row, right in enumerate(expected[start : start + _CHUNK]):
             best = scores[row, list(right)].max()
             ranks[start + row] = int((scores[row] > best).sum()) + 1
-    return {str(k): float(np.mean(ranks <= k)) for k in RECALL_AT}
+    return ranks
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """The one-sided exact sign test's p-value: the chance of ``gained`` or more gains among
+    ``gained + lost`` changed outcomes, each a gain or a loss with equal odds.
+
+    Summed in logarithms, so that thousands of changed outcomes neither overflow nor lose
+    the tail: ``P = sum_{i >= gained} C(n, i) / 2**n``.
+    """
+    n = gained + lost
+    if gained <= 0:
+        return 1.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(gained, n + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top - n * math.log(2)) * math.fsum(math.exp(x - top) for x in logs))
 
 
 def fit_and_judge(
@@ -183,7 +233,7 @@ def fit_and_judge(
         raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
     embedder = rag.embedder
     ids: list[str] = rag.vector_store.ids()
-    records: dict[str, Record] = rag._records(ids)  # kept images by their absolute path
+    records: dict[str, Record] = rag.get_many(ids)  # kept images by their absolute path
     raw = _raw_vectors(rag, ids)
     row_of = {id_: row for row, id_ in enumerate(ids)}
 
@@ -214,7 +264,9 @@ def fit_and_judge(
     held_edited = edited[: len(held_images)]
     train_edited = (edited[len(held_images) :], raw[edit_rows[len(held_images) :]]) if edits else None
 
-    def measure(adapter: Adapter | None) -> dict[str, dict[str, float]]:
+    def measure(adapter: Adapter | None) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+        """Recalls each way, and each held-out query's rank."""
+
         def image(vectors: np.ndarray) -> np.ndarray:
             return vectors if adapter is None else adapter.apply(vectors, "image")
 
@@ -223,12 +275,12 @@ def fit_and_judge(
         if adapter is not None:
             queries = adapter.apply(queries, "text")
         expected = [same_text[_text(records[ids[row]])] for row in held_rows]
-        result = {"text->image": recall_at(queries, gallery, expected)}
+        ranks = {"text->image": ranks_of(queries, gallery, expected)}
         if held_images:
-            result["image->image"] = recall_at(image(held_edited), gallery, [[row] for row in held_images])
-        return result
+            ranks["image->image"] = ranks_of(image(held_edited), gallery, [[row] for row in held_images])
+        return {way: _recall(way_ranks) for way, way_ranks in ranks.items()}, ranks
 
-    before = measure(rag.adapter)
+    before, ranks_before = measure(rag.adapter)
 
     # Training arrays: description pairs of the training records, then the extra pairs.
     pair_images = np.concatenate([raw[train_rows], extra_images])
@@ -244,8 +296,14 @@ def fit_and_judge(
         image_pairs=train_edited if train_edited is not None and len(train_edited[0]) else None,
         seed=seed,
     )
-    after = measure(fit.adapter)
-    kept, reason = _judge(before, after)
+    after, ranks_after = measure(fit.adapter)
+    test = _paired_test(ranks_before["text->image"], ranks_after["text->image"], DECIDING_K)
+    image_tests = {
+        at: _paired_test(ranks_before["image->image"], ranks_after["image->image"], at)
+        for at in RECALL_AT
+        if "image->image" in ranks_before
+    }
+    kept, reason = _judge(before, after, test, image_tests)
     report = AdapterReport(
         kept=kept,
         reason=reason,
@@ -270,29 +328,66 @@ def fit_and_judge(
         seconds=time.perf_counter() - started,
         embedder=embedder.fingerprint,
         fitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        test=test,
     )
     return report, fit.adapter if kept else None
 
 
-def _judge(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]) -> tuple[bool, str]:
+def _paired_test(before: np.ndarray, after: np.ndarray, k: int) -> dict[str, float]:
+    """The sign test of the held-out queries whose outcome at ``k`` changed: ``p_value`` for
+    a gain; ``p_loss``, the same test the other way, for a loss."""
+    found_before, found_after = before <= k, after <= k
+    gained = int(np.count_nonzero(found_after & ~found_before))
+    lost = int(np.count_nonzero(found_before & ~found_after))
+    return {
+        "k": k,
+        "gained": gained,
+        "lost": lost,
+        "p_value": sign_test(gained, lost),
+        "p_loss": sign_test(lost, gained),
+        "alpha": SIGNIFICANCE,
+    }
+
+
+def _judge(
+    before: Mapping[str, Mapping[str, float]],
+    after: Mapping[str, Mapping[str, float]],
+    test: Mapping[str, float],
+    image_tests: Mapping[int, Mapping[str, float]] | None = None,
+) -> tuple[bool, str]:
     k = str(DECIDING_K)
     old, new = before["text->image"][k], after["text->image"][k]
+    gained, lost, p = int(test["gained"]), int(test["lost"]), test["p_value"]
+    change = f"{old:.3f} -> {new:.3f}: {gained} held-out descriptions found that were not, {lost} lost"
     if new <= old:
-        return False, f"text->image recall@{k} on the held-out records did not go up ({old:.3f} -> {new:.3f})"
+        return False, (
+            f"text->image recall@{k} on the held-out records did not go up ({change}; "
+            f"sign test p = {p:.3g}, not below {SIGNIFICANCE})"
+        )
+    if not p < SIGNIFICANCE:
+        return False, (
+            f"text->image recall@{k} on the held-out records went up ({change}), but no more than chance "
+            f"would: the one-sided sign test gives p = {p:.3g}, not below {SIGNIFICANCE}"
+        )
+    gain = f"text->image recall@{k} went up ({change}; sign test p = {p:.3g}, below {SIGNIFICANCE})"
     if "image->image" in before:
+        # The same test the other way: a fall beyond the tolerance counts when chance would
+        # rarely make it (3 of 244 images lost can be the edits' luck; 10 of 244 cannot).
         for at in RECALL_AT:
             was, now = before["image->image"][str(at)], after["image->image"][str(at)]
-            if now < was - IMAGE_TOLERANCE:
+            loss = (image_tests or {}).get(at)
+            p_loss = 0.0 if loss is None else loss["p_loss"]
+            if now < was - IMAGE_TOLERANCE and p_loss < SIGNIFICANCE:
                 return False, (
-                    f"text->image recall@{k} went up ({old:.3f} -> {new:.3f}) but edited images find their "
-                    f"originals less often: image->image recall@{at} {was:.3f} -> {now:.3f} "
-                    f"(at most {IMAGE_TOLERANCE} lower is allowed)"
+                    f"{gain} but edited images find their originals less often: image->image recall@{at} "
+                    f"{was:.3f} -> {now:.3f}, more than {IMAGE_TOLERANCE} lower and more than chance "
+                    f"(sign test p = {p_loss:.3g}, below {SIGNIFICANCE})"
                 )
         return True, (
-            f"text->image recall@{k} went up ({old:.3f} -> {new:.3f}) and image->image recall fell by at most "
-            f"{IMAGE_TOLERANCE} at every k"
+            f"{gain} and image->image recall fell at no k by more than {IMAGE_TOLERANCE} beyond chance "
+            f"(sign test p < {SIGNIFICANCE})"
         )
-    return True, f"text->image recall@{k} went up ({old:.3f} -> {new:.3f}); no image file could be read to check image->image"
+    return True, f"{gain}; no image file could be read to check image->image"
 
 
 def _stopping_split(described: int, total: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
