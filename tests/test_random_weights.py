@@ -90,6 +90,16 @@ def test_the_checkpoint_records_it_and_still_loads_as_any_checkpoint(
     assert CLIPEmbedder(checkpoint=plain, precision="fp32", device="cpu").random_weights is False
 
 
+def test_the_same_arguments_write_the_same_file(tmp_path: Path) -> None:
+    """The record changes nothing of that: a knowledge base's fingerprint stays reproducible."""
+    import time
+
+    first = make_tiny_clip_checkpoint(tmp_path / "a" / "tiny.pt")
+    time.sleep(2)  # a zip record's date has a resolution of two seconds
+    second = make_tiny_clip_checkpoint(tmp_path / "b" / "tiny.pt")
+    assert first.read_bytes() == second.read_bytes()
+
+
 def test_not_a_zip_archive_is_not_random(tmp_path: Path) -> None:
     text = tmp_path / "weights.pt"
     text.write_bytes(b"not a checkpoint")

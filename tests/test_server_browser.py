@@ -106,6 +106,8 @@ def test_the_page_finds_matches_and_streams_the_answer(served: str, chat_server)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(served + "/")
             sync_api.expect(page.locator("#kb-info")).to_contain_text("8 images")
+            # The tiny model's weights are random: the page says so above everything else.
+            sync_api.expect(page.get_by_role("alert")).to_contain_text("random weights")
             # By label, as a person using a screen reader or the keyboard finds them.
             page.get_by_label("Question").fill("What bird is this?")
             page.locator("#image").set_input_files(str(STAMPS / "queries" / "heron_greatblue_flying.png"))

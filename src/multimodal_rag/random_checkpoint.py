@@ -139,7 +139,10 @@ def _mark_random(path: Path, *, seed: int) -> None:
     with zipfile.ZipFile(path, "a") as archive:
         folder = archive.namelist()[0].split("/")[0]
         note = {"random_weights": True, "seed": seed, "made_by": "multimodal-rag random-checkpoint"}
-        archive.writestr(f"{folder}/{MARKER_RECORD}", json.dumps(note))
+        # A fixed date, not the clock's: the same arguments still give the same file (and so
+        # the same fingerprint).
+        record = zipfile.ZipInfo(f"{folder}/{MARKER_RECORD}", date_time=(1980, 1, 1, 0, 0, 0))
+        archive.writestr(record, json.dumps(note))
 
 
 def has_random_weights(path: str | os.PathLike[str]) -> bool:
