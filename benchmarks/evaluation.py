@@ -1,9 +1,10 @@
 """The evaluation tool on the stamps and on photo-sized images: what it reports, and what it costs.
 
-Builds knowledge bases from ``../shared/data/stamps`` (785 captioned images) with two
-random-weights CLIP models — a tiny one and one of ViT-B/32's shape (it costs what the real
-one costs) — and from photo-sized JPEGs tiled from the stamps (as ``benchmarks/ingest.py``
-makes them), then runs ``rag.evaluate()`` on each. A deliberately weak hnswlib setting
+Builds knowledge bases from a generated catalogue (400 captioned images; ``--data
+../shared/data/stamps`` for the 785 stamps) with two random-weights CLIP models — a tiny one
+and one of ViT-B/32's shape (it costs what the real one costs) — and from photo-sized JPEGs
+tiled from ``examples/stamps`` (as ``benchmarks/ingest.py`` makes them), then runs
+``rag.evaluate()`` on each. ``--quick`` runs only the tiny model, on 80 images. A deliberately weak hnswlib setting
 (``ef_search=1``, ``M=2``) on the tiny model shows the index-loss column at work.
 
 Random weights say nothing about a real model's retrieval quality. What the figures do show:
@@ -18,33 +19,29 @@ OpenVINO int8 engine (calibrated on the stamps), and checks that no image query 
 more than 1 point of recall@10.
 
     python benchmarks/evaluation.py             # about 10 minutes on 2 cores
-    python benchmarks/evaluation.py --quick     # a smoke run
+    python benchmarks/evaluation.py --quick     # the tiny model only, well under a minute
     python benchmarks/evaluation.py --engines   # fp32 against int8 queries, about 5 minutes
 
 Prints a table per run and a summary, writes ``benchmarks/results/evaluation-*.json`` and
 ``docs/images/evaluation.png`` (the ViT-B/32-shaped run on the stamps); with ``--engines``,
-the two runs side by side and ``benchmarks/results/evaluation-engines.json``.
+the two runs side by side and ``benchmarks/results/evaluation-engines.json``. The tables
+come from the evaluation tool's renderer, which has no public name.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-STAMPS = ROOT.parent / "shared" / "data" / "stamps"
-WORK = Path(tempfile.gettempdir()) / "multimodal-rag-bench-evaluation"
+import common
+from common import RESULTS, ROOT, Figure, finish, make_parser
+
+WORK = common.CACHE / "evaluation"
 #: The most recall@10 (in points) an image query set may lose to int8 queries in ``--engines``.
 ENGINE_BOUND = 1.0
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def build(
@@ -90,22 +87,21 @@ def run(name: str, rag: object, *, sample: int, plot: Path | None = None) -> dic
     }
 
 
-def engines(sample: int) -> None:
+def engines(sample: int, data: Path | None) -> None:
     """``--engines``: one fp32-built knowledge base, evaluated with fp32 and with int8 queries."""
     if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
         print(
             "--engines: skipped, openvino and nncf are not installed (pip install 'multimodal-rag[openvino]')"
         )
         return
-    from ingest import make_checkpoint
-
     from multimodal_rag import CLIPEmbedder, MultimodalRAG
     from multimodal_rag.evaluation.render import report_differences, report_table
 
     started = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)
-    checkpoint = make_checkpoint()
-    stamps, captions = STAMPS / "images", STAMPS / "description.jsonl"
+    checkpoint = common.vit_b_32_checkpoint()
+    folder, captions = (data, data / "description.jsonl") if data is not None else common.catalogue(400)
+    stamps = folder / "images"
     reference = CLIPEmbedder(
         checkpoint=checkpoint, model="ViT-B/32", engine="torch", precision="fp32"
     )
@@ -116,7 +112,7 @@ def engines(sample: int) -> None:
         marker.is_file() and marker.read_text() == reference.fingerprint and (WORK / name).is_dir()
     ):
         marker.unlink(missing_ok=True)
-        rag = build(name, checkpoint, STAMPS, captions, precision="fp32")
+        rag = build(name, checkpoint, folder, captions, precision="fp32")
         rag.save()  # type: ignore[attr-defined]
         rag.close()  # type: ignore[attr-defined]
         marker.write_text(reference.fingerprint)
@@ -137,7 +133,7 @@ def engines(sample: int) -> None:
         cache_dir=cache,
     )
     calibration_s = time.perf_counter() - calibrating
-    calibration = f"{stamps.relative_to(ROOT.parent)} (the catalogue's own images, seeded sample)"
+    calibration = f"{stamps} (the catalogue's own images, seeded sample)"
     print(f"int8: converted and calibrated on {calibration} in {calibration_s:.1f} s", flush=True)
 
     reports = {}
@@ -234,14 +230,11 @@ def engines(sample: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__, data=True)
     parser.add_argument(
-        "--sample", type=int, help="images made into queries per run (100; 200 with --engines)"
+        "--sample", type=int, help="images made into queries per run (100; 200 with --engines; 10 with --quick)"
     )
-    parser.add_argument(
-        "--photos", type=int, default=200, help="photo-sized images in the third run"
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small samples")
+    parser.add_argument("--photos", type=int, default=200, help="photo-sized images in the fourth run")
     parser.add_argument(
         "--engines",
         action="store_true",
@@ -250,21 +243,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.engines:
         # 200 images: one query is half a point of recall, fine enough for a 1-point bound.
-        engines(10 if args.quick else args.sample or 200)
+        engines(10 if args.quick else args.sample or 200, args.data)
         return
-    from ingest import make_checkpoint, make_photos
+    from multimodal_rag import HNSWLibStore
 
-    from multimodal_rag import make_random_clip_checkpoint
-    from multimodal_rag.vectors.hnswlib_store import HNSWLibStore
-
-    sample, photos = (10, 24) if args.quick else (args.sample or 100, args.photos)
+    sample = args.sample or (10 if args.quick else 100)
     WORK.mkdir(parents=True, exist_ok=True)
-    tiny = make_random_clip_checkpoint(WORK / "tiny.pt", embed_dim=64, width=64, layers=2)
-    vit = make_checkpoint()
-    stamps, captions = STAMPS, STAMPS / "description.jsonl"
+    tiny = common.tiny_checkpoint()
+    if args.data is not None:
+        stamps, captions = args.data, args.data / "description.jsonl"
+    else:
+        stamps, captions = common.catalogue(80 if args.quick else 400)
 
     summary = [
-        run("tiny-flat", build("tiny-flat", tiny, stamps, captions), sample=sample),
+        run("tiny-flat", build("tiny-flat", tiny, stamps, captions, precision="fp32"), sample=sample),
         run(
             "tiny-weak-hnswlib",
             build(
@@ -273,21 +265,25 @@ def main() -> None:
                 stamps,
                 captions,
                 HNSWLibStore(64, M=2, ef_construction=8, ef_search=1),
+                precision="fp32",
             ),
             sample=sample,
         ),
-        run(
-            "vit-b-32-flat",
-            build("vit-b-32-flat", vit, stamps, captions),
-            sample=sample,
-            plot=None if args.quick else ROOT / "docs" / "images" / "evaluation.png",
-        ),
-        run(
-            "vit-b-32-photos",
-            build("vit-b-32-photos", vit, make_photos("1080p", photos), None),
-            sample=min(sample, photos),
-        ),
     ]
+    if not args.quick:
+        vit = common.vit_b_32_checkpoint()
+        summary.append(
+            run(
+                "vit-b-32-flat",
+                build("vit-b-32-flat", vit, stamps, captions),
+                sample=sample,
+                plot=ROOT / "docs" / "images" / "evaluation.png",
+            )
+        )
+        photos = common.photos("1080p", args.photos)
+        summary.append(
+            run("vit-b-32-photos", build("vit-b-32-photos", vit, photos, None), sample=min(sample, args.photos))
+        )
     print(
         "| run | queries | eval s | s per 1,000 queries | mean R@1 over edits | worst loss@10 | gate AUROC | p50 ms |"
     )
@@ -298,7 +294,14 @@ def main() -> None:
             f"| {row['run']} | {row['queries']} | {row['seconds']:.1f} | {row['seconds_per_1000']:.1f} | "
             f"{row['edit_r1']:.3f} | {row['edit_loss10']:.3f} | {auroc} | {row['latency_p50_ms']:.1f} |"
         )
-    (RESULTS / "evaluation-summary.json").write_text(json.dumps(summary, indent=1))
+    figures = {}
+    for row in summary:
+        name = str(row["run"]).replace("-", "_")
+        figures[f"{name}_queries"] = Figure(float(row["queries"]), "equal", 0.0)  # type: ignore[arg-type]
+        figures[f"{name}_edit_r1"] = Figure(float(row["edit_r1"]), "higher", 0.1)  # type: ignore[arg-type]
+        figures[f"{name}_worst_loss_at_10"] = Figure(float(row["edit_loss10"]), "lower", 0.5)  # type: ignore[arg-type]
+        figures[f"{name}_seconds_per_1000"] = Figure(float(row["seconds_per_1000"]), "lower", 2.0)  # type: ignore[arg-type]
+    finish("evaluation", args, {"data": str(args.data or "generated catalogue"), "runs": summary}, figures)
 
 
 if __name__ == "__main__":

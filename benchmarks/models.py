@@ -13,30 +13,28 @@ the published retrieval quality where there is one (see ``docs/embedders.md``).
 
     python benchmarks/models.py                        # the default models, a few minutes
     python benchmarks/models.py --models ViT-B-32      # others: any open_clip.list_models()
-    python benchmarks/models.py --quick                # a smoke run (batch 2, one call)
+    python benchmarks/models.py --quick                # ViT-B-32 only, batch 2, one call
+
+The towers are built and run as the embedder runs them (its loading and tower helpers),
+without its tokenizer, whose files for some models would need a download: those helpers
+have no public names. Without ``open_clip`` (``pip install 'multimodal-rag[open-clip]'``)
+the benchmark says so and stops.
 
 Prints a table and writes ``benchmarks/results/models.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import os
-import platform
+import importlib.util
 import statistics
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-sys.path.insert(0, str(ROOT / "src"))
+from common import Figure, finish, make_parser, skipped
 
 DEFAULT_MODELS = ["ViT-B-32", "MobileCLIP2-S0", "ViT-B-16-SigLIP2"]
 
@@ -104,11 +102,13 @@ def _timed(runner: Any, inputs: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
-    parser.add_argument("--quick", action="store_true", help="batch 2, one timed call")
-    parser.add_argument("--out", type=Path, default=RESULTS / "models.json")
+    parser = make_parser(__doc__)
+    parser.add_argument("--models", nargs="+", help=f"open_clip names (default {' '.join(DEFAULT_MODELS)}; ViT-B-32 with --quick)")
     args = parser.parse_args()
+    if importlib.util.find_spec("open_clip") is None:
+        skipped("models", args, "open_clip is not installed (pip install 'multimodal-rag[open-clip]')")
+        return
+    args.models = args.models or (["ViT-B-32"] if args.quick else DEFAULT_MODELS)
     batch, calls = (2, 1) if args.quick else (32, 3)
     import torch
 
@@ -126,25 +126,17 @@ def main() -> None:
             f"{quality if quality is not None else '-':>7}"
         )
     report = {
-        "machine": {
-            "cpu": _cpu(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "settings": {"batch": batch, "timed_calls": calls, "engine": "torch", "precision": "fp32"},
         "models": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
-
-
-def _cpu() -> str:
-    from multimodal_rag.embedders.engine_cache import cpu_model
-
-    return cpu_model()
+    figures = {}
+    for row in rows:
+        figures[f"{row['model']}_images_per_s"] = Figure(row["images_per_s"], "higher", 0.6)
+        figures[f"{row['model']}_text_query_ms"] = Figure(row["text_query_ms"], "lower", 2.0)
+        figures[f"{row['model']}_dim"] = Figure(row["dim"], "equal", 0.0)
+    finish("models", args, report, figures)
 
 
 if __name__ == "__main__":

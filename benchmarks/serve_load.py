@@ -1,7 +1,7 @@
 """Load on ``multimodal-rag serve``: concurrent clients searching and asking over loopback.
 
-A knowledge base of the stamps (``../shared/data/stamps`` where present, else the eight
-``examples/stamps``) with a tiny random-weights CLIP (or ``--checkpoint``) is served by a real
+A knowledge base of the eight ``examples/stamps`` (or of ``--data``, a folder with a
+``description.jsonl``) with a tiny random-weights CLIP (or ``--checkpoint``) is served by a real
 ``multimodal-rag serve`` process with the offline answerer, on a free loopback port. Async httpx
 clients then send a mix of ``POST /v1/search`` (a photo upload) and ``POST /v1/ask`` (a photo
 and a question; every other one streamed as server-sent events, read to the end), each client
@@ -12,7 +12,7 @@ other than 200, or a stream without its ``done`` event; must be 0), and the serv
 memory after the warm-up and at the end (growth must stay under 5 %).
 
     python benchmarks/serve_load.py                 # 60 s at 8 clients
-    python benchmarks/serve_load.py --quick         # 10 s
+    python benchmarks/serve_load.py --quick         # 10 s at 4 clients
     python benchmarks/serve_load.py --clients 16 --duration 120
 
     python benchmarks/serve_load.py --vit-b-32      # a random model of ViT-B/32's shape
@@ -27,12 +27,9 @@ Prints a table and writes ``benchmarks/results/serve_load.json``. Every request 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
-import json
 import os
-import platform
 import random
 import shutil
 import socket
@@ -45,23 +42,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-SHARED_STAMPS = ROOT.parent / "shared" / "data" / "stamps"
-EXAMPLE_STAMPS = ROOT / "examples" / "stamps"
+import common
+from common import EXAMPLE_STAMPS, ROOT, Figure, finish, make_parser, rss_mib
+
 QUESTIONS = ("What is this?", "What bird is this?", "Which item is it, and what is it used for?")
 
 
-def build_kb(work: Path, checkpoint: Path | None) -> tuple[Path, int]:
-    from multimodal_rag import CLIPEmbedder, MultimodalRAG, make_random_clip_checkpoint
+def build_kb(work: Path, checkpoint: Path | None, data: Path | None) -> tuple[Path, int]:
+    from multimodal_rag import CLIPEmbedder, MultimodalRAG
 
-    stamps = SHARED_STAMPS if (SHARED_STAMPS / "description.jsonl").exists() else EXAMPLE_STAMPS
-    descriptions = stamps / "description.jsonl"
-    images = stamps if stamps == SHARED_STAMPS else stamps / "images"
-    if checkpoint is None:
-        checkpoint = make_random_clip_checkpoint(work / "tiny.pt", embed_dim=64, width=64, layers=2)
+    folder = data if data is not None else EXAMPLE_STAMPS
+    checkpoint = checkpoint or common.tiny_checkpoint()
     with MultimodalRAG.create(work / "kb", embedder=CLIPEmbedder(checkpoint=checkpoint)) as rag:
-        rag.add_directory(images, descriptions=descriptions, progress=False)
+        rag.add_directory(folder / "images", descriptions=folder / "description.jsonl", progress=False)
         return work / "kb", len(rag)
 
 
@@ -84,14 +77,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (Linux: /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS line")
 
 
 def start_server(kb: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -199,37 +184,33 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
-    parser.add_argument("--quick", action="store_true", help="10 measured seconds")
+    parser = make_parser(__doc__, data=True)
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60; 10 with --quick)")
     parser.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 5; 3 with --quick)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--clients", type=int, help="concurrent clients (default 8; 4 with --quick)")
     parser.add_argument("--ask-share", type=float, default=0.3, help="share of requests that ask (default 0.3)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="CLIP weights (default: a tiny random model)")
     parser.add_argument("--vit-b-32", action="store_true", help="a random-weights CLIP of ViT-B/32's shape")
-    parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args()
     duration = 10.0 if args.quick else args.duration
+    args.clients = args.clients or (4 if args.quick else 8)
     warmup = args.warmup if args.warmup is not None else (3.0 if args.quick else 5.0)
 
     if args.vit_b_32:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from ingest import make_checkpoint
-
-        args.checkpoint = make_checkpoint()
+        args.checkpoint = common.vit_b_32_checkpoint()
     work = Path(tempfile.mkdtemp(prefix="multimodal-rag-serve-load-"))
     try:
-        kb, images = build_kb(work, args.checkpoint)
+        kb, images = build_kb(work, args.checkpoint, args.data)
         photos = query_photos()
         port = free_port()
         process = start_server(kb, port, work / "serve.log")
         base_url = f"http://127.0.0.1:{port}"
         try:
             asyncio.run(run_clients(base_url, args.clients, warmup, args.ask_share, photos, None))
-            rss_start = rss_bytes(process.pid)
+            rss_start = rss_mib(process.pid)
             tally = Tally()
             elapsed = asyncio.run(run_clients(base_url, args.clients, duration, args.ask_share, photos, tally))
-            rss_end = rss_bytes(process.pid)
+            rss_end = rss_mib(process.pid)
         finally:
             process.terminate()
             try:
@@ -244,7 +225,6 @@ def main() -> None:
     overall = percentiles(everything)
     growth = (rss_end - rss_start) / rss_start
     report: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "knowledge_base": {"images": images, "model": str(args.checkpoint) if args.checkpoint else "tiny random CLIP"},
         "clients": args.clients,
         "ask_share": args.ask_share,
@@ -256,15 +236,12 @@ def main() -> None:
         "error_samples": tally.errors[:5],
         "latency": {"all": overall, **{kind: percentiles(values) for kind, values in tally.latencies.items()}},
         "p99_over_p50": overall["p99_ms"] / overall["p50_ms"] if everything else None,
-        "rss_start_mib": rss_start / 2**20,
-        "rss_end_mib": rss_end / 2**20,
+        "rss_start_mib": rss_start,
+        "rss_end_mib": rss_end,
         "rss_growth": growth,
         "embedder_images_per_s": baseline,
         "server_over_embedder": len(everything) / elapsed / baseline if baseline else None,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-
     print(f"multimodal-rag serve: {images} images, {args.clients} clients, {elapsed:.1f} s measured after {warmup:.0f} s warm-up")
     print(f"{'kind':<12}{'requests':>10}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for kind, stats in (("all", overall), *((k, percentiles(v)) for k, v in tally.latencies.items())):
@@ -280,7 +257,12 @@ def main() -> None:
             f"the embedder alone: {baseline:.1f} images/s, one at a time; the server: "
             f"{report['server_over_embedder']:.0%} of it (target at least 80 %)"
         )
-    print(f"wrote {args.out}")
+    figures = {
+        "errors": Figure(len(tally.errors), "equal", 0.0),
+        "requests_per_s": Figure(report["requests_per_s"], "higher", 0.6),
+        "p50_ms": Figure(overall.get("p50_ms", 0.0), "lower", 2.0),
+    }
+    finish("serve_load", args, report, figures)
     if tally.errors or growth >= 0.05:
         sys.exit(1)
 
