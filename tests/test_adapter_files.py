@@ -75,7 +75,7 @@ def adapted_kb(path: Path) -> Path:
     with MultimodalRAG.create(path, embedder=ColorEmbedder(), description_store="jsonl") as rag:
         rag.add([solid("red"), solid("blue")], ids=["red", "blue"], descriptions=["red", "blue"], progress=False)
         entry = AdapterEntry(kind="linear", rank=DIM, sha256=adapter.sha256, file=ADAPTER_FILE)
-        rag._switch_adapter(adapter, entry)
+        rag._adapting.switch(adapter, entry)
     return path
 
 

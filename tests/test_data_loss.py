@@ -432,7 +432,7 @@ def test_a_reader_whose_snapshot_is_replaced_while_it_loads_starts_again(tmp_pat
     for salvage in (False, True):  # salvage is how `verify` opens
         calls.clear()
         reader = MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=True, salvage=salvage)
-        assert len(reader) == 6 and reader._salvage is None
+        assert len(reader) == 6 and reader._state.salvage is None
         assert len(set(calls)) >= 2  # it started again on the new manifest
     monkeypatch.setattr(persistence.KnowledgeBaseDirectory, "check_snapshot", real)
     assert reader.verify().ok

@@ -277,7 +277,7 @@ def documented_classes(page: Path) -> list[type]:
     ids=lambda p: p.stem,
 )
 def test_every_public_method_of_a_documented_class_is_on_its_page(site: Path, page: Path) -> None:
-    """Inherited ones included: MultimodalRAG's search, ask and evaluate come from a base class."""
+    """Inherited ones included: the built-in vector stores' methods come from their base class."""
     html = (site / "reference" / page.stem / "index.html").read_text(encoding="utf-8")
     missing = [
         f"{cls.__module__}.{cls.__qualname__}.{name}"

@@ -262,8 +262,9 @@ def test_an_invalid_entry_with_a_valid_checksum_is_damage_that_repair_removes(kb
     op, header, vectors = CRAFTED[case]
     header_json = header if isinstance(header, bytes) else json.dumps(header).encode()
     rag = MultimodalRAG.open(kb, embedder=ColorEmbedder())
-    assert rag._journal is not None
-    rag._journal._append(_crafted_entry(op, header_json, vectors))  # committed, as a stranger's would be
+    journal = rag._state.journal
+    assert journal is not None
+    journal._append(_crafted_entry(op, header_json, vectors))  # committed, as a stranger's would be
     rag.close()
     for read_only in (True, False):
         with pytest.raises(CorruptFileError, match=r"journal\.bin.*invalid entry \(change 2"):

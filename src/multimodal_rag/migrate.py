@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MigrationReport", "migrate"]
 
+#: Raw vectors read at a time when they are searched exactly.
+_CHUNK = 4096
+
 
 @frozen(kw_only=True)
 class MigrationReport:
@@ -204,14 +207,29 @@ def _search_overlap(src: MultimodalRAG, dst: MultimodalRAG, *, sample: int, k: i
     chosen = ids[::step][:sample]
     queries = src.raw_vectors(chosen)
     # Compared in the raw space, which is what the copy holds.
-    raw_store = src._raw_vectors if src.adapter is not None and src._raw_vectors is not None else src.vector_store
-    expected = raw_store.search(queries, k)
-    found = dst.vector_store.search(queries, k)
-    shares = [
-        len({n.id for n in a} & {n.id for n in b}) / len(a) if a else 1.0
-        for a, b in zip(expected, found, strict=True)
-    ]
+    expected = _raw_search(src, queries, k)
+    found = [[n.id for n in row] for row in dst.vector_store.search(queries, k)]
+    shares = [len(set(a) & set(b)) / len(a) if a else 1.0 for a, b in zip(expected, found, strict=True)]
     return sum(shares) / len(shares)
+
+
+def _raw_search(src: MultimodalRAG, queries: Any, k: int) -> list[list[str]]:
+    """The ids of each query's ``k`` nearest raw vectors in ``src``."""
+    if src.adapter is None:
+        return [[n.id for n in row] for row in src.vector_store.search(queries, k)]
+    # The index holds adapted vectors; the raw ones are kept beside it in an exact store,
+    # so the same exact search runs over them here, a chunk at a time.
+    import numpy as np
+
+    from multimodal_rag.vectors.ranking import exact_top_k
+
+    ids = src.vector_store.ids()
+    chunks = (
+        (np.arange(start, min(start + _CHUNK, len(ids))), np.asarray(src.raw_vectors(ids[start : start + _CHUNK]), dtype=np.float32))
+        for start in range(0, len(ids), _CHUNK)
+    )
+    _, rows = exact_top_k(np.asarray(queries, dtype=np.float32), k, chunks)
+    return [[ids[row] for row in found] for found in rows.tolist()]
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -1,4 +1,9 @@
-"""The [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] facade: one object that ingests, searches, answers and saves."""
+"""The [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] facade: one object that ingests, searches, answers and saves.
+
+It is composed of parts (`multimodal_rag.facade`, and `multimodal_rag.query` for searching and
+answering) that share one `KnowledgeBaseState`; each public method delegates to the part that
+does the work, and carries the documentation.
+"""
 
 from __future__ import annotations
 
@@ -6,71 +11,53 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import attrs
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from multimodal_rag._remote import check_endpoints
-from multimodal_rag.errors import (
-    DimensionMismatchError,
-    KnowledgeBaseExistsError,
-    NotFoundError,
-    ReadOnlyError,
-)
-from multimodal_rag.ingest.machine_descriptions import DescribingMissing
+from multimodal_rag.errors import DimensionMismatchError, KnowledgeBaseExistsError
+from multimodal_rag.facade.adapting import Adapting
+from multimodal_rag.facade.describing import Describing
+from multimodal_rag.facade.ingesting import Ingesting
+from multimodal_rag.facade.persistence import Persistence
+from multimodal_rag.facade.records import Records
+from multimodal_rag.facade.state import KnowledgeBaseState
 from multimodal_rag.kb.directory import KnowledgeBaseDirectory
-from multimodal_rag.kb.journal import Journal
-from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
-from multimodal_rag.kb.salvage import SalvageFindings
-from multimodal_rag.locks import ReentrantReadWriteLock, reading, writing
-from multimodal_rag.protocols import (
-    Answerer,
-    DescriptionStore,
-    Embedder,
-    VectorStore,
-    copy_metadata,
-)
+from multimodal_rag.kb.manifest import MANIFEST_FILE
 from multimodal_rag.query import Querying
 from multimodal_rag.registry import kind_of, resolve
-from multimodal_rag.types import AddResult, ImageInput, Record, is_path
-from multimodal_rag.validation import check_id, check_metadata, check_record
 
 if TYPE_CHECKING:
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.adapter.projection import Adapter
-    from multimodal_rag.ingest.pipeline import IngestItem
-    from multimodal_rag.kb.manifest import AdapterEntry
+    from multimodal_rag.evaluation.report import EvaluationReport
+    from multimodal_rag.protocols import (
+        Answerer,
+        DescriptionStore,
+        Embedder,
+        ImageDescriber,
+        Reranker,
+        VectorStore,
+    )
+    from multimodal_rag.retrieval import Filter
+    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
+    from multimodal_rag.types import (
+        AddResult,
+        Answer,
+        DescribeResult,
+        Fusion,
+        Hit,
+        ImageInput,
+        Record,
+        SearchMode,
+    )
     from multimodal_rag.verify import RepairReport, VerificationReport
 
 __all__ = ["MultimodalRAG"]
 
 logger = logging.getLogger(__name__)
 
-#: Vectors moved at a time when the index is rebuilt for an adapter.
-_REBUILD_CHUNK = 4096
 
-
-def check_rebuildable(store: VectorStore) -> None:
-    """Refuse to rebuild the index of a server-backed store for an adapter.
-
-    Its data lives on the server, outside the snapshot, so it cannot be switched atomically
-    with a save.
-
-    Raises:
-        InvalidInputError: The store keeps its vectors on a server (Milvus).
-    """
-    from multimodal_rag.errors import InvalidInputError
-
-    if kind_of(store) == "milvus":
-        raise InvalidInputError(
-            "adapters need a vector store saved in the knowledge base's snapshot; the milvus store keeps "
-            "its vectors on the server, so it cannot be switched atomically (migrate to faiss-flat or hnswlib first)"
-        )
-
-
-
-
-class MultimodalRAG(Querying, DescribingMissing):
+class MultimodalRAG:
     """A knowledge base of images and their descriptions, searchable by image or text.
 
     Compose it from the four parts, or let [`create`][multimodal_rag.rag.MultimodalRAG.create] and [`open`][multimodal_rag.rag.MultimodalRAG.open] do it:
@@ -93,10 +80,7 @@ class MultimodalRAG(Querying, DescribingMissing):
         read_only: Refuse every change (for readers that share a knowledge base).
 
     Attributes:
-        answerer: The answerer [`ask`][multimodal_rag.rag.MultimodalRAG.ask] uses.
-        answerer_reason: Why that answerer is the one in use.
-        adapter: The adapter applied to the stored vectors and to every query
-            ([`fit_adapter`][multimodal_rag.rag.MultimodalRAG.fit_adapter]), or ``None``.
+        answerer_reason: Why the [`answerer`][multimodal_rag.rag.MultimodalRAG.answerer] is the one in use.
     """
 
     def __init__(
@@ -121,9 +105,6 @@ class MultimodalRAG(Querying, DescribingMissing):
             raise DimensionMismatchError(
                 f"the embedder makes {embedder.dim}-d vectors but the vector store holds {vector_store.dim}-d"
             )
-        self.embedder = embedder
-        self.vector_store = vector_store
-        self.description_store = description_store
         if answerer is None:
             from multimodal_rag.answerers.default import choose_answerer
 
@@ -131,23 +112,21 @@ class MultimodalRAG(Querying, DescribingMissing):
             logger.info("%s", self.answerer_reason)
         else:
             self.answerer_reason = "given by the caller"
-        self.answerer = answerer
-        self.read_only = read_only
-        self._dir = KnowledgeBaseDirectory(Path(path)) if path is not None else None
-        # The manifest of the last save (None until the first); it names the current snapshot.
-        self._manifest: Manifest | None = None
-        # Searches share it; each change (a batch, a removal, a save) holds it alone.
-        self._lock = ReentrantReadWriteLock()
-        # Committed changes since the last save; set once the knowledge base has a snapshot.
-        self._journal: Journal | None = None
-        # What a salvaging open found damaged or lost; verify() and repair() report it.
-        self._salvage: SalvageFindings | None = None
-        # While an adapter is applied, the index holds adapter.apply(raw, "image") and the
-        # embedder's raw vectors are kept here, so that the adapter can be fitted again or
-        # removed without embedding anything again. Without one, the index holds the raw vectors.
-        self.adapter: Adapter | None = None
-        self._raw_vectors: VectorStore | None = None
-        self._adapter_entry: AdapterEntry | None = None
+        directory = KnowledgeBaseDirectory(Path(path)) if path is not None else None
+        self._state = state = KnowledgeBaseState(
+            embedder=embedder,
+            vector_store=vector_store,
+            description_store=description_store,
+            answerer=answerer,
+            read_only=read_only,
+            directory=directory,
+        )
+        self._records = Records(state)
+        self._querying = Querying(state, self._records)
+        self._ingesting = Ingesting(state)
+        self._describing = Describing(state, self._records)
+        self._persistence = Persistence(state)
+        self._adapting = Adapting(state, self._persistence)
 
     # -- construction ------------------------------------------------------------
 
@@ -191,22 +170,18 @@ class MultimodalRAG(Querying, DescribingMissing):
             from multimodal_rag.vectors.defaults import default_vector_store
 
             vectors = default_vector_store(embedder.dim, expected_size=expected_size)
-        elif isinstance(vector_store, str):
-            vectors = resolve("vector_store", vector_store)(embedder.dim)
         else:
-            vectors = vector_store
+            vectors = resolve("vector_store", vector_store)(embedder.dim) if isinstance(vector_store, str) else vector_store
         descriptions: DescriptionStore = (
-            resolve("description_store", description_store)()
-            if isinstance(description_store, str)
-            else description_store
+            resolve("description_store", description_store)() if isinstance(description_store, str) else description_store
         )
         directory.mkdir(parents=True, exist_ok=True)
         rag = cls(embedder, vectors, descriptions, answerer, path=directory)
-        assert rag._dir is not None
-        rag._dir.lock()
+        assert rag._state.directory is not None
+        rag._state.directory.lock()
         try:
             if unfinished:
-                rag._dir.remove_unfinished()
+                rag._state.directory.remove_unfinished()
             rag.save()
         except BaseException:
             rag.close()
@@ -274,17 +249,51 @@ class MultimodalRAG(Querying, DescribingMissing):
         )
         loaded = opened.loaded
         rag = cls(loaded.embedder, loaded.vector_store, loaded.description_store, answerer, read_only=read_only)
-        rag._dir, rag._manifest, rag._journal, rag._salvage = opened.directory, loaded.manifest, opened.journal, loaded.findings
-        rag._raw_vectors = loaded.raw_store
+        state = rag._state
+        state.directory, state.manifest, state.journal, state.salvage = opened.directory, loaded.manifest, opened.journal, loaded.findings
+        state.raw_store = loaded.raw_store
         if loaded.adapter is not None:
-            rag.adapter, rag._adapter_entry = loaded.adapter, loaded.manifest.adapter
+            state.adapter, state.adapter_entry = loaded.adapter, loaded.manifest.adapter
         return rag
 
-    # -- persistence -------------------------------------------------------------
+    # -- the components ----------------------------------------------------------
 
     @property
-    def _generation(self) -> int:
-        return self._manifest.generation if self._manifest is not None else 0
+    def embedder(self) -> Embedder:
+        """Turns images and texts into vectors."""
+        return self._state.embedder
+
+    @property
+    def vector_store(self) -> VectorStore:
+        """The index of the vectors (a new one after a [`repair`][multimodal_rag.rag.MultimodalRAG.repair] or an adapter's switch)."""
+        return self._state.vector_store
+
+    @property
+    def description_store(self) -> DescriptionStore:
+        """Keeps paths, descriptions and metadata."""
+        return self._state.description_store
+
+    @property
+    def answerer(self) -> Answerer:
+        """The answerer [`ask`][multimodal_rag.rag.MultimodalRAG.ask] uses; set it to use another."""
+        return self._state.answerer
+
+    @answerer.setter
+    def answerer(self, answerer: Answerer) -> None:
+        self._state.answerer = answerer
+
+    @property
+    def adapter(self) -> Adapter | None:
+        """The adapter applied to the stored vectors and to every query
+        ([`fit_adapter`][multimodal_rag.rag.MultimodalRAG.fit_adapter]), or ``None``."""
+        return self._state.adapter
+
+    @property
+    def read_only(self) -> bool:
+        """Whether every change is refused (opened read-only)."""
+        return self._state.read_only
+
+    # -- persistence -------------------------------------------------------------
 
     @property
     def generation(self) -> int:
@@ -293,7 +302,7 @@ class MultimodalRAG(Querying, DescribingMissing):
         Another process's save makes a higher one on disk (``manifest.json``); a read-only
         opener that sees it can open the knowledge base again to follow (as ``serve`` does).
         """
-        return self._generation
+        return self._state.generation
 
     @property
     def fingerprint(self) -> str:
@@ -302,25 +311,19 @@ class MultimodalRAG(Querying, DescribingMissing):
 
         Vectors of two knowledge bases are comparable only when their fingerprints are equal.
         """
-        fingerprint = self.embedder.fingerprint
-        return fingerprint if self.adapter is None else f"{fingerprint}+adapter:{self.adapter.sha256[:16]}"
+        return self._adapting.fingerprint
 
     @property
     def adapter_info(self) -> dict[str, Any] | None:
         """The applied adapter as the manifest records it (``kind``, ``rank``, ``sha256``,
         ``file``, ``fitted_at``, ``report``), or ``None`` without one."""
-        if self.adapter is None:
-            return None
-        if self._adapter_entry is None:
-            return {"kind": self.adapter.kind, "rank": self.adapter.rank, "sha256": self.adapter.sha256}
-        return self._adapter_entry.to_dict()
+        return self._adapting.info
 
     @property
     def path(self) -> Path | None:
         """The knowledge-base directory, or ``None`` for one that lives only in memory."""
-        return self._dir.path if self._dir is not None else None
+        return self._state.directory.path if self._state.directory is not None else None
 
-    @writing
     def save(self) -> None:
         """Write the knowledge base to its directory, atomically.
 
@@ -328,40 +331,7 @@ class MultimodalRAG(Querying, DescribingMissing):
             ReadOnlyError: Opened read-only, or not created with a path.
             KnowledgeBaseError: The disk refused the write; the previous save is intact.
         """
-        self._check_writable()
-        if self._dir is None:
-            raise ReadOnlyError("this knowledge base has no directory; create it with MultimodalRAG.create(path)")
-        if self._metadata_copy_pending:
-            # Now, while the journal that would replay them on the next open still exists.
-            pending = sorted(self._metadata_copy_pending)
-            copy_metadata(self.vector_store, self.description_store.get_many(pending).values())
-            self._metadata_copy_pending = frozenset()
-        manifest = Manifest.of(
-            self.embedder,
-            self.vector_store,
-            self.description_store,
-            created_at=self._manifest.created_at if self._manifest is not None else None,
-            adapter=self._adapter_entry if self.adapter is not None else None,
-        )
-        self._manifest = self._dir.write_snapshot(
-            self._generation + 1, self.vector_store, self.description_store, manifest, parts=self._adapter_parts()
-        )
-        generation = self._manifest.generation
-        # Only after the new manifest is in place: until then the old journal is still needed.
-        if self._journal is None:
-            from multimodal_rag.kb.journal import Journal
-
-            self._journal = Journal(self._dir.journal, generation)
-        self._journal.reset(generation)
-
-    def _adapter_parts(self) -> dict[str, Any]:
-        """The snapshot's parts beside the two stores: the adapter and the raw vectors."""
-        from multimodal_rag.kb.directory import ADAPTER, RAW_VECTORS
-
-        adapter, raw = self.adapter, self._raw_vectors
-        if adapter is None or raw is None:
-            return {}
-        return {ADAPTER: lambda folder: adapter.save(folder / "adapter.npz"), RAW_VECTORS: raw.save}
+        self._persistence.save()
 
     def close(self) -> None:
         """Release the writer's lock.
@@ -369,25 +339,20 @@ class MultimodalRAG(Querying, DescribingMissing):
         Changes since the last save stay in the journal and are replayed by the next
         [`open`][multimodal_rag.rag.MultimodalRAG.open]; a save folds them into the snapshot, which makes opening faster.
         """
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-        if self._dir is not None:
-            self._dir.unlock()
+        self._persistence.close()
 
     def __enter__(self) -> MultimodalRAG:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
-            if exc_type is None and self._dir is not None and not self.read_only:
+            if exc_type is None and self._state.directory is not None and not self.read_only:
                 self.save()
         finally:
             self.close()
 
     # -- integrity ---------------------------------------------------------------
 
-    @reading
     def verify(self) -> VerificationReport:
         """Check that the knowledge base's parts agree and its files are intact.
 
@@ -401,17 +366,8 @@ class MultimodalRAG(Querying, DescribingMissing):
             ``report.problems`` has a ``kind``, the ``id`` concerned (or ``None``)
             and a ``detail`` sentence.
         """
-        from multimodal_rag.verify import verify_knowledge_base
+        return self._persistence.verify()
 
-        return verify_knowledge_base(
-            self.vector_store,
-            self.description_store,
-            directory=self._dir,
-            findings=self._salvage,
-            raw_store=self._raw_vectors if self.adapter is not None else None,
-        )
-
-    @writing
     def repair(self) -> RepairReport:
         """Rebuild what [`verify`][multimodal_rag.rag.MultimodalRAG.verify] found broken, without losing any description.
 
@@ -427,28 +383,7 @@ class MultimodalRAG(Querying, DescribingMissing):
         Raises:
             ReadOnlyError: Opened read-only.
         """
-        from multimodal_rag.verify import repair_knowledge_base
-
-        self._check_writable()
-        repaired = repair_knowledge_base(
-            self.embedder,
-            self.vector_store,
-            self.description_store,
-            directory=self._dir,
-            findings=self._salvage,
-            adapter=self.adapter,
-            raw_store=self._raw_vectors,
-        )
-        self.vector_store = repaired.vector_store
-        self._raw_vectors = repaired.raw_store
-        if self._raw_vectors is None:
-            self.adapter, self._adapter_entry = None, None
-        self._metadata_copy_pending = frozenset()  # the repair copied the metadata again
-        if self._dir is not None:
-            self.save()  # fresh files, fresh checksums
-        # What was lost has been reported; the repaired knowledge base is whole again.
-        self._salvage = None
-        return attrs.evolve(repaired.report, remaining=self.verify())
+        return self._persistence.repair()
 
     # -- ingest ------------------------------------------------------------------
 
@@ -488,12 +423,7 @@ class MultimodalRAG(Querying, DescribingMissing):
                 knowledge base's ``images/`` folder. Nothing from the call is stored,
                 except batches already committed with ``on_error="skip"``.
         """
-        from multimodal_rag.ingest.pipeline import items_from_arguments
-
-        items = items_from_arguments(images, ids, descriptions, metadata)
-        if self._dir is not None and not self.read_only and not all(is_path(item.image) for item in items):
-            self._dir.images_folder()  # before embedding: a folder that cannot be made stores nothing
-        return self._ingest(items, on_error=on_error, batch_size=batch_size, progress=progress)
+        return self._ingesting.add(images, ids=ids, descriptions=descriptions, metadata=metadata, on_error=on_error, batch_size=batch_size, progress=progress)
 
     def add_directory(
         self,
@@ -527,101 +457,48 @@ class MultimodalRAG(Querying, DescribingMissing):
             InvalidInputError: ``directory`` is not a folder, or the descriptions file
                 is unreadable or has an entry leading outside ``directory``.
         """
-        from multimodal_rag.ingest.pipeline import items_from_directory
+        return self._ingesting.add_directory(directory, descriptions=descriptions, recursive=recursive, batch_size=batch_size, progress=progress, allow_outside=allow_outside)
 
-        items, refused = items_from_directory(
-            directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
-        )
-        result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress)
-        return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result
+    def describe_missing(
+        self,
+        *,
+        describer: ImageDescriber | None = None,
+        ids: Iterable[str] | None = None,
+        batch_size: int = 8,
+        workers: int = 4,
+        progress: bool | None = None,
+    ) -> DescribeResult:
+        """Have a model describe the images that have no description.
 
-    def _ingest(self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
-        from multimodal_rag.ingest.pipeline import IngestRun
+        Each description is written into the record with metadata
+        ``{"description_source": "machine", "description_model": <model>}`` so that a
+        person can find and review it. An image that already has a description is never
+        touched. Batches are stored as they finish (and journalled like any change), so an
+        interrupted run keeps what it had done; running it again continues where it stopped.
 
-        self._check_writable()
-        return IngestRun(
-            items,
-            embedder=self.embedder,
-            dim=self.vector_store.dim,
-            is_stored=self.vector_store.__contains__,
-            record_for=self._record_for,
-            commit=self._commit,
-            on_error=on_error,
-            batch_size=batch_size,
-            progress=progress,
-        ).run()
+        Args:
+            describer: Writes the descriptions; by default the `answerer`, which must
+                be able to ([`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer] can, [`ExtractiveAnswerer`][multimodal_rag.answerers.extractive.ExtractiveAnswerer] cannot).
+            ids: Only consider these images (default: every image).
+            batch_size: Images per stored batch.
+            workers: Images described at the same time.
+            progress: Show a progress bar (default: when writing to a terminal).
 
-    def _record_for(self, item: IngestItem) -> Record:
-        from multimodal_rag.ingest.pipeline import encoded_image
+        Returns:
+            The ids described, and the images skipped with the reason (unreadable image,
+            no image file kept, refused by the provider).
 
-        image_path = item.image_path
-        if image_path is None and self._dir is not None:
-            data, suffix = encoded_image(item)
-            image_path = str(self._dir.keep_image(data, suffix, source=item.source))
-        return Record(id=item.id, image_path=image_path, description=item.description, metadata=item.metadata)  # type: ignore[arg-type]
-
-    @writing
-    def _commit(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
-        # Vectors first: the store validates (NaN, zero rows, dimension) before it
-        # changes anything, so a bad batch leaves both stores as they were. The
-        # journal entry comes last, once the batch is known to be good; when it cannot
-        # be written the batch is taken out again, so memory matches the disk.
-        # With an adapter the index gets the mapped vectors and the raw store (and the
-        # journal) the embedder's own.
-        raw_store = self._raw_vectors if self.adapter is not None else None
-        self.vector_store.add(ids, vectors if self.adapter is None else self.adapter.apply(vectors, "image"))
-
-        def undo(*, records_too: bool) -> None:
-            self.vector_store.remove(ids)
-            if raw_store is not None:
-                raw_store.remove(ids)
-            if records_too:
-                self.description_store.delete(ids)
-
-        try:
-            if raw_store is not None:
-                raw_store.add(ids, vectors)
-            self.description_store.put(records)
-        except BaseException:
-            undo(records_too=False)
-            raise
-        try:
-            copy_metadata(self.vector_store, records)
-        except BaseException:
-            undo(records_too=True)
-            raise
-        if self._journal is not None:
-            try:
-                self._journal.add(ids, vectors, records)
-            except BaseException:
-                undo(records_too=True)
-                raise
-
-    def _put_records(self, records: list[Record]) -> None:
-        """Replace records (the write lock is held): checked, journalled, then stored.
-
-        A record read through the facade names a kept image by its absolute path; it is
-        stored relative to the knowledge base again, so that the folder stays movable.
+        Raises:
+            ReadOnlyError: Opened read-only.
+            InvalidInputError: The describer cannot describe images.
+            NotFoundError: An id in ``ids`` is not in the knowledge base.
+            AnswererError: The provider failed for every image (credentials, rate limit,
+                connection); the batches finished before are kept.
         """
-        for record in records:
-            check_record(record)
-        if self._dir is not None:
-            records = [self._dir.with_stored_image_path(record) for record in records]
-        if records:
-            if self._journal is not None:
-                self._journal.put(records)
-            self.description_store.put(records)
-            try:
-                copy_metadata(self.vector_store, records)
-            except BaseException:
-                # The records changed but the vector store's copy did not: filter by the
-                # description store until save, repair or the journal's replay copies it again.
-                self._metadata_copy_pending = self._metadata_copy_pending | {record.id for record in records}
-                raise
+        return self._describing.describe_missing(describer=describer, ids=ids, batch_size=batch_size, workers=workers, progress=progress)
 
     # -- records -----------------------------------------------------------------
 
-    @reading
     def get(self, id: str) -> Record:
         """The stored record of ``id``.
 
@@ -629,16 +506,13 @@ class MultimodalRAG(Querying, DescribingMissing):
             InvalidInputError: Not a valid id (see `check_id`).
             NotFoundError: Unknown id.
         """
-        check_id(id)
-        if id not in self.vector_store:
-            raise NotFoundError(f"no image with id {id!r} in the knowledge base")
-        try:
-            record = self.description_store.get(id)
-        except NotFoundError:
-            return Record(id=id)
-        return self._dir.with_image_file(record) if self._dir is not None else record
+        return self._records.get(id)
 
-    @writing
+    def get_many(self, ids: Sequence[str]) -> dict[str, Record]:
+        """The stored records of ``ids``, by id, as [`get`][multimodal_rag.rag.MultimodalRAG.get] gives them (a kept image
+        by its absolute path); an id without a stored record, or unknown, is left out."""
+        return self._records.get_many(ids)
+
     def describe(self, id: str, description: str | None, *, metadata: Mapping[str, Any] | None = None) -> Record:
         """Replace the description (and optionally the metadata) of ``id``, without re-embedding.
 
@@ -646,20 +520,8 @@ class MultimodalRAG(Querying, DescribingMissing):
             InvalidInputError: Not a valid id, or metadata JSON cannot give back exactly.
             NotFoundError: Unknown id.
         """
-        self._check_writable()
-        check_id(id)
-        if metadata is not None:
-            check_metadata(metadata, owner=f"record {id!r}")
-        current = self.get(id)
-        updated = attrs.evolve(
-            current,
-            description=description,
-            metadata=dict(metadata) if metadata is not None else current.metadata,
-        )
-        self._put_records([updated])
-        return updated
+        return self._records.describe(id, description, metadata)
 
-    @writing
     def remove(self, ids: Iterable[str] | str) -> int:
         """Remove images by id (vectors and descriptions). Unknown ids are ignored.
 
@@ -669,17 +531,246 @@ class MultimodalRAG(Querying, DescribingMissing):
         Raises:
             InvalidInputError: One of ``ids`` is not a valid id; nothing is removed.
         """
-        self._check_writable()
-        ids = [ids] if isinstance(ids, str) else list(ids)
-        for id_ in ids:
-            check_id(id_)
-        if self._journal is not None:
-            self._journal.remove(ids)
-        removed = self.vector_store.remove(ids)
-        if self._raw_vectors is not None:
-            self._raw_vectors.remove(ids)
-        self.description_store.delete(ids)
-        return removed
+        return self._records.remove(ids)
+
+    def ids(self) -> list[str]:
+        """Ids of every image in the knowledge base."""
+        return self._records.ids()
+
+    def __len__(self) -> int:
+        return len(self._state.vector_store)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._state.vector_store
+
+    # -- search and answers ------------------------------------------------------
+
+    def embed_query(self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5) -> Any:
+        """The query vector for an image, a text, or both.
+
+        With both, the result is the normalised weighted sum
+        ``(1 - text_weight) * image_vector + text_weight * text_vector``. While an adapter
+        is applied, each vector is mapped by its side of the adapter first, so the result
+        is in the index's space (what [`search_by_vector`][multimodal_rag.rag.MultimodalRAG.search_by_vector] takes).
+        """
+        return self._querying.embed_query(image, text, text_weight=text_weight)
+
+    def search(
+        self,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        *,
+        k: int = 5,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+        mode: SearchMode | None = None,
+        fusion: Fusion = "rrf",
+        rerank: Reranker | None = None,
+    ) -> list[Hit]:
+        """Find the knowledge-base images that best match an image, a text, or both.
+
+        Three modes: ``"vector"`` compares the query's CLIP vector with the images'
+        vectors; ``"lexical"`` searches the descriptions' words (BM25, on the description
+        store's full-text index); ``"hybrid"`` does both and fuses the two rankings. A
+        text query is hybrid by default when the description store has a full-text index,
+        so model numbers and names written in descriptions count; an image alone is a
+        vector search. With an image and a text, the vector channel uses both (see
+        ``text_weight``) and the lexical channel the text.
+
+        Args:
+            image: Query image (path, bytes or PIL image).
+            text: Query text.
+            k: How many hits; more than the knowledge base holds returns them all.
+            filter: Metadata conditions (``{"category": {"$in": ["tools", "toys"]},
+                "price": {"$lt": 100}}``; see ``docs/search.md``), or a predicate over ids.
+                Applied in every channel.
+            text_weight: Weight of the text in the vector channel when both an image and
+                a text are given.
+            mode: ``"vector"``, ``"lexical"`` or ``"hybrid"`` (default: see above).
+            fusion: How hybrid mode fuses the channels: ``"rrf"`` (reciprocal rank) or
+                ``"weighted"`` (min-max scaled scores).
+            rerank: A [`Reranker`][multimodal_rag.protocols.Reranker] that reorders the best candidates (its
+                ``max_candidates``, or `RERANK_CANDIDATES`) before the first ``k`` are
+                returned.
+
+        Returns:
+            Hits, best first, with the score they are ordered by, the cosine
+            ``similarity`` where one was computed, which ``signals`` found them, and
+            their image path, description and metadata.
+
+        Raises:
+            InvalidInputError: No image and no text, a lexical or hybrid search without a
+                text or on a store with no full-text index, an unknown mode or fusion, or
+                a bad filter.
+        """
+        return self._querying.search(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank)
+
+    async def asearch(
+        self,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        *,
+        k: int = 5,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+        mode: SearchMode | None = None,
+        fusion: Fusion = "rrf",
+        rerank: Reranker | None = None,
+    ) -> list[Hit]:
+        """Like [`search`][multimodal_rag.rag.MultimodalRAG.search], for asyncio code.
+
+        Embedding the query, waiting for the lock and searching are CPU work and waits,
+        so they run in a worker thread and the event loop goes on meanwhile.
+        """
+        return await self._querying.asearch(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank)
+
+    def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
+        """Like [`search`][multimodal_rag.rag.MultimodalRAG.search], for a query vector already embedded.
+
+        The vector must be in the index's space: while an adapter is applied that is the
+        adapted space, so make it with [`embed_query`][multimodal_rag.rag.MultimodalRAG.embed_query] (which maps it), not with the
+        embedder alone.
+        """
+        return self._querying.search_by_vector(vector, k=k, filter=filter)
+
+    # Each overload: ``stream`` decides what comes back (the arguments are those of the last).
+    @overload
+    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ...) -> Answer: ...
+    @overload
+    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ...) -> AnswerStream: ...
+    @overload
+    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ...) -> Answer | AnswerStream: ...
+    def ask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        k: int = 3,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+        mode: SearchMode | None = None,
+        rerank: Reranker | None = None,
+        stream: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer | AnswerStream:
+        """Answer a question about an image (or about the knowledge base) from the best matches.
+
+        The knowledge base is searched with ``image`` and ``text`` (by default the question
+        itself when no image is given); the `answerer` then answers from the ``k``
+        best matches:
+
+        ```python
+        answer = rag.ask("What is this and where can I buy it?", image="photo.jpg")
+        print(answer.text, [source.id for source in answer.sources])
+
+        for chunk in (stream := rag.ask("What is this?", image="photo.jpg", stream=True)):
+            print(chunk, end="")
+        print(stream.answer.usage)
+        ```
+
+        Args:
+            question: The user's question.
+            image: The user's image: the search query, and shown to the answerer.
+            text: Search text; defaults to the question when there is no image.
+            k: How many matches the answer may draw on.
+            filter: Search filter, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
+            text_weight: Weight of ``text`` when searching with both an image and a text.
+            mode: Search mode, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
+            rerank: A reranker for the matches, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
+            stream: Return an [`AnswerStream`][multimodal_rag.streaming.AnswerStream] of text chunks instead of an [`Answer`][multimodal_rag.types.Answer].
+            metadata: Passed to the answerer.
+
+        Returns:
+            The answer, with the sources it drew on; or, with ``stream=True``, an iterator of
+            text chunks whose ``answer`` attribute holds the complete answer once read.
+
+        Raises:
+            InvalidInputError: An empty question or bad search arguments.
+            ImageError: The image cannot be read.
+            AnswererError: The answerer failed (a subclass says how).
+        """
+        return self._querying.ask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata)
+
+    @overload
+    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ...) -> Answer: ...
+    @overload
+    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ...) -> AsyncAnswerStream: ...
+    @overload
+    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ...) -> Answer | AsyncAnswerStream: ...
+    async def aask(
+        self,
+        question: str,
+        *,
+        image: ImageInput | None = None,
+        text: str | None = None,
+        k: int = 3,
+        filter: Filter | None = None,
+        text_weight: float = 0.5,
+        mode: SearchMode | None = None,
+        rerank: Reranker | None = None,
+        stream: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Answer | AsyncAnswerStream:
+        """Like [`ask`][multimodal_rag.rag.MultimodalRAG.ask], for asyncio code; with ``stream=True`` it returns an [`AsyncAnswerStream`][multimodal_rag.streaming.AsyncAnswerStream].
+
+        Nothing blocks the event loop: the search (embedding the query, waiting for the
+        lock, searching) runs in a worker thread, and the answerer is awaited.
+        """
+        return await self._querying.aask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata)
+
+    def evaluate(
+        self,
+        *,
+        queries: str | os.PathLike[str] | None = None,
+        edits: Sequence[str] | None = None,
+        negatives: str | os.PathLike[str] | None = None,
+        sample: int | None = 200,
+        seed: int = 0,
+        k: int = 10,
+        keep: float = 0.95,
+        mode: SearchMode = "vector",
+        fusion: Fusion = "rrf",
+        progress: bool | None = None,
+    ) -> EvaluationReport:
+        """Measure how well this knowledge base finds the right images, on its own data.
+
+        Queries are made from the knowledge base's own images by realistic edits (crop,
+        downscale, JPEG, rotation, perspective, colour jitter, blur, pasted on clutter), each
+        expecting its source; its descriptions serve as text queries; a labelled ``queries``
+        file adds real questions and photos. Each query goes through the index and through
+        exact search, so recall lost to an approximate index shows. The best match's score
+        of answerable and unanswerable queries gives the similarity gate a recommended
+        ``min_score``. See ``docs/evaluation.md``.
+
+        Args:
+            queries: JSON Lines of ``{"query": text, "expected": [id or image path, ...]}`` or
+                ``{"image": path, "expected": [...]}`` (paths relative to the file).
+            edits: Which edits to make (default: all of ``evaluation.edits.EDIT_KINDS``).
+            negatives: A folder of images with no right answer; by default a fifth of the
+                sampled images is held out to play that part.
+            sample: How many knowledge-base images to make queries from (``None``: all).
+            seed: Makes the sample and the edits repeatable.
+            k: How many results each query returns.
+            keep: The share of answerable queries the recommended gate must keep.
+            mode: How text queries search (``"vector"``, ``"lexical"``, ``"hybrid"``; see
+                [`search`][multimodal_rag.rag.MultimodalRAG.search]), so that modes can be compared; image queries are vector searches.
+            fusion: The fusion of hybrid mode.
+            progress: Show a progress bar (default: when writing to a terminal).
+
+        Returns:
+            Metrics per query set, every query's result, the gate, latency; ``to_dict()``
+            gives JSON that ``multimodal-rag eval --compare`` reads.
+
+        Raises:
+            InvalidInputError: An unknown edit, a bad setting, or a queries file line that
+                names an answer the knowledge base does not hold.
+        """
+        from multimodal_rag.evaluation.run import evaluate
+
+        return evaluate(
+            self, queries=queries, edits=edits, negatives=negatives, sample=sample, seed=seed, k=k, keep=keep, mode=mode, fusion=fusion, progress=progress
+        )
 
     # -- the adapter ---------------------------------------------------------------
 
@@ -689,9 +780,7 @@ class MultimodalRAG(Querying, DescribingMissing):
         Raises:
             NotFoundError: An id the knowledge base does not hold.
         """
-        with self._lock.read():
-            store = self._raw_vectors if self.adapter is not None and self._raw_vectors is not None else self.vector_store
-            return store.get_vectors(list(ids))
+        return self._adapting.raw_vectors(ids)
 
     def fit_adapter(
         self,
@@ -742,37 +831,8 @@ class MultimodalRAG(Querying, DescribingMissing):
         """
         from multimodal_rag.adapter.fitting import fit_and_judge
 
-        self._check_writable()
-        with self._lock.write():
-            self._save_if_on_disk()
-            report, adapter = fit_and_judge(
-                self,
-                kind=kind,
-                rank=rank,
-                pairs=pairs,
-                edits=edits,
-                holdout=holdout,
-                seed=seed,
-                progress=progress,
-            )
-            location = None
-            if self._dir is not None:
-                location = self._dir.write_adapter_report(report.to_dict())
-                report = attrs.evolve(report, path=str(location))
-            if adapter is not None:
-                from multimodal_rag.kb.directory import ADAPTER_FILE
-                from multimodal_rag.kb.manifest import AdapterEntry
-
-                entry = AdapterEntry(
-                    kind=adapter.kind,
-                    rank=adapter.rank,
-                    sha256=adapter.sha256,
-                    file=ADAPTER_FILE,
-                    fitted_at=report.fitted_at,
-                    report=str(location.relative_to(self._dir.path)) if self._dir is not None and location else None,
-                )
-                self._switch_adapter(adapter, entry)
-            return report
+        # Judged on what this object shows (its records, raw vectors and searches).
+        return self._adapting.fit(lambda: fit_and_judge(self, kind=kind, rank=rank, pairs=pairs, edits=edits, holdout=holdout, seed=seed, progress=progress))
 
     def remove_adapter(self) -> bool:
         """Remove the adapter: the index gets the embedder's raw vectors back, exactly, and
@@ -784,65 +844,13 @@ class MultimodalRAG(Querying, DescribingMissing):
         Raises:
             ReadOnlyError: Opened read-only.
         """
-        self._check_writable()
-        with self._lock.write():
-            if self.adapter is None:
-                return False
-            self._save_if_on_disk()
-            self._switch_adapter(None, None)
-            return True
-
-    def _save_if_on_disk(self) -> None:
-        if self._dir is not None:
-            self.save()
-
-    def _switch_adapter(self, adapter: Adapter | None, entry: AdapterEntry | None) -> None:
-        """Rebuild the index from the raw vectors through ``adapter`` (none: as they are), and
-        save that as one new snapshot: a crash leaves the old snapshot or the new one whole.
-        The write lock is held; on failure memory is as it was."""
-        import numpy as np
-
-        from multimodal_rag.vectors.faiss_flat import FaissFlatStore
-
-        check_rebuildable(self.vector_store)
-        source = self._raw_vectors if self.adapter is not None and self._raw_vectors is not None else self.vector_store
-        ids = self.vector_store.ids()
-        index: Any = type(self.vector_store)(self.vector_store.dim, **self.vector_store.config())  # type: ignore[call-arg]
-        raw = FaissFlatStore(self.vector_store.dim) if adapter is not None else None
-        for start in range(0, len(ids), _REBUILD_CHUNK):
-            chunk = ids[start : start + _REBUILD_CHUNK]
-            vectors = np.asarray(source.get_vectors(chunk), dtype=np.float32)
-            index.add(chunk, vectors if adapter is None else adapter.apply(vectors, "image"))
-            if raw is not None:
-                raw.add(chunk, vectors)
-        copy_metadata(index, self.description_store.get_many(ids).values())
-        before = (self.vector_store, self._raw_vectors, self.adapter, self._adapter_entry)
-        self.vector_store, self._raw_vectors, self.adapter, self._adapter_entry = index, raw, adapter, entry
-        try:
-            self._save_if_on_disk()
-        except BaseException:
-            self.vector_store, self._raw_vectors, self.adapter, self._adapter_entry = before
-            raise
-
-    @reading
-    def ids(self) -> list[str]:
-        """Ids of every image in the knowledge base."""
-        return self.vector_store.ids()
-
-    def __len__(self) -> int:
-        return len(self.vector_store)
-
-    def __contains__(self, id: object) -> bool:
-        return id in self.vector_store
+        return self._adapting.remove()
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path is not None else "in memory"
+        adapter = self.adapter
         return (
             f"MultimodalRAG({where}, {len(self)} images, embedder={kind_of(self.embedder)}, "
             f"vector_store={kind_of(self.vector_store)}, description_store={kind_of(self.description_store)}"
-            + (f", adapter={self.adapter.kind}:{self.adapter.sha256[:16]})" if self.adapter is not None else ")")
+            + (f", adapter={adapter.kind}:{adapter.sha256[:16]})" if adapter is not None else ")")
         )
-
-    def _check_writable(self) -> None:
-        if self.read_only:
-            raise ReadOnlyError("this knowledge base was opened read-only")

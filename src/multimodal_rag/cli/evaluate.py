@@ -14,6 +14,7 @@ from multimodal_rag.cli.app import JSON_OPTION, CommandFailed, Settings, open_kb
 
 if TYPE_CHECKING:
     from multimodal_rag.evaluation.report import EvaluationReport
+    from multimodal_rag.types import SearchMode
 
 __all__ = ["eval_"]
 
@@ -143,7 +144,7 @@ def eval_(
     seed: int,
     k: int,
     keep: float,
-    mode: str,
+    mode: SearchMode,  # click.Choice allows only these
     plot: Path | None,
     progress: bool | None,
     compare: tuple[Path, Path] | None,

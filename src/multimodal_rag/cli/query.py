@@ -23,6 +23,7 @@ from multimodal_rag.registry import BUILTINS, resolve
 
 if TYPE_CHECKING:
     from multimodal_rag.protocols import Answerer
+    from multimodal_rag.types import Fusion, SearchMode
 
 __all__ = ["answerer_from_options", "answerer_options", "ask", "search", "show"]
 
@@ -180,8 +181,8 @@ def search(
     k: int,
     text_weight: float,
     where: tuple[str, ...],
-    mode: str | None,
-    fusion: str,
+    mode: SearchMode | None,  # click.Choice allows only these
+    fusion: Fusion,
     filter_json: str | None,
     rerank_model: str | None,
     as_json: bool,

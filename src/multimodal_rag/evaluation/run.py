@@ -94,7 +94,7 @@ def evaluate(
         raise InvalidInputError(f"a {mode} evaluation needs a description store with a full-text index")
 
     searcher = _Searcher(rag, k=max(k, max(RECALL_AT)))
-    records = rag._records(searcher.ids)  # kept images by their absolute path
+    records = rag.get_many(searcher.ids)  # kept images by their absolute path
     rng = np.random.default_rng(seed)
     with_images = [id_ for id_ in searcher.ids if _has_image(records.get(id_))]
     order = rng.permutation(len(with_images))

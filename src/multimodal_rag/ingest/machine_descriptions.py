@@ -8,31 +8,26 @@ can find and review them:
 ```python
 rag.search(text="...", filter={"description_source": "machine"})
 ```
+
+The facade's part that runs it on a knowledge base is `multimodal_rag.facade.describing`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
 
-from multimodal_rag.errors import (
-    AnswererBadRequestError,
-    ImageError,
-    InvalidInputError,
-    NotFoundError,
-)
-from multimodal_rag.locks import ReentrantReadWriteLock, reading, writing
-from multimodal_rag.protocols import DescriptionStore, ImageDescriber, VectorStore
+from multimodal_rag.errors import AnswererBadRequestError, ImageError
+from multimodal_rag.protocols import ImageDescriber
 from multimodal_rag.types import Answer, DescribeResult, Record, Skipped
 
 __all__ = [
     "MACHINE",
     "MODEL_KEY",
     "SOURCE_KEY",
-    "DescribingMissing",
     "fill_missing_descriptions",
     "machine_written",
     "needs_description",
@@ -141,100 +136,3 @@ def machine_written(record: Record, answer: Answer) -> Record | None:
         return None  # a person (or another run) got there first: never overwrite
     metadata: dict[str, Any] = {**record.metadata, SOURCE_KEY: MACHINE, MODEL_KEY: answer.model}
     return attrs.evolve(record, description=answer.text.strip(), metadata=metadata)
-
-
-class DescribingMissing:
-    """`describe_missing` and the locked steps it takes."""
-
-    # Provided by MultimodalRAG.
-    answerer: Any
-    vector_store: VectorStore
-    description_store: DescriptionStore
-    _lock: ReentrantReadWriteLock
-    _check_writable: Callable[[], None]
-    ids: Callable[[], list[str]]
-    get: Callable[[str], Record]
-    _put_records: Callable[[list[Record]], None]
-    _records: Callable[[Sequence[str]], dict[str, Record]]
-
-    def describe_missing(
-        self,
-        *,
-        describer: ImageDescriber | None = None,
-        ids: Iterable[str] | None = None,
-        batch_size: int = 8,
-        workers: int = 4,
-        progress: bool | None = None,
-    ) -> DescribeResult:
-        """Have a model describe the images that have no description.
-
-        Each description is written into the record with metadata
-        ``{"description_source": "machine", "description_model": <model>}`` so that a
-        person can find and review it. An image that already has a description is never
-        touched. Batches are stored as they finish (and journalled like any change), so an
-        interrupted run keeps what it had done; running it again continues where it stopped.
-
-        Args:
-            describer: Writes the descriptions; by default the `answerer`, which must
-                be able to ([`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer] can, [`ExtractiveAnswerer`][multimodal_rag.answerers.extractive.ExtractiveAnswerer] cannot).
-            ids: Only consider these images (default: every image).
-            batch_size: Images per stored batch.
-            workers: Images described at the same time.
-            progress: Show a progress bar (default: when writing to a terminal).
-
-        Returns:
-            The ids described, and the images skipped with the reason (unreadable image,
-            no image file kept, refused by the provider).
-
-        Raises:
-            ReadOnlyError: Opened read-only.
-            InvalidInputError: The describer cannot describe images.
-            NotFoundError: An id in ``ids`` is not in the knowledge base.
-            AnswererError: The provider failed for every image (credentials, rate limit,
-                connection); the batches finished before are kept.
-        """
-        self._check_writable()
-        describer = describer if describer is not None else self.answerer
-        if not isinstance(describer, ImageDescriber):
-            raise InvalidInputError(
-                f"{type(describer).__name__} cannot describe images; pass describer=OpenAIAnswerer(...) "
-                "or any object with a describe_image(image) method"
-            )
-        return fill_missing_descriptions(
-            self._undescribed(ids),
-            describer,
-            store=self._store_machine_descriptions,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-        )
-
-    @reading
-    def _undescribed(self, ids: Iterable[str] | None) -> list[Record]:
-        if ids is None:
-            wanted = self.ids()
-        else:
-            wanted = list(dict.fromkeys([ids] if isinstance(ids, str) else ids))
-            for id_ in wanted:
-                if id_ not in self.vector_store:
-                    raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
-        stored = self._records(wanted)  # kept images by their absolute path, for the describer
-        records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
-        return [record for record in records if needs_description(record)]
-
-    @writing
-    def _store_machine_descriptions(self, written: list[tuple[str, Answer]]) -> list[str]:
-        """Store model-written descriptions; returns the ids updated.
-
-        Checking and writing under one write lock means a description a person wrote
-        in the meantime is seen, and kept.
-        """
-        updates = []
-        for id_, answer in written:
-            if id_ not in self.vector_store:
-                continue  # removed while it was being described
-            update = machine_written(self.get(id_), answer)
-            if update is not None:
-                updates.append(update)
-        self._put_records(updates)
-        return [record.id for record in updates]

@@ -1,0 +1,131 @@
+"""Adding images to an open knowledge base: an ingest run's batches, each committed to the
+vector store, the raw vectors, the description store and the journal together, or to none."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from multimodal_rag.facade.state import KnowledgeBaseState
+from multimodal_rag.locks import writing
+from multimodal_rag.protocols import copy_metadata
+from multimodal_rag.types import AddResult, ImageInput, Record, is_path
+
+if TYPE_CHECKING:
+    from multimodal_rag.ingest.pipeline import IngestItem
+
+__all__ = ["Ingesting"]
+
+
+class Ingesting:
+    """``add`` and ``add_directory`` of the knowledge base ``state`` holds (documented on the facade)."""
+
+    def __init__(self, state: KnowledgeBaseState) -> None:
+        self._state = state
+        self._lock = state.lock
+
+    def add(
+        self,
+        images: Sequence[ImageInput] | ImageInput,
+        *,
+        ids: Sequence[str] | None,
+        descriptions: Sequence[str | None] | str | None,
+        metadata: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None,
+        on_error: str,
+        batch_size: int,
+        progress: bool | None,
+    ) -> AddResult:
+        from multimodal_rag.ingest.pipeline import items_from_arguments
+
+        items = items_from_arguments(images, ids, descriptions, metadata)
+        directory = self._state.directory
+        if directory is not None and not self._state.read_only and not all(is_path(item.image) for item in items):
+            directory.images_folder()  # before embedding: a folder that cannot be made stores nothing
+        return self._ingest(items, on_error=on_error, batch_size=batch_size, progress=progress)
+
+    def add_directory(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        descriptions: str | os.PathLike[str] | None,
+        recursive: bool,
+        batch_size: int,
+        progress: bool | None,
+        allow_outside: bool,
+    ) -> AddResult:
+        from multimodal_rag.ingest.pipeline import items_from_directory
+
+        items, refused = items_from_directory(
+            directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
+        )
+        result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress)
+        return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result
+
+    def _ingest(self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
+        from multimodal_rag.ingest.pipeline import IngestRun
+
+        state = self._state
+        state.check_writable()
+        return IngestRun(
+            items,
+            embedder=state.embedder,
+            dim=state.vector_store.dim,
+            is_stored=state.vector_store.__contains__,
+            record_for=self._record_for,
+            commit=self._commit,
+            on_error=on_error,
+            batch_size=batch_size,
+            progress=progress,
+        ).run()
+
+    def _record_for(self, item: IngestItem) -> Record:
+        from multimodal_rag.ingest.pipeline import encoded_image
+
+        image_path = item.image_path
+        directory = self._state.directory
+        if image_path is None and directory is not None:
+            data, suffix = encoded_image(item)
+            image_path = str(directory.keep_image(data, suffix, source=item.source))
+        return Record(id=item.id, image_path=image_path, description=item.description, metadata=item.metadata)  # type: ignore[arg-type]
+
+    @writing
+    def _commit(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
+        # Vectors first: the store validates (NaN, zero rows, dimension) before it
+        # changes anything, so a bad batch leaves both stores as they were. The
+        # journal entry comes last, once the batch is known to be good; when it cannot
+        # be written the batch is taken out again, so memory matches the disk.
+        # With an adapter the index gets the mapped vectors and the raw store (and the
+        # journal) the embedder's own.
+        state = self._state
+        index, adapter = state.vector_store, state.adapter
+        raw_store = state.raw_store if adapter is not None else None
+        index.add(ids, vectors if adapter is None else adapter.apply(vectors, "image"))
+
+        def undo(*, records_too: bool) -> None:
+            index.remove(ids)
+            if raw_store is not None:
+                raw_store.remove(ids)
+            if records_too:
+                state.description_store.delete(ids)
+
+        try:
+            if raw_store is not None:
+                raw_store.add(ids, vectors)
+            state.description_store.put(records)
+        except BaseException:
+            undo(records_too=False)
+            raise
+        try:
+            copy_metadata(index, records)
+        except BaseException:
+            undo(records_too=True)
+            raise
+        if state.journal is not None:
+            try:
+                state.journal.add(ids, vectors, records)
+            except BaseException:
+                undo(records_too=True)
+                raise

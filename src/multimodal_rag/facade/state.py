@@ -1,0 +1,83 @@
+"""What the facade's parts share: an open knowledge base's components, where it lives, and its lock.
+
+Every part is given the same `KnowledgeBaseState`, so a change one part makes (a repaired
+index, an adapter switched, a save's new manifest) is what the others see next.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+
+from multimodal_rag.errors import ReadOnlyError
+from multimodal_rag.locks import ReentrantReadWriteLock
+
+if TYPE_CHECKING:
+    from multimodal_rag.adapter.projection import Adapter
+    from multimodal_rag.kb.directory import KnowledgeBaseDirectory
+    from multimodal_rag.kb.journal import Journal
+    from multimodal_rag.kb.manifest import AdapterEntry, Manifest
+    from multimodal_rag.kb.salvage import SalvageFindings
+    from multimodal_rag.protocols import Answerer, DescriptionStore, Embedder, VectorStore
+
+__all__ = ["KnowledgeBaseState"]
+
+
+@define(kw_only=True, eq=False)
+class KnowledgeBaseState:
+    """The state of one open knowledge base, shared by the facade's parts.
+
+    Attributes:
+        embedder, vector_store, description_store, answerer: The components. The vector
+            store is replaced when the index is rebuilt (a repair, an adapter switched).
+        read_only: Every change is refused.
+        directory: The knowledge base's folder, or None for one in memory.
+        manifest: The manifest of the last save (None until the first); it names the
+            current snapshot.
+        journal: Committed changes since the last save; set once there is a snapshot.
+        salvage: What a salvaging open found damaged or lost; verify and repair report it.
+        adapter: The adapter applied to the index and to every query, or None. While there
+            is one, the index holds ``adapter.apply(raw, "image")`` and `raw_store` the
+            embedder's own vectors, so that it can be fitted again or removed without
+            embedding anything again.
+        raw_store: The embedder's own vectors while an adapter is applied.
+        adapter_entry: The manifest's entry for the adapter.
+        metadata_copy_pending: Ids whose changed records could not be copied to the vector
+            store's metadata; while there are any, filters go by the description store
+            (save and repair copy them again).
+        lock: Searches share it; each change (a batch, a removal, a save) holds it alone.
+    """
+
+    embedder: Embedder
+    vector_store: VectorStore
+    description_store: DescriptionStore
+    answerer: Answerer
+    read_only: bool = False
+    directory: KnowledgeBaseDirectory | None = None
+    manifest: Manifest | None = None
+    journal: Journal | None = None
+    salvage: SalvageFindings | None = None
+    adapter: Adapter | None = None
+    raw_store: VectorStore | None = None
+    adapter_entry: AdapterEntry | None = None
+    metadata_copy_pending: frozenset[str] = frozenset()
+    lock: ReentrantReadWriteLock = field(factory=ReentrantReadWriteLock)
+
+    @property
+    def generation(self) -> int:
+        """The generation of the current snapshot (0 before the first save)."""
+        return self.manifest.generation if self.manifest is not None else 0
+
+    @property
+    def raw_vectors(self) -> VectorStore:
+        """The store holding the embedder's own vectors: `raw_store` while an adapter is
+        applied, the index itself otherwise."""
+        if self.adapter is not None and self.raw_store is not None:
+            return self.raw_store
+        return self.vector_store
+
+    def check_writable(self) -> None:
+        """Refuse a change (`ReadOnlyError`) to a knowledge base opened read-only."""
+        if self.read_only:
+            raise ReadOnlyError("this knowledge base was opened read-only")
