@@ -5,7 +5,8 @@ The folder is the one the README's main job leaves behind: a copy of ``examples/
 checkpoint at ``demo/clip-random.pt`` and the knowledge base ``demo/kb`` indexed from the
 stamps with it. HOME and every cache point into the test's temporary folder, nothing reaches
 the network, and ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` point at a local chat-completions
-server (tests/chat_server.py), so the pages' OpenAI-compatible examples talk to it. A block
+server (tests/chat_server.py), so the pages' OpenAI-compatible examples talk to it (the Azure
+examples, which only build clients, get a placeholder ``AZURE_OPENAI_API_KEY``). A block
 marked ``<!-- needs: NAME -->`` runs only where NAME is set (CI sets ``MILVUS_URI`` and
 ``DATABASE_URL``); one marked ``<!-- not-run: REASON -->`` never runs.
 """
@@ -47,6 +48,8 @@ def page_environment(home: Path, chat_url: str) -> dict[str, str]:
         PYTHONPATH=str(REPO / "src"),
         OPENAI_BASE_URL=chat_url,
         OPENAI_API_KEY="sk-local-test-server",
+        # The Azure examples only build clients (no request is made): any key will do.
+        AZURE_OPENAI_API_KEY="azure-key-never-sent",
         MPLBACKEND="Agg",
     )
     return environ
