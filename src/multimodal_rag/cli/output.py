@@ -94,8 +94,9 @@ RANDOM_WEIGHTS_WARNING = (
 def note_random_weights(random_weights: bool) -> None:
     """Record whether the model this command uses has random weights, and say so.
 
-    Every ``--json`` output of the command then has ``random_weights``; a text output gets a
-    warning line on stderr first. An answer that happens to look right must not pass for one.
+    Every ``--json`` output of the command then has ``"random_weights": true``; a text output
+    gets a warning line on stderr first. An answer that happens to look right must not pass for
+    one. Real weights add nothing, so their outputs stay as they were.
     """
     ctx = click.get_current_context(silent=True)
     if ctx is None:
@@ -106,11 +107,11 @@ def note_random_weights(random_weights: bool) -> None:
 
 
 def _model_notes() -> dict[str, Any]:
-    """``random_weights``, for a command that loaded (or read) a knowledge base's model."""
+    """``"random_weights": true`` when the knowledge base's model this command used has them."""
     ctx = click.get_current_context(silent=True)
-    if ctx is None or _RANDOM_WEIGHTS not in ctx.meta:
+    if ctx is None or not ctx.meta.get(_RANDOM_WEIGHTS):
         return {}
-    return {"random_weights": bool(ctx.meta[_RANDOM_WEIGHTS])}
+    return {"random_weights": True}
 
 
 def display_path(path: str) -> str:
