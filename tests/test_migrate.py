@@ -102,3 +102,28 @@ def test_a_copy_that_loses_data_is_reported(source: Path, tmp_path: Path) -> Non
 def test_an_existing_target_is_refused(source: Path) -> None:
     with pytest.raises(KnowledgeBaseExistsError):
         migrate(source, source, embedder=ColorEmbedder())
+
+
+def test_an_adapted_source_is_compared_in_the_raw_space_it_is_copied_in(source: Path, tmp_path: Path) -> None:
+    """The copy holds the embedder's raw vectors; its searches are compared with exact searches
+    of the raw vectors kept beside the source's adapted index, not with that index."""
+    from multimodal_rag import Adapter
+    from multimodal_rag.kb.directory import ADAPTER_FILE
+    from multimodal_rag.kb.manifest import AdapterEntry
+
+    dim = ColorEmbedder().dim
+    rng = np.random.default_rng(0)
+    # A map far from the identity, so that adapted neighbours differ from raw ones.
+    arrays = {f"{side}.weight": rng.standard_normal((dim, dim)) for side in ("image", "text")}
+    adapter = Adapter(kind="linear", dim=dim, arrays=arrays)
+    with MultimodalRAG.open(source, embedder=ColorEmbedder()) as rag:
+        rag._adapting.switch(adapter, AdapterEntry(kind="linear", rank=dim, sha256=adapter.sha256, file=ADAPTER_FILE))
+        ids = sorted(rag.ids())
+        raw = rag.raw_vectors(ids)
+        adapted = rag.vector_store.get_vectors(ids)
+        assert not np.allclose(raw @ raw.T, adapted @ adapted.T, atol=1e-3)
+    report = migrate(source, tmp_path / "target", embedder=ColorEmbedder(), k=2, min_overlap=1.0)
+    assert report.sampled == 9 and report.overlap == 1.0
+    with MultimodalRAG.open(tmp_path / "target", embedder=ColorEmbedder(), read_only=True) as copy:
+        assert copy.adapter is None
+        np.testing.assert_allclose(copy.raw_vectors(ids), raw, atol=1e-6)
