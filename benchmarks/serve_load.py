@@ -185,14 +185,14 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = make_parser(__doc__, data=True)
-    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60; 10 with --quick)")
+    parser.add_argument("--duration", type=float, help="measured seconds (default 60; 10 with --quick)")
     parser.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 5; 3 with --quick)")
     parser.add_argument("--clients", type=int, help="concurrent clients (default 8; 4 with --quick)")
     parser.add_argument("--ask-share", type=float, default=0.3, help="share of requests that ask (default 0.3)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="CLIP weights (default: a tiny random model)")
     parser.add_argument("--vit-b-32", action="store_true", help="a random-weights CLIP of ViT-B/32's shape")
     args = parser.parse_args()
-    duration = 10.0 if args.quick else args.duration
+    duration = args.duration or (10.0 if args.quick else 60.0)
     args.clients = args.clients or (4 if args.quick else 8)
     warmup = args.warmup if args.warmup is not None else (3.0 if args.quick else 5.0)
 

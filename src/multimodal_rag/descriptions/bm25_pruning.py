@@ -24,19 +24,26 @@ plain query so orders by id) can come out 1e-15 apart, in either order, and the 
 would enter the top k. So records whose scores lie within `_TIE_WIDTH` of a neighbour's,
 in or at the edge of the top k, are scored again by ``bm25()`` itself, over the whole query:
 ties are then exactly the plain query's ties, broken by id as it breaks them.
+
+Two of FTS5's internals are read, not published: the row count in its "averages" record
+(``%_data`` row 1) and ``bm25()``'s constants. `format_understood` proves both on a small
+table once per process, before the first pruned search; where the installed SQLite stores
+or scores otherwise, every search is plain ``bm25()``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
 from typing import Any
 
-__all__ = ["TermCounts", "pruned_top_k"]
+__all__ = ["TermCounts", "format_understood", "pruned_top_k"]
 
 # FTS5's bm25() parameters (fts5_aux.c); one term adds at most idf * (K1 + 1) to a score.
 _K1 = 1.2
+_B = 0.75
 # The idf FTS5 gives a term that most records hold.
 _MIN_IDF = 1e-6
 # Pruning pays while the records holding an essential term are this share of the query's
@@ -96,8 +103,10 @@ def pruned_top_k(
     ``id_table`` maps the FTS5 rowids (its ``seq``) to record ids (its ``id``); ``counts``
     remembers phrase counts between searches of the same index.
     """
+    if len(phrases) < 2 or not format_understood():
+        return None
     total = _row_count(db, table)
-    if total is None or len(phrases) < 2:
+    if total is None:
         return None
     # Beyond half the rows a term's idf is the floor, so counting further changes nothing.
     cap = total // 2 + 1
@@ -181,6 +190,46 @@ def _exact_scores(db: sqlite3.Connection, table: str, phrases: list[str], rowids
     )
     found = db.execute(query, (" OR ".join(phrases), rowids[0], rowids[-1], json.dumps(rowids))).fetchall()
     return {rowid: score for rowid, score in found}
+
+
+#: The probe's documents: one deleted again, so that the row count must follow deletes too.
+_PROBE = ("alpha beta", "alpha gamma gamma", "beta beta delta alpha", "delta", "beta epsilon zeta eta", "theta")
+
+
+@functools.cache
+def format_understood() -> bool:
+    """Whether this SQLite's FTS5 keeps its row count where `_row_count` reads it and scores
+    with the ``bm25()`` this module bounds: checked once, on an in-memory table of known
+    content, against the row count and every score computed here from the formula."""
+    db = sqlite3.connect(":memory:")
+    try:
+        # FTS5 writes its averages record when a transaction commits.
+        with db:
+            db.execute("CREATE VIRTUAL TABLE probe USING fts5(text)")
+            db.executemany("INSERT INTO probe(rowid, text) VALUES (?, ?)", enumerate(_PROBE, 1))
+        with db:
+            db.execute("DELETE FROM probe WHERE rowid = ?", (len(_PROBE),))
+        documents = [text.split() for text in _PROBE[:-1]]
+        if _row_count(db, "probe") != len(documents):
+            return False
+        average = sum(map(len, documents)) / len(documents)
+        for term in ("beta", "gamma"):  # a common term (idf at its floor) and a rare one
+            holding = sum(term in words for words in documents)
+            idf = _idf(len(documents), holding)
+            rows = db.execute("SELECT rowid, -bm25(probe) FROM probe WHERE probe MATCH ?", (term,)).fetchall()
+            if len(rows) != holding:
+                return False
+            for rowid, score in rows:
+                words = documents[rowid - 1]
+                tf = words.count(term)
+                expected = idf * tf * (_K1 + 1) / (tf + _K1 * (1 - _B + _B * len(words) / average))
+                if not math.isclose(score, expected, rel_tol=1e-9):
+                    return False
+        return True
+    except sqlite3.Error:  # no FTS5, or a build that refuses the probe: plain bm25() then
+        return False
+    finally:
+        db.close()
 
 
 def _idf(total: int, count: int) -> float:
