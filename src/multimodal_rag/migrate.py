@@ -25,6 +25,7 @@ from multimodal_rag.validation import check_int
 if TYPE_CHECKING:
     from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
     from multimodal_rag.rag import MultimodalRAG
+    from multimodal_rag.types import DescriptionStoreKind, VectorStoreKind
 
 __all__ = ["MigrationReport", "migrate"]
 
@@ -78,8 +79,8 @@ def migrate(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
     *,
-    vector_store: str | VectorStore = "faiss-flat",
-    description_store: str | DescriptionStore = "sqlite",
+    vector_store: VectorStoreKind | VectorStore = "faiss-flat",
+    description_store: DescriptionStoreKind | DescriptionStore = "sqlite",
     embedder: Embedder | None = None,
     allow_modules: Iterable[str] = (),
     sample: int = 20,

@@ -34,7 +34,7 @@ from multimodal_rag.types import Fusion, Hit, ImageInput, Record, SearchMode
 
 if TYPE_CHECKING:
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
-    from multimodal_rag.types import Answer
+    from multimodal_rag.types import Answer, Vector
 
 __all__ = ["Filter", "Querying"]
 
@@ -48,7 +48,7 @@ class Querying:
         self._lock = state.lock
         self._records = records
 
-    def embed_query(self, image: ImageInput | None, text: str | None, *, text_weight: float) -> Any:
+    def embed_query(self, image: ImageInput | None, text: str | None, *, text_weight: float) -> Vector:
         return query_vector(self._state.embedder, image, text, text_weight=text_weight, adapter=self._state.adapter)
 
     def search(
@@ -79,6 +79,7 @@ class Querying:
         # keep a writer waiting.
         vector = self.embed_query(image, text, text_weight=text_weight) if chosen != "lexical" else None
         if chosen == "vector":
+            assert vector is not None
             hits = self.search_by_vector(vector, k=depth, filter=filter)
         else:
             assert text is not None
@@ -156,7 +157,7 @@ class Querying:
         return hits
 
     @reading
-    def search_by_vector(self, vector: Any, *, k: int, filter: Filter | None) -> list[Hit]:
+    def search_by_vector(self, vector: Vector, *, k: int, filter: Filter | None) -> list[Hit]:
         from multimodal_rag.validation import check_queries
 
         # The protocol's queries are (n, dim): one vector becomes one row, checked as the

@@ -41,14 +41,19 @@ if TYPE_CHECKING:
     from multimodal_rag.retrieval import Filter
     from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import (
+        AdapterKind,
         AddResult,
         Answer,
         DescribeResult,
+        DescriptionStoreKind,
         Fusion,
         Hit,
         ImageInput,
         Record,
         SearchMode,
+        Vector,
+        Vectors,
+        VectorStoreKind,
     )
     from multimodal_rag.verify import RepairReport, VerificationReport
 
@@ -136,8 +141,8 @@ class MultimodalRAG:
         path: str | os.PathLike[str],
         *,
         embedder: Embedder,
-        vector_store: str | VectorStore | None = None,
-        description_store: str | DescriptionStore = "sqlite",
+        vector_store: VectorStoreKind | VectorStore | None = None,
+        description_store: DescriptionStoreKind | DescriptionStore = "sqlite",
         answerer: Answerer | None = None,
         exist_ok: bool = False,
         expected_size: int | None = None,
@@ -147,10 +152,15 @@ class MultimodalRAG:
         Args:
             path: Directory to create (it may exist if empty).
             embedder: The embedder every image and query goes through.
-            vector_store: A built-in kind (``"faiss-flat"``, ``"hnswlib"``, ...) or a store
+            vector_store: A built-in kind (``"faiss-flat"``, ``"hnswlib"``, ...; see
+                [`VectorStoreKind`][multimodal_rag.types.VectorStoreKind]) or a store
                 instance. By default, the right kind for ``expected_size`` (see
                 ``docs/choosing-an-index.md``): exact search up to 100,000 images, HNSW above.
-            description_store: ``"sqlite"``, ``"jsonl"`` or a store instance.
+                Type checkers know only the built-in kinds: pass a store of another class
+                (your own, or an installed package's) as an instance. At run time the kind
+                an installed package registers is found by name too.
+            description_store: ``"sqlite"``, ``"jsonl"``, ``"postgres"`` or a store instance;
+                as for ``vector_store``, a store of another class is passed as an instance.
             answerer: Answerer for [`ask`][multimodal_rag.rag.MultimodalRAG.ask].
             exist_ok: Open the knowledge base already at ``path`` instead of failing.
             expected_size: How many images the knowledge base is expected to hold; picks
@@ -545,7 +555,7 @@ class MultimodalRAG:
 
     # -- search and answers ------------------------------------------------------
 
-    def embed_query(self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5) -> Any:
+    def embed_query(self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5) -> Vector:
         """The query vector for an image, a text, or both.
 
         With both, the result is the normalised weighted sum
@@ -624,7 +634,7 @@ class MultimodalRAG:
         """
         return await self._querying.asearch(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank)
 
-    def search_by_vector(self, vector: Any, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
+    def search_by_vector(self, vector: Vector, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
         """Like [`search`][multimodal_rag.rag.MultimodalRAG.search], for a query vector already embedded.
 
         The vector must be in the index's space: while an adapter is applied that is the
@@ -774,7 +784,7 @@ class MultimodalRAG:
 
     # -- the adapter ---------------------------------------------------------------
 
-    def raw_vectors(self, ids: Sequence[str]) -> Any:
+    def raw_vectors(self, ids: Sequence[str]) -> Vectors:
         """The embedder's own vectors of ``ids`` (float32, one row each), whatever adapter is applied.
 
         Raises:
@@ -785,7 +795,7 @@ class MultimodalRAG:
     def fit_adapter(
         self,
         *,
-        kind: str = "low-rank",
+        kind: AdapterKind = "low-rank",
         rank: int = 32,
         pairs: str | os.PathLike[str] | None = None,
         edits: bool = True,

@@ -49,8 +49,11 @@ DescriptionStoreKind = Literal["jsonl", "postgres", "sqlite"]
 AnswererKind = Literal["extractive", "openai"]
 #: Built-in reranker kinds; any other reranker is passed as an instance.
 RerankerKind = Literal["vision-llm"]
+#: The shapes of adapter a knowledge base fits: a low-rank residual, or a full matrix.
+AdapterKind = Literal["low-rank", "linear"]
 
 __all__ = [
+    "AdapterKind",
     "AddResult",
     "Answer",
     "AnswererKind",

@@ -20,6 +20,7 @@ from multimodal_rag import (
     HNSWLibStore,
     MultimodalRAG,
     OpenCLIPEmbedder,
+    migrate,
 )
 from multimodal_rag.embedders.precision import check_engine_and_precision
 
@@ -33,6 +34,16 @@ def misspelled_choices(rag: MultimodalRAG) -> None:
     OpenCLIPEmbedder("ViT-B-32", precision="int4")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     rag.search(text="a bird", mode="hybird")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     rag.search(text="a bird", mode="hybrid", fusion="rff")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    rag.fit_adapter(kind="lowrank")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+def misspelled_kinds(embedder: CLIPEmbedder) -> None:
+    MultimodalRAG.create("kb", embedder=embedder, vector_store="faiss-hnws")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    MultimodalRAG.create("kb", embedder=embedder, description_store="sqllite")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    # The command line's --index name, not the store's kind:
+    migrate("kb", "kb-hnsw", vector_store="hnsw")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    # A store of another class is passed as an instance, never by a name only it knows.
+    MultimodalRAG.create("kb", embedder=embedder, vector_store="my_backends:NumpyVectorStore")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
 def run_time_checks_take_any_string(engine: str, precision: str) -> None:
@@ -44,7 +55,8 @@ def run_time_checks_take_any_string(engine: str, precision: str) -> None:
 # -- vectors are float32 arrays --------------------------------------------------------------
 
 
-def vectors_not_lists(store: FaissFlatStore, other: HNSWLibStore) -> None:
+def vectors_not_lists(store: FaissFlatStore, other: HNSWLibStore, rag: MultimodalRAG) -> None:
+    rag.search_by_vector([0.6, 0.8])  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     store.add(["a"], [[0.6, 0.8]])  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     store.search([0.6, 0.8], 1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     other.search(np.zeros((1, 2), dtype=np.float32), 1, filter="a")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]

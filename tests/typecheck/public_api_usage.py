@@ -388,6 +388,10 @@ def return_types(embedder: CLIPEmbedder, store: FaissFlatStore, rag: MultimodalR
     assert_type(store.get_vectors(["a"]), NDArray[np.float32])
     assert_type(store.search(embedder.embed_texts(["a bird"]), 3), list[list[Neighbor]])
     assert_type(rag.search(text="a bird"), list[Hit])
+    query = rag.embed_query(image="photo.jpg", text="a bird", text_weight=0.3)
+    assert_type(query, NDArray[np.float32])
+    assert_type(rag.search_by_vector(query, k=3), list[Hit])
+    assert_type(rag.raw_vectors(rag.ids()[:2]), NDArray[np.float32])
     one: Vector = embedder.embed_texts(["a bird"])[0]
     print(one.shape)
 
@@ -402,7 +406,7 @@ def choices_held_in_variables(rag: MultimodalRAG, want_exact: bool) -> None:
     CLIPEmbedder(engine=engine, precision=precision)
     kind: VectorStoreKind = "hnswlib"
     descriptions: DescriptionStoreKind = "jsonl"
-    print(kind, descriptions)
+    MultimodalRAG.create("kb", embedder=CLIPEmbedder(), vector_store=kind, description_store=descriptions)
 
 
 def id_filter(store: FaissFlatStore, vectors: Vectors) -> None:

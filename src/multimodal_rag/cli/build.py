@@ -15,15 +15,16 @@ from multimodal_rag.cli.app import JSON_OPTION, CommandFailed, Settings, open_kb
 if TYPE_CHECKING:
     from multimodal_rag.kb.manifest import Component
     from multimodal_rag.protocols import Embedder
+    from multimodal_rag.types import DescriptionStoreKind, VectorStoreKind
 
 __all__ = ["DESCRIPTION_STORE_KINDS", "INDEX_KINDS", "index"]
 
 #: ``--index`` choices and the registry's vector-store kinds they create (indexes kept in
 #: the knowledge-base folder; a server-backed store is reached through ``migrate``).
-INDEX_KINDS = {"flat": "faiss-flat", "hnsw": "faiss-hnsw", "hnswlib": "hnswlib", "ivf": "faiss-ivf"}
+INDEX_KINDS: dict[str, VectorStoreKind] = {"flat": "faiss-flat", "hnsw": "faiss-hnsw", "hnswlib": "hnswlib", "ivf": "faiss-ivf"}
 
 #: ``--description-store`` choices: the registry's description-store kinds kept in the folder.
-DESCRIPTION_STORE_KINDS = ("jsonl", "sqlite")
+DESCRIPTION_STORE_KINDS: tuple[DescriptionStoreKind, ...] = ("jsonl", "sqlite")
 
 
 @click.command()
@@ -147,7 +148,7 @@ def index(
     precision: str | None,
     allow_fallback: bool,
     index_kind: str | None,
-    description_store: str | None,
+    description_store: DescriptionStoreKind | None,
     batch_size: int,
     recursive: bool,
     allow_outside: bool,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from multimodal_rag.cli.app import (
     open_kb,
     weights_options,
 )
+
+if TYPE_CHECKING:
+    from multimodal_rag.types import AdapterKind
 
 __all__ = ["fit"]
 
@@ -52,7 +56,7 @@ __all__ = ["fit"]
 def fit(
     settings: Settings,
     kb: Path,
-    kind: str,
+    kind: AdapterKind,
     rank: int,
     pairs: Path | None,
     no_edits: bool,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.adapter.projection import Adapter
     from multimodal_rag.kb.manifest import AdapterEntry
+    from multimodal_rag.types import Vectors
 
 __all__ = ["Adapting", "check_rebuildable"]
 
@@ -67,7 +68,7 @@ class Adapting:
         return entry.to_dict()
 
     @reading
-    def raw_vectors(self, ids: Sequence[str]) -> Any:
+    def raw_vectors(self, ids: Sequence[str]) -> Vectors:
         return self._state.raw_vectors.get_vectors(list(ids))
 
     def fit(self, judge: Callable[[], tuple[AdapterReport, Adapter | None]]) -> AdapterReport:
