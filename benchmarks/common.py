@@ -364,7 +364,7 @@ VIT_B_32 = {
 
 def tiny_checkpoint() -> Path:
     """A tiny random-weights CLIP (64-d): the pipeline's cost without a real model's."""
-    from multimodal_rag import make_random_clip_checkpoint
+    from multimodal_rag.tools import make_random_clip_checkpoint
 
     return make_random_clip_checkpoint(CACHE / "tiny-clip.pt", embed_dim=64, width=64, layers=2)
 

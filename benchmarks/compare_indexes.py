@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 from common import RESULTS, Figure, finish, make_parser
 
-from multimodal_rag import FaissFlatStore, FaissHNSWStore, FaissIVFStore, HNSWLibStore
+from multimodal_rag import FaissFlatStore, FaissHNSWStore, HNSWLibStore
+from multimodal_rag.vectors import FaissIVFStore
 
 K = 10
 

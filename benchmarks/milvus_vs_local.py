@@ -34,7 +34,9 @@ from typing import Any
 import numpy as np
 from common import Figure, finish, make_parser, skipped
 
-from multimodal_rag import BackendError, HNSWLibStore, MilvusVectorStore
+from multimodal_rag import HNSWLibStore
+from multimodal_rag.errors import BackendError
+from multimodal_rag.vectors import MilvusVectorStore
 
 BATCH = 10_000
 

@@ -31,7 +31,8 @@ import numpy as np
 from common import Figure, finish, make_parser, rss_mib
 from PIL import Image
 
-from multimodal_rag import Embedder, MultimodalRAG, NotFoundError
+from multimodal_rag import Embedder, MultimodalRAG
+from multimodal_rag.errors import NotFoundError
 
 GRID = 8
 WORDS = ["red", "green", "blue", "dark", "bright", "grey", "warm", "cold"]

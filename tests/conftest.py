@@ -10,6 +10,9 @@ import pytest
 
 from helpers import COLORS, ColorEmbedder, solid
 
+# The contract suites live in the package; their assertions report values as the tests' do.
+pytest.register_assert_rewrite("multimodal_rag.testing")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

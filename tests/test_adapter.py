@@ -22,7 +22,8 @@ from adapter_helpers import (
     make_images,
 )
 from helpers import current_snapshot
-from multimodal_rag import Adapter, MultimodalRAG
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.adapter import Adapter
 from multimodal_rag.adapter.fitting import (
     SIGNIFICANCE,
     _judge,

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import ColorEmbedder, current_snapshot, solid
-from multimodal_rag import Adapter, MultimodalRAG
+from multimodal_rag import MultimodalRAG
+from multimodal_rag.adapter import Adapter
 from multimodal_rag.errors import CorruptFileError
 from multimodal_rag.verify import ProblemKind
 

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from multimodal_rag import Answer, AnswererError, AnswerStream, AsyncAnswerStream
+from multimodal_rag import Answer, AnswerStream, AsyncAnswerStream
+from multimodal_rag.errors import AnswererError
 
 
 def test_chunks_then_answer_and_close_releases_the_source() -> None:

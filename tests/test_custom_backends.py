@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from helpers import ColorEmbedder, solid
-from multimodal_rag import MultimodalRAG, Neighbor, VectorStore
+from multimodal_rag import MultimodalRAG, VectorStore
 from multimodal_rag.errors import NotFoundError, UnknownBackendError
 from multimodal_rag.registry import resolve
+from multimodal_rag.types import Neighbor
 
 
 class DictVectorStore(VectorStore):

@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from multimodal_rag import AnswerStream, ExtractiveAnswerer, Hit, InvalidInputError
+from multimodal_rag import AnswerStream, ExtractiveAnswerer, Hit
+from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.registry import kind_of, resolve
 
 MATCHES = [

@@ -45,7 +45,8 @@ def test_the_default_index_is_faiss(tmp_path) -> None:
 
 
 def test_hnswlib_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from multimodal_rag import HNSWLibStore, MissingDependencyError
+    from multimodal_rag import HNSWLibStore
+    from multimodal_rag.errors import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "hnswlib", None)  # as if it were not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'multimodal-rag\[hnswlib\]'"):
@@ -66,7 +67,8 @@ def test_project_metadata_for_the_package_index() -> None:
 
 def test_writing_is_refused_clearly_off_posix(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from helpers import ColorEmbedder
-    from multimodal_rag import KnowledgeBaseError, MultimodalRAG
+    from multimodal_rag import MultimodalRAG
+    from multimodal_rag.errors import KnowledgeBaseError
     from multimodal_rag.kb import directory
 
     with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()):

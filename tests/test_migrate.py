@@ -11,7 +11,7 @@ from conftest import on_server, server_uri
 from helpers import ColorEmbedder, encoded, solid, two_tone
 from multimodal_rag import MultimodalRAG
 from multimodal_rag.errors import KnowledgeBaseExistsError, MigrationError
-from multimodal_rag.migrate import migrate
+from multimodal_rag.tools import migrate
 from multimodal_rag.vectors.faiss_flat import FaissFlatStore
 
 QUERIES = [two_tone("red", "green"), two_tone("blue", "white"), solid("magenta")]
@@ -107,7 +107,7 @@ def test_an_existing_target_is_refused(source: Path) -> None:
 def test_an_adapted_source_is_compared_in_the_raw_space_it_is_copied_in(source: Path, tmp_path: Path) -> None:
     """The copy holds the embedder's raw vectors; its searches are compared with exact searches
     of the raw vectors kept beside the source's adapted index, not with that index."""
-    from multimodal_rag import Adapter
+    from multimodal_rag.adapter import Adapter
     from multimodal_rag.kb.directory import ADAPTER_FILE
     from multimodal_rag.kb.manifest import AdapterEntry
 

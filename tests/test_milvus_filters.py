@@ -334,7 +334,7 @@ def test_a_collection_made_without_the_field_keeps_the_old_path(uri: str, tmp_pa
 
 
 def test_a_migration_to_milvus_copies_the_metadata(uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from multimodal_rag.migrate import migrate
+    from multimodal_rag.tools import migrate
 
     source = MultimodalRAG.create(tmp_path / "src", embedder=ColorEmbedder())
     source.add([_color(i) for i in range(len(ROWS))], ids=[f"r{i}" for i in range(len(ROWS))], metadata=ROWS, progress=False)

@@ -14,18 +14,17 @@ from PIL import Image
 
 from chat_server import completion, echo_key_error, error, raw, slow, sse, stream
 from helpers import encoded, solid
-from multimodal_rag import (
+from multimodal_rag import Hit, OpenAIAnswerer
+from multimodal_rag.answerers import PromptTemplate
+from multimodal_rag.errors import (
     AnswererAuthenticationError,
     AnswererBadRequestError,
     AnswererConnectionError,
     AnswererError,
     AnswererRateLimitError,
     AnswererTimeoutError,
-    Hit,
     ImageError,
     InvalidInputError,
-    OpenAIAnswerer,
-    PromptTemplate,
 )
 from multimodal_rag.registry import resolve
 

@@ -17,9 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from helpers import solid, varied_pictures
-from multimodal_rag import CLIPEmbedder, ModelLoadError, MultimodalRAG, PrecisionError
+from multimodal_rag import CLIPEmbedder, MultimodalRAG
 from multimodal_rag.embedders import towers
 from multimodal_rag.embedders.precision import QualityGate
+from multimodal_rag.errors import ModelLoadError, PrecisionError
 from multimodal_rag.kb.manifest import MANIFEST_FILE
 from tiny_clip import make_tiny_clip_checkpoint
 

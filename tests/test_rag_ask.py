@@ -16,16 +16,18 @@ from chat_server import completion, echo_key_error, error, stream
 from helpers import ColorEmbedder, encoded, solid
 from multimodal_rag import (
     Answer,
-    AnswererAuthenticationError,
     AnswerStream,
     AsyncAnswerStream,
     ExtractiveAnswerer,
-    InvalidInputError,
     MultimodalRAG,
-    NotFoundError,
     OpenAIAnswerer,
-    ReadOnlyError,
     Record,
+)
+from multimodal_rag.errors import (
+    AnswererAuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
 )
 
 CANARY = "sk-canary-0d1e2a3d4b5e6e7f"

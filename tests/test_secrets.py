@@ -11,13 +11,8 @@ import pytest
 
 from chat_server import echo_key_error, error
 from helpers import ColorEmbedder, solid
-from multimodal_rag import (
-    AnswererAuthenticationError,
-    AnswererError,
-    Hit,
-    MultimodalRAG,
-    OpenAIAnswerer,
-)
+from multimodal_rag import Hit, MultimodalRAG, OpenAIAnswerer
+from multimodal_rag.errors import AnswererAuthenticationError, AnswererError
 
 CANARY = "sk-canary-reliability-0c1d2e3f4a5b"
 PASSWORD = "pw-canary-reliability-6a7b8c9d"

@@ -161,7 +161,7 @@ class MigrationError(BackendError):
     """A knowledge base copied to other stores does not match its source.
 
     Attributes:
-        report: The [`MigrationReport`][multimodal_rag.migrate.MigrationReport] of the copy.
+        report: The [`MigrationReport`][multimodal_rag._migrate.MigrationReport] of the copy.
     """
 
     def __init__(self, message: str, *, report: Any = None) -> None:

@@ -20,9 +20,9 @@ from multimodal_rag import (
     HNSWLibStore,
     MultimodalRAG,
     OpenCLIPEmbedder,
-    migrate,
 )
 from multimodal_rag.embedders.precision import check_engine_and_precision
+from multimodal_rag.tools import migrate
 
 # -- closed sets of choices: a misspelling is an error -------------------------------------
 

@@ -25,47 +25,49 @@ from multimodal_rag import (
     AddResult,
     Answer,
     Answerer,
-    AnswererError,
-    AnswererRateLimitError,
     AnswerStream,
     AsyncAnswerStream,
     CLIPEmbedder,
-    DimensionMismatchError,
     Embedder,
     ExtractiveAnswerer,
     FaissFlatStore,
     Hit,
-    IdFilter,
-    ImageError,
-    InvalidInputError,
-    KnowledgeBaseNotFoundError,
-    MilvusVectorStore,
     MultimodalRAG,
     MultimodalRAGError,
-    Neighbor,
-    NotFoundError,
     OpenAIAnswerer,
-    PostgresDescriptionStore,
-    PromptTemplate,
     Record,
     Source,
-    UnknownBackendError,
     VectorStore,
     __version__,
 )
+from multimodal_rag.answerers import PromptTemplate
 from multimodal_rag.answerers.prompt import DEFAULT_PROMPT
+from multimodal_rag.descriptions import PostgresDescriptionStore
+from multimodal_rag.errors import (
+    AnswererError,
+    AnswererRateLimitError,
+    DimensionMismatchError,
+    ImageError,
+    InvalidInputError,
+    KnowledgeBaseNotFoundError,
+    NotFoundError,
+    UnknownBackendError,
+)
 from multimodal_rag.images import content_id, open_image
+from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import (
     DescriptionStoreKind,
     Engine,
     Fusion,
     ImageInput,
+    Neighbor,
     Precision,
     SearchMode,
     Vector,
     Vectors,
     VectorStoreKind,
 )
+from multimodal_rag.vectors import MilvusVectorStore
 
 # -- README.md and docs/getting-started.md ---------------------------------------------------
 

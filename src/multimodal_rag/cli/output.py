@@ -17,10 +17,10 @@ import click
 from attrs import asdict
 
 if TYPE_CHECKING:
+    from multimodal_rag._migrate import MigrationReport
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.evaluation.report import EvaluationReport
     from multimodal_rag.kb.manifest import Manifest
-    from multimodal_rag.migrate import MigrationReport
     from multimodal_rag.types import AddResult, Answer, Hit, Record
     from multimodal_rag.verify import Problem, RepairReport, VerificationReport
 

@@ -35,7 +35,7 @@ _CHUNK = 4096
 
 @frozen(kw_only=True)
 class MigrationReport:
-    """What a [`migrate`][multimodal_rag.migrate.migrate] copied, and how closely the copy matches.
+    """What a [`migrate`][multimodal_rag._migrate.migrate] copied, and how closely the copy matches.
 
     Attributes:
         source: The knowledge base copied from.

@@ -1,0 +1,47 @@
+"""Tools around a knowledge base: copying it to other stores (`migrate`), the reports of
+`MultimodalRAG.verify` and `repair`, search results as one picture, and a small random-weights
+CLIP checkpoint for trying things with no download."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from multimodal_rag import _lazy
+
+# Public name -> module that defines it. Keep sorted; __all__ and the imports below match it.
+_EXPORTS: dict[str, str] = {
+    "MigrationReport": "multimodal_rag._migrate",
+    "Problem": "multimodal_rag.verify",
+    "ProblemKind": "multimodal_rag.verify",
+    "RepairReport": "multimodal_rag.verify",
+    "VerificationReport": "multimodal_rag.verify",
+    "make_random_clip_checkpoint": "multimodal_rag.random_checkpoint",
+    "migrate": "multimodal_rag._migrate",
+    "render_contact_sheet": "multimodal_rag.contact_sheet",
+}
+
+__all__ = [
+    "MigrationReport",
+    "Problem",
+    "ProblemKind",
+    "RepairReport",
+    "VerificationReport",
+    "make_random_clip_checkpoint",
+    "migrate",
+    "render_contact_sheet",
+]
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy.attribute(__name__, name, _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return _lazy.names(__name__, _EXPORTS)
+
+
+if TYPE_CHECKING:
+    from multimodal_rag._migrate import MigrationReport, migrate
+    from multimodal_rag.contact_sheet import render_contact_sheet
+    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag.verify import Problem, ProblemKind, RepairReport, VerificationReport
