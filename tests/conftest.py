@@ -25,8 +25,10 @@ SLOW_MODULES = frozenset(
         "test_benchmark_smoke.py",
         "test_clip_engines.py",
         "test_crash.py",
+        "test_clip_architectures.py",
         "test_doc_blocks.py",
         "test_docs.py",
+        "test_engine_cache.py",
         "test_install.py",
         "test_loader_fuzz.py",
         "test_server_browser.py",
@@ -35,10 +37,28 @@ SLOW_MODULES = frozenset(
 )
 
 
+#: Single tests of other modules that take tens of seconds (every parameter of each): adapter
+#: fits repeated or killed mid-save, randomised search comparisons, thread races, benchmarks.
+SLOW_TESTS = frozenset(
+    {
+        "test_adapter.py::test_a_fit_on_shuffled_descriptions_is_refused_and_a_true_map_is_kept",
+        "test_adapter.py::test_a_kill_during_the_switching_save_leaves_one_whole_state",
+        "test_adapter.py::test_the_same_seed_gives_the_same_adapter",
+        "test_adapter_core.py::test_a_linear_adapter_undoes_a_hidden_distortion",
+        "test_concurrency.py::test_searches_in_threads_while_one_thread_ingests_edits_and_saves",
+        "test_data_loss.py::test_a_damaged_checksum_of_an_intact_adapter_keeps_the_adapter",
+        "test_full_text.py::test_pruned_and_plain_searches_break_exact_ties_alike_over_random_queries",
+        "test_open_clip_embedder.py::test_the_model_benchmark_runs",
+        "test_open_clip_embedder.py::test_the_openvino_engine_runs_open_clip_towers",
+    }
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     slow = pytest.mark.slow
     for item in items:
-        if item.path.name in SLOW_MODULES:
+        name = getattr(item, "originalname", item.name)  # without its parameters
+        if item.path.name in SLOW_MODULES or f"{item.path.name}::{name}" in SLOW_TESTS:
             item.add_marker(slow)
 
 
