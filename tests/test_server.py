@@ -558,3 +558,14 @@ def test_the_schema_is_generated_from_what_the_handlers_accept_and_return(kb_pat
         assert "HTTPValidationError" not in components  # a refused field is a 400 with the error body
         ask = schema["paths"]["/v1/ask"]["post"]
         assert {"502", "504"} <= set(ask["responses"]) and "text/event-stream" in ask["responses"]["200"]["content"]
+
+
+def test_the_start_line_gives_command_line_advice(kb_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without OPENAI_API_KEY, serve says how to answer with a model in the terms of its own
+    options and environment, never with a Python argument."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server, _ = _serve(kb_path, "--answerer", "auto")
+    server.terminate()
+    log = server.communicate(timeout=30)[1]
+    start = next(line for line in log.splitlines() if line.startswith("Serving "))
+    assert "OPENAI_API_KEY" in start and "answerer=" not in start, start

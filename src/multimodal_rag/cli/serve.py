@@ -17,6 +17,7 @@ from multimodal_rag.cli.app import (
     KB_ARGUMENT,
     CommandFailed,
     Settings,
+    cli_message,
     embedder_with_weights,
     weights_options,
 )
@@ -168,7 +169,7 @@ def serve(
     )
     rag = knowledge_base.open()  # before listening: a knowledge base that cannot open fails here, plainly
     if answerer is None or reason is not None:
-        answering = reason or rag.answerer_reason
+        answering = cli_message(reason or rag.answerer_reason)
     else:
         answering = f"answering with {rag.answerer!r}"
     click.echo(
