@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from multimodal_rag.images import open_image
+from multimodal_rag._images import open_image
 from multimodal_rag.protocols import Embedder
 
 GRID = 4

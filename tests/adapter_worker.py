@@ -15,7 +15,7 @@ from pathlib import Path
 
 from adapter_helpers import DistortedEmbedder
 from multimodal_rag import MultimodalRAG
-from multimodal_rag.kb import manifest as manifest_module
+from multimodal_rag._kb import manifest as manifest_module
 
 
 def main() -> None:

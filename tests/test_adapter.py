@@ -23,6 +23,7 @@ from adapter_helpers import (
 )
 from helpers import current_snapshot
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._verify import ProblemKind
 from multimodal_rag.adapter import Adapter
 from multimodal_rag.adapter.fitting import (
     SIGNIFICANCE,
@@ -32,7 +33,6 @@ from multimodal_rag.adapter.fitting import (
     sign_test,
 )
 from multimodal_rag.errors import CorruptFileError
-from multimodal_rag.verify import ProblemKind
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 100

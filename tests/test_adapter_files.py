@@ -16,9 +16,9 @@ import pytest
 
 from helpers import ColorEmbedder, current_snapshot, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._verify import ProblemKind
 from multimodal_rag.adapter import Adapter
 from multimodal_rag.errors import CorruptFileError
-from multimodal_rag.verify import ProblemKind
 
 DIM = ColorEmbedder().dim
 CHUNK = 1 << 24
@@ -64,8 +64,8 @@ def forge_checksum(kb: Path, relative: str) -> None:
 
 def adapted_kb(path: Path) -> Path:
     """A small knowledge base with a linear adapter applied (what a kept fit leaves)."""
-    from multimodal_rag.kb.directory import ADAPTER_FILE
-    from multimodal_rag.kb.manifest import AdapterEntry
+    from multimodal_rag._kb.directory import ADAPTER_FILE
+    from multimodal_rag._kb.manifest import AdapterEntry
 
     rng = np.random.default_rng(0)
     adapter = Adapter(

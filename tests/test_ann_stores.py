@@ -160,7 +160,7 @@ def test_bad_per_query_overrides_are_refused(store, override, corpus) -> None:
 def test_metadata_filters_through_the_facade_return_k_hits(kind, embedder, rng) -> None:
     from helpers import solid
     from multimodal_rag import MultimodalRAG
-    from multimodal_rag.registry import resolve
+    from multimodal_rag._registry import resolve
 
     store = resolve("vector_store", kind)(embedder.dim)
     rag = MultimodalRAG(embedder, vector_store=store)

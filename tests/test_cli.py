@@ -556,7 +556,7 @@ def test_verify_names_a_corrupt_index_and_repair_rebuilds_it_from_the_images(
 def test_show_writes_a_contact_sheet_of_the_expected_size(
     built: tuple[Path, dict], photos: Path, tmp_path: Path
 ) -> None:
-    from multimodal_rag.contact_sheet import CAPTION_HEIGHT, MARGIN
+    from multimodal_rag._contact_sheet import CAPTION_HEIGHT, MARGIN
 
     out = tmp_path / "sheets" / "results.png"
     result = json.loads(

@@ -16,6 +16,7 @@ from PIL import Image
 
 from helpers import encoded, solid, two_tone, varied_pictures
 from multimodal_rag import CLIPEmbedder, MultimodalRAG
+from multimodal_rag._images import open_image
 from multimodal_rag.embedders.preprocess import clip_pixels
 from multimodal_rag.errors import (
     EmbedderMismatchError,
@@ -23,7 +24,6 @@ from multimodal_rag.errors import (
     InvalidInputError,
     ModelLoadError,
 )
-from multimodal_rag.images import open_image
 from tiny_clip import make_tiny_clip_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -129,8 +129,8 @@ def test_a_torchscript_checkpoint_loads_only_when_allowed(
     with pytest.raises(ModelLoadError, match="TorchScript.*allow_torchscript=True"):
         CLIPEmbedder(checkpoint=checkpoints["a-jit"], precision="fp32")
     # openai's published archives are vouched for by their SHA-256.
+    from multimodal_rag._hashing import sha256_file
     from multimodal_rag.embedders import clip_loading
-    from multimodal_rag.hashing import sha256_file
 
     published = sha256_file(checkpoints["a-jit"])
     monkeypatch.setattr(clip_loading, "published_sha256s", lambda: {published})

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from multimodal_rag import CLIPEmbedder, MultimodalRAG
+from multimodal_rag._kb.manifest import read_manifest
 from multimodal_rag.cli.output import print_info
 from multimodal_rag.embedders import clip as clip_module
 from multimodal_rag.embedders import engines
@@ -28,7 +29,6 @@ from multimodal_rag.embedders.engine_cache import EngineCache
 from multimodal_rag.embedders.engines import split_sample
 from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.errors import InvalidInputError, MissingDependencyError, ModelLoadError
-from multimodal_rag.kb.manifest import read_manifest
 from tiny_clip import make_tiny_clip_checkpoint
 
 

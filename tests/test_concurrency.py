@@ -13,7 +13,7 @@ from PIL import Image
 
 from helpers import COLORS, ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
-from multimodal_rag.locks import ReentrantReadWriteLock
+from multimodal_rag._locks import ReentrantReadWriteLock
 
 
 def noise(seed: int) -> Image.Image:

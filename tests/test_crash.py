@@ -25,7 +25,7 @@ from PIL import Image
 
 from helpers import ColorEmbedder
 from multimodal_rag import MultimodalRAG
-from multimodal_rag.images import content_id
+from multimodal_rag._images import content_id
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "ingest_worker.py"

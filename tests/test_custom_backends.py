@@ -11,8 +11,8 @@ import pytest
 
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG, VectorStore
+from multimodal_rag._registry import resolve
 from multimodal_rag.errors import NotFoundError, UnknownBackendError
-from multimodal_rag.registry import resolve
 from multimodal_rag.types import Neighbor
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from helpers import ColorEmbedder, current_snapshot, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._verify import ProblemKind
 from multimodal_rag.errors import (
     CorruptFileError,
     KnowledgeBaseAccessError,
@@ -28,7 +29,6 @@ from multimodal_rag.errors import (
     KnowledgeBaseNotFoundError,
     ManifestError,
 )
-from multimodal_rag.verify import ProblemKind
 from test_cli import run_cli
 
 DESCRIPTION_FILES = {"jsonl": "descriptions.jsonl", "sqlite": "descriptions.sqlite"}
@@ -265,7 +265,7 @@ def test_a_damaged_checksum_of_an_intact_adapter_keeps_the_adapter(tmp_path: Pat
 
 
 def test_a_permission_error_is_not_damage_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
-    import multimodal_rag.kb.directory as persistence
+    import multimodal_rag._kb.directory as persistence
 
     kb = build(tmp_path / "kb", "jsonl", first=3, second=3)
     before = tree_digest(kb)
@@ -359,7 +359,7 @@ def test_a_journal_that_lost_committed_changes_is_refused_reported_and_salvaged(
 
 
 def test_a_torn_tail_and_a_crash_before_the_commit_record_lose_nothing(journaled: Path) -> None:
-    from multimodal_rag.kb.journal import read_commit_record
+    from multimodal_rag._kb.journal import read_commit_record
 
     before = descriptions(journaled)
     with open(journaled / "journal.bin", "ab") as f:
@@ -371,7 +371,7 @@ def test_a_torn_tail_and_a_crash_before_the_commit_record_lose_nothing(journaled
     rag.add([solid(color(13))], ids=["j4"], descriptions=["fourth"], progress=False)
     rag.close()
     commit = (journaled / "journal.commit").read_bytes()
-    from multimodal_rag.kb.journal import _COMMIT_SLOT, _commit_slot
+    from multimodal_rag._kb.journal import _COMMIT_SLOT, _commit_slot
 
     stale = _commit_slot(record)
     (journaled / "journal.commit").write_bytes(stale + stale)
@@ -384,7 +384,7 @@ def test_a_journal_of_version_1_is_replayed_and_rewritten(journaled: Path) -> No
     import struct
     import zlib
 
-    from multimodal_rag.kb.journal import _HEADER, _OP_V1, read_journal
+    from multimodal_rag._kb.journal import _HEADER, _OP_V1, read_journal
 
     contents = read_journal(journaled / "journal.bin")
     data = bytearray(_HEADER.pack(b"MRAGJRNL", 1, contents.generation))
@@ -414,7 +414,7 @@ def test_a_journal_of_version_1_is_replayed_and_rewritten(journaled: Path) -> No
 
 @pytest.mark.parametrize("store", ["sqlite", "jsonl"])
 def test_a_reader_whose_snapshot_is_replaced_while_it_loads_starts_again(tmp_path: Path, monkeypatch, store: str) -> None:
-    import multimodal_rag.kb.directory as persistence
+    import multimodal_rag._kb.directory as persistence
 
     kb = build(tmp_path / "kb", store, first=3, second=3)
     writer = MultimodalRAG.open(kb, embedder=ColorEmbedder())
@@ -478,7 +478,7 @@ def test_cli_describe_says_the_edit_is_committed_when_the_save_after_it_fails(tm
     # A vectors folder that cannot be created makes every save fail after the edit is journaled.
     env_hook = tmp_path / "sitecustomize.py"
     env_hook.write_text(
-        "import multimodal_rag.kb.directory as p\n"
+        "import multimodal_rag._kb.directory as p\n"
         "def fail(*a, **k):\n"
         "    raise OSError(28, 'No space left on device')\n"
         "p.fsync_tree = fail\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._registry import kind_of
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.registry import kind_of
 from multimodal_rag.vectors.defaults import FLAT_MAX_SIZE, default_vector_store
 
 

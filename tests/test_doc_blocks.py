@@ -58,7 +58,7 @@ def page_environment(home: Path, chat_url: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def readme_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What the README's main job leaves: examples/, the random checkpoint and demo/kb."""
-    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag._random_checkpoint import make_random_clip_checkpoint
 
     folder = tmp_path_factory.mktemp("readme")
     shutil.copytree(REPO / "examples", folder / "examples")

@@ -43,7 +43,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_custom_backend_example_runs_from_python_and_the_command_line(workdir: Path) -> None:
     doc = DOCS / "custom-backend.md"
-    assert [p.name for p in write_modules(doc, workdir)] == ["my_backends.py"]
+    assert [p.name for p in write_modules(doc, workdir)] == ["my_backends.py", "test_my_backends.py"]
     scripts = script_blocks(doc)
     assert len(scripts) == 1
     result = run_python(scripts[0], workdir, workdir)
@@ -202,7 +202,7 @@ def docstrings(path: Path) -> list[tuple[int, str]]:
 
 
 def test_no_sphinx_markup_in_docstrings_or_pages() -> None:
-    """Cross-references are Markdown ([`create`][multimodal_rag.rag.MultimodalRAG.create]) or
+    """Cross-references are Markdown ([`create`][multimodal_rag._rag.MultimodalRAG.create]) or
     plain code; code blocks are fenced."""
     leftovers = [
         f"{path.relative_to(REPO)}:{line}: {match.group(0).strip()}"

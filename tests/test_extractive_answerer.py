@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from multimodal_rag import AnswerStream, ExtractiveAnswerer, Hit
+from multimodal_rag._registry import kind_of, resolve
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.registry import kind_of, resolve
 
 MATCHES = [
     Hit(id="b", score=0.40, description="A blue square."),

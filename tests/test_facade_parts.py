@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from multimodal_rag.rag import MultimodalRAG
+from multimodal_rag._rag import MultimodalRAG
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "multimodal_rag"
-PARTS = sorted((SRC / "facade").glob("*.py")) + [SRC / "query.py"]
+PARTS = sorted((SRC / "_facade").glob("*.py")) + [SRC / "_query.py"]
 
 
 def test_the_facade_inherits_from_nothing() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from multimodal_rag._fusion import RRF_K, fuse
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.fusion import RRF_K, fuse
 
 
 def test_reciprocal_rank_fusion_adds_one_over_k_plus_rank_per_channel() -> None:

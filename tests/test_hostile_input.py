@@ -14,13 +14,13 @@ import pytest
 
 from helpers import ColorEmbedder, encoded, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._kb.journal import read_journal
 from multimodal_rag.errors import (
     DimensionMismatchError,
     ImageError,
     InvalidInputError,
     UnknownBackendError,
 )
-from multimodal_rag.kb.journal import read_journal
 from test_description_store_contract import DESCRIPTION_STORES
 from test_vector_store_contract import VECTOR_STORES
 
@@ -53,8 +53,8 @@ HOSTILE_JSON = {
 def test_json_too_deep_or_too_long_is_invalid_input_wherever_it_enters(kb, text: str, says: str) -> None:
     from click.testing import CliRunner
 
+    from multimodal_rag._validation import load_json
     from multimodal_rag.cli.app import cli
-    from multimodal_rag.validation import load_json
 
     with pytest.raises(InvalidInputError, match=f"the filter .*{says}"):
         load_json(text, what="the filter")

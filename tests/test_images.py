@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from helpers import encoded, solid
+from multimodal_rag._images import IMAGE_FORMATS, content_id, image_bytes, open_image
 from multimodal_rag.errors import ImageError
-from multimodal_rag.images import IMAGE_FORMATS, content_id, image_bytes, open_image
 
 
 def test_transparent_areas_become_white() -> None:
@@ -153,7 +153,7 @@ def test_a_progressive_jpeg_counts_its_full_size_even_when_drafted(tmp_path: Pat
     path = tmp_path / "crafted.jpg"
     path.write_bytes(crafted)
     code = (
-        "from multimodal_rag.images import open_image\n"
+        "from multimodal_rag._images import open_image\n"
         f"try: open_image({str(path)!r}, draft_size=(224, 224))\n"
         "except ValueError: pass"
     )
@@ -295,7 +295,7 @@ def test_heic_and_avif_photos_are_ingested(tmp_path: Path) -> None:
 def test_a_heic_photo_without_pillow_heif_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from multimodal_rag import images
+    from multimodal_rag import _images as images
 
     data = _heic_bytes(solid("green", (16, 16)))
     images._heif_opener_registered.cache_clear()

@@ -11,11 +11,11 @@ import pytest
 
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._images import content_id
+from multimodal_rag._kb.journal import read_journal
+from multimodal_rag._validation import MAX_ID_BYTES, MAX_METADATA_DEPTH
 from multimodal_rag.errors import InvalidInputError, KnowledgeBaseError
-from multimodal_rag.images import content_id
-from multimodal_rag.kb.journal import read_journal
 from multimodal_rag.types import Record
-from multimodal_rag.validation import MAX_ID_BYTES, MAX_METADATA_DEPTH
 from test_description_store_contract import DESCRIPTION_STORES
 
 

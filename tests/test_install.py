@@ -68,8 +68,8 @@ def test_project_metadata_for_the_package_index() -> None:
 def test_writing_is_refused_clearly_off_posix(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from helpers import ColorEmbedder
     from multimodal_rag import MultimodalRAG
+    from multimodal_rag._kb import directory
     from multimodal_rag.errors import KnowledgeBaseError
-    from multimodal_rag.kb import directory
 
     with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()):
         pass

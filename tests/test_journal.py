@@ -13,8 +13,8 @@ import pytest
 
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._kb.journal import Journal, read_journal
 from multimodal_rag.errors import CorruptFileError, KnowledgeBaseError
-from multimodal_rag.kb.journal import Journal, read_journal
 from multimodal_rag.types import Record
 
 
@@ -98,7 +98,7 @@ def test_a_journal_of_an_older_snapshot_is_ignored(kb: Path) -> None:
 
 
 def test_disk_full_while_committing_stores_nothing_and_leaves_a_clean_journal(kb: Path, monkeypatch) -> None:
-    import multimodal_rag.kb.journal as journal_module
+    import multimodal_rag._kb.journal as journal_module
 
     rag = MultimodalRAG.open(kb, embedder=ColorEmbedder())
     size = (kb / "journal.bin").stat().st_size
@@ -136,9 +136,9 @@ def test_disk_full_while_committing_stores_nothing_and_leaves_a_clean_journal(kb
     ids=["disk-full", "read-only", "permission-denied"],
 )
 def test_a_failed_save_is_a_clear_error_and_loses_nothing(kb: Path, monkeypatch, where, error) -> None:
-    import multimodal_rag.kb.directory as persistence
-    import multimodal_rag.kb.fileio as fileio
-    import multimodal_rag.kb.journal as journal_module
+    import multimodal_rag._kb.directory as persistence
+    import multimodal_rag._kb.fileio as fileio
+    import multimodal_rag._kb.journal as journal_module
 
     rag = MultimodalRAG.open(kb, embedder=ColorEmbedder())
     rag.add([solid("blue")], ids=["blue"], descriptions=["unsaved"], progress=False)
@@ -197,7 +197,7 @@ def test_a_copied_knowledge_base_keeps_its_journal(kb: Path, tmp_path: Path) -> 
 
 
 def test_a_reader_that_races_a_save_reads_the_new_snapshot(kb: Path, monkeypatch) -> None:
-    import multimodal_rag.kb.loading as rag_module
+    import multimodal_rag._kb.loading as rag_module
 
     writer = MultimodalRAG.open(kb, embedder=ColorEmbedder())
     writer.add([solid("blue")], ids=["blue"], descriptions=["saved meanwhile"], progress=False)

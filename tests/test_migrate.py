@@ -107,9 +107,9 @@ def test_an_existing_target_is_refused(source: Path) -> None:
 def test_an_adapted_source_is_compared_in_the_raw_space_it_is_copied_in(source: Path, tmp_path: Path) -> None:
     """The copy holds the embedder's raw vectors; its searches are compared with exact searches
     of the raw vectors kept beside the source's adapted index, not with that index."""
+    from multimodal_rag._kb.directory import ADAPTER_FILE
+    from multimodal_rag._kb.manifest import AdapterEntry
     from multimodal_rag.adapter import Adapter
-    from multimodal_rag.kb.directory import ADAPTER_FILE
-    from multimodal_rag.kb.manifest import AdapterEntry
 
     dim = ColorEmbedder().dim
     rng = np.random.default_rng(0)

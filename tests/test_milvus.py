@@ -239,7 +239,7 @@ def test_a_filter_milvus_cannot_express_reaches_the_server_as_the_ids_it_matches
     # A control character in a string has no expression every Milvus reads alike: the
     # description store finds the matching ids in one query instead. A filter too broad to
     # compare with each allowed vector sends them as one expression.
-    from multimodal_rag import query
+    from multimodal_rag import _query as query
 
     monkeypatch.setenv("MILVUS_URI", uri)
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder(), vector_store="milvus")

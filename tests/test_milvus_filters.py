@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from conftest import clustered_vectors, on_server, server_uri
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._verify import ProblemKind
 from multimodal_rag.filters import NotExpressible, parse_filter
-from multimodal_rag.verify import ProblemKind
 from test_filters import FILTERS, METADATA
 
 pytest.importorskip("pymilvus")

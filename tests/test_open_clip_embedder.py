@@ -21,10 +21,10 @@ pytest.importorskip("tokenizers")
 
 from helpers import encoded, varied_pictures  # noqa: E402
 from multimodal_rag import CLIPEmbedder, MultimodalRAG, OpenCLIPEmbedder  # noqa: E402
+from multimodal_rag._images import open_image  # noqa: E402
 from multimodal_rag.embedders.openclip_loading import preprocess_of  # noqa: E402
 from multimodal_rag.embedders.preprocess import ImagePreprocess  # noqa: E402
 from multimodal_rag.errors import EmbedderMismatchError, ModelLoadError  # noqa: E402
-from multimodal_rag.images import open_image  # noqa: E402
 from tiny_open_clip import (  # noqa: E402
     make_tiny_checkpoint,
     make_tiny_tokenizer,

@@ -15,6 +15,7 @@ from PIL import Image
 from chat_server import completion, echo_key_error, error, raw, slow, sse, stream
 from helpers import encoded, solid
 from multimodal_rag import Hit, OpenAIAnswerer
+from multimodal_rag._registry import resolve
 from multimodal_rag.answerers import PromptTemplate
 from multimodal_rag.errors import (
     AnswererAuthenticationError,
@@ -26,7 +27,6 @@ from multimodal_rag.errors import (
     ImageError,
     InvalidInputError,
 )
-from multimodal_rag.registry import resolve
 
 CANARY = "sk-canary-7f3a9c1e5b2d4f60"
 

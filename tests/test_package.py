@@ -144,6 +144,48 @@ def test_a_moved_name_warns_on_a_from_import() -> None:
     assert NotFoundError is home
 
 
+#: Modules that became private, left at their old path as shims: module -> one name it offered.
+SHIMS = {
+    "contact_sheet": "render_contact_sheet",
+    "images": "open_image",
+    "rag": "MultimodalRAG",
+    "random_checkpoint": "make_random_clip_checkpoint",
+    "streaming": "AnswerStream",
+    "validation": "check_ids",
+    "verify": "VerificationReport",
+}
+
+
+@pytest.mark.parametrize("module", sorted(SHIMS))
+def test_an_old_module_path_warns_and_still_offers_its_names(module: str) -> None:
+    # A fresh interpreter: a module warns when it is first imported, and only then.
+    code = (
+        "import json, warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    import multimodal_rag.{module} as old\n"
+        f"import multimodal_rag._{module} as new\n"
+        f"print(json.dumps([[str(w.message) for w in caught if w.category is DeprecationWarning], "
+        f"old.{SHIMS[module]} is new.{SHIMS[module]}, old.__all__ == new.__all__]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    messages, same, same_all = json.loads(out.stdout)
+    assert len(messages) == 1 and f"multimodal_rag.{module} is deprecated" in messages[0]
+    assert same and same_all
+
+
+def test_no_module_of_the_package_imports_a_deprecated_path() -> None:
+    assert multimodal_rag.__file__ is not None
+    root = Path(multimodal_rag.__file__).parent
+    pattern = re.compile(rf"^\s*(from|import) multimodal_rag\.({'|'.join(SHIMS)})\b", re.M)
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.stem not in SHIMS and pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+
+
 def test_every_error_lives_in_errors_and_derives_from_the_root() -> None:
     from multimodal_rag import errors
 

@@ -159,7 +159,7 @@ def _kept_images(path: str | Path) -> dict[str, str]:
 
 
 def _assert_reads_its_own_images(kb: Path, descriptions: dict[str, str], *, read_only: bool = True) -> None:
-    from multimodal_rag.images import open_image
+    from multimodal_rag._images import open_image
 
     with MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=read_only) as rag:
         assert rag.verify().ok, rag.verify().problems

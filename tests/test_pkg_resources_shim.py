@@ -45,7 +45,7 @@ def test_clip_embedder_loads_without_pkg_resources(tmp_path: Path) -> None:
         else:
             raise SystemExit("the simulation failed: pkg_resources imported")
         from multimodal_rag import CLIPEmbedder
-        from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+        from multimodal_rag._random_checkpoint import make_random_clip_checkpoint
 
         path = make_random_clip_checkpoint("tiny.pt", image_resolution=32, patch_size=16, layers=1)
         embedder = CLIPEmbedder(checkpoint=path, device="cpu", precision="fp32")

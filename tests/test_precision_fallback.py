@@ -18,10 +18,10 @@ from click.testing import CliRunner
 
 from helpers import solid, varied_pictures
 from multimodal_rag import CLIPEmbedder, MultimodalRAG
+from multimodal_rag._kb.manifest import MANIFEST_FILE
 from multimodal_rag.embedders import towers
 from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.errors import ModelLoadError, PrecisionError
-from multimodal_rag.kb.manifest import MANIFEST_FILE
 from tiny_clip import make_tiny_clip_checkpoint
 
 pytest.importorskip("torch")

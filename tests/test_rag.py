@@ -303,7 +303,7 @@ def test_a_bad_filter_fails_before_any_store_is_searched(shop, monkeypatch) -> N
 
 
 def test_a_duck_typed_description_store_without_matching_ids_is_scanned(shop) -> None:
-    from multimodal_rag.retrieval import id_filter
+    from multimodal_rag._retrieval import id_filter
 
     rag, ids = shop
 

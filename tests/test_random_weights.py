@@ -20,9 +20,9 @@ from click.testing import CliRunner, Result
 
 from helpers import solid
 from multimodal_rag import CLIPEmbedder, MultimodalRAG
+from multimodal_rag._kb.manifest import MANIFEST_FILE, Manifest
+from multimodal_rag._random_checkpoint import has_random_weights
 from multimodal_rag.errors import ManifestError
-from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
-from multimodal_rag.random_checkpoint import has_random_weights
 from tiny_clip import make_tiny_clip_checkpoint
 
 torch = pytest.importorskip("torch")

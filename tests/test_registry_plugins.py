@@ -9,8 +9,8 @@ import pytest
 
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._registry import installed_kinds, kind_of, resolve
 from multimodal_rag.errors import UnknownBackendError
-from multimodal_rag.registry import installed_kinds, kind_of, resolve
 
 PLUGIN = '''
 from multimodal_rag.vectors.faiss_flat import FaissFlatStore

@@ -15,9 +15,9 @@ from PIL import Image
 from chat_server import completion, echo_key_error, error, refusal, slow
 from helpers import encoded, solid
 from multimodal_rag import Hit
+from multimodal_rag._registry import kind_of, resolve
 from multimodal_rag.errors import AnswererAuthenticationError, InvalidInputError
 from multimodal_rag.protocols import Reranker
-from multimodal_rag.registry import kind_of, resolve
 from multimodal_rag.rerankers import VisionLLMReranker
 
 CANARY = "sk-canary-rerank-4e8d2a6c1b9f"

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from multimodal_rag.kb.journal import Journal, read_journal
+from multimodal_rag._kb.journal import Journal, read_journal
+from multimodal_rag._validation import RESERVED_KEYS
 from multimodal_rag.types import Record
-from multimodal_rag.validation import RESERVED_KEYS
 from test_description_store_contract import DESCRIPTION_STORES
 
 # Text as users write it: every script (Persian, emoji, combining marks, RTL marks), NUL

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from multimodal_rag.locks import ReadWriteLock
+from multimodal_rag._locks import ReadWriteLock
 
 
 def test_readers_share_the_lock() -> None:

@@ -388,7 +388,7 @@ class _RecordingEmbedder(ColorEmbedder):
 
 @pytest.fixture
 def clip_kind(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    from multimodal_rag import registry
+    from multimodal_rag import _registry as registry
 
     table = {**registry.BUILTINS["embedder"], "clip": f"{__name__}:_RecordingEmbedder"}
     monkeypatch.setitem(registry.BUILTINS, "embedder", table)
@@ -420,7 +420,7 @@ def test_a_manifest_cannot_set_how_the_embedder_runs(
     _rewrite(kb, "embedder", model="color-4", **runtime, **recorded)
     clip_kind.clear()
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level("WARNING", logger="multimodal_rag.registry"), MultimodalRAG.open(kb, read_only=True) as rag:
+    with caplog.at_level("WARNING", logger="multimodal_rag._registry"), MultimodalRAG.open(kb, read_only=True) as rag:
         assert rag.search(image=solid("red"), k=1)[0].description == "red"
         assert rag.verify().ok
     assert clip_kind == [{"model": "color-4"}]

@@ -114,9 +114,9 @@ def test_pyright_strict_accepts_the_public_api(tmp_path: Path) -> None:
 def test_each_choice_is_written_once() -> None:
     # The Literal aliases are what type checkers accept; the run-time checks and the backend
     # registry must accept exactly the same values, or one of them misleads.
+    from multimodal_rag._registry import BUILTINS
     from multimodal_rag.embedders.precision import check_engine_and_precision
     from multimodal_rag.errors import InvalidInputError
-    from multimodal_rag.registry import BUILTINS
     from multimodal_rag.types import (
         AnswererKind,
         DescriptionStoreKind,

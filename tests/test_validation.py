@@ -1,14 +1,12 @@
-"""The shared checks of multimodal_rag.validation, as a user's own backend calls them."""
+"""The shared checks of multimodal_rag._validation, as a user's own backend calls them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import multimodal_rag.validation as validation
-from multimodal_rag.errors import DimensionMismatchError, InvalidInputError, MissingDependencyError
-from multimodal_rag.types import Record
-from multimodal_rag.validation import (
+import multimodal_rag._validation as validation
+from multimodal_rag._validation import (
     UNIT_NORM_TOLERANCE,
     check_ids,
     check_int,
@@ -18,6 +16,8 @@ from multimodal_rag.validation import (
     check_timeout,
     check_vectors,
 )
+from multimodal_rag.errors import DimensionMismatchError, InvalidInputError, MissingDependencyError
+from multimodal_rag.types import Record
 
 
 def test_every_public_name_exists_and_the_list_is_sorted() -> None:

@@ -14,11 +14,11 @@ import pytest
 from conftest import on_server, server_uri
 from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._validation import check_ids, check_vectors
 from multimodal_rag.errors import CorruptFileError, NotFoundError
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.testing import DIM, VectorStoreContract
 from multimodal_rag.types import Neighbor
-from multimodal_rag.validation import check_ids, check_vectors
 
 
 def _faiss_flat(dim: int) -> VectorStore:

@@ -9,9 +9,9 @@ import pytest
 
 from helpers import ColorEmbedder, current_snapshot, solid
 from multimodal_rag import MultimodalRAG
+from multimodal_rag._verify import ProblemKind
 from multimodal_rag.errors import ReadOnlyError
 from multimodal_rag.types import Record
-from multimodal_rag.verify import ProblemKind
 
 
 @pytest.fixture

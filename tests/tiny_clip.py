@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+from multimodal_rag._random_checkpoint import make_random_clip_checkpoint
 
 
 def make_tiny_clip_checkpoint(

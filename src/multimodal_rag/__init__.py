@@ -25,9 +25,9 @@ from multimodal_rag._version import __version__
 _EXPORTS: dict[str, str] = {
     "AddResult": "multimodal_rag.types",
     "Answer": "multimodal_rag.types",
-    "AnswerStream": "multimodal_rag.streaming",
+    "AnswerStream": "multimodal_rag._streaming",
     "Answerer": "multimodal_rag.protocols",
-    "AsyncAnswerStream": "multimodal_rag.streaming",
+    "AsyncAnswerStream": "multimodal_rag._streaming",
     "CLIPEmbedder": "multimodal_rag.embedders.clip",
     "DescribeResult": "multimodal_rag.types",
     "DescriptionStore": "multimodal_rag.protocols",
@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "HNSWLibStore": "multimodal_rag.vectors.hnswlib_store",
     "Hit": "multimodal_rag.types",
     "JSONLDescriptionStore": "multimodal_rag.descriptions.jsonl",
-    "MultimodalRAG": "multimodal_rag.rag",
+    "MultimodalRAG": "multimodal_rag._rag",
     "MultimodalRAGError": "multimodal_rag.errors",
     "OpenAIAnswerer": "multimodal_rag.answerers.openai",
     "OpenCLIPEmbedder": "multimodal_rag.embedders.openclip",
@@ -149,6 +149,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     # The real names, for type checkers and IDEs; the literal __all__ above marks them as
     # re-exported (mypy --strict and pyright --strict read it).
+    from multimodal_rag._rag import MultimodalRAG
+    from multimodal_rag._streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.answerers.extractive import ExtractiveAnswerer
     from multimodal_rag.answerers.openai import OpenAIAnswerer
     from multimodal_rag.descriptions.jsonl import JSONLDescriptionStore
@@ -157,8 +159,6 @@ if TYPE_CHECKING:
     from multimodal_rag.embedders.openclip import OpenCLIPEmbedder
     from multimodal_rag.errors import MultimodalRAGError
     from multimodal_rag.protocols import Answerer, DescriptionStore, Embedder, VectorStore
-    from multimodal_rag.rag import MultimodalRAG
-    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import AddResult, Answer, DescribeResult, Hit, Record, Skipped, Source
     from multimodal_rag.vectors.faiss_flat import FaissFlatStore
     from multimodal_rag.vectors.faiss_hnsw import FaissHNSWStore

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from multimodal_rag._images import open_image
+from multimodal_rag._validation import check_int
 from multimodal_rag.errors import ImageError
-from multimodal_rag.images import open_image
 from multimodal_rag.types import Hit, ImageInput, source_name
-from multimodal_rag.validation import check_int
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -58,7 +58,7 @@ def render_contact_sheet(
 
     Args:
         query: The query image (path, bytes or PIL image).
-        hits: Matches, best first, as returned by [`MultimodalRAG.search`][multimodal_rag.rag.MultimodalRAG.search].
+        hits: Matches, best first, as returned by [`MultimodalRAG.search`][multimodal_rag._rag.MultimodalRAG.search].
         tile: Side of each image's square tile, in pixels.
         query_label: Caption under the query (default: its file name).
 

@@ -150,12 +150,12 @@ def check_image(
 ) -> tuple[int, int]:
     """Check an encoded image from its header, without decoding it; return its width and height.
 
-    What [`open_image`][multimodal_rag.images.open_image] refuses before decoding is refused here too, and the pixels
+    What [`open_image`][multimodal_rag._images.open_image] refuses before decoding is refused here too, and the pixels
     are counted at full size whatever a later decode may draft, so the result bounds what
     decoding the image can cost (5 to 10 bytes per pixel).
 
     Raises:
-        ImageError: As [`open_image`][multimodal_rag.images.open_image].
+        ImageError: As [`open_image`][multimodal_rag._images.open_image].
     """
     size = _read(image, max_pixels=max_pixels, draft_size=None, max_file_bytes=max_file_bytes, decode=False)
     return cast("tuple[int, int]", size)
@@ -169,7 +169,7 @@ def _read(
     max_file_bytes: int,
     decode: bool,
 ) -> PILImage.Image | tuple[int, int]:
-    """[`open_image`][multimodal_rag.images.open_image] of an encoded image, or with ``decode=False`` only its checked size."""
+    """[`open_image`][multimodal_rag._images.open_image] of an encoded image, or with ``decode=False`` only its checked size."""
     from PIL import Image, UnidentifiedImageError
 
     name = source_name(image)

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
+from multimodal_rag._kb.directory import IMAGES
+from multimodal_rag._validation import check_int
 from multimodal_rag.errors import InvalidInputError, MigrationError
-from multimodal_rag.kb.directory import IMAGES
-from multimodal_rag.validation import check_int
 
 if TYPE_CHECKING:
+    from multimodal_rag._rag import MultimodalRAG
     from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
-    from multimodal_rag.rag import MultimodalRAG
     from multimodal_rag.types import DescriptionStoreKind, VectorStoreKind
 
 __all__ = ["MigrationReport", "migrate"]
@@ -121,7 +121,7 @@ def migrate(
             agree less than ``min_overlap``; the target is kept for inspection and
             ``error.report`` says what was found.
     """
-    from multimodal_rag.rag import MultimodalRAG
+    from multimodal_rag._rag import MultimodalRAG
 
     batch_size = check_int("batch_size", batch_size)
     sample = check_int("sample", sample, minimum=0)

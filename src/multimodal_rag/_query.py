@@ -1,9 +1,9 @@
 """Querying a knowledge base: a search, from the caller's terms to the stores' and back, and the
 answer built on its matches.
 
-`Querying` is the part of [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] that searches and
+`Querying` is the part of [`MultimodalRAG`][multimodal_rag._rag.MultimodalRAG] that searches and
 answers (``embed_query``, ``search``, ``asearch``, ``search_by_vector``, ``ask``, ``aask``; documented
-on the facade); the functions of `multimodal_rag.retrieval` turn the caller's terms into a query
+on the facade); the functions of `multimodal_rag._retrieval` turn the caller's terms into a query
 vector and a filter, and neighbours into hits.
 """
 
@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.facade.records import Records
-from multimodal_rag.facade.state import KnowledgeBaseState
-from multimodal_rag.locks import reading
-from multimodal_rag.protocols import Answerer, IdFilter, Reranker
-from multimodal_rag.retrieval import (
+from multimodal_rag._facade.records import Records
+from multimodal_rag._facade.state import KnowledgeBaseState
+from multimodal_rag._locks import reading
+from multimodal_rag._retrieval import (
     CHANNEL_DEPTH,
     RERANK_CANDIDATES,
     SUBSET_SEARCH,
@@ -30,10 +28,12 @@ from multimodal_rag.retrieval import (
     native_filter,
     query_vector,
 )
+from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.protocols import Answerer, IdFilter, Reranker
 from multimodal_rag.types import Fusion, Hit, ImageInput, Record, SearchMode
 
 if TYPE_CHECKING:
-    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
+    from multimodal_rag._streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer, Vector
 
 __all__ = ["Filter", "Querying"]
@@ -63,7 +63,7 @@ class Querying:
         fusion: Fusion,
         rerank: Reranker | None,
     ) -> list[Hit]:
-        from multimodal_rag.validation import check_int
+        from multimodal_rag._validation import check_int
 
         k = check_int("k", k)
         chosen = choose_mode(mode, image, text, self._state.description_store)
@@ -112,9 +112,9 @@ class Querying:
         """Lexical search (``vector`` is None) or hybrid search, under one read lock."""
         import numpy as np
 
-        from multimodal_rag.fusion import fuse
+        from multimodal_rag._fusion import fuse
+        from multimodal_rag._validation import check_queries
         from multimodal_rag.types import Signal
-        from multimodal_rag.validation import check_queries
 
         store = self._state.description_store
         fetch = max(depth, CHANNEL_DEPTH)
@@ -158,7 +158,7 @@ class Querying:
 
     @reading
     def search_by_vector(self, vector: Vector, *, k: int, filter: Filter | None) -> list[Hit]:
-        from multimodal_rag.validation import check_queries
+        from multimodal_rag._validation import check_queries
 
         # The protocol's queries are (n, dim): one vector becomes one row, checked as the
         # built-in stores check it (numeric, finite, non-zero, of the store's dimension).
@@ -214,7 +214,7 @@ class Querying:
             return answerer.answer(question, image=image, matches=matches, metadata=metadata)
         if callable(getattr(answerer, "stream", None)):
             return answerer.stream(question, image=image, matches=matches, metadata=metadata)
-        from multimodal_rag.streaming import AnswerStream
+        from multimodal_rag._streaming import AnswerStream
 
         return AnswerStream.from_answer(answerer.answer(question, image=image, matches=matches, metadata=metadata))
 
@@ -247,7 +247,7 @@ class Querying:
             answer = await asyncio.to_thread(answerer.answer, question, image=image, matches=matches, metadata=metadata)
         if not stream:
             return answer
-        from multimodal_rag.streaming import AsyncAnswerStream
+        from multimodal_rag._streaming import AsyncAnswerStream
 
         return AsyncAnswerStream.from_answer(answer)
 
@@ -262,7 +262,7 @@ class Querying:
         mode: SearchMode | None,
         rerank: Reranker | None,
     ) -> tuple[Answerer, list[Hit]]:
-        from multimodal_rag.validation import check_question
+        from multimodal_rag._validation import check_question
 
         check_question(question)
         answerer = self._state.answerer

@@ -1,6 +1,6 @@
-"""The [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] facade: one object that ingests, searches, answers and saves.
+"""The [`MultimodalRAG`][multimodal_rag._rag.MultimodalRAG] facade: one object that ingests, searches, answers and saves.
 
-It is composed of parts (`multimodal_rag.facade`, and `multimodal_rag.query` for searching and
+It is composed of parts (`multimodal_rag._facade`, and `multimodal_rag._query` for searching and
 answering) that share one `KnowledgeBaseState`; each public method delegates to the part that
 does the work, and carries the documentation.
 """
@@ -13,20 +13,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from multimodal_rag._facade.adapting import Adapting
+from multimodal_rag._facade.describing import Describing
+from multimodal_rag._facade.ingesting import Ingesting
+from multimodal_rag._facade.persistence import Persistence
+from multimodal_rag._facade.records import Records
+from multimodal_rag._facade.state import KnowledgeBaseState
+from multimodal_rag._kb.directory import KnowledgeBaseDirectory
+from multimodal_rag._kb.manifest import MANIFEST_FILE
+from multimodal_rag._query import Querying
+from multimodal_rag._registry import kind_of, resolve
 from multimodal_rag._remote import check_endpoints
 from multimodal_rag.errors import DimensionMismatchError, KnowledgeBaseExistsError
-from multimodal_rag.facade.adapting import Adapting
-from multimodal_rag.facade.describing import Describing
-from multimodal_rag.facade.ingesting import Ingesting
-from multimodal_rag.facade.persistence import Persistence
-from multimodal_rag.facade.records import Records
-from multimodal_rag.facade.state import KnowledgeBaseState
-from multimodal_rag.kb.directory import KnowledgeBaseDirectory
-from multimodal_rag.kb.manifest import MANIFEST_FILE
-from multimodal_rag.query import Querying
-from multimodal_rag.registry import kind_of, resolve
 
 if TYPE_CHECKING:
+    from multimodal_rag._retrieval import Filter
+    from multimodal_rag._streaming import AnswerStream, AsyncAnswerStream
+    from multimodal_rag._verify import RepairReport, VerificationReport
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.adapter.projection import Adapter
     from multimodal_rag.evaluation.report import EvaluationReport
@@ -38,8 +41,6 @@ if TYPE_CHECKING:
         Reranker,
         VectorStore,
     )
-    from multimodal_rag.retrieval import Filter
-    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import (
         AdapterKind,
         AddResult,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
         Vectors,
         VectorStoreKind,
     )
-    from multimodal_rag.verify import RepairReport, VerificationReport
 
 __all__ = ["MultimodalRAG"]
 
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 class MultimodalRAG:
     """A knowledge base of images and their descriptions, searchable by image or text.
 
-    Compose it from the four parts, or let [`create`][multimodal_rag.rag.MultimodalRAG.create] and [`open`][multimodal_rag.rag.MultimodalRAG.open] do it:
+    Compose it from the four parts, or let [`create`][multimodal_rag._rag.MultimodalRAG.create] and [`open`][multimodal_rag._rag.MultimodalRAG.open] do it:
 
     ```python
     rag = MultimodalRAG.create("kb/", embedder=CLIPEmbedder())
@@ -78,14 +78,14 @@ class MultimodalRAG:
         embedder: Turns images and texts into vectors.
         vector_store: Index of the vectors; an exact [`FaissFlatStore`][multimodal_rag.vectors.faiss_flat.FaissFlatStore] by default.
         description_store: Keeps paths, descriptions and metadata; in-memory SQLite by default.
-        answerer: Answers questions from the matches (used by [`ask`][multimodal_rag.rag.MultimodalRAG.ask]). By default an
+        answerer: Answers questions from the matches (used by [`ask`][multimodal_rag._rag.MultimodalRAG.ask]). By default an
             [`OpenAIAnswerer`][multimodal_rag.answerers.openai.OpenAIAnswerer] when ``OPENAI_API_KEY`` is set, otherwise the offline
             [`ExtractiveAnswerer`][multimodal_rag.answerers.extractive.ExtractiveAnswerer]; `answerer_reason` (and a log line) says which.
         path: The knowledge-base directory, if it lives on disk.
         read_only: Refuse every change (for readers that share a knowledge base).
 
     Attributes:
-        answerer_reason: Why the [`answerer`][multimodal_rag.rag.MultimodalRAG.answerer] is the one in use.
+        answerer_reason: Why the [`answerer`][multimodal_rag._rag.MultimodalRAG.answerer] is the one in use.
     """
 
     def __init__(
@@ -161,7 +161,7 @@ class MultimodalRAG:
                 an installed package registers is found by name too.
             description_store: ``"sqlite"``, ``"jsonl"``, ``"postgres"`` or a store instance;
                 as for ``vector_store``, a store of another class is passed as an instance.
-            answerer: Answerer for [`ask`][multimodal_rag.rag.MultimodalRAG.ask].
+            answerer: Answerer for [`ask`][multimodal_rag._rag.MultimodalRAG.ask].
             exist_ok: Open the knowledge base already at ``path`` instead of failing.
             expected_size: How many images the knowledge base is expected to hold; picks
                 the default ``vector_store``.
@@ -216,7 +216,7 @@ class MultimodalRAG:
             path: The knowledge-base directory.
             embedder: The embedder to use; it must have the fingerprint the knowledge
                 base was built with. By default it is rebuilt from the manifest.
-            answerer: Answerer for [`ask`][multimodal_rag.rag.MultimodalRAG.ask].
+            answerer: Answerer for [`ask`][multimodal_rag._rag.MultimodalRAG.ask].
             read_only: Open without the writer's lock; changes are refused.
             allow_modules: Packages whose classes the manifest may name by dotted path
                 (custom backends). Nothing else is imported from a manifest.
@@ -224,8 +224,8 @@ class MultimodalRAG:
                 store whose files fail their checksums starts empty; a damaged
                 description store keeps every record its files still hold, filled in
                 from the snapshot before it; a damaged or shortened journal is
-                replayed up to the damage. [`verify`][multimodal_rag.rag.MultimodalRAG.verify] then lists what is damaged
-                and what could not be recovered, and [`repair`][multimodal_rag.rag.MultimodalRAG.repair] rebuilds the rest
+                replayed up to the damage. [`verify`][multimodal_rag._rag.MultimodalRAG.verify] then lists what is damaged
+                and what could not be recovered, and [`repair`][multimodal_rag._rag.MultimodalRAG.repair] rebuilds the rest
                 (for instance, re-embeds the images of descriptions whose vectors
                 were lost).
             allow_endpoints: Servers named by the manifest that may receive credentials
@@ -247,7 +247,7 @@ class MultimodalRAG:
             EmbedderMismatchError: ``embedder`` differs from the one it was built with.
             InvalidInputError: ``allow_endpoints`` is not a list of URLs.
         """
-        from multimodal_rag.kb.loading import open_directory
+        from multimodal_rag._kb.loading import open_directory
 
         opened = open_directory(
             Path(path),
@@ -275,7 +275,7 @@ class MultimodalRAG:
 
     @property
     def vector_store(self) -> VectorStore:
-        """The index of the vectors (a new one after a [`repair`][multimodal_rag.rag.MultimodalRAG.repair] or an adapter's switch)."""
+        """The index of the vectors (a new one after a [`repair`][multimodal_rag._rag.MultimodalRAG.repair] or an adapter's switch)."""
         return self._state.vector_store
 
     @property
@@ -285,7 +285,7 @@ class MultimodalRAG:
 
     @property
     def answerer(self) -> Answerer:
-        """The answerer [`ask`][multimodal_rag.rag.MultimodalRAG.ask] uses; set it to use another."""
+        """The answerer [`ask`][multimodal_rag._rag.MultimodalRAG.ask] uses; set it to use another."""
         return self._state.answerer
 
     @answerer.setter
@@ -295,7 +295,7 @@ class MultimodalRAG:
     @property
     def adapter(self) -> Adapter | None:
         """The adapter applied to the stored vectors and to every query
-        ([`fit_adapter`][multimodal_rag.rag.MultimodalRAG.fit_adapter]), or ``None``."""
+        ([`fit_adapter`][multimodal_rag._rag.MultimodalRAG.fit_adapter]), or ``None``."""
         return self._state.adapter
 
     @property
@@ -347,7 +347,7 @@ class MultimodalRAG:
         """Release the writer's lock.
 
         Changes since the last save stay in the journal and are replayed by the next
-        [`open`][multimodal_rag.rag.MultimodalRAG.open]; a save folds them into the snapshot, which makes opening faster.
+        [`open`][multimodal_rag._rag.MultimodalRAG.open]; a save folds them into the snapshot, which makes opening faster.
         """
         self._persistence.close()
 
@@ -379,7 +379,7 @@ class MultimodalRAG:
         return self._persistence.verify()
 
     def repair(self) -> RepairReport:
-        """Rebuild what [`verify`][multimodal_rag.rag.MultimodalRAG.verify] found broken, without losing any description.
+        """Rebuild what [`verify`][multimodal_rag._rag.MultimodalRAG.verify] found broken, without losing any description.
 
         Rebuilds the vector index from the vectors it still holds, embeds again the
         images of records whose vector is missing, gives vectors without a record an
@@ -427,7 +427,7 @@ class MultimodalRAG:
         Raises:
             ImageError: An unreadable image, with ``on_error="raise"``.
             InvalidInputError: Lengths that do not match, bad ids, descriptions or
-                metadata (see `multimodal_rag.validation` for what ids and
+                metadata (see `multimodal_rag._validation` for what ids and
                 metadata may hold). Nothing is stored.
             KnowledgeBaseError: An image given in memory cannot be kept in the
                 knowledge base's ``images/`` folder. Nothing from the call is stored,
@@ -519,7 +519,7 @@ class MultimodalRAG:
         return self._records.get(id)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Record]:
-        """The stored records of ``ids``, by id, as [`get`][multimodal_rag.rag.MultimodalRAG.get] gives them (a kept image
+        """The stored records of ``ids``, by id, as [`get`][multimodal_rag._rag.MultimodalRAG.get] gives them (a kept image
         by its absolute path); an id without a stored record, or unknown, is left out."""
         return self._records.get_many(ids)
 
@@ -561,7 +561,7 @@ class MultimodalRAG:
         With both, the result is the normalised weighted sum
         ``(1 - text_weight) * image_vector + text_weight * text_vector``. While an adapter
         is applied, each vector is mapped by its side of the adapter first, so the result
-        is in the index's space (what [`search_by_vector`][multimodal_rag.rag.MultimodalRAG.search_by_vector] takes).
+        is in the index's space (what [`search_by_vector`][multimodal_rag._rag.MultimodalRAG.search_by_vector] takes).
         """
         return self._querying.embed_query(image, text, text_weight=text_weight)
 
@@ -627,7 +627,7 @@ class MultimodalRAG:
         fusion: Fusion = "rrf",
         rerank: Reranker | None = None,
     ) -> list[Hit]:
-        """Like [`search`][multimodal_rag.rag.MultimodalRAG.search], for asyncio code.
+        """Like [`search`][multimodal_rag._rag.MultimodalRAG.search], for asyncio code.
 
         Embedding the query, waiting for the lock and searching are CPU work and waits,
         so they run in a worker thread and the event loop goes on meanwhile.
@@ -635,10 +635,10 @@ class MultimodalRAG:
         return await self._querying.asearch(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank)
 
     def search_by_vector(self, vector: Vector, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
-        """Like [`search`][multimodal_rag.rag.MultimodalRAG.search], for a query vector already embedded.
+        """Like [`search`][multimodal_rag._rag.MultimodalRAG.search], for a query vector already embedded.
 
         The vector must be in the index's space: while an adapter is applied that is the
-        adapted space, so make it with [`embed_query`][multimodal_rag.rag.MultimodalRAG.embed_query] (which maps it), not with the
+        adapted space, so make it with [`embed_query`][multimodal_rag._rag.MultimodalRAG.embed_query] (which maps it), not with the
         embedder alone.
         """
         return self._querying.search_by_vector(vector, k=k, filter=filter)
@@ -684,11 +684,11 @@ class MultimodalRAG:
             image: The user's image: the search query, and shown to the answerer.
             text: Search text; defaults to the question when there is no image.
             k: How many matches the answer may draw on.
-            filter: Search filter, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
+            filter: Search filter, as in [`search`][multimodal_rag._rag.MultimodalRAG.search].
             text_weight: Weight of ``text`` when searching with both an image and a text.
-            mode: Search mode, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
-            rerank: A reranker for the matches, as in [`search`][multimodal_rag.rag.MultimodalRAG.search].
-            stream: Return an [`AnswerStream`][multimodal_rag.streaming.AnswerStream] of text chunks instead of an [`Answer`][multimodal_rag.types.Answer].
+            mode: Search mode, as in [`search`][multimodal_rag._rag.MultimodalRAG.search].
+            rerank: A reranker for the matches, as in [`search`][multimodal_rag._rag.MultimodalRAG.search].
+            stream: Return an [`AnswerStream`][multimodal_rag._streaming.AnswerStream] of text chunks instead of an [`Answer`][multimodal_rag.types.Answer].
             metadata: Passed to the answerer.
 
         Returns:
@@ -722,7 +722,7 @@ class MultimodalRAG:
         stream: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> Answer | AsyncAnswerStream:
-        """Like [`ask`][multimodal_rag.rag.MultimodalRAG.ask], for asyncio code; with ``stream=True`` it returns an [`AsyncAnswerStream`][multimodal_rag.streaming.AsyncAnswerStream].
+        """Like [`ask`][multimodal_rag._rag.MultimodalRAG.ask], for asyncio code; with ``stream=True`` it returns an [`AsyncAnswerStream`][multimodal_rag._streaming.AsyncAnswerStream].
 
         Nothing blocks the event loop: the search (embedding the query, waiting for the
         lock, searching) runs in a worker thread, and the answerer is awaited.
@@ -764,7 +764,7 @@ class MultimodalRAG:
             k: How many results each query returns.
             keep: The share of answerable queries the recommended gate must keep.
             mode: How text queries search (``"vector"``, ``"lexical"``, ``"hybrid"``; see
-                [`search`][multimodal_rag.rag.MultimodalRAG.search]), so that modes can be compared; image queries are vector searches.
+                [`search`][multimodal_rag._rag.MultimodalRAG.search]), so that modes can be compared; image queries are vector searches.
             fusion: The fusion of hybrid mode.
             progress: Show a progress bar (default: when writing to a terminal).
 

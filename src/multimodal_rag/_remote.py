@@ -2,7 +2,7 @@
 receive the environment's credentials.
 
 A knowledge base's manifest may come from someone else, so a server it names is not one the
-caller chose. [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] builds its
+caller chose. [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] builds its
 components through `build_from_manifest`; while they are built,
 `manifest_endpoints` returns the endpoints the caller allowed, and a store sends
 credentials found in the environment (``$MILVUS_TOKEN``, ``$PGPASSWORD``, ``~/.pgpass``) only

@@ -54,7 +54,7 @@ SUBSET_SHARE = 0.05
 def query_vector(
     embedder: Embedder, image: ImageInput | None, text: str | None, *, text_weight: float, adapter: Any = None
 ) -> np.ndarray:
-    """The unit query vector for an image, a text, or both (see [`MultimodalRAG.embed_query`][multimodal_rag.rag.MultimodalRAG.embed_query]).
+    """The unit query vector for an image, a text, or both (see [`MultimodalRAG.embed_query`][multimodal_rag._rag.MultimodalRAG.embed_query]).
 
     With an ``adapter`` (the knowledge base's, see `multimodal_rag.adapter`), the image
     vector goes through its image map and the text vector through its text map before they
@@ -67,7 +67,7 @@ def query_vector(
     """
     import numpy as np
 
-    from multimodal_rag.validation import check_vectors
+    from multimodal_rag._validation import check_vectors
 
     if image is None and text is None:
         raise InvalidInputError("search needs an image, a text, or both")

@@ -26,14 +26,14 @@ __all__ = ["AnswerStream", "AsyncAnswerStream"]
 
 
 class AnswerStream(Iterator[str]):
-    """Text chunks of an answer as they arrive; [`answer`][multimodal_rag.streaming.AnswerStream.answer] once they are all in.
+    """Text chunks of an answer as they arrive; [`answer`][multimodal_rag._streaming.AnswerStream.answer] once they are all in.
 
-    Use it as a context manager (or call [`close`][multimodal_rag.streaming.AnswerStream.close]) to stop early and release the
+    Use it as a context manager (or call [`close`][multimodal_rag._streaming.AnswerStream.close]) to stop early and release the
     connection.
 
     Args:
         source: Yields the chunks, then one [`Answer`][multimodal_rag.types.Answer].
-        on_close: Releases what the source holds (a connection); called by [`close`][multimodal_rag.streaming.AnswerStream.close],
+        on_close: Releases what the source holds (a connection); called by [`close`][multimodal_rag._streaming.AnswerStream.close],
             which matters when the source was never started and so cannot clean up itself.
     """
 
@@ -75,7 +75,7 @@ class AnswerStream(Iterator[str]):
         return self._answer
 
     def close(self) -> None:
-        """Stop reading and release the connection; [`answer`][multimodal_rag.streaming.AnswerStream.answer] is then unavailable."""
+        """Stop reading and release the connection; [`answer`][multimodal_rag._streaming.AnswerStream.answer] is then unavailable."""
         close = getattr(self._source, "close", None)
         if close is not None:
             close()
@@ -90,10 +90,10 @@ class AnswerStream(Iterator[str]):
 
 
 class AsyncAnswerStream(AsyncIterator[str]):
-    """The asynchronous counterpart of [`AnswerStream`][multimodal_rag.streaming.AnswerStream] (``async for chunk in stream``).
+    """The asynchronous counterpart of [`AnswerStream`][multimodal_rag._streaming.AnswerStream] (``async for chunk in stream``).
 
-    [`get_answer`][multimodal_rag.streaming.AsyncAnswerStream.get_answer] awaits the remaining chunks and returns the complete answer;
-    [`answer`][multimodal_rag.streaming.AsyncAnswerStream.answer] returns it once the stream has been read to the end.
+    [`get_answer`][multimodal_rag._streaming.AsyncAnswerStream.get_answer] awaits the remaining chunks and returns the complete answer;
+    [`answer`][multimodal_rag._streaming.AsyncAnswerStream.answer] returns it once the stream has been read to the end.
     """
 
     def __init__(
@@ -136,7 +136,7 @@ class AsyncAnswerStream(AsyncIterator[str]):
 
         Raises:
             AnswererError: The stream has not been read to the end yet (await
-                [`get_answer`][multimodal_rag.streaming.AsyncAnswerStream.get_answer] instead).
+                [`get_answer`][multimodal_rag._streaming.AsyncAnswerStream.get_answer] instead).
         """
         if self._answer is None:
             raise AnswererError("the answer is not complete yet; read the stream to the end or await get_answer()")

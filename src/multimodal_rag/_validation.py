@@ -16,9 +16,9 @@ through `check_record`), by rules every store can keep:
   `RESERVED_KEYS`, which a JSON Lines descriptions file uses for the record itself.
 
 JSON that comes from outside (a filter in an HTTP form or on the command line, a
-``KEY=VALUE`` option) is read by [`load_json`][multimodal_rag.validation.load_json], which refuses nesting deeper than
-[`MAX_JSON_DEPTH`][multimodal_rag.validation.MAX_JSON_DEPTH] before parsing (deep nesting exhausts the parser's stack) and numbers
-longer than [`MAX_JSON_DIGITS`][multimodal_rag.validation.MAX_JSON_DIGITS] digits, with [`InvalidInputError`][multimodal_rag.errors.InvalidInputError] naming the input.
+``KEY=VALUE`` option) is read by [`load_json`][multimodal_rag._validation.load_json], which refuses nesting deeper than
+[`MAX_JSON_DEPTH`][multimodal_rag._validation.MAX_JSON_DEPTH] before parsing (deep nesting exhausts the parser's stack) and numbers
+longer than [`MAX_JSON_DIGITS`][multimodal_rag._validation.MAX_JSON_DIGITS] digits, with [`InvalidInputError`][multimodal_rag.errors.InvalidInputError] naming the input.
 
 Vectors are checked by every vector store on the way in (`check_ids`,
 `check_vectors`, `check_queries`): a stored vector must be a finite unit
@@ -70,11 +70,11 @@ MAX_ID_BYTES = 512
 #: The deepest metadata accepted: the mapping itself is level 1, a list or dict in it level 2.
 MAX_METADATA_DEPTH = 64
 
-#: The deepest JSON [`load_json`][multimodal_rag.validation.load_json] reads: arrays and objects nested this many levels. Metadata
+#: The deepest JSON [`load_json`][multimodal_rag._validation.load_json] reads: arrays and objects nested this many levels. Metadata
 #: (64 levels) and a filter ($and/$or 32 levels deep, two JSON levels each) stay within it.
 MAX_JSON_DEPTH = 128
 
-#: The longest number, in digits, [`load_json`][multimodal_rag.validation.load_json] reads; Python's own limit on converting
+#: The longest number, in digits, [`load_json`][multimodal_rag._validation.load_json] reads; Python's own limit on converting
 #: integers to and from text (``sys.set_int_max_str_digits``) is 4,300 by default.
 MAX_JSON_DIGITS = 4300
 
@@ -229,8 +229,8 @@ def load_json(text: str | bytes, *, what: str) -> Any:
 
     Raises:
         InvalidInputError: Not JSON (its ``__cause__`` is the `json.JSONDecodeError`),
-            nesting deeper than [`MAX_JSON_DEPTH`][multimodal_rag.validation.MAX_JSON_DEPTH], or a number longer than
-            [`MAX_JSON_DIGITS`][multimodal_rag.validation.MAX_JSON_DIGITS] digits; the message names ``what``.
+            nesting deeper than [`MAX_JSON_DEPTH`][multimodal_rag._validation.MAX_JSON_DEPTH], or a number longer than
+            [`MAX_JSON_DIGITS`][multimodal_rag._validation.MAX_JSON_DIGITS] digits; the message names ``what``.
     """
     if isinstance(text, bytes):
         try:

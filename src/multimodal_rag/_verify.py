@@ -29,8 +29,8 @@ from attrs import field, frozen
 from multimodal_rag.types import Record, str_tuple
 
 if TYPE_CHECKING:
-    from multimodal_rag.kb.directory import KnowledgeBaseDirectory
-    from multimodal_rag.kb.salvage import SalvageFindings
+    from multimodal_rag._kb.directory import KnowledgeBaseDirectory
+    from multimodal_rag._kb.salvage import SalvageFindings
     from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
 
 __all__ = [
@@ -49,7 +49,7 @@ _CHUNK = 4096
 
 
 class ProblemKind:
-    """The kinds of [`Problem`][multimodal_rag.verify.Problem] (plain strings, so reports serialise as JSON)."""
+    """The kinds of [`Problem`][multimodal_rag._verify.Problem] (plain strings, so reports serialise as JSON)."""
 
     VECTOR_WITHOUT_RECORD = "vector-without-record"
     RECORD_WITHOUT_VECTOR = "record-without-vector"
@@ -71,7 +71,7 @@ class Problem:
     """One thing wrong with a knowledge base.
 
     Attributes:
-        kind: One of the [`ProblemKind`][multimodal_rag.verify.ProblemKind] strings.
+        kind: One of the [`ProblemKind`][multimodal_rag._verify.ProblemKind] strings.
         id: The image id concerned, or ``None`` for a problem with a file.
         detail: A sentence explaining the problem (naming the file, where there is one).
     """
@@ -91,7 +91,7 @@ def _problems(value: Iterable[Problem]) -> tuple[Problem, ...]:
 
 @frozen(kw_only=True)
 class VerificationReport:
-    """What [`MultimodalRAG.verify`][multimodal_rag.rag.MultimodalRAG.verify] found.
+    """What [`MultimodalRAG.verify`][multimodal_rag._rag.MultimodalRAG.verify] found.
 
     Attributes:
         problems: Every problem found, grouped by kind; empty when all is well.
@@ -131,7 +131,7 @@ class VerificationReport:
 
 @frozen(kw_only=True)
 class RepairReport:
-    """What [`MultimodalRAG.repair`][multimodal_rag.rag.MultimodalRAG.repair] did.
+    """What [`MultimodalRAG.repair`][multimodal_rag._rag.MultimodalRAG.repair] did.
 
     Attributes:
         reembedded: Ids whose missing vector was rebuilt from their image.
@@ -202,7 +202,7 @@ def verify_knowledge_base(
     raw_store: VectorStore | None = None,
     image_roots: Iterable[str | os.PathLike[str]] = (),
 ) -> VerificationReport:
-    """Look for inconsistencies between a knowledge base's parts (see [`MultimodalRAG.verify`][multimodal_rag.rag.MultimodalRAG.verify]).
+    """Look for inconsistencies between a knowledge base's parts (see [`MultimodalRAG.verify`][multimodal_rag._rag.MultimodalRAG.verify]).
 
     Args:
         vector_store: The vectors.
@@ -291,7 +291,7 @@ def outside_image(kb: str | os.PathLike[str], image_path: str, roots: tuple[str,
 
 
 def _salvage_problems(findings: SalvageFindings | None) -> Iterator[Problem]:
-    """What a salvaging open could not recover (see `multimodal_rag.kb.salvage`)."""
+    """What a salvaging open could not recover (see `multimodal_rag._kb.salvage`)."""
     if findings is None:
         return
     if findings.records_lost:
@@ -335,7 +335,7 @@ def _metadata_mismatches(store: VectorStore, records: Iterable[Record]) -> list[
 def _vector_problems(store: VectorStore, ids: list[str]) -> Iterator[Problem]:
     import numpy as np
 
-    from multimodal_rag.validation import bad_vector_rows
+    from multimodal_rag._validation import bad_vector_rows
 
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
@@ -362,9 +362,9 @@ def _vector_problems(store: VectorStore, ids: list[str]) -> Iterator[Problem]:
 
 
 def _file_problems(directory: KnowledgeBaseDirectory) -> Iterator[Problem]:
+    from multimodal_rag._kb.journal import journal_problems
+    from multimodal_rag._kb.manifest import read_manifest
     from multimodal_rag.errors import KnowledgeBaseAccessError, KnowledgeBaseError
-    from multimodal_rag.kb.journal import journal_problems
-    from multimodal_rag.kb.manifest import read_manifest
 
     found: list[Problem] = []
     # A writer may save while we look, replacing the files the manifest names: look
@@ -388,9 +388,9 @@ def _file_problems(directory: KnowledgeBaseDirectory) -> Iterator[Problem]:
 
 def _snapshot_problems(directory: KnowledgeBaseDirectory, manifest: Any) -> Iterator[Problem]:
     """The snapshot's files that fail their checks; the adapter's as its own kinds."""
+    from multimodal_rag._kb.directory import ADAPTER, ADAPTER_FILE, damaged_parts
     from multimodal_rag.adapter.projection import Adapter
     from multimodal_rag.errors import CorruptFileError
-    from multimodal_rag.kb.directory import ADAPTER, ADAPTER_FILE, damaged_parts
 
     snapshot = directory.snapshot(manifest.generation)
     adapter_checked = False
@@ -438,14 +438,14 @@ def repair_knowledge_base(
     adapter: Any = None,
     raw_store: VectorStore | None = None,
 ) -> Repaired:
-    """Rebuild what can be rebuilt (see [`MultimodalRAG.repair`][multimodal_rag.rag.MultimodalRAG.repair]), short of saving.
+    """Rebuild what can be rebuilt (see [`MultimodalRAG.repair`][multimodal_rag._rag.MultimodalRAG.repair]), short of saving.
 
     The description store is repaired in place; the vector store may be replaced by
     a rebuilt one. The report's ``remaining`` is for the caller to fill in once it
     has saved. ``adapter`` is the applied adapter (``None`` also when a salvaging open
     left a damaged one out) and ``raw_store`` the raw vectors kept beside the index.
     """
-    from multimodal_rag.kb.salvage import set_aside
+    from multimodal_rag._kb.salvage import set_aside
     from multimodal_rag.protocols import copy_metadata
 
     # Copied aside before anything is rewritten: the user's data is never only deleted.
@@ -548,7 +548,7 @@ def _rebuilt_index(store: VectorStore) -> VectorStore:
     """A fresh store of the same kind holding every readable, valid vector of ``store``."""
     import numpy as np
 
-    from multimodal_rag.validation import bad_vector_rows
+    from multimodal_rag._validation import bad_vector_rows
 
     fresh: Any = type(store)(store.dim, **store.config())  # type: ignore[call-arg]
     for id_ in store.ids():

@@ -13,20 +13,13 @@ Importing this module loads neither torch, faiss nor openai.
 
 from __future__ import annotations
 
-from multimodal_rag.filters import MetadataFilter, NotExpressible, parse_filter
-from multimodal_rag.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, content_id, open_image
-from multimodal_rag.protocols import (
-    Answerer,
-    DescriptionStore,
-    EmbeddedBatch,
-    Embedder,
-    IdFilter,
-    ImageDescriber,
-    Reranker,
-    VectorStore,
+from multimodal_rag._images import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    content_id,
+    open_image,
 )
-from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record, Source, Vector, Vectors
-from multimodal_rag.validation import (
+from multimodal_rag._validation import (
     MAX_ID_BYTES,
     MAX_METADATA_DEPTH,
     RESERVED_KEYS,
@@ -41,6 +34,18 @@ from multimodal_rag.validation import (
     check_vectors,
     load_json,
 )
+from multimodal_rag.filters import MetadataFilter, NotExpressible, parse_filter
+from multimodal_rag.protocols import (
+    Answerer,
+    DescriptionStore,
+    EmbeddedBatch,
+    Embedder,
+    IdFilter,
+    ImageDescriber,
+    Reranker,
+    VectorStore,
+)
+from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record, Source, Vector, Vectors
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",

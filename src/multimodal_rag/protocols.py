@@ -4,7 +4,7 @@ Each is a `typing.Protocol` whose required methods are abstract, so a
 backend may either subclass it (and get the default methods) or simply provide
 the same methods (duck typing). Every component also reports a JSON-serialisable
 ``config()``; the knowledge-base manifest stores it with the component's kind so
-that [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] can rebuild the same component after a restart.
+that [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] can rebuild the same component after a restart.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from multimodal_rag.errors import ImageError, InvalidInputError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from multimodal_rag._streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.filters import MetadataFilter
-    from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag.types import Answer, Hit, ImageInput, Neighbor, Record, Vectors
 
 __all__ = [
@@ -125,7 +125,7 @@ def iter_embed_images_in_batches(
     """Default [`Embedder.iter_embed_images`][multimodal_rag.protocols.Embedder.iter_embed_images], usable with duck-typed embedders."""
     import numpy as np
 
-    from multimodal_rag.validation import check_int
+    from multimodal_rag._validation import check_int
 
     batch_size = check_int("batch_size", batch_size)
     batch: list[ImageInput] = []
@@ -301,7 +301,7 @@ class VectorStore(Protocol):
             directory: Where [`save`][multimodal_rag.protocols.VectorStore.save] wrote the store's files.
             dim: The dimension the caller expects. A store that records its dimension
                 reads it from its files when ``dim`` is ``None``, and refuses files that
-                disagree with a given one. [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] always
+                disagree with a given one. [`MultimodalRAG`][multimodal_rag._rag.MultimodalRAG] always
                 passes the dimension its manifest records, so a store may also require it.
             **config: What [`config`][multimodal_rag.protocols.VectorStore.config] returned.
 
@@ -467,7 +467,7 @@ class Answerer(Protocol):
 
         Answerers that can stream override this; by default the whole answer is one chunk.
         """
-        from multimodal_rag.streaming import AnswerStream
+        from multimodal_rag._streaming import AnswerStream
 
         return AnswerStream.from_answer(self.answer(question, image=image, matches=matches, metadata=metadata))
 
@@ -501,7 +501,7 @@ class Answerer(Protocol):
         The request has been accepted when this returns; the chunks follow. By default
         the whole answer of [`aanswer`][multimodal_rag.protocols.Answerer.aanswer] is one chunk.
         """
-        from multimodal_rag.streaming import AsyncAnswerStream
+        from multimodal_rag._streaming import AsyncAnswerStream
 
         return AsyncAnswerStream.from_answer(
             await self.aanswer(question, image=image, matches=matches, metadata=metadata)

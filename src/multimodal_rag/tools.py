@@ -11,13 +11,13 @@ from multimodal_rag import _lazy
 # Public name -> module that defines it. Keep sorted; __all__ and the imports below match it.
 _EXPORTS: dict[str, str] = {
     "MigrationReport": "multimodal_rag._migrate",
-    "Problem": "multimodal_rag.verify",
-    "ProblemKind": "multimodal_rag.verify",
-    "RepairReport": "multimodal_rag.verify",
-    "VerificationReport": "multimodal_rag.verify",
-    "make_random_clip_checkpoint": "multimodal_rag.random_checkpoint",
+    "Problem": "multimodal_rag._verify",
+    "ProblemKind": "multimodal_rag._verify",
+    "RepairReport": "multimodal_rag._verify",
+    "VerificationReport": "multimodal_rag._verify",
+    "make_random_clip_checkpoint": "multimodal_rag._random_checkpoint",
     "migrate": "multimodal_rag._migrate",
-    "render_contact_sheet": "multimodal_rag.contact_sheet",
+    "render_contact_sheet": "multimodal_rag._contact_sheet",
 }
 
 __all__ = [
@@ -41,7 +41,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from multimodal_rag._contact_sheet import render_contact_sheet
     from multimodal_rag._migrate import MigrationReport, migrate
-    from multimodal_rag.contact_sheet import render_contact_sheet
-    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
-    from multimodal_rag.verify import Problem, ProblemKind, RepairReport, VerificationReport
+    from multimodal_rag._random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag._verify import Problem, ProblemKind, RepairReport, VerificationReport

@@ -280,7 +280,7 @@ class AddResult(Sequence[str]):
 
 @frozen(kw_only=True)
 class DescribeResult:
-    """What [`MultimodalRAG.describe_missing`][multimodal_rag.rag.MultimodalRAG.describe_missing] did.
+    """What [`MultimodalRAG.describe_missing`][multimodal_rag._rag.MultimodalRAG.describe_missing] did.
 
     Attributes:
         described: Ids that now have a machine-written description.

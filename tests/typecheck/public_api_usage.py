@@ -40,6 +40,7 @@ from multimodal_rag import (
     VectorStore,
     __version__,
 )
+from multimodal_rag._images import content_id, open_image
 from multimodal_rag.answerers import PromptTemplate
 from multimodal_rag.answerers.prompt import DEFAULT_PROMPT
 from multimodal_rag.descriptions import PostgresDescriptionStore
@@ -53,7 +54,6 @@ from multimodal_rag.errors import (
     NotFoundError,
     UnknownBackendError,
 )
-from multimodal_rag.images import content_id, open_image
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import (
     DescriptionStoreKind,

@@ -1,4 +1,4 @@
-"""The parts [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] is composed of.
+"""The parts [`MultimodalRAG`][multimodal_rag._rag.MultimodalRAG] is composed of.
 
 Each part has one responsibility and is given what it needs when the facade builds it: the
 `KnowledgeBaseState` they all share (the components, the directory, the journal, the lock),
@@ -12,5 +12,5 @@ private attributes.
 - `persistence`: saving, closing, verifying and repairing.
 - `adapting`: the adapter (fitting, removing, the raw vectors kept beside the index).
 
-Searching and answering is the part in `multimodal_rag.query`.
+Searching and answering is the part in `multimodal_rag._query`.
 """

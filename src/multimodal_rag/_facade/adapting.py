@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from multimodal_rag._facade.persistence import Persistence
+from multimodal_rag._facade.state import KnowledgeBaseState
+from multimodal_rag._locks import reading
+from multimodal_rag._registry import kind_of
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.facade.persistence import Persistence
-from multimodal_rag.facade.state import KnowledgeBaseState
-from multimodal_rag.locks import reading
 from multimodal_rag.protocols import VectorStore, copy_metadata
-from multimodal_rag.registry import kind_of
 
 if TYPE_CHECKING:
+    from multimodal_rag._kb.manifest import AdapterEntry
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.adapter.projection import Adapter
-    from multimodal_rag.kb.manifest import AdapterEntry
     from multimodal_rag.types import Vectors
 
 __all__ = ["Adapting", "check_rebuildable"]
@@ -84,8 +84,8 @@ class Adapting:
                 location = state.directory.write_adapter_report(report.to_dict())
                 report = attrs.evolve(report, path=str(location))
             if adapter is not None:
-                from multimodal_rag.kb.directory import ADAPTER_FILE
-                from multimodal_rag.kb.manifest import AdapterEntry
+                from multimodal_rag._kb.directory import ADAPTER_FILE
+                from multimodal_rag._kb.manifest import AdapterEntry
 
                 entry = AdapterEntry(
                     kind=adapter.kind,

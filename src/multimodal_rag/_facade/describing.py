@@ -1,19 +1,19 @@
 """``describe_missing`` of an open knowledge base: a model describes the images that have no
-description, batch by batch (see `multimodal_rag.ingest.machine_descriptions`)."""
+description, batch by batch (see `multimodal_rag._ingest.machine_descriptions`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from multimodal_rag.errors import InvalidInputError, NotFoundError
-from multimodal_rag.facade.records import Records
-from multimodal_rag.facade.state import KnowledgeBaseState
-from multimodal_rag.ingest.machine_descriptions import (
+from multimodal_rag._facade.records import Records
+from multimodal_rag._facade.state import KnowledgeBaseState
+from multimodal_rag._ingest.machine_descriptions import (
     fill_missing_descriptions,
     machine_written,
     needs_description,
 )
-from multimodal_rag.locks import reading, writing
+from multimodal_rag._locks import reading, writing
+from multimodal_rag.errors import InvalidInputError, NotFoundError
 from multimodal_rag.protocols import ImageDescriber
 from multimodal_rag.types import Answer, DescribeResult, Record
 

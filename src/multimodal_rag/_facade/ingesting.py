@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from multimodal_rag.facade.state import KnowledgeBaseState
-from multimodal_rag.locks import writing
+from multimodal_rag._facade.state import KnowledgeBaseState
+from multimodal_rag._locks import writing
 from multimodal_rag.protocols import copy_metadata
 from multimodal_rag.types import AddResult, ImageInput, Record, is_path
 
 if TYPE_CHECKING:
-    from multimodal_rag.ingest.pipeline import IngestItem
+    from multimodal_rag._ingest.pipeline import IngestItem
 
 __all__ = ["Ingesting"]
 
@@ -38,7 +38,7 @@ class Ingesting:
         batch_size: int,
         progress: bool | None,
     ) -> AddResult:
-        from multimodal_rag.ingest.pipeline import items_from_arguments
+        from multimodal_rag._ingest.pipeline import items_from_arguments
 
         items = items_from_arguments(images, ids, descriptions, metadata)
         directory = self._state.directory
@@ -56,7 +56,7 @@ class Ingesting:
         progress: bool | None,
         allow_outside: bool,
     ) -> AddResult:
-        from multimodal_rag.ingest.pipeline import items_from_directory
+        from multimodal_rag._ingest.pipeline import items_from_directory
 
         items, refused = items_from_directory(
             directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
@@ -65,7 +65,7 @@ class Ingesting:
         return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result
 
     def _ingest(self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
-        from multimodal_rag.ingest.pipeline import IngestRun
+        from multimodal_rag._ingest.pipeline import IngestRun
 
         state = self._state
         state.check_writable()
@@ -82,7 +82,7 @@ class Ingesting:
         ).run()
 
     def _record_for(self, item: IngestItem) -> Record:
-        from multimodal_rag.ingest.pipeline import encoded_image
+        from multimodal_rag._ingest.pipeline import encoded_image
 
         image_path = item.image_path
         directory = self._state.directory

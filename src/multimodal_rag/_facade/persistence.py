@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from multimodal_rag._facade.state import KnowledgeBaseState
+from multimodal_rag._kb.manifest import Manifest
+from multimodal_rag._locks import reading, writing
 from multimodal_rag.errors import ReadOnlyError
-from multimodal_rag.facade.state import KnowledgeBaseState
-from multimodal_rag.kb.manifest import Manifest
-from multimodal_rag.locks import reading, writing
 from multimodal_rag.protocols import copy_metadata
 
 if TYPE_CHECKING:
-    from multimodal_rag.verify import RepairReport, VerificationReport
+    from multimodal_rag._verify import RepairReport, VerificationReport
 
 __all__ = ["Persistence"]
 
@@ -50,7 +50,7 @@ class Persistence:
         generation = state.manifest.generation
         # Only after the new manifest is in place: until then the old journal is still needed.
         if state.journal is None:
-            from multimodal_rag.kb.journal import Journal
+            from multimodal_rag._kb.journal import Journal
 
             state.journal = Journal(state.directory.journal, generation)
         state.journal.reset(generation)
@@ -62,7 +62,7 @@ class Persistence:
 
     def _adapter_parts(self) -> dict[str, Any]:
         """The snapshot's parts beside the two stores: the adapter and the raw vectors."""
-        from multimodal_rag.kb.directory import ADAPTER, RAW_VECTORS
+        from multimodal_rag._kb.directory import ADAPTER, RAW_VECTORS
 
         adapter, raw = self._state.adapter, self._state.raw_store
         if adapter is None or raw is None:
@@ -79,7 +79,7 @@ class Persistence:
 
     @reading
     def verify(self) -> VerificationReport:
-        from multimodal_rag.verify import verify_knowledge_base
+        from multimodal_rag._verify import verify_knowledge_base
 
         state = self._state
         return verify_knowledge_base(
@@ -92,7 +92,7 @@ class Persistence:
 
     @writing
     def repair(self) -> RepairReport:
-        from multimodal_rag.verify import repair_knowledge_base
+        from multimodal_rag._verify import repair_knowledge_base
 
         state = self._state
         state.check_writable()

@@ -12,12 +12,12 @@ from typing import Any
 
 import attrs
 
+from multimodal_rag._facade.state import KnowledgeBaseState
+from multimodal_rag._locks import reading, writing
+from multimodal_rag._validation import check_id, check_metadata, check_record
 from multimodal_rag.errors import NotFoundError
-from multimodal_rag.facade.state import KnowledgeBaseState
-from multimodal_rag.locks import reading, writing
 from multimodal_rag.protocols import copy_metadata
 from multimodal_rag.types import Record
-from multimodal_rag.validation import check_id, check_metadata, check_record
 
 __all__ = ["Records"]
 

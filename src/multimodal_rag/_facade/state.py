@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 
+from multimodal_rag._locks import ReentrantReadWriteLock
 from multimodal_rag.errors import ReadOnlyError
-from multimodal_rag.locks import ReentrantReadWriteLock
 
 if TYPE_CHECKING:
+    from multimodal_rag._kb.directory import KnowledgeBaseDirectory
+    from multimodal_rag._kb.journal import Journal
+    from multimodal_rag._kb.manifest import AdapterEntry, Manifest
+    from multimodal_rag._kb.salvage import SalvageFindings
     from multimodal_rag.adapter.projection import Adapter
-    from multimodal_rag.kb.directory import KnowledgeBaseDirectory
-    from multimodal_rag.kb.journal import Journal
-    from multimodal_rag.kb.manifest import AdapterEntry, Manifest
-    from multimodal_rag.kb.salvage import SalvageFindings
     from multimodal_rag.protocols import Answerer, DescriptionStore, Embedder, VectorStore
 
 __all__ = ["KnowledgeBaseState"]

@@ -9,7 +9,7 @@ can find and review them:
 rag.search(text="...", filter={"description_source": "machine"})
 ```
 
-The facade's part that runs it on a knowledge base is `multimodal_rag.facade.describing`.
+The facade's part that runs it on a knowledge base is `multimodal_rag._facade.describing`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def fill_missing_descriptions(
     """
     from tqdm.auto import tqdm
 
-    from multimodal_rag.validation import check_int
+    from multimodal_rag._validation import check_int
 
     batch_size, workers = check_int("batch_size", batch_size), check_int("workers", workers)
     described: list[str] = []

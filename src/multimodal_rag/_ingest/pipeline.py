@@ -20,12 +20,12 @@ from typing import Any
 
 import attrs
 
+from multimodal_rag._images import content_id, image_bytes
+from multimodal_rag._ingest.sources import DescriptionsFile, outside_root, scan_images
+from multimodal_rag._validation import check_metadata, check_new_id, check_record
 from multimodal_rag.errors import ImageError, InvalidInputError
-from multimodal_rag.images import content_id, image_bytes
-from multimodal_rag.ingest.sources import DescriptionsFile, outside_root, scan_images
 from multimodal_rag.protocols import EmbeddedBatch, Embedder, iter_embed_images_in_batches
 from multimodal_rag.types import AddResult, ImageInput, Record, Skipped, is_path, source_name
-from multimodal_rag.validation import check_metadata, check_new_id, check_record
 
 __all__ = ["IngestItem", "IngestRun", "encoded_image", "items_from_arguments", "items_from_directory"]
 
@@ -152,7 +152,7 @@ class IngestRun:
         is_stored: Whether an id is already in the knowledge base.
         record_for: The record to store for an item once its id is known.
         commit: Stores a batch: ids, vectors and records together.
-        on_error: ``"raise"`` or ``"skip"`` (see [`MultimodalRAG.add`][multimodal_rag.rag.MultimodalRAG.add]).
+        on_error: ``"raise"`` or ``"skip"`` (see [`MultimodalRAG.add`][multimodal_rag._rag.MultimodalRAG.add]).
         batch_size: Images embedded per batch.
         progress: Show a progress bar (``None``: when writing to a terminal).
     """
@@ -253,7 +253,7 @@ class IngestRun:
 
     def _take(self, batch: EmbeddedBatch) -> None:
         """Store (or hold, with ``on_error="raise"``) one embedded batch."""
-        from multimodal_rag.validation import check_vectors
+        from multimodal_rag._validation import check_vectors
 
         for index, error in batch.failures:
             item = self.items[self.queued[index]]

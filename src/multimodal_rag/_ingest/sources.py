@@ -11,10 +11,10 @@ from typing import Any
 
 from attrs import frozen
 
+from multimodal_rag._images import IMAGE_SUFFIXES, file_kind
+from multimodal_rag._validation import RESERVED_KEYS
 from multimodal_rag.descriptions.jsonl import read_jsonl
 from multimodal_rag.errors import CorruptFileError, InvalidInputError
-from multimodal_rag.images import IMAGE_SUFFIXES, file_kind
-from multimodal_rag.validation import RESERVED_KEYS
 
 __all__ = ["DescriptionEntry", "DescriptionsFile", "find_images", "is_inside", "outside_root", "scan_images"]
 

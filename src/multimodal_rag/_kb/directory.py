@@ -49,6 +49,9 @@ from typing import Any
 
 import attrs
 
+from multimodal_rag._hashing import sha256_file
+from multimodal_rag._kb.fileio import atomic_write_bytes, fsync_directory, fsync_tree
+from multimodal_rag._kb.manifest import MANIFEST_FILE, Manifest
 from multimodal_rag._version import __version__
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -57,9 +60,6 @@ from multimodal_rag.errors import (
     KnowledgeBaseExistsError,
     KnowledgeBaseLockedError,
 )
-from multimodal_rag.hashing import sha256_file
-from multimodal_rag.kb.fileio import atomic_write_bytes, fsync_directory, fsync_tree
-from multimodal_rag.kb.manifest import MANIFEST_FILE, Manifest
 from multimodal_rag.types import Record
 
 __all__ = [
@@ -206,7 +206,7 @@ class KnowledgeBaseDirectory:
         Raises:
             KnowledgeBaseError: The file cannot be written; the batch holding it is not stored.
         """
-        from multimodal_rag.images import content_id
+        from multimodal_rag._images import content_id
 
         path = self.images_folder() / f"{content_id(data)}.{suffix}"
         try:
@@ -287,7 +287,7 @@ class KnowledgeBaseDirectory:
         Raises:
             KnowledgeBaseError: The file cannot be written.
         """
-        from multimodal_rag.kb.fileio import atomic_write_json
+        from multimodal_rag._kb.fileio import atomic_write_json
 
         folder = self.path / ADAPTER_REPORTS
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -29,7 +29,7 @@ more data means the file itself is corrupt. Entries are numbered 1, 2, 3, ...
 since the header, so an entry that is missing or out of place is seen.
 
 A checksum tells damage from a crash, not a crafted journal from an honest one, so every
-entry is also held to what the Python API accepts (`multimodal_rag.validation`):
+entry is also held to what the Python API accepts (`multimodal_rag._validation`):
 ids, records and their metadata, and finite unit vectors of the knowledge base's
 dimension. An entry that fails is damage like a bad checksum: replay stops before it,
 and it and the entries after it count as lost.
@@ -69,10 +69,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import frozen
 
+from multimodal_rag._kb.fileio import atomic_write_bytes
+from multimodal_rag._validation import check_id, check_ids, check_int, check_record, check_vectors
 from multimodal_rag.errors import CorruptFileError, DimensionMismatchError, KnowledgeBaseError
-from multimodal_rag.kb.fileio import atomic_write_bytes
 from multimodal_rag.types import Record
-from multimodal_rag.validation import check_id, check_ids, check_int, check_record, check_vectors
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,6 +1,6 @@
 """Loading a knowledge base: manifest → components → journal replay, with salvage and the reader retry.
 
-`load` is what [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] does before it builds the facade:
+`load` is what [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] does before it builds the facade:
 it reads the manifest, checks the snapshot's checksums (or, salvaging, notes
 what is damaged), rebuilds the embedder and the two stores from their registry
 kinds, loads the adapter and the raw vectors kept beside it (when one is applied),
@@ -19,6 +19,23 @@ from typing import Any
 import attrs
 from attrs import frozen
 
+from multimodal_rag._kb.directory import (
+    ADAPTER,
+    ADAPTER_FILE,
+    RAW_VECTORS,
+    KnowledgeBaseDirectory,
+    damaged_parts,
+)
+from multimodal_rag._kb.journal import (
+    Journal,
+    JournalContents,
+    SnapshotMovedError,
+    load_journal,
+    read_commit_record,
+)
+from multimodal_rag._kb.manifest import MANIFEST_FILE, EmbedderEntry, Manifest, read_manifest
+from multimodal_rag._kb.salvage import SalvageFindings, salvage_descriptions
+from multimodal_rag._registry import manifest_embedder_config, resolve
 from multimodal_rag._remote import build_from_manifest
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -26,23 +43,6 @@ from multimodal_rag.errors import (
     KnowledgeBaseNotFoundError,
     ManifestError,
 )
-from multimodal_rag.kb.directory import (
-    ADAPTER,
-    ADAPTER_FILE,
-    RAW_VECTORS,
-    KnowledgeBaseDirectory,
-    damaged_parts,
-)
-from multimodal_rag.kb.journal import (
-    Journal,
-    JournalContents,
-    SnapshotMovedError,
-    load_journal,
-    read_commit_record,
-)
-from multimodal_rag.kb.manifest import MANIFEST_FILE, EmbedderEntry, Manifest, read_manifest
-from multimodal_rag.kb.salvage import SalvageFindings, salvage_descriptions
-from multimodal_rag.registry import manifest_embedder_config, resolve
 
 __all__ = ["LoadedKnowledgeBase", "OpenedKnowledgeBase", "check_embedder", "load", "open_directory"]
 
@@ -90,7 +90,7 @@ def open_directory(
     """Open the knowledge base at ``path``: check its layout, take the writer's lock unless
     ``read_only``, `load` it, and for a writer clean up old snapshots and resume the journal.
 
-    The lock is released again if anything fails. See [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] for the errors.
+    The lock is released again if anything fails. See [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] for the errors.
     """
     directory = KnowledgeBaseDirectory(path)
     if not directory.path.is_dir():
@@ -157,7 +157,7 @@ def load(
     allow_modules: Iterable[str],
     allow_endpoints: tuple[str, ...],
 ) -> LoadedKnowledgeBase:
-    """Load the knowledge base in ``directory`` (see [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] for the errors)."""
+    """Load the knowledge base in ``directory`` (see [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] for the errors)."""
     for attempt in range(READER_RETRIES + 1):
         manifest = read_manifest(directory.path)
         try:
@@ -378,7 +378,7 @@ def _findings(
     adapter_problem: str | None,
     raw_vectors_damaged: bool,
 ) -> SalvageFindings:
-    """Count what a salvaging load could not read back (see `multimodal_rag.kb.salvage`)."""
+    """Count what a salvaging load could not read back (see `multimodal_rag._kb.salvage`)."""
     lost_ids: list[str] = []
     records_lost = 0
     if "descriptions" in damaged:

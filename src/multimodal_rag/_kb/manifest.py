@@ -53,7 +53,7 @@ class EmbedderEntry(Component):
 
     ``runtime`` is what the saving embedder ran as (engine, precision, fallbacks), for
     people reading the knowledge base; nothing is rebuilt from it. ``random_weights`` is
-    what the weights file said of itself (see `multimodal_rag.random_checkpoint`): the
+    what the weights file said of itself (see `multimodal_rag._random_checkpoint`): the
     knowledge base's similarities are then meaningless, and ``info`` and every command say
     so. A fact about the weights, not a setting, so it is no part of ``config``.
     """
@@ -152,7 +152,7 @@ class Manifest:
         adapter: AdapterEntry | None = None,
     ) -> Manifest:
         """The manifest of these parts, before a save adds its snapshot's files."""
-        from multimodal_rag.registry import kind_of, manifest_embedder_config
+        from multimodal_rag._registry import kind_of, manifest_embedder_config
 
         embedder_kind = kind_of(embedder)
         return cls(
@@ -292,7 +292,7 @@ class Manifest:
 
     def write(self, directory: Path) -> None:
         """Replace the manifest in ``directory`` with this one, atomically and durably."""
-        from multimodal_rag.kb.fileio import atomic_write_json
+        from multimodal_rag._kb.fileio import atomic_write_json
 
         atomic_write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
 

@@ -12,7 +12,7 @@ be rebuilt from the images — it reads, in order of preference:
 3. the journal, replayed on top as on every open.
 
 What is still missing after that is counted and named in `SalvageFindings`,
-which [`MultimodalRAG.verify`][multimodal_rag.rag.MultimodalRAG.verify] and [`MultimodalRAG.repair`][multimodal_rag.rag.MultimodalRAG.repair] report; repair
+which [`MultimodalRAG.verify`][multimodal_rag._rag.MultimodalRAG.verify] and [`MultimodalRAG.repair`][multimodal_rag._rag.MultimodalRAG.repair] report; repair
 sets the damaged files aside in ``damaged/`` instead of deleting them.
 """
 
@@ -30,7 +30,7 @@ from multimodal_rag.errors import CorruptFileError
 from multimodal_rag.types import str_tuple
 
 if TYPE_CHECKING:
-    from multimodal_rag.kb.directory import KnowledgeBaseDirectory
+    from multimodal_rag._kb.directory import KnowledgeBaseDirectory
     from multimodal_rag.protocols import DescriptionStore
 
 __all__ = ["SalvageFindings", "salvage_descriptions", "set_aside"]

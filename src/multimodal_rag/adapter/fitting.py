@@ -223,7 +223,7 @@ def fit_and_judge(
         The report, and the adapter when it is to be kept (``None`` otherwise). Nothing of
         ``rag`` is changed.
     """
-    from multimodal_rag.validation import check_int
+    from multimodal_rag._validation import check_int
 
     started = time.perf_counter()
     if kind not in KINDS:
@@ -434,9 +434,9 @@ def _edited_vectors(
     embedder: Any, ids: Sequence[str], records: Mapping[str, Record], rows: Sequence[int], *, seed: int, progress: bool | None
 ) -> np.ndarray:
     """Raw vectors of one edited copy of each row's image, the edit kind drawn per image from ``seed``."""
+    from multimodal_rag._images import open_image
     from multimodal_rag.evaluation.edits import EDIT_KINDS
     from multimodal_rag.evaluation.run import edited_query, embed_queries
-    from multimodal_rag.images import open_image
 
     source = functools.lru_cache(maxsize=1)(open_image)
     kinds = np.random.default_rng(seed).integers(len(EDIT_KINDS), size=len(ids))

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from attrs import frozen
 
+from multimodal_rag._validation import check_int
 from multimodal_rag.adapter.projection import KINDS, SIDES, Adapter
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.validation import check_int
 
 __all__ = ["Fit", "fit_adapter_weights", "split_pairs"]
 

@@ -12,7 +12,7 @@ import base64
 import io
 import os
 
-from multimodal_rag.images import open_image
+from multimodal_rag._images import open_image
 from multimodal_rag.types import ImageInput
 
 __all__ = ["image_data_url"]

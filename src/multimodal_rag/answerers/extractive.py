@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from multimodal_rag._validation import check_int, check_question
 from multimodal_rag.answerers.matches import (
     check_min_score,
     no_match_text,
@@ -19,7 +20,6 @@ from multimodal_rag.answerers.matches import (
 )
 from multimodal_rag.protocols import Answerer
 from multimodal_rag.types import Answer, Hit, ImageInput
-from multimodal_rag.validation import check_int, check_question
 
 __all__ = ["ExtractiveAnswerer"]
 

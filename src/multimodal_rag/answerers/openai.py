@@ -29,6 +29,8 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 from multimodal_rag._extras import require
 from multimodal_rag._remote import redact_url
+from multimodal_rag._streaming import AnswerStream, AsyncAnswerStream
+from multimodal_rag._validation import check_int, check_question, check_timeout
 from multimodal_rag.answerers.data_urls import image_data_url
 from multimodal_rag.answerers.matches import (
     check_min_score,
@@ -51,9 +53,7 @@ from multimodal_rag.errors import (
     InvalidInputError,
 )
 from multimodal_rag.protocols import Answerer
-from multimodal_rag.streaming import AnswerStream, AsyncAnswerStream
 from multimodal_rag.types import Answer, Hit, ImageInput
-from multimodal_rag.validation import check_int, check_question, check_timeout
 
 __all__ = [
     "API_KEY_ENV",

@@ -21,8 +21,8 @@ import click
 from multimodal_rag._version import __version__
 
 if TYPE_CHECKING:
+    from multimodal_rag._rag import MultimodalRAG
     from multimodal_rag.protocols import Answerer, Embedder
-    from multimodal_rag.rag import MultimodalRAG
 
 __all__ = [
     "DOCS_PAGE",
@@ -343,8 +343,8 @@ def parse_key_values(pairs: Iterable[str], *, option: str | None = None) -> dict
     Raises:
         click.BadParameter: A pair without ``=`` or without a key (named after ``option``).
     """
+    from multimodal_rag._validation import load_json
     from multimodal_rag.errors import InvalidInputError
-    from multimodal_rag.validation import load_json
 
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -374,8 +374,8 @@ def open_kb(
     Without ``embedder`` the knowledge base rebuilds its own from the manifest (with the
     weights of ``--checkpoint``/``--tokenizer`` where given).
     """
+    from multimodal_rag._rag import MultimodalRAG
     from multimodal_rag.cli.output import note_random_weights
-    from multimodal_rag.rag import MultimodalRAG
 
     rag = MultimodalRAG.open(
         kb,
@@ -412,9 +412,9 @@ def embedder_with_weights(kb: Path, settings: Settings) -> Embedder | None:
     }
     if not given:
         return None
+    from multimodal_rag._kb.manifest import read_manifest
+    from multimodal_rag._registry import resolve
     from multimodal_rag._remote import build_from_manifest
-    from multimodal_rag.kb.manifest import read_manifest
-    from multimodal_rag.registry import resolve
 
     recorded = read_manifest(kb).embedder
     refused = sorted(set(given) - _WEIGHTS_TAKERS.get(recorded.kind, set()))

@@ -13,7 +13,7 @@ from multimodal_rag.cli import output
 from multimodal_rag.cli.app import JSON_OPTION, CommandFailed, Settings, open_kb
 
 if TYPE_CHECKING:
-    from multimodal_rag.kb.manifest import Component
+    from multimodal_rag._kb.manifest import Component
     from multimodal_rag.protocols import Embedder
     from multimodal_rag.types import DescriptionStoreKind, VectorStoreKind
 
@@ -162,9 +162,9 @@ def index(
     unreadable images are skipped and listed, never stopping the rest. A DIRECTORY with
     no images fails the command (nothing is created) unless --allow-empty is given.
     """
-    from multimodal_rag.ingest.sources import DescriptionsFile
-    from multimodal_rag.kb.manifest import MANIFEST_FILE, read_manifest
-    from multimodal_rag.rag import MultimodalRAG
+    from multimodal_rag._ingest.sources import DescriptionsFile
+    from multimodal_rag._kb.manifest import MANIFEST_FILE, read_manifest
+    from multimodal_rag._rag import MultimodalRAG
 
     if descriptions is not None:
         # Read once now, before a model is loaded or a knowledge base created, so a
@@ -276,8 +276,8 @@ def _check_has_images(directory: Path, *, recursive: bool, allow_empty: bool, ex
     Raises:
         CommandFailed: No image file under ``directory`` and ``allow_empty`` is false.
     """
-    from multimodal_rag.images import IMAGE_SUFFIXES
-    from multimodal_rag.ingest.sources import scan_images
+    from multimodal_rag._images import IMAGE_SUFFIXES
+    from multimodal_rag._ingest.sources import scan_images
 
     files, unreadable = scan_images(directory, recursive=recursive)
     if files or unreadable:
@@ -296,7 +296,7 @@ def _check_has_images(directory: Path, *, recursive: bool, allow_empty: bool, ex
 def _build_embedder(
     kind: str, clip_options: Mapping[str, Any], allow_modules: Sequence[str]
 ) -> Embedder:
-    from multimodal_rag.registry import resolve
+    from multimodal_rag._registry import resolve
 
     given = _given(clip_options)
     accepted = _EMBEDDER_OPTIONS.get(kind, set())

@@ -12,7 +12,7 @@ from multimodal_rag.cli import output
 from multimodal_rag.cli.app import JSON_OPTION, KB_ARGUMENT, Settings, committing, weights_options
 
 if TYPE_CHECKING:
-    from multimodal_rag.rag import MultimodalRAG
+    from multimodal_rag._rag import MultimodalRAG
 
 __all__ = ["describe", "remove"]
 

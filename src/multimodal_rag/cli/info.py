@@ -22,7 +22,7 @@ def info(kb: Path, as_json: bool) -> None:
 
     Reads only the manifest, so it works even where the model's weights are not available.
     """
-    from multimodal_rag.kb.manifest import read_manifest
+    from multimodal_rag._kb.manifest import read_manifest
 
     manifest = read_manifest(kb)
     output.note_random_weights(manifest.embedder.random_weights)

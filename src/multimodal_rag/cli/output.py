@@ -17,12 +17,12 @@ import click
 from attrs import asdict
 
 if TYPE_CHECKING:
+    from multimodal_rag._kb.manifest import Manifest
     from multimodal_rag._migrate import MigrationReport
+    from multimodal_rag._verify import Problem, RepairReport, VerificationReport
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.evaluation.report import EvaluationReport
-    from multimodal_rag.kb.manifest import Manifest
     from multimodal_rag.types import AddResult, Answer, Hit, Record
-    from multimodal_rag.verify import Problem, RepairReport, VerificationReport
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
@@ -282,7 +282,7 @@ def print_answer(answer: Answer, *, streamed: bool) -> None:
 
 
 def info_json(kb: Path, manifest: Manifest, *, size_bytes: int) -> dict[str, Any]:
-    from multimodal_rag.kb.manifest import FORMAT_NAME, FORMAT_VERSION
+    from multimodal_rag._kb.manifest import FORMAT_NAME, FORMAT_VERSION
 
     return {
         "kb": str(kb),
@@ -306,7 +306,7 @@ def info_json(kb: Path, manifest: Manifest, *, size_bytes: int) -> dict[str, Any
 
 
 def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
-    from multimodal_rag.kb.manifest import FORMAT_NAME, FORMAT_VERSION
+    from multimodal_rag._kb.manifest import FORMAT_NAME, FORMAT_VERSION
 
     embedder, vectors, descriptions = (
         manifest.embedder,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from multimodal_rag._registry import BUILTINS, resolve
 from multimodal_rag.cli import output
 from multimodal_rag.cli.app import (
     IMAGE,
@@ -19,7 +20,6 @@ from multimodal_rag.cli.app import (
     parse_key_values,
     weights_options,
 )
-from multimodal_rag.registry import BUILTINS, resolve
 
 if TYPE_CHECKING:
     from multimodal_rag.protocols import Answerer
@@ -122,8 +122,8 @@ def _answer_search_options(command: Any) -> Any:
 
 def _filter(where: tuple[str, ...], filter_json: str | None) -> dict[str, Any] | None:
     """--where KEY=VALUE pairs and a --filter JSON object, combined (all must hold)."""
+    from multimodal_rag._validation import load_json
     from multimodal_rag.errors import InvalidInputError
-    from multimodal_rag.validation import load_json
 
     conditions: dict[str, Any] = dict(parse_key_values(where, option="--where") or {})
     if filter_json is not None:
@@ -239,7 +239,7 @@ def show(
     settings: Settings, kb: Path, image: Path, k: int, out: Path, tile: int, as_json: bool
 ) -> None:
     """Draw the query image beside its top-k matches, with scores and descriptions, as a PNG."""
-    from multimodal_rag.contact_sheet import render_contact_sheet
+    from multimodal_rag._contact_sheet import render_contact_sheet
 
     rag = open_kb(kb, settings, read_only=True)
     hits = rag.search(image=image, k=k)

@@ -21,7 +21,7 @@ def random_checkpoint(path: Path, seed: int, force: bool) -> None:
     Every command works with it (index --checkpoint PATH), but its search results
     and answers are meaningless: use a real model for real retrieval.
     """
-    from multimodal_rag.random_checkpoint import make_random_clip_checkpoint
+    from multimodal_rag._random_checkpoint import make_random_clip_checkpoint
 
     if path.exists() and not force:
         output.print_checkpoint_kept(path)

@@ -124,9 +124,9 @@ def migrate(
     $DATABASE_URL (or uri=/dsn= options); their passwords are never written to TARGET.
     Exits with status 1 when the copy's counts or searches differ from the source's.
     """
+    from multimodal_rag._kb.manifest import read_manifest
     from multimodal_rag._migrate import migrate as copy_knowledge_base
-    from multimodal_rag.kb.manifest import read_manifest
-    from multimodal_rag.registry import resolve
+    from multimodal_rag._registry import resolve
 
     # A kind alone is built by the library; settings mean building the store here.
     vs: Any = vector_store

@@ -14,10 +14,10 @@ import sqlite3
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from multimodal_rag._validation import check_int
 from multimodal_rag.descriptions.bm25_pruning import TermCounts, pruned_top_k
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Record
-from multimodal_rag.validation import check_int
 
 __all__ = [
     "COLUMNS",

@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from multimodal_rag._validation import RESERVED_KEYS, check_record
 from multimodal_rag.descriptions.full_text import (
     DEFAULT_TEXT_FIELDS,
     MemoryTextIndex,
@@ -30,7 +31,6 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
-from multimodal_rag.validation import RESERVED_KEYS, check_record
 
 __all__ = ["JSONLDescriptionStore", "read_jsonl", "record_from_json", "record_to_json"]
 

@@ -38,6 +38,7 @@ from multimodal_rag._remote import (
     valid_name,
     withheld_hint,
 )
+from multimodal_rag._validation import check_int, check_record, check_timeout
 from multimodal_rag.descriptions.full_text import (
     COLUMNS,
     DEFAULT_TEXT_FIELDS,
@@ -52,7 +53,6 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
-from multimodal_rag.validation import check_int, check_record, check_timeout
 
 if TYPE_CHECKING:
     from multimodal_rag.filters import MetadataFilter
@@ -593,7 +593,7 @@ class PostgresDescriptionStore(DescriptionStore):
         """Reconnect to the table named in ``config`` (the manifest's copy).
 
         The password comes as for the constructor; when
-        [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] loads a manifest, only
+        [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] loads a manifest, only
         for a server that ``$DATABASE_URL`` names or the caller allowed.
 
         Raises:

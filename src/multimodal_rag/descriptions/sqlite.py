@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from multimodal_rag._validation import check_record
 from multimodal_rag.descriptions.bm25_pruning import TermCounts
 from multimodal_rag.descriptions.full_text import (
     COLUMNS,
@@ -42,7 +43,6 @@ from multimodal_rag.errors import (
 from multimodal_rag.filters.sqlite import sqlite_path
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
-from multimodal_rag.validation import check_record
 
 if TYPE_CHECKING:
     from multimodal_rag.filters import MetadataFilter

@@ -20,6 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from multimodal_rag._hashing import sha256_file
+from multimodal_rag._images import DEFAULT_MAX_PIXELS
+from multimodal_rag._random_checkpoint import has_random_weights
 from multimodal_rag._remote import manifest_endpoints
 from multimodal_rag.embedders.clip_loading import (
     check_manifest_config,
@@ -37,9 +40,6 @@ from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION, ImagePreprocess
 from multimodal_rag.embedders.towers import TowerEmbedder
 from multimodal_rag.errors import ModelLoadError
-from multimodal_rag.hashing import sha256_file
-from multimodal_rag.images import DEFAULT_MAX_PIXELS
-from multimodal_rag.random_checkpoint import has_random_weights
 from multimodal_rag.types import Engine, Precision
 
 __all__ = ["CLIPEmbedder"]

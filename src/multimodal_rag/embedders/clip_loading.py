@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from multimodal_rag._extras import require
+from multimodal_rag._hashing import sha256_file
 from multimodal_rag.errors import ModelLoadError
-from multimodal_rag.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from multimodal_rag.hashing import sha256_file
+from multimodal_rag._hashing import sha256_file
 
 __all__ = ["CONTENTS_FILE", "DEFAULT_CACHE_DIR", "EngineCache", "cpu_model"]
 

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from multimodal_rag._images import DEFAULT_MAX_PIXELS
+from multimodal_rag._random_checkpoint import has_random_weights
 from multimodal_rag._remote import manifest_endpoints
 from multimodal_rag.embedders.openclip_loading import (
     check_manifest_paths,
@@ -24,8 +26,6 @@ from multimodal_rag.embedders.openclip_loading import (
 from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION
 from multimodal_rag.embedders.towers import TowerEmbedder
-from multimodal_rag.images import DEFAULT_MAX_PIXELS
-from multimodal_rag.random_checkpoint import has_random_weights
 from multimodal_rag.types import Engine, Precision
 
 __all__ = ["OpenCLIPEmbedder"]

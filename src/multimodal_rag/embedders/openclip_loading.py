@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from attrs import frozen
 
 from multimodal_rag._extras import require
+from multimodal_rag._hashing import sha256_file
 from multimodal_rag.embedders.preprocess import ImagePreprocess
 from multimodal_rag.errors import ModelLoadError
-from multimodal_rag.hashing import sha256_file
 
 if TYPE_CHECKING:
     import torch

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from multimodal_rag._extras import check_installed, require
+from multimodal_rag._hashing import sha256_file
 from multimodal_rag.embedders.engine_cache import EngineCache, cpu_model
-from multimodal_rag.hashing import sha256_file
 
 __all__ = [
     "OpenVINORunner",

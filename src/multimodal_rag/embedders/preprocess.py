@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from attrs import field, frozen
 
+from multimodal_rag._images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, open_image
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.images import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, open_image
 from multimodal_rag.types import ImageInput
 
 if TYPE_CHECKING:

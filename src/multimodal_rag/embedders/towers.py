@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from multimodal_rag._extras import require
+from multimodal_rag._validation import check_int
 from multimodal_rag.embedders.engine_cache import EngineCache
 from multimodal_rag.embedders.engines import HELD_OUT, BuiltEngine, EngineBuilder, Runner, Tower
 from multimodal_rag.embedders.pipeline import ordered_map
@@ -34,7 +35,6 @@ from multimodal_rag.embedders.preprocess import ImagePreprocess, load_pixels
 from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.protocols import EmbeddedBatch, Embedder
 from multimodal_rag.types import Engine, ImageInput, Precision, Vectors
-from multimodal_rag.validation import check_int
 
 if TYPE_CHECKING:
     from torch import device as TorchDevice

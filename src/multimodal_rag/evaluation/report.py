@@ -129,7 +129,7 @@ class GateReport:
 
 @frozen(kw_only=True)
 class EvaluationReport:
-    """What [`MultimodalRAG.evaluate`][multimodal_rag.rag.MultimodalRAG.evaluate] measured.
+    """What [`MultimodalRAG.evaluate`][multimodal_rag._rag.MultimodalRAG.evaluate] measured.
 
     Attributes:
         sets: Metrics per query set, in a stable order.

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from multimodal_rag._registry import kind_of
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.evaluation.report import (
     RECALL_AT,
@@ -30,7 +31,6 @@ from multimodal_rag.evaluation.report import (
     QueryResult,
     SetMetrics,
 )
-from multimodal_rag.registry import kind_of
 from multimodal_rag.types import ImageInput, Record
 
 __all__ = ["edited_query", "embed_queries", "evaluate"]
@@ -68,15 +68,15 @@ def evaluate(
     fusion: str = "rrf",
     progress: bool | None = None,
 ) -> EvaluationReport:
-    """Measure retrieval on ``rag`` (see [`MultimodalRAG.evaluate`][multimodal_rag.rag.MultimodalRAG.evaluate])."""
+    """Measure retrieval on ``rag`` (see [`MultimodalRAG.evaluate`][multimodal_rag._rag.MultimodalRAG.evaluate])."""
     from tqdm.auto import tqdm
 
+    from multimodal_rag._images import open_image
+    from multimodal_rag._ingest.sources import scan_images
+    from multimodal_rag._validation import check_int
     from multimodal_rag.evaluation.edits import EDIT_KINDS
     from multimodal_rag.evaluation.metrics import first_rank
     from multimodal_rag.evaluation.queries import description_queries, read_labelled_queries
-    from multimodal_rag.images import open_image
-    from multimodal_rag.ingest.sources import scan_images
-    from multimodal_rag.validation import check_int
 
     started = time.perf_counter()
     kinds = tuple(EDIT_KINDS if edits is None else edits)
@@ -244,7 +244,7 @@ class _Searcher:
     ) -> tuple[tuple[list[str], list[float]], tuple[list[str], list[float]]]:
         """A text query's results in lexical or hybrid mode: the words' ranking, alone or fused
         with the vector ranking through the index and through exact search."""
-        from multimodal_rag.fusion import fuse
+        from multimodal_rag._fusion import fuse
 
         lexical = self.rag.description_store.search_text(text, max(self.k, 50))
         lexical = [(id_, score) for id_, score in lexical if id_ in self._known]
@@ -277,7 +277,7 @@ def embed_queries(embedder: Any, queries: Sequence[tuple[str, Any]], *, adapter:
     With an ``adapter``, each kind goes through its side of it, as the facade's queries do
     (`query_vector`); without, they are the embedder's raw vectors.
     """
-    from multimodal_rag.validation import check_vectors
+    from multimodal_rag._validation import check_vectors
 
     dim = embedder.dim
     out = np.empty((len(queries), dim), dtype=np.float32)

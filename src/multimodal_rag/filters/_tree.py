@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from attrs import field, frozen
 
+from multimodal_rag._validation import MAX_JSON_DIGITS, is_utf8
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.filters import milvus, postgres, python, sqlite
 from multimodal_rag.filters._values import ORDERED, Scalar, kind_of
-from multimodal_rag.validation import MAX_JSON_DIGITS, is_utf8
 
 if TYPE_CHECKING:
     from psycopg import sql

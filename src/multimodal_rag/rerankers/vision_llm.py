@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from multimodal_rag._remote import redact_url
+from multimodal_rag._validation import check_int, check_timeout
 from multimodal_rag.answerers.data_urls import image_data_url
 from multimodal_rag.answerers.openai import (
     client_options,
@@ -38,7 +39,6 @@ from multimodal_rag.errors import (
 )
 from multimodal_rag.protocols import Reranker
 from multimodal_rag.types import Hit, ImageInput
-from multimodal_rag.validation import check_int, check_timeout
 
 __all__ = ["DEFAULT_MODEL", "RANKING_FORMAT", "VisionLLMReranker"]
 

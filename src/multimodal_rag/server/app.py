@@ -369,7 +369,7 @@ class _Api:
         return Health(status="ok", generation=rag.generation, images=len(rag))
 
     async def info(self) -> Info:
-        from multimodal_rag.registry import kind_of
+        from multimodal_rag._registry import kind_of
 
         rag = self.kb.rag
         answerer = rag.answerer
@@ -434,7 +434,7 @@ class _Api:
         if callable(astream):
             chunks = await astream(question, image=image, matches=hits)
         else:  # a duck-typed answerer that cannot stream: its answer is one chunk
-            from multimodal_rag.streaming import AsyncAnswerStream
+            from multimodal_rag._streaming import AsyncAnswerStream
 
             chunks = AsyncAnswerStream.from_answer(await _aanswer(answerer, question, image, hits))
         return StreamingResponse(
@@ -527,7 +527,7 @@ class _Api:
         except ValidationError as exc:
             raise invalid_fields(exc.errors()) from None
         if fields.image is not None:
-            from multimodal_rag.images import check_image
+            from multimodal_rag._images import check_image
 
             # From the header only, before anything decodes it: what it would cost to decode.
             await asyncio.to_thread(check_image, fields.image, max_pixels=self.settings.max_upload_pixels)
@@ -598,7 +598,7 @@ def _event(name: str, data: BaseModel) -> str:
 def _filter(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    from multimodal_rag.validation import load_json
+    from multimodal_rag._validation import load_json
 
     value = load_json(raw, what="filter")
     if not isinstance(value, dict):
@@ -631,7 +631,7 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _thumbnail(path: str, side: int) -> bytes:
-    from multimodal_rag.images import open_image
+    from multimodal_rag._images import open_image
 
     picture = open_image(path, draft_size=(side, side))
     picture.thumbnail((side, side))

@@ -18,14 +18,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from multimodal_rag._kb.manifest import MANIFEST_FILE, read_manifest
 from multimodal_rag.errors import EmbedderMismatchError, MultimodalRAGError
-from multimodal_rag.kb.manifest import MANIFEST_FILE, read_manifest
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from multimodal_rag._rag import MultimodalRAG
     from multimodal_rag.protocols import Answerer, Embedder
-    from multimodal_rag.rag import MultimodalRAG
 
 __all__ = ["ReloadingKnowledgeBase"]
 
@@ -35,15 +35,15 @@ _Signature = tuple[int, int, int]
 
 
 class ReloadingKnowledgeBase:
-    """A read-only [`MultimodalRAG`][multimodal_rag.rag.MultimodalRAG] that follows the saves of another process.
+    """A read-only [`MultimodalRAG`][multimodal_rag._rag.MultimodalRAG] that follows the saves of another process.
 
     Args:
         path: The knowledge-base directory.
         embedder: The embedder to open it with (default: rebuilt from the manifest); later
             generations keep the one in use.
         answerer: The answerer every generation gets (default: the knowledge base's choice).
-        allow_modules: As in [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open].
-        allow_endpoints: As in [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open].
+        allow_modules: As in [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open].
+        allow_endpoints: As in [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open].
     """
 
     def __init__(
@@ -129,7 +129,7 @@ class ReloadingKnowledgeBase:
                 logger.exception("checking %s for a new generation failed", self.path)
 
     def _open(self, *, embedder: Embedder | None) -> MultimodalRAG:
-        from multimodal_rag.rag import MultimodalRAG
+        from multimodal_rag._rag import MultimodalRAG
 
         return MultimodalRAG.open(
             self.path,

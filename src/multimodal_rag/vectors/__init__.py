@@ -5,7 +5,7 @@ Backends: ``faiss_flat``, ``faiss_hnsw``, ``faiss_ivf``, ``hnswlib_store`` and `
 ``labelled_store`` (the base class: locking, filters, exact fallback), ``label_map`` (string
 ids to the int64 labels an index stores), ``faiss_positional`` (tombstones for the FAISS
 indexes that cannot delete) and ``ranking`` (top-k, exact and filtered search). The input
-checks every store uses, a user's own included, are in `multimodal_rag.validation`.
+checks every store uses, a user's own included, are in `multimodal_rag._validation`.
 """
 
 from __future__ import annotations

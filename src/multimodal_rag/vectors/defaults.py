@@ -14,8 +14,8 @@ The rule comes from ``benchmarks/compare_indexes.py`` (see ``docs/choosing-an-in
 
 from __future__ import annotations
 
+from multimodal_rag._validation import check_int
 from multimodal_rag.protocols import VectorStore
-from multimodal_rag.validation import check_int
 
 __all__ = ["FLAT_MAX_SIZE", "default_vector_store"]
 

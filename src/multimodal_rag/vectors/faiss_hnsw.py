@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from multimodal_rag._validation import check_int
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor, Vectors
-from multimodal_rag.validation import check_int
 from multimodal_rag.vectors.faiss_positional import PositionalFaissStore
 
 __all__ = ["FaissHNSWStore"]

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from multimodal_rag._validation import check_int, check_vectors
 from multimodal_rag.errors import CorruptFileError, InvalidInputError
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor, Vectors
-from multimodal_rag.validation import check_int, check_vectors
 from multimodal_rag.vectors.faiss_positional import PositionalFaissStore
 
 __all__ = ["FaissIVFStore"]

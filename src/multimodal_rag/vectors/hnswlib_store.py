@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from multimodal_rag._extras import require
+from multimodal_rag._validation import check_int
 from multimodal_rag.errors import CorruptFileError
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import Neighbor, Vectors
-from multimodal_rag.validation import check_int
 from multimodal_rag.vectors.label_map import LabelMap
 from multimodal_rag.vectors.labelled_store import LabelledVectorStore
 

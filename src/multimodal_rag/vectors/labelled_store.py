@@ -1,7 +1,7 @@
 """The skeleton the in-process vector stores (FAISS, hnswlib) share.
 
 A store keeps string ids in a `LabelMap` and int64 labels in its index.
-This base class checks inputs (with `multimodal_rag.validation`), maps labels back to ids, applies filters, falls back
+This base class checks inputs (with `multimodal_rag._validation`), maps labels back to ids, applies filters, falls back
 to exact search when an approximate index comes up short, and guards everything
 with a `ReadWriteLock` so that many threads may search while one adds or
 removes. A backend implements only the index operations (the ``_index_*`` hooks).
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from multimodal_rag.locks import ReadWriteLock
+from multimodal_rag._locks import ReadWriteLock
+from multimodal_rag._validation import check_ids, check_int, check_queries, check_vectors
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor, Vectors
-from multimodal_rag.validation import check_ids, check_int, check_queries, check_vectors
 from multimodal_rag.vectors.label_map import LabelMap
 from multimodal_rag.vectors.ranking import exact_top_k, filtered_search
 

@@ -38,6 +38,13 @@ from multimodal_rag._remote import (
     valid_name,
     withheld_hint,
 )
+from multimodal_rag._validation import (
+    check_ids,
+    check_int,
+    check_queries,
+    check_timeout,
+    check_vectors,
+)
 from multimodal_rag.errors import (
     BackendError,
     CorruptFileError,
@@ -47,13 +54,6 @@ from multimodal_rag.errors import (
 from multimodal_rag.filters.milvus import NotExpressible, milvus_document
 from multimodal_rag.protocols import IdFilter, VectorStore
 from multimodal_rag.types import Neighbor, Vectors
-from multimodal_rag.validation import (
-    check_ids,
-    check_int,
-    check_queries,
-    check_timeout,
-    check_vectors,
-)
 from multimodal_rag.vectors.milvus_collection import (
     CONSISTENCY,
     DEFAULT_INDEX_PARAMS,
@@ -532,7 +532,7 @@ class MilvusVectorStore(VectorStore):
 
         Without ``dim``, the dimension is the one [`save`][multimodal_rag.vectors.milvus.MilvusVectorStore.save] wrote into its marker file.
         The token comes from ``$MILVUS_TOKEN`` (or a ``token=`` in ``config``); when
-        [`MultimodalRAG.open`][multimodal_rag.rag.MultimodalRAG.open] loads a manifest, only
+        [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] loads a manifest, only
         for a server that ``$MILVUS_URI`` names or the caller allowed.
 
         Raises:
