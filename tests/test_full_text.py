@@ -26,7 +26,7 @@ from multimodal_rag.errors import BackendError, CorruptFileError, InvalidInputEr
 from multimodal_rag.filters import parse_filter
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
-from test_description_store_contract import DESCRIPTION_STORES, reload
+from test_description_store_contract import DESCRIPTION_STORES
 
 REPO = Path(__file__).resolve().parents[1]
 LEGACY = Path(__file__).parent / "data" / "legacy"
@@ -37,6 +37,14 @@ FILLER = [
     Record(id=f"filler-{i:02d}", description=f"{word} lamp for the garden, model {i}")
     for i, word in enumerate(["a bright", "a dim", "a tall", "a small", "an old", "a new", "a green", "a red"])
 ]
+
+
+def reload(store: DescriptionStore, directory: Path) -> DescriptionStore:
+    """``store`` saved to ``directory`` and loaded back from its own config, as a reopen does."""
+    directory.mkdir()
+    store.save(directory)
+    config: dict[str, Any] = json.loads(json.dumps(store.config()))
+    return type(store).load(directory, **config)
 
 
 @pytest.fixture(params=sorted(DESCRIPTION_STORES))
