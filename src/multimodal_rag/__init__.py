@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from multimodal_rag import _lazy
+from multimodal_rag import errors as _errors
 from multimodal_rag._version import __version__
 
 # Public name -> module that defines it: the one table the lazy imports come from. Keep sorted.
@@ -52,36 +53,9 @@ _EXPORTS: dict[str, str] = {
 # Names this module offered in 0.1 and where they are imported from now: they still
 # resolve, with a DeprecationWarning, until the next minor version.
 _MOVED: dict[str, str] = {
+    # Every error but the root, from the one list multimodal_rag.errors keeps (a light module).
     **dict.fromkeys(
-        [
-            "AnswererAuthenticationError",
-            "AnswererBadRequestError",
-            "AnswererConnectionError",
-            "AnswererError",
-            "AnswererRateLimitError",
-            "AnswererTimeoutError",
-            "BackendConnectionError",
-            "BackendError",
-            "CorruptFileError",
-            "DimensionMismatchError",
-            "EmbedderMismatchError",
-            "ImageError",
-            "InvalidInputError",
-            "KnowledgeBaseAccessError",
-            "KnowledgeBaseError",
-            "KnowledgeBaseExistsError",
-            "KnowledgeBaseLockedError",
-            "KnowledgeBaseNotFoundError",
-            "ManifestError",
-            "MigrationError",
-            "MissingDependencyError",
-            "ModelLoadError",
-            "NotFoundError",
-            "PrecisionError",
-            "ReadOnlyError",
-            "UnknownBackendError",
-        ],
-        "multimodal_rag.errors",
+        (name for name in _errors.__all__ if name != "MultimodalRAGError"), "multimodal_rag.errors"
     ),
     "Adapter": "multimodal_rag.adapter",
     "AdapterReport": "multimodal_rag.adapter",

@@ -31,7 +31,7 @@ from multimodal_rag.evaluation.report import (
     QueryResult,
     SetMetrics,
 )
-from multimodal_rag.types import ImageInput, Record
+from multimodal_rag.types import Fusion, ImageInput, Record, SearchMode
 
 __all__ = ["edited_query", "embed_queries", "evaluate"]
 
@@ -64,8 +64,8 @@ def evaluate(
     seed: int = 0,
     k: int = 10,
     keep: float = 0.95,
-    mode: str = "vector",
-    fusion: str = "rrf",
+    mode: SearchMode = "vector",
+    fusion: Fusion = "rrf",
     progress: bool | None = None,
 ) -> EvaluationReport:
     """Measure retrieval on ``rag`` (see [`MultimodalRAG.evaluate`][multimodal_rag._rag.MultimodalRAG.evaluate])."""
