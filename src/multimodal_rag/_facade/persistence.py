@@ -31,7 +31,9 @@ class Persistence:
         state = self._state
         state.check_writable()
         if state.directory is None:
-            raise ReadOnlyError("this knowledge base has no directory; create it with MultimodalRAG.create(path)")
+            raise ReadOnlyError(
+                "this knowledge base has no directory; create it with MultimodalRAG.create(path)"
+            )
         if state.metadata_copy_pending:
             # Now, while the journal that would replay them on the next open still exists.
             pending = sorted(state.metadata_copy_pending)
@@ -45,7 +47,11 @@ class Persistence:
             adapter=state.adapter_entry if state.adapter is not None else None,
         )
         state.manifest = state.directory.write_snapshot(
-            state.generation + 1, state.vector_store, state.description_store, manifest, parts=self._adapter_parts()
+            state.generation + 1,
+            state.vector_store,
+            state.description_store,
+            manifest,
+            parts=self._adapter_parts(),
         )
         generation = state.manifest.generation
         # Only after the new manifest is in place: until then the old journal is still needed.
@@ -54,6 +60,20 @@ class Persistence:
 
             state.journal = Journal(state.directory.journal, generation)
         state.journal.reset(generation)
+
+    def first_save(self, *, remove_unfinished: bool) -> None:
+        """Lock a new knowledge base's directory and write its first snapshot (after removing
+        what an interrupted create left, when ``remove_unfinished``); on failure, unlock."""
+        directory = self._state.directory
+        assert directory is not None
+        directory.lock()
+        try:
+            if remove_unfinished:
+                directory.remove_unfinished()
+            self.save()
+        except BaseException:
+            self.close()
+            raise
 
     def save_if_on_disk(self) -> None:
         """Save a knowledge base that has a directory; one in memory has nothing to save to."""

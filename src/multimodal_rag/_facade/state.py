@@ -16,6 +16,7 @@ from multimodal_rag.errors import ReadOnlyError
 if TYPE_CHECKING:
     from multimodal_rag._kb.directory import KnowledgeBaseDirectory
     from multimodal_rag._kb.journal import Journal
+    from multimodal_rag._kb.loading import OpenedKnowledgeBase
     from multimodal_rag._kb.manifest import AdapterEntry, Manifest
     from multimodal_rag._kb.salvage import SalvageFindings
     from multimodal_rag.adapter.projection import Adapter
@@ -76,6 +77,19 @@ class KnowledgeBaseState:
         if self.adapter is not None and self.raw_store is not None:
             return self.raw_store
         return self.vector_store
+
+    def attach(self, opened: OpenedKnowledgeBase) -> None:
+        """Take on what opening a knowledge base's directory found beside its components:
+        the directory, the manifest, the journal, the salvage findings and the adapter."""
+        loaded = opened.loaded
+        self.directory, self.manifest, self.journal = (
+            opened.directory,
+            loaded.manifest,
+            opened.journal,
+        )
+        self.salvage, self.raw_store = loaded.findings, loaded.raw_store
+        if loaded.adapter is not None:
+            self.adapter, self.adapter_entry = loaded.adapter, loaded.manifest.adapter
 
     def check_writable(self) -> None:
         """Refuse a change (`ReadOnlyError`) to a knowledge base opened read-only."""
