@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from multimodal_rag.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from multimodal_rag.filters._tree import MetadataFilter
+    from multimodal_rag.filters._nodes import FilterNode
 
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
@@ -24,7 +24,7 @@ def column_parts(column: object) -> list[str]:
     return column.split(".")
 
 
-def refuse_nul(filter: MetadataFilter, database: str) -> None:
+def refuse_nul(filter: FilterNode, database: str) -> None:
     """Raise InvalidInputError when ``filter`` holds NUL, which SQL text cannot."""
     if filter.contains_nul:
         raise InvalidInputError(

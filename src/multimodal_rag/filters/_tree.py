@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import field, frozen
 
 from multimodal_rag._validation import MAX_JSON_DIGITS, is_utf8
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.filters import milvus, postgres, python, sqlite
+from multimodal_rag.filters._nodes import FilterVisitor
 from multimodal_rag.filters._values import ORDERED, Scalar, kind_of
 
 if TYPE_CHECKING:
@@ -38,17 +39,6 @@ MAX_FILTER_CONDITIONS = 1_000
 _TOO_LONG_INT = 10**MAX_JSON_DIGITS
 
 _T_co = TypeVar("_T_co", covariant=True)
-
-
-class FilterVisitor(Protocol[_T_co]):
-    """A dialect: what it makes of each kind of node. It recurses by calling ``accept`` on a
-    node's children."""
-
-    def condition(self, node: Condition, /) -> _T_co: ...
-
-    def all_of(self, node: And, /) -> _T_co: ...
-
-    def any_of(self, node: Or, /) -> _T_co: ...
 
 
 class MetadataFilter(ABC):
@@ -76,8 +66,8 @@ class MetadataFilter(ABC):
         """Whether a key or a string in the filter holds the NUL character, which SQL text
         cannot (so [`to_sqlite`][multimodal_rag.filters.MetadataFilter.to_sqlite] and [`to_postgres`][multimodal_rag.filters.MetadataFilter.to_postgres] refuse the filter)."""
 
-    # The dialects know the nodes only as types (FilterVisitor), so importing them here makes no
-    # cycle; an import inside matches() would cost more than the test itself.
+    # The dialects know the nodes only by their shape (``_nodes``), so importing them here makes
+    # no cycle; an import inside matches() would cost more than the test itself.
 
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         """Whether a record's metadata passes this filter."""

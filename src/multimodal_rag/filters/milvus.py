@@ -15,7 +15,7 @@ from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.filters._values import INT64, NEGATED, ORDERED, Scalar, kind_of
 
 if TYPE_CHECKING:
-    from multimodal_rag.filters._tree import And, Condition, MetadataFilter, Or
+    from multimodal_rag.filters._nodes import ConditionNode, FilterNode, GroupNode
 
 __all__ = ["MAX_MILVUS_TERMS", "NotExpressible", "milvus_document", "to_milvus"]
 
@@ -44,7 +44,7 @@ class NotExpressible(Exception):
     """
 
 
-def to_milvus(filter: MetadataFilter, field: str = "metadata") -> str:
+def to_milvus(filter: FilterNode, field: str = "metadata") -> str:
     """See [`MetadataFilter.to_milvus`][multimodal_rag.filters.MetadataFilter.to_milvus]."""
     if not isinstance(field, str) or not _FIELD.fullmatch(field):
         raise InvalidInputError(f"field must be a Milvus field name, got {field!r:.80}")
@@ -78,13 +78,13 @@ def milvus_document(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 class _Terms:
     """How many comparisons `_Milvus` writes."""
 
-    def all_of(self, node: And) -> int:
+    def all_of(self, node: GroupNode) -> int:
         return sum(f.accept(self) for f in node.filters)
 
-    def any_of(self, node: Or) -> int:
+    def any_of(self, node: GroupNode) -> int:
         return sum(f.accept(self) for f in node.filters)
 
-    def condition(self, node: Condition) -> int:
+    def condition(self, node: ConditionNode) -> int:
         return len(node.value) if isinstance(node.value, tuple) else 1
 
 
@@ -92,13 +92,13 @@ class _Milvus:
     def __init__(self, field: str) -> None:
         self.field = field
 
-    def all_of(self, node: And) -> str:
+    def all_of(self, node: GroupNode) -> str:
         return _join([f.accept(self) for f in node.filters], "and", "true")
 
-    def any_of(self, node: Or) -> str:
+    def any_of(self, node: GroupNode) -> str:
         return _join([f.accept(self) for f in node.filters], "or", "false")
 
-    def condition(self, node: Condition) -> str:
+    def condition(self, node: ConditionNode) -> str:
         op = NEGATED.get(node.op, node.op)
         values = node.value if isinstance(node.value, tuple) else (node.value,)
         # One group per kind of value, each reading only its own object of the field.

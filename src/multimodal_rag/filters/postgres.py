@@ -12,7 +12,7 @@ from multimodal_rag.filters._values import NEGATED, ORDERED, kind_of
 if TYPE_CHECKING:
     from psycopg import sql
 
-    from multimodal_rag.filters._tree import And, Condition, MetadataFilter, Or
+    from multimodal_rag.filters._nodes import ConditionNode, FilterNode, GroupNode
 
 __all__ = ["to_postgres"]
 
@@ -20,7 +20,7 @@ __all__ = ["to_postgres"]
 _Term = tuple[str, list[Any]]
 
 
-def to_postgres(filter: MetadataFilter, column: str) -> tuple[sql.Composable, list[Any]]:
+def to_postgres(filter: FilterNode, column: str) -> tuple[sql.Composable, list[Any]]:
     """See [`MetadataFilter.to_postgres`][multimodal_rag.filters.MetadataFilter.to_postgres]."""
     from multimodal_rag._extras import require
 
@@ -35,13 +35,13 @@ def to_postgres(filter: MetadataFilter, column: str) -> tuple[sql.Composable, li
 
 
 class _Postgres:
-    def all_of(self, node: And) -> _Term:
+    def all_of(self, node: GroupNode) -> _Term:
         return join([f.accept(self) for f in node.filters], "AND", "true")
 
-    def any_of(self, node: Or) -> _Term:
+    def any_of(self, node: GroupNode) -> _Term:
         return join([f.accept(self) for f in node.filters], "OR", "false")
 
-    def condition(self, node: Condition) -> _Term:
+    def condition(self, node: ConditionNode) -> _Term:
         op = NEGATED.get(node.op, node.op)
         value = "({column} -> %s::text)"
         if op == "$eq":

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from multimodal_rag.filters._values import NEGATED, kind_of
 
 if TYPE_CHECKING:
-    from multimodal_rag.filters._tree import And, Condition, MetadataFilter, Or
+    from multimodal_rag.filters._nodes import ConditionNode, FilterNode, GroupNode
 
 __all__ = ["matches"]
 
@@ -22,7 +22,7 @@ _ORDERED: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def matches(filter: MetadataFilter, metadata: Mapping[str, Any]) -> bool:
+def matches(filter: FilterNode, metadata: Mapping[str, Any]) -> bool:
     """Whether ``metadata`` passes ``filter``."""
     return filter.accept(_Matcher(metadata))
 
@@ -31,18 +31,18 @@ class _Matcher:
     def __init__(self, metadata: Mapping[str, Any]) -> None:
         self.metadata = metadata
 
-    def condition(self, node: Condition) -> bool:
+    def condition(self, node: ConditionNode) -> bool:
         if node.op in NEGATED:
             return not self._positive(node, NEGATED[node.op])
         return self._positive(node, node.op)
 
-    def all_of(self, node: And) -> bool:
+    def all_of(self, node: GroupNode) -> bool:
         return all(f.accept(self) for f in node.filters)
 
-    def any_of(self, node: Or) -> bool:
+    def any_of(self, node: GroupNode) -> bool:
         return any(f.accept(self) for f in node.filters)
 
-    def _positive(self, node: Condition, op: str) -> bool:
+    def _positive(self, node: ConditionNode, op: str) -> bool:
         if node.key not in self.metadata:
             return False
         stored = self.metadata[node.key]

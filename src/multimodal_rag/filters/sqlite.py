@@ -14,7 +14,7 @@ from multimodal_rag.filters._sql import column_parts, join, refuse_nul
 from multimodal_rag.filters._values import INT64, NEGATED, ORDERED, kind_of
 
 if TYPE_CHECKING:
-    from multimodal_rag.filters._tree import And, Condition, MetadataFilter, Or
+    from multimodal_rag.filters._nodes import ConditionNode, FilterNode, GroupNode
 
 __all__ = ["sqlite_path", "to_sqlite"]
 
@@ -41,7 +41,7 @@ def sqlite_path(key: str) -> str | None:
 
 
 def to_sqlite(
-    filter: MetadataFilter, column: str, *, indexed: Mapping[str, tuple[str, str]] | None = None
+    filter: FilterNode, column: str, *, indexed: Mapping[str, tuple[str, str]] | None = None
 ) -> tuple[str, list[Any]]:
     """See [`MetadataFilter.to_sqlite`][multimodal_rag.filters.MetadataFilter.to_sqlite]."""
     quoted = _quoted(column)
@@ -63,13 +63,13 @@ class _SQLite:
         self.column = column
         self.indexed = indexed
 
-    def all_of(self, node: And) -> _Term:
+    def all_of(self, node: GroupNode) -> _Term:
         return join([f.accept(self) for f in node.filters], "AND", "1")
 
-    def any_of(self, node: Or) -> _Term:
+    def any_of(self, node: GroupNode) -> _Term:
         return join([f.accept(self) for f in node.filters], "OR", "0")
 
-    def condition(self, node: Condition) -> _Term:
+    def condition(self, node: ConditionNode) -> _Term:
         op = NEGATED.get(node.op, node.op)
         path = sqlite_path(node.key)
         if node.key in self.indexed:
@@ -89,7 +89,7 @@ class _SQLite:
         return text, params
 
 
-def _positive(node: Condition, op: str, type_sql: _Term, value_sql: _Term) -> _Term:
+def _positive(node: ConditionNode, op: str, type_sql: _Term, value_sql: _Term) -> _Term:
     """``op`` (never a negated one) on the value that ``type_sql`` and ``value_sql`` read."""
 
     def typed(kind: str) -> _Term:

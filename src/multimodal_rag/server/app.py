@@ -350,7 +350,7 @@ class _Api:
     def __init__(self, knowledge_base: ReloadingKnowledgeBase, settings: ServerSettings) -> None:
         self.kb = knowledge_base
         self.settings = settings
-        self.search_fields, self.ask_fields = form_models(settings)
+        self.search_fields, self.ask_fields = form_models(max_text_chars=settings.max_text_chars, max_k=settings.max_k)
         self._page: str | None = None
         # Decoding is what costs memory (up to about 10 bytes per pixel), so it is what is bounded.
         self._decodes = asyncio.Semaphore(settings.max_concurrent_decodes)

@@ -10,13 +10,10 @@ limits (``k``, the length of a text) are the server's settings.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
-
-if TYPE_CHECKING:
-    from multimodal_rag.server.app import ServerSettings
 
 __all__ = [
     "Answer",
@@ -241,18 +238,18 @@ class AskFields(BaseModel):
     stream: bool = Field(default=False, description="Answer as server-sent events: matches, chunk..., answer (or error), done.")
 
 
-def form_models(settings: ServerSettings) -> tuple[type[SearchFields], type[AskFields]]:
+def form_models(*, max_text_chars: int, max_k: int) -> tuple[type[SearchFields], type[AskFields]]:
     """The form models of one server, with its limits on ``k`` and on the length of a text."""
-    chars = settings.max_text_chars
+    chars = max_text_chars
 
     class BoundSearchFields(SearchFields):
         text: Annotated[str, Field(max_length=chars, pattern=r"\S")] | SkipJsonSchema[None] = None
-        k: int = Field(default=5, ge=1, le=settings.max_k)
+        k: int = Field(default=5, ge=1, le=max_k)
 
     class BoundAskFields(AskFields):
         question: str = Field(max_length=chars, pattern=r"\S")
         text: Annotated[str, Field(max_length=chars, pattern=r"\S")] | SkipJsonSchema[None] = None
-        k: int = Field(default=3, ge=1, le=settings.max_k)
+        k: int = Field(default=3, ge=1, le=max_k)
 
     BoundSearchFields.__name__ = BoundSearchFields.__qualname__ = "SearchFields"
     BoundAskFields.__name__ = BoundAskFields.__qualname__ = "AskFields"
