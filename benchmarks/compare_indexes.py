@@ -17,9 +17,9 @@ search it also measures the memory bandwidth of this machine, since an exact sca
     python benchmarks/compare_indexes.py --quick         # 2,000 vectors, 64-d, two settings each
     python benchmarks/compare_indexes.py --sizes 1000000 --only flat,hnswlib
 
-The raw calls reach into each store for its FAISS or hnswlib index (``_index``,
-``_stored()``): the library's overhead is measured against exactly the index it wraps,
-which no public name exposes.
+The raw calls search the engine's own index, loaded from the file the store saves (the
+knowledge-base format): the library's overhead is measured against exactly the index it wraps,
+with no private attribute read.
 
 Prints a table, writes ``benchmarks/results/compare_indexes.json`` and draws
 recall-vs-latency curves to ``benchmarks/results/compare_indexes.png``.
@@ -34,6 +34,7 @@ all, many clusters, a low-dimensional latent within each cluster, plus noise
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import threading
 import time
@@ -174,6 +175,23 @@ def bytes_on_disk(store: Any) -> int:
         return sum(f.stat().st_size for f in Path(tmp).iterdir())
 
 
+@functools.lru_cache(maxsize=1)  # one store is measured at a time, at several settings
+def native_index(store: Any) -> Any:
+    """The engine's own index, loaded from the file the store saves (the knowledge-base format,
+    docs/knowledge-base-format.md): the raw engine the store's overhead is measured against."""
+    import faiss
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store.save(Path(tmp))
+        if (Path(tmp) / "index.hnsw").exists():
+            import hnswlib
+
+            index = hnswlib.Index(space="ip", dim=store.dim)
+            index.load_index(str(Path(tmp) / "index.hnsw"))
+            return index
+        return faiss.read_index(str(Path(tmp) / "index.faiss"))
+
+
 def bandwidth_floor_ms(vectors: np.ndarray, threads: int = 2) -> float:
     """Time to read ``vectors`` once with ``threads`` threads (numpy sums release the GIL)."""
     parts = np.array_split(vectors, threads)
@@ -210,7 +228,7 @@ def families(n: int, dim: int, args: argparse.Namespace) -> Iterator[tuple[str, 
     import faiss
 
     def flat_raw(store: FaissFlatStore) -> Callable[[np.ndarray], Any]:
-        vectors, _ = store._stored()
+        vectors = store.get_vectors(store.ids())
 
         def matmul_top_k(q: np.ndarray) -> Any:
             scores = vectors @ q[0]
@@ -223,10 +241,12 @@ def families(n: int, dim: int, args: argparse.Namespace) -> Iterator[tuple[str, 
 
     def hnsw_raw(ef: int) -> Callable[[Any], Callable[[np.ndarray], Any]]:
         def factory(store: FaissHNSWStore) -> Callable[[np.ndarray], Any]:
+            index = native_index(store)
+
             def call(q: np.ndarray) -> Any:
                 params = faiss.SearchParametersHNSW()
                 params.efSearch = ef
-                return store._index.search(q, K, params=params)
+                return index.search(q, K, params=params)
 
             return call
 
@@ -241,7 +261,7 @@ def families(n: int, dim: int, args: argparse.Namespace) -> Iterator[tuple[str, 
 
     def hnswlib_raw(ef: int) -> Callable[[Any], Callable[[np.ndarray], Any]]:
         def factory(store: HNSWLibStore) -> Callable[[np.ndarray], Any]:
-            index = store._index
+            index = native_index(store)
 
             def call(q: np.ndarray) -> Any:
                 index.set_ef(ef)
@@ -262,6 +282,8 @@ def families(n: int, dim: int, args: argparse.Namespace) -> Iterator[tuple[str, 
 
     def ivf_raw(nprobe: int, k_factor: int | None) -> Callable[[Any], Callable[[np.ndarray], Any]]:
         def factory(store: FaissIVFStore) -> Callable[[np.ndarray], Any]:
+            index = native_index(store)
+
             def call(q: np.ndarray) -> Any:
                 params = faiss.SearchParametersIVF()
                 params.nprobe = nprobe
@@ -269,8 +291,8 @@ def families(n: int, dim: int, args: argparse.Namespace) -> Iterator[tuple[str, 
                     refine = faiss.IndexRefineSearchParameters()
                     refine.k_factor = k_factor
                     refine.base_index_params = params
-                    return store._index.search(q, K, params=refine)
-                return store._index.search(q, K, params=params)
+                    return index.search(q, K, params=refine)
+                return index.search(q, K, params=params)
 
             return call
 
@@ -335,7 +357,7 @@ def run_size(base: np.ndarray, queries: np.ndarray, args: argparse.Namespace) ->
                 flush=True,
             )
         if family == "flat":
-            vectors, _ = store._stored()
+            vectors = store.get_vectors(store.ids())
             out["flat_bandwidth_floor_ms"] = bandwidth_floor_ms(vectors)
             flat = out["rows"][-1]
             floor = out["flat_bandwidth_floor_ms"]

@@ -16,8 +16,8 @@ Then, each in its own subprocess so that its peak RSS is its own:
 
 Also reports the encoder alone, its FLOPs per image and the fraction of the machine's
 measured matmul peak that each approach reaches. The encoder alone, and ``--engines``'
-split of a query's time, call the embedder's tower directly (``_encode_pixels``,
-``_pixels``): no public method runs the tower without decoding an image first.
+split of a query's time, call the embedder's tower directly (``embed_pixels`` on
+``pixels_of``'s arrays), without decoding an image first.
 
     python benchmarks/ingest.py            # 200 and 2,000 images, a few minutes on 2 cores
     python benchmarks/ingest.py --quick    # 8 and 24 small-model images, under a minute
@@ -130,7 +130,7 @@ def run_encoder(checkpoint: Path, batch: int = 32, **_: object) -> dict:
     embedder = CLIPEmbedder(checkpoint=checkpoint)
     pixels = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     with FlopCounterMode(display=False) as counter:
-        embedder._encode_pixels(pixels[:1])
+        embedder.embed_pixels(pixels[:1])
     flops = counter.get_total_flops()
     out = {"flops_per_image": flops, "threads": torch.get_num_threads(), "batch": batch}
     for precision in ("fp32", embedder.precision):
@@ -139,10 +139,10 @@ def run_encoder(checkpoint: Path, batch: int = 32, **_: object) -> dict:
             if precision == embedder.precision
             else CLIPEmbedder(checkpoint=checkpoint, precision=precision)
         )
-        encoder._encode_pixels(pixels)
+        encoder.embed_pixels(pixels)
         start = time.perf_counter()
         for _ in range(3):
-            encoder._encode_pixels(pixels)
+            encoder.embed_pixels(pixels)
         out[f"encoder_images_per_s_{precision}"] = 3 * batch / (time.perf_counter() - start)
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(2048, 2048, dtype=dtype)
@@ -194,17 +194,17 @@ def run_engine(
     pixels_ms, encode_ms = [], []
     for i in range(repeat):
         start = time.perf_counter()
-        one = embedder._pixels(paths[i % len(paths)])[None]
+        one = embedder.pixels_of(paths[i % len(paths)])[None]
         middle = time.perf_counter()
-        embedder._encode_pixels(one)
+        embedder.embed_pixels(one)
         pixels_ms.append((middle - start) * 1000)
         encode_ms.append((time.perf_counter() - middle) * 1000)
-    batch = np.stack([embedder._pixels(path) for path in paths[:32]])
-    embedder._encode_pixels(batch)
+    batch = np.stack([embedder.pixels_of(path) for path in paths[:32]])
+    embedder.embed_pixels(batch)
     encoder_seconds = []
     for _ in range(3):
         start = time.perf_counter()
-        embedder._encode_pixels(batch)
+        embedder.embed_pixels(batch)
         encoder_seconds.append(time.perf_counter() - start)
     sample = embedder.embed_images(paths[:32])
     return {

@@ -51,7 +51,7 @@ def measure(name: str, *, batch: int, calls: int) -> dict[str, Any]:
     import open_clip
     import torch
 
-    from multimodal_rag.embedders.openclip import _tower_modules
+    from multimodal_rag.embedders.openclip import tower_modules
     from multimodal_rag.embedders.openclip_loading import for_inference, preprocess_of
     from multimodal_rag.embedders.torch_engine import TorchRunner
     from multimodal_rag.embedders.towers import probe_pixels
@@ -62,7 +62,7 @@ def measure(name: str, *, batch: int, calls: int) -> dict[str, Any]:
     tag = TAGS.get(name, "")
     size = open_clip.get_model_preprocess_cfg(model)["size"]
     preprocess = preprocess_of(open_clip.get_pretrained_cfg(name, tag) if tag else {}, size=size)
-    image_tower, text_tower = _tower_modules(model)
+    image_tower, text_tower = tower_modules(model)
     device = torch.device("cpu")
     images = TorchRunner(image_tower, device, "fp32")
     texts = TorchRunner(text_tower, device, "fp32")

@@ -74,9 +74,9 @@ def recall_per_mode(images: Path, descriptions: Path, queries: Path, checkpoint:
 def description_vectors(rag: Any, queries_file: Path) -> list[dict[str, Any]]:
     """The optional second vector set: every description embedded with the text tower, searched
     with the query's text vector, alone and fused with the two channels hybrid search has."""
-    from multimodal_rag._fusion import fuse
     from multimodal_rag.evaluation.metrics import mean_metrics, query_metrics
     from multimodal_rag.evaluation.queries import read_labelled_queries
+    from multimodal_rag.tools import fuse
 
     records = {record.id: record for record in rag.description_store}
     ids = sorted(records)
@@ -134,7 +134,7 @@ class _Vectors:
 
 def latency(n: int, *, dim: int = 512, repeat: int = 60) -> dict[str, Any]:
     from multimodal_rag import FaissFlatStore, MultimodalRAG, Record, SQLiteDescriptionStore
-    from multimodal_rag._fusion import fuse
+    from multimodal_rag.tools import fuse
 
     rng = np.random.default_rng(0)
     ids = [f"item-{i:06d}" for i in range(n)]

@@ -120,7 +120,7 @@ def test_every_family_runs_on_both_engines_in_fp32(
     with torch.inference_mode():
         reference = model.encode_image(torch.from_numpy(probes)).numpy()
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
-    assert _max_difference(embedder._encode_pixels(probes), reference) < TOLERANCE
+    assert _max_difference(embedder.embed_pixels(probes), reference) < TOLERANCE
 
 
 @pytest.mark.parametrize("family", FAMILIES)

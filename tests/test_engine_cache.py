@@ -93,7 +93,7 @@ def test_an_altered_cached_model_is_converted_again_with_the_same_vectors(
 
     def vectors(embedder: CLIPEmbedder) -> np.ndarray:
         pixels = probe_pixels(embedder.preprocess, 6)
-        return np.concatenate([embedder._encode_pixels(pixels), embedder.embed_texts(TEXTS)])
+        return np.concatenate([embedder.embed_pixels(pixels), embedder.embed_texts(TEXTS)])
 
     expected = vectors(CLIPEmbedder(checkpoint=checkpoint, **settings))
     irs = sorted((tmp_path / "openvino").glob("*-fp32/*/model.xml"))

@@ -89,7 +89,7 @@ def vectors(embedder: TowerEmbedder) -> dict[str, np.ndarray]:
 def inputs(embedder: TowerEmbedder, tower: str) -> np.ndarray:
     if tower == "text":
         return embedder._tokens(TEXTS)
-    return np.stack([embedder._pixels(picture) for picture in PICTURES])
+    return np.stack([embedder.pixels_of(picture) for picture in PICTURES])
 
 
 def runs_in(embedder: TowerEmbedder, tower: str) -> set[str]:

@@ -1,6 +1,7 @@
 """Tools around a knowledge base: copying it to other stores (`migrate`), the reports of
-`MultimodalRAG.verify` and `repair`, search results as one picture, and a small random-weights
-CLIP checkpoint for trying things with no download."""
+`MultimodalRAG.verify` and `repair`, search results as one picture, fusing ranked lists of your
+own channels (`fuse`, as hybrid search does), and a small random-weights CLIP checkpoint for
+trying things with no download."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "ProblemKind": "multimodal_rag._verify",
     "RepairReport": "multimodal_rag._verify",
     "VerificationReport": "multimodal_rag._verify",
+    "fuse": "multimodal_rag._fusion",
     "make_random_clip_checkpoint": "multimodal_rag._random_checkpoint",
     "migrate": "multimodal_rag._migrate",
     "render_contact_sheet": "multimodal_rag._contact_sheet",
@@ -26,6 +28,7 @@ __all__ = [
     "ProblemKind",
     "RepairReport",
     "VerificationReport",
+    "fuse",
     "make_random_clip_checkpoint",
     "migrate",
     "render_contact_sheet",
@@ -42,6 +45,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from multimodal_rag._contact_sheet import render_contact_sheet
+    from multimodal_rag._fusion import fuse
     from multimodal_rag._migrate import MigrationReport, migrate
     from multimodal_rag._random_checkpoint import make_random_clip_checkpoint
     from multimodal_rag._verify import Problem, ProblemKind, RepairReport, VerificationReport

@@ -28,7 +28,7 @@ from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION
 from multimodal_rag.embedders.towers import TowerEmbedder
 from multimodal_rag.types import Engine, Precision
 
-__all__ = ["OpenCLIPEmbedder"]
+__all__ = ["OpenCLIPEmbedder", "tower_modules"]
 
 #: Bumped whenever the tower modules change what they compute or take: part of the key
 #: of every converted model in the engine cache.
@@ -127,7 +127,7 @@ class OpenCLIPEmbedder(TowerEmbedder):
         self._tokenizer = loaded.tokenizer
         self.preprocess = loaded.preprocess
         self.context_length = loaded.context_length
-        image_tower, text_tower = _tower_modules(loaded.model)
+        image_tower, text_tower = tower_modules(loaded.model)
         with _no_grad():
             probe = self._tokens(["a"])
             self._dim = int(text_tower(_tensor(probe, self.device)).shape[1])
@@ -187,8 +187,9 @@ def _absolute(path: str | os.PathLike[str] | None) -> Path | None:
     return Path(path).expanduser().resolve() if path is not None else None
 
 
-def _tower_modules(model: Any) -> tuple[Any, Any]:
-    """The model's image and text towers as modules with one input, as engines convert them."""
+def tower_modules(model: Any) -> tuple[Any, Any]:
+    """An open_clip model's image and text towers as modules with one input each (pixels, token
+    ids), as the engines run and convert them; the benchmarks time them alone."""
     from multimodal_rag.embedders.openclip_loading import import_open_clip
 
     import_open_clip()

@@ -308,11 +308,11 @@ class TowerEmbedder(Embedder):
         if len(images) == 1:
             # One query image: decoding in the calling thread is faster than a pool.
             try:
-                pixels = self._pixels(images[0])
+                pixels = self.pixels_of(images[0])
             except ImageError as exc:
                 exc.index = 0
                 raise
-            return self._encode_pixels(pixels[None])
+            return self.embed_pixels(pixels[None])
         parts = [np.zeros((0, self.dim), dtype=np.float32)]
         for batch in self.iter_embed_images(images, batch_size=self.batch_size):
             if batch.failures:
@@ -356,21 +356,29 @@ class TowerEmbedder(Embedder):
         self, indices: list[int], arrays: list[np.ndarray], failures: list[tuple[int, ImageError]]
     ) -> EmbeddedBatch:
         if arrays:
-            vectors = self._encode_pixels(np.stack(arrays))
+            vectors = self.embed_pixels(np.stack(arrays))
         else:
             vectors = np.zeros((0, self.dim), dtype=np.float32)
         return EmbeddedBatch(indices, vectors, failures)
 
-    def _pixels(self, image: ImageInput) -> np.ndarray:
+    def pixels_of(self, image: ImageInput) -> np.ndarray:
+        """The model's input for ``image``: decoded, resized, cropped and normalised pixels,
+        shape ``(3, size, size)``, float32 (what `embed_pixels` takes, stacked).
+
+        Raises:
+            ImageError: The image cannot be read.
+        """
         return load_pixels(image, self.preprocess, draft=self.draft, max_pixels=self.max_pixels)
 
     def _try_pixels(self, image: ImageInput) -> np.ndarray | ImageError:
         try:
-            return self._pixels(image)
+            return self.pixels_of(image)
         except ImageError as exc:
             return exc
 
-    def _encode_pixels(self, pixels: np.ndarray) -> Vectors:
+    def embed_pixels(self, pixels: np.ndarray) -> Vectors:
+        """Embed a batch of `pixels_of` results, shape ``(n, 3, size, size)``: the image tower
+        alone, without decoding (for measuring it, or feeding pixels prepared elsewhere)."""
         return normalised(self._runner("image")(pixels))
 
     # -- texts -------------------------------------------------------------------
