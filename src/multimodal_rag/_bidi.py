@@ -113,7 +113,7 @@ def embedding_levels(text: str, *, rtl: bool | None = None) -> list[int]:
         types[i:end] = [before if before == after else edge] * (end - i)
         i = end
 
-    levels = []
+    levels: list[int] = []
     for kind in types:  # I1, I2
         if base == 0:
             levels.append(0 if kind == "L" else 1 if kind == "R" else 2)
@@ -200,21 +200,17 @@ def shape_arabic(text: str) -> str:
         joins_before = joining[i] in ("D", "R") and before == "D"
         joins_after = joining[i] == "D" and after in ("D", "R")
         # Marks between i and the next solid character follow it unchanged.
-        marks = text[i + 1 : after_index] if after_index is not None else text[i + 1 :]
+        marks = text[i + 1 : after_index]  # after_index None: to the end
         if i == skip:  # the alef of a lam-alef ligature
             out.append(marks)
             continue
-        if (
-            char == _LAM
-            and after_index == i + 1
-            and text[after_index] in lam_alef
-            and char in letters
-        ):
-            ligature = lam_alef[text[after_index]]
+        alef = text[i + 1] if after_index == i + 1 else ""
+        if char == _LAM and alef in lam_alef:
+            ligature = lam_alef[alef]
             form = "final" if joins_before else "isolated"
             if form in ligature:
                 out.append(ligature[form])
-                skip = after_index
+                skip = i + 1
                 continue
         forms = letters.get(char)
         if forms is None:

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from threading import Lock
@@ -89,7 +89,7 @@ class FontFace:
 
 @lru_cache(maxsize=64)
 def _coverage(face: FontFace) -> frozenset[int]:
-    from fontTools.ttLib import TTFont
+    from fontTools.ttLib import TTFont  # pyright: ignore[reportMissingTypeStubs]
 
     # The file is opened here, not by fontTools, so that it is closed when parsing fails too.
     with face.path.open("rb") as file:
@@ -98,7 +98,7 @@ def _coverage(face: FontFace) -> frozenset[int]:
 
 @lru_cache(maxsize=64)
 def _names(face: FontFace) -> tuple[str]:
-    from fontTools.ttLib import TTFont
+    from fontTools.ttLib import TTFont  # pyright: ignore[reportMissingTypeStubs]
 
     with face.path.open("rb") as file:
         name = TTFont(file, fontNumber=face.index, lazy=True)["name"].getBestFamilyName()
@@ -113,14 +113,17 @@ def _readable(face: FontFace) -> bool:
     return True
 
 
-@dataclass
 class FontStack:
     """Fonts in order of preference; `face_for` picks the one that draws a character."""
 
-    faces: tuple[FontFace, ...]
-    use_fontconfig: bool = True
-    _asked: dict[int, FontFace | None] = field(default_factory=dict, repr=False)
-    _lock: Lock = field(default_factory=Lock, repr=False)
+    def __init__(self, faces: Sequence[FontFace], *, use_fontconfig: bool = True) -> None:
+        self.faces = tuple(faces)
+        self.use_fontconfig = use_fontconfig
+        self._asked: dict[int, FontFace | None] = {}  # fontconfig's answer per 256-point block
+        self._lock = Lock()
+
+    def __repr__(self) -> str:
+        return f"FontStack({[os.fspath(face.path) for face in self.faces]!r})"
 
     @property
     def primary(self) -> FontFace:
@@ -204,7 +207,7 @@ def _user_fonts(fonts: Iterable[str | os.PathLike[str]] | None) -> list[FontFace
         fonts, source = [part for part in named.split(os.pathsep) if part], FONTS_ENV
     else:
         source = "fonts"
-    faces = []
+    faces: list[FontFace] = []
     for entry in fonts:
         face = FontFace(Path(entry))
         if not face.path.is_file() or not _readable(face):
@@ -217,7 +220,7 @@ def _user_fonts(fonts: Iterable[str | os.PathLike[str]] | None) -> list[FontFace
 
 @lru_cache(maxsize=1)
 def _system_fonts() -> tuple[FontFace, ...]:
-    found = []
+    found: list[FontFace] = []
     for group in _SYSTEM_FONTS:
         for candidate in group:
             face = FontFace(Path(candidate))
@@ -243,4 +246,4 @@ def font_stack(
     faces = [*_user_fonts(fonts), FontFace(SHIPPED_FONT)]
     if system:
         faces += [face for face in _system_fonts() if face not in faces]
-    return FontStack(tuple(dict.fromkeys(faces)), use_fontconfig=system)
+    return FontStack(list(dict.fromkeys(faces)), use_fontconfig=system)

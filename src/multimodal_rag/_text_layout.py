@@ -69,7 +69,7 @@ def clean_text(text: str) -> str:
     embedding, override and isolate controls are removed.
     """
     text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    out = []
+    out: list[str] = []
     for char in text:
         if char in _SPACES:
             out.append(" ")
@@ -129,7 +129,7 @@ def visual_text(text: str) -> str:
             pieces[-1] = (level, pieces[-1][1] + char)
         else:
             pieces.append((level, char))
-    out = []
+    out: list[str] = []
     for i in visual_order([level for level, _ in pieces]):
         level, piece = pieces[i]
         out.append(
