@@ -6,8 +6,8 @@ a stack that has glyphs for it:
 1. the user's fonts: the ``fonts`` argument, else the files named in the environment
    variable ``MULTIMODAL_RAG_FONTS`` (separated by ``os.pathsep``), in that order;
 2. Vazirmatn, shipped with the package (Latin, Arabic and Persian; SIL Open Font License);
-3. fonts found in the system's usual places: Noto Sans CJK (Chinese, Japanese, Korean),
-   Noto Sans Arabic, Noto Sans and DejaVu Sans;
+3. fonts found in the system's usual places: Noto Sans Arabic, Noto Sans or DejaVu Sans,
+   Noto Sans CJK (Chinese, Japanese, Korean);
 4. for letters none of those has, the font fontconfig (``fc-match``) names, when it has them.
 
 A font "has" a character when its character map (read with fontTools) lists it. A letter
@@ -37,19 +37,9 @@ FONTS_ENV = "MULTIMODAL_RAG_FONTS"
 SHIPPED_FONT = Path(__file__).with_name("_data") / "fonts" / "Vazirmatn-Regular.ttf"
 
 # Where Debian/Ubuntu, Fedora/Arch, macOS and Windows keep fonts that fill the shipped
-# font's gaps. The first file found of each group is used.
+# font's gaps. The first file found of each group is used. The CJK font comes last: it has
+# Greek and Cyrillic too, but not all of them, and a word should not change font midway.
 _SYSTEM_FONTS: tuple[tuple[str, ...], ...] = (
-    (  # Chinese, Japanese, Korean
-        "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-        "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
-        "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
-        "/usr/share/fonts/opentype/noto/NotoSansCJKsc-Regular.otf",
-        "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-        "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
-        "/System/Library/Fonts/PingFang.ttc",
-        "/System/Library/Fonts/Hiragino Sans GB.ttc",
-        "C:/Windows/Fonts/msyh.ttc",
-    ),
     (  # Arabic letters of other languages (Urdu, Sindhi...) that Vazirmatn lacks
         "/usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf",
         "/usr/share/fonts/noto/NotoSansArabic-Regular.ttf",
@@ -63,9 +53,20 @@ _SYSTEM_FONTS: tuple[tuple[str, ...], ...] = (
         "/usr/share/fonts/TTF/DejaVuSans.ttf",
         "C:/Windows/Fonts/arial.ttf",
     ),
+    (  # Chinese, Japanese, Korean
+        "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+        "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+        "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+        "/usr/share/fonts/opentype/noto/NotoSansCJKsc-Regular.otf",
+        "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+        "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+        "/System/Library/Fonts/PingFang.ttc",
+        "/System/Library/Fonts/Hiragino Sans GB.ttc",
+        "C:/Windows/Fonts/msyh.ttc",
+    ),
 )
 
-# fontconfig is asked once per block of 256 code points, and at most this many times a
+# fontconfig is asked once per block of 256 code points, and at most this many times in a
 # process: a line of random symbols must not start hundreds of processes.
 _FONTCONFIG_QUERIES = 32
 
@@ -119,8 +120,6 @@ class FontStack:
     def __init__(self, faces: Sequence[FontFace], *, use_fontconfig: bool = True) -> None:
         self.faces = tuple(faces)
         self.use_fontconfig = use_fontconfig
-        self._asked: dict[int, FontFace | None] = {}  # fontconfig's answer per 256-point block
-        self._lock = Lock()
 
     def __repr__(self) -> str:
         return f"FontStack({[os.fspath(face.path) for face in self.faces]!r})"
@@ -154,17 +153,22 @@ class FontStack:
         if not self.use_fontconfig:
             return None
         block = ord(char) >> 8
-        with self._lock:
-            if block in self._asked:
-                face = self._asked[block]
-                return face if face is not None and face.covers(char) else None
-            if len(self._asked) >= _FONTCONFIG_QUERIES:
-                return None
-            face = _fontconfig_match(char)
-            self._asked[block] = face
-            if face is not None and face not in self.faces:
-                self.faces = (*self.faces, face)
-            return face if face is not None and face.covers(char) else None
+        with _ASKED_LOCK:
+            if block not in _ASKED:
+                if len(_ASKED) >= _FONTCONFIG_QUERIES:
+                    return None
+                _ASKED[block] = _fontconfig_match(char)
+            face = _ASKED[block]
+        if face is None or not face.covers(char):
+            return None
+        if face not in self.faces:  # later letters of its script find it without asking
+            self.faces = (*self.faces, face)
+        return face
+
+
+# fontconfig's answer per block of 256 code points, for the whole process.
+_ASKED: dict[int, FontFace | None] = {}
+_ASKED_LOCK = Lock()
 
 
 def _visible(char: str) -> bool:
