@@ -249,3 +249,13 @@ def test_no_text_crashes_drawing(text: str, engine: Engine) -> None:
         Image.new("RGB", (20, 20)), [Hit(id="a", score=0.5, description=text)], tile=64
     )
     assert sheet.size == (2 * 64 + 3 * 16, 64 + 84 + 2 * 16)
+
+
+def test_without_raqm_the_basic_layout_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multimodal_rag._text_layout as text_layout
+
+    monkeypatch.setattr(text_layout, "has_raqm", lambda: False)
+    painter = TextPainter(SIZE, system=False)
+    assert painter.engine == "basic"
+    assert painter.font(painter.stack.primary).layout_engine == ImageFont.Layout.BASIC
+    assert _missing_glyphs(PERSIAN, painter) == []

@@ -79,8 +79,9 @@ class FontFace:
     index: int = 0
 
     def covers(self, char: str) -> bool:
-        """Whether this face's character map has a glyph for ``char``."""
-        return ord(char) in _coverage(self)
+        """Whether this face's character map has a glyph for ``char`` (read on first use; a
+        file that cannot be read as a font has none)."""
+        return ord(char) in _coverage_or_nothing(self)
 
     @property
     def family(self) -> str:
@@ -104,6 +105,14 @@ def _names(face: FontFace) -> tuple[str]:
     with face.path.open("rb") as file:
         name = TTFont(file, fontNumber=face.index, lazy=True)["name"].getBestFamilyName()
     return (name or face.path.stem,)
+
+
+@lru_cache(maxsize=64)
+def _coverage_or_nothing(face: FontFace) -> frozenset[int]:
+    try:
+        return _coverage(face)
+    except Exception:  # fontTools raises many kinds for a file that is not a font
+        return frozenset()
 
 
 def _readable(face: FontFace) -> bool:
@@ -224,13 +233,13 @@ def _user_fonts(fonts: Iterable[str | os.PathLike[str]] | None) -> list[FontFace
 
 @lru_cache(maxsize=1)
 def _system_fonts() -> tuple[FontFace, ...]:
+    # Only whether the files are there: each one's character map is read when a letter that
+    # the fonts before it lack first asks for it.
     found: list[FontFace] = []
     for group in _SYSTEM_FONTS:
-        for candidate in group:
-            face = FontFace(Path(candidate))
-            if face.path.is_file() and _readable(face):
-                found.append(face)
-                break
+        face = next((FontFace(Path(c)) for c in group if Path(c).is_file()), None)
+        if face is not None:
+            found.append(face)
     return tuple(found)
 
 

@@ -68,6 +68,8 @@ def clean_text(text: str) -> str:
     breaks and tabs become spaces; other control characters become U+FFFD; explicit bidi
     embedding, override and isolate controls are removed.
     """
+    if text.isprintable() and _BIDI_CONTROLS.isdisjoint(text):  # no surrogates, no controls
+        return text
     text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     out: list[str] = []
     for char in text:
@@ -109,6 +111,8 @@ class Run:
 
 
 def _drawn(cluster: str) -> str:
+    if _MARKS.isdisjoint(cluster):
+        return cluster
     return "".join(char for char in cluster if char not in _MARKS)
 
 
@@ -171,6 +175,8 @@ class TextPainter:
         self.size = size
         self.stack: FontStack = font_stack(fonts, system=system)
         self.engine: Engine = engine if engine is not None else "raqm" if has_raqm() else "basic"
+        # Wrapping measures the same words again and again: each run is measured once.
+        self._lengths: dict[Run, float] = {}
         ascent, descent = self.font(self.stack.primary).getmetrics()
         #: Pixels from the top of a line to its baseline, and from the baseline down.
         self.ascent, self.descent = ascent, descent
@@ -206,10 +212,16 @@ class TextPainter:
         return _strip_joiners(run.text)
 
     def _length(self, run: Run) -> float:
-        font = self.font(run.face)
-        if self.engine == "raqm":
-            return float(font.getlength(run.text, direction="rtl" if run.rtl else "ltr"))
-        return float(font.getlength(self._glyphs(run)))
+        length = self._lengths.get(run)
+        if length is None:
+            font = self.font(run.face)
+            if self.engine == "raqm":
+                length = float(font.getlength(run.text, direction="rtl" if run.rtl else "ltr"))
+            else:
+                length = float(font.getlength(self._glyphs(run)))
+            if len(self._lengths) < 4096:
+                self._lengths[run] = length
+        return length
 
     def width(self, line: str, *, rtl: bool | None = None) -> float:
         """Width of ``line`` drawn on one line, in pixels."""
