@@ -38,7 +38,16 @@ from multimodal_rag._fonts import FontFace, FontStack, font_stack
 if TYPE_CHECKING:
     from PIL import ImageDraw, ImageFont
 
-__all__ = ["ELLIPSIS", "Engine", "TextPainter", "clean_text", "has_raqm", "visual_text"]
+__all__ = [
+    "ELLIPSIS",
+    "Engine",
+    "Run",
+    "TextPainter",
+    "clean_text",
+    "clusters",
+    "has_raqm",
+    "visual_text",
+]
 
 #: How Pillow lays text out: "raqm" shapes and orders it, "basic" draws glyphs one by one.
 Engine = Literal["raqm", "basic"]
