@@ -312,3 +312,20 @@ def test_plot_without_matplotlib_names_the_extra(
     with pytest.raises(MissingDependencyError, match=r"multimodal-rag\[eval\]"):
         plot_report(report, tmp_path / "never.png")
     assert not (tmp_path / "never.png").exists()
+
+
+def test_plot_draws_query_set_names_of_every_script_with_real_glyphs(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from multimodal_rag._fonts import font_stack
+
+    names = ["پرسش‌های فارسی", "أسئلة عربية", "mixed: توضیحات (v2)"]
+    # Only where this machine has a CJK font (.ci/run installs one).
+    if font_stack().face_for("鳥").covers("鳥"):
+        names += ["中文查询 日本語 한국어", "mixed: توضیحات 説明"]
+    sets = [metrics(name, 2, 0.5, 1.0) for name in names]
+    out = tmp_path / "scripts.png"
+    # matplotlib warns "Glyph ... missing from font(s)" for each glyph no family has; the
+    # project's warning filter turns that into a failure here.
+    plot_report(make_report(ranks={name: [1, 2] for name in names}, sets=sets, gate=GATE), out)
+    with Image.open(out) as image:
+        assert image.format == "PNG"

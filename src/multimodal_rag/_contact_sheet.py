@@ -13,22 +13,27 @@ height = tile + CAPTION_HEIGHT + 2 * MARGIN
 
 Each image is scaled to fit its square tile without changing its aspect ratio.
 The query's caption says "query" and its name; a match's caption gives its rank,
-score and description (wrapped, and cut with an ellipsis when too long).
+score and description (wrapped, and cut with an ellipsis when too long). Captions may be
+in any script: each run of text is drawn with a font that has its glyphs, Arabic and
+Persian shaped and right to left (a right-to-left description is aligned to the right of
+its tile); see `multimodal_rag._text_layout` and `multimodal_rag._fonts`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from multimodal_rag._images import open_image
+from multimodal_rag._text_layout import TextPainter
 from multimodal_rag._validation import check_int
 from multimodal_rag.errors import ImageError
 from multimodal_rag.types import Hit, ImageInput, source_name
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
 __all__ = ["CAPTION_HEIGHT", "MARGIN", "render_contact_sheet"]
 
@@ -53,6 +58,7 @@ def render_contact_sheet(
     *,
     tile: int = 256,
     query_label: str | None = None,
+    fonts: Sequence[str | os.PathLike[str]] | None = None,
 ) -> PILImage.Image:
     """Draw the query image and its matches side by side.
 
@@ -61,6 +67,9 @@ def render_contact_sheet(
         hits: Matches, best first, as returned by [`MultimodalRAG.search`][multimodal_rag._rag.MultimodalRAG.search].
         tile: Side of each image's square tile, in pixels.
         query_label: Caption under the query (default: its file name).
+        fonts: Font files to draw captions with, first choice first, before the shipped
+            Vazirmatn and the system's fonts (default: the files named in the environment
+            variable ``MULTIMODAL_RAG_FONTS``, separated by ``os.pathsep``).
 
     Returns:
         An RGB image of the size given in this module's docstring. A match whose
@@ -68,12 +77,14 @@ def render_contact_sheet(
 
     Raises:
         ImageError: The query image cannot be read.
-        InvalidInputError: ``tile`` is not an integer of at least 64, too small to draw captions in.
+        InvalidInputError: ``tile`` is not an integer of at least 64, too small to draw captions
+            in, or a font file named in ``fonts`` or ``MULTIMODAL_RAG_FONTS`` is missing or
+            not a font.
     """
     from PIL import Image, ImageDraw
 
     tile = check_int("tile", tile, minimum=64)
-    font = _font(_FONT_SIZE)
+    painter = TextPainter(_FONT_SIZE, fonts=fonts)
     columns = len(hits) + 1
     sheet = Image.new(
         "RGB",
@@ -89,7 +100,7 @@ def render_contact_sheet(
         outline=_QUERY_FRAME,
         width=3,
     )
-    _caption(draw, font, MARGIN, tile, "query", label)
+    _caption(draw, painter, MARGIN, tile, "query", label)
 
     for rank, hit in enumerate(hits, start=1):
         left = MARGIN + rank * (tile + MARGIN)
@@ -99,10 +110,10 @@ def render_contact_sheet(
             _paste_fitted(sheet, open_image(hit.image_path), left, MARGIN, tile)
         except ImageError:
             draw.rectangle((left, MARGIN, left + tile - 1, MARGIN + tile - 1), fill=(225, 225, 225))
-            draw.text((left + 8, MARGIN + tile // 2 - 8), "image missing", font=font, fill=_MUTED)
+            painter.draw(draw, (left + 8, MARGIN + tile // 2 - 10), "image missing", fill=_MUTED)
         draw.rectangle((left - 1, MARGIN - 1, left + tile, MARGIN + tile), outline=_FRAME, width=1)
         description = hit.description if hit.description is not None else "(no description)"
-        _caption(draw, font, left, tile, f"#{rank}   score {hit.score:.3f}", description)
+        _caption(draw, painter, left, tile, f"#{rank}   score {hit.score:.3f}", description)
     return sheet
 
 
@@ -119,65 +130,19 @@ def _paste_fitted(
 
 def _caption(
     draw: ImageDraw.ImageDraw,
-    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    painter: TextPainter,
     left: int,
     tile: int,
     header: str,
     body: str,
 ) -> None:
-    top = MARGIN + tile + 6
-    draw.text((left, top), header, font=font, fill=_TEXT)
-    for i, line in enumerate(_wrap(draw, font, body, tile, _DESCRIPTION_LINES)):
-        draw.text((left, top + (i + 1) * _LINE_HEIGHT), line, font=font, fill=_BODY)
-
-
-def _wrap(
-    draw: ImageDraw.ImageDraw,
-    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-    text: str,
-    width: int,
-    max_lines: int,
-) -> list[str]:
-    """Greedy word wrap to ``width`` pixels; the last line ends in an ellipsis if text is left."""
-
-    def fits(candidate: str) -> bool:
-        return draw.textlength(candidate, font=font) <= width
-
-    lines: list[str] = []
-    words = text.split()
-    current = ""
-    while words:
-        word = words[0]
-        candidate = f"{current} {word}" if current else word
-        if fits(candidate):
-            current = candidate
-            words.pop(0)
-            continue
-        if not current:  # one word wider than the tile: break it by characters
-            cut = max(1, next((n for n in range(len(word), 0, -1) if fits(word[:n])), 1))
-            current, words[0] = word[:cut], word[cut:]
-        lines.append(current)
-        current = ""
-        if len(lines) == max_lines:
-            break
-    if current and len(lines) < max_lines:
-        lines.append(current)
-    if words and lines:  # text left over: mark the cut
-        last = lines[-1]
-        while last and not fits(last + "…"):
-            last = last[:-1]
-        lines[-1] = last.rstrip() + "…"
-    return lines
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    from PIL import ImageFont
-
-    try:
-        # Pillow ships a scalable font when it is built with FreeType.
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):
-        return ImageFont.load_default()
+    top = MARGIN + tile + 4
+    painter.draw(draw, (left, top), header, fill=_TEXT, box_width=tile)
+    rtl = painter.is_rtl(body)
+    for i, line in enumerate(painter.wrap(body, tile, _DESCRIPTION_LINES)):
+        painter.draw(
+            draw, (left, top + (i + 1) * _LINE_HEIGHT), line, fill=_BODY, rtl=rtl, box_width=tile
+        )
 
 
 def _short_name(name: str) -> str:

@@ -3,6 +3,13 @@
 `report_table` and `compare_reports` print with no library beyond this one;
 `report_differences` is the comparison as JSON-ready data (what ``eval --compare
 --json`` prints). `plot_report` needs matplotlib (the ``eval`` extra).
+
+The plot's own text (query set names) is drawn with the fonts of contact sheets, given to
+matplotlib as a fallback list: for each glyph it takes the first family that has it (the
+user's fonts, Vazirmatn, the system's CJK font...). matplotlib from 3.11 lays text out with
+libraqm, which shapes Arabic and Persian and orders right-to-left text itself; older
+releases do neither, so for them the text is handed over already in visual order with its
+letters in their joined presentation forms (`multimodal_rag._text_layout.visual_text`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from multimodal_rag._extras import require
+from multimodal_rag._fonts import FontFace, font_stack
+from multimodal_rag._text_layout import clean_text, clusters, visual_text
 from multimodal_rag.evaluation.report import (
     RECALL_AT,
     EvaluationReport,
@@ -404,9 +413,52 @@ def plot_report(report: EvaluationReport, path: str | os.PathLike[str]) -> None:
     best match's score for answerable and unanswerable queries, with the recommended
     ``min_score`` as a vertical line.
 
+    Query set names may be in any script; they are drawn with the fonts contact sheets use
+    (``MULTIMODAL_RAG_FONTS``, the shipped Vazirmatn, the system's fonts).
+
     Raises:
         MissingDependencyError: matplotlib is not installed (``pip install 'multimodal-rag[eval]'``).
+        InvalidInputError: A font file named in ``MULTIMODAL_RAG_FONTS`` is missing or not a font.
     """
+    matplotlib = require("matplotlib", user="plot_report", extra="eval")
+    families = _font_families([metrics.query_set for metrics in report.sets])
+    # Text objects take their font family from rcParams when they are made: make them all here.
+    with matplotlib.rc_context({"font.family": families}):
+        _plot(report, path)
+
+
+def _font_families(texts: Sequence[str]) -> list[str]:
+    """matplotlib's fallback list of families, with every font file the texts need registered."""
+    font_manager = require("matplotlib.font_manager", user="plot_report", extra="eval")
+    stack = font_stack()
+    for text in texts:  # lets the stack ask fontconfig for letters its fonts lack
+        face = None
+        for cluster in clusters(clean_text(text)):
+            face = stack.face_for(cluster, prefer=face)
+    families: list[str] = []
+    for face in stack.faces:
+        if face.index != 0:  # matplotlib reads only the first face of a collection
+            continue
+        if face not in _REGISTERED:
+            font_manager.fontManager.addfont(os.fspath(face.path))
+            _REGISTERED.add(face)
+        families.append(face.family)
+    return [*dict.fromkeys(families), "DejaVu Sans"]
+
+
+def _plot_text(text: str) -> str:
+    """``text`` as matplotlib must be given it to show it shaped and in reading order."""
+    ft2font = require("matplotlib.ft2font", user="plot_report", extra="eval")
+    if hasattr(ft2font, "__libraqm_version__"):  # matplotlib lays it out itself
+        return clean_text(text)
+    return visual_text(text)
+
+
+#: Font files already added to matplotlib's font manager (adding one again duplicates it).
+_REGISTERED: set[FontFace] = set()
+
+
+def _plot(report: EvaluationReport, path: str | os.PathLike[str]) -> None:
     figure_module = require("matplotlib.figure", user="plot_report", extra="eval")
     agg = require("matplotlib.backends.backend_agg", user="plot_report", extra="eval")
 
@@ -422,7 +474,12 @@ def plot_report(report: EvaluationReport, path: str | os.PathLike[str]) -> None:
     for metrics in report.sets:
         results = by_set.get(metrics.query_set)
         if results:
-            curves.plot(ks, _recall_curve(results, CURVE_K), marker="o", label=metrics.query_set)
+            curves.plot(
+                ks,
+                _recall_curve(results, CURVE_K),
+                marker="o",
+                label=_plot_text(metrics.query_set),
+            )
             drawn = True
     curves.set(xlabel="k", ylabel="recall@k", title="Recall@k per query set", ylim=(0, 1.02))
     curves.set_xticks(ks)
