@@ -37,7 +37,9 @@ def test_every_language_has_a_table_and_serve_offers_each() -> None:
 @pytest.mark.parametrize("language", [lang for lang in LANGUAGES if lang != "en"])
 def test_every_english_label_is_translated_with_the_same_fields(language: str) -> None:
     english, other = labels("en"), labels(language)  # type: ignore[arg-type]
-    assert set(english) == set(other), f"missing: {set(english) - set(other)}, extra: {set(other) - set(english)}"
+    assert set(english) == set(other), (
+        f"missing: {set(english) - set(other)}, extra: {set(other) - set(english)}"
+    )
     for key, text in english.items():
         assert other[key].strip(), key
         assert sorted(FIELD.findall(other[key])) == sorted(FIELD.findall(text)), key
@@ -45,7 +47,9 @@ def test_every_english_label_is_translated_with_the_same_fields(language: str) -
 
 def test_the_page_uses_every_label_and_names_no_other() -> None:
     in_markup = set(re.findall(r"\{\{(\w+)\}\}", TEMPLATE)) - {"lang", "dir", "labels"}
-    in_script = set(re.findall(r'\bt\("(\w+)"', TEMPLATE)) | set(re.findall(r'\bfill\([^\n]*?, "(\w+)"', TEMPLATE))
+    in_script = set(re.findall(r'\bt\("(\w+)"', TEMPLATE)) | set(
+        re.findall(r'\bfill\([^\n]*?, "(\w+)"', TEMPLATE)
+    )
     assert in_markup | in_script == set(labels("en"))
 
 
@@ -63,7 +67,9 @@ class _VisibleText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._hidden += 1
-        shown = (*self.SHOWN, "value") if tag == "input" else self.SHOWN  # an option's value is not shown
+        shown = (
+            (*self.SHOWN, "value") if tag == "input" else self.SHOWN
+        )  # an option's value is not shown
         self.parts.extend(value for name, value in attrs if name in shown and value)
 
     def handle_endtag(self, tag: str) -> None:
@@ -108,7 +114,9 @@ def test_the_persian_page_has_no_english_label_left() -> None:
     # The English page shows the English labels.
     english_page = render_page(TEMPLATE, "en")
     assert '<html lang="en" dir="ltr">' in english_page
-    assert "Number of matches" in visible_text(english_page) and script_labels(english_page) == labels("en")
+    assert "Number of matches" in visible_text(english_page) and script_labels(
+        english_page
+    ) == labels("en")
 
 
 def test_text_of_users_and_models_takes_its_own_direction() -> None:
@@ -155,9 +163,14 @@ def kb_path(tmp_path: Path, image_dir: Path) -> Path:
 
 
 def client(kb_path: Path, **settings: object) -> TestClient:
-    knowledge_base = ReloadingKnowledgeBase(kb_path, embedder=ColorEmbedder(), answerer=ExtractiveAnswerer())
+    knowledge_base = ReloadingKnowledgeBase(
+        kb_path, embedder=ColorEmbedder(), answerer=ExtractiveAnswerer()
+    )
     return TestClient(
-        create_app(knowledge_base, ServerSettings(reload_interval=0, allowed_hosts=["testserver"], **settings))  # type: ignore[arg-type]
+        create_app(
+            knowledge_base,
+            ServerSettings(reload_interval=0, allowed_hosts=["testserver"], **settings),
+        )  # type: ignore[arg-type]
     )
 
 
@@ -165,16 +178,24 @@ def test_the_server_chooses_by_accept_language_unless_a_language_is_fixed(kb_pat
     with client(kb_path) as negotiating:
         persian = negotiating.get("/", headers={"Accept-Language": "fa-IR,fa;q=0.9,en;q=0.8"})
         assert persian.status_code == 200 and '<html lang="fa" dir="rtl">' in persian.text
-        assert persian.headers["content-language"] == "fa" and persian.headers["vary"] == "Accept-Language"
+        assert (
+            persian.headers["content-language"] == "fa"
+            and persian.headers["vary"] == "Accept-Language"
+        )
         english = negotiating.get("/", headers={"Accept-Language": "en-GB"})
-        assert '<html lang="en" dir="ltr">' in english.text and english.headers["content-language"] == "en"
+        assert (
+            '<html lang="en" dir="ltr">' in english.text
+            and english.headers["content-language"] == "en"
+        )
         assert "default-src 'self'" in persian.headers["content-security-policy"]
     # --lang wins over the browser's wish, and then the answer no longer varies with it.
     with client(kb_path, language="fa") as fixed:
         page = fixed.get("/", headers={"Accept-Language": "en"})
         assert '<html lang="fa" dir="rtl">' in page.text and "vary" not in page.headers
     with client(kb_path, language="en") as fixed:
-        assert '<html lang="en" dir="ltr">' in fixed.get("/", headers={"Accept-Language": "fa"}).text
+        assert (
+            '<html lang="en" dir="ltr">' in fixed.get("/", headers={"Accept-Language": "fa"}).text
+        )
 
 
 def test_an_unknown_language_is_refused_by_name() -> None:

@@ -14,12 +14,23 @@ import functools
 import html
 import json
 import re
+from collections.abc import Mapping
 from importlib import resources
+from types import MappingProxyType
 from typing import Final, Literal, get_args
 
 from multimodal_rag.errors import InvalidInputError
 
-__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "Language", "direction", "labels", "negotiate", "parse_language", "render_page"]
+__all__ = [
+    "DEFAULT_LANGUAGE",
+    "LANGUAGES",
+    "Language",
+    "direction",
+    "labels",
+    "negotiate",
+    "parse_language",
+    "render_page",
+]
 
 #: The languages the page can be shown in.
 Language = Literal["en", "fa"]
@@ -53,11 +64,15 @@ def direction(language: Language) -> Literal["ltr", "rtl"]:
 
 
 @functools.cache
-def labels(language: Language) -> dict[str, str]:
-    """The page's labels in ``language``, by key."""
-    text = resources.files("multimodal_rag.server").joinpath("labels", f"{language}.json").read_text(encoding="utf-8")
+def labels(language: Language) -> Mapping[str, str]:
+    """The page's labels in ``language``, by key (read once; not to be changed)."""
+    text = (
+        resources.files("multimodal_rag.server")
+        .joinpath("labels", f"{language}.json")
+        .read_text(encoding="utf-8")
+    )
     table: dict[str, str] = json.loads(text)
-    return table
+    return MappingProxyType(table)
 
 
 def negotiate(accept_language: str | None) -> Language:
@@ -85,7 +100,10 @@ def negotiate(accept_language: str | None) -> Language:
     for quality, name in sorted(ranges, key=lambda item: -item[0]):
         if quality == 0:
             break
-        wanted = LANGUAGES if name == "*" else tuple(lang for lang in LANGUAGES if lang == name.split("-")[0])
+        primary = name.split("-")[0]
+        wanted: tuple[Language, ...] = (
+            LANGUAGES if name == "*" else tuple(lang for lang in LANGUAGES if lang == primary)
+        )
         for language in wanted:
             if language not in refused:
                 return language
@@ -101,7 +119,9 @@ def render_page(template: str, language: Language) -> str:
     """
     table = labels(language)
     # The script's copy: JSON is JavaScript, and "<" escaped keeps "</script>" out of it.
-    script_table = json.dumps(table, ensure_ascii=False, sort_keys=True).replace("<", "\\u003c")
+    script_table = json.dumps(dict(table), ensure_ascii=False, sort_keys=True).replace(
+        "<", "\\u003c"
+    )
     command = '<code dir="ltr">multimodal-rag random-checkpoint</code>'
     fixed = {"lang": language, "dir": direction(language), "labels": script_table}
 
