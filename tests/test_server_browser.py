@@ -122,14 +122,15 @@ def served(tmp_path: Path, chat_server) -> Iterator[str]:
 
 @pytest.fixture
 def served_in_persian(tmp_path: Path, chat_server) -> Iterator[str]:
-    """``serve --lang fa`` over five stamps described in Persian; yields its base URL."""
+    """``serve`` over five stamps described in Persian (no --lang: each browser's
+    Accept-Language chooses); yields its base URL."""
     with MultimodalRAG.create(tmp_path / "تمبرها", embedder=tiny_embedder(tmp_path)) as rag:
         rag.add(
             [STAMPS / "images" / name for name in PERSIAN_DESCRIPTIONS],
             descriptions=list(PERSIAN_DESCRIPTIONS.values()),
             progress=False,
         )
-    with serving(tmp_path / "تمبرها", tmp_path / "serve.log", chat_server, "--lang", "fa") as url:
+    with serving(tmp_path / "تمبرها", tmp_path / "serve.log", chat_server) as url:
         yield url
 
 
@@ -183,14 +184,20 @@ def dark_columns(png: bytes) -> tuple[int, int, int]:
 
 
 def test_the_page_in_persian_runs_right_to_left(served_in_persian: str, chat_server) -> None:
-    """serve --lang fa: Persian labels whatever the browser asks for, the layout mirrored, and
-    every description, the question and the answer in their own script's direction."""
-    chat_server.reply(stream(["این عکس ", "به احتمال زیاد ", "حواصیل آبی بزرگی ", "در حال پرواز است."]))
+    """A browser that asks for Persian gets Persian labels and digits, the layout mirrored, and
+    every description, the question and the answer in their own script's direction; one that
+    asks for English gets the English page, where the Persian descriptions still run right to
+    left. (``serve --lang``, which overrides the browser, is tested in test_server.py.)"""
+    chat_server.reply(
+        stream(["این عکس ", "به احتمال زیاد ", "حواصیل آبی بزرگی ", "در حال پرواز است."]),
+        stream(["A great blue heron."]),
+    )
+    directions = {text: "ltr" if text.isascii() else "rtl" for text in PERSIAN_DESCRIPTIONS.values()}
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            # The browser asks for English: --lang fa wins.
-            page = browser.new_page(viewport={"width": 1100, "height": 900}, locale="en-US")
+            # Chromium's Accept-Language: fa-IR,fa;q=0.9.
+            page = browser.new_page(viewport={"width": 1100, "height": 900}, locale="fa-IR")
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(served_in_persian + "/")
@@ -225,16 +232,29 @@ def test_the_page_in_persian_runs_right_to_left(served_in_persian: str, chat_ser
             shown = {}
             for description in matches.locator(".description").all():
                 shown[description.inner_text()] = description.evaluate(direction)
-            assert shown == {
-                text: "ltr" if text.isascii() else "rtl" for text in PERSIAN_DESCRIPTIONS.values()
-            }
+            assert shown == directions
             assert errors == []
             # In pixels too: the answer's text hugs the right edge of its box, not the left.
             left, right, width = dark_columns(answer.screenshot())
             assert width - right < 40 and left > width / 3, (left, right, width)
             SCREENSHOT_FA.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT_FA), full_page=True)
+
+            # A browser that asks for English: the English page, the Persian text still right to left.
+            english = browser.new_page(viewport={"width": 1100, "height": 900}, locale="en-US")
+            english.on("pageerror", lambda exc: errors.append(str(exc)))
+            english.goto(served_in_persian + "/")
+            assert english.locator("html").evaluate(direction) == "ltr"
+            sync_api.expect(english.locator("#kb-info")).to_contain_text("Knowledge base تمبرها: 5 images")
+            english.get_by_label("Question").fill("What bird is this?")
+            english.get_by_label("Number of matches").select_option("5")
+            english.get_by_role("button", name="Ask").click()
+            sync_api.expect(english.locator("#answer")).to_have_text("A great blue heron.", timeout=15_000)
+            english_matches = english.locator("#matches li.match .description")
+            sync_api.expect(english_matches).to_have_count(5)
+            assert {d.inner_text(): d.evaluate(direction) for d in english_matches.all()} == directions
+            assert errors == []
         finally:
             browser.close()
-    [request] = chat_server.requests
-    assert "این چه پرنده‌ای است؟" in request.text()
+    persian_request, english_request = chat_server.requests
+    assert "این چه پرنده‌ای است؟" in persian_request.text() and "What bird" in english_request.text()
