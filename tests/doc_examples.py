@@ -90,6 +90,7 @@ CODE_LANGUAGES = ("python", "bash")
 RUN_BY_OWN_TEST = {
     "README.md": "test_readme_runs_in_the_order_shown",
     "docs/getting-started.md": "test_getting_started_runs_as_written",
+    "docs/fa/getting-started.md": "test_persian_getting_started_runs_as_written",
     "docs/custom-backend.md": "test_custom_backend_example_runs_from_python_and_the_command_line",
 }
 #: A call of the command line in a shell block: at a line's start, after ``&&``, ``;``, ``|``,

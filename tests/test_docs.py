@@ -88,7 +88,7 @@ _LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")
 
 
 @pytest.mark.parametrize(
-    "page", sorted([REPO / "README.md", *DOCS.glob("*.md")]), ids=lambda p: p.name
+    "page", sorted([REPO / "README.md", *DOCS.rglob("*.md")]), ids=lambda p: str(p.relative_to(REPO))
 )
 def test_links_between_pages_resolve(page: Path) -> None:
     for target in _LINK.findall(page.read_text(encoding="utf-8")):
@@ -171,6 +171,39 @@ def test_getting_started_runs_as_written(workdir: Path) -> None:
         result = run_python(script, workdir)
         assert result.returncode == 0, result.stderr
     assert (workdir / "demo" / "kb-python" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_persian_getting_started_runs_as_written(workdir: Path) -> None:
+    """docs/fa/getting-started.md: its commands in order, then its Python, in one folder; the
+    Persian descriptions are found by their words and by their Persian metadata."""
+    import shlex
+
+    page = DOCS / "fa" / "getting-started.md"
+    outputs = []
+    for block in blocks(page):
+        if block.language != "bash" or not block.executed:
+            continue
+        for line in block.body.replace("\\\n", " ").splitlines():
+            argv = shlex.split(line)
+            assert argv[0] == "multimodal-rag", line
+            result = run_cli(argv[1:], workdir)
+            assert result.returncode == 0, f"{argv}: {result.stderr}"
+            outputs.append(result.stdout)
+    assert "Created knowledge base demo/kb-fa: 8 images in total." in outputs[1]
+    assert "Best match: یک " in outputs[2]
+    heron = "یک حواصیل آبی بزرگ."
+    lexical = [line for line in outputs[3].splitlines() if line.startswith(" 1. ")]
+    assert lexical and lexical[0].endswith(heron), outputs[3]
+    animals = {"یک قورباغهٔ سبز.", heron, "یک پنگوئن.", "یک ببر."}
+    found = [line.split("  ", 1)[1] for line in outputs[4].splitlines() if re.match(r" \d\. ", line)]
+    assert len(found) == 3 and set(found) <= animals, outputs[4]
+    created, reopened = (run_python(script, workdir) for script in script_blocks(page))
+    assert created.returncode == 0 and reopened.returncode == 0, created.stderr + reopened.stderr
+    assert created.stdout.strip() == "8 added, 0 already there"
+    printed = reopened.stdout.splitlines()
+    # Three matches of the photo, then the lexical search's one hit, then the answer.
+    assert printed[3] == heron and printed[4].startswith("Best match: "), reopened.stdout
 
 
 def test_the_site_lists_every_page_once() -> None:

@@ -560,6 +560,21 @@ def test_the_schema_is_generated_from_what_the_handlers_accept_and_return(kb_pat
         assert {"502", "504"} <= set(ask["responses"]) and "text/event-stream" in ask["responses"]["200"]["content"]
 
 
+def test_serve_lang_shows_the_page_in_that_language_whatever_the_browser_asks(kb_path: Path) -> None:
+    import urllib.request
+
+    server, port = _serve(kb_path, "--lang", "fa")
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Accept-Language": "en-US,en;q=0.9"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            page = response.read().decode("utf-8")
+            assert response.headers["Content-Language"] == "fa" and response.headers["Vary"] is None
+        assert '<html lang="fa" dir="rtl">' in page and ">پرسش" in page and "Number of matches" not in page
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
 def test_the_start_line_gives_command_line_advice(kb_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without OPENAI_API_KEY, serve says how to answer with a model in the terms of its own
     options and environment, never with a Python argument."""

@@ -27,6 +27,9 @@ __all__ = ["TOKEN_ENV", "serve"]
 
 #: Environment variable the bearer token is read from when ``--token`` is not given.
 TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
+#: The languages of ``--lang``: those of `multimodal_rag.server.languages`, which is not
+#: imported until the command runs (a test keeps the two lists the same).
+PAGE_LANGUAGES = ("en", "fa")
 
 
 @click.command()
@@ -66,6 +69,14 @@ TOKEN_ENV = "MULTIMODAL_RAG_TOKEN"
     metavar="FOLDER",
     help="A folder outside KB whose images thumbnails may show, such as the one images were "
     "added from (repeatable; by default only images inside KB are shown).",
+)
+@click.option(
+    "--lang",
+    "language",
+    type=click.Choice(PAGE_LANGUAGES),
+    default=None,
+    help="The web page's language (en: English, fa: Persian) for every visitor; by default each "
+    "browser's Accept-Language chooses, English when it names neither.",
 )
 @answerer_options
 @click.option(
@@ -121,6 +132,7 @@ def serve(
     allow_unauthenticated: bool,
     allowed_hosts: tuple[str, ...],
     image_roots: tuple[Path, ...],
+    language: str | None,
     answerer_kind: str,
     answer_model: str | None,
     min_score: float | None,
@@ -137,7 +149,8 @@ def serve(
     (`multimodal-rag index`), the new state is served within --reload-interval seconds.
     Listens on 127.0.0.1 unless --host says otherwise; listening anywhere else needs --token
     (or $MULTIMODAL_RAG_TOKEN), or --allow-unauthenticated. Thumbnails show only images inside
-    KB and the --image-root folders. Needs the server extra: pip install 'multimodal-rag[server]'.
+    KB and the --image-root folders. The page is in --lang's language, else in the one each
+    browser asks for (Accept-Language), else in English. Needs the server extra: pip install 'multimodal-rag[server]'.
     """
     from multimodal_rag._extras import require
 
@@ -203,6 +216,7 @@ def serve(
             allowed_hosts=hosts,
             body_timeout=body_timeout,
             image_roots=roots,
+            language=language,
         ),
     )
     # asyncio logs each failed accept (descriptors exhausted) with a traceback; count them instead.

@@ -5,7 +5,8 @@ and answers as pydantic models, from which `openapi` finishes the generated sche
 `reloading` the read-only knowledge base that follows another process's saves; `errors` the
 mapping of the library's exceptions to HTTP statuses; `connections` and `refusals` the
 connection cap, the header deadline and the counted refusals; ``page.html`` the web page
-served at ``/``.
+served at ``/``, in the languages of `languages` (its labels in ``labels/``, one table per
+language).
 
 Nothing here is imported by ``import multimodal_rag``: FastAPI, pydantic and Starlette load
 only when serving.

@@ -3,7 +3,9 @@
 Routes (see ``docs/serving.md``; the schema is generated from the routes and
 [`models`][multimodal_rag.server.models]):
 
-- ``GET /``: the web page; ``GET /openapi.json``: the schema; ``GET /healthz``.
+- ``GET /``: the web page (in the language of ``ServerSettings.language``, else of the
+  request's ``Accept-Language``; see [`languages`][multimodal_rag.server.languages]);
+  ``GET /openapi.json``: the schema; ``GET /healthz``.
 - ``POST /v1/search``, ``POST /v1/ask`` (``stream=true``: server-sent events),
   ``GET /v1/images/{id}`` (a JPEG thumbnail), ``GET /v1/info``.
 
@@ -52,6 +54,7 @@ from multimodal_rag._version import __version__
 from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.server import models
 from multimodal_rag.server.errors import HTTPProblem, error_body, invalid_fields
+from multimodal_rag.server.languages import Language, negotiate, parse_language, render_page
 from multimodal_rag.server.models import (
     EVENTS,
     AnswererInfo,
@@ -111,6 +114,10 @@ def _paths(value: Any) -> tuple[str, ...]:
     return tuple(os.path.realpath(item) for item in value)
 
 
+def _language(value: Any) -> Language | None:
+    return None if value is None else parse_language(value)
+
+
 @frozen(kw_only=True)
 class ServerSettings:
     """How the server behaves; every limit protects it from a client.
@@ -138,6 +145,9 @@ class ServerSettings:
         image_roots: Folders besides the knowledge base whose images thumbnails may show
             (resolved: a symbolic link counts where it leads). A record naming a file
             anywhere else gets 404.
+        language: The web page's language (``"en"`` or ``"fa"``) for every request;
+            ``None`` (the default): each request's ``Accept-Language`` chooses, English when
+            it names neither.
     """
 
     token: str | None = None
@@ -154,6 +164,7 @@ class ServerSettings:
     max_concurrent_decodes: int = 2
     body_timeout: float = 30.0
     image_roots: tuple[str, ...] = field(default=(), converter=_paths)
+    language: Language | None = field(default=None, converter=_language)
 
     def limits(self) -> dict[str, Any]:
         """The limits a client may need to know, as ``/v1/info`` shows them."""
@@ -235,7 +246,10 @@ def create_app(
 
     app.add_api_route(
         "/", api.page, operation_id="page", methods=["GET"], response_class=HTMLResponse,
-        summary="The web page.", responses=error_responses(*anywhere),
+        summary="The web page.",
+        description="In the language the server was started with (`serve --lang`), else in the first "
+        "of the request's `Accept-Language` the page has (English, Persian), else in English.",
+        responses=error_responses(*anywhere),
     )
     app.add_api_route(
         "/healthz", api.healthz, operation_id="health", methods=["GET"], response_model=Health,
@@ -351,16 +365,25 @@ class _Api:
         self.kb = knowledge_base
         self.settings = settings
         self.search_fields, self.ask_fields = form_models(max_text_chars=settings.max_text_chars, max_k=settings.max_k)
-        self._page: str | None = None
+        self._template: str | None = None
+        self._pages: dict[Language, str] = {}
         # Decoding is what costs memory (up to about 10 bytes per pixel), so it is what is bounded.
         self._decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
     # -- pages and metadata ------------------------------------------------------
 
-    async def page(self) -> Response:
-        if self._page is None:
-            self._page = resources.files("multimodal_rag.server").joinpath("page.html").read_text(encoding="utf-8")
-        return HTMLResponse(self._page, headers=_PAGE_HEADERS)
+    async def page(self, request: Request) -> Response:
+        fixed = self.settings.language
+        language = fixed or negotiate(request.headers.get("accept-language"))
+        page = self._pages.get(language)
+        if page is None:
+            if self._template is None:
+                self._template = resources.files("multimodal_rag.server").joinpath("page.html").read_text(encoding="utf-8")
+            page = self._pages[language] = render_page(self._template, language)
+        headers = {**_PAGE_HEADERS, "Content-Language": language}
+        if fixed is None:
+            headers["Vary"] = "Accept-Language"  # a cache must not give one reader's language to another
+        return HTMLResponse(page, headers=headers)
 
     async def healthz(self) -> Health:
         rag = self.kb._rag
