@@ -100,9 +100,8 @@ class Persistence:
 
     @reading
     def verify(self) -> VerificationReport:
-        from multimodal_rag._verify import verify_knowledge_base
-
         from multimodal_rag._facade.reading import text_problems
+        from multimodal_rag._verify import verify_knowledge_base
 
         state = self._state
         report = verify_knowledge_base(

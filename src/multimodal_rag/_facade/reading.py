@@ -17,43 +17,24 @@ import attrs
 
 from multimodal_rag._facade.records import Records
 from multimodal_rag._facade.state import KnowledgeBaseState
-from multimodal_rag._ingest.text_reading import build_reader, default_reader, read_images, reader_entry
+from multimodal_rag._ingest.text_reading import (
+    build_reader,
+    default_reader,
+    read_images,
+    reader_entry,
+)
+from multimodal_rag._kb.manifest import Component
 from multimodal_rag._locks import reading, writing
 from multimodal_rag._validation import check_id
-from multimodal_rag._kb.manifest import Component
 from multimodal_rag.errors import InvalidInputError, MissingDependencyError, NotFoundError
+from multimodal_rag.ocr import ReadTextResult
 from multimodal_rag.types import ImageInput, Record, Skipped
 
 if TYPE_CHECKING:
     from multimodal_rag._verify import Problem
     from multimodal_rag.ocr import ReadText, TextReader
 
-__all__ = ["ReadTextResult", "TextReading", "as_read_text", "text_problems"]
-
-
-def _ids(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
-
-
-def _skipped(value: Iterable[Skipped]) -> tuple[Skipped, ...]:
-    return tuple(value)
-
-
-@attrs.frozen(kw_only=True)
-class ReadTextResult:
-    """What [`MultimodalRAG.read_text`][multimodal_rag._rag.MultimodalRAG.read_text] did.
-
-    Attributes:
-        read: Ids whose text was read now (an image without text counts: it stores an empty result).
-        skipped: Images whose text could not be read, and why (``source`` is the id).
-    """
-
-    read: tuple[str, ...] = attrs.field(converter=_ids, default=())
-    skipped: tuple[Skipped, ...] = attrs.field(converter=_skipped, default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-ready values."""
-        return {"read": list(self.read), "skipped": [s.to_dict() for s in self.skipped]}
+__all__ = ["TextReading", "as_read_text", "text_problems"]
 
 
 def as_read_text(text: str | ReadText | None) -> ReadText | None:

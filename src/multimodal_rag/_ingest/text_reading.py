@@ -14,7 +14,12 @@ import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from multimodal_rag.errors import ImageError, InvalidInputError, MissingDependencyError, UnknownBackendError
+from multimodal_rag.errors import (
+    ImageError,
+    InvalidInputError,
+    MissingDependencyError,
+    UnknownBackendError,
+)
 from multimodal_rag.types import ImageInput, Skipped
 
 if TYPE_CHECKING:

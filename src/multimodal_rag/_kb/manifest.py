@@ -172,7 +172,11 @@ class Manifest:
             ),
             vector_store=Component(kind=kind_of(vector_store), config=vector_store.config()),
             description_store=Component(kind=kind_of(description_store), config=description_store.config()),
-            counts={"vectors": len(vector_store), "descriptions": len(description_store)},
+            counts={
+                "vectors": len(vector_store),
+                "descriptions": len(description_store),
+                **_text_counts(description_store, text_reader),
+            },
             created_at=created_at,
             adapter=adapter,
             text_reader=text_reader,
@@ -309,6 +313,14 @@ class Manifest:
         from multimodal_rag._kb.fileio import atomic_write_json
 
         atomic_write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
+
+
+def _text_counts(description_store: Any, text_reader: Component | None) -> dict[str, int]:
+    """With a reader on, how many records have their image's text read, and how many of those hold text."""
+    if text_reader is None:
+        return {}
+    read = [record.ocr for record in description_store if record.ocr is not None]
+    return {"text_read": len(read), "with_text": sum(1 for ocr in read if ocr.lines)}
 
 
 def _runtime_of(embedder: Any) -> dict[str, Any]:
