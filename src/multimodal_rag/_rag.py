@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.adapter.projection import Adapter
     from multimodal_rag.evaluation.report import EvaluationReport
-    from multimodal_rag.ocr import ReadText, ReadTextResult, TextReader
+    from multimodal_rag.ocr import ReadText, TextReader
     from multimodal_rag.protocols import (
         Answerer,
         DescriptionStore,
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         Fusion,
         Hit,
         ImageInput,
+        ReadTextResult,
         Record,
         SearchMode,
         Vector,

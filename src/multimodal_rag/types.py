@@ -68,6 +68,7 @@ __all__ = [
     "ImageInput",
     "Neighbor",
     "Precision",
+    "ReadTextResult",
     "Record",
     "RerankerKind",
     "SearchMode",
@@ -318,6 +319,24 @@ class DescribeResult:
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready values."""
         return {"described": list(self.described), "skipped": [skipped.to_dict() for skipped in self.skipped]}
+
+
+@frozen(kw_only=True)
+class ReadTextResult:
+    """What [`MultimodalRAG.read_text`][multimodal_rag._rag.MultimodalRAG.read_text] did.
+
+    Attributes:
+        read: Ids whose image's text was read now (an image without text counts: it stores
+            an empty result).
+        skipped: Images whose text could not be read, and why (``source`` is the image's id).
+    """
+
+    read: tuple[str, ...] = field(converter=str_tuple, default=())
+    skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values."""
+        return {"read": list(self.read), "skipped": [skipped.to_dict() for skipped in self.skipped]}
 
 
 @frozen(kw_only=True)

@@ -27,8 +27,7 @@ from multimodal_rag._kb.manifest import Component
 from multimodal_rag._locks import reading, writing
 from multimodal_rag._validation import check_id
 from multimodal_rag.errors import InvalidInputError, MissingDependencyError, NotFoundError
-from multimodal_rag.ocr import ReadTextResult
-from multimodal_rag.types import ImageInput, Record, Skipped
+from multimodal_rag.types import ImageInput, ReadTextResult, Record, Skipped
 
 if TYPE_CHECKING:
     from multimodal_rag._verify import Problem
@@ -48,9 +47,17 @@ def as_read_text(text: str | ReadText | None) -> ReadText | None:
     if text is None or isinstance(text, ReadText):
         return text
     if not isinstance(text, str):
-        raise InvalidInputError(f"the read text must be a string, a ReadText or None, got {type(text).__name__}")
+        raise InvalidInputError(
+            f"the read text must be a string, a ReadText or None, got {type(text).__name__}"
+        )
     nowhere = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0))
-    return ReadText(lines=[TextLine(text=line, confidence=1.0, box=nowhere) for line in text.splitlines() if line.strip()])
+    return ReadText(
+        lines=[
+            TextLine(text=line, confidence=1.0, box=nowhere)
+            for line in text.splitlines()
+            if line.strip()
+        ]
+    )
 
 
 class TextReading:
@@ -93,7 +100,9 @@ class TextReading:
         elif isinstance(ocr, TextReader):
             reader = ocr
         else:
-            raise InvalidInputError(f"ocr must be True, False, None or a text reader, got {type(ocr).__name__}")
+            raise InvalidInputError(
+                f"ocr must be True, False, None or a text reader, got {type(ocr).__name__}"
+            )
         state.check_writable()
         state.text_reader, state.text_reader_entry = reader, reader_entry(reader)
         return reader
@@ -108,7 +117,9 @@ class TextReading:
         state = self._state
         entry = state.ocr_entry
         if entry is None:
-            raise InvalidInputError("this knowledge base reads no text; turn it on with read_text(ocr=True)")
+            raise InvalidInputError(
+                "this knowledge base reads no text; turn it on with read_text(ocr=True)"
+            )
         if state.text_reader is None:
             state.text_reader = build_reader(entry)
         return state.text_reader
@@ -137,7 +148,12 @@ class TextReading:
     # -- reading what is missing -------------------------------------------------
 
     def read_text(
-        self, *, ocr: bool | TextReader | None, ids: Iterable[str] | None, batch_size: int, progress: bool | None
+        self,
+        *,
+        ocr: bool | TextReader | None,
+        ids: Iterable[str] | None,
+        batch_size: int,
+        progress: bool | None,
     ) -> ReadTextResult:
         """Read the text of every image that has none yet, batch by batch, each batch committed.
 
@@ -158,7 +174,12 @@ class TextReading:
         todo = self._unread(ids)
         read: list[str] = []
         skipped: list[Skipped] = []
-        bar = tqdm(total=len(todo), desc="reading text", unit="img", disable=None if progress is None else not progress)
+        bar = tqdm(
+            total=len(todo),
+            desc="reading text",
+            unit="img",
+            disable=None if progress is None else not progress,
+        )
         try:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
@@ -183,16 +204,22 @@ class TextReading:
         records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
         return [record for record in records if record.ocr is None]
 
-    def _read_batch(self, reader: TextReader, batch: list[Record]) -> tuple[list[str], list[Skipped]]:
+    def _read_batch(
+        self, reader: TextReader, batch: list[Record]
+    ) -> tuple[list[str], list[Skipped]]:
         skipped = [
             Skipped(source=record.id, reason="its image is not kept, so its text cannot be read")
             for record in batch
             if record.image_path is None
         ]
         readable = [record for record in batch if record.image_path is not None]
-        images: list[tuple[str, ImageInput]] = [(record.id, record.image_path) for record in readable]  # type: ignore[misc]
+        images: list[tuple[str, ImageInput]] = [
+            (record.id, record.image_path) for record in readable if record.image_path is not None
+        ]
         results, failed = read_images(reader, images)
-        read = {record.id: result for record, result in zip(readable, results) if result is not None}
+        read = {
+            record.id: result for record, result in zip(readable, results) if result is not None
+        }
         return self._store(read), skipped + failed
 
     @writing

@@ -76,7 +76,9 @@ def build_reader(entry: Component, *, allow_modules: Sequence[str] = ()) -> Text
     except ImportError as exc:
         if isinstance(exc, MissingDependencyError):
             raise
-        raise MissingDependencyError(f"reading the text in images needs the ocr extra: {OCR_EXTRA_HINT} ({exc})") from exc
+        raise MissingDependencyError(
+            f"reading the text in images needs the ocr extra: {OCR_EXTRA_HINT} ({exc})"
+        ) from exc
     return reader
 
 
@@ -85,7 +87,9 @@ def ocr_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("rapidocr", "onnxruntime"))
 
 
-def read_images(reader: TextReader, images: Sequence[tuple[str, ImageInput]]) -> tuple[list[ReadText | None], list[Skipped]]:
+def read_images(
+    reader: TextReader, images: Sequence[tuple[str, ImageInput]]
+) -> tuple[list[ReadText | None], list[Skipped]]:
     """Read the text of each ``(source, image)``.
 
     Returns:
@@ -114,7 +118,9 @@ def read_images(reader: TextReader, images: Sequence[tuple[str, ImageInput]]) ->
             try:
                 results[i] = _read_checked(reader, [picture])[0]
             except Exception as exc:  # noqa: BLE001 - a reader's own failure, reported per image
-                failures[i] = Skipped(source=images[i][0], reason=f"its text could not be read: {_reason(exc)}")
+                failures[i] = Skipped(
+                    source=images[i][0], reason=f"its text could not be read: {_reason(exc)}"
+                )
     return results, [failures[i] for i in sorted(failures)]
 
 
@@ -125,11 +131,15 @@ def _read_checked(reader: TextReader, pictures: list[Image.Image]) -> list[ReadT
         return []
     read = list(reader.read(pictures))
     if len(read) != len(pictures):
-        raise InvalidInputError(f"{type(reader).__name__}.read returned {len(read)} results for {len(pictures)} images")
+        raise InvalidInputError(
+            f"{type(reader).__name__}.read returned {len(read)} results for {len(pictures)} images"
+        )
     for number, result in enumerate(read):
         check_read_text(result, owner=f"image {number} of the batch")
     return read
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if not str(exc).startswith(type(exc).__name__) else str(exc)
+    return (
+        f"{type(exc).__name__}: {exc}" if not str(exc).startswith(type(exc).__name__) else str(exc)
+    )

@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from multimodal_rag._verify import Problem, RepairReport, VerificationReport
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.evaluation.report import EvaluationReport
-    from multimodal_rag.ocr import ReadTextResult
-    from multimodal_rag.types import AddResult, Answer, Hit, Record
+    from multimodal_rag.types import AddResult, Answer, Hit, ReadTextResult, Record
 
 __all__ = [
     "JSON_SCHEMA_VERSION",

@@ -318,7 +318,7 @@ class PostgresDescriptionStore(DescriptionStore):
     def _search_column(self) -> Any:
         from psycopg import sql
 
-        parts = [
+        parts: list[Any] = [
             sql.SQL("coalesce({}, '')").format(
                 sql.Identifier(field)
                 if field in COLUMNS

@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
-from multimodal_rag.ocr._results import ReadTextResult
-
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["ReadText", "ReadTextResult", "TextLine", "TextReader"]
+__all__ = ["ReadText", "TextLine", "TextReader"]
 
 #: A text line's quadrilateral in the image's pixels: four (x, y) corners, clockwise from top left.
 Quad = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
