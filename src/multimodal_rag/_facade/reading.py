@@ -121,7 +121,7 @@ class TextReading:
                 "this knowledge base reads no text; turn it on with read_text(ocr=True)"
             )
         if state.text_reader is None:
-            state.text_reader = build_reader(entry)
+            state.text_reader = build_reader(entry, allow_modules=state.allow_modules)
         return state.text_reader
 
     def info(self) -> dict[str, Any]:

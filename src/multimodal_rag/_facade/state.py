@@ -51,6 +51,8 @@ class KnowledgeBaseState:
         text_reader_entry: The reader turned on since the last save (kind and config), which
             the next save records; until then the manifest's (see `ocr_entry`).
         text_reader: The reader in use, once one was given or built from `ocr_entry`.
+        allow_modules: The modules the opener allowed a manifest to name, which the reader
+            is built with too.
         lock: Searches share it; each change (a batch, a removal, a save) holds it alone.
     """
 
@@ -69,6 +71,7 @@ class KnowledgeBaseState:
     metadata_copy_pending: frozenset[str] = frozenset()
     text_reader_entry: Component | None = None
     text_reader: TextReader | None = None
+    allow_modules: tuple[str, ...] = ()
     lock: ReentrantReadWriteLock = field(factory=ReentrantReadWriteLock)
 
     @property
@@ -103,6 +106,7 @@ class KnowledgeBaseState:
             opened.journal,
         )
         self.salvage, self.raw_store = loaded.findings, loaded.raw_store
+        self.allow_modules = opened.allow_modules
         if loaded.adapter is not None:
             self.adapter, self.adapter_entry = loaded.adapter, loaded.manifest.adapter
 
