@@ -288,3 +288,26 @@ def test_the_real_reader_reads_a_rendered_label(tmp_path: Path) -> None:
     rag.save()
     assert json.loads((tmp_path / "kb" / "manifest.json").read_text())["text_reader"]["kind"] == "rapidocr"
     rag.close()
+
+
+def test_a_postgres_table_from_before_read_text_gets_its_columns_on_open() -> None:
+    from conftest import on_server, server_uri
+
+    dsn = server_uri("DATABASE_URL", "PostgreSQL")
+    psycopg = pytest.importorskip("psycopg")
+    from multimodal_rag.descriptions.postgres import PostgresDescriptionStore
+    from multimodal_rag.types import Record
+
+    old = PostgresDescriptionStore(dsn)
+    old.put([Record(id="a", description="an old lamp")])
+    with psycopg.connect(dsn) as conn:  # the table as earlier versions made it
+        conn.execute(f'ALTER TABLE "{old.table}" DROP COLUMN ocr, DROP COLUMN ocr_text CASCADE')
+    old.close()
+
+    store = on_server(PostgresDescriptionStore(dsn, table=old.table, create=False))
+    assert store.get("a").ocr is None  # type: ignore[attr-defined]
+    read = ColourTextReader().read([solid(RED)])[0]
+    store.put([Record(id="b", description="a battery", ocr=read)])  # type: ignore[attr-defined]
+    assert store.get("b").ocr == read  # type: ignore[attr-defined]
+    assert [id_ for id_, _ in store.search_text("7Ah", 5)] == ["b"]  # type: ignore[attr-defined]
+    assert [id_ for id_, _ in store.search_text("lamp", 5)] == ["a"]  # type: ignore[attr-defined]
