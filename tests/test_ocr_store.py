@@ -53,13 +53,19 @@ def texts(rag: MultimodalRAG) -> dict[str, str | None]:
     return out
 
 
-def test_ingest_reads_stores_and_searches_the_text_apart_from_the_description(tmp_path: Path, photos: Path, test_kind: str) -> None:
+def test_ingest_reads_stores_and_searches_the_text_apart_from_the_description(
+    tmp_path: Path, photos: Path, test_kind: str
+) -> None:
     (photos / "black.png").write_bytes(b"")  # an unreadable file: skipped, as always
     solid(BLACK).save(photos / "dark.png")  # the reader fails on this one
     descriptions = tmp_path / "descriptions.jsonl"
-    descriptions.write_text(json.dumps({"image_path": "blue.png", "description": "a lamp on a desk"}) + "\n")
+    descriptions.write_text(
+        json.dumps({"image_path": "blue.png", "description": "a lamp on a desk"}) + "\n"
+    )
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder())
-    result = rag.add_directory(photos, descriptions=descriptions, ocr=ColourTextReader(), progress=False)
+    result = rag.add_directory(
+        photos, descriptions=descriptions, ocr=ColourTextReader(), progress=False
+    )
 
     assert len(result.added) == 4 and [Path(s.source).name for s in result.skipped] == ["black.png"]
     assert [Path(u.source).name for u in result.unread] == ["dark.png"]
@@ -70,11 +76,19 @@ def test_ingest_reads_stores_and_searches_the_text_apart_from_the_description(tm
     assert [(line.confidence, line.box) for line in red.ocr.lines] == [(0.9, BOX), (0.9, BOX)]
     # The description keeps the user's words; the read text is searched beside them.
     blue = rag.search(text="desk", mode="lexical", k=5)
-    assert [Path(h.image_path or "").name for h in blue] == ["blue.png"] and blue[0].description == "a lamp on a desk"
+    assert [Path(h.image_path or "").name for h in blue] == ["blue.png"] and blue[
+        0
+    ].description == "a lamp on a desk"
     hits = rag.search(text="XR-2000", mode="lexical", k=5)
     assert [Path(h.image_path or "").name for h in hits] == ["red.png"]
     assert hits[0].ocr == red.ocr and hits[0].to_dict()["ocr_text"] == TEXTS[RED]
-    assert rag.ocr_info == {"on": True, "reader": "colour-text", "config": {"confidence": 0.9}, "read": 3, "with_text": 2}
+    assert rag.ocr_info == {
+        "on": True,
+        "reader": "colour-text",
+        "config": {"confidence": 0.9},
+        "read": 3,
+        "with_text": 2,
+    }
     rag.save()
     rag.close()
 
@@ -96,7 +110,9 @@ def test_ingest_reads_stores_and_searches_the_text_apart_from_the_description(tm
 
 
 @pytest.mark.parametrize("store", ["sqlite", "jsonl"])
-def test_text_in_the_journal_is_replayed_after_a_crash(tmp_path: Path, store: str, test_kind: str) -> None:
+def test_text_in_the_journal_is_replayed_after_a_crash(
+    tmp_path: Path, store: str, test_kind: str
+) -> None:
     kb = tmp_path / "kb"
     rag = MultimodalRAG.create(kb, embedder=ColorEmbedder(), description_store=store)  # type: ignore[arg-type]
     rag.add([solid(GREEN)], ids=["saved"], progress=False)
@@ -130,7 +146,13 @@ def test_text_in_the_journal_is_replayed_after_a_crash(tmp_path: Path, store: st
 
 def test_edit_and_remove_the_text_like_a_description(tmp_path: Path) -> None:
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder())
-    rag.add([solid(RED)], ids=["red"], descriptions=["a battery"], ocr=ColourTextReader(), progress=False)
+    rag.add(
+        [solid(RED)],
+        ids=["red"],
+        descriptions=["a battery"],
+        ocr=ColourTextReader(),
+        progress=False,
+    )
     edited = rag.edit_text("red", "XR-3000 battery\n\n24V")
     assert [line.text for line in edited.ocr.lines] == ["XR-3000 battery", "24V"]  # type: ignore[union-attr]
     assert edited.description == "a battery" and rag.get("red").ocr == edited.ocr
@@ -168,7 +190,9 @@ def test_verify_reports_unread_images_and_repair_reads_them(tmp_path: Path, test
     plain.close()
 
 
-def test_an_existing_knowledge_base_reads_its_text_later_without_embedding_again(tmp_path: Path, test_kind: str) -> None:
+def test_an_existing_knowledge_base_reads_its_text_later_without_embedding_again(
+    tmp_path: Path, test_kind: str
+) -> None:
     embedder = ColorEmbedder()
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=embedder)
     colours = [RED, BLUE, GREEN, (255, 255, 0), (0, 255, 255)]
@@ -190,7 +214,13 @@ def test_an_existing_knowledge_base_reads_its_text_later_without_embedding_again
     # The first batch is committed; the second one's failure is reported per image, never raised.
     first = rag.read_text(ocr=StopsAfterOneBatch(), batch_size=2, progress=False)
     assert first.read == ("i0", "i1") and {s.source for s in first.skipped} == {"i2", "i3", "i4"}
-    assert [r.ocr is not None for r in (rag.get(f"i{n}") for n in range(5))] == [True, True, False, False, False]
+    assert [r.ocr is not None for r in (rag.get(f"i{n}") for n in range(5))] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     # Run again: only what is missing is read.
     calls = len(ColourTextReader.calls)
     second = rag.read_text(ocr=ColourTextReader(), batch_size=2, progress=False)
@@ -205,7 +235,9 @@ def test_an_existing_knowledge_base_reads_its_text_later_without_embedding_again
     rag.close()
 
 
-def test_a_reader_that_cannot_load_never_stops_an_ingest(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reader_that_cannot_load_never_stops_an_ingest(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The built-in kind, whose packages are "missing": its constructor raises ImportError.
     monkeypatch.setitem(registry.BUILTINS, "text_reader", {"rapidocr": "ocr_helpers:BrokenReader"})
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder())
@@ -215,7 +247,10 @@ def test_a_reader_that_cannot_load_never_stops_an_ingest(tmp_path: Path, photos:
     assert all(rag.get(i).ocr is None for i in rag.ids())
     rag.save()
     # OCR stays on (recorded), so that the text is read once the extra is installed.
-    assert json.loads((tmp_path / "kb" / "manifest.json").read_text())["text_reader"]["kind"] == "rapidocr"
+    assert (
+        json.loads((tmp_path / "kb" / "manifest.json").read_text())["text_reader"]["kind"]
+        == "rapidocr"
+    )
     with pytest.raises(MissingDependencyError, match=r"multimodal-rag\[ocr\]"):
         rag.read_text(progress=False)
     assert rag.repair().text_read == ()  # it cannot read: the problems stay listed
@@ -223,21 +258,28 @@ def test_a_reader_that_cannot_load_never_stops_an_ingest(tmp_path: Path, photos:
     rag.close()
 
 
-def test_a_knowledge_base_with_read_text_searches_it_without_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_knowledge_base_with_read_text_searches_it_without_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder())
     rag.add([solid(RED)], ids=["red"], ocr=ColourTextReader(), progress=False)
     rag.save()
     rag.close()
     manifest_path = tmp_path / "kb" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["text_reader"] = {"kind": "rapidocr", "config": {}}  # as the built-in reader records it
+    manifest["text_reader"] = {
+        "kind": "rapidocr",
+        "config": {},
+    }  # as the built-in reader records it
     manifest_path.write_text(json.dumps(manifest))
     monkeypatch.setitem(registry.BUILTINS, "text_reader", {"rapidocr": "ocr_helpers:BrokenReader"})
 
     reader = MultimodalRAG.open(tmp_path / "kb", embedder=ColorEmbedder())
     assert [h.id for h in reader.search(text="7Ah", mode="lexical")] == ["red"]  # no reader built
     added = reader.add([solid(BLUE)], ids=["blue"], progress=False)
-    assert added.added == ("blue",) and "pip install 'multimodal-rag[ocr]'" in added.unread[0].reason
+    assert (
+        added.added == ("blue",) and "pip install 'multimodal-rag[ocr]'" in added.unread[0].reason
+    )
     assert reader.get("blue").ocr is None
     reader.close()
 
@@ -286,7 +328,10 @@ def test_the_real_reader_reads_a_rendered_label(tmp_path: Path) -> None:
     assert result.unread == ()
     assert "2000" in (rag.get("label").ocr or ReadText()).text
     rag.save()
-    assert json.loads((tmp_path / "kb" / "manifest.json").read_text())["text_reader"]["kind"] == "rapidocr"
+    assert (
+        json.loads((tmp_path / "kb" / "manifest.json").read_text())["text_reader"]["kind"]
+        == "rapidocr"
+    )
     rag.close()
 
 

@@ -53,8 +53,8 @@ from multimodal_rag.errors import (
     NotFoundError,
 )
 from multimodal_rag.filters import NotExpressible, parse_filter
-from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
 from multimodal_rag.ocr import ReadText, TextLine
+from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
 from multimodal_rag.types import Record
 
 __all__ = ["DIM", "DescriptionStoreContract", "EmbedderContract", "VectorStoreContract", "clustered_vectors"]
