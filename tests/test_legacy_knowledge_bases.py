@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ColorEmbedder
+from helpers import ColorEmbedder, solid
 from multimodal_rag import MultimodalRAG
 
 LEGACY = Path(__file__).parent / "data" / "legacy"
@@ -40,3 +40,27 @@ def test_a_knowledge_base_of_an_earlier_version_opens_searches_and_saves(tmp_pat
     writer.close()
     again = MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=True)
     assert {id_: again.get(id_).description for id_ in again.ids()} == {k: v[0] for k, v in EXPECTED.items()}
+
+
+@pytest.mark.parametrize("stores", ["faiss-flat-sqlite", "hnswlib-jsonl"])
+def test_a_knowledge_base_from_before_read_text_opens_unchanged_and_reads_text_later(tmp_path: Path, stores: str) -> None:
+    from ocr_helpers import TEXTS, ColourTextReader
+
+    kb = tmp_path / "kb"
+    shutil.copytree(LEGACY / "journal-v2" / stores, kb)
+    reader = MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=True)
+    assert all(reader.get(id_).ocr is None for id_ in reader.ids())
+    assert reader.ocr_info == {"on": False, "reader": None, "config": None, "read": 0, "with_text": 0}
+    assert "text-not-read" not in {p.kind for p in reader.verify().problems}
+    reader.close()
+
+    writer = MultimodalRAG.open(kb, embedder=ColorEmbedder())
+    # Its images were recorded where it was made: read the text of one this test has.
+    writer.add([solid("red", size=(20, 20))], ids=["new"], ocr=ColourTextReader(), progress=False)
+    writer.save()
+    writer.close()
+    again = MultimodalRAG.open(kb, embedder=ColorEmbedder(), read_only=True, allow_modules=["ocr_helpers"])
+    assert {id_: again.get(id_).description for id_ in EXPECTED} == {k: v[0] for k, v in EXPECTED.items()}
+    assert again.get("new").ocr is not None and again.get("new").ocr.text == TEXTS[(255, 0, 0)]  # type: ignore[union-attr]
+    assert [h.id for h in again.search(text="XR-2000", mode="lexical")] == ["new"]
+    again.close()

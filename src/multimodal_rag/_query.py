@@ -152,6 +152,7 @@ class Querying:
                     metadata=record.metadata,
                     similarity=similarities.get(id_),
                     signals=signals,
+                    ocr=record.ocr,
                 )
             )
         return hits

@@ -22,6 +22,7 @@ from multimodal_rag._facade.components import (
 from multimodal_rag._facade.describing import Describing
 from multimodal_rag._facade.ingesting import Ingesting
 from multimodal_rag._facade.persistence import Persistence
+from multimodal_rag._facade.reading import TextReading
 from multimodal_rag._facade.records import Records
 from multimodal_rag._facade.state import KnowledgeBaseState
 from multimodal_rag._kb.directory import KnowledgeBaseDirectory
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.adapter.projection import Adapter
     from multimodal_rag.evaluation.report import EvaluationReport
+    from multimodal_rag.ocr import ReadText, TextReader
     from multimodal_rag.protocols import (
         Answerer,
         DescriptionStore,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
         Fusion,
         Hit,
         ImageInput,
+        ReadTextResult,
         Record,
         SearchMode,
         Vector,
@@ -113,6 +116,7 @@ class MultimodalRAG:
         self._querying = Querying(state, self._records)
         self._ingesting = Ingesting(state)
         self._describing = Describing(state, self._records)
+        self._reading = TextReading(state, self._records)
         self._persistence = Persistence(state)
         self._adapting = Adapting(state, self._persistence)
 
@@ -334,6 +338,7 @@ class MultimodalRAG:
         on_error: str = "raise",
         batch_size: int = 32,
         progress: bool | None = None,
+        ocr: bool | TextReader | None = None,
     ) -> AddResult:
         """Embed images and store them with their descriptions.
 
@@ -349,13 +354,16 @@ class MultimodalRAG:
                 ``"skip"`` reports it in ``skipped`` and goes on, committing batch by batch.
             batch_size: Images embedded per batch.
             progress: Show a progress bar (default: when writing to a terminal).
+            ocr: Read the text in each image (``True``: the built-in reader, or a reader of
+                your own) and keep reading it in later adds; ``None`` follows the knowledge
+                base, ``False`` reads none in this call. See ``docs/ocr.md``.
 
         Raises:
             ImageError: An unreadable image, with ``on_error="raise"``.
             InvalidInputError: Lengths that do not match, bad ids, descriptions or metadata.
             KnowledgeBaseError: An image given in memory cannot be kept in ``images/``.
         """
-        return self._ingesting.add(images, ids=ids, descriptions=descriptions, metadata=metadata, on_error=on_error, batch_size=batch_size, progress=progress)
+        return self._ingesting.add(images, ids=ids, descriptions=descriptions, metadata=metadata, on_error=on_error, batch_size=batch_size, progress=progress, ocr=ocr)
 
     def add_directory(
         self,
@@ -366,6 +374,7 @@ class MultimodalRAG:
         batch_size: int = 32,
         progress: bool | None = None,
         allow_outside: bool = False,
+        ocr: bool | TextReader | None = None,
     ) -> AddResult:
         """Index every image under ``directory``, batch by batch.
 
@@ -380,12 +389,36 @@ class MultimodalRAG:
             batch_size: Images embedded per batch.
             progress: Show a progress bar (default: when writing to a terminal).
             allow_outside: Follow symlinks and descriptions entries that lead outside ``directory``.
+            ocr: As for [`add`][multimodal_rag._rag.MultimodalRAG.add].
 
         Raises:
             InvalidInputError: ``directory`` is not a folder, or the descriptions file
                 is unreadable or has an entry leading outside ``directory``.
         """
-        return self._ingesting.add_directory(directory, descriptions=descriptions, recursive=recursive, batch_size=batch_size, progress=progress, allow_outside=allow_outside)
+        return self._ingesting.add_directory(directory, descriptions=descriptions, recursive=recursive, batch_size=batch_size, progress=progress, allow_outside=allow_outside, ocr=ocr)
+
+    def read_text(self, *, ocr: bool | TextReader | None = None, ids: Iterable[str] | None = None, batch_size: int = 16, progress: bool | None = None) -> ReadTextResult:
+        """Read the text in the images that have none yet (turning OCR on), committing batch by
+        batch, so an interrupted run goes on where it stopped; see ``docs/ocr.md``.
+
+        Raises:
+            MissingDependencyError: The reader's extra (``ocr``) is not installed.
+            NotFoundError: An id of ``ids`` is unknown.
+        """
+        return self._reading.read_text(ocr=ocr, ids=ids, batch_size=batch_size, progress=progress)
+
+    def edit_text(self, id: str, text: str | ReadText | None) -> Record:
+        """Replace the text read in ``id``'s image (a string: one line per line); ``None`` removes it.
+
+        Raises:
+            NotFoundError: Unknown id.
+        """
+        return self._reading.edit_text(id, text)
+
+    @property
+    def ocr_info(self) -> dict[str, Any]:
+        """Whether text is read in the images, by which reader, and how many records have it."""
+        return self._reading.info()
 
     def describe_missing(
         self,

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from multimodal_rag.errors import UnknownBackendError
 
-Role = Literal["embedder", "vector_store", "description_store", "answerer", "reranker"]
+Role = Literal["embedder", "vector_store", "description_store", "answerer", "reranker", "text_reader"]
 
 # kind -> "module:Class". Keep each role's table sorted by kind.
 BUILTINS: dict[Role, dict[str, str]] = {
@@ -54,6 +54,9 @@ BUILTINS: dict[Role, dict[str, str]] = {
     "reranker": {
         "vision-llm": "multimodal_rag.rerankers.vision_llm:VisionLLMReranker",
     },
+    "text_reader": {
+        "rapidocr": "multimodal_rag.ocr.rapid:RapidOCRReader",
+    },
 }
 
 #: Entry-point group per role, where installed packages register their kinds.
@@ -63,6 +66,7 @@ ENTRY_POINT_GROUPS: dict[Role, str] = {
     "description_store": "multimodal_rag.description_stores",
     "answerer": "multimodal_rag.answerers",
     "reranker": "multimodal_rag.rerankers",
+    "text_reader": "multimodal_rag.text_readers",
 }
 
 #: The config keys a manifest may give each built-in embedder kind: what identifies the model
@@ -88,6 +92,7 @@ _PROTOCOLS = {
     "description_store": "DescriptionStore",
     "answerer": "Answerer",
     "reranker": "Reranker",
+    "text_reader": "TextReader",
 }
 
 
@@ -195,7 +200,12 @@ def resolve(role: Role, kind: str, *, allow_modules: Iterable[str] = ()) -> type
             obj = getattr(obj, attr)
     except (ImportError, AttributeError) as exc:
         raise UnknownBackendError(f"cannot import {target!r} for kind {kind!r}: {exc}") from exc
-    protocol = getattr(protocols, _PROTOCOLS[role])
+    if role == "text_reader":
+        from multimodal_rag import ocr
+
+        protocol: type = ocr.TextReader
+    else:
+        protocol = getattr(protocols, _PROTOCOLS[role])
     if not isinstance(obj, type) or not _implements(obj, protocol):
         raise UnknownBackendError(f"{target!r} does not implement {protocol.__name__}")
     return obj
@@ -205,5 +215,9 @@ def _implements(cls: type, protocol: type) -> bool:
     if protocol in cls.__mro__:
         return True
     # Duck-typed class: it must provide every method the protocol requires.
-    required = getattr(protocol, "__abstractmethods__", ())
+    # TextReader declares its methods without @abstractmethod: it is named by them here.
+    required = getattr(protocol, "__abstractmethods__", ()) or _TEXT_READER_METHODS
     return all(hasattr(cls, name) for name in required)
+
+
+_TEXT_READER_METHODS = ("read", "config")

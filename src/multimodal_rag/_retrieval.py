@@ -207,6 +207,7 @@ def make_hits(neighbors: Sequence[Neighbor], records: Mapping[str, Record]) -> l
                 image_path=record.image_path,
                 description=record.description,
                 metadata=record.metadata,
+                ocr=record.ocr,
             )
         )
     return hits

@@ -57,6 +57,7 @@ __all__ = [
     "check_new_id",
     "check_queries",
     "check_question",
+    "check_read_text",
     "check_record",
     "check_timeout",
     "check_vectors",
@@ -283,6 +284,44 @@ def check_record(record: object) -> None:
         json.dumps(record.metadata, allow_nan=False, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata of {record.id!r} is not JSON-serialisable: {exc}") from exc
+    if record.ocr is not None:
+        check_read_text(record.ocr, owner=f"record {record.id!r}")
+
+
+def check_read_text(read: object, *, owner: str) -> None:
+    """Refuse read text (`multimodal_rag.ocr.ReadText`) no store could keep faithfully: lines
+    that are not text, NUL or lone surrogates in them, confidences outside 0 to 1, boxes that
+    are not four finite points.
+
+    Raises:
+        InvalidInputError: The message names ``owner`` and what is wrong.
+    """
+    from multimodal_rag.ocr import ReadText, TextLine
+
+    if not isinstance(read, ReadText):
+        raise InvalidInputError(f"the read text of {owner} must be a ReadText, got {type(read).__name__}")
+    if isinstance(read.dropped, bool) or not isinstance(read.dropped, int) or read.dropped < 0:
+        raise InvalidInputError(f"the read text of {owner} must count its dropped lines as an integer >= 0")
+    for number, line in enumerate(read.lines, start=1):
+        where = f"line {number} of the read text of {owner}"
+        if not isinstance(line, TextLine) or not isinstance(line.text, str):
+            raise InvalidInputError(f"{where} must be a TextLine with a string text")
+        if "\x00" in line.text or not is_utf8(line.text):
+            raise InvalidInputError(f"{where} has characters no store can keep (NUL or lone surrogates)")
+        if not isinstance(line.confidence, (int, float)) or not 0.0 <= line.confidence <= 1.0:
+            raise InvalidInputError(f"{where} has confidence {line.confidence!r}, not a number from 0 to 1")
+        points = line.box
+        if (
+            not isinstance(points, tuple)
+            or len(points) != 4
+            or not all(
+                isinstance(point, tuple)
+                and len(point) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
+                for point in points
+            )
+        ):
+            raise InvalidInputError(f"{where} has box {points!r:.120}, not four finite (x, y) points")
 
 
 def check_question(question: object) -> str:

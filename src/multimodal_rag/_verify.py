@@ -64,6 +64,7 @@ class ProblemKind:
     ADAPTER_MISSING = "adapter-missing"
     ADAPTER_CHANGED = "adapter-changed"
     RAW_VECTOR_MISSING = "raw-vector-missing"
+    TEXT_NOT_READ = "text-not-read"
 
 
 @frozen(kw_only=True)
@@ -149,6 +150,8 @@ class RepairReport:
             index was rebuilt from the raw vectors kept beside it (see ``raw_vectors_lost``).
         raw_vectors_lost: Ids whose raw vector was damaged too: their vectors were made
             again from their images (``reembedded``), or, without an image, lost.
+        text_read: Ids whose image's text was read again (the knowledge base reads text, and
+            theirs was missing).
         set_aside: Where the damaged files were copied (under ``damaged/``) before
             being replaced; nothing is deleted.
         remaining: A verification after the repair: what could not be fixed.
@@ -166,6 +169,7 @@ class RepairReport:
     adapter_removed: bool = False
     raw_vectors_lost: tuple[str, ...] = field(converter=str_tuple, default=())
     set_aside: tuple[str, ...] = field(converter=str_tuple, default=())
+    text_read: tuple[str, ...] = field(converter=str_tuple, default=())
     remaining: VerificationReport = field(factory=VerificationReport)
 
     @property
@@ -189,6 +193,7 @@ class RepairReport:
             "adapter_removed": self.adapter_removed,
             "raw_vectors_lost": list(self.raw_vectors_lost),
             "set_aside": list(self.set_aside),
+            "text_read": list(self.text_read),
             "remaining": self.remaining.to_dict(),
         }
 

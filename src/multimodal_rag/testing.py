@@ -53,6 +53,7 @@ from multimodal_rag.errors import (
     NotFoundError,
 )
 from multimodal_rag.filters import NotExpressible, parse_filter
+from multimodal_rag.ocr import ReadText, TextLine
 from multimodal_rag.protocols import DescriptionStore, Embedder, VectorStore
 from multimodal_rag.types import Record
 
@@ -388,6 +389,20 @@ class VectorStoreContract:
 
 # -- description stores ---------------------------------------------------------------
 
+_BOX = ((1.0, 2.0), (40.0, 2.0), (40.0, 12.0), (1.0, 12.0))
+
+
+def _read(*lines: str) -> ReadText:
+    return ReadText(lines=[TextLine(text=line, confidence=0.875, box=_BOX) for line in lines], dropped=1)
+
+
+#: Records with the text read in their image (see `multimodal_rag.types.Record.ocr`).
+OCR_RECORDS = [
+    Record(id="label", description="a battery", ocr=_read("XR-2000 battery", "12V 7Ah")),
+    Record(id="lantern", description="a camping lantern", ocr=ReadText()),
+    Record(id="persian", description=None, ocr=_read("باتری ۱۲ ولت")),
+]
+
 RECORDS = [
     Record(id="a", image_path="/img/a.png", description="A red battery generator.", metadata={"price": 3}),
     Record(id="b", image_path=None, description=None),
@@ -537,6 +552,52 @@ class DescriptionStoreContract:
             store.put([Record(id="fine"), bad])
         assert [r.id for r in store] == ["a"]
 
+
+    def test_read_text_round_trips_and_is_replaced_or_removed(self, make_store: Callable[[], DescriptionStore], tmp_path: Path) -> None:
+        store = make_store()
+        store.put([*RECORDS, *OCR_RECORDS])
+        for record in OCR_RECORDS:
+            assert store.get(record.id) == record
+        assert store.get("a").ocr is None  # a record whose image was not read
+        loaded = _reload(store, tmp_path / "s")
+        assert {r.id: r.ocr for r in loaded} == {r.id: r.ocr for r in [*RECORDS, *OCR_RECORDS]}
+        store.put([Record(id="label", description="a battery", ocr=ReadText())])  # read again: no text
+        store.put([Record(id="empty", description="nothing read")])  # the read text removed
+        assert store.get("label").ocr == ReadText() and store.get("empty").ocr is None
+        assert store.get("label").description == "a battery"
+
+    def test_read_text_is_searched_in_a_column_of_its_own(self, make_store: Callable[[], DescriptionStore]) -> None:
+        store = make_store()
+        if not store.full_text:
+            pytest.skip("this store has no full-text index")
+        store.put([*RECORDS, *OCR_RECORDS])
+        # Found by the text in the image alone, and by the description alone.
+        assert [id_ for id_, _ in store.search_text("XR-2000", 5)] == ["label"]
+        assert [id_ for id_, _ in store.search_text("lantern", 5)] == ["lantern"]
+        assert {id_ for id_, _ in store.search_text("7Ah", 5)} == {"label"}
+        store.put([Record(id="label", description="a battery")])  # its read text removed
+        assert store.search_text("XR-2000", 5) == []
+        store.put([Record(id="label", description="a battery", ocr=_read("XR-2000"))])
+        assert [id_ for id_, _ in store.search_text("XR-2000", 5)] == ["label"]
+        store.delete(["label"])
+        assert store.search_text("XR-2000", 5) == []
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            ReadText(lines=[TextLine(text="nul \x00", confidence=0.5, box=_BOX)]),
+            ReadText(lines=[TextLine(text="too sure", confidence=1.5, box=_BOX)]),
+            ReadText(lines=[TextLine(text="no box", confidence=0.5, box=((0.0, 0.0),))]),  # type: ignore[arg-type]
+            ReadText(lines=[TextLine(text="inf", confidence=0.5, box=((float("inf"), 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)))]),
+            ReadText(dropped=-1),
+        ],
+    )
+    def test_bad_read_text_is_refused_and_changes_nothing(self, make_store: Callable[[], DescriptionStore], bad: ReadText) -> None:
+        store = make_store()
+        store.put(RECORDS[:1])
+        with pytest.raises(InvalidInputError, match="read text"):
+            store.put([Record(id="fine"), Record(id="e", ocr=bad)])
+        assert [r.id for r in store] == ["a"]
 
     @pytest.mark.parametrize(("obj", "expected"), FILTER_CASES, ids=[json.dumps(c[0], ensure_ascii=False) for c in FILTER_CASES])
     def test_matching_ids_keeps_exactly_the_matching_records(self, make_store: Callable[[], DescriptionStore], obj: dict[str, Any], expected: set[str]) -> None:

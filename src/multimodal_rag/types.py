@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
     from PIL import Image as PILImage
 
+    from multimodal_rag.ocr import ReadText
+
     # numpy is imported only by type checkers here; at run time the module's __getattr__
     # builds these two on first use, so importing this module does not import numpy.
 
@@ -66,6 +68,7 @@ __all__ = [
     "ImageInput",
     "Neighbor",
     "Precision",
+    "ReadTextResult",
     "Record",
     "RerankerKind",
     "SearchMode",
@@ -132,21 +135,29 @@ class Record:
             ``ask`` give it as an absolute path.
         description: The text that describes the image, or ``None`` if none was given.
         metadata: Any other JSON-serialisable fields (kept from the descriptions file).
+        ocr: The text a [`TextReader`][multimodal_rag.ocr.TextReader] read in the image, with
+            each line's confidence and box; ``None`` when it has not been read (an empty
+            result when it was read and holds no text). Kept apart from ``description``.
     """
 
     id: str
     image_path: str | None = None
     description: str | None = None
     metadata: dict[str, Any] = field(factory=dict, converter=_frozen_dict)
+    ocr: ReadText | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object, metadata nested under ``"metadata"``.
 
         The knowledge base's journal stores records in this form, and the command line
         prints them in it. (A JSON Lines descriptions file keeps metadata at the top level
-        instead: see `multimodal_rag.descriptions.jsonl`.)
+        instead: see `multimodal_rag.descriptions.jsonl`.) ``"ocr"`` is there only when the
+        image's text was read, so records without it are written as before.
         """
-        return {"id": self.id, "image_path": self.image_path, "description": self.description, "metadata": dict(self.metadata)}
+        obj = {"id": self.id, "image_path": self.image_path, "description": self.description, "metadata": dict(self.metadata)}
+        if self.ocr is not None:
+            obj["ocr"] = self.ocr.to_json()
+        return obj
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Record:
@@ -156,7 +167,14 @@ class Record:
             KeyError: A key of [`to_json`][multimodal_rag.types.Record.to_json]'s object is missing.
             TypeError, ValueError: ``obj`` is not a mapping, or its metadata is not one.
         """
-        return cls(id=obj["id"], image_path=obj["image_path"], description=obj["description"], metadata=obj["metadata"])
+        ocr = obj.get("ocr")
+        if ocr is not None:
+            from multimodal_rag.ocr import ReadText
+
+            if not isinstance(ocr, Mapping):
+                raise TypeError(f"the read text of {obj['id']!r} is not an object")
+            ocr = ReadText.from_json(dict(ocr))
+        return cls(id=obj["id"], image_path=obj["image_path"], description=obj["description"], metadata=obj["metadata"], ocr=ocr)
 
 
 @frozen(kw_only=True)
@@ -193,6 +211,7 @@ class Hit:
             computed (always in ``"vector"`` and ``"hybrid"`` mode); the similarity gate of
             answerers compares it with ``min_score``.
         signals: Which channels found it (``"vector"``, ``"lexical"``), with their rank and score.
+        ocr: The text read in the image (see [`Record.ocr`][multimodal_rag.types.Record.ocr]), or ``None``.
     """
 
     id: str
@@ -202,6 +221,7 @@ class Hit:
     metadata: dict[str, Any] = field(factory=dict, converter=_frozen_dict)
     similarity: float | None = None
     signals: dict[str, Signal] = field(factory=dict, converter=_signals)
+    ocr: ReadText | None = None
 
     def to_dict(self, *, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The hit as JSON-ready values.
@@ -219,6 +239,7 @@ class Hit:
             "metadata": dict(self.metadata),
             "image_path": relative_path(self.image_path, root),
             "signals": {name: {"rank": s.rank, "score": s.score} for name, s in self.signals.items()},
+            "ocr_text": self.ocr.text if self.ocr is not None else None,
         }
 
 
@@ -246,6 +267,9 @@ class AddResult(Sequence[str]):
             the knowledge base or earlier in the same batch; nothing was stored twice.
         skipped: Inputs that could not be indexed (unreadable image, ...), with the reason.
         undescribed: Ids of added images that have no description.
+        unread: Added images whose text could not be read (OCR was on), with the reason
+            (``source`` is the input); they are stored without it, and
+            [`read_text`][multimodal_rag._rag.MultimodalRAG.read_text] or a repair reads them again.
     """
 
     ids: tuple[str, ...] = field(converter=str_tuple)
@@ -253,6 +277,7 @@ class AddResult(Sequence[str]):
     duplicates: tuple[tuple[str, str], ...] = field(converter=_pairs, default=())
     skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
     undescribed: tuple[str, ...] = field(converter=str_tuple, default=())
+    unread: tuple[Skipped, ...] = field(converter=_skipped, default=())
 
     @overload
     def __getitem__(self, index: int) -> str: ...
@@ -272,6 +297,7 @@ class AddResult(Sequence[str]):
             "duplicates": [{"source": source, "id": id_} for source, id_ in self.duplicates],
             "skipped": [skipped.to_dict() for skipped in self.skipped],
             "undescribed": list(self.undescribed),
+            "unread": [unread.to_dict() for unread in self.unread],
         }
 
     def __iter__(self) -> Iterator[str]:
@@ -293,6 +319,24 @@ class DescribeResult:
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready values."""
         return {"described": list(self.described), "skipped": [skipped.to_dict() for skipped in self.skipped]}
+
+
+@frozen(kw_only=True)
+class ReadTextResult:
+    """What [`MultimodalRAG.read_text`][multimodal_rag._rag.MultimodalRAG.read_text] did.
+
+    Attributes:
+        read: Ids whose image's text was read now (an image without text counts: it stores
+            an empty result).
+        skipped: Images whose text could not be read, and why (``source`` is the image's id).
+    """
+
+    read: tuple[str, ...] = field(converter=str_tuple, default=())
+    skipped: tuple[Skipped, ...] = field(converter=_skipped, default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values."""
+        return {"read": list(self.read), "skipped": [skipped.to_dict() for skipped in self.skipped]}
 
 
 @frozen(kw_only=True)

@@ -15,7 +15,8 @@ from multimodal_rag.protocols import copy_metadata
 from multimodal_rag.types import AddResult, ImageInput, Record, is_path
 
 if TYPE_CHECKING:
-    from multimodal_rag._ingest.pipeline import IngestItem
+    from multimodal_rag._ingest.pipeline import IngestItem, ReadText
+    from multimodal_rag.ocr import TextReader
 
 __all__ = ["Ingesting"]
 
@@ -24,8 +25,12 @@ class Ingesting:
     """``add`` and ``add_directory`` of the knowledge base ``state`` holds (documented on the facade)."""
 
     def __init__(self, state: KnowledgeBaseState) -> None:
+        from multimodal_rag._facade.reading import TextReading
+        from multimodal_rag._facade.records import Records
+
         self._state = state
         self._lock = state.lock
+        self._reading = TextReading(state, Records(state))
 
     def add(
         self,
@@ -37,6 +42,7 @@ class Ingesting:
         on_error: str,
         batch_size: int,
         progress: bool | None,
+        ocr: bool | TextReader | None = None,
     ) -> AddResult:
         from multimodal_rag._ingest.pipeline import items_from_arguments
 
@@ -44,7 +50,7 @@ class Ingesting:
         directory = self._state.directory
         if directory is not None and not self._state.read_only and not all(is_path(item.image) for item in items):
             directory.images_folder()  # before embedding: a folder that cannot be made stores nothing
-        return self._ingest(items, on_error=on_error, batch_size=batch_size, progress=progress)
+        return self._ingest(items, on_error=on_error, batch_size=batch_size, progress=progress, ocr=ocr)
 
     def add_directory(
         self,
@@ -55,16 +61,19 @@ class Ingesting:
         batch_size: int,
         progress: bool | None,
         allow_outside: bool,
+        ocr: bool | TextReader | None = None,
     ) -> AddResult:
         from multimodal_rag._ingest.pipeline import items_from_directory
 
         items, refused = items_from_directory(
             directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
         )
-        result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress)
+        result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
         return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result
 
-    def _ingest(self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None) -> AddResult:
+    def _ingest(
+        self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None, ocr: bool | TextReader | None
+    ) -> AddResult:
         from multimodal_rag._ingest.pipeline import IngestRun
 
         state = self._state
@@ -79,7 +88,33 @@ class Ingesting:
             on_error=on_error,
             batch_size=batch_size,
             progress=progress,
+            read_text=self._text_reading(ocr),
         ).run()
+
+    def _text_reading(self, ocr: bool | TextReader | None) -> ReadText | None:
+        """How this ingest reads the text in its images: by the reader ``ocr`` turns on or the
+        knowledge base's, or not at all. A reader that cannot be built is reported for each
+        image (in ``unread``) and the images are stored without text."""
+        from multimodal_rag._ingest.text_reading import read_images
+        from multimodal_rag.errors import MissingDependencyError, UnknownBackendError
+        from multimodal_rag.types import Skipped
+
+        failure = ""
+        reader = None
+        try:
+            reader = self._reading.turn_on(ocr)
+        except (MissingDependencyError, UnknownBackendError) as exc:
+            failure = str(exc)
+        if reader is None and not failure:
+            return None
+
+        def read(items: list[IngestItem], records: list[Record]) -> tuple[list[Record], list[Skipped]]:
+            if reader is None:
+                return records, [Skipped(source=item.source, reason=f"its text was not read: {failure}") for item in items]
+            results, unread = read_images(reader, [(item.source, item.image) for item in items])
+            return [record if result is None else attrs.evolve(record, ocr=result) for record, result in zip(records, results)], unread
+
+        return read
 
     def _record_for(self, item: IngestItem) -> Record:
         from multimodal_rag._ingest.pipeline import encoded_image

@@ -45,6 +45,7 @@ class Persistence:
             state.description_store,
             created_at=state.manifest.created_at if state.manifest is not None else None,
             adapter=state.adapter_entry if state.adapter is not None else None,
+            text_reader=state.ocr_entry,
         )
         state.manifest = state.directory.write_snapshot(
             state.generation + 1,
@@ -99,16 +100,19 @@ class Persistence:
 
     @reading
     def verify(self) -> VerificationReport:
+        from multimodal_rag._facade.reading import text_problems
         from multimodal_rag._verify import verify_knowledge_base
 
         state = self._state
-        return verify_knowledge_base(
+        report = verify_knowledge_base(
             state.vector_store,
             state.description_store,
             directory=state.directory,
             findings=state.salvage,
             raw_store=state.raw_store if state.adapter is not None else None,
         )
+        unread = text_problems(state)
+        return attrs.evolve(report, problems=(*report.problems, *unread)) if unread else report
 
     @writing
     def repair(self) -> RepairReport:
@@ -130,7 +134,26 @@ class Persistence:
         if state.raw_store is None:
             state.adapter, state.adapter_entry = None, None
         state.metadata_copy_pending = frozenset()  # the repair copied the metadata again
+        text_read = self._read_missing_text()
         self.save_if_on_disk()  # fresh files, fresh checksums
         # What was lost has been reported; the repaired knowledge base is whole again.
         state.salvage = None
-        return attrs.evolve(repaired.report, remaining=self.verify())
+        return attrs.evolve(repaired.report, text_read=text_read, remaining=self.verify())
+
+    def _read_missing_text(self) -> tuple[str, ...]:
+        """With a reader on, read the text of the images that have none; a reader that cannot
+        be built leaves them for the report (verify lists them)."""
+        from multimodal_rag._facade.reading import TextReading
+        from multimodal_rag._facade.records import Records
+        from multimodal_rag.errors import MissingDependencyError, UnknownBackendError
+
+        if self._state.ocr_entry is None:
+            return ()
+        try:
+            result = TextReading(self._state, Records(self._state)).read_text(ocr=None, ids=None, batch_size=16, progress=False)
+        except (MissingDependencyError, UnknownBackendError) as exc:
+            import logging
+
+            logging.getLogger(__name__).warning("the text of images was not read again: %s", exc)
+            return ()
+        return result.read

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from multimodal_rag._kb.directory import KnowledgeBaseDirectory
     from multimodal_rag._kb.journal import Journal
     from multimodal_rag._kb.loading import OpenedKnowledgeBase
-    from multimodal_rag._kb.manifest import AdapterEntry, Manifest
+    from multimodal_rag._kb.manifest import AdapterEntry, Component, Manifest
     from multimodal_rag._kb.salvage import SalvageFindings
     from multimodal_rag.adapter.projection import Adapter
+    from multimodal_rag.ocr import TextReader
     from multimodal_rag.protocols import Answerer, DescriptionStore, Embedder, VectorStore
 
 __all__ = ["KnowledgeBaseState"]
@@ -47,6 +48,11 @@ class KnowledgeBaseState:
         metadata_copy_pending: Ids whose changed records could not be copied to the vector
             store's metadata; while there are any, filters go by the description store
             (save and repair copy them again).
+        text_reader_entry: The reader turned on since the last save (kind and config), which
+            the next save records; until then the manifest's (see `ocr_entry`).
+        text_reader: The reader in use, once one was given or built from `ocr_entry`.
+        allow_modules: The modules the opener allowed a manifest to name, which the reader
+            is built with too.
         lock: Searches share it; each change (a batch, a removal, a save) holds it alone.
     """
 
@@ -63,12 +69,24 @@ class KnowledgeBaseState:
     raw_store: VectorStore | None = None
     adapter_entry: AdapterEntry | None = None
     metadata_copy_pending: frozenset[str] = frozenset()
+    text_reader_entry: Component | None = None
+    text_reader: TextReader | None = None
+    allow_modules: tuple[str, ...] = ()
     lock: ReentrantReadWriteLock = field(factory=ReentrantReadWriteLock)
 
     @property
     def generation(self) -> int:
         """The generation of the current snapshot (0 before the first save)."""
         return self.manifest.generation if self.manifest is not None else 0
+
+    @property
+    def ocr_entry(self) -> Component | None:
+        """The reader that reads the text of every image added (kind and config), or ``None``
+        when the knowledge base reads none: the one turned on since the last save, else the
+        manifest's."""
+        if self.text_reader_entry is not None:
+            return self.text_reader_entry
+        return self.manifest.text_reader if self.manifest is not None else None
 
     @property
     def raw_vectors(self) -> VectorStore:
@@ -88,6 +106,7 @@ class KnowledgeBaseState:
             opened.journal,
         )
         self.salvage, self.raw_store = loaded.findings, loaded.raw_store
+        self.allow_modules = opened.allow_modules
         if loaded.adapter is not None:
             self.adapter, self.adapter_entry = loaded.adapter, loaded.manifest.adapter
 

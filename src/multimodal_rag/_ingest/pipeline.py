@@ -31,6 +31,8 @@ __all__ = ["IngestItem", "IngestRun", "encoded_image", "items_from_arguments", "
 
 #: Stores one batch: ``commit(ids, vectors, records)``.
 Commit = Callable[[list[str], Any, list[Record]], None]
+#: Reads the text in a batch's images: the records with it, and the images it was not read in.
+ReadText = Callable[[list["IngestItem"], list[Record]], tuple[list[Record], list[Skipped]]]
 
 
 @attrs.define
@@ -155,6 +157,7 @@ class IngestRun:
         on_error: ``"raise"`` or ``"skip"`` (see [`MultimodalRAG.add`][multimodal_rag._rag.MultimodalRAG.add]).
         batch_size: Images embedded per batch.
         progress: Show a progress bar (``None``: when writing to a terminal).
+        read_text: Reads the text in each batch's images before it is stored (OCR), or ``None``.
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class IngestRun:
         on_error: str,
         batch_size: int,
         progress: bool | None,
+        read_text: ReadText | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -185,6 +189,8 @@ class IngestRun:
         self.on_error = on_error
         self.batch_size = batch_size
         self.progress = progress
+        self.read_text = read_text
+        self.unread: list[Skipped] = []
         self.ids: dict[int, str] = {}  # item position -> id, for every item that ends up stored
         self.duplicates: list[tuple[str, str]] = []
         self.skipped: list[Skipped] = []
@@ -228,6 +234,7 @@ class IngestRun:
             duplicates=self.duplicates,
             skipped=self.skipped,
             undescribed=[self.ids[pos] for pos in self.added if self.items[pos].description is None],
+            unread=self.unread,
         )
 
     def _stream(self) -> Iterator[ImageInput]:
@@ -264,6 +271,9 @@ class IngestRun:
         chosen = [self.items[self.queued[i]] for i in batch.indices]
         batch_ids: list[str] = [item.id for item in chosen]  # type: ignore[misc]
         records = [self.record_for(item) for item in chosen]
+        if self.read_text is not None:
+            records, unread = self.read_text(chosen, records)
+            self.unread += unread
         if self.on_error == "raise":
             # All or nothing: checked now, so a bad batch fails before more are embedded.
             self.pending.append((batch_ids, check_vectors(batch.vectors, self.dim, count=len(batch_ids)), records))

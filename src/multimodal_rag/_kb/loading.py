@@ -76,6 +76,8 @@ class OpenedKnowledgeBase:
     loaded: LoadedKnowledgeBase
     #: The journal to append to; ``None`` when opened read-only.
     journal: Journal | None
+    #: The modules the caller allowed the manifest to name (a text reader is built from it later).
+    allow_modules: tuple[str, ...] = ()
 
 
 def open_directory(
@@ -92,6 +94,7 @@ def open_directory(
 
     The lock is released again if anything fails. See [`MultimodalRAG.open`][multimodal_rag._rag.MultimodalRAG.open] for the errors.
     """
+    allow_modules = tuple(allow_modules)
     directory = KnowledgeBaseDirectory(path)
     if not directory.path.is_dir():
         raise KnowledgeBaseNotFoundError(f"no knowledge base at {str(path)!r}")
@@ -122,7 +125,7 @@ def open_directory(
     except BaseException:
         directory.unlock()
         raise
-    return OpenedKnowledgeBase(directory=directory, loaded=loaded, journal=journal)
+    return OpenedKnowledgeBase(directory=directory, loaded=loaded, journal=journal, allow_modules=allow_modules)
 
 
 def _store_relocated_image_paths(directory: KnowledgeBaseDirectory, description_store: Any) -> None:

@@ -127,6 +127,9 @@ class Manifest:
         saved_at: When this save was made.
         library_version: The version of this library that wrote it.
         adapter: The adapter applied to the stored vectors, or ``None`` (the raw vectors).
+        text_reader: Kind and config of the reader that reads the text in every image added
+            (OCR), or ``None`` when the knowledge base reads none. Absent from manifests
+            without it, so those are written as before and earlier versions read them.
     """
 
     embedder: EmbedderEntry
@@ -140,6 +143,7 @@ class Manifest:
     saved_at: str | None = None
     library_version: str | None = None
     adapter: AdapterEntry | None = None
+    text_reader: Component | None = None
 
     @classmethod
     def of(
@@ -150,6 +154,7 @@ class Manifest:
         *,
         created_at: str | None,
         adapter: AdapterEntry | None = None,
+        text_reader: Component | None = None,
     ) -> Manifest:
         """The manifest of these parts, before a save adds its snapshot's files."""
         from multimodal_rag._registry import kind_of, manifest_embedder_config
@@ -167,9 +172,14 @@ class Manifest:
             ),
             vector_store=Component(kind=kind_of(vector_store), config=vector_store.config()),
             description_store=Component(kind=kind_of(description_store), config=description_store.config()),
-            counts={"vectors": len(vector_store), "descriptions": len(description_store)},
+            counts={
+                "vectors": len(vector_store),
+                "descriptions": len(description_store),
+                **_text_counts(description_store, text_reader),
+            },
             created_at=created_at,
             adapter=adapter,
+            text_reader=text_reader,
         )
 
     def saved(self, *, generation: int, files: dict[str, str], sizes: dict[str, int], saved_at: str, library_version: str) -> Manifest:
@@ -203,6 +213,8 @@ class Manifest:
         # Absent without one, so knowledge bases without an adapter are written as before.
         if self.adapter is not None:
             data["adapter"] = self.adapter.to_dict()
+        if self.text_reader is not None:
+            data["text_reader"] = self.text_reader.to_dict()
         return data
 
     @classmethod
@@ -248,7 +260,13 @@ class Manifest:
         if not all(value is None or isinstance(value, str) for value in optional.values()):
             raise ManifestError(f"{source}: created_at, saved_at and library_version must be strings")
         adapter = data.get("adapter")
+        reader = data.get("text_reader")
+        if reader is not None and (
+            not isinstance(reader, dict) or not isinstance(reader.get("kind"), str) or not isinstance(reader.get("config", {}), dict)
+        ):
+            raise ManifestError(f"{source}: the text_reader entry needs a kind and a config object")
         return cls(
+            text_reader=None if reader is None else Component(kind=reader["kind"], config=reader.get("config", {})),
             adapter=None if adapter is None else AdapterEntry.from_dict(adapter, source=source),
             embedder=EmbedderEntry(
                 kind=embedder["kind"],
@@ -295,6 +313,14 @@ class Manifest:
         from multimodal_rag._kb.fileio import atomic_write_json
 
         atomic_write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
+
+
+def _text_counts(description_store: Any, text_reader: Component | None) -> dict[str, int]:
+    """With a reader on, how many records have their image's text read, and how many of those hold text."""
+    if text_reader is None:
+        return {}
+    read = [record.ocr for record in description_store if record.ocr is not None]
+    return {"text_read": len(read), "with_text": sum(1 for ocr in read if ocr.lines)}
 
 
 def _runtime_of(embedder: Any) -> dict[str, Any]:

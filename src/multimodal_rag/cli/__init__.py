@@ -12,13 +12,24 @@ Exit status: 0 when the command did what was asked, 1 when the operation failed
 Modules: `app` holds the click group, its global options and
 the error mapping; `output` prints every result, as text or
 JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
-ask), ``info``, ``edit`` (remove, describe), ``upkeep`` (verify, repair, migrate), ``evaluate``
+ask), ``info``, ``edit`` (remove, describe), ``reading`` (ocr, edit-text), ``upkeep`` (verify, repair, migrate), ``evaluate``
 (eval), ``fit`` (fit an adapter, or remove it), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint, completion).
 """
 
 from __future__ import annotations
 
-from multimodal_rag.cli import build, edit, evaluate, fit, info, query, serve, tools, upkeep
+from multimodal_rag.cli import (
+    build,
+    edit,
+    evaluate,
+    fit,
+    info,
+    query,
+    reading,
+    serve,
+    tools,
+    upkeep,
+)
 from multimodal_rag.cli.app import EPILOG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, cli, main
 from multimodal_rag.cli.build import INDEX_KINDS
 
@@ -32,6 +43,8 @@ for _command in (
     info.info,
     edit.remove,
     edit.describe,
+    reading.edit_text,
+    reading.ocr,
     upkeep.verify,
     upkeep.repair,
     upkeep.migrate,

@@ -131,6 +131,12 @@ DESCRIPTION_STORE_KINDS: tuple[DescriptionStoreKind, ...] = ("jsonl", "sqlite")
     default=None,
     help="Progress bar on stderr (default: on a terminal).",
 )
+@click.option(
+    "--ocr",
+    is_flag=True,
+    help="Read the text in each image (labels, model numbers) and keep reading it in later runs; "
+    "needs pip install 'multimodal-rag[ocr]'.",
+)
 @JSON_OPTION
 @click.pass_obj
 def index(
@@ -154,6 +160,7 @@ def index(
     allow_outside: bool,
     allow_empty: bool,
     progress: bool | None,
+    ocr: bool,
     as_json: bool,
 ) -> None:
     """Index every image under DIRECTORY into the knowledge base, creating it if needed.
@@ -219,6 +226,7 @@ def index(
                 allow_outside=allow_outside,
                 batch_size=batch_size,
                 progress=progress,
+                ocr=True if ocr else None,
             )
             total = len(rag)
     except BaseException:
@@ -228,10 +236,11 @@ def index(
         if undo is not None and len(rag) == 0:
             undo()
         raise
+    reads_text = read_manifest(kb).text_reader is not None
     if as_json:
-        output.print_json(output.add_result_json(kb, result, created=not exists, total=total))
+        output.print_json(output.add_result_json(kb, result, created=not exists, total=total, reads_text=reads_text))
     else:
-        output.print_add_result(kb, result, created=not exists, total=total)
+        output.print_add_result(kb, result, created=not exists, total=total, reads_text=reads_text)
 
 
 class _Undo:

@@ -32,7 +32,7 @@ def remove(
     Nothing is removed when an id is unknown, unless --missing-ok is given.
     """
     with committing(kb, settings) as rag:
-        found, missing = _resolve_ids(rag, ids, missing_ok=missing_ok)
+        found, missing = resolve_ids(rag, ids, missing_ok=missing_ok)
         removed = rag.remove(found)
         total = len(rag)
     if as_json:
@@ -51,7 +51,7 @@ def remove(
 def describe(settings: Settings, kb: Path, id: str, text: str, as_json: bool) -> None:
     """Set the description of image ID (an id or unique id prefix) to TEXT, without re-embedding."""
     with committing(kb, settings) as rag:
-        (resolved,), _ = _resolve_ids(rag, [id], missing_ok=False)
+        (resolved,), _ = resolve_ids(rag, [id], missing_ok=False)
         record = rag.describe(resolved, text)
     if as_json:
         output.print_json(output.record_json(record))
@@ -59,7 +59,7 @@ def describe(settings: Settings, kb: Path, id: str, text: str, as_json: bool) ->
         output.print_record(record)
 
 
-def _resolve_ids(
+def resolve_ids(
     rag: MultimodalRAG, wanted: Iterable[str], *, missing_ok: bool
 ) -> tuple[list[str], list[str]]:
     """Full ids for ids or unique prefixes (at least 4 characters), and the ones not found."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from multimodal_rag._verify import Problem, RepairReport, VerificationReport
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.evaluation.report import EvaluationReport
-    from multimodal_rag.types import AddResult, Answer, Hit, Record
+    from multimodal_rag.types import AddResult, Answer, Hit, ReadTextResult, Record
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
@@ -162,8 +162,8 @@ def _human_size(size: int) -> str:
 # -- index ---------------------------------------------------------------------
 
 
-def add_result_json(kb: Path, result: AddResult, *, created: bool, total: int) -> dict[str, Any]:
-    return {
+def add_result_json(kb: Path, result: AddResult, *, created: bool, total: int, reads_text: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
         "kb": str(kb),
         "created": created,
         "added": list(result.added),
@@ -172,9 +172,12 @@ def add_result_json(kb: Path, result: AddResult, *, created: bool, total: int) -
         "undescribed": list(result.undescribed),
         "total": total,
     }
+    if reads_text:  # only for knowledge bases that read text, so other reports stay as they were
+        data["unread"] = [asdict(unread) for unread in result.unread]
+    return data
 
 
-def print_add_result(kb: Path, result: AddResult, *, created: bool, total: int) -> None:
+def print_add_result(kb: Path, result: AddResult, *, created: bool, total: int, reads_text: bool = False) -> None:
     verb = "Created" if created else "Updated"
     click.echo(f"{verb} knowledge base {kb}: {total} image{'s' if total != 1 else ''} in total.")
     click.echo(f"  added:       {len(result.added)}")
@@ -192,13 +195,32 @@ def print_add_result(kb: Path, result: AddResult, *, created: bool, total: int) 
             f"  without a description: {len(result.undescribed)} "
             "(add one with `multimodal-rag describe`)"
         )
+    if reads_text:
+        click.echo(f"  text not read: {len(result.unread)}" + (" (`multimodal-rag ocr` tries again)" if result.unread else ""))
+        for unread in result.unread:
+            click.echo(f"    {display_path(unread.source)}: {unread.reason}")
+
+
+def print_read_text(kb: Path, result: ReadTextResult, info: Mapping[str, Any]) -> None:
+    click.echo(f"Read the text in {len(result.read)} image{'s' if len(result.read) != 1 else ''} of {kb}.")
+    click.echo(f"  with text:   {info['with_text']} of {info['read']} images read")
+    click.echo(f"  not read:    {len(result.skipped)}")
+    for skipped in result.skipped:
+        click.echo(f"    {skipped.source}: {skipped.reason}")
 
 
 # -- search, show and ask ------------------------------------------------------
 
 
 def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
-    return {"rank": rank, **asdict(hit)}
+    return {"rank": rank, **_without_unread(asdict(hit))}
+
+
+def _without_unread(data: dict[str, Any]) -> dict[str, Any]:
+    """A hit's or record's JSON: ``ocr`` only where the text was read, so others print as before."""
+    if data.get("ocr", ...) is None:
+        del data["ocr"]
+    return data
 
 
 def _hits_json(hits: Sequence[Hit]) -> list[dict[str, Any]]:
@@ -239,6 +261,8 @@ def print_hits(hits: Sequence[Hit]) -> None:
         click.echo(f"{rank:>2}. {hit.score:.4f}  {_description(hit.description)}")
         where = display_path(hit.image_path) if hit.image_path else "(no image file)"
         click.echo(f"    id {hit.id}  {where}")
+        if hit.ocr is not None and hit.ocr.lines:
+            click.echo(f"    text in the image: {' / '.join(line.text for line in hit.ocr.lines)}")
 
 
 def contact_sheet_json(out: Path, width: int, height: int, hits: Sequence[Hit]) -> dict[str, Any]:
@@ -296,10 +320,12 @@ def info_json(kb: Path, manifest: Manifest, *, size_bytes: int) -> dict[str, Any
         "vector_store": manifest.vector_store.to_dict(),
         "description_store": manifest.description_store.to_dict(),
         "adapter": manifest.adapter.to_dict() if manifest.adapter is not None else None,
+        "text_reader": manifest.text_reader.to_dict() if manifest.text_reader is not None else None,
         "fingerprint": _fingerprint(manifest),
         "counts": {
             "vectors": manifest.counts.get("vectors"),
             "descriptions": manifest.counts.get("descriptions"),
+            **_text_counts(manifest),
         },
         "size_bytes": size_bytes,
     }
@@ -329,6 +355,7 @@ def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
         ),
         ("fingerprint", _fingerprint(manifest)),
         ("adapter", _adapter_text(manifest)),
+        ("ocr", _ocr_text(manifest)),
         *([("runs as", _runtime_text(embedder.runtime))] if embedder.runtime else []),
         ("vector index", f"{vectors.kind} {_config_text(vectors.config)}"),
         ("descriptions", f"{descriptions.kind} {_config_text(descriptions.config)}"),
@@ -344,6 +371,30 @@ def print_info(kb: Path, manifest: Manifest, *, size_bytes: int) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
+
+
+def _text_counts(manifest: Manifest) -> dict[str, Any]:
+    if manifest.text_reader is None:
+        return {}
+    return {"text_read": manifest.counts.get("text_read"), "with_text": manifest.counts.get("with_text")}
+
+
+def _ocr_text(manifest: Manifest) -> str:
+    """Whether the images' text is read, by which reader, and in how many it was at the last save."""
+    reader = manifest.text_reader
+    if reader is None:
+        return "off (turn it on with `multimodal-rag ocr`)"
+    counts = manifest.counts
+    text = (
+        f"{reader.kind} {_config_text(reader.config)}: read in {counts.get('text_read', '?')} of "
+        f"{counts.get('vectors', '?')} images, {counts.get('with_text', '?')} with text"
+    )
+    if reader.kind == "rapidocr":
+        from multimodal_rag._ingest.text_reading import OCR_EXTRA_HINT, ocr_installed
+
+        if not ocr_installed():
+            text += f" (the text of new images needs {OCR_EXTRA_HINT})"
+    return text
 
 
 def _fingerprint(manifest: Manifest) -> str:
@@ -389,7 +440,7 @@ def print_removal(removed: int, missing: Sequence[str], total: int) -> None:
 
 
 def record_json(record: Record) -> dict[str, Any]:
-    return asdict(record)
+    return _without_unread(asdict(record))
 
 
 def print_record(record: Record) -> None:
@@ -424,12 +475,15 @@ def print_verification(kb: Path, report: VerificationReport) -> None:
 
 
 def repair_json(report: RepairReport) -> dict[str, Any]:
-    return {
+    data = {
         "ok": report.ok,
         **asdict(report, recurse=False),
         "set_aside": [display_path(path) for path in report.set_aside],
         "remaining": verification_json(report.remaining),
     }
+    if not report.text_read:  # only where text was read again, so other reports stay as they were
+        del data["text_read"]
+    return data
 
 
 def print_repair(kb: Path, report: RepairReport) -> None:
@@ -445,6 +499,8 @@ def print_repair(kb: Path, report: RepairReport) -> None:
         )
     click.echo(f"Re-embedded {len(report.reembedded)} image(s) whose vector was missing.")
     click.echo(f"Created {len(report.records_created)} empty record(s) for vectors without one.")
+    if report.text_read:
+        click.echo(f"Read the text in {len(report.text_read)} image(s) that had none.")
     if report.adapter_removed:
         click.echo("Removed the adapter, whose file was missing or changed: the index holds the raw vectors again.")
     elif report.index_rebuilt:

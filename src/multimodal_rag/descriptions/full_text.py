@@ -28,6 +28,7 @@ __all__ = [
     "check_text_fields",
     "check_tokenizer",
     "field_text",
+    "ocr_text",
     "fts5_phrases",
     "fts5_search",
     "query_terms",
@@ -101,6 +102,13 @@ def field_text(record: Record, field: str) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
+def ocr_text(record: Record) -> str | None:
+    """The text read in the record's image, as the full-text index holds it: its own column
+    beside the text fields, so that a match in it can be told from one in the description
+    (``None`` when nothing was read)."""
+    return record.ocr.text if record.ocr is not None else None
+
+
 def query_terms(query: str) -> list[str]:
     """The distinct white-space separated terms of ``query`` without the punctuation around
     them, at most `MAX_TERMS`.
@@ -131,6 +139,7 @@ def fts5_phrases(query: str) -> list[str]:
 class MemoryTextIndex:
     """An FTS5 index in memory over records kept elsewhere (the JSON Lines store's dict).
 
+    One column per text field, then one for the text read in the image (`ocr_text`).
     The FTS5 table is contentless: it holds the index, not the text. Removing a record
     from it takes the text that was indexed, so the owner passes the old record.
     Not thread-safe: the owner serialises calls.
@@ -140,18 +149,18 @@ class MemoryTextIndex:
         self._fields = text_fields
         self._counts = TermCounts()
         self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        columns = ", ".join(f"c{i}" for i in range(len(text_fields)))
+        columns = ", ".join([*(f"c{i}" for i in range(len(text_fields))), "ocr"])
         self._db.execute("CREATE TABLE ids (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
         self._db.execute(
             f"CREATE VIRTUAL TABLE fts USING fts5({columns}, content='', "
             f"tokenize='{TOKENIZERS[tokenizer]}')"
         )
-        marks = ", ".join("?" * len(text_fields))
+        marks = ", ".join("?" * (len(text_fields) + 1))
         self._insert = f"INSERT INTO fts (rowid, {columns}) VALUES (?, {marks})"
         self._remove = f"INSERT INTO fts (fts, rowid, {columns}) VALUES ('delete', ?, {marks})"
 
     def _texts(self, record: Record) -> list[str | None]:
-        return [field_text(record, field) for field in self._fields]
+        return [*(field_text(record, field) for field in self._fields), ocr_text(record)]
 
     def update(self, records: Iterable[tuple[Record | None, Record | None]]) -> None:
         """Apply ``(old, new)`` changes in one transaction: ``old`` is what is indexed now

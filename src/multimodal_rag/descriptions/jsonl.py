@@ -5,6 +5,11 @@ Keys other than ``id``, ``image_path`` and ``description``
 (`RESERVED_KEYS`) are the record's metadata, so a
 file written by the cookbook or by hand reads back unchanged. The full-text index
 lives in memory only: it is made when the file is read and follows every change.
+
+The text read in the images (`Record.ocr`) is kept in a second file, ``ocr.jsonl``, one
+``{"id": ..., "ocr": {...}}`` object per record that has it, so that ``descriptions.jsonl``
+stays the cookbook's format and no metadata key is taken. A snapshot without that file
+(written before the text was read, or by an earlier version) holds no read text.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import json
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from multimodal_rag._validation import RESERVED_KEYS, check_record
+import attrs
+
+from multimodal_rag._validation import RESERVED_KEYS, check_read_text, check_record
 from multimodal_rag.descriptions.full_text import (
     DEFAULT_TEXT_FIELDS,
     MemoryTextIndex,
@@ -32,9 +39,13 @@ from multimodal_rag.errors import (
 from multimodal_rag.protocols import DescriptionStore
 from multimodal_rag.types import Record
 
+if TYPE_CHECKING:
+    from multimodal_rag.ocr import ReadText
+
 __all__ = ["JSONLDescriptionStore", "read_jsonl", "record_from_json", "record_to_json"]
 
 _FILE = "descriptions.jsonl"
+_OCR_FILE = "ocr.jsonl"
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -148,6 +159,11 @@ class JSONLDescriptionStore(DescriptionStore):
         with open(Path(directory) / _FILE, "w", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record_to_json(record), ensure_ascii=False) + "\n")
+        read = [record for record in records if record.ocr is not None]
+        if read:  # absent when nothing was read, so such snapshots are written as before
+            with open(Path(directory) / _OCR_FILE, "w", encoding="utf-8") as f:
+                for record in read:
+                    f.write(json.dumps({"id": record.id, "ocr": record.ocr.to_json()}, ensure_ascii=False) + "\n")  # type: ignore[union-attr]
 
     @classmethod
     def load(cls, directory: Path, **config: Any) -> JSONLDescriptionStore:
@@ -162,8 +178,35 @@ class JSONLDescriptionStore(DescriptionStore):
                 store._records[record.id] = record
         except OSError as exc:
             raise _read_error(path, exc) from exc
+        store._read_ocr(Path(directory) / _OCR_FILE, strict=True)
         store._index.update((None, r) for r in store._records.values())
         return store
+
+    def _read_ocr(self, path: Path, *, strict: bool) -> None:
+        """Attach the read text of ``ocr.jsonl`` (if there is one) to the records loaded.
+
+        Raises:
+            CorruptFileError: With ``strict``, a line that is not a record's read text; without,
+                such lines are skipped.
+        """
+        if not path.exists():
+            return
+        try:
+            with open(path, "rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        id_, read = _ocr_line(raw)
+                    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                        if strict:
+                            raise CorruptFileError(f"{str(path)!r} line {number} is not a record's read text: {exc}") from exc
+                        continue
+                    record = self._records.get(id_)
+                    if record is not None:
+                        self._records[id_] = attrs.evolve(record, ocr=read)
+        except OSError as exc:
+            raise _read_error(path, exc) from exc
 
     @classmethod
     def salvage(cls, directory: Path, **config: Any) -> JSONLDescriptionStore:
@@ -184,8 +227,21 @@ class JSONLDescriptionStore(DescriptionStore):
                         store._records[record.id] = record
         except OSError as exc:
             raise _read_error(path, exc) from exc
+        store._read_ocr(Path(directory) / _OCR_FILE, strict=False)
         store._index.update((None, r) for r in store._records.values())
         return store
+
+
+def _ocr_line(raw: bytes) -> tuple[str, ReadText]:
+    """The id and read text of one line of ``ocr.jsonl``, checked as a store's ``put`` checks it."""
+    from multimodal_rag.ocr import ReadText
+
+    obj = json.loads(raw.decode("utf-8"))
+    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not isinstance(obj.get("ocr"), dict):
+        raise ValueError("expected an object with a string id and an ocr object")
+    read = ReadText.from_json(obj["ocr"])
+    check_read_text(read, owner=f"record {obj['id']!r}")
+    return obj["id"], read
 
 
 def _read_error(path: Path, exc: OSError) -> KnowledgeBaseError:

@@ -43,6 +43,7 @@ from multimodal_rag.descriptions.full_text import (
     COLUMNS,
     DEFAULT_TEXT_FIELDS,
     check_text_fields,
+    ocr_text,
     query_terms,
 )
 from multimodal_rag.errors import (
@@ -66,7 +67,9 @@ DSN_ENV = "DATABASE_URL"
 _NO_PASSFILE = os.path.join(os.devnull, "no-password-file")
 
 _MARKER_FILE = "postgres.json"
-_COLUMNS = "id, image_path, description, metadata_json"
+_COLUMNS = "id, image_path, description, metadata_json, ocr"
+# What records are read from in a table made before the read text, which this user may not alter.
+_COLUMNS_BEFORE_OCR = "id, image_path, description, metadata_json, NULL"
 _PAGE = 1_000  # rows per round trip when iterating
 _ID_CHUNK = 10_000  # ids per "= ANY(%s)" array
 _NUL_JSON = "\\u0000"  # how metadata_json (ASCII JSON) writes NUL
@@ -77,6 +80,8 @@ CREATE TABLE IF NOT EXISTS {table} (
     description TEXT,
     metadata JSONB NOT NULL DEFAULT '{{}}'::jsonb,
     metadata_json TEXT NOT NULL DEFAULT '{{}}',
+    ocr TEXT,
+    ocr_text TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     {search_column}
@@ -85,13 +90,15 @@ CREATE TABLE IF NOT EXISTS {table} (
 # Generated from the row, so every writer (this library's versions, other SQL clients) keeps it right.
 _SEARCH_COLUMN = "search_vector tsvector GENERATED ALWAYS AS (to_tsvector({config}::regconfig, {text})) STORED"
 _UPSERT = """
-INSERT INTO {table} (id, image_path, description, metadata, metadata_json)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO {table} (id, image_path, description, metadata, metadata_json, ocr, ocr_text)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET
     image_path = EXCLUDED.image_path,
     description = EXCLUDED.description,
     metadata = EXCLUDED.metadata,
     metadata_json = EXCLUDED.metadata_json,
+    ocr = EXCLUDED.ocr,
+    ocr_text = EXCLUDED.ocr_text,
     updated_at = now()
 """
 
@@ -159,6 +166,9 @@ class PostgresDescriptionStore(DescriptionStore):
         self._text_search_config = text_search_config
         # Why search_text cannot run, when the table lacks its column and we may not add it.
         self._no_full_text = ""
+        # Whether the table has the read-text columns (one made before them, by an owner who
+        # has not opened it since, may lack them: then records are read without it).
+        self._has_ocr = True
         psycopg = require("psycopg", user="PostgresDescriptionStore", extra="postgres")
         pool_module = require("psycopg_pool", user="PostgresDescriptionStore", extra="postgres")
         from psycopg import sql
@@ -250,6 +260,7 @@ class PostgresDescriptionStore(DescriptionStore):
                 f"library: it lacks column(s) {sorted(missing)}"
             )
         self._check_text_search_config(conn)
+        self._has_ocr = {"ocr", "ocr_text"} <= columns
         if self._search_column_is_current(conn):
             return
         # A table made before full-text search, or with other settings: (re)make the column.
@@ -260,7 +271,16 @@ class PostgresDescriptionStore(DescriptionStore):
             with conn.transaction():  # a savepoint: a refusal leaves the connection usable
                 self._lock_setup(conn)
                 if self._search_column_is_current(conn):
+                    self._has_ocr = True
                     return  # another process made it while we waited
+                # Tables made before the read text was kept get its columns first: the
+                # full-text column reads one of them.
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS ocr TEXT, ADD COLUMN IF NOT EXISTS ocr_text TEXT"
+                    ).format(table=self._table)
+                )
+                self._has_ocr = True
                 conn.execute(
                     sql.SQL("ALTER TABLE {table} DROP COLUMN IF EXISTS search_vector").format(
                         table=self._table
@@ -273,6 +293,7 @@ class PostgresDescriptionStore(DescriptionStore):
                 )
                 self._finish_search_column(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
+            self._has_ocr = {"ocr", "ocr_text"} <= columns
             # Reading and writing records needs no full-text column: only search_text does.
             self._no_full_text = (
                 f"table {self._table_name!r} on PostgreSQL at {self.where} has no full-text column "
@@ -290,12 +311,14 @@ class PostgresDescriptionStore(DescriptionStore):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"multimodal_rag:{self._table_name}",))
 
     def _text_settings(self) -> str:
-        return json.dumps({"text_fields": list(self._text_fields), "text_search_config": self._text_search_config})
+        return json.dumps(
+            {"text_fields": list(self._text_fields), "text_search_config": self._text_search_config, "ocr": True}
+        )
 
     def _search_column(self) -> Any:
         from psycopg import sql
 
-        parts = [
+        parts: list[Any] = [
             sql.SQL("coalesce({}, '')").format(
                 sql.Identifier(field)
                 if field in COLUMNS
@@ -303,6 +326,7 @@ class PostgresDescriptionStore(DescriptionStore):
             )
             for field in self._text_fields
         ]
+        parts.append(sql.SQL("coalesce(ocr_text, '')"))  # the text read in the image
         return sql.SQL(_SEARCH_COLUMN).format(
             config=sql.Literal(self._text_search_config), text=sql.SQL(" || ' ' || ").join(parts)
         )
@@ -407,15 +431,22 @@ class PostgresDescriptionStore(DescriptionStore):
     def _select(self, where: str) -> Any:
         from psycopg import sql
 
-        return sql.SQL(f"SELECT {_COLUMNS} FROM {{table}} {where}").format(table=self._table)
+        columns = _COLUMNS if self._has_ocr else _COLUMNS_BEFORE_OCR
+        return sql.SQL(f"SELECT {columns} FROM {{table}} {where}").format(table=self._table)
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> Record:
+        read = None
+        if row[4] is not None:
+            from multimodal_rag.ocr import ReadText
+
+            read = ReadText.from_json(json.loads(row[4]))
         return Record(
             id=_decode(row[0]),
             image_path=_decode(row[1]),
             description=_decode(row[2]),
             metadata=json.loads(row[3]),
+            ocr=read,
         )
 
     def get(self, id: str) -> Record:
@@ -540,6 +571,11 @@ class PostgresDescriptionStore(DescriptionStore):
         rows = []
         for record in records:
             check_record(record)
+            if record.ocr is not None and not self._has_ocr:
+                raise BackendError(
+                    f"table {self._table_name!r} on PostgreSQL at {self.where} has no columns for the text "
+                    "read in images, and this user may not add them; its owner adds them by opening the store once"
+                )
             rows.append(
                 (
                     _encode(record.id),
@@ -548,6 +584,8 @@ class PostgresDescriptionStore(DescriptionStore):
                     Jsonb(_without_nul(record.metadata)),
                     # ASCII escapes keep NUL out of the text and every value exact.
                     json.dumps(record.metadata, ensure_ascii=True, allow_nan=False),
+                    None if record.ocr is None else json.dumps(record.ocr.to_json(), ensure_ascii=True),
+                    _encode(ocr_text(record)),
                 )
             )
         if not rows:

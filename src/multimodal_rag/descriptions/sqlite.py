@@ -6,6 +6,13 @@ triggers on ``records`` keep the index in step with every insert, update and del
 Files written before the full-text index existed (``records`` ``WITHOUT ROWID``, no
 FTS5 table) are migrated in memory when loaded; the next save writes the new layout.
 
+The text read in each image (`Record.ocr`) is kept as JSON in ``ocr`` and its lines joined in
+``ocr_text``, which the full-text index holds as a column of its own after the text fields, so
+that a match in the read text can be told from one in the description. Being a column of
+``records``, it can feed a second FTS5 table too (a trigram one over ``description`` and
+``ocr_text``) with the same external-content triggers. Files written before it existed have
+neither column; they are migrated like other earlier layouts.
+
 Metadata fields named in ``indexed_fields`` get two generated columns each (the value's
 JSON type and the value) with an index on the pair, which filters on those fields use; a
 partial index finds the few records whose metadata holds NUL, which filters test in Python.
@@ -33,6 +40,7 @@ from multimodal_rag.descriptions.full_text import (
     check_text_fields,
     check_tokenizer,
     fts5_search,
+    ocr_text,
 )
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -68,12 +76,17 @@ _STEPS_FLOOR = 10_000_000
 _TABLES = re.compile(r"records|records_fts(_data|_idx|_content|_docsize|_config)?|sqlite_stat\d|sqlite_sequence")
 _INDEXES = re.compile(r"sqlite_autoindex_records_\d+|records_field_\d+|records_nul")
 _TRIGGERS = frozenset({"records_ai", "records_ad", "records_au"})
-_COLUMNS = re.compile(r"seq|id|image_path|description|metadata|text_\d+|field_\d+(_type)?")
+_COLUMNS = re.compile(r"seq|id|image_path|description|metadata|ocr|ocr_text|text_\d+|field_\d+(_type)?")
 _REQUIRED_COLUMNS = frozenset({"id", "image_path", "description", "metadata"})
+# What records are read from in files of layouts without the read text (see `_salvage_rows`).
+_FIELDS_BEFORE_OCR = "id, image_path, description, metadata, NULL"
+# What a record is read from, in `SQLiteDescriptionStore._record`'s order.
+_FIELDS = "id, image_path, description, metadata, ocr"
 _UPSERT = """
-INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)
+INSERT INTO records (id, image_path, description, metadata, ocr, ocr_text) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
-    image_path = excluded.image_path, description = excluded.description, metadata = excluded.metadata
+    image_path = excluded.image_path, description = excluded.description, metadata = excluded.metadata,
+    ocr = excluded.ocr, ocr_text = excluded.ocr_text
 """
 
 
@@ -128,13 +141,18 @@ class SQLiteDescriptionStore(DescriptionStore):
         }
 
     @staticmethod
-    def _record(row: tuple[str, str | None, str | None, str]) -> Record:
-        return Record(id=row[0], image_path=row[1], description=row[2], metadata=json.loads(row[3]))
+    def _record(row: tuple[Any, ...]) -> Record:
+        read = None
+        if row[4] is not None:
+            from multimodal_rag.ocr import ReadText
+
+            read = ReadText.from_json(json.loads(row[4]))
+        return Record(id=row[0], image_path=row[1], description=row[2], metadata=json.loads(row[3]), ocr=read)
 
     def get(self, id: str) -> Record:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, image_path, description, metadata FROM records WHERE id = ?", (id,)
+                f"SELECT {_FIELDS} FROM records WHERE id = ?", (id,)
             ).fetchone()
         if row is None:
             raise NotFoundError(f"no description record with id {id!r}")
@@ -148,7 +166,7 @@ class SQLiteDescriptionStore(DescriptionStore):
                 chunk = ids[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT id, image_path, description, metadata FROM records WHERE id IN ({marks})",
+                    f"SELECT {_FIELDS} FROM records WHERE id IN ({marks})",
                     chunk,
                 ).fetchall()
                 out.update((row[0], self._record(row)) for row in rows)
@@ -158,8 +176,16 @@ class SQLiteDescriptionStore(DescriptionStore):
         rows = []
         for record in records:
             check_record(record)
+            read = record.ocr
             rows.append(
-                (record.id, record.image_path, record.description, json.dumps(record.metadata, ensure_ascii=False))
+                (
+                    record.id,
+                    record.image_path,
+                    record.description,
+                    json.dumps(record.metadata, ensure_ascii=False),
+                    None if read is None else json.dumps(read.to_json(), ensure_ascii=False),
+                    ocr_text(record),
+                )
             )
         with self._lock:
             self._db.execute("BEGIN")
@@ -183,7 +209,7 @@ class SQLiteDescriptionStore(DescriptionStore):
     def __iter__(self) -> Iterator[Record]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, image_path, description, metadata FROM records ORDER BY id"
+                f"SELECT {_FIELDS} FROM records ORDER BY id"
             ).fetchall()
         return (self._record(row) for row in rows)
 
@@ -299,7 +325,7 @@ class SQLiteDescriptionStore(DescriptionStore):
             try:
                 record = cls._record(row)
                 check_record(record)
-            except (ValueError, TypeError, RecursionError):
+            except (ValueError, TypeError, KeyError, RecursionError):
                 continue  # a row whose fields were damaged
             records.append(record)
         store.put(records)
@@ -387,16 +413,17 @@ def _salvage_rows(source: sqlite3.Connection, rows: dict[str, tuple[Any, ...]]) 
     before it. Files of earlier versions (``WITHOUT ROWID``, no ``seq``) are read by id
     from both ends.
     """
-    has_seq = any(row[1] == "seq" for row in source.execute("PRAGMA table_xinfo(records)"))
-    if not has_seq:
+    columns = {row[1] for row in source.execute("PRAGMA table_xinfo(records)")}
+    fields = _FIELDS if "ocr" in columns else _FIELDS_BEFORE_OCR
+    if "seq" not in columns:
         for descending in (False, True):
-            _read_run(source, "id", rows, set(), descending=descending)
+            _read_run(source, "id", rows, set(), descending=descending, fields=fields)
         return
     up: set[Any] = set()
     down: set[Any] = set()
-    if _read_run(source, "seq", rows, up, descending=False):
+    if _read_run(source, "seq", rows, up, descending=False, fields=fields):
         return
-    _read_run(source, "seq", rows, down, descending=True)
+    _read_run(source, "seq", rows, down, descending=True, fields=fields)
     read = sorted(seq for seq in up | down if isinstance(seq, int))
     # Ranges of rowids not read: between the rows reached from either end, and at an end
     # whose first page was damaged (this store numbers rows from 1; the last page holds
@@ -416,7 +443,7 @@ def _salvage_rows(source: sqlite3.Connection, rows: dict[str, tuple[Any, ...]]) 
         first, last = unknown.pop()
         middle = (first + last) // 2
         found: set[Any] = set()
-        whole = _read_run(source, "seq", rows, found, descending=False, start=middle, until=last)
+        whole = _read_run(source, "seq", rows, found, descending=False, start=middle, until=last, fields=fields)
         after = last + 1 if whole else max(found, default=middle) + 1
         for low, high in ((first, middle - 1), (after, last)):
             if low <= high:
@@ -432,6 +459,7 @@ def _read_run(
     descending: bool,
     start: Any = None,
     until: Any = None,
+    fields: str,
 ) -> bool:
     """Read rows in ``key`` order from ``start`` up to ``until`` (each ``None``: the end),
     keeping each row read in ``rows`` and its key in ``read``, until the end (True) or
@@ -462,16 +490,16 @@ def _read_run(
         count = 0
         try:
             cursor = source.execute(
-                f"SELECT id, image_path, description, metadata, {key} FROM records{where} "
+                f"SELECT {fields}, {key} FROM records{where} "
                 f"ORDER BY {key} {order} LIMIT {limit}",
                 params,
             )
             while (row := cursor.fetchone()) is not None:
                 count += 1
                 if isinstance(row[0], str):
-                    rows.setdefault(row[0], row[:4])
-                read.add(row[4])
-                after = row[4]
+                    rows.setdefault(row[0], row[:5])
+                read.add(row[5])
+                after = row[5]
         except (sqlite3.DatabaseError, MemoryError) as exc:
             if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
                 raise  # the work budget ran out: stop salvaging, not just this read
@@ -533,6 +561,7 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[
         indexes.append(f"CREATE INDEX records_field_{i} ON records (field_{i}_type, field_{i})")
     if indexed_fields:
         indexes.append(f"CREATE INDEX records_nul ON records (seq) WHERE {_HAS_NUL}")
+    columns.append("ocr_text")
     names = ", ".join(columns)
     new = ", ".join(f"new.{c}" for c in columns)
     old = ", ".join(f"old.{c}" for c in columns)
@@ -542,7 +571,9 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[
         "    id TEXT NOT NULL UNIQUE,\n"
         "    image_path TEXT,\n"
         "    description TEXT,\n"
-        "    metadata TEXT NOT NULL DEFAULT '{}'" + "".join(generated) + "\n)",
+        "    metadata TEXT NOT NULL DEFAULT '{}',\n"
+        "    ocr TEXT,\n"
+        "    ocr_text TEXT" + "".join(generated) + "\n)",
         f"CREATE VIRTUAL TABLE records_fts USING fts5({names}, content='records', content_rowid='seq', "
         f"tokenize={_literal(TOKENIZERS[tokenizer])})",
         # The index's "delete" must be given the text as it was indexed: the old row's.
@@ -622,10 +653,13 @@ def _with_full_text(
             fresh.execute(index)
             # Rows first and one rebuild after: quicker than a trigger per row.
             fresh.execute("BEGIN")
-            cursor = db.execute("SELECT id, image_path, description, metadata FROM records ORDER BY id")
+            has_ocr = any(row[1] == "ocr" for row in db.execute("PRAGMA table_xinfo(records)"))
+            read = "ocr, ocr_text" if has_ocr else "NULL, NULL"  # layouts from before the text was read
+            cursor = db.execute(f"SELECT id, image_path, description, metadata, {read} FROM records ORDER BY id")
             while batch := cursor.fetchmany(_CHUNK):
                 fresh.executemany(
-                    "INSERT INTO records (id, image_path, description, metadata) VALUES (?, ?, ?, ?)", batch
+                    "INSERT INTO records (id, image_path, description, metadata, ocr, ocr_text) VALUES (?, ?, ?, ?, ?, ?)",
+                    batch,
                 )
             fresh.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
             for statement in triggers_and_indexes:
@@ -654,6 +688,30 @@ def _check_rows(db: sqlite3.Connection) -> None:
     try:
         for _ in db.execute("SELECT id, image_path, description FROM records"):
             pass  # decoding each text value is the check
+    except sqlite3.OperationalError as exc:
+        raise sqlite3.DatabaseError(str(exc)) from exc
+    if any(row[1] == "ocr" for row in db.execute("PRAGMA table_xinfo(records)")):
+        _check_read_texts(db)
+
+
+def _check_read_texts(db: sqlite3.Connection) -> None:
+    """Refuse read text this store could not have written: each must be a ``ReadText``'s JSON
+    that ``put`` accepts, with its lines joined in ``ocr_text`` (which the index holds)."""
+    from multimodal_rag._validation import check_read_text
+    from multimodal_rag.ocr import ReadText
+
+    try:
+        rows = db.execute("SELECT id, ocr, ocr_text FROM records WHERE ocr IS NOT NULL OR ocr_text IS NOT NULL")
+        for id_, raw, text in rows:
+            try:
+                if not isinstance(raw, str):
+                    raise ValueError("no read text beside its indexed text")
+                read = ReadText.from_json(json.loads(raw))
+                check_read_text(read, owner=f"record {id_!r}")
+                if read.text != text:
+                    raise ValueError("its indexed text is not its lines")
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError, InvalidInputError) as exc:
+                raise sqlite3.DatabaseError(f"the read text of {id_!r} is damaged: {exc}") from exc
     except sqlite3.OperationalError as exc:
         raise sqlite3.DatabaseError(str(exc)) from exc
 

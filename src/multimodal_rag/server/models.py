@@ -68,6 +68,7 @@ class Hit(_Model):
     image_path: str | None = Field(description="Relative to the knowledge base.")
     image_url: str | None = Field(description="The thumbnail's address; null when the image was not kept.")
     signals: dict[str, Signal] = Field(description="Which channels found it (vector, lexical).")
+    ocr_text: str | None = Field(default=None, description="The text read in the image (OCR), where it was read.")
 
 
 class Source(_Model):
