@@ -15,14 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from multimodal_rag._facade.readers import build_reader, default_reader, reader_entry
 from multimodal_rag._facade.records import Records
 from multimodal_rag._facade.state import KnowledgeBaseState
-from multimodal_rag._ingest.text_reading import (
-    build_reader,
-    default_reader,
-    read_images,
-    reader_entry,
-)
+from multimodal_rag._ingest.text_reading import read_images
 from multimodal_rag._kb.manifest import Component
 from multimodal_rag._locks import reading, writing
 from multimodal_rag._validation import check_id

@@ -5,7 +5,7 @@ opened, read, and each result checked; an image that cannot be opened, a batch t
 fails on (read again one image at a time, so that one bad photo costs only itself), and a
 result no store could keep are reported per image as a `Skipped`, never raised. A
 reader that cannot be built is reported for every image the same way by `read_images`'
-callers, which build it through `build_reader`.
+callers, which build it through `multimodal_rag._facade.readers.build_reader`.
 """
 
 from __future__ import annotations
@@ -17,69 +17,18 @@ from typing import TYPE_CHECKING
 from multimodal_rag.errors import (
     ImageError,
     InvalidInputError,
-    MissingDependencyError,
-    UnknownBackendError,
 )
 from multimodal_rag.types import ImageInput, Skipped
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from multimodal_rag._kb.manifest import Component
     from multimodal_rag.ocr import ReadText, TextReader
 
-__all__ = ["OCR_EXTRA_HINT", "build_reader", "default_reader", "read_images", "reader_entry"]
+__all__ = ["OCR_EXTRA_HINT", "ocr_installed", "read_images"]
 
 #: What installs the built-in reader.
 OCR_EXTRA_HINT = "pip install 'multimodal-rag[ocr]'"
-
-
-def default_reader() -> TextReader:
-    """The built-in reader (``rapidocr``) with its default settings.
-
-    Raises:
-        MissingDependencyError: The ``ocr`` extra is not installed.
-    """
-    from multimodal_rag._kb.manifest import Component
-
-    return build_reader(Component(kind="rapidocr", config={}))
-
-
-def reader_entry(reader: TextReader) -> Component:
-    """How a manifest records ``reader``: its kind and the config that rebuilds it."""
-    from multimodal_rag._kb.manifest import Component
-    from multimodal_rag._registry import kind_of
-
-    return Component(kind=kind_of(reader), config=dict(reader.config()))
-
-
-def build_reader(entry: Component, *, allow_modules: Sequence[str] = ()) -> TextReader:
-    """The reader a manifest names.
-
-    Raises:
-        MissingDependencyError: The built-in reader's packages are not installed (the
-            message names ``pip install 'multimodal-rag[ocr]'``).
-        UnknownBackendError: An unknown kind, or a module not allowed.
-    """
-    from multimodal_rag._registry import BUILTINS, resolve
-
-    try:
-        cls = resolve("text_reader", entry.kind, allow_modules=allow_modules)
-    except UnknownBackendError as exc:
-        if entry.kind in BUILTINS["text_reader"] and isinstance(exc.__cause__, ImportError):
-            raise MissingDependencyError(
-                f"reading the text in images ({entry.kind}) needs the ocr extra: {OCR_EXTRA_HINT}"
-            ) from exc
-        raise
-    try:
-        reader: TextReader = cls(**entry.config)
-    except ImportError as exc:
-        if isinstance(exc, MissingDependencyError):
-            raise
-        raise MissingDependencyError(
-            f"reading the text in images needs the ocr extra: {OCR_EXTRA_HINT} ({exc})"
-        ) from exc
-    return reader
 
 
 def ocr_installed() -> bool:
