@@ -118,3 +118,100 @@ def make_tiny_tokenizer(folder: Path) -> tuple[Path, int]:
         )
     )
     return folder, tokenizer.get_vocab_size()
+
+
+#: A tiny multilingual model: xlm-roberta-base-ViT-B-32's architecture, with its text
+#: tower's transformer and tokenizer at made-up hub names that only a fake hub serves.
+TINY_XLM = "tiny-xlm-roberta-base-ViT-B-32"
+TINY_XLM_TAG = "laion5b_s13b_b90k"
+TINY_XLM_TEXT_REPO = "tiny-org/tiny-xlm-roberta"
+TINY_XLM_WEIGHTS_REPO = "tiny-org/tiny-xlm-roberta-clip"
+
+
+def make_tiny_xlm_roberta_repo(folder: Path) -> Path:
+    """A tiny xlm-roberta as its hub repository holds it: ``config.json`` and ``tokenizer.json``.
+
+    Like the real ``xlm-roberta-base``, there is no ``tokenizer_config.json``: transformers
+    picks the tokenizer from the config's model type. The tokenizer is a unigram model (as
+    xlm-roberta's sentencepiece one) with its special tokens at xlm-roberta's ids.
+    """
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import XLMRobertaConfig
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=200,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    tokenizer.add_special_tokens(["<mask>"])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    XLMRobertaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    ).save_pretrained(folder)
+    return folder
+
+
+def register_tiny_xlm_model(folder: Path) -> None:
+    """Make :data:`TINY_XLM` known to open_clip, with the real tag's preprocessing and a hub download."""
+    import open_clip
+    from open_clip import pretrained
+
+    config = deepcopy(open_clip.get_model_config("xlm-roberta-base-ViT-B-32"))
+    config["embed_dim"] = 32
+    config["vision_cfg"].update(image_size=32, layers=1, width=64, patch_size=16, head_width=32)
+    config["text_cfg"].update(hf_model_name=TINY_XLM_TEXT_REPO, hf_tokenizer_name=TINY_XLM_TEXT_REPO)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{TINY_XLM}.json").write_text(json.dumps(config))
+    cfg = dict(open_clip.get_pretrained_cfg("xlm-roberta-base-ViT-B-32", TINY_XLM_TAG))
+    cfg.update(url="", hf_hub=f"{TINY_XLM_WEIGHTS_REPO}/")
+    pretrained._PRETRAINED[TINY_XLM] = {TINY_XLM_TAG: cfg}
+    open_clip.add_model_config(folder)
+
+
+def make_tiny_xlm_weights_repo(text_repo: Path, folder: Path, *, seed: int = 0) -> Path:
+    """The weights repository of :data:`TINY_XLM`: random weights as ``open_clip_model.safetensors``.
+
+    The text tower is built from the tiny transformer's local config, as a model folder does.
+    """
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    text_cfg = dict(open_clip.get_model_config(TINY_XLM)["text_cfg"])
+    text_cfg.update(hf_model_name=str(text_repo), hf_model_pretrained=False)
+    model = open_clip.create_model(TINY_XLM, pretrained=None, text_cfg=text_cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {key: value.contiguous() for key, value in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
+    return folder

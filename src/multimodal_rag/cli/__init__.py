@@ -13,7 +13,7 @@ Modules: `app` holds the click group, its global options and
 the error mapping; `output` prints every result, as text or
 JSON; each command lives with its kind: ``build`` (index), ``query`` (search, show,
 ask), ``info``, ``edit`` (remove, describe), ``reading`` (ocr, edit-text), ``upkeep`` (verify, repair, migrate), ``evaluate``
-(eval), ``fit`` (fit an adapter, or remove it), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint, completion).
+(eval), ``fit`` (fit an adapter, or remove it), ``serve`` (serve, over HTTP) and ``tools`` (random-checkpoint, fetch-model, completion).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ for _command in (
     fit.fit,
     serve.serve,
     tools.random_checkpoint,
+    tools.fetch_model,
     tools.completion,
 ):
     _command.epilog = _command.epilog or EPILOG

@@ -267,9 +267,9 @@ def weights_options(command: Any) -> Any:
     """
     for name, kind, text in reversed(
         [
-            ("--checkpoint", click.Path(exists=True, dir_okay=False, path_type=Path),
-             "The model's weights file, when it is no longer where the knowledge base recorded it "
-             "(`info` shows where); it must hold the same weights."),
+            ("--checkpoint", click.Path(exists=True, path_type=Path),
+             "The model's weights file (or open-clip model folder), when it is no longer where "
+             "the knowledge base recorded it (`info` shows where); it must hold the same weights."),
             ("--tokenizer", click.Path(exists=True, file_okay=False, path_type=Path),
              "open-clip only: the model's tokenizer folder, when it is no longer where the "
              "knowledge base recorded it."),

@@ -60,9 +60,10 @@ DESCRIPTION_STORE_KINDS: tuple[DescriptionStoreKind, ...] = ("jsonl", "sqlite")
 )
 @click.option(
     "--checkpoint",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Local weights file (state_dict, TorchScript for clip, .safetensors for open-clip); "
-    "nothing is downloaded.",
+    type=click.Path(exists=True, path_type=Path),
+    help="Local weights file (state_dict, TorchScript for clip, .safetensors for open-clip), "
+    "or for open-clip a folder made by `fetch-model` (its model and tag are then the "
+    "defaults of --model and --pretrained); nothing is downloaded.",
 )
 @click.option(
     "--tokenizer",
@@ -318,6 +319,13 @@ def _build_embedder(
     for name in ("checkpoint", "tokenizer"):  # recorded in the manifest: valid from any directory
         if name in given:
             given[name] = str(Path(given[name]).resolve())
+    if kind == "open-clip" and "checkpoint" in given and Path(given["checkpoint"]).is_dir():
+        from multimodal_rag.embedders.model_folder import read_model_folder
+
+        # A model folder names its model and tag: they need not be typed again.
+        folder = read_model_folder(given["checkpoint"], check_hashes=False)
+        given.setdefault("model", folder.model)
+        given.setdefault("pretrained", folder.pretrained)
     cls: type[Embedder] = resolve("embedder", kind, allow_modules=allow_modules)
     return cls(**given)
 

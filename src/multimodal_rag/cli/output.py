@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from multimodal_rag._migrate import MigrationReport
     from multimodal_rag._verify import Problem, RepairReport, VerificationReport
     from multimodal_rag.adapter.fitting import AdapterReport
+    from multimodal_rag.embedders.model_folder import ModelFolder
     from multimodal_rag.evaluation.report import EvaluationReport
     from multimodal_rag.types import AddResult, Answer, Hit, ReadTextResult, Record
 
@@ -36,6 +37,7 @@ __all__ = [
     "hit_json",
     "info_json",
     "migration_json",
+    "model_folder_json",
     "note_random_weights",
     "print_adapter_removed",
     "print_adapter_report",
@@ -50,6 +52,7 @@ __all__ = [
     "print_info",
     "print_json",
     "print_migration",
+    "print_model_folder",
     "print_plot_written",
     "print_record",
     "print_removal",
@@ -593,4 +596,31 @@ def print_checkpoint_written(path: Path, *, seed: int) -> None:
     click.echo(
         f"Wrote {path}: a small CLIP with random weights (seed {seed}); "
         "its retrieval is meaningless."
+    )
+
+
+# -- fetch-model ---------------------------------------------------------------
+
+
+def model_folder_json(folder: ModelFolder) -> dict[str, Any]:
+    return {
+        "path": str(folder.path),
+        "model": folder.model,
+        "pretrained": folder.pretrained,
+        "open_clip_version": folder.open_clip_version,
+        "files": [asdict(file) for file in folder.files],
+    }
+
+
+def print_model_folder(folder: ModelFolder) -> None:
+    total = sum(file.size for file in folder.files)
+    click.echo(
+        f"Fetched open_clip model {folder.model} ({folder.pretrained}) into {folder.path}: "
+        f"{len(folder.files)} files, {_human_size(total)}"
+    )
+    for file in folder.files:
+        click.echo(f"  {file.role:<17} {_human_size(file.size):>10}  {file.path}")
+    click.echo(
+        "Copy the folder as it is; there, with no network:\n"
+        f"  multimodal-rag index IMAGES --kb KB --embedder open-clip --checkpoint {folder.path}"
     )

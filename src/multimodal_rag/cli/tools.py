@@ -1,4 +1,4 @@
-"""Tools that need no knowledge base: ``random-checkpoint`` and ``completion``."""
+"""Tools that need no knowledge base: ``random-checkpoint``, ``fetch-model`` and ``completion``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from multimodal_rag.cli import output
+from multimodal_rag.cli.app import JSON_OPTION
 
-__all__ = ["completion", "random_checkpoint"]
+__all__ = ["completion", "fetch_model", "random_checkpoint"]
 
 
 @click.command("random-checkpoint")
@@ -28,6 +29,46 @@ def random_checkpoint(path: Path, seed: int, force: bool) -> None:
         return
     make_random_clip_checkpoint(path, seed=seed)
     output.print_checkpoint_written(path, seed=seed)
+
+
+@click.command("fetch-model")
+@click.argument("model")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to create (it must not exist, or be empty).",
+)
+@click.option(
+    "--pretrained",
+    default=None,
+    help="The weights' tag (e.g. laion5b_s13b_b90k); may be left out when MODEL has only one.",
+)
+@click.option(
+    "--download-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Download cache (default: the Hugging Face hub's).",
+)
+@JSON_OPTION
+def fetch_model(
+    model: str, to: Path, pretrained: str | None, download_root: Path | None, as_json: bool
+) -> None:
+    """Download everything open_clip model MODEL needs into one folder, to use it offline.
+
+    The weights, the text tower's transformer config and the tokenizer's files (which
+    open_clip otherwise fetches from the Hugging Face hub while loading), with a manifest
+    of their SHA-256. Copy the folder to a machine without internet and give it as
+    --checkpoint FOLDER to `index`: nothing is downloaded there.
+    """
+    from multimodal_rag.embedders.model_folder import fetch_model as fetch
+
+    folder = fetch(model, to, pretrained=pretrained, download_root=download_root)
+    if as_json:
+        output.print_json(output.model_folder_json(folder))
+    else:
+        output.print_model_folder(folder)
 
 
 @click.command("completion")

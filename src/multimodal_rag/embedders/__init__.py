@@ -13,12 +13,16 @@ from multimodal_rag import _lazy
 # Public name -> module that defines it. Keep sorted; __all__ and the imports below match it.
 _EXPORTS: dict[str, str] = {
     "CLIPEmbedder": "multimodal_rag.embedders.clip",
+    "ModelFolder": "multimodal_rag.embedders.model_folder",
     "OpenCLIPEmbedder": "multimodal_rag.embedders.openclip",
+    "fetch_model": "multimodal_rag.embedders.model_folder",
 }
 
 __all__ = [
     "CLIPEmbedder",
+    "ModelFolder",
     "OpenCLIPEmbedder",
+    "fetch_model",
 ]
 
 
@@ -32,4 +36,5 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from multimodal_rag.embedders.clip import CLIPEmbedder
+    from multimodal_rag.embedders.model_folder import ModelFolder, fetch_model
     from multimodal_rag.embedders.openclip import OpenCLIPEmbedder

@@ -19,6 +19,7 @@ import numpy as np
 from multimodal_rag._images import DEFAULT_MAX_PIXELS
 from multimodal_rag._random_checkpoint import has_random_weights
 from multimodal_rag._remote import manifest_endpoints
+from multimodal_rag.embedders.model_folder import ModelFolder, read_model_folder
 from multimodal_rag.embedders.openclip_loading import (
     check_manifest_paths,
     load_open_clip,
@@ -26,6 +27,7 @@ from multimodal_rag.embedders.openclip_loading import (
 from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION
 from multimodal_rag.embedders.towers import TowerEmbedder
+from multimodal_rag.errors import ModelLoadError
 from multimodal_rag.types import Engine, Precision
 
 __all__ = ["OpenCLIPEmbedder", "tower_modules"]
@@ -47,8 +49,11 @@ class OpenCLIPEmbedder(TowerEmbedder):
             ``open_clip``'s cache on first use; with one, the tag still chooses the
             preprocessing (mean, std, resize mode) and labels the weights.
         checkpoint: A local weights file as ``open_clip`` loads it (``.safetensors``, a
-            ``state_dict`` ``.bin``/``.pt``, read with ``weights_only=True``). Loading it
-            never touches the network.
+            ``state_dict`` ``.bin``/``.pt``, read with ``weights_only=True``), or a model
+            folder made by [`fetch_model`][multimodal_rag.embedders.model_folder.fetch_model]
+            (``multimodal-rag fetch-model``), which brings the tokenizer and the text tower's
+            transformer configuration too; its model and tag must be ``model`` and
+            ``pretrained``. Loading either never touches the network.
         tokenizer: A local folder with the model's Hugging Face tokenizer
             (``tokenizer.json``, ``tokenizer_config.json``) for models whose tokenizer comes
             from the hub (SigLIP 2's Gemma tokenizer, xlm-roberta); read offline. Models
@@ -61,7 +66,8 @@ class OpenCLIPEmbedder(TowerEmbedder):
     Raises:
         ModelLoadError: Unknown model or tag; weights or tokenizer that cannot be found,
             downloaded or read (the message says where it looked and how to pass local
-            files); or a manifest that names a relative path.
+            files); a model folder that is incomplete (the message names the missing file)
+            or holds another model; or a manifest that names a relative path.
         MissingDependencyError: ``open-clip-torch`` (or ``transformers`` for a Hugging Face
             tokenizer) is not installed: ``pip install 'multimodal-rag[open-clip]'``.
         InvalidInputError: An unknown engine or precision, a precision the engine or
@@ -112,17 +118,28 @@ class OpenCLIPEmbedder(TowerEmbedder):
         self.model_name = model
         self.pretrained = pretrained
         self.checkpoint = _absolute(checkpoint)
-        self.random_weights = self.checkpoint is not None and has_random_weights(self.checkpoint)
         self.tokenizer = _absolute(tokenizer)
         self.download_root = _absolute(download_root)
+        weights, tokenizer_folder, text_config = self.checkpoint, self.tokenizer, None
+        folder = self._model_folder()
+        if folder is not None:
+            weights = folder.path / folder.weights.path
+            tokenizer_folder, text_config = folder.tokenizer, folder.text_config
+        self.random_weights = weights is not None and has_random_weights(weights)
         loaded = load_open_clip(
             model,
             pretrained,
-            checkpoint=self.checkpoint,
-            tokenizer=self.tokenizer,
+            checkpoint=weights,
+            tokenizer=tokenizer_folder,
             download_root=self.download_root,
             device=self.device,
+            text_config=text_config,
         )
+        if folder is not None and loaded.weights_sha256 != folder.weights.sha256:
+            raise ModelLoadError(
+                f"model folder {str(folder.path)!r}: {folder.weights.path} (weights) does not "
+                "match the SHA-256 in its manifest; copy the whole folder again"
+            )
         self._weights_sha256 = loaded.weights_sha256
         self._tokenizer = loaded.tokenizer
         self.preprocess = loaded.preprocess
@@ -146,6 +163,24 @@ class OpenCLIPEmbedder(TowerEmbedder):
             quality_gate=quality_gate,
             calibration=calibration,
         )
+
+    def _model_folder(self) -> ModelFolder | None:
+        """The folder made by `fetch_model` that ``checkpoint`` names, if it names one."""
+        if self.checkpoint is None or not self.checkpoint.is_dir():
+            return None
+        folder = read_model_folder(self.checkpoint)
+        if (folder.model, folder.pretrained) != (self.model_name, self.pretrained):
+            raise ModelLoadError(
+                f"model folder {str(folder.path)!r} holds open_clip model {folder.model!r} with "
+                f"pretrained {folder.pretrained!r}, not {self.model_name!r} with "
+                f"{self.pretrained!r}: load it as that model and tag"
+            )
+        if self.tokenizer is not None:
+            raise ModelLoadError(
+                f"model folder {str(folder.path)!r} brings its own tokenizer: pass "
+                "checkpoint= the folder without tokenizer="
+            )
+        return folder
 
     # -- identity ----------------------------------------------------------------
 

@@ -11,8 +11,10 @@ builds it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,8 +94,13 @@ def load_open_clip(
     tokenizer: Path | None,
     download_root: Path | None,
     device: torch.device,
+    text_config: Path | None = None,
 ) -> LoadedModel:
     """Load model ``name`` with the weights of tag ``pretrained`` or of ``checkpoint``.
+
+    ``text_config`` is a local folder with the ``config.json`` of the model's Hugging Face
+    text tower (a model folder's): the tower is then built from it instead of from the
+    hub, and nothing of the load may use the network.
 
     Raises:
         ModelLoadError: Unknown model or tag; weights or tokenizer that cannot be found,
@@ -128,8 +135,17 @@ def load_open_clip(
     # The tag says how its weights were trained: openai's need QuickGELU, which the plain
     # architecture configs (ViT-B-32, ...) leave off.
     quick_gelu = bool(config.get("quick_gelu", False) or tag.get("quick_gelu", False))
+    overrides: dict[str, Any] = {}
+    if text_config is not None:
+        # open_clip builds the transformer from AutoConfig.from_pretrained(hf_model_name): a
+        # local folder there is read as it is; the weights come from the checkpoint.
+        overrides["text_cfg"] = {
+            **config.get("text_cfg", {}),
+            "hf_model_name": str(text_config),
+            "hf_model_pretrained": False,
+        }
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _offline(text_config is not None):
             warnings.simplefilter("ignore")
             model = open_clip.create_model(
                 name,
@@ -139,13 +155,17 @@ def load_open_clip(
                 pretrained_image=False,
                 pretrained_text=False,
                 weights_only=True,
+                **overrides,
             )
     except Exception as exc:
         text_model = config.get("text_cfg", {}).get("hf_model_name")
         hint = (
-            f"; its text tower is built from the configuration of https://huggingface.co/"
+            f"; its text tower is built from {str(text_config / 'config.json')!r}"
+            if text_config is not None
+            else f"; its text tower is built from the configuration of https://huggingface.co/"
             f"{text_model}, which must be in the Hugging Face cache (load it once online, then "
-            "HF_HUB_OFFLINE=1 works offline)"
+            "HF_HUB_OFFLINE=1 works offline, or use a folder made by `multimodal-rag "
+            "fetch-model`)"
             if text_model
             else ""
         )
@@ -155,19 +175,42 @@ def load_open_clip(
             f"saves them){hint}"
         ) from exc
     model = for_inference(model)
-    text_config = config.get("text_cfg", {})
-    context_length = int(text_config.get("context_length", 77))
+    text_cfg = config.get("text_cfg", {})
+    context_length = int(text_cfg.get("context_length", 77))
     return LoadedModel(
         model=model,
         weights_sha256=sha256_file(weights),
         weights_path=weights,
         preprocess=_preprocess(open_clip, model, tag),
         tokenizer=_tokenizer(
-            open_clip, name, text_config, context_length, tokenizer, download_root
+            open_clip, name, text_cfg, context_length, tokenizer, download_root
         ),
         context_length=context_length,
         quick_gelu=quick_gelu,
     )
+
+
+@contextlib.contextmanager
+def _offline(offline: bool) -> Iterator[None]:
+    """Tell the Hugging Face libraries to stay offline while a model folder loads.
+
+    Every file is given by its local path already; this keeps anything they would look up
+    besides (a newer revision, a missing optional file) from trying the network.
+    """
+    if not offline:
+        yield
+        return
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def for_inference(model: Any) -> Any:
