@@ -70,6 +70,7 @@ def downloads(
         return str(path)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    _hub_answers(monkeypatch)
     yield requests
 
 
@@ -93,6 +94,7 @@ def fetched(hub: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> P
     """One folder fetched from the fake hub, for the tests that only read it."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(huggingface_hub, "hf_hub_download", _serve(hub))
+        _hub_answers(patch)
         folder = tmp_path_factory.mktemp("fetched") / "tiny-xlm"
         fetch_model(TINY_XLM, folder)
     return folder
@@ -106,6 +108,23 @@ def _serve(hub: dict[str, Path]) -> Callable[..., str]:
         return str(path)
 
     return download
+
+
+def _hub_answers(patch: pytest.MonkeyPatch) -> None:
+    """The hub's host accepts connections (fetch_model checks that first); nothing else does."""
+    from huggingface_hub import constants
+
+    class Connection:
+        def close(self) -> None:
+            pass
+
+    def connect(address: tuple[str, int], *args: object, **kwargs: object) -> Connection:
+        if address[0] != "huggingface.co":
+            raise OSError("network is unreachable")
+        return Connection()
+
+    patch.setattr(socket, "create_connection", connect)
+    patch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 def _absent(repo: str, filename: str) -> RemoteEntryNotFoundError:
@@ -324,6 +343,7 @@ def test_a_network_failure_names_the_model_and_the_file_and_leaves_nothing(
         return serve(repo_id=repo_id, filename=filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", flaky)
+    _hub_answers(monkeypatch)
     with pytest.raises(ModelLoadError) as info:
         fetch_model(TINY_XLM, tmp_path / "tiny-xlm")
     message = str(info.value)
@@ -333,14 +353,26 @@ def test_a_network_failure_names_the_model_and_the_file_and_leaves_nothing(
     assert list(tmp_path.iterdir()) == []  # no half folder, no leftovers
 
 
-def test_the_cli_reports_a_failed_fetch_in_one_line(
-    hub: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_offline_the_cli_fails_at_once_in_one_line(
+    hub: dict[str, Path], no_network: list[object], tmp_path: Path
 ) -> None:
-    def offline(**kwargs: Any) -> str:
-        raise LocalEntryNotFoundError("cannot reach huggingface.co")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     result = CliRunner().invoke(cli, ["fetch-model", TINY_XLM, "--to", str(tmp_path / "m")])
     assert result.exit_code == 1
-    assert f"error: cannot fetch open_clip model {TINY_XLM!r}" in result.output
-    assert "open_clip_model.safetensors" in result.output
+    assert result.output.startswith(
+        f"error: cannot fetch open_clip model {TINY_XLM!r} with pretrained {TINY_XLM_TAG!r}: "
+        "huggingface.co cannot be reached"
+    )
+    assert result.output.count("\n") == 1 and "network is unreachable" in result.output
+    assert len(no_network) == 1  # one quick probe, not the hub client's retries
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_with_hf_hub_offline_set_nothing_is_tried(
+    hub: dict[str, Path], no_network: list[object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match=f"model {TINY_XLM!r}.*HF_HUB_OFFLINE=1 is set"):
+        fetch_model(TINY_XLM, tmp_path / "m")
+    assert no_network == []

@@ -30,6 +30,7 @@ from attrs import asdict, frozen
 
 from multimodal_rag._extras import require
 from multimodal_rag._hashing import sha256_file
+from multimodal_rag.embedders.openclip_loading import import_open_clip, offline_reason
 from multimodal_rag.errors import InvalidInputError, ModelLoadError
 
 __all__ = [
@@ -185,7 +186,7 @@ def fetch_model(
         InvalidInputError: ``to`` exists and is not an empty folder.
         MissingDependencyError: ``open-clip-torch`` or ``transformers`` is not installed.
     """
-    open_clip = _import_open_clip()
+    open_clip = import_open_clip()
     require("transformers", user=_USER, extra="open-clip")
     config = open_clip.get_model_config(model)
     if config is None:
@@ -205,7 +206,7 @@ def fetch_model(
                     else "no pretrained weights to fetch"
                 )
             )
-        pretrained = tags[0]
+        pretrained = str(tags[0])
     tag = dict(open_clip.get_pretrained_cfg(model, pretrained))
     if not tag:
         raise ModelLoadError(
@@ -217,6 +218,13 @@ def fetch_model(
         raise InvalidInputError(
             f"cannot fetch open_clip model {model!r} into {str(target)!r}: it exists and is not "
             "an empty folder; choose a new folder"
+        )
+    offline = offline_reason(tag)
+    if offline is not None:
+        raise ModelLoadError(
+            f"cannot fetch open_clip model {model!r} with pretrained {pretrained!r}: "
+            f"{offline.replace('them', 'its files')}; fetch-model needs the network (run it on a "
+            "machine with internet, then copy the folder)"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     cache = str(Path(download_root).expanduser()) if download_root is not None else None
@@ -492,13 +500,6 @@ def _check_loads(folder: Path, config: dict[str, Any], model: str) -> None:
 
 def _hub_url(repo: str, filename: str) -> str:
     return f"https://huggingface.co/{repo}/resolve/main/{filename}"
-
-
-def _import_open_clip() -> Any:
-    with warnings.catch_warnings():
-        # open_clip imports timm and torchvision, which may warn about their own futures.
-        warnings.simplefilter("ignore")
-        return require("open_clip", user=_USER, extra="open-clip", package="open-clip-torch")
 
 
 # -- reading -----------------------------------------------------------------------

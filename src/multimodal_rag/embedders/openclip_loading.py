@@ -34,6 +34,7 @@ __all__ = [
     "for_inference",
     "import_open_clip",
     "load_open_clip",
+    "offline_reason",
     "preprocess_of",
 ]
 
@@ -251,7 +252,7 @@ def _download(
     cached = _cached_weights(tag, root)
     if cached is not None:
         return cached  # no network at all: the hub client would ask it for the latest version
-    offline = _offline_reason(tag)
+    offline = offline_reason(tag)
     if offline is not None:
         raise unavailable(offline)
     try:
@@ -297,7 +298,7 @@ def _cached_weights(tag: dict[str, Any], root: Path | None) -> Path | None:
 _CONNECT_TIMEOUT = 3.0
 
 
-def _offline_reason(tag: dict[str, Any]) -> str | None:
+def offline_reason(tag: dict[str, Any]) -> str | None:
     """Why a download cannot work now, found in seconds; ``None`` when it may.
 
     Without this, the hub client retries for about a minute before it gives up.
@@ -405,7 +406,7 @@ def _tokenizer(
 
         cache = str(root) if root else None
         if not isinstance(try_to_load_from_cache(hub_name, "tokenizer_config.json", cache_dir=cache), str):
-            offline = _offline_reason({"hf_hub": f"{hub_name}/"})
+            offline = offline_reason({"hf_hub": f"{hub_name}/"})
             if offline is not None:
                 raise ModelLoadError(
                     f"cannot load the tokenizer of open_clip model {name!r}: it is not in the "
