@@ -6,14 +6,15 @@ hub, and a model with a Hugging Face tokenizer (those, SigLIP 2's Gemma tokenize
 the tokenizer's files: ``open_clip`` fetches both by their hub names while it builds the
 model. `fetch_model` downloads all of them, on a machine with internet, into one folder
 with a manifest; ``OpenCLIPEmbedder(model, pretrained, checkpoint=folder)`` then loads the
-folder with no network access at all. The folder::
+folder with no network access at all. The folder holds:
 
-    model-manifest.json          what each file is, its size and SHA-256, where it came from
-    open_clip_config.json        the architecture and the tag's preprocessing, as open_clip
-                                 publishes them ({"model_cfg": ..., "preprocess_cfg": ...})
-    open_clip_model.safetensors  the weights (named as the tag's download names them)
-    text-config/config.json      the text tower's transformer configuration (hf_model_name)
-    tokenizer/...                the tokenizer's files (hf_tokenizer_name)
+- ``model-manifest.json``: what each file is, its size and SHA-256, where it came from;
+- ``open_clip_config.json``: the architecture and the tag's preprocessing, as open_clip
+  publishes them (``{"model_cfg": ..., "preprocess_cfg": ...}``);
+- the weights, named as the tag's download names them (``open_clip_model.safetensors``);
+- ``text-config/config.json``: the text tower's transformer configuration (for a config
+  with ``hf_model_name``);
+- ``tokenizer/``: the tokenizer's files (for a config with ``hf_tokenizer_name``).
 """
 
 from __future__ import annotations
