@@ -33,13 +33,14 @@ from multimodal_rag.embedders import fetch_model  # noqa: E402
 from multimodal_rag.embedders.model_folder import MANIFEST_NAME, read_model_folder  # noqa: E402
 from multimodal_rag.errors import InvalidInputError, ModelLoadError  # noqa: E402
 from tiny_open_clip import (  # noqa: E402
+    TINY_HF_TEXT,
     TINY_XLM,
     TINY_XLM_TAG,
     TINY_XLM_TEXT_REPO,
-    TINY_XLM_WEIGHTS_REPO,
+    make_tiny_hf_text_weights_repo,
+    make_tiny_nllb_repo,
     make_tiny_xlm_roberta_repo,
-    make_tiny_xlm_weights_repo,
-    register_tiny_xlm_model,
+    register_tiny_hf_text_model,
 )
 
 PERSIAN = ["تمبر قرمز با پرنده", "عکس یک سگ در برف"]
@@ -49,10 +50,18 @@ PERSIAN = ["تمبر قرمز با پرنده", "عکس یک سگ در برف"]
 def hub(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The fake hub's repositories: repository id -> folder of its files."""
     root = tmp_path_factory.mktemp("hub")
-    text = make_tiny_xlm_roberta_repo(root / "text")
-    register_tiny_xlm_model(root / "configs")
-    weights = make_tiny_xlm_weights_repo(text, root / "weights")
-    return {TINY_XLM_TEXT_REPO: text, TINY_XLM_WEIGHTS_REPO: weights}
+    repos = {}
+    for name, make_text_repo in (
+        (TINY_XLM, make_tiny_xlm_roberta_repo),
+        ("tiny-nllb-clip-base", make_tiny_nllb_repo),
+    ):
+        _family, _tag, text_repo, weights_repo = TINY_HF_TEXT[name]
+        repos[text_repo] = make_text_repo(root / text_repo)
+        register_tiny_hf_text_model(name, root / "configs")
+        repos[weights_repo] = make_tiny_hf_text_weights_repo(
+            name, repos[text_repo], root / weights_repo
+        )
+    return repos
 
 
 @pytest.fixture
@@ -141,18 +150,27 @@ def _absent(repo: str, filename: str) -> RemoteEntryNotFoundError:
 # -- fetching --------------------------------------------------------------------------
 
 
+#: The tokenizer files each tiny model's hub repository has (as the real ones: xlm-roberta-base
+#: has no tokenizer_config.json; NLLB's config.json names an encoder-decoder).
+TOKENIZER_FILES = {
+    TINY_XLM: {"tokenizer.json", "config.json"},
+    "tiny-nllb-clip-base": {"tokenizer.json", "tokenizer_config.json", "config.json"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_HF_TEXT))
 def test_fetch_gathers_weights_config_and_tokenizer_with_a_manifest(
-    hub: dict[str, Path], downloads: list[tuple[str, str]], tmp_path: Path
+    name: str, hub: dict[str, Path], downloads: list[tuple[str, str]], tmp_path: Path
 ) -> None:
-    folder = fetch_model(TINY_XLM, tmp_path / "tiny-xlm")  # its only tag is chosen
-    assert folder.model == TINY_XLM and folder.pretrained == TINY_XLM_TAG
+    _family, tag, text_repo, weights_repo = TINY_HF_TEXT[name]
+    folder = fetch_model(name, tmp_path / name)  # its only tag is chosen
+    assert folder.model == name and folder.pretrained == tag
     roles = {file.path: file.role for file in folder.files}
     assert roles == {
         "open_clip_model.safetensors": "weights",
         "open_clip_config.json": "open_clip_config",
         "text-config/config.json": "text_config",
-        "tokenizer/tokenizer.json": "tokenizer",
-        "tokenizer/config.json": "tokenizer",
+        **{f"tokenizer/{file}": "tokenizer" for file in TOKENIZER_FILES[name]},
     }
     # Each file is the hub's, byte for byte, and the manifest's hash is its hash.
     import hashlib
@@ -161,47 +179,63 @@ def test_fetch_gathers_weights_config_and_tokenizer_with_a_manifest(
         data = (folder.path / file.path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == file.sha256 and len(data) == file.size
     assert (folder.path / "open_clip_model.safetensors").read_bytes() == (
-        hub[TINY_XLM_WEIGHTS_REPO] / "open_clip_model.safetensors"
+        hub[weights_repo] / "open_clip_model.safetensors"
     ).read_bytes()
-    assert folder.weights.source.startswith(f"https://huggingface.co/{TINY_XLM_WEIGHTS_REPO}/")
+    assert (folder.path / "text-config" / "config.json").read_bytes() == (
+        hub[text_repo] / "config.json"
+    ).read_bytes()
+    assert folder.weights.source.startswith(f"https://huggingface.co/{weights_repo}/")
     config = json.loads((folder.path / "open_clip_config.json").read_text())
-    assert config["model_cfg"]["text_cfg"]["hf_model_name"] == TINY_XLM_TEXT_REPO
-    assert config["preprocess_cfg"]["mean"] == list(
-        open_clip.get_pretrained_cfg(TINY_XLM, TINY_XLM_TAG)["mean"]
-    )
+    assert config["model_cfg"]["text_cfg"]["hf_model_name"] == text_repo
+    assert config["preprocess_cfg"]["mean"] == list(open_clip.get_pretrained_cfg(name, tag)["mean"])
     # The safetensors copy is asked for first, as open_clip does.
-    assert downloads[0] == (TINY_XLM_WEIGHTS_REPO, "open_clip_model.safetensors")
-    assert json.loads((folder.path / MANIFEST_NAME).read_text())["model"] == TINY_XLM
+    assert downloads[0] == (weights_repo, "open_clip_model.safetensors")
+    assert json.loads((folder.path / MANIFEST_NAME).read_text())["model"] == name
 
 
+@pytest.mark.parametrize("name", sorted(TINY_HF_TEXT))
 def test_the_folder_loads_and_embeds_persian_with_no_network(
-    fetched: Path, hub: dict[str, Path], no_network: list[object]
+    name: str,
+    hub: dict[str, Path],
+    downloads: list[tuple[str, str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    embedder = OpenCLIPEmbedder(TINY_XLM, TINY_XLM_TAG, checkpoint=fetched, precision="fp32")
+    _family, tag, text_repo, weights_repo = TINY_HF_TEXT[name]
+    folder = fetch_model(name, tmp_path / name)
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    embedder = OpenCLIPEmbedder(name, tag, checkpoint=folder.path, precision="fp32")
     texts = embedder.embed_texts(PERSIAN)
     images = embedder.embed_images(varied_pictures(5, gradient=False)[:2])
     assert texts.shape == (2, 32) and images.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(texts[0], texts[1])  # two sentences, two vectors
-    assert no_network == []
+    assert attempts == []
     # The same weights as the hub's: the text vectors are open_clip's own for this model.
     import torch
     from open_clip.tokenizer import HFTokenizer
 
-    text_cfg = dict(open_clip.get_model_config(TINY_XLM)["text_cfg"])
-    text_cfg.update(hf_model_name=str(hub[TINY_XLM_TEXT_REPO]), hf_model_pretrained=False)
+    text_cfg = dict(open_clip.get_model_config(name)["text_cfg"])
+    text_cfg.update(hf_model_name=str(hub[text_repo]), hf_model_pretrained=False)
     reference = open_clip.create_model(
-        TINY_XLM,
-        pretrained=str(hub[TINY_XLM_WEIGHTS_REPO] / "open_clip_model.safetensors"),
-        text_cfg=text_cfg,
+        name, pretrained=str(hub[weights_repo] / "open_clip_model.safetensors"), text_cfg=text_cfg
     ).eval()
-    tokens = HFTokenizer(str(hub[TINY_XLM_TEXT_REPO]), context_length=77)(PERSIAN)
+    tokens = HFTokenizer(str(hub[text_repo]), context_length=embedder.context_length)(PERSIAN)
     with torch.inference_mode():
         theirs = torch.nn.functional.normalize(reference.encode_text(tokens), dim=-1).numpy()
     np.testing.assert_allclose(texts, theirs, atol=1e-5)
-    assert embedder.fingerprint.startswith(f"open_clip:{TINY_XLM}:{TINY_XLM_TAG}:sha256=")
+    assert embedder.fingerprint.startswith(f"open_clip:{name}:{tag}:sha256=")
 
 
+@pytest.mark.slow  # the reopened embedder times its precisions (auto): ~6-20 s here
 def test_a_knowledge_base_built_from_the_folder_reopens_offline(
     fetched: Path, tmp_path: Path, no_network: list[object]
 ) -> None:

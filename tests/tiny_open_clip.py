@@ -66,7 +66,9 @@ def register_tiny_models(folder: Path, *, vocab_size: int) -> None:
     open_clip.add_model_config(folder)
 
 
-def make_tiny_checkpoint(name: str, path: Path, *, seed: int = 0, safetensors: bool = False) -> Path:
+def make_tiny_checkpoint(
+    name: str, path: Path, *, seed: int = 0, safetensors: bool = False
+) -> Path:
     """Build tiny model ``name`` with random weights and save its state_dict."""
     import open_clip
     import torch
@@ -120,43 +122,53 @@ def make_tiny_tokenizer(folder: Path) -> tuple[Path, int]:
     return folder, tokenizer.get_vocab_size()
 
 
-#: A tiny multilingual model: xlm-roberta-base-ViT-B-32's architecture, with its text
-#: tower's transformer and tokenizer at made-up hub names that only a fake hub serves.
+#: Tiny multilingual models whose text tower is a Hugging Face transformer: tiny name ->
+#: (the real architecture it shrinks, its real tag, the made-up hub repository of the
+#: transformer and tokenizer, the made-up hub repository of the weights). Only a fake hub
+#: serves them.
+TINY_HF_TEXT = {
+    "tiny-xlm-roberta-base-ViT-B-32": (
+        "xlm-roberta-base-ViT-B-32",
+        "laion5b_s13b_b90k",
+        "tiny-org/tiny-xlm-roberta",
+        "tiny-org/tiny-xlm-clip",
+    ),
+    "tiny-nllb-clip-base": (
+        "nllb-clip-base",
+        "v1",
+        "tiny-org/tiny-nllb-200",
+        "tiny-org/tiny-nllb-clip",
+    ),
+}
 TINY_XLM = "tiny-xlm-roberta-base-ViT-B-32"
-TINY_XLM_TAG = "laion5b_s13b_b90k"
-TINY_XLM_TEXT_REPO = "tiny-org/tiny-xlm-roberta"
-TINY_XLM_WEIGHTS_REPO = "tiny-org/tiny-xlm-roberta-clip"
+TINY_XLM_TAG, TINY_XLM_TEXT_REPO, TINY_XLM_WEIGHTS_REPO = TINY_HF_TEXT[TINY_XLM][1:]
 
 
-def make_tiny_xlm_roberta_repo(folder: Path) -> Path:
-    """A tiny xlm-roberta as its hub repository holds it: ``config.json`` and ``tokenizer.json``.
-
-    Like the real ``xlm-roberta-base``, there is no ``tokenizer_config.json``: transformers
-    picks the tokenizer from the config's model type. The tokenizer is a unigram model (as
-    xlm-roberta's sentencepiece one) with its special tokens at xlm-roberta's ids.
-    """
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import XLMRobertaConfig
+def _unigram_tokenizer(special_tokens: list[str]) -> Any:
+    """A unigram tokenizer (as sentencepiece's) trained on :data:`SENTENCES`, specials first."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=200,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-        unk_token="<unk>",
-        show_progress=False,
+        vocab_size=200, special_tokens=special_tokens, unk_token="<unk>", show_progress=False
     )
     tokenizer.train_from_iterator(SENTENCES, trainer)
+    return tokenizer
+
+
+def make_tiny_xlm_roberta_repo(folder: Path) -> Path:
+    """A tiny xlm-roberta as its hub repository holds it: ``config.json`` and ``tokenizer.json``.
+
+    Like the real ``xlm-roberta-base``, there is no ``tokenizer_config.json``: transformers
+    picks the tokenizer from the config's model type. The special tokens sit at xlm-roberta's ids.
+    """
+    from tokenizers import processors
+    from transformers import XLMRobertaConfig
+
+    tokenizer = _unigram_tokenizer(["<s>", "<pad>", "</s>", "<unk>"])
     tokenizer.add_special_tokens(["<mask>"])
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
@@ -179,36 +191,76 @@ def make_tiny_xlm_roberta_repo(folder: Path) -> Path:
     return folder
 
 
-def register_tiny_xlm_model(folder: Path) -> None:
-    """Make :data:`TINY_XLM` known to open_clip, with the real tag's preprocessing and a hub download."""
+def make_tiny_nllb_repo(folder: Path) -> Path:
+    """A tiny NLLB-200 (an M2M100 encoder-decoder; open_clip keeps the encoder) as its hub
+    repository holds it: ``config.json``, ``tokenizer.json`` and ``tokenizer_config.json``.
+
+    transformers' NLLB tokenizer adds its 200 language codes and marks each text with one.
+    """
+    from transformers import AutoTokenizer, M2M100Config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _unigram_tokenizer(["<s>", "<pad>", "</s>", "<unk>"]).save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "NllbTokenizer",
+                "src_lang": "eng_Latn",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+            }
+        )
+    )
+    vocab_size = len(AutoTokenizer.from_pretrained(str(folder), local_files_only=True))
+    M2M100Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=80,
+        pad_token_id=1,
+    ).save_pretrained(folder)
+    return folder
+
+
+def register_tiny_hf_text_model(name: str, folder: Path) -> None:
+    """Make tiny model ``name`` of :data:`TINY_HF_TEXT` known to open_clip, with its real tag's
+    preprocessing and a download from its made-up weights repository."""
     import open_clip
     from open_clip import pretrained
 
-    config = deepcopy(open_clip.get_model_config("xlm-roberta-base-ViT-B-32"))
+    family, tag, text_repo, weights_repo = TINY_HF_TEXT[name]
+    config = deepcopy(open_clip.get_model_config(family))
     config["embed_dim"] = 32
     config["vision_cfg"].update(image_size=32, layers=1, width=64, patch_size=16, head_width=32)
-    config["text_cfg"].update(hf_model_name=TINY_XLM_TEXT_REPO, hf_tokenizer_name=TINY_XLM_TEXT_REPO)
+    config["text_cfg"].update(hf_model_name=text_repo, hf_tokenizer_name=text_repo)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{TINY_XLM}.json").write_text(json.dumps(config))
-    cfg = dict(open_clip.get_pretrained_cfg("xlm-roberta-base-ViT-B-32", TINY_XLM_TAG))
-    cfg.update(url="", hf_hub=f"{TINY_XLM_WEIGHTS_REPO}/")
-    pretrained._PRETRAINED[TINY_XLM] = {TINY_XLM_TAG: cfg}
+    (folder / f"{name}.json").write_text(json.dumps(config))
+    cfg = dict(open_clip.get_pretrained_cfg(family, tag))
+    cfg.update(url="", hf_hub=f"{weights_repo}/")
+    pretrained._PRETRAINED[name] = {tag: cfg}
     open_clip.add_model_config(folder)
 
 
-def make_tiny_xlm_weights_repo(text_repo: Path, folder: Path, *, seed: int = 0) -> Path:
-    """The weights repository of :data:`TINY_XLM`: random weights as ``open_clip_model.safetensors``.
-
-    The text tower is built from the tiny transformer's local config, as a model folder does.
-    """
+def make_tiny_hf_text_weights_repo(
+    name: str, text_repo: Path, folder: Path, *, seed: int = 0
+) -> Path:
+    """The weights repository of tiny model ``name``: random weights as
+    ``open_clip_model.safetensors``, the text tower built from the local ``text_repo``."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    text_cfg = dict(open_clip.get_model_config(TINY_XLM)["text_cfg"])
+    text_cfg = dict(open_clip.get_model_config(name)["text_cfg"])
     text_cfg.update(hf_model_name=str(text_repo), hf_model_pretrained=False)
-    model = open_clip.create_model(TINY_XLM, pretrained=None, text_cfg=text_cfg)
+    model = open_clip.create_model(name, pretrained=None, text_cfg=text_cfg)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(
         {key: value.contiguous() for key, value in model.state_dict().items()},
