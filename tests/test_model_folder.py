@@ -410,3 +410,27 @@ def test_with_hf_hub_offline_set_nothing_is_tried(
     with pytest.raises(ModelLoadError, match=f"model {TINY_XLM!r}.*HF_HUB_OFFLINE=1 is set"):
         fetch_model(TINY_XLM, tmp_path / "m")
     assert no_network == []
+
+
+def test_a_manifest_that_is_malformed_or_leads_outside_is_refused(
+    fetched: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(fetched, copy)
+    manifest = copy / MANIFEST_NAME
+    original = json.loads(manifest.read_text())
+    manifest.write_text("{not json")
+    with pytest.raises(ModelLoadError, match=f"cannot read {MANIFEST_NAME}"):
+        read_model_folder(copy)
+    manifest.write_text(json.dumps({**original, "files": [{"path": "x"}]}))
+    with pytest.raises(ModelLoadError, match=f"{MANIFEST_NAME} is malformed"):
+        read_model_folder(copy)
+    outside = dict(original["files"][0], path="../elsewhere/open_clip_model.safetensors")
+    manifest.write_text(json.dumps({**original, "files": [outside, *original["files"][1:]]}))
+    with pytest.raises(ModelLoadError, match="outside the folder"):
+        read_model_folder(copy)
+    # A manifest that leaves out the files its model needs is incomplete.
+    kept = [file for file in original["files"] if file["role"] != "tokenizer"]
+    manifest.write_text(json.dumps({**original, "files": kept}))
+    with pytest.raises(ModelLoadError, match="needs its tokenizer files"):
+        read_model_folder(copy)

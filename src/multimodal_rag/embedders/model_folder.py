@@ -297,8 +297,6 @@ def read_model_folder(path: str | os.PathLike[str], *, check_hashes: bool = True
             files=files,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, ModelLoadError):
-            raise
         raise ModelLoadError(
             f"model folder {str(folder)!r}: {MANIFEST_NAME} is malformed ({exc!r}); fetch the "
             "model again"
