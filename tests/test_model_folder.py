@@ -434,3 +434,8 @@ def test_a_manifest_that_is_malformed_or_leads_outside_is_refused(
     manifest.write_text(json.dumps({**original, "files": kept}))
     with pytest.raises(ModelLoadError, match="needs its tokenizer files"):
         read_model_folder(copy)
+
+
+def test_a_folder_takes_no_tokenizer_besides(fetched: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="brings its own tokenizer"):
+        OpenCLIPEmbedder(TINY_XLM, TINY_XLM_TAG, checkpoint=fetched, tokenizer=tmp_path)

@@ -177,8 +177,8 @@ class OpenCLIPEmbedder(TowerEmbedder):
             )
         if self.tokenizer is not None:
             raise ModelLoadError(
-                f"model folder {str(folder.path)!r} brings its own tokenizer: pass "
-                "checkpoint= the folder without tokenizer="
+                f"model folder {str(folder.path)!r} brings its own tokenizer: give the folder "
+                "alone, with no tokenizer folder besides"
             )
         return folder
 
