@@ -332,11 +332,19 @@ def test_a_truncated_or_changed_file_is_refused(fetched: Path, tmp_path: Path) -
         ModelLoadError, match=r"open_clip_model.safetensors \(weights\) has \d+ bytes"
     ):
         OpenCLIPEmbedder(TINY_XLM, TINY_XLM_TAG, checkpoint=copy)
+    # The same size, one weight changed: it would load, but it is not the fetched model.
+    data = bytearray((fetched / "open_clip_model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(
+        ModelLoadError, match=r"open_clip_model.safetensors \(weights\) does not match the SHA-256"
+    ):
+        OpenCLIPEmbedder(TINY_XLM, TINY_XLM_TAG, checkpoint=copy)
     shutil.copyfile(fetched / "open_clip_model.safetensors", weights)
     config = copy / "text-config" / "config.json"
     text = config.read_text()
     config.write_text(text.replace('"hidden_size": 32', '"hidden_size": 64'))
-    with pytest.raises(ModelLoadError, match=r"config.json \(text_config\) has \d+ bytes|SHA-256"):
+    with pytest.raises(ModelLoadError, match=r"config.json \(text_config\) does not match"):
         read_model_folder(copy)
 
 
