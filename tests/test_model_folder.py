@@ -191,6 +191,8 @@ def test_fetch_gathers_weights_config_and_tokenizer_with_a_manifest(
     # The safetensors copy is asked for first, as open_clip does.
     assert downloads[0] == (weights_repo, "open_clip_model.safetensors")
     assert json.loads((folder.path / MANIFEST_NAME).read_text())["model"] == name
+    assert folder.path.stat().st_mode & 0o777 == 0o755  # readable by others, as a copy would be
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no partial folder left beside it
 
 
 @pytest.mark.parametrize("name", sorted(TINY_HF_TEXT))

@@ -231,6 +231,7 @@ def fetch_model(
     cache = str(Path(download_root).expanduser()) if download_root is not None else None
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
+        work.chmod(0o755)  # mkdtemp's folder is private; a model folder is for sharing
         fetcher = _Fetcher(model=model, pretrained=pretrained, folder=work, cache=cache)
         files = fetcher.fetch(open_clip, config, tag)
         _check_loads(work, config, model)
