@@ -51,8 +51,10 @@ _MASKS = (
     # A knowledge base's size moves by a few bytes with the manifest's recorded values.
     (re.compile(r'("size_bytes": )\d+'), r"\1<size>"),
     (re.compile(r"^(size on disk +)\S+ \S+$", re.M), r"\1<size>"),
-    # `eval --compare`'s cost table: the unit is in the row's name.
+    # `eval --compare`'s cost table: the unit is in the row's name, and the header's spacing
+    # follows the widths of the figures.
     (re.compile(r"^((?:latency p\d\d \(ms\)|total time \(s\)) ).*$", re.M), r"\1<times>"),
+    (re.compile(r"^cost +\S.*$", re.M), "cost <columns>"),
 )
 
 
