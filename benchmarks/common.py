@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -271,6 +272,40 @@ def catalogue(count: int, *, seed: int = 0) -> tuple[Path, Path]:
         caption = f"A {names[fg]} {shape} on a {names[bg]} ground, model XR-{i:04d}."
         lines.append({"image_path": path, "description": caption, "category": CATEGORIES[i % len(CATEGORIES)]})
     descriptions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder, descriptions
+
+
+PERSIAN_CATALOGUE = ROOT / "benchmarks" / "data" / "persian_catalogue.jsonl"
+
+
+def persian_catalogue() -> tuple[Path, Path]:
+    """``benchmarks/data/persian_catalogue.jsonl`` (48 products described in Persian) beside an
+    image for each, drawn from the item's line number alone (a coloured shape on a coloured
+    ground), so that every run and every machine gets the same pictures; generated once and
+    cached. Returns (folder, descriptions), the layout ``add_directory`` reads."""
+    from PIL import Image, ImageDraw
+
+    text = PERSIAN_CATALOGUE.read_text(encoding="utf-8")
+    folder = CACHE / f"persian-catalogue-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    descriptions = folder / "description.jsonl"
+    if descriptions.is_file():
+        return folder, descriptions
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    for i, line in enumerate(line for line in text.splitlines() if line.strip()):
+        rng = np.random.default_rng(i)
+        fg, bg = rng.choice(len(names), 2, replace=False)
+        image = Image.new("RGB", (64, 64), COLOURS[names[bg]])
+        box = [int(v) for v in rng.integers(4, 20, 2)] + [int(v) for v in rng.integers(44, 60, 2)]
+        draw = ImageDraw.Draw(image)
+        if i % 3 == 0:
+            draw.ellipse(box, fill=COLOURS[names[fg]])
+        elif i % 3 == 1:
+            draw.rectangle(box, fill=COLOURS[names[fg]])
+        else:
+            draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=COLOURS[names[fg]])
+        image.save(folder / json.loads(line)["image_path"])
+    descriptions.write_text(text, encoding="utf-8")
     return folder, descriptions
 
 
