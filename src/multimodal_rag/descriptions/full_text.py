@@ -4,6 +4,11 @@ A user's query is never handed to a search engine's query language. It is cut at
 white space into terms, each term is quoted (so ``AND``, ``*``, ``-``, quotes and
 parentheses are just characters), and a record matches when it holds any of them;
 the engine's relevance score ranks the records.
+
+Every store indexes `indexed_text` (and `indexed_ocr_text`) and searches `query_terms`: both
+go through the same normalisation (``multimodal_rag._text_normalisation``: Persian and Arabic
+letter forms, digits of every script, ZWNJ, vowel marks, NFKC), so a word is found however
+it was typed, while the record keeps the text exactly as it was given.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sqlite3
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from multimodal_rag._text_normalisation import index_text, search_terms
 from multimodal_rag._validation import check_int
 from multimodal_rag.descriptions.bm25_pruning import TermCounts, pruned_top_k
 from multimodal_rag.errors import InvalidInputError
@@ -31,6 +37,8 @@ __all__ = [
     "ocr_text",
     "fts5_phrases",
     "fts5_search",
+    "indexed_ocr_text",
+    "indexed_text",
     "query_terms",
 ]
 
@@ -52,7 +60,6 @@ DEFAULT_TEXT_FIELDS = ("description",)
 #: Terms of a query beyond this many are ignored, which bounds the cost of one search.
 MAX_TERMS = 64
 
-_AROUND = re.compile(r"^[\W_]+|[\W_]+$")
 _BAD_KEY = re.compile('["\\\\\x00-\x1f\x7f]')
 
 
@@ -109,21 +116,34 @@ def ocr_text(record: Record) -> str | None:
     return record.ocr.text if record.ocr is not None else None
 
 
+def indexed_text(record: Record, field: str) -> str | None:
+    """What the full-text index is given for ``field`` of ``record``: `field_text`, normalised
+    (``multimodal_rag._text_normalisation.index_text``). Every store indexes this, never the
+    raw text, so that a query (`query_terms`) meets the same spelling."""
+    text = field_text(record, field)
+    return None if text is None else index_text(text)
+
+
+def indexed_ocr_text(record: Record) -> str | None:
+    """What the full-text index is given for the text read in the record's image: `ocr_text`,
+    normalised as `indexed_text` normalises a field."""
+    text = ocr_text(record)
+    return None if text is None else index_text(text)
+
+
 def query_terms(query: str) -> list[str]:
-    """The distinct white-space separated terms of ``query`` without the punctuation around
-    them, at most `MAX_TERMS`.
+    """The distinct terms of ``query`` as the index holds them, without the punctuation
+    around them, at most `MAX_TERMS`: normalised as `indexed_text` normalises, with the
+    joined forms of words typed apart
+    (``multimodal_rag._text_normalisation.search_terms``).
 
     Raises:
-        InvalidInputError: ``query`` is not a string.
+        InvalidInputError: ``query`` is not a string, or holds a lone surrogate.
     """
-    if not isinstance(query, str):
-        raise InvalidInputError(f"the text query must be a string, got {type(query).__name__}")
-    # NUL would end the query early in SQLite's parser; other control characters separate terms.
-    cleaned = re.sub("[\x00-\x1f\x7f]", " ", query)
-    # Punctuation around a term ("battery," "(solar" "-lamp") is not part of it; inside one
+    # Control characters (NUL would end the query early in SQLite's parser) become spaces;
+    # punctuation around a term ("battery," "(solar" "-lamp") is not part of it; inside one
     # ("XR-2000") it is.
-    terms = (_AROUND.sub("", term) for term in cleaned.split())
-    return list(dict.fromkeys(term for term in terms if term))[:MAX_TERMS]
+    return search_terms(query)[:MAX_TERMS]
 
 
 def fts5_phrases(query: str) -> list[str]:
@@ -160,7 +180,7 @@ class MemoryTextIndex:
         self._remove = f"INSERT INTO fts (fts, rowid, {columns}) VALUES ('delete', ?, {marks})"
 
     def _texts(self, record: Record) -> list[str | None]:
-        return [*(field_text(record, field) for field in self._fields), ocr_text(record)]
+        return [*(indexed_text(record, field) for field in self._fields), indexed_ocr_text(record)]
 
     def update(self, records: Iterable[tuple[Record | None, Record | None]]) -> None:
         """Apply ``(old, new)`` changes in one transaction: ``old`` is what is indexed now

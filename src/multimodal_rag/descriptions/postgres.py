@@ -15,9 +15,13 @@ quoted as an identifier.
 
 Full-text search runs on PostgreSQL's own: a generated ``tsvector`` column
 (``search_vector``) with a GIN index, made with the table, or added to a table made
-before it existed when the store opens it. A comment on that column records which
-fields and text search configuration it was made with, so a store opened with other
-settings makes it anew.
+before it existed when the store opens it. It reads ``search_text``, the text fields and
+the read text as the index sees them (``indexed_text``: Persian and Arabic letter forms,
+digits, ZWNJ and marks normalised), which ``put`` writes beside the record; a row another
+SQL client wrote without it is indexed from its raw fields. A comment on ``search_vector``
+records which fields, text search configuration and normalisation it was made with, so a
+store opened with other settings, or a table an earlier version made, has ``search_text``
+computed anew for every row and the column made anew (nothing is embedded again).
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ from multimodal_rag._remote import (
     valid_name,
     withheld_hint,
 )
+from multimodal_rag._text_normalisation import NORMALISATION_VERSION
 from multimodal_rag._validation import check_int, check_record, check_timeout
 from multimodal_rag.descriptions.full_text import (
     COLUMNS,
     DEFAULT_TEXT_FIELDS,
     check_text_fields,
+    indexed_ocr_text,
+    indexed_text,
     ocr_text,
     query_terms,
 )
@@ -82,23 +89,28 @@ CREATE TABLE IF NOT EXISTS {table} (
     metadata_json TEXT NOT NULL DEFAULT '{{}}',
     ocr TEXT,
     ocr_text TEXT,
+    search_text TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     {search_column}
 )
 """
-# Generated from the row, so every writer (this library's versions, other SQL clients) keeps it right.
-_SEARCH_COLUMN = "search_vector tsvector GENERATED ALWAYS AS (to_tsvector({config}::regconfig, {text})) STORED"
+# Generated from the row, so that it follows every write; from the raw fields where a writer
+# (another SQL client) left search_text out.
+_SEARCH_COLUMN = (
+    "search_vector tsvector GENERATED ALWAYS AS "
+    "(to_tsvector({config}::regconfig, coalesce(search_text, {text}))) STORED"
+)
 _UPSERT = """
-INSERT INTO {table} (id, image_path, description, metadata, metadata_json, ocr, ocr_text)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+INSERT INTO {table} (id, image_path, description, metadata, metadata_json, ocr, ocr_text{search})
+VALUES (%s, %s, %s, %s, %s, %s, %s{search_value})
 ON CONFLICT (id) DO UPDATE SET
     image_path = EXCLUDED.image_path,
     description = EXCLUDED.description,
     metadata = EXCLUDED.metadata,
     metadata_json = EXCLUDED.metadata_json,
     ocr = EXCLUDED.ocr,
-    ocr_text = EXCLUDED.ocr_text,
+    ocr_text = EXCLUDED.ocr_text,{search_update}
     updated_at = now()
 """
 
@@ -169,6 +181,9 @@ class PostgresDescriptionStore(DescriptionStore):
         # Whether the table has the read-text columns (one made before them, by an owner who
         # has not opened it since, may lack them: then records are read without it).
         self._has_ocr = True
+        # Whether the table has search_text (one made before it, by an owner who has not opened
+        # it since, may lack it: then records are written without it, indexed from their raw text).
+        self._has_search_text = True
         psycopg = require("psycopg", user="PostgresDescriptionStore", extra="postgres")
         pool_module = require("psycopg_pool", user="PostgresDescriptionStore", extra="postgres")
         from psycopg import sql
@@ -261,6 +276,7 @@ class PostgresDescriptionStore(DescriptionStore):
             )
         self._check_text_search_config(conn)
         self._has_ocr = {"ocr", "ocr_text"} <= columns
+        self._has_search_text = "search_text" in columns
         if self._search_column_is_current(conn):
             return
         # A table made before full-text search, or with other settings: (re)make the column.
@@ -271,7 +287,7 @@ class PostgresDescriptionStore(DescriptionStore):
             with conn.transaction():  # a savepoint: a refusal leaves the connection usable
                 self._lock_setup(conn)
                 if self._search_column_is_current(conn):
-                    self._has_ocr = True
+                    self._has_ocr = self._has_search_text = True
                     return  # another process made it while we waited
                 # Tables made before the read text was kept get its columns first: the
                 # full-text column reads one of them.
@@ -286,6 +302,8 @@ class PostgresDescriptionStore(DescriptionStore):
                         table=self._table
                     )
                 )
+                self._fill_search_text(conn)
+                self._has_search_text = True
                 conn.execute(
                     sql.SQL("ALTER TABLE {table} ADD COLUMN {search_column}").format(
                         table=self._table, search_column=self._search_column()
@@ -294,12 +312,39 @@ class PostgresDescriptionStore(DescriptionStore):
                 self._finish_search_column(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
             self._has_ocr = {"ocr", "ocr_text"} <= columns
+            self._has_search_text = "search_text" in columns
             # Reading and writing records needs no full-text column: only search_text does.
             self._no_full_text = (
                 f"table {self._table_name!r} on PostgreSQL at {self.where} has no full-text column "
                 f"for these settings, and this user may not add it ({self._scrub(exc)}); its owner "
                 "can add it by opening the store once"
             )
+
+    def _search_text(self, record: Record) -> str:
+        """The record's text fields and read text as the index sees them, one string."""
+        texts = [*(indexed_text(record, field) for field in self._text_fields), indexed_ocr_text(record)]
+        return " ".join(text for text in texts if text)
+
+    def _fill_search_text(self, conn: Any) -> None:
+        """Add ``search_text`` where it is missing and compute it for every row (in this
+        transaction): an earlier version's table, or other text fields or normalisation."""
+        from psycopg import sql
+
+        conn.execute(
+            sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS search_text TEXT").format(table=self._table)
+        )
+        update = sql.SQL("UPDATE {table} SET search_text = %s WHERE id = %s").format(table=self._table)
+        last: str | None = None
+        while True:
+            if last is None:
+                rows = conn.execute(self._select("ORDER BY id LIMIT %s"), (_PAGE,)).fetchall()
+            else:
+                rows = conn.execute(self._select("WHERE id > %s ORDER BY id LIMIT %s"), (last, _PAGE)).fetchall()
+            with conn.cursor() as cursor:
+                cursor.executemany(update, [(self._search_text(self._record(row)), row[0]) for row in rows])
+            if len(rows) < _PAGE:
+                return
+            last = rows[-1][0]
 
     def _table_exists(self, conn: Any) -> bool:
         return bool(
@@ -312,7 +357,12 @@ class PostgresDescriptionStore(DescriptionStore):
 
     def _text_settings(self) -> str:
         return json.dumps(
-            {"text_fields": list(self._text_fields), "text_search_config": self._text_search_config, "ocr": True}
+            {
+                "text_fields": list(self._text_fields),
+                "text_search_config": self._text_search_config,
+                "ocr": True,
+                "normalisation": NORMALISATION_VERSION,
+            }
         )
 
     def _search_column(self) -> Any:
@@ -586,12 +636,20 @@ class PostgresDescriptionStore(DescriptionStore):
                     json.dumps(record.metadata, ensure_ascii=True, allow_nan=False),
                     None if record.ocr is None else json.dumps(record.ocr.to_json(), ensure_ascii=True),
                     _encode(ocr_text(record)),
+                    *([self._search_text(record)] if self._has_search_text else []),
                 )
             )
         if not rows:
             return
+        search = self._has_search_text
+        upsert = sql.SQL(_UPSERT).format(
+            table=self._table,
+            search=sql.SQL(", search_text" if search else ""),
+            search_value=sql.SQL(", %s" if search else ""),
+            search_update=sql.SQL("\n    search_text = EXCLUDED.search_text," if search else ""),
+        )
         with self._connection("store records") as conn, conn.cursor() as cursor:
-            cursor.executemany(sql.SQL(_UPSERT).format(table=self._table), rows)
+            cursor.executemany(upsert, rows)
 
     def delete(self, ids: Iterable[str]) -> int:
         from psycopg import sql

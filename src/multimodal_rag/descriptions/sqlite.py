@@ -1,17 +1,23 @@
 """Descriptions in SQLite: indexed lookups, transactional updates, full-text search, one portable file.
 
-The ``records`` table holds each record once. An FTS5 table indexes its text with
-``records`` as external content (the index keeps no second copy of the text), and
-triggers on ``records`` keep the index in step with every insert, update and delete.
-Files written before the full-text index existed (``records`` ``WITHOUT ROWID``, no
-FTS5 table) are migrated in memory when loaded; the next save writes the new layout.
+The ``records`` table holds each record once, its text exactly as given, and beside it
+one ``search_<i>`` column per text field: that field's text as the index sees it
+(`indexed_text`: Persian and Arabic letter forms, digits, ZWNJ and marks normalised).
+An FTS5 table indexes those columns with ``records`` as external content (the index keeps
+no copy of its own), and triggers on ``records`` keep it in step with every insert,
+update and delete. ``PRAGMA user_version`` records the normalisation the columns were
+written with (`NORMALISATION_VERSION`). Files of another layout or normalisation (an
+earlier version's: no FTS5 table, ``WITHOUT ROWID``, raw text indexed) are migrated in
+memory when loaded, their text indexed anew from the records (nothing is embedded
+again); the next save writes the new layout.
 
 The text read in each image (`Record.ocr`) is kept as JSON in ``ocr`` and its lines joined in
-``ocr_text``, which the full-text index holds as a column of its own after the text fields, so
-that a match in the read text can be told from one in the description. Being a column of
-``records``, it can feed a second FTS5 table too (a trigram one over ``description`` and
-``ocr_text``) with the same external-content triggers. Files written before it existed have
-neither column; they are migrated like other earlier layouts.
+``ocr_text``; its normalised form, ``search_ocr``, is a column of the full-text index of its
+own after the text fields, so that a match in the read text can be told from one in the
+description. Being columns of ``records``, they can feed a second FTS5 table too (a trigram
+one over ``description`` and ``ocr_text``) with the same external-content triggers. Files
+written before the read text existed have none of them; they are migrated like other earlier
+layouts.
 
 Metadata fields named in ``indexed_fields`` get two generated columns each (the value's
 JSON type and the value) with an index on the pair, which filters on those fields use; a
@@ -31,16 +37,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from multimodal_rag._text_normalisation import NORMALISATION_VERSION, index_text
 from multimodal_rag._validation import check_record
 from multimodal_rag.descriptions.bm25_pruning import TermCounts
 from multimodal_rag.descriptions.full_text import (
-    COLUMNS,
     DEFAULT_TEXT_FIELDS,
     TOKENIZERS,
     check_text_fields,
     check_tokenizer,
     fts5_search,
-    ocr_text,
+    indexed_ocr_text,
+    indexed_text,
 )
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -76,18 +83,27 @@ _STEPS_FLOOR = 10_000_000
 _TABLES = re.compile(r"records|records_fts(_data|_idx|_content|_docsize|_config)?|sqlite_stat\d|sqlite_sequence")
 _INDEXES = re.compile(r"sqlite_autoindex_records_\d+|records_field_\d+|records_nul")
 _TRIGGERS = frozenset({"records_ai", "records_ad", "records_au"})
-_COLUMNS = re.compile(r"seq|id|image_path|description|metadata|ocr|ocr_text|text_\d+|field_\d+(_type)?")
+# text_<i>: the generated columns of files whose index held the raw text (before search_<i>).
+_COLUMNS = re.compile(
+    r"seq|id|image_path|description|metadata|ocr|ocr_text|search_\d+|search_ocr|text_\d+|field_\d+(_type)?"
+)
 _REQUIRED_COLUMNS = frozenset({"id", "image_path", "description", "metadata"})
 # What records are read from in files of layouts without the read text (see `_salvage_rows`).
 _FIELDS_BEFORE_OCR = "id, image_path, description, metadata, NULL"
 # What a record is read from, in `SQLiteDescriptionStore._record`'s order.
 _FIELDS = "id, image_path, description, metadata, ocr"
-_UPSERT = """
-INSERT INTO records (id, image_path, description, metadata, ocr, ocr_text) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    image_path = excluded.image_path, description = excluded.description, metadata = excluded.metadata,
-    ocr = excluded.ocr, ocr_text = excluded.ocr_text
-"""
+
+
+@lru_cache(maxsize=16)
+def _upsert(fields: int) -> str:
+    """Insert or update a record, its read text, and the normalised texts its index reads:
+    ``fields`` text fields' and the read text's (see `_row`)."""
+    columns = ["id", "image_path", "description", "metadata", "ocr", "ocr_text"]
+    columns += [f"search_{i}" for i in range(fields)] + ["search_ocr"]
+    return (
+        f"INSERT INTO records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})\n"
+        "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+    )
 
 
 class SQLiteDescriptionStore(DescriptionStore):
@@ -131,6 +147,7 @@ class SQLiteDescriptionStore(DescriptionStore):
         self._term_counts = TermCounts()
         for statement in _schema(self._text_fields, self._tokenizer, self._indexed_fields):
             self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version = {NORMALISATION_VERSION}")
         self._lock = threading.Lock()
 
     def config(self) -> dict[str, Any]:
@@ -176,23 +193,13 @@ class SQLiteDescriptionStore(DescriptionStore):
         rows = []
         for record in records:
             check_record(record)
-            read = record.ocr
-            rows.append(
-                (
-                    record.id,
-                    record.image_path,
-                    record.description,
-                    json.dumps(record.metadata, ensure_ascii=False),
-                    None if read is None else json.dumps(read.to_json(), ensure_ascii=False),
-                    ocr_text(record),
-                )
-            )
+            rows.append(_row(record, self._text_fields))
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 # An upsert, not INSERT OR REPLACE: it fires the update trigger that keeps
                 # the full-text index in step (REPLACE's implicit delete fires none).
-                self._db.executemany(_UPSERT, rows)
+                self._db.executemany(_upsert(len(self._text_fields)), rows)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -330,6 +337,22 @@ class SQLiteDescriptionStore(DescriptionStore):
             records.append(record)
         store.put(records)
         return store
+
+
+def _row(record: Record, text_fields: tuple[str, ...]) -> tuple[str | None, ...]:
+    """``records``' columns for ``record`` (`_upsert`'s order): its own, its read text, then the
+    normalised text of each text field and of the read text."""
+    read = record.ocr
+    return (
+        record.id,
+        record.image_path,
+        record.description,
+        json.dumps(record.metadata, ensure_ascii=False),
+        None if read is None else json.dumps(read.to_json(), ensure_ascii=False),
+        None if read is None else read.text,
+        *(indexed_text(record, field) for field in text_fields),
+        indexed_ocr_text(record),
+    )
 
 
 class _WorkBudget:
@@ -535,22 +558,14 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[
     """The statements that make an empty database: records table, FTS5 table, then triggers
     and indexes (the last two kinds may run after rows are in).
 
-    Each metadata field for full-text search becomes a virtual generated column of
-    ``records`` (computed when read, never stored), since FTS5 reads external content by
-    column. Each indexed field becomes two, its JSON type and its value, as
+    Each text field gets a column ``search_<i>`` of ``records`` holding its normalised text,
+    and the read text ``search_ocr`` (`indexed_text`, written by `put`), since FTS5 reads
+    external content by column and the normalisation is Python's. Each indexed field becomes
+    two virtual generated columns, its JSON type and its value, as
     [`MetadataFilter.to_sqlite`][multimodal_rag.filters.MetadataFilter.to_sqlite] reads them, indexed together.
     """
-    generated = []
-    columns = []
-    for i, field in enumerate(text_fields):
-        if field in COLUMNS:
-            columns.append(field)
-            continue
-        path = '$."' + field + '"'  # check_text_fields refused quotes and backslashes
-        generated.append(
-            f",\n    text_{i} TEXT GENERATED ALWAYS AS (json_extract(metadata, {_literal(path)})) VIRTUAL"
-        )
-        columns.append(f"text_{i}")
+    columns = [f"search_{i}" for i in range(len(text_fields))] + ["search_ocr"]
+    generated = [f",\n    {column} TEXT" for column in columns]
     indexes = []
     for i, field in enumerate(indexed_fields):
         path = _literal(f'$."{field}"')  # _check_indexed_fields kept to keys with a plain path
@@ -561,7 +576,6 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[
         indexes.append(f"CREATE INDEX records_field_{i} ON records (field_{i}_type, field_{i})")
     if indexed_fields:
         indexes.append(f"CREATE INDEX records_nul ON records (seq) WHERE {_HAS_NUL}")
-    columns.append("ocr_text")
     names = ", ".join(columns)
     new = ", ".join(f"new.{c}" for c in columns)
     old = ", ".join(f"old.{c}" for c in columns)
@@ -628,7 +642,8 @@ def _with_full_text(
     holding the same rows; the caller's connection is closed then. ``bound`` limits the
     work on that new database as the caller's limits the reading.
     """
-    if _objects(db) == _schema_objects(text_fields, tokenizer, indexed_fields):
+    current = int(db.execute("PRAGMA user_version").fetchone()[0]) == NORMALISATION_VERSION
+    if current and _objects(db) == _schema_objects(text_fields, tokenizer, indexed_fields):
         for i in range(len(indexed_fields)):
             db.execute(f"REINDEX records_field_{i}")
         if indexed_fields:
@@ -651,16 +666,16 @@ def _with_full_text(
             table, index, *triggers_and_indexes = _schema(text_fields, tokenizer, indexed_fields)
             fresh.execute(table)
             fresh.execute(index)
-            # Rows first and one rebuild after: quicker than a trigger per row.
+            fresh.execute(f"PRAGMA user_version = {NORMALISATION_VERSION}")
+            # Rows first and one rebuild after: quicker than a trigger per row. The text is
+            # indexed anew from the records, normalised as put normalises it.
             fresh.execute("BEGIN")
             has_ocr = any(row[1] == "ocr" for row in db.execute("PRAGMA table_xinfo(records)"))
             read = "ocr, ocr_text" if has_ocr else "NULL, NULL"  # layouts from before the text was read
             cursor = db.execute(f"SELECT id, image_path, description, metadata, {read} FROM records ORDER BY id")
+            insert = _upsert(len(text_fields))
             while batch := cursor.fetchmany(_CHUNK):
-                fresh.executemany(
-                    "INSERT INTO records (id, image_path, description, metadata, ocr, ocr_text) VALUES (?, ?, ?, ?, ?, ?)",
-                    batch,
-                )
+                fresh.executemany(insert, (_migrated_row(row, text_fields) for row in batch))
             fresh.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
             for statement in triggers_and_indexes:
                 fresh.execute(statement)
@@ -670,6 +685,15 @@ def _with_full_text(
         raise
     db.close()
     return fresh
+
+
+def _migrated_row(row: tuple[Any, ...], text_fields: tuple[str, ...]) -> tuple[str | None, ...]:
+    """A row of an earlier file in the current layout: its own columns kept as they were
+    (metadata's key order and number spellings, the read text), its normalised texts
+    computed from them (`_check_rows` checked the row and that ``ocr_text`` is the read text's lines)."""
+    record = Record(id=row[0], image_path=row[1], description=row[2], metadata=json.loads(row[3]))
+    texts = (indexed_text(record, field) for field in text_fields)
+    return (*row[:6], *texts, None if row[5] is None else index_text(row[5]))
 
 
 def _check_rows(db: sqlite3.Connection) -> None:
