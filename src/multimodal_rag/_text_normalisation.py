@@ -22,7 +22,9 @@ The rules, in the order applied (`normalise`):
    fatha, kasra, shadda, sukun, tanwin, the superscript alef and the Quranic marks);
    the bidirectional controls (LRM, RLM, ALM, embeddings, overrides, isolates); the soft
    hyphen, the zero-width joiner, the word joiner and the byte-order mark.
-5. Control characters (tab and newline among them) → space; the zero-width space → ZWNJ.
+5. Control characters (tab and newline among them) → space; the zero-width space → ZWNJ;
+   a ZWNJ beside a space, at either end of a word or beside punctuation is dropped, and
+   a run of them is one.
 
 `index_text` then writes each word joined by ZWNJ twice: split at the ZWNJ (``می شود``)
 and joined (``میشود``), and the same for a Persian prefix or suffix (`PREFIXES`,
@@ -101,6 +103,8 @@ _ARABIC_BLOCKS = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x0870, 0x08FF), (0xFB50,
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 _ZWNJ_RUNS = re.compile(f"\\s*{ZWNJ}[\\s{ZWNJ}]*")
+# A ZWNJ not between two letters or digits (at an end, beside punctuation) separates nothing.
+_STRAY_ZWNJ = re.compile(f"(?<![^\\W_]){ZWNJ}|{ZWNJ}(?![^\\W_])")
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
 
 
@@ -142,8 +146,9 @@ def _check(text: object, what: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """``text`` with rules 1 to 5 of the module's docstring applied; ZWNJ kept (one at a
-    time, none next to a space).
+    """``text`` with rules 1 to 5 of the module's docstring applied; ZWNJ kept only where it
+    stands alone between two letters or digits (a run of them is one; beside a space it is
+    dropped).
 
     Raises:
         InvalidInputError: ``text`` is not a string or holds a lone surrogate.
@@ -153,7 +158,8 @@ def normalise(text: str) -> str:
     # (removing a mark can leave a letter that composes with the next mark).
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).translate(_FOLDING))
     folded = folded.translate(_FOLDING)
-    return _ZWNJ_RUNS.sub(lambda m: ZWNJ if not m.group().strip(ZWNJ) else " ", folded)
+    spaced = _ZWNJ_RUNS.sub(lambda m: ZWNJ if not m.group().strip(ZWNJ) else " ", folded)
+    return _STRAY_ZWNJ.sub("", spaced)
 
 
 def _bare(word: str) -> str:
@@ -161,7 +167,8 @@ def _bare(word: str) -> str:
 
 
 def _arabic_script(word: str) -> bool:
-    return bool(word) and all(0x0600 <= ord(c) <= 0x06FF or 0xFB50 <= ord(c) <= 0xFEFF for c in word)
+    """Whether ``word`` is letters of the Arabic block only (after NFKC no presentation forms are left)."""
+    return bool(word) and all(0x0600 <= ord(c) <= 0x06FF and c.isalpha() for c in word)
 
 
 def _joined_forms(words: list[str]) -> list[str]:

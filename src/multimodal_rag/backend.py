@@ -4,7 +4,9 @@ store, an answerer, a reranker or an image describer.
 Everything a backend needs from the library is importable from here: the protocols to
 implement, the types they take and return, the checks the built-in backends run on their
 input (so a custom store refuses exactly what they refuse, with the same errors), reading an
-image as every built-in embedder does, and metadata filters. The errors a backend raises are
+image as every built-in embedder does, metadata filters, and the text normalisation every
+built-in full-text index applies (`index_text` for what is indexed, `search_terms` for a
+query), so that a store of your own finds Persian and Arabic words however they are typed. The errors a backend raises are
 in `multimodal_rag.errors`; the contract suites that hold a backend to the protocols are in
 `multimodal_rag.testing`. See docs/custom-backend.md for a worked example.
 
@@ -19,6 +21,7 @@ from multimodal_rag._images import (
     content_id,
     open_image,
 )
+from multimodal_rag._text_normalisation import index_text, search_terms
 from multimodal_rag._validation import (
     MAX_ID_BYTES,
     MAX_METADATA_DEPTH,
@@ -81,7 +84,9 @@ __all__ = [
     "check_timeout",
     "check_vectors",
     "content_id",
+    "index_text",
     "load_json",
     "open_image",
     "parse_filter",
+    "search_terms",
 ]

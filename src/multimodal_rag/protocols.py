@@ -406,7 +406,11 @@ class DescriptionStore(Protocol):
         """Find the records whose indexed text best matches ``query``, on the store's full-text index.
 
         The query is plain text, never a query language: it is cut into terms at white
-        space, and a record matches when its text holds any of them. Called only when
+        space, and a record matches when its text holds any of them. Index and query are
+        normalised alike ([`index_text`][multimodal_rag.backend.index_text] and
+        [`search_terms`][multimodal_rag.backend.search_terms]), so that a Persian or Arabic
+        word is found whichever letter forms, digits or ZWNJ it was typed with; the record
+        keeps its text exactly as given. Called only when
         `full_text` is true; the index always agrees with the records (after
         [`put`][multimodal_rag.protocols.DescriptionStore.put], [`delete`][multimodal_rag.protocols.DescriptionStore.delete], [`load`][multimodal_rag.protocols.DescriptionStore.load] and [`salvage`][multimodal_rag.protocols.DescriptionStore.salvage]).
 

@@ -45,6 +45,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from multimodal_rag._text_normalisation import index_text
 from multimodal_rag.errors import (
     CorruptFileError,
     DimensionMismatchError,
@@ -471,6 +472,44 @@ FILTER_CASES: list[tuple[dict[str, Any], set[str]]] = [
 ]
 
 
+#: Persian product descriptions, as typed with a Persian keyboard (Persian digits, ZWNJ).
+PERSIAN_RECORDS = [
+    Record(id="battery", description="باتری لیتیومی با ظرفیت ۲۰۰۰ وات ساعت"),
+    Record(id="cookbook", description="کتاب آشپزی ایرانی با عکس\u200cهای رنگی"),
+    Record(id="headphones", description="هدفون بی\u200cسیم با ۳۰ ساعت شارژ"),
+    Record(id="saffron", description="زعفران سرگل قائنات ۴٫۶ گرمی"),
+]
+#: A query as typed on another keyboard -> the record it must find first.
+PERSIAN_QUERIES = [
+    ("کتاب", "cookbook"),
+    ("كتاب", "cookbook"),  # Arabic kaf
+    ("باتری", "battery"),
+    ("باتري", "battery"),  # Arabic yeh
+    ("۲۰۰۰", "battery"),
+    ("2000", "battery"),  # ASCII digits
+    ("٢٠٠٠", "battery"),  # Arabic-Indic digits
+    ("عکسهای", "cookbook"),  # ZWNJ left out
+    ("عکس های", "cookbook"),  # a space for the ZWNJ
+    ("بيسيم", "headphones"),  # Arabic yeh, no ZWNJ
+    ("4.6 گرمي", "saffron"),  # ASCII digits and point, Arabic yeh
+    ("كِتَابـــ", "cookbook"),  # vowel marks and tatweel
+]
+#: One Persian verb typed three ways: with ZWNJ, joined, with a space.
+ZWNJ_FORMS = ["می\u200cشود", "میشود", "می شود"]
+#: Texts in every script and direction, with controls and invisible characters.
+HOSTILE_TEXTS = [
+    "\u202eشرکت ACME\u202c \u2067عربي\u2069 mixed",
+    "\u200f\u200e\u061c\u200c\u200c\u200d\ufeff",
+    "\x00\x01\x1b[31m red \x7f",
+    "\u0640\u0640\u064b\u0650",
+    "ﷺ ﷽ ﻼ",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ①②③ ＦＵＬＬ",
+    "红色邮票 🐱‍👤 नमस्ते ١٢٣",
+    "AND OR NOT \"*\" (NEAR) ^ - : {}",
+    "\u200c" * 50 + "ب" * 200,
+]
+
+
 class DescriptionStoreContract:
     """The contract of [`DescriptionStore`][multimodal_rag.protocols.DescriptionStore]:
     subclass it and define `new_store`, or override the ``make_store`` fixture (a function of
@@ -617,6 +656,60 @@ class DescriptionStoreContract:
         store.delete(["r1"])
         assert store.matching_ids(shoes) == {"r2", "r4"}
         assert make_store().matching_ids(shoes) == set()
+
+    # -- full-text search (stores whose ``full_text`` is true) --------------------------
+
+    def _full_text_store(self, make_store: Callable[[], DescriptionStore]) -> DescriptionStore:
+        store = make_store()
+        if not store.full_text:
+            pytest.skip(f"{type(store).__name__} has no full-text index")
+        return store
+
+    @pytest.mark.parametrize(("query", "expected"), PERSIAN_QUERIES, ids=[q for q, _ in PERSIAN_QUERIES])
+    def test_persian_words_are_found_however_they_are_typed(
+        self, make_store: Callable[[], DescriptionStore], tmp_path: Path, query: str, expected: str
+    ) -> None:
+        store = self._full_text_store(make_store)
+        store.put(PERSIAN_RECORDS)
+        assert [id_ for id_, _ in store.search_text(query, 1)] == [expected]
+        again = _reload(store, tmp_path / "s")
+        assert [id_ for id_, _ in again.search_text(query, 1)] == [expected]
+
+    @pytest.mark.parametrize("typed", ZWNJ_FORMS, ids=["zwnj", "joined", "space"])
+    def test_a_word_with_zwnj_finds_and_is_found_by_its_other_spellings(
+        self, make_store: Callable[[], DescriptionStore], typed: str
+    ) -> None:
+        store = self._full_text_store(make_store)
+        store.put([*PERSIAN_RECORDS, Record(id="door", description=f"این در با یک دکمه باز {typed}")])
+        for query in ZWNJ_FORMS:
+            assert [id_ for id_, _ in store.search_text(query, 1)] == ["door"], (typed, query)
+
+    def test_the_record_keeps_the_text_exactly_as_typed(self, make_store: Callable[[], DescriptionStore]) -> None:
+        store = self._full_text_store(make_store)
+        typed = Record(id="t", description="كِتابـــ آشپزي\u200c ٢٠٠٠ \u202bنسخه\u202c", metadata={"brand": "ﻙ"})
+        store.put([*PERSIAN_RECORDS, typed])
+        assert store.get("t") == typed
+        assert [id_ for id_, _ in store.search_text("نسخه", 1)] == ["t"]
+
+    @pytest.mark.parametrize("query", HOSTILE_TEXTS, ids=range(len(HOSTILE_TEXTS)))
+    def test_text_in_any_script_or_direction_never_breaks_indexing_or_search(
+        self, make_store: Callable[[], DescriptionStore], query: str
+    ) -> None:
+        store = self._full_text_store(make_store)
+        store.put([*PERSIAN_RECORDS, Record(id="hostile", description=query)])
+        assert store.get("hostile").description == query
+        results = store.search_text(query, 3)
+        assert all(isinstance(id_, str) and isinstance(score, float) for id_, score in results)
+        if any(c.isalnum() for c in index_text(query)):  # a text with a word finds itself among the first
+            assert "hostile" in [id_ for id_, _ in store.search_text(query, len(PERSIAN_RECORDS) + 1)]
+
+    def test_a_query_with_a_lone_surrogate_is_refused_naming_it(self, make_store: Callable[[], DescriptionStore]) -> None:
+        store = self._full_text_store(make_store)
+        store.put(PERSIAN_RECORDS)
+        with pytest.raises(InvalidInputError, match="lone surrogate") as info:
+            store.search_text("باتری \ud800", 3)
+        assert "باتری" in str(info.value)
+
 
 # -- embedders ------------------------------------------------------------------------
 
