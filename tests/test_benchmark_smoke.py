@@ -158,3 +158,16 @@ def test_models(tmp_path: Path) -> None:
         pytest.skip(report["skipped"])
     (row,) = report["models"]
     assert row["model"] == "ViT-B-32" and row["dim"] == 512 and row["images_per_s"] > 0
+
+
+def test_persian_search(tmp_path: Path) -> None:
+    report = run("persian_search", tmp_path)
+    rows = {(r["channel"], r["typed"]): r for r in report["rows"]}
+    assert {typed for _, typed in rows} == {
+        "canonical", "arabic-letters", "ascii-digits", "no-zwnj", "zwnj-as-space", "misplaced-space", "all-at-once",
+    }  # fmt: skip
+    assert rows["lexical", "canonical"]["queries"] == 48
+    for (channel, _), row in rows.items():
+        assert 0 < row["queries"] <= 48 and 0 <= row["top1"] <= row["r5"] <= 1
+        if channel == "lexical":  # every way of typing finds what the canonical spelling finds
+            assert row["within_target"], row
