@@ -12,9 +12,8 @@ The rules, in the order applied (`normalise`):
 1. Unicode NFKC, for every script: compatibility forms become their plain letters
    (Arabic presentation forms such as ``ﻙ``, full-width ``Ａ１``, ligatures).
 2. Letters folded to one form (`LETTERS`): ``ي ى ئ`` → ``ی``; ``ك ڪ`` → ``ک``;
-   ``ۀ ۂ ة ۃ ہ`` → ``ه``; ``أ إ آ ٱ`` → ``ا``; ``ؤ`` → ``و``. These are search foldings
-   (the Lucene Persian and Arabic normalisers make the same ones): ``آب`` also finds
-   ``اب``, and ``خانۀ`` finds ``خانه``.
+   ``ۀ ۂ ة ۃ ہ`` → ``ه``; ``أ إ آ ٱ`` → ``ا``; ``ؤ`` → ``و``. These are search foldings,
+   not spelling corrections: ``آب`` also finds ``اب``, and ``خانۀ`` finds ``خانه``.
 3. Every decimal digit (Unicode category Nd: Persian ``۰-۹``, Arabic-Indic ``٠-٩``, and
    those of other scripts) → ASCII ``0-9``; the Arabic decimal and thousands separators
    ``٫ ٬`` → ``. ,`` and the Arabic percent sign ``٪`` → ``%``.
