@@ -703,6 +703,19 @@ class DescriptionStoreContract:
         if any(c.isalnum() for c in index_text(query)):  # a text with a word finds itself among the first
             assert "hostile" in [id_ for id_, _ in store.search_text(query, len(PERSIAN_RECORDS) + 1)]
 
+    def test_text_read_in_images_is_normalised_too(self, make_store: Callable[[], DescriptionStore], tmp_path: Path) -> None:
+        from multimodal_rag.ocr import ReadText, TextLine
+
+        store = self._full_text_store(make_store)
+        box = ((0.0, 0.0), (90.0, 0.0), (90.0, 20.0), (0.0, 20.0))
+        read = ReadText(lines=[TextLine(text="شارژر سريع ۶۵ وات", confidence=0.9, box=box)])  # Arabic yeh
+        store.put([*PERSIAN_RECORDS, Record(id="charger", description="یک عکس", ocr=read)])
+        for query in ("سریع", "65 وات"):
+            assert [id_ for id_, _ in store.search_text(query, 1)] == ["charger"], query
+        assert store.get("charger").ocr == read
+        again = _reload(store, tmp_path / "s")
+        assert [id_ for id_, _ in again.search_text("سریع", 1)] == ["charger"]
+
     def test_a_query_with_a_lone_surrogate_is_refused_naming_it(self, make_store: Callable[[], DescriptionStore]) -> None:
         store = self._full_text_store(make_store)
         store.put(PERSIAN_RECORDS)
