@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -241,3 +242,21 @@ def test_arbitrary_text_never_breaks_put_or_search(description: str, query: str)
                 assert any(0xD800 <= ord(c) <= 0xDFFF for c in text)
                 continue
             assert [id_ for id_, _ in results] in ([], ["r"])
+
+
+def test_a_hit_shows_the_description_and_read_text_as_typed() -> None:
+    from helpers import ColorEmbedder, solid
+    from multimodal_rag import MultimodalRAG
+    from multimodal_rag.ocr import ReadText, TextLine
+
+    typed = f"كِتاب آشپزي ایرانی با عکس{ZWNJ}های ۲۰۰۰ رنگی"
+    box = ((0.0, 0.0), (9.0, 0.0), (9.0, 2.0), (0.0, 2.0))
+    read = ReadText(lines=[TextLine(text="چاپ ۱۴۰۲", confidence=0.9, box=box)])
+    rag = MultimodalRAG(ColorEmbedder())
+    rag.add([solid("red")], ids=["book"], descriptions=[typed], progress=False)
+    rag.description_store.put([attrs.evolve(rag.get("book"), ocr=read)])  # as a reader would have kept it
+    for query in ("کتاب", "2000", "عکسهای", "1402"):
+        [hit] = rag.search(text=query, k=1, mode="lexical")
+        assert (hit.id, hit.description, hit.ocr) == ("book", typed, read), query
+    rag.close()
+
