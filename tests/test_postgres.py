@@ -239,3 +239,40 @@ def test_a_server_only_the_manifest_names_gets_the_password_once_allowed(
         tmp_path / "kb", embedder=ColorEmbedder(), read_only=True, allow_endpoints=[server]
     ) as reopened:
         assert reopened.search(image=solid("red"), k=1)[0].description == "a red one"
+
+
+def test_a_table_indexed_before_normalisation_is_reindexed_on_open(dsn: str) -> None:
+    import psycopg
+
+    old = on_server(PostgresDescriptionStore(dsn))
+    typed = "کتاب آشپزی ایرانی با عکس\u200cهای ۲۰۰۰ رنگی"
+    old.put([Record(id="book", description=typed), Record(id="lamp", description="an old lamp")])
+    table = old.table  # type: ignore[attr-defined]
+    # The table as the version before the normalisation made it: the raw text in the tsvector,
+    # no search_text, and a comment naming the settings without a normalisation.
+    settings = json.dumps({"text_fields": ["description"], "text_search_config": "simple", "ocr": True})
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f'ALTER TABLE "{table}" DROP COLUMN search_text CASCADE')
+        conn.execute(
+            f'ALTER TABLE "{table}" ADD COLUMN search_vector tsvector GENERATED ALWAYS AS '
+            "(to_tsvector('simple'::regconfig, coalesce(description, '') || ' ' || coalesce(ocr_text, ''))) STORED"
+        )
+        conn.execute(f'CREATE INDEX ON "{table}" USING gin (search_vector)')
+        conn.execute(f"""COMMENT ON COLUMN "{table}".search_vector IS '{settings}'""")
+    store = PostgresDescriptionStore(dsn, table=table, create=False)  # opening it re-indexes it
+    for query, expected in (("كتاب", "book"), ("2000", "book"), ("عکسهای", "book"), ("lamp", "lamp")):
+        assert [id_ for id_, _ in store.search_text(query, 1)] == [expected], query
+    assert store.get("book").description == typed
+    store.close()
+
+
+def test_rows_another_client_writes_without_search_text_are_indexed_from_their_text(
+    dsn: str, store: PostgresDescriptionStore
+) -> None:
+    import psycopg
+
+    store.put([Record(id="ours", description="کتاب آشپزی")])
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f'INSERT INTO "{store.table}" (id, description) VALUES (%s, %s)', ("theirs", "lamp for the garden"))
+    assert [id_ for id_, _ in store.search_text("lamp", 5)] == ["theirs"]
+    assert [id_ for id_, _ in store.search_text("كتاب", 5)] == ["ours"]
