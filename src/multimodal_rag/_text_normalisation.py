@@ -153,6 +153,8 @@ def normalise(text: str) -> str:
         InvalidInputError: ``text`` is not a string or holds a lone surrogate.
     """
     text = _check(text, "text")
+    if text.isascii() and text.isprintable():
+        return text  # no rule changes printable ASCII: the common case costs nothing
     # NFKC before the folding (it makes presentation forms plain letters) and after it
     # (removing a mark can leave a letter that composes with the next mark).
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).translate(_FOLDING))
@@ -188,6 +190,9 @@ def index_text(text: str) -> str:
     Raises:
         InvalidInputError: ``text`` is not a string or holds a lone surrogate.
     """
+    text = _check(text, "text")
+    if text.isascii() and text.isprintable():
+        return text  # as below, without the work: nothing to fold, no ZWNJ, no Persian affix
     words = _SPACES.split(normalise(text).strip())
     if words == [""]:
         return ""
