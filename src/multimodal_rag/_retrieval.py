@@ -67,6 +67,7 @@ def query_vector(
     """
     import numpy as np
 
+    from multimodal_rag._text_normalisation import normalise
     from multimodal_rag._validation import check_vectors
 
     if image is None and text is None:
@@ -84,7 +85,9 @@ def query_vector(
             image_vector = adapter.apply(image_vector, "image")
         vector += (1.0 - text_weight if text is not None else 1.0) * image_vector[0]
     if text is not None:
-        text_vector = check_vectors(embedder.embed_texts([text]), dim, count=1, what="text query vectors")
+        # The same spelling the lexical channel searches: a query typed with Arabic letter forms
+        # or another script's digits gets the vector of its Persian, ASCII-digit spelling.
+        text_vector = check_vectors(embedder.embed_texts([normalise(text)]), dim, count=1, what="text query vectors")
         if adapter is not None:
             text_vector = adapter.apply(text_vector, "text")
         vector += (text_weight if image is not None else 1.0) * text_vector[0]

@@ -274,9 +274,11 @@ class _Searcher:
 def embed_queries(embedder: Any, queries: Sequence[tuple[str, Any]], *, adapter: Any = None) -> np.ndarray:
     """Vectors for ``("image", image)`` and ``("text", text)`` queries, in one call per kind.
 
-    With an ``adapter``, each kind goes through its side of it, as the facade's queries do
-    (`query_vector`); without, they are the embedder's raw vectors.
+    Texts are normalised as the facade's queries are; with an ``adapter``, each kind goes
+    through its side of it, as the facade's queries do (`query_vector`); without, they are the
+    embedder's raw vectors.
     """
+    from multimodal_rag._text_normalisation import normalise
     from multimodal_rag._validation import check_vectors
 
     dim = embedder.dim
@@ -285,7 +287,8 @@ def embed_queries(embedder: Any, queries: Sequence[tuple[str, Any]], *, adapter:
         rows = [i for i, (what, _) in enumerate(queries) if what == kind]
         if rows:
             # Checked as the facade checks a query: a custom embedder's output may be anything.
-            vectors = check_vectors(embed([queries[i][1] for i in rows]), dim, count=len(rows), what=f"{kind} query vectors")
+            inputs = [queries[i][1] if kind == "image" else normalise(queries[i][1]) for i in rows]
+            vectors = check_vectors(embed(inputs), dim, count=len(rows), what=f"{kind} query vectors")
             out[rows] = vectors if adapter is None else adapter.apply(vectors, kind)
     return out
 
