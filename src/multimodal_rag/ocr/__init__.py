@@ -17,10 +17,29 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
+from multimodal_rag import _lazy
+
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["ReadText", "TextLine", "TextReader"]
+    from multimodal_rag.ocr.rapid import RapidOCRReader
+
+__all__ = ["RapidOCRReader", "ReadText", "TextLine", "TextReader"]
+
+# Public name -> module that defines it, imported on first use: importing this package
+# imports neither rapidocr nor its engines.
+_EXPORTS: dict[str, str] = {
+    "RapidOCRReader": "multimodal_rag.ocr.rapid",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy.attribute(__name__, name, _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return _lazy.names(__name__, _EXPORTS)
+
 
 #: A text line's quadrilateral in the image's pixels: four (x, y) corners, clockwise from top left.
 Quad = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
