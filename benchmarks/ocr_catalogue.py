@@ -54,7 +54,9 @@ from common import (
 )
 
 
-def write_catalogue(folder: Path, *, groups: int, seed: int = 0, data: Path | None = None) -> dict[str, Any]:
+def write_catalogue(
+    folder: Path, *, groups: int, seed: int = 0, data: Path | None = None
+) -> dict[str, Any]:
     """Write the catalogue and its queries under ``folder``; returns what was written."""
     products = labelled_products(groups, seed=seed, data=data)
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -77,8 +79,12 @@ def write_catalogue(folder: Path, *, groups: int, seed: int = 0, data: Path | No
                         "expected": expected, "view": {"angle": view.angle, "zoom": view.zoom,
                                                         "light": view.light, "blur": view.blur}})  # fmt: skip
         queries.append({"query": product.model, "set": "model", "expected": expected})
-        queries.append({"query": product.model.split("-", 1)[1], "set": "digits", "expected": expected})
-        queries.append({"query": confused(product.model, rng), "set": "confusion", "expected": expected})
+        queries.append(
+            {"query": product.model.split("-", 1)[1], "set": "digits", "expected": expected}
+        )
+        queries.append(
+            {"query": confused(product.model, rng), "set": "confusion", "expected": expected}
+        )
     (folder / "description.jsonl").write_text("".join(json.dumps(d) + "\n" for d in descriptions))
     (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     digest = hashlib.sha256()
@@ -104,7 +110,9 @@ def product_description_has_model(line: dict[str, Any]) -> bool:
 
 def main() -> None:
     parser = make_parser(__doc__ or "", data=True)
-    parser.add_argument("--groups", type=int, help="groups of four products (default 24; 4 with --quick)")
+    parser.add_argument(
+        "--groups", type=int, help="groups of four products (default 24; 4 with --quick)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", type=Path, help="where to write the catalogue")
     args = parser.parse_args()
@@ -118,7 +126,9 @@ def main() -> None:
         print(f"{name:<14} {count:>7}")
     figures = {
         "products": Figure(written["products"], better="equal", tolerance=0.0),
-        "descriptions_with_model": Figure(written["descriptions_with_model"], better="equal", tolerance=0.0),
+        "descriptions_with_model": Figure(
+            written["descriptions_with_model"], better="equal", tolerance=0.0
+        ),
     }
     finish("ocr_catalogue", args, written, figures)
 

@@ -40,12 +40,18 @@ def label_photo(size: tuple[int, int] = (800, 600), *, scale: float = 1.0) -> Im
     rng = np.random.default_rng(7)
     ground = rng.normal(0, 1, (height // 8 + 1, width // 8 + 1, 3))
     ground = np.kron(ground, np.ones((8, 8, 1)))[:height, :width] * 12 + (96, 120, 104)
-    image = Image.fromarray(np.clip(ground, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
+    image = Image.fromarray(np.clip(ground, 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(2)
+    )
     draw = ImageDraw.Draw(image)
     s = scale
     draw.rounded_rectangle((100 * s, 90 * s, 700 * s, 520 * s), radius=20 * s, fill=(120, 124, 130))
-    draw.rounded_rectangle((190 * s, 150 * s, 610 * s, 420 * s), radius=10 * s, fill=(244, 241, 232))
-    for (text, size_px), y in zip(zip(LINES, (60, 46, 36), strict=True), (200, 290, 365), strict=True):
+    draw.rounded_rectangle(
+        (190 * s, 150 * s, 610 * s, 420 * s), radius=10 * s, fill=(244, 241, 232)
+    )
+    for (text, size_px), y in zip(
+        zip(LINES, (60, 46, 36), strict=True), (200, 290, 365), strict=True
+    ):
         font = ImageFont.load_default(size=round(size_px * s))
         draw.text((400 * s, y * s), text, font=font, fill=(20, 20, 24), anchor="mm")
     return image
@@ -117,12 +123,20 @@ def test_boxes_are_in_the_pixels_of_the_image_given(reader: RapidOCRReader) -> N
     big = label_photo(scale=3.0)  # 2400x1800: scaled down inside the reader, boxes scaled back
     upright, quarter, large = reader.read([photo, sideways, big])
     x, y = MODEL_CENTRE
-    for result, (ex, ey) in ((upright, (x, y)), (quarter, (y, photo.width - x)), (large, (3 * x, 3 * y))):
+    for result, (ex, ey) in (
+        (upright, (x, y)),
+        (quarter, (y, photo.width - x)),
+        (large, (3 * x, 3 * y)),
+    ):
         cx, cy = _centre(_model_line(result))
-        assert abs(cx - ex) < 12 * (3 if result is large else 1) and abs(cy - ey) < 12 * (3 if result is large else 1)
+        assert abs(cx - ex) < 12 * (3 if result is large else 1) and abs(cy - ey) < 12 * (
+            3 if result is large else 1
+        )
 
 
-def test_an_image_without_text_costs_the_detection_only(reader: RapidOCRReader, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_image_without_text_costs_the_detection_only(
+    reader: RapidOCRReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stages = reader._load()
     calls = {"detect": 0, "classify": 0, "recognise": 0}
 
@@ -138,7 +152,9 @@ def test_an_image_without_text_costs_the_detection_only(reader: RapidOCRReader, 
     for name in calls:
         monkeypatch.setattr(stages, name, counted(name))
     ramp = np.linspace(60, 200, 640, dtype=np.float32)
-    blank = Image.fromarray(np.repeat(np.stack([ramp] * 3, axis=-1)[None], 480, axis=0).astype(np.uint8))
+    blank = Image.fromarray(
+        np.repeat(np.stack([ramp] * 3, axis=-1)[None], 480, axis=0).astype(np.uint8)
+    )
     assert reader.read([blank]) == [ReadText()]
     assert calls == {"detect": 1, "classify": 0, "recognise": 0}
     # The same counters see a label's full pipeline: the check above could fail.
@@ -154,7 +170,9 @@ def test_an_image_without_text_costs_the_detection_only(reader: RapidOCRReader, 
         pytest.param(lambda: Image.new("RGB", (3000, 2)), id="a thin line"),
     ],
 )
-def test_images_without_room_for_text_read_as_empty(reader: RapidOCRReader, make: Callable[[], Image.Image]) -> None:
+def test_images_without_room_for_text_read_as_empty(
+    reader: RapidOCRReader, make: Callable[[], Image.Image]
+) -> None:
     assert reader.read([make()]) == [ReadText()]
 
 
@@ -171,8 +189,10 @@ def test_a_corrupted_image_reads_as_empty_and_the_others_still_read(reader: Rapi
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "CMYK", "I;16", "1"])
 def test_every_pillow_mode_is_read(reader: RapidOCRReader, mode: str) -> None:
     photo = label_photo()
-    image = photo.convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.asarray(photo.convert("L"), np.uint16) * 257).astype(np.uint16)
+    image = (
+        photo.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257).astype(np.uint16))
     )
     (result,) = reader.read([image])
     assert MODEL in compact(result.text)
@@ -184,7 +204,13 @@ def test_chinese_print_beside_a_latin_label_is_dropped(
 ) -> None:
     photo = label_photo()
     draw = ImageDraw.Draw(photo)
-    draw.text((660, 560), "木纹", font=ImageFont.truetype(str(CJK_FONT), 28), fill=(40, 40, 40), anchor="mm")
+    draw.text(
+        (660, 560),
+        "木纹",
+        font=ImageFont.truetype(str(CJK_FONT), 28),
+        fill=(40, 40, 40),
+        anchor="mm",
+    )
     (result,) = reader.read([photo])
     assert MODEL in compact(result.text)
     assert not any(line_script(line.text) == "cjk" for line in result.lines)
@@ -204,7 +230,13 @@ def line(text: str, confidence: float = 0.98) -> TextLine:
 
 
 def test_cjk_fragments_on_a_latin_label_are_dropped() -> None:
-    lines = [line("VOLTARA"), line("口木", 0.83), line("XG-2047"), line("2000 Wh LiFePO4"), line("丨", 0.7)]
+    lines = [
+        line("VOLTARA"),
+        line("口木", 0.83),
+        line("XG-2047"),
+        line("2000 Wh LiFePO4"),
+        line("丨", 0.7),
+    ]
     kept, dropped = keep_lines(lines, min_confidence=0.5)
     assert [k.text for k in kept] == ["VOLTARA", "XG-2047", "2000 Wh LiFePO4"]
     assert dropped == 2
@@ -219,7 +251,9 @@ def test_persian_stays_where_it_is_the_dominant_script_and_latin_model_numbers_s
 
 
 def test_a_chinese_label_keeps_its_chinese() -> None:
-    kept, dropped = keep_lines([line("便携式储能电源"), line("XG-2047"), line("Привет", 0.6)], min_confidence=0.5)
+    kept, dropped = keep_lines(
+        [line("便携式储能电源"), line("XG-2047"), line("Привет", 0.6)], min_confidence=0.5
+    )
     assert [k.text for k in kept] == ["便携式储能电源", "XG-2047"]
     assert dropped == 1
 
@@ -229,7 +263,11 @@ def test_low_confidence_and_blank_lines_are_dropped_and_digits_are_neutral() -> 
     kept, dropped = keep_lines(lines, min_confidence=0.5)
     assert [k.text for k in kept] == ["VOLTARA", "2000", "+/-"]
     assert dropped == 2
-    assert line_script("2000 Wh") == "latin" and line_script("2000") is None and line_script("木纹 A") == "cjk"
+    assert (
+        line_script("2000 Wh") == "latin"
+        and line_script("2000") is None
+        and line_script("木纹 A") == "cjk"
+    )
 
 
 def test_the_dominant_script_is_decided_by_the_confident_lines() -> None:
@@ -243,10 +281,21 @@ def test_the_dominant_script_is_decided_by_the_confident_lines() -> None:
 
 
 def test_config_round_trips_through_json() -> None:
-    reader = RapidOCRReader(engine="onnxruntime", det_limit=640, rec_batch_size=4, min_confidence=0.6, threads=1, rotate=False)
+    reader = RapidOCRReader(
+        engine="onnxruntime",
+        det_limit=640,
+        rec_batch_size=4,
+        min_confidence=0.6,
+        threads=1,
+        rotate=False,
+    )
     config = json.loads(json.dumps(reader.config()))
     assert RapidOCRReader(**config).config() == reader.config() == config
-    assert config["engine"] == "onnxruntime" and config["det_limit"] == 640 and config["rotate"] is False
+    assert (
+        config["engine"] == "onnxruntime"
+        and config["det_limit"] == 640
+        and config["rotate"] is False
+    )
     assert isinstance(reader, TextReader)
 
 
@@ -265,8 +314,13 @@ def test_onnxruntime_reads_the_same_label() -> None:
     assert MODEL in compact(result.text)
 
 
-@pytest.mark.parametrize(("module", "engine"), [("rapidocr", "openvino"), ("openvino", "openvino"), ("onnxruntime", "onnxruntime")])
-def test_a_missing_package_names_the_ocr_extra(monkeypatch: pytest.MonkeyPatch, module: str, engine: Any) -> None:
+@pytest.mark.parametrize(
+    ("module", "engine"),
+    [("rapidocr", "openvino"), ("openvino", "openvino"), ("onnxruntime", "onnxruntime")],
+)
+def test_a_missing_package_names_the_ocr_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, engine: Any
+) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
     reader = RapidOCRReader(engine=engine)
     with pytest.raises(MissingDependencyError, match=r"multimodal-rag\[ocr\]") as caught:

@@ -72,12 +72,12 @@ def dominant_script(lines: Sequence[TextLine], *, confident: float = CONFIDENT) 
     """The script with the most confidence-weighted letters among the confident lines (or
     among all of ``lines`` when none is confident); None when no line has a letter."""
     sure = [line for line in lines if line.confidence >= confident] or list(lines)
-    weights: Counter[str] = Counter()
+    weights: dict[str, float] = {}
     for line in sure:
         for script in map(char_script, line.text):
             if script is not None:
-                weights[script] += line.confidence
-    return weights.most_common(1)[0][0] if weights else None
+                weights[script] = weights.get(script, 0.0) + line.confidence
+    return max(weights, key=weights.__getitem__) if weights else None
 
 
 def keep_lines(

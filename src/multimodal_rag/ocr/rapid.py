@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import numpy as np
 
 from multimodal_rag._extras import require
+from multimodal_rag._validation import check_int
 from multimodal_rag.errors import InvalidInputError, ModelLoadError
 from multimodal_rag.ocr import Quad, ReadText, TextLine
 from multimodal_rag.ocr._drop_rule import keep_lines
@@ -98,20 +99,14 @@ class RapidOCRReader:
     ) -> None:
         if engine not in get_args(OCREngine):
             raise InvalidInputError(f"engine must be one of {get_args(OCREngine)}, not {engine!r}")
-        if isinstance(det_limit, bool) or not isinstance(det_limit, int) or not 32 <= det_limit <= 4096:
-            raise InvalidInputError(f"det_limit must be an integer from 32 to 4096, not {det_limit!r}")
-        if isinstance(rec_batch_size, bool) or not isinstance(rec_batch_size, int) or rec_batch_size < 1:
-            raise InvalidInputError(f"rec_batch_size must be a positive integer, not {rec_batch_size!r}")
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not (
-            0.0 <= min_confidence <= 1.0
-        ):
-            raise InvalidInputError(f"min_confidence must be a number from 0 to 1, not {min_confidence!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise InvalidInputError(f"threads must be a positive integer or None, not {threads!r}")
+        det_limit = check_int("det_limit", det_limit, minimum=32)
+        rec_batch_size = check_int("rec_batch_size", rec_batch_size)
+        threads = None if threads is None else check_int("threads", threads)
+        min_confidence = _fraction("min_confidence", min_confidence)
         self.engine: OCREngine = engine
         self.det_limit = det_limit
         self.rec_batch_size = rec_batch_size
-        self.min_confidence = float(min_confidence)
+        self.min_confidence = min_confidence
         self.threads = threads
         self.rotate = bool(rotate)
         self._stages: _Stages | None = None
@@ -157,11 +152,13 @@ class RapidOCRReader:
         try:
             return self._read_pixels(stages, pixels, scale)
         except Exception as exc:  # one bad image must not stop an ingest (TextReader's contract)
-            logger.warning("OCR failed on an image of %dx%d: %s", pixels.shape[1], pixels.shape[0], exc)
+            logger.warning(
+                "OCR failed on an image of %dx%d: %s", pixels.shape[1], pixels.shape[0], exc
+            )
             return ReadText()
 
     def _read_pixels(self, stages: _Stages, pixels: np.ndarray, scale: float) -> ReadText:
-        height, width = pixels.shape[:2]
+        height = pixels.shape[0]
         boxes = stages.detect(pixels)
         turned = False
         if self.rotate and len(boxes) and _mostly_tall(boxes):
@@ -177,7 +174,7 @@ class RapidOCRReader:
         crops = [_crop(pixels, box) for box in boxes]
         crops, flipped = stages.classify(crops)
         texts, scores = stages.recognise(crops)
-        lines = []
+        lines: list[TextLine] = []
         for box, text, score in zip(boxes, texts, scores, strict=True):
             quad = _unturn(box, height) if turned else box
             lines.append(TextLine(text=text, confidence=float(score), box=_quad(quad / scale)))
@@ -208,9 +205,12 @@ class _Stages:
     def build(cls, reader: RapidOCRReader) -> _Stages:
         rapidocr = require("rapidocr", user="RapidOCRReader", extra="ocr")
         require(reader.engine, user=f"RapidOCRReader(engine={reader.engine!r})", extra="ocr")
-        models = Path(rapidocr.__file__).parent / "models"
+        models = Path(str(rapidocr.__file__)).parent / "models"
         engine_type = rapidocr.EngineType(reader.engine)
-        params: dict[str, Any] = {"Global.log_level": "error", "Rec.rec_batch_num": reader.rec_batch_size}
+        params: dict[str, Any] = {
+            "Global.log_level": "error",
+            "Rec.rec_batch_num": reader.rec_batch_size,
+        }
         for stage, file in _MODEL_FILES.items():
             params[f"{stage}.model_path"] = str(models / file)
             params[f"{stage}.engine_type"] = engine_type
@@ -218,7 +218,11 @@ class _Stages:
         params["Det.limit_type"] = "max"
         params["Det.unclip_ratio"] = _UNCLIP_RATIO
         if reader.threads is not None:
-            key = "intra_op_num_threads" if reader.engine == "onnxruntime" else "inference_num_threads"
+            key = (
+                "intra_op_num_threads"
+                if reader.engine == "onnxruntime"
+                else "inference_num_threads"
+            )
             params[f"EngineConfig.{reader.engine}.{key}"] = reader.threads
         try:
             ocr = rapidocr.RapidOCR(params=params)
@@ -228,7 +232,9 @@ class _Stages:
             classifier = ocr._load_cls_model()
             recogniser = ocr._load_rec_model()
         except Exception as exc:
-            raise ModelLoadError(f"RapidOCRReader cannot load rapidocr's models from {str(models)!r}: {exc}") from exc
+            raise ModelLoadError(
+                f"RapidOCRReader cannot load rapidocr's models from {str(models)!r}: {exc}"
+            ) from exc
         from rapidocr.ch_ppocr_rec import TextRecInput
 
         return cls(detector, classifier, recogniser, TextRecInput)
@@ -236,18 +242,31 @@ class _Stages:
     def detect(self, pixels: np.ndarray) -> np.ndarray:
         """The text boxes in ``pixels`` (BGR), shape (n, 4, 2), sorted top to bottom."""
         found = self.detector(pixels)
-        return np.zeros((0, 4, 2), np.float32) if found.boxes is None else np.asarray(found.boxes, np.float32)
+        return (
+            np.zeros((0, 4, 2), np.float32)
+            if found.boxes is None
+            else np.asarray(found.boxes, np.float32)
+        )
 
     def classify(self, crops: list[np.ndarray]) -> tuple[list[np.ndarray], list[bool]]:
         """The crops turned upright, and which of them were upside down."""
         result = self.classifier(crops)
-        flipped = [("180" in label and score > self.classifier.cls_thresh) for label, score in result.cls_res]
+        flipped = [
+            ("180" in label and score > self.classifier.cls_thresh)
+            for label, score in result.cls_res
+        ]
         return list(result.img_list), flipped
 
     def recognise(self, crops: list[np.ndarray]) -> tuple[list[str], list[float]]:
         """Each crop's text and confidence."""
         result = self.recogniser(self._rec_input(img=crops))
         return [str(text) for text in result.txts], [float(score) for score in result.scores]
+
+
+def _fraction(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise InvalidInputError(f"{name} must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def _bgr(image: Image.Image) -> tuple[np.ndarray, float] | None:
@@ -279,7 +298,9 @@ def _flatten(image: Image.Image) -> Image.Image:
         # 16-bit and float greyscale: scale to 8 bits rather than clip.
         values = np.asarray(image, dtype=np.float64)
         span = float(values.max() - values.min()) or 1.0
-        return PILImage.fromarray(((values - values.min()) * (255.0 / span)).astype(np.uint8)).convert("RGB")
+        return PILImage.fromarray(
+            ((values - values.min()) * (255.0 / span)).astype(np.uint8)
+        ).convert("RGB")
     return image.convert("RGB")
 
 
