@@ -166,7 +166,9 @@ class RapidOCRReader:
             # line classifier turns it back, so one direction serves both.
             upright = np.ascontiguousarray(np.rot90(pixels, k=-1))
             turned_boxes = stages.detect(upright)
-            if len(turned_boxes):
+            # Tall glyphs (a big single digit) can outweigh the lines of an upright photo;
+            # the turn stands only when its text runs the right way.
+            if len(turned_boxes) and not _mostly_tall(turned_boxes):
                 pixels, boxes, turned = upright, turned_boxes, True
         if not len(boxes):
             return ReadText()
