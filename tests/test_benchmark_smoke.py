@@ -193,6 +193,15 @@ def test_ocr_catalogue(tmp_path: Path) -> None:
             changed = [(a, b) for a, b in zip(model, query["query"], strict=True) if a != b]
             assert len(changed) == 1 and changed[0] in {("O", "0"), ("0", "O"), ("I", "1"), ("1", "I"),
                                                         ("S", "5"), ("5", "S"), ("B", "8"), ("8", "B")}  # fmt: skip
+    # The library reads the queries file, resolving every expected photo to its record.
+    from multimodal_rag.evaluation.queries import read_labelled_queries
+    from multimodal_rag.types import Record
+
+    records = {f"id-{i}": Record(id=f"id-{i}", image_path=str(folder / path)) for i, path in enumerate(sorted(described))}
+    labelled = read_labelled_queries(folder / "queries.jsonl", records)
+    assert len(labelled) == len(queries)
+    assert {q.query_set for q in labelled} == {"image:photo", "image:photo-turned", "text:model", "text:digits", "text:confusion"}
+    assert all(len(q.expected) == 1 and q.expected[0] in records for q in labelled)
     # Each group's four model numbers are the same digits in other orders.
     by_group: dict[str, list[str]] = {}
     for model in models.values():

@@ -51,6 +51,8 @@ DescriptionStoreKind = Literal["jsonl", "postgres", "sqlite"]
 AnswererKind = Literal["extractive", "openai"]
 #: Built-in reranker kinds; any other reranker is passed as an instance.
 RerankerKind = Literal["vision-llm"]
+#: What a RapidOCRReader runs its text models on.
+OCREngine = Literal["onnxruntime", "openvino"]
 #: The shapes of adapter a knowledge base fits: a low-rank residual, or a full matrix.
 AdapterKind = Literal["low-rank", "linear"]
 
@@ -67,6 +69,7 @@ __all__ = [
     "Hit",
     "ImageInput",
     "Neighbor",
+    "OCREngine",
     "Precision",
     "ReadTextResult",
     "Record",

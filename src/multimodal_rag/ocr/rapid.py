@@ -5,9 +5,8 @@ recogniser and a 0/180 degree line classifier), so reading needs no download. Th
 drives the three stages itself rather than through ``RapidOCR.__call__``, for three reasons:
 
 - **speed**: the detector sees the image scaled so its longer side is ``det_limit`` pixels
-  (rapidocr's default scales the *shorter* side up to 736, four to six times the work on a
-  photo); recognition runs on crops of the full-resolution image, so small text is still
-  read from all the pixels there are;
+  (rapidocr's default scales the *shorter* side up to 736); recognition runs on crops of the
+  full-resolution image, so small text is still read from all the pixels there are;
 - **orientation**: a label photographed sideways (90 or 270 degrees) gives the detector tall,
   narrow boxes. When those outweigh the wide ones, the image is turned a quarter and
   detected again, and the lines are read in the turned frame; the line classifier then turns
@@ -27,7 +26,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
@@ -36,16 +35,14 @@ from multimodal_rag._validation import check_int
 from multimodal_rag.errors import InvalidInputError, ModelLoadError
 from multimodal_rag.ocr import Quad, ReadText, TextLine
 from multimodal_rag.ocr._drop_rule import keep_lines
+from multimodal_rag.types import OCREngine
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["OCREngine", "RapidOCRReader"]
+__all__ = ["RapidOCRReader"]
 
 logger = logging.getLogger(__name__)
-
-#: The inference engines the reader runs the models on.
-OCREngine = Literal["onnxruntime", "openvino"]
 
 #: The model files in rapidocr's wheel (PP-OCRv6 small detector and recogniser, PP-OCR
 #: mobile line classifier). Named explicitly so that rapidocr never looks for a download.
@@ -72,12 +69,13 @@ class RapidOCRReader:
     ``read``; one reader may be shared by threads (reads take turns).
 
     Args:
-        engine: ``"openvino"`` (default: four to five times faster than ONNX Runtime on the
-            CPUs measured, see docs/ocr.md; needs the ``openvino`` package, which the
-            ``ocr`` extra installs) or ``"onnxruntime"``.
+        engine: ``"openvino"`` (default: about five times faster than ONNX Runtime per
+            label photo in docs/ocr.md's measurements; the ``ocr`` extra installs both) or
+            ``"onnxruntime"``.
         det_limit: The detector's input size: the image is scaled so that its longer side is
             this many pixels (never scaled up). 480 reads labels that fill a fair part of the
-            photo; raise it for small text in large scenes, at about quadratic cost.
+            photo; raise it for small text in large scenes (the detector's work grows with
+            its input's area).
         rec_batch_size: Text lines recognised per model call.
         min_confidence: Lines read with a lower confidence are dropped (0 to 1).
         threads: CPU threads per model call; None lets the engine choose (all cores).
