@@ -107,6 +107,26 @@ def test_lines_come_in_reading_order_even_upside_down(reader: RapidOCRReader, de
     assert [texts.index(compact(line)) for line in LINES] == [0, 1, 2]
 
 
+def test_small_lines_beside_a_larger_one_are_found_by_zooming_in() -> None:
+    # At 480 px the detector finds the brand (50 px in a 1000-px photo) but not the 30-px
+    # lines under it; detecting again around the brand finds them.
+    photo = Image.new("RGB", (1000, 750), (200, 196, 210))
+    draw = ImageDraw.Draw(photo)
+    draw.rounded_rectangle((120, 100, 880, 680), radius=20, fill=(45, 85, 160))
+    draw.rounded_rectangle((350, 240, 650, 440), radius=8, fill=(244, 241, 232))
+    for text, size, y in (("BELLUM", 50, 290), ("KV-4935", 30, 350), ("2500 mAh Li-ion", 26, 400)):
+        draw.text(
+            (500, y), text, font=ImageFont.load_default(size=size), fill=(20, 20, 24), anchor="mm"
+        )
+    (without,) = RapidOCRReader(zoom=False).read([photo])
+    (zoomed,) = RapidOCRReader().read([photo])
+    assert without.text == "BELLUM"
+    assert [compact(line.text) for line in zoomed.lines] == ["BELLUM", "KV-4935", "2500mAhLi-ion"]
+    # Boxes found in the zoomed part are in the whole photo's pixels.
+    cx, cy = _centre(zoomed.lines[1])
+    assert abs(cx - 500) < 12 and abs(cy - 350) < 12
+
+
 def _centre(line: TextLine) -> tuple[float, float]:
     xs, ys = zip(*line.box, strict=True)
     return sum(xs) / 4, sum(ys) / 4

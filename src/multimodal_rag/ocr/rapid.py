@@ -57,6 +57,13 @@ _TALL = 1.5
 #: How far the detector grows the text it finds into a box (rapidocr's default is 1.6):
 #: at 1.6 the first letter of a line tilted 15 degrees in a sideways photo was cut off.
 _UNCLIP_RATIO = 1.8
+#: Detecting again around the text found is tried when fewer lines than this were found
+#: (a label read as one or two lines has likely lost its smaller ones), and pays when the
+#: detector then sees the region this many times larger; the region reaches this many
+#: heights of the tallest line past the text found.
+_ZOOM_BELOW = 3
+_ZOOM = 1.3
+_ZOOM_MARGIN = 2.0
 #: Images are scaled so that their longer side is at most this before crops are cut:
 #: recognition sees 48-pixel-high lines, and the detector a few hundred pixels.
 _MAX_SIDE = 2048
@@ -80,6 +87,9 @@ class RapidOCRReader:
         min_confidence: Lines read with a lower confidence are dropped (0 to 1).
         threads: CPU threads per model call; None lets the engine choose (all cores).
         rotate: Detect sideways images (quarter turns) and read them turned upright.
+        zoom: When only one or two lines were found, in a small part of the photo, detect
+            again in that part at a larger scale, for smaller lines near them (the rest of a
+            label whose brand alone was large enough to be found).
 
     Raises:
         InvalidInputError: A setting is out of range or not one of the choices.
@@ -94,6 +104,7 @@ class RapidOCRReader:
         min_confidence: float = 0.5,
         threads: int | None = None,
         rotate: bool = True,
+        zoom: bool = True,
     ) -> None:
         if engine not in get_args(OCREngine):
             raise InvalidInputError(f"engine must be one of {get_args(OCREngine)}, not {engine!r}")
@@ -107,6 +118,7 @@ class RapidOCRReader:
         self.min_confidence = min_confidence
         self.threads = threads
         self.rotate = bool(rotate)
+        self.zoom = bool(zoom)
         self._stages: _Stages | None = None
         self._lock = threading.Lock()
 
@@ -119,6 +131,7 @@ class RapidOCRReader:
             "min_confidence": self.min_confidence,
             "threads": self.threads,
             "rotate": self.rotate,
+            "zoom": self.zoom,
         }
 
     def __repr__(self) -> str:
@@ -170,6 +183,8 @@ class RapidOCRReader:
                 pixels, boxes, turned = upright, turned_boxes, True
         if not len(boxes):
             return ReadText()
+        if self.zoom and len(boxes) < _ZOOM_BELOW:
+            boxes = _zoomed(stages, pixels, boxes, self.det_limit)
         boxes = boxes[_reading_order(boxes)]
         crops = [_crop(pixels, box) for box in boxes]
         crops, flipped = stages.classify(crops)
@@ -310,6 +325,30 @@ def _mostly_tall(boxes: np.ndarray) -> bool:
     heights = np.linalg.norm(boxes[:, 3] - boxes[:, 0], axis=1)
     tall = heights >= _TALL * widths
     return float(heights[tall].sum()) > float(widths[~tall].sum())
+
+
+def _zoomed(stages: _Stages, pixels: np.ndarray, boxes: np.ndarray, det_limit: int) -> np.ndarray:
+    """``boxes``, or those found by detecting again in the part of ``pixels`` around them
+    when that part is small enough to be seen at least _ZOOM times larger, and more is found.
+
+    The part is the boxes' bounding rectangle grown by _ZOOM_MARGIN times the tallest line's
+    height on every side, where the smaller lines of a label usually are."""
+    height, width = pixels.shape[:2]
+    tallest = float(np.linalg.norm(boxes[:, 3] - boxes[:, 0], axis=1).max())
+    margin = _ZOOM_MARGIN * tallest
+    x0, y0 = (int(max(0.0, v - margin)) for v in boxes.reshape(-1, 2).min(axis=0))
+    x1, y1 = (
+        int(min(limit, v + margin))
+        for v, limit in zip(boxes.reshape(-1, 2).max(axis=0), (width, height))
+    )
+    scale_now = min(1.0, det_limit / max(height, width))
+    scale_there = min(1.0, det_limit / max(y1 - y0, x1 - x0, 1))
+    if scale_there < _ZOOM * scale_now:
+        return boxes
+    found = stages.detect(np.ascontiguousarray(pixels[y0:y1, x0:x1]))
+    if len(found) <= len(boxes):
+        return boxes
+    return found + np.array([x0, y0], np.float32)
 
 
 def _reading_order(boxes: np.ndarray) -> np.ndarray:
