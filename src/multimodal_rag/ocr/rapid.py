@@ -13,6 +13,9 @@ drives the three stages itself rather than through ``RapidOCR.__call__``, for th
   each upside-down line the right way up, and when most lines were upside down the reading
   order is reversed (an image at 180 or 270 degrees). An image without tall boxes costs one
   detection;
+- **small lines**: when only one or two lines were found, in a small part of the photo,
+  that part is detected again at a larger scale (the smaller lines of a label whose brand
+  alone was found at ``det_limit``);
 - **the drop rule** (`multimodal_rag.ocr._drop_rule`): low-confidence lines and lines in
   a script foreign to the image are dropped and counted in ``ReadText.dropped``.
 
