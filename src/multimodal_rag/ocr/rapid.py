@@ -79,7 +79,7 @@ class RapidOCRReader:
     ``read``; one reader may be shared by threads (reads take turns).
 
     Args:
-        engine: ``"openvino"`` (default: about five times faster than ONNX Runtime per
+        engine: ``"openvino"`` (default: about a quarter of ONNX Runtime's CPU time per
             label photo in docs/ocr.md's measurements; the ``ocr`` extra installs both) or
             ``"onnxruntime"``.
         det_limit: The detector's input size: the image is scaled so that its longer side is
