@@ -51,8 +51,6 @@ DescriptionStoreKind = Literal["jsonl", "postgres", "sqlite"]
 AnswererKind = Literal["extractive", "openai"]
 #: Built-in reranker kinds; any other reranker is passed as an instance.
 RerankerKind = Literal["vision-llm"]
-#: What a RapidOCRReader runs its text models on.
-OCREngine = Literal["onnxruntime", "openvino"]
 #: The shapes of adapter a knowledge base fits: a low-rank residual, or a full matrix.
 AdapterKind = Literal["low-rank", "linear"]
 
@@ -69,7 +67,6 @@ __all__ = [
     "Hit",
     "ImageInput",
     "Neighbor",
-    "OCREngine",
     "Precision",
     "ReadTextResult",
     "Record",

@@ -54,7 +54,7 @@ from multimodal_rag.errors import (
     NotFoundError,
     UnknownBackendError,
 )
-from multimodal_rag.ocr import RapidOCRReader, TextLine, TextReader
+from multimodal_rag.ocr import OCREngine, RapidOCRReader, TextLine, TextReader
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import (
     DescriptionStoreKind,
@@ -62,7 +62,6 @@ from multimodal_rag.types import (
     Fusion,
     ImageInput,
     Neighbor,
-    OCREngine,
     Precision,
     SearchMode,
     Vector,

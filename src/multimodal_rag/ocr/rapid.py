@@ -34,11 +34,9 @@ from typing import TYPE_CHECKING, Any, get_args
 import numpy as np
 
 from multimodal_rag._extras import require
-from multimodal_rag._validation import check_int
 from multimodal_rag.errors import InvalidInputError, ModelLoadError
-from multimodal_rag.ocr import Quad, ReadText, TextLine
+from multimodal_rag.ocr import OCREngine, Quad, ReadText, TextLine
 from multimodal_rag.ocr._drop_rule import keep_lines
-from multimodal_rag.types import OCREngine
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -111,9 +109,9 @@ class RapidOCRReader:
     ) -> None:
         if engine not in get_args(OCREngine):
             raise InvalidInputError(f"engine must be one of {get_args(OCREngine)}, not {engine!r}")
-        det_limit = check_int("det_limit", det_limit, minimum=32)
-        rec_batch_size = check_int("rec_batch_size", rec_batch_size)
-        threads = None if threads is None else check_int("threads", threads)
+        det_limit = _int_at_least("det_limit", det_limit, 32)
+        rec_batch_size = _int_at_least("rec_batch_size", rec_batch_size, 1)
+        threads = None if threads is None else _int_at_least("threads", threads, 1)
         min_confidence = _fraction("min_confidence", min_confidence)
         self.engine: OCREngine = engine
         self.det_limit = det_limit
@@ -279,6 +277,13 @@ class _Stages:
         """Each crop's text and confidence."""
         result = self.recogniser(self._rec_input(img=crops))
         return [str(text) for text in result.txts], [float(score) for score in result.scores]
+
+
+def _int_at_least(name: str, value: object, minimum: int) -> int:
+    # Not _validation.check_int: that module imports the types, which import this package.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return value
 
 
 def _fraction(name: str, value: object) -> float:
