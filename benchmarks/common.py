@@ -455,3 +455,188 @@ def skipped(name: str, args: argparse.Namespace, reason: str) -> None:
     out = args.out or RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": name, "skipped": reason}, indent=1) + "\n")
+
+
+# -- product photos with printed labels (OCR) ---------------------------------------------
+
+#: Made-up brand syllables, product kinds, spec lines and case colours for labelled products.
+_BRAND_SYLLABLES = ("VOL", "KES", "TAR", "MEN", "ZO", "RIX", "DA", "LUM", "PRO", "NOVA", "QUIN", "TEK", "ORA", "BEL")
+_PRODUCT_KINDS = (
+    "portable power station", "cordless drill", "air purifier", "espresso machine", "bench power supply",
+    "solar charge controller", "inverter generator", "dehumidifier", "label printer", "floor heater",
+)  # fmt: skip
+_SPECS = (
+    "{a}000 Wh LiFePO4", "{a}{b}0 W {c}V DC", "{a}{b}00 mAh Li-ion", "{a}{b} L {c}00 W", "{a}.{b} kW {c}0 dB",
+    "IP6{c} {a}{b} A", "{a}{b}0 m3/h HEPA",
+)  # fmt: skip
+_CASE_COLOURS = {
+    "grey": (120, 124, 130), "black": (40, 42, 46), "orange": (215, 120, 40), "blue": (45, 85, 160),
+    "green": (60, 125, 80), "red": (170, 50, 50), "white": (225, 225, 220), "yellow": (220, 185, 50),
+}  # fmt: skip
+#: Characters an OCR engine or a typist confuses, both ways.
+OCR_CONFUSIONS = {"O": "0", "0": "O", "I": "1", "1": "I", "S": "5", "5": "S", "B": "8", "8": "B"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledProduct:
+    """One product of a group: everything but the model number is the group's."""
+
+    group: int
+    brand: str
+    kind: str
+    colour: str
+    spec: str
+    model: str  # "XG-2047"
+    layout: int  # where the label sits and how it is set (shared by the group)
+    background: str | None  # the source photo behind the product (shared by the group)
+    seed: int  # the group's seed: backdrop, sizes and positions
+
+
+def labelled_products(groups: int, *, per_group: int = 4, seed: int = 0, data: Path | None = None) -> list[LabelledProduct]:
+    """``groups`` groups of ``per_group`` products that share a background, a brand, a layout
+    and a spec line, and whose model numbers are the same digits in other orders
+    (``XG-2047``, ``XG-2074``, ``XG-2407``...). Every model number is unique, and each has a
+    character of `OCR_CONFUSIONS` (its digits include a 0, 1, 5 or 8)."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    try:
+        sources = [str(p) for p in source_images(data)]
+    except SystemExit:
+        sources = []  # no photos: plain generated backdrops
+    used: set[str] = set()
+    products = []
+    letters = "ABCDEFGHKLMNPRTVXZ"
+    for g in range(groups):
+        brand = "".join(rng.choice(_BRAND_SYLLABLES, 2, replace=False)).upper()
+        prefix = "".join(rng.choice(list(letters), 2))
+        while True:
+            digits = [str(d) for d in rng.choice(10, 4, replace=False)]
+            if set(digits) & set("0158") and digits[0] != "0":
+                break
+        orders = ["".join(p) for p in itertools.permutations(digits) if p[0] != "0"]
+        rng.shuffle(orders)
+        picked = [o for o in orders if f"{prefix}-{o}" not in used][:per_group]
+        values = {k: int(rng.integers(1, 10)) for k in "abc"}
+        spec = _SPECS[int(rng.integers(len(_SPECS)))].format(**values)
+        kind = _PRODUCT_KINDS[int(rng.integers(len(_PRODUCT_KINDS)))]
+        colour = list(_CASE_COLOURS)[int(rng.integers(len(_CASE_COLOURS)))]
+        background = sources[int(rng.integers(len(sources)))] if sources else None
+        layout = int(rng.integers(3))
+        group_seed = int(rng.integers(2**31))
+        for order in picked:
+            model = f"{prefix}-{order}"
+            used.add(model)
+            products.append(LabelledProduct(group=g, brand=brand, kind=kind, colour=colour, spec=spec, model=model,
+                                            layout=layout, background=background, seed=group_seed))  # fmt: skip
+    return products
+
+
+def product_description(product: LabelledProduct, *, with_model: bool) -> str:
+    """A catalogue description: brand, kind, colour and spec; the model number when asked."""
+    text = f"{product.brand} {product.kind}, {product.colour} case, {product.spec}."
+    return f"{text} Model {product.model}." if with_model else text
+
+
+def product_scene(product: LabelledProduct, size: tuple[int, int] = (1000, 750)) -> tuple[Any, tuple[int, int, int, int]]:
+    """The product photographed upright: its backdrop, its case and its printed label.
+    Returns the image and the label's box (left, top, right, bottom). Products of one group
+    differ only in the model number's digits."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    width, height = size
+    rng = np.random.default_rng(product.seed)
+    tint = np.array(_CASE_COLOURS[product.colour], np.float32)
+    if product.background is not None:
+        with Image.open(product.background) as source:
+            ground = source.convert("RGBA")
+        backdrop = Image.new("RGBA", ground.size, (200, 196, 188, 255))
+        backdrop.alpha_composite(ground)
+        backdrop = backdrop.convert("RGB").resize(size, Image.BICUBIC).filter(ImageFilter.GaussianBlur(2))
+        pixels = np.asarray(backdrop, np.float32) * 0.75 + rng.uniform(20, 60, 3)
+    else:
+        ramp = np.linspace(0.7, 1.1, height, dtype=np.float32)[:, None, None]
+        pixels = np.broadcast_to(rng.uniform(90, 200, 3).astype(np.float32) * ramp, (height, width, 3)).copy()
+    canvas = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    # The case: a rounded block in the group's colour; the label sits on it.
+    case = (int(width * 0.12), int(height * 0.14), int(width * 0.88), int(height * 0.9))
+    draw.rounded_rectangle(case, radius=int(width * 0.03), fill=tuple(int(v) for v in tint), outline=(20, 20, 20), width=3)
+    scale = width / 1000 * float(rng.uniform(0.9, 1.1))
+    fonts = [ImageFont.load_default(size=round(s * scale)) for s in (64, 46, 36)]
+    lines = [product.brand, product.model, product.spec]
+    sizes = [draw.textbbox((0, 0), text, font=font) for text, font in zip(lines, fonts, strict=True)]
+    text_w = max(b[2] - b[0] for b in sizes)
+    gap = round(18 * scale)
+    text_h = sum(b[3] - b[1] for b in sizes) + gap * (len(lines) - 1)
+    pad = round(30 * scale)
+    label_w, label_h = text_w + 2 * pad, text_h + 2 * pad
+    slots = {0: 0.5, 1: 0.3, 2: 0.7}  # centred, left, right
+    cx = int(width * slots[product.layout])
+    cx = min(max(cx, case[0] + label_w // 2 + 10), case[2] - label_w // 2 - 10)
+    top = int(height * float(rng.uniform(0.3, 0.4)))
+    label = (cx - label_w // 2, top, cx + label_w // 2, top + label_h)
+    paper = (244, 241, 232) if product.colour not in ("white", "yellow") else (30, 32, 36)
+    ink = (20, 20, 24) if paper[0] > 128 else (240, 240, 235)
+    draw.rounded_rectangle(label, radius=round(10 * scale), fill=paper)
+    y = top + pad
+    for text, font, box in zip(lines, fonts, sizes, strict=True):
+        x = label[0] + pad if product.layout == 1 else cx - (box[2] - box[0]) // 2
+        draw.text((x - box[0], y - box[1]), text, font=font, fill=ink)
+        y += box[3] - box[1] + gap
+    return canvas, label
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """How a query photo re-photographs a product."""
+
+    quarter: int  # quarter turns counterclockwise: 0, 1, 2, 3
+    tilt: float  # degrees, -20 to 20
+    zoom: float  # the crop's share of the scene's width
+    light: float  # brightness factor
+    blur: float  # Gaussian blur radius, pixels
+
+    @property
+    def angle(self) -> float:
+        return 90.0 * self.quarter + self.tilt
+
+
+def random_view(rng: np.random.Generator, *, quarter: int | None = None) -> View:
+    return View(
+        quarter=int(rng.integers(4)) if quarter is None else quarter,
+        tilt=round(float(rng.uniform(-20, 20)), 1),
+        zoom=round(float(rng.uniform(0.7, 0.95)), 3),
+        light=round(float(rng.uniform(0.65, 1.25)), 3),
+        blur=round(float(rng.uniform(0.3, 1.4)), 2),
+    )
+
+
+def rephotograph(scene: Any, label: tuple[int, int, int, int], view: View, rng: np.random.Generator, *, side: int = 900) -> Any:
+    """``scene`` photographed again: another crop that still holds the label, another light,
+    turned by ``view.angle``, blurred, longer side ``side``. (JPEG quality is the caller's.)"""
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    width, height = scene.size
+    crop_w, crop_h = int(width * view.zoom), int(height * view.zoom)
+    low_x, high_x = max(0, label[2] - crop_w), min(label[0], width - crop_w)
+    low_y, high_y = max(0, label[3] - crop_h), min(label[1], height - crop_h)
+    x = int(rng.integers(low_x, high_x + 1)) if high_x >= low_x else max(0, (width - crop_w) // 2)
+    y = int(rng.integers(low_y, high_y + 1)) if high_y >= low_y else max(0, (height - crop_h) // 2)
+    photo = scene.crop((x, y, x + crop_w, y + crop_h))
+    edge = tuple(int(v) for v in np.asarray(photo, np.float32)[0].mean(axis=0))
+    photo = photo.rotate(view.angle, resample=Image.BICUBIC, expand=True, fillcolor=edge)
+    photo = ImageEnhance.Brightness(photo).enhance(view.light)
+    photo = ImageEnhance.Color(photo).enhance(float(rng.uniform(0.7, 1.2)))
+    photo = photo.filter(ImageFilter.GaussianBlur(view.blur))
+    scale = side / max(photo.size)
+    photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC)
+    pixels = np.asarray(photo, np.float32) + rng.normal(0, 3.0, (photo.height, photo.width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def confused(model: str, rng: np.random.Generator) -> str:
+    """``model`` with one character swapped for the one OCR confuses it with (O/0, I/1, S/5, B/8)."""
+    places = [i for i, c in enumerate(model) if c in OCR_CONFUSIONS]
+    i = places[int(rng.integers(len(places)))]
+    return model[:i] + OCR_CONFUSIONS[model[i]] + model[i + 1 :]

@@ -171,3 +171,50 @@ def test_persian_search(tmp_path: Path) -> None:
         assert 0 < row["queries"] <= 48 and 0 <= row["top1"] <= row["r5"] <= 1
         if channel == "lexical":  # every way of typing finds what the canonical spelling finds
             assert row["within_target"], row
+
+
+def test_ocr_catalogue(tmp_path: Path) -> None:
+    first = run("ocr_catalogue", tmp_path, "--folder", str(tmp_path / "a"))
+    again = run("ocr_catalogue", tmp_path, "--folder", str(tmp_path / "b"))
+    assert first["sha256"] == again["sha256"]  # the same seed writes the same bytes
+    assert first["products"] == 16 and first["descriptions_with_model"] == 8
+    assert first["queries"] == {"photo": 4, "photo-turned": 12, "model": 16, "digits": 16, "confusion": 16}
+    folder = tmp_path / "a"
+    described = {json.loads(line)["image_path"] for line in (folder / "description.jsonl").read_text().splitlines()}
+    queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    models = {q["expected"][0]: q["query"] for q in queries if q["set"] == "model"}
+    for query in queries:
+        (expected,) = query["expected"]
+        assert expected in described and (folder / expected).is_file()
+        if "image" in query:
+            assert (folder / query["image"]).is_file()
+        elif query["set"] == "confusion":
+            model = models[expected]
+            changed = [(a, b) for a, b in zip(model, query["query"], strict=True) if a != b]
+            assert len(changed) == 1 and changed[0] in {("O", "0"), ("0", "O"), ("I", "1"), ("1", "I"),
+                                                        ("S", "5"), ("5", "S"), ("B", "8"), ("8", "B")}  # fmt: skip
+    # The library reads the queries file, resolving every expected photo to its record.
+    from multimodal_rag.evaluation.queries import read_labelled_queries
+    from multimodal_rag.types import Record
+
+    records = {f"id-{i}": Record(id=f"id-{i}", image_path=str(folder / path)) for i, path in enumerate(sorted(described))}
+    labelled = read_labelled_queries(folder / "queries.jsonl", records)
+    assert len(labelled) == len(queries)
+    assert {q.query_set for q in labelled} == {"image:photo", "image:photo-turned", "text:model", "text:digits", "text:confusion"}
+    assert all(len(q.expected) == 1 and q.expected[0] in records for q in labelled)
+    # Each group's four model numbers are the same digits in other orders.
+    by_group: dict[str, list[str]] = {}
+    for model in models.values():
+        by_group.setdefault(model.split("-")[0], []).append(model.split("-")[1])
+    assert all(len(digits) == 4 and len({"".join(sorted(d)) for d in digits}) == 1 for digits in by_group.values())
+
+
+def test_ocr_speed(tmp_path: Path) -> None:
+    report = run("ocr_speed", tmp_path)
+    if "skipped" in report:
+        pytest.skip(report["skipped"])
+    rows = {(r["engine"], r["settings"], r["kind"]): r for r in report["rows"]}
+    assert len(rows) == 16 and all(r["photos"] == 4 and r["p50_ms"] > 0 for r in rows.values())
+    for engine in ("onnxruntime", "openvino"):
+        assert rows[engine, "reader", "label"]["read_rate"] == 1.0
+        assert rows[engine, "reader", "1080p scene"]["read_rate"] is None  # nothing printed to read

@@ -22,6 +22,7 @@ from multimodal_rag import (
     OpenCLIPEmbedder,
 )
 from multimodal_rag.embedders.precision import check_engine_and_precision
+from multimodal_rag.ocr import RapidOCRReader
 from multimodal_rag.tools import migrate
 
 # -- closed sets of choices: a misspelling is an error -------------------------------------
@@ -35,6 +36,7 @@ def misspelled_choices(rag: MultimodalRAG) -> None:
     rag.search(text="a bird", mode="hybird")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     rag.search(text="a bird", mode="hybrid", fusion="rff")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     rag.fit_adapter(kind="lowrank")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    RapidOCRReader(engine="tensorrt")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
 def misspelled_kinds(embedder: CLIPEmbedder) -> None:

@@ -54,6 +54,7 @@ from multimodal_rag.errors import (
     NotFoundError,
     UnknownBackendError,
 )
+from multimodal_rag.ocr import OCREngine, RapidOCRReader, TextLine, TextReader
 from multimodal_rag.protocols import IdFilter
 from multimodal_rag.types import (
     DescriptionStoreKind,
@@ -414,3 +415,11 @@ def choices_held_in_variables(rag: MultimodalRAG, want_exact: bool) -> None:
 def id_filter(store: FaissFlatStore, vectors: Vectors) -> None:
     keep: IdFilter = lambda id_: id_.startswith("a")  # noqa: E731
     print(store.search(vectors, 3, filter=keep))
+
+
+def reading_text(photo: Image.Image) -> None:
+    engine: OCREngine = "onnxruntime"
+    reader: TextReader = RapidOCRReader(engine=engine, det_limit=640, min_confidence=0.6)
+    (read,) = reader.read([photo])
+    lines: tuple[TextLine, ...] = read.lines
+    print(read.text, read.dropped, [line.box[0] for line in lines], reader.config())

@@ -13,14 +13,36 @@ class with the same ``read`` and ``config`` methods.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from attrs import field, frozen
+
+from multimodal_rag import _lazy
 
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["ReadText", "TextLine", "TextReader"]
+    from multimodal_rag.ocr.rapid import RapidOCRReader
+
+__all__ = ["OCREngine", "RapidOCRReader", "ReadText", "TextLine", "TextReader"]
+
+# Public name -> module that defines it, imported on first use: importing this package
+# imports neither rapidocr nor its engines.
+_EXPORTS: dict[str, str] = {
+    "RapidOCRReader": "multimodal_rag.ocr.rapid",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy.attribute(__name__, name, _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return _lazy.names(__name__, _EXPORTS)
+
+
+#: What `RapidOCRReader` runs its models on.
+OCREngine = Literal["onnxruntime", "openvino"]
 
 #: A text line's quadrilateral in the image's pixels: four (x, y) corners, clockwise from top left.
 Quad = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
