@@ -262,3 +262,11 @@ def test_an_sqlite_file_from_before_identifiers_is_migrated_when_loaded(tmp_path
     assert [(id_, forms) for id_, _, forms in loaded.search_identifiers("xg2047", 5)] == [
         ("lamp", ["xg2047"])
     ]
+
+
+def test_matched_words_are_compared_as_the_index_compares_them(tmp_path: Path) -> None:
+    rag = MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder())
+    rag.add([solid(GREEN)], ids=["book"], descriptions=["کتاب آشپزی ایرانی"], progress=False)
+    # An Arabic kaf finds the Persian spelling; matched gives the word in that spelling.
+    [hit] = rag.search(text="كتاب", k=1, mode="lexical")
+    assert hit.id == "book" and hit.matched == ("کتاب",)

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
+from multimodal_rag._text_normalisation import index_text
 from multimodal_rag.descriptions.full_text import query_terms
 from multimodal_rag.descriptions.identifiers import spellings
 
@@ -21,8 +22,9 @@ _WORD = re.compile(r"\w+")
 
 
 def _folded(text: str) -> list[str]:
-    """The words of ``text``, case-folded and without accents (as the full-text indexes fold them)."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    """The words of ``text`` as the full-text indexes compare them: normalised as they are
+    (`index_text`: Persian and Arabic letter forms, digits, ZWNJ), case-folded, without accents."""
+    decomposed = unicodedata.normalize("NFKD", index_text(text).casefold())
     plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return _WORD.findall(plain)
 
@@ -30,8 +32,8 @@ def _folded(text: str) -> list[str]:
 def matched_terms(
     query: str, texts: Sequence[str | None], identifier_forms: Iterable[str] = ()
 ) -> tuple[str, ...]:
-    """The terms of ``query`` whose every word is among the words of ``texts``, as the query
-    writes them (but those that are pieces of a matched identifier), then the
+    """The terms of ``query`` whose every word is among the words of ``texts``, as `query_terms`
+    gives them (but those that are pieces of a matched identifier), then the
     ``identifier_forms`` that matched, as ``texts`` write them."""
     words: set[str] = set()
     for text in texts:
