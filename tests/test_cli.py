@@ -203,7 +203,7 @@ def test_search_by_text_ranks_the_named_colour_first(built: tuple[Path, dict]) -
     assert answer["query"] == {"image": None, "text": "blue"} and answer["k"] == 3
     hits = answer["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3]
-    assert set(hits[0]) == {"rank", "id", "score", "image_path", "description", "metadata", "similarity", "signals"}
+    assert set(hits[0]) == {"rank", "id", "score", "image_path", "description", "metadata", "similarity", "signals", "matched"}
     # A text searches the descriptions' words too (hybrid): each hit says which channel found it.
     assert "vector" in hits[0]["signals"] and hits[0]["signals"]["vector"]["score"] == pytest.approx(hits[0]["similarity"])
     assert hits[0]["description"] == "A blue card." and hits[0]["metadata"] == {"tone": "blue"}

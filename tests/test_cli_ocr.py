@@ -94,6 +94,19 @@ def test_ocr_reads_what_is_missing_and_info_counts_it(kb: Path) -> None:
     ]
     shown = ok(run_cli(*ALLOW, "search", kb, "--text", "XR-2000", "--mode", "lexical")).stdout
     assert "text in the image: XR-2000 battery / 12V 7Ah" in shown
+    assert "matched: XR-2000" in shown and hits[0]["matched"] == ["LX-40"]
+
+
+def test_search_reads_the_text_in_the_query_photo_and_says_what_matched(kb: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "query.png"
+    solid(RED).save(photo)  # the test reader reads TEXTS[RED] in it
+    hits = json.loads(ok(run_cli(*ALLOW, "search", kb, "--image", photo, "--json")).stdout)["hits"]
+    assert hits[0]["id"] == "red0000" and set(hits[0]["signals"]) == {"vector", "lexical", "identifier"}
+    assert set(hits[0]["matched"]) == {"XR-2000", "battery", "12V", "7Ah"}
+    shown = ok(run_cli(*ALLOW, "search", kb, "--image", photo)).stdout
+    assert "matched: " in shown and "fused score" in shown
+    plain = json.loads(ok(run_cli(*ALLOW, "search", kb, "--image", photo, "--no-query-ocr", "--json")).stdout)
+    assert all(set(h["signals"]) == {"vector"} and h["matched"] == [] for h in plain["hits"])
 
 
 def test_edit_text_sets_and_removes_and_repair_reads_it_again(kb: Path) -> None:

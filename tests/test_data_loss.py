@@ -134,9 +134,13 @@ def test_sqlite_salvage_reads_the_rows_on_both_sides_of_a_damaged_page(tmp_path:
     store.put([Record(id=f"r{i:05d}", description="x" * 300 + str(i)) for i in range(2000)])
     store.save(tmp_path)
     path = tmp_path / "descriptions.sqlite"
+    # The middle leaf of the records table (the file holds the full-text indexes' pages too).
+    with sqlite3.connect(path) as db:
+        leaves = [row[0] for row in db.execute("SELECT pageno FROM dbstat WHERE name = 'records' AND pagetype = 'leaf' ORDER BY pageno")]
+        page = int(db.execute("PRAGMA page_size").fetchone()[0])
+    db.close()
     data = bytearray(path.read_bytes())
-    page = 4096
-    middle = (len(data) // page // 2) * page
+    middle = (leaves[len(leaves) // 2] - 1) * page
     data[middle : middle + page] = os.urandom(page)
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptFileError):

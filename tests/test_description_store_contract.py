@@ -40,6 +40,16 @@ def _postgres() -> DescriptionStore:
     return on_server(PostgresDescriptionStore(server_uri("DATABASE_URL", "PostgreSQL")))  # type: ignore[return-value]
 
 
+def _postgres_without_trigrams() -> DescriptionStore:
+    """A PostgreSQL store on a server without pg_trgm: identifiers through the words fallback."""
+    from unittest import mock
+
+    with mock.patch("multimodal_rag.descriptions.postgres_identifiers.trigrams_available", return_value=False):
+        store = _postgres()
+    assert store._identifiers is False  # type: ignore[attr-defined]
+    return store
+
+
 #: name -> factory of an empty store. Every store here must pass every test below.
 DESCRIPTION_STORES: dict[str, Callable[[], DescriptionStore]] = {
     "jsonl": _jsonl,
@@ -47,7 +57,11 @@ DESCRIPTION_STORES: dict[str, Callable[[], DescriptionStore]] = {
     "sqlite": _sqlite,
 }
 #: What the contract runs over: every kind, and a kind again where a setting changes how it works.
-CONTRACT_STORES = {**DESCRIPTION_STORES, "sqlite-indexed": _sqlite_indexed}
+CONTRACT_STORES = {
+    **DESCRIPTION_STORES,
+    "sqlite-indexed": _sqlite_indexed,
+    "postgres-without-trigrams": _postgres_without_trigrams,
+}
 
 
 class TestDescriptionStores(DescriptionStoreContract):

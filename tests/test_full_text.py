@@ -848,7 +848,7 @@ def test_postgres_stores_opening_an_old_table_at_once_make_one_column_and_one_in
     assert ids(opened[0].search_text("copper", k=5)) == ["old"]
     with psycopg.connect(dsn) as conn:
         indexes = conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'mrag_fts_race'").fetchone()
-    assert indexes == (2,)  # the primary key's and the GIN index
+    assert indexes == (3,)  # the primary key's, the GIN index and the identifiers' index
 
 
 def test_postgres_without_the_right_to_alter_the_table_still_reads_and_writes(dsn: str) -> None:

@@ -49,7 +49,10 @@ def test_the_words_of_a_description_find_what_the_vector_alone_misses(rag: Multi
     vector = rag.search(text="XR-2000 power station", k=5, mode="vector")
     lexical = rag.search(text="XR-2000 power station", k=5, mode="lexical")
     hybrid = rag.search(text="XR-2000 power station", k=5, mode="hybrid")
-    assert lexical[0].id == "generator" and lexical[0].similarity is None and set(lexical[0].signals) == {"lexical"}
+    # The words, and the model number by its identifier index as well.
+    assert lexical[0].id == "generator" and lexical[0].similarity is None
+    assert set(lexical[0].signals) == {"lexical", "identifier"}
+    assert lexical[0].matched == ("power", "station", "XR-2000")
     assert len(lexical) == 1  # only the description with those words
     assert hybrid[0].id == "generator" and len(hybrid) == 5
     assert [h.id for h in vector] != [h.id for h in hybrid] or vector[0].id == "generator"

@@ -98,6 +98,7 @@ def test_search_passes_text_filter_and_mode(client: TestClient) -> None:
     assert hits[0]["description"] == "A blue square." and set(hits[0]["signals"]) == {"vector"}
     lexical = client.post("/v1/search", data={"text": "green", "mode": "lexical"}).json()["hits"]
     assert [hit["description"] for hit in lexical] == ["A green square."] and set(lexical[0]["signals"]) == {"lexical"}
+    assert lexical[0]["matched"] == ["green"] and hits[0]["matched"] == []  # why the words found it
     shades = {"$in": ["green", "cyan"]}
     filtered = client.post(
         "/v1/search", files=image_part("red"), data={"k": "8", "filter": json.dumps({"shade": shades})}

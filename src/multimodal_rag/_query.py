@@ -5,6 +5,12 @@ answer built on its matches.
 answers (``embed_query``, ``search``, ``asearch``, ``search_by_vector``, ``ask``, ``aask``; documented
 on the facade); the functions of `multimodal_rag._retrieval` turn the caller's terms into a query
 vector and a filter, and neighbours into hits.
+
+**The text in a query photo.** On a knowledge base that reads text (a reader is on), the text of
+a query image is read too (`query_ocr` None), unless the search is ``mode="vector"``: its words
+join the caller's text as the lexical query, so an image alone becomes a hybrid search when its
+photo holds text, and the answerer is given what was read (`IMAGE_TEXT`). ``query_ocr=False``
+never reads; ``True`` reads on any knowledge base with a reader, and fails without one.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from multimodal_rag._facade.reading import TextReading
 from multimodal_rag._facade.records import Records
 from multimodal_rag._facade.state import KnowledgeBaseState
 from multimodal_rag._locks import reading
@@ -24,6 +31,7 @@ from multimodal_rag._retrieval import (
     choose_mode,
     exact_among,
     filter_ids,
+    identifier_channel,
     make_hits,
     native_filter,
     query_vector,
@@ -34,6 +42,7 @@ from multimodal_rag.types import Fusion, Hit, ImageInput, Record, SearchMode
 
 if TYPE_CHECKING:
     from multimodal_rag._streaming import AnswerStream, AsyncAnswerStream
+    from multimodal_rag.ocr import ReadText
     from multimodal_rag.types import Answer, Vector
 
 __all__ = ["Filter", "Querying"]
@@ -43,10 +52,11 @@ class Querying:
     """Searches the knowledge base ``state`` holds and answers from it, reading hits'
     records through ``records``."""
 
-    def __init__(self, state: KnowledgeBaseState, records: Records) -> None:
+    def __init__(self, state: KnowledgeBaseState, records: Records, reading: TextReading) -> None:
         self._state = state
         self._lock = state.lock
         self._records = records
+        self._reading = reading
 
     def embed_query(self, image: ImageInput | None, text: str | None, *, text_weight: float) -> Vector:
         return query_vector(self._state.embedder, image, text, text_weight=text_weight, adapter=self._state.adapter)
@@ -62,11 +72,35 @@ class Querying:
         mode: SearchMode | None,
         fusion: Fusion,
         rerank: Reranker | None,
+        query_ocr: bool | None = None,
     ) -> list[Hit]:
+        return self._search(
+            image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank,
+            query_ocr=query_ocr,
+        )[0]
+
+    def _search(
+        self,
+        image: ImageInput | None,
+        text: str | None,
+        *,
+        k: int,
+        filter: Filter | None,
+        text_weight: float,
+        mode: SearchMode | None,
+        fusion: Fusion,
+        rerank: Reranker | None,
+        query_ocr: bool | None,
+    ) -> tuple[list[Hit], ReadText | None]:
+        """The hits, and the text read in the query image (None when it was not read)."""
         from multimodal_rag._validation import check_int
 
         k = check_int("k", k)
-        chosen = choose_mode(mode, image, text, self._state.description_store)
+        if text is not None and not isinstance(text, str):
+            raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
+        read = self._read_query_image(image, mode, query_ocr)
+        words = " ".join(part for part in (text, read.text if read is not None else None) if part and part.strip())
+        chosen = choose_mode(mode, image, words or text, self._state.description_store)
         if filter is not None and not callable(filter):
             from multimodal_rag.filters import MetadataFilter, parse_filter
 
@@ -82,11 +116,39 @@ class Querying:
             assert vector is not None
             hits = self.search_by_vector(vector, k=depth, filter=filter)
         else:
-            assert text is not None
-            hits = self._search_text(text, vector, depth=depth, filter=filter, fusion=fusion)
+            hits = self._search_text(words or text or "", vector, depth=depth, filter=filter, fusion=fusion)
         if rerank is not None:
             hits = rerank.rerank(hits, text=text, image=image)
-        return hits[:k]
+        return hits[:k], read
+
+    def _read_query_image(self, image: ImageInput | None, mode: SearchMode | None, query_ocr: bool | None) -> ReadText | None:
+        """The text read in the query image, when it is to be read (see the module's text)."""
+        if query_ocr is not None and not isinstance(query_ocr, bool):
+            raise InvalidInputError(f"query_ocr must be True, False or None, got {type(query_ocr).__name__}")
+        if image is None or query_ocr is False or (query_ocr is None and mode == "vector"):
+            return None
+        store = self._state.description_store
+        if query_ocr is None and (self._state.ocr_entry is None or not getattr(store, "full_text", False)):
+            return None
+        if not getattr(store, "full_text", False):
+            raise InvalidInputError(
+                f"query_ocr=True searches the text read in the photo, but the description store "
+                f"{type(store).__name__} has no full-text index"
+            )
+        from multimodal_rag._ingest.text_reading import read_images
+        from multimodal_rag.errors import MissingDependencyError
+
+        try:
+            reader = self._reading.reader()  # without a reader on, the error says how to turn one on
+        except MissingDependencyError:
+            if query_ocr:
+                raise
+            return None  # a knowledge base with read text is searched without the extra
+        results, _ = read_images(reader, [("the query image", image)])
+        read = results[0]
+        # A photo whose text cannot be read is searched by its picture alone (an unreadable
+        # image fails in the embedder with its own error).
+        return read if read is not None and read.text.strip() else None
 
     async def asearch(
         self,
@@ -99,12 +161,14 @@ class Querying:
         mode: SearchMode | None,
         fusion: Fusion,
         rerank: Reranker | None,
+        query_ocr: bool | None = None,
     ) -> list[Hit]:
         import asyncio
 
         # Embedding the query, waiting for the lock and searching are CPU work and waits.
         return await asyncio.to_thread(
-            self.search, image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank
+            self.search, image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank,
+            query_ocr=query_ocr,
         )
 
     @reading
@@ -113,23 +177,30 @@ class Querying:
         import numpy as np
 
         from multimodal_rag._fusion import fuse
+        from multimodal_rag._matching import matched_terms
         from multimodal_rag._validation import check_queries
         from multimodal_rag.types import Signal
 
         store = self._state.description_store
         fetch = max(depth, CHANNEL_DEPTH)
-        allowed, predicate = filter_ids(store, filter)  # once, for both channels
+        allowed, predicate = filter_ids(store, filter)  # once, for every channel
         lexical = store.search_text(text, fetch if predicate is None else 4 * fetch, ids=allowed)
         if predicate is not None:
             lexical = [(id_, score) for id_, score in lexical if predicate(id_)][:fetch]
-        if vector is None:
-            fused = [(id_, score, {"lexical": Signal(rank=rank, score=score)}) for rank, (id_, score) in enumerate(lexical, 1)]
-        else:
+        identifiers = identifier_channel(store, text, fetch, allowed, predicate)
+        channels: dict[str, list[tuple[str, float]]] = {}
+        if vector is not None:
             queries = check_queries(vector, self._state.vector_store.dim, fetch)
             vector_hits = self._native_hits(queries, fetch, filter)
             if vector_hits is None:
                 vector_hits = self._vector_hits(queries, fetch, allowed, predicate)
-            channels = {"vector": [(hit.id, hit.score) for hit in vector_hits], "lexical": lexical}
+            channels["vector"] = [(hit.id, hit.score) for hit in vector_hits]
+        channels["lexical"] = lexical
+        if identifiers:
+            channels["identifier"] = [(id_, score) for id_, score, _ in identifiers]
+        if len(channels) == 1:
+            fused = [(id_, score, {"lexical": Signal(rank=rank, score=score)}) for rank, (id_, score) in enumerate(lexical, 1)]
+        else:
             fused = fuse(channels, method=fusion)
         fused = [entry for entry in fused if entry[0] in self._state.vector_store][:depth]
         records = self._records.get_many([id_ for id_, _, _ in fused])
@@ -140,9 +211,11 @@ class Querying:
             ids = [id_ for id_, _, _ in fused]
             stored = np.asarray(self._state.vector_store.get_vectors(ids), dtype=np.float32)
             similarities = dict(zip(ids, (stored @ np.asarray(vector, dtype=np.float32)).tolist()))
+        forms = {id_: matched for id_, _, matched in identifiers}
         hits = []
         for id_, score, signals in fused:
             record = records.get(id_) or Record(id=id_)
+            read = record.ocr.text if record.ocr is not None else None
             hits.append(
                 Hit(
                     id=id_,
@@ -153,6 +226,7 @@ class Querying:
                     similarity=similarities.get(id_),
                     signals=signals,
                     ocr=record.ocr,
+                    matched=matched_terms(text, [record.description, read], forms.get(id_, ())),
                 )
             )
         return hits
@@ -209,8 +283,11 @@ class Querying:
         rerank: Reranker | None,
         stream: bool,
         metadata: Mapping[str, Any] | None,
+        query_ocr: bool | None = None,
     ) -> Answer | AnswerStream:
-        answerer, matches = self._answerer_and_matches(question, image, text, k, filter, text_weight, mode, rerank)
+        answerer, matches, metadata = self._answerer_and_matches(
+            question, image, text, k, filter, text_weight, mode, rerank, query_ocr, metadata
+        )
         if not stream:
             return answerer.answer(question, image=image, matches=matches, metadata=metadata)
         if callable(getattr(answerer, "stream", None)):
@@ -232,12 +309,13 @@ class Querying:
         rerank: Reranker | None,
         stream: bool,
         metadata: Mapping[str, Any] | None,
+        query_ocr: bool | None = None,
     ) -> Answer | AsyncAnswerStream:
         # The search runs in a worker thread, and the answerer is awaited.
         import asyncio
 
-        answerer, matches = await asyncio.to_thread(
-            self._answerer_and_matches, question, image, text, k, filter, text_weight, mode, rerank
+        answerer, matches, metadata = await asyncio.to_thread(
+            self._answerer_and_matches, question, image, text, k, filter, text_weight, mode, rerank, query_ocr, metadata
         )
         aanswer = getattr(answerer, "aanswer", None)
         if stream and callable(getattr(answerer, "astream", None)):
@@ -262,7 +340,11 @@ class Querying:
         text_weight: float,
         mode: SearchMode | None,
         rerank: Reranker | None,
-    ) -> tuple[Answerer, list[Hit]]:
+        query_ocr: bool | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[Answerer, list[Hit], Mapping[str, Any] | None]:
+        """The answerer, the matches, and the metadata it is given: the caller's, with the text
+        read in the user's photo under `IMAGE_TEXT` when it was read."""
         from multimodal_rag._validation import check_question
 
         check_question(question)
@@ -271,6 +353,12 @@ class Querying:
             raise InvalidInputError("this knowledge base has no answerer; set rag.answerer or pass answerer=")
         if image is None and text is None:
             text = question  # a question with no picture is its own search
-        return answerer, self.search(
-            image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion="rrf", rerank=rerank
+        matches, read = self._search(
+            image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion="rrf", rerank=rerank,
+            query_ocr=query_ocr,
         )
+        if read is not None:
+            from multimodal_rag.answerers.matches import IMAGE_TEXT
+
+            metadata = {**(metadata or {}), IMAGE_TEXT: read.text}
+        return answerer, matches, metadata

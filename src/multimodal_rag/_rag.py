@@ -113,10 +113,10 @@ class MultimodalRAG:
             directory=KnowledgeBaseDirectory(Path(path)) if path is not None else None,
         )
         self._records = Records(state)
-        self._querying = Querying(state, self._records)
+        self._reading = TextReading(state, self._records)
+        self._querying = Querying(state, self._records, self._reading)
         self._ingesting = Ingesting(state)
         self._describing = Describing(state, self._records)
-        self._reading = TextReading(state, self._records)
         self._persistence = Persistence(state)
         self._adapting = Adapting(state, self._persistence)
 
@@ -514,6 +514,7 @@ class MultimodalRAG:
         mode: SearchMode | None = None,
         fusion: Fusion = "rrf",
         rerank: Reranker | None = None,
+        query_ocr: bool | None = None,
     ) -> list[Hit]:
         """Find the knowledge-base images that best match an image, a text, or both.
 
@@ -532,6 +533,8 @@ class MultimodalRAG:
             fusion: Hybrid mode's fusion: ``"rrf"`` (reciprocal rank) or ``"weighted"`` (scores).
             rerank: A [`Reranker`][multimodal_rag.protocols.Reranker] that reorders the best
                 candidates before the first ``k`` are returned.
+            query_ocr: Read the text in ``image`` and search its words too (default: when the
+                knowledge base reads text and the mode is not ``"vector"``; ``docs/search.md``).
 
         Returns:
             Hits, best first, with their score, cosine ``similarity`` where computed, the
@@ -541,7 +544,7 @@ class MultimodalRAG:
             InvalidInputError: No image and no text, a lexical search without a text or a
                 full-text index, an unknown mode or fusion, or a bad filter.
         """
-        return self._querying.search(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank)
+        return self._querying.search(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank, query_ocr=query_ocr)
 
     async def asearch(
         self,
@@ -554,9 +557,10 @@ class MultimodalRAG:
         mode: SearchMode | None = None,
         fusion: Fusion = "rrf",
         rerank: Reranker | None = None,
+        query_ocr: bool | None = None,
     ) -> list[Hit]:
         """Like [`search`][multimodal_rag._rag.MultimodalRAG.search], for asyncio code (the work runs in a worker thread)."""
-        return await self._querying.asearch(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank)
+        return await self._querying.asearch(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank, query_ocr=query_ocr)
 
     def search_by_vector(self, vector: Vector, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
         """Like [`search`][multimodal_rag._rag.MultimodalRAG.search], for a vector in the index's space
@@ -565,11 +569,11 @@ class MultimodalRAG:
 
     # Each overload: ``stream`` decides what comes back (the arguments are those of the last).
     @overload
-    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ...) -> Answer: ...
+    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer: ...
     @overload
-    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ...) -> AnswerStream: ...
+    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> AnswerStream: ...
     @overload
-    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ...) -> Answer | AnswerStream: ...
+    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer | AnswerStream: ...
     def ask(
         self,
         question: str,
@@ -583,6 +587,7 @@ class MultimodalRAG:
         rerank: Reranker | None = None,
         stream: bool = False,
         metadata: Mapping[str, Any] | None = None,
+        query_ocr: bool | None = None,
     ) -> Answer | AnswerStream:
         """Answer a question about an image (or the knowledge base) from the best matches.
 
@@ -597,7 +602,8 @@ class MultimodalRAG:
             k: How many matches the answer may draw on.
             filter, text_weight, mode, rerank: As in [`search`][multimodal_rag._rag.MultimodalRAG.search].
             stream: Return an [`AnswerStream`][multimodal_rag._streaming.AnswerStream] of text chunks.
-            metadata: Passed to the answerer.
+            metadata: Passed to the answerer, with the text read in ``image`` under ``"image_text"``.
+            query_ocr: As in [`search`][multimodal_rag._rag.MultimodalRAG.search].
 
         Returns:
             The answer with its sources; with ``stream=True``, an iterator of text chunks whose
@@ -608,14 +614,14 @@ class MultimodalRAG:
             ImageError: The image cannot be read.
             AnswererError: The answerer failed (a subclass says how).
         """
-        return self._querying.ask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata)
+        return self._querying.ask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata, query_ocr=query_ocr)
 
     @overload
-    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ...) -> Answer: ...
+    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer: ...
     @overload
-    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ...) -> AsyncAnswerStream: ...
+    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> AsyncAnswerStream: ...
     @overload
-    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ...) -> Answer | AsyncAnswerStream: ...
+    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer | AsyncAnswerStream: ...
     async def aask(
         self,
         question: str,
@@ -629,10 +635,11 @@ class MultimodalRAG:
         rerank: Reranker | None = None,
         stream: bool = False,
         metadata: Mapping[str, Any] | None = None,
+        query_ocr: bool | None = None,
     ) -> Answer | AsyncAnswerStream:
         """Like [`ask`][multimodal_rag._rag.MultimodalRAG.ask], for asyncio code (the search runs in a worker
         thread; ``stream=True`` gives an [`AsyncAnswerStream`][multimodal_rag._streaming.AsyncAnswerStream])."""
-        return await self._querying.aask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata)
+        return await self._querying.aask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata, query_ocr=query_ocr)
 
     def evaluate(
         self,

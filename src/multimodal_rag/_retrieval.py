@@ -30,6 +30,7 @@ __all__ = [
     "exact_among",
     "filter_ids",
     "id_filter",
+    "identifier_channel",
     "make_hits",
     "matching_set",
     "native_filter",
@@ -178,6 +179,20 @@ def filter_ids(store: DescriptionStore, filter: Filter | None) -> tuple[set[str]
     if callable(filter):
         return None, filter
     return matching_set(store, filter), None
+
+
+def identifier_channel(
+    store: DescriptionStore, text: str, fetch: int, allowed: set[str] | None, predicate: IdFilter | None
+) -> list[tuple[str, float, list[str]]]:
+    """The identifier channel of a lexical or hybrid search: the records holding the text's
+    identifiers (``(id, score, forms matched)``), or nothing when the store keeps no identifier index
+    or the text has no identifier."""
+    if not getattr(store, "identifier_search", False):
+        return []
+    found = store.search_identifiers(text, fetch if predicate is None else 4 * fetch, ids=allowed)
+    if predicate is not None:
+        found = [entry for entry in found if predicate(entry[0])][:fetch]
+    return found
 
 
 def exact_among(store: VectorStore, query: Any, allowed: set[str], k: int) -> list[Neighbor]:

@@ -325,10 +325,14 @@ class DescriptionStore(Protocol):
         kind: Short name the backend registry knows this store by.
         full_text: Whether the store keeps a full-text index of its descriptions, so
             that [`search_text`][multimodal_rag.protocols.DescriptionStore.search_text] works. False unless a store says otherwise.
+        identifier_search: Whether the store indexes the identifiers (model numbers) of its
+            descriptions and read text, so that
+            [`search_identifiers`][multimodal_rag.protocols.DescriptionStore.search_identifiers] works.
     """
 
     kind: ClassVar[str]
     full_text: ClassVar[bool] = False
+    identifier_search: ClassVar[bool] = False
 
     @abstractmethod
     def get(self, id: str) -> Record:
@@ -429,6 +433,31 @@ class DescriptionStore(Protocol):
                 ``k`` is not a positive integer.
         """
         raise InvalidInputError("this description store has no full-text index")
+
+    def search_identifiers(
+        self, query: str, k: int, *, ids: Collection[str] | None = None
+    ) -> list[tuple[str, float, list[str]]]:
+        """Find the records holding the identifiers of ``query`` in their description or read text.
+
+        An identifier is a word with a digit ("XG-2047"); it matches in other spellings
+        ("XG2047", "xg 2047"), in part ("2047") and, at a lower score, in the spellings a
+        reader of printed text confuses ("XG-2O47"): see
+        `multimodal_rag.descriptions.identifiers`. Called only when `identifier_search` is true.
+
+        Args:
+            query: The user's text; one without identifiers finds nothing.
+            k: The most results wanted.
+            ids: Search only these records.
+
+        Returns:
+            Up to ``k`` ``(id, score, forms)``, best first (ties by id), where ``forms`` are
+            the record's identifiers that matched, normalised (``"xg2047"``).
+
+        Raises:
+            InvalidInputError: The store has no identifier index (the default), or ``k`` is
+                not a positive integer.
+        """
+        raise InvalidInputError("this description store has no identifier index")
 
 
 @runtime_checkable

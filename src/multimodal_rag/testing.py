@@ -404,6 +404,15 @@ OCR_RECORDS = [
     Record(id="persian", description=None, ocr=_read("باتری ۱۲ ولت")),
 ]
 
+#: Records holding the identifier "XG-2047" in their description or read text, one holding it
+#: misread ("XG-2O47", a letter O) and one holding another number.
+IDENTIFIER_RECORDS = [
+    Record(id="in-words", description="Desk lamp, model XG-2047, brass"),
+    Record(id="in-photo", description="a lamp", ocr=_read("XG-2047", "220V")),
+    Record(id="misread", description="a lamp", ocr=_read("XG-2O47")),
+    Record(id="other", description="Charger QT-5512"),
+]
+
 RECORDS = [
     Record(id="a", image_path="/img/a.png", description="A red battery generator.", metadata={"price": 3}),
     Record(id="b", image_path=None, description=None),
@@ -620,6 +629,50 @@ class DescriptionStoreContract:
         assert [id_ for id_, _ in store.search_text("XR-2000", 5)] == ["label"]
         store.delete(["label"])
         assert store.search_text("XR-2000", 5) == []
+
+    @pytest.mark.parametrize("query", ["XG-2047", "XG2047", "xg 2047", "2047", "xg-2047", "۲۰۴۷"])
+    def test_identifiers_match_in_other_spellings_and_in_part(
+        self, make_store: Callable[[], DescriptionStore], query: str
+    ) -> None:
+        store = make_store()
+        if not store.identifier_search:
+            pytest.skip("this store has no identifier index")
+        store.put([*RECORDS, *IDENTIFIER_RECORDS])
+        found = store.search_identifiers(query, 10)
+        # In the description and in the read text alike; an unrelated number is not found.
+        assert {id_ for id_, _, _ in found} >= {"in-words", "in-photo"}
+        assert "other" not in {id_ for id_, _, _ in found}
+        assert all(score > 0 and forms for _, score, forms in found)
+        assert [id_ for id_, _, _ in found] == [id_ for id_, _, _ in sorted(found, key=lambda e: (-e[1], e[0]))]
+        assert store.search_identifiers(query, 10, ids=["in-photo"])[0][0] == "in-photo"
+        assert store.search_identifiers(query, 10, ids=[]) == []
+
+    def test_identifier_confusions_rank_below_exact_matches(self, make_store: Callable[[], DescriptionStore]) -> None:
+        store = make_store()
+        if not store.identifier_search:
+            pytest.skip("this store has no identifier index")
+        store.put([*RECORDS, *IDENTIFIER_RECORDS])
+        exact = {id_: score for id_, score, _ in store.search_identifiers("XG-2047", 10)}
+        # "misread" holds "XG-2O47" (a letter O): found, below the records that hold "XG-2047".
+        assert exact["misread"] < min(exact["in-words"], exact["in-photo"])
+        typed = store.search_identifiers("XG-2O47", 10)  # the query misread instead
+        assert typed[0][0] == "misread"
+        assert {id_ for id_, _, _ in typed} >= {"in-words", "in-photo"}
+        assert store.search_identifiers("a red lamp", 10) == []  # no identifier: nothing
+
+    def test_identifier_index_follows_changes_and_reloads(
+        self, make_store: Callable[[], DescriptionStore], tmp_path: Path
+    ) -> None:
+        store = make_store()
+        if not store.identifier_search:
+            pytest.skip("this store has no identifier index")
+        store.put(IDENTIFIER_RECORDS)
+        store.put([Record(id="in-words", description="renamed to ZT-9")])
+        store.delete(["in-photo"])
+        assert {id_ for id_, _, _ in store.search_identifiers("XG-2047", 10)} == {"misread"}
+        assert [id_ for id_, _, _ in store.search_identifiers("ZT9", 10)] == ["in-words"]
+        loaded = _reload(store, tmp_path / "s")
+        assert [id_ for id_, _, _ in loaded.search_identifiers("ZT9", 10)] == ["in-words"]
 
     @pytest.mark.parametrize(
         "bad",

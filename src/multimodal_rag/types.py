@@ -184,11 +184,16 @@ class Signal:
     Attributes:
         rank: 1-based rank in that channel's results.
         score: That channel's score: cosine similarity for ``"vector"``, BM25 relevance for
-            ``"lexical"``.
+            ``"lexical"``, the identifier score for ``"identifier"`` (1 for each query
+            identifier found as written, less in part or in a look-alike spelling).
     """
 
     rank: int
     score: float
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 def _signals(value: Mapping[str, Signal] | None) -> dict[str, Signal]:
@@ -203,15 +208,20 @@ class Hit:
         id: The image's id.
         score: What the results are ordered by: the cosine similarity to the query in
             ``"vector"`` mode, BM25 relevance in ``"lexical"`` mode, the fused score in
-            ``"hybrid"`` mode (higher is better in every mode).
+            ``"hybrid"`` mode and in ``"lexical"`` mode for a query with an identifier (whose
+            identifier channel is fused with the words'); higher is better in every mode.
         image_path: Path of the matched image, if known.
         description: Its description, or ``None``.
         metadata: Its metadata.
         similarity: Cosine similarity of the hit's vector to the query vector, where one was
             computed (always in ``"vector"`` and ``"hybrid"`` mode); the similarity gate of
             answerers compares it with ``min_score``.
-        signals: Which channels found it (``"vector"``, ``"lexical"``), with their rank and score.
+        signals: Which channels found it (``"vector"``, ``"lexical"``, ``"identifier"``), with
+            their rank and score.
         ocr: The text read in the image (see [`Record.ocr`][multimodal_rag.types.Record.ocr]), or ``None``.
+        matched: Why the words found it: the query's words that its description or read text
+            holds, and its identifiers that matched the query's, as written there
+            (``("battery", "XG-2047")``); empty for a hit only the vector channel found.
     """
 
     id: str
@@ -222,6 +232,7 @@ class Hit:
     similarity: float | None = None
     signals: dict[str, Signal] = field(factory=dict, converter=_signals)
     ocr: ReadText | None = None
+    matched: tuple[str, ...] = field(factory=tuple, converter=_strings)
 
     def to_dict(self, *, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The hit as JSON-ready values.
@@ -240,6 +251,7 @@ class Hit:
             "image_path": relative_path(self.image_path, root),
             "signals": {name: {"rank": s.rank, "score": s.score} for name, s in self.signals.items()},
             "ocr_text": self.ocr.text if self.ocr is not None else None,
+            "matched": list(self.matched),
         }
 
 

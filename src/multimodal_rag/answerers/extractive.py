@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from multimodal_rag._validation import check_int, check_question
 from multimodal_rag.answerers.matches import (
     check_min_score,
+    image_text,
     no_match_text,
     passing_matches,
     sources_of,
@@ -61,6 +62,11 @@ class ExtractiveAnswerer(Answerer):
             lines = [f"Best match: {best.description} (id {best.id}, score {best.score:.3f})."]
         else:
             lines = [f"Best match: id {best.id} (score {best.score:.3f}), which has no description."]
+        if best.matched:
+            lines.append(f"It matched on: {', '.join(best.matched)}.")
+        read = image_text(metadata)
+        if read is not None:
+            lines.insert(0, f"Text read in your image: {' / '.join(read.splitlines())}")
         if others:
             lines.append("Other candidates:")
             lines.extend(

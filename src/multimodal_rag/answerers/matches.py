@@ -3,12 +3,23 @@ nothing passes it, and the sources an answer cites."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Hit, Source
 
-__all__ = ["check_min_score", "no_match_text", "passing_matches", "similarity", "sources_of"]
+__all__ = ["IMAGE_TEXT", "check_min_score", "image_text", "no_match_text", "passing_matches", "similarity", "sources_of"]
+
+#: The key of an answerer's ``metadata`` under which the search gives the text it read in the
+#: user's photo (``ask`` on a knowledge base that reads text).
+IMAGE_TEXT = "image_text"
+
+
+def image_text(metadata: Mapping[str, Any] | None) -> str | None:
+    """The text read in the user's photo, from an answerer's ``metadata`` (None when none was read)."""
+    value = (metadata or {}).get(IMAGE_TEXT)
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def check_min_score(min_score: float | None) -> float | None:

@@ -34,6 +34,7 @@ from multimodal_rag._validation import check_int, check_question, check_timeout
 from multimodal_rag.answerers.data_urls import image_data_url
 from multimodal_rag.answerers.matches import (
     check_min_score,
+    image_text,
     no_match_text,
     passing_matches,
     sources_of,
@@ -210,7 +211,7 @@ class OpenAIAnswerer(Answerer):
         kept = self._gate(question, image, matches)
         if kept is None:
             return self._no_match_answer(matches, started)
-        params = self._request(self._answer_messages(question, image, kept))
+        params = self._request(self._answer_messages(question, image, kept, metadata))
         with self._provider_errors():
             response = self._sync_client().chat.completions.create(**params)
         return self._answer_from(response, kept, started)
@@ -227,7 +228,7 @@ class OpenAIAnswerer(Answerer):
         kept = self._gate(question, image, matches)
         if kept is None:
             return AnswerStream.from_answer(self._no_match_answer(matches, started))
-        params = self._request(self._answer_messages(question, image, kept), stream=True)
+        params = self._request(self._answer_messages(question, image, kept, metadata), stream=True)
         with self._provider_errors():
             response = self._sync_client().chat.completions.create(**params)
         return AnswerStream(self._stream_chunks(response, kept, started), on_close=response.close)
@@ -248,7 +249,7 @@ class OpenAIAnswerer(Answerer):
         if kept is None:
             return self._no_match_answer(matches, started)
         # Decoding and resizing images is CPU work: keep it off the event loop.
-        messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
+        messages = await asyncio.to_thread(self._answer_messages, question, image, kept, metadata)
         client = await self._loop_client()
         with self._provider_errors():
             response = await client.chat.completions.create(**self._request(messages))
@@ -268,7 +269,7 @@ class OpenAIAnswerer(Answerer):
         kept = self._gate(question, image, matches)
         if kept is None:
             return AsyncAnswerStream.from_answer(self._no_match_answer(matches, started))
-        messages = await asyncio.to_thread(self._answer_messages, question, image, kept)
+        messages = await asyncio.to_thread(self._answer_messages, question, image, kept, metadata)
         client = await self._loop_client()
         with self._provider_errors():
             response = await client.chat.completions.create(**self._request(messages, stream=True))
@@ -368,7 +369,9 @@ class OpenAIAnswerer(Answerer):
         # No request was made, so no model answered: model stays empty rather than naming one.
         return Answer(text=no_match_text(matches, self.min_score), latency_s=time.perf_counter() - started)
 
-    def _answer_messages(self, question: str, image: ImageInput | None, kept: Sequence[Hit]) -> list[dict[str, Any]]:
+    def _answer_messages(
+        self, question: str, image: ImageInput | None, kept: Sequence[Hit], metadata: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         user_url = image_data_url(image, max_side=self.max_image_side) if image is not None else None
         match_urls = []
         for n, hit in enumerate(kept[: self.match_images], start=1):
@@ -381,7 +384,12 @@ class OpenAIAnswerer(Answerer):
                 # description is still sent.
                 logger.warning("not showing the image of match %s to the model: %s", hit.id, exc)
         return self.prompt.answer_messages(
-            question, matches=kept, user_image_url=user_url, match_image_urls=match_urls, detail=self.image_detail
+            question,
+            matches=kept,
+            user_image_url=user_url,
+            match_image_urls=match_urls,
+            detail=self.image_detail,
+            image_text=image_text(metadata),
         )
 
     def _request(self, messages: list[dict[str, Any]], *, stream: bool = False) -> dict[str, Any]:

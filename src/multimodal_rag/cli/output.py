@@ -246,7 +246,9 @@ def score_note(hits: Sequence[Hit]) -> str | None:
     channels = {name for hit in hits for name in hit.signals}
     if channels == {"lexical"}:
         return "score: the BM25 relevance of the description's words (lexical search), not a cosine similarity"
-    if channels >= {"vector", "lexical"}:
+    if channels <= {"lexical", "identifier"}:
+        return "score: the fused score of the word and identifier searches (lexical search), not a cosine similarity"
+    if "vector" in channels and len(channels) > 1:
         return (
             "score: the fused score of the image-vector and word searches (hybrid search), "
             "not a cosine similarity; --json gives each hit's similarity"
@@ -266,6 +268,8 @@ def print_hits(hits: Sequence[Hit]) -> None:
         click.echo(f"    id {hit.id}  {where}")
         if hit.ocr is not None and hit.ocr.lines:
             click.echo(f"    text in the image: {' / '.join(line.text for line in hit.ocr.lines)}")
+        if hit.matched:
+            click.echo(f"    matched: {', '.join(hit.matched)}")
 
 
 def contact_sheet_json(out: Path, width: int, height: int, hits: Sequence[Hit]) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def answerer_from_options(
 
 
 def _answer_search_options(command: Any) -> Any:
-    """--mode, --filter and --rerank, which search and ask share."""
+    """--mode, --filter, --rerank and --query-ocr, which search and ask share."""
     for option in reversed(
         [
             click.option(
@@ -113,6 +113,12 @@ def _answer_search_options(command: Any) -> Any:
                 metavar="MODEL",
                 default=None,
                 help="Reorder the best candidates with a vision model (OpenAI-compatible, e.g. gpt-4o-mini).",
+            ),
+            click.option(
+                "--query-ocr/--no-query-ocr",
+                default=None,
+                help="Read the text in --image and search its words too (default: when the knowledge "
+                "base reads text and --mode is not vector).",
             ),
         ]
     ):
@@ -185,6 +191,7 @@ def search(
     fusion: Fusion,
     filter_json: str | None,
     rerank_model: str | None,
+    query_ocr: bool | None,
     as_json: bool,
 ) -> None:
     """Find the images that best match an image, a text, or both."""
@@ -201,6 +208,7 @@ def search(
         mode=mode,
         fusion=fusion,
         rerank=_reranker(rerank_model),
+        query_ocr=query_ocr,
     )
     if as_json:
         output.print_json(output.search_json(image, text, k, hits))
@@ -291,6 +299,7 @@ def ask(
     mode: str | None,
     filter_json: str | None,
     rerank_model: str | None,
+    query_ocr: bool | None,
     answerer_kind: str,
     answer_model: str | None,
     min_score: float | None,
@@ -309,7 +318,7 @@ def ask(
     if kind == _AUTO and not as_json:
         click.echo(f"note: {cli_message(reason or rag.answerer_reason)}", err=True)
     metadata_filter = _filter(where, filter_json)
-    search = {"mode": mode, "rerank": _reranker(rerank_model)}
+    search = {"mode": mode, "rerank": _reranker(rerank_model), "query_ocr": query_ocr}
     if stream:
         with rag.ask(question, image=image, k=k, filter=metadata_filter, stream=True, **search) as chunks:
             for chunk in chunks:

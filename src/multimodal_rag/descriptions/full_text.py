@@ -22,6 +22,7 @@ from typing import Any
 from multimodal_rag._text_normalisation import index_text, search_terms
 from multimodal_rag._validation import check_int
 from multimodal_rag.descriptions.bm25_pruning import TermCounts, pruned_top_k
+from multimodal_rag.descriptions.identifiers import fts5_identifier_search, identifier_text
 from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.types import Record
 
@@ -162,6 +163,8 @@ class MemoryTextIndex:
     One column per text field, then one for the text read in the image (`ocr_text`).
     The FTS5 table is contentless: it holds the index, not the text. Removing a record
     from it takes the text that was indexed, so the owner passes the old record.
+    A second, trigram, table indexes the identifiers of each record's description and read
+    text (`multimodal_rag.descriptions.identifiers`), which ``ids`` keeps beside each id.
     Not thread-safe: the owner serialises calls.
     """
 
@@ -170,7 +173,12 @@ class MemoryTextIndex:
         self._counts = TermCounts()
         self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         columns = ", ".join([*(f"c{i}" for i in range(len(text_fields))), "ocr"])
-        self._db.execute("CREATE TABLE ids (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)")
+        self._db.execute(
+            "CREATE TABLE ids (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, identifiers TEXT, identifiers_like TEXT)"
+        )
+        self._db.execute(
+            "CREATE VIRTUAL TABLE ident USING fts5(identifiers, identifiers_like, content='', tokenize='trigram')"
+        )
         self._db.execute(
             f"CREATE VIRTUAL TABLE fts USING fts5({columns}, content='', "
             f"tokenize='{TOKENIZERS[tokenizer]}')"
@@ -191,10 +199,13 @@ class MemoryTextIndex:
             for old, new in records:
                 seq: int | None = None
                 if old is not None:
-                    row = db.execute("SELECT seq FROM ids WHERE id = ?", (old.id,)).fetchone()
+                    row = db.execute(
+                        "SELECT seq, identifiers, identifiers_like FROM ids WHERE id = ?", (old.id,)
+                    ).fetchone()
                     if row is not None:
                         seq = int(row[0])
                         db.execute(self._remove, (seq, *self._texts(old)))
+                        db.execute(_REMOVE_IDENTIFIERS, row)
                 if new is None:
                     if seq is not None:
                         db.execute("DELETE FROM ids WHERE seq = ?", (seq,))
@@ -202,6 +213,9 @@ class MemoryTextIndex:
                 if seq is None:
                     seq = db.execute("INSERT INTO ids (id) VALUES (?)", (new.id,)).lastrowid
                 db.execute(self._insert, (seq, *self._texts(new)))
+                identifiers = identifier_text([new.description, ocr_text(new)])
+                db.execute("UPDATE ids SET identifiers = ?, identifiers_like = ? WHERE seq = ?", (*identifiers, seq))
+                db.execute("INSERT INTO ident (rowid, identifiers, identifiers_like) VALUES (?, ?, ?)", (seq, *identifiers))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -210,6 +224,13 @@ class MemoryTextIndex:
     def search(self, query: str, k: int, ids: Collection[str] | None) -> list[tuple[str, float]]:
         """As [`DescriptionStore.search_text`][multimodal_rag.protocols.DescriptionStore.search_text]."""
         return fts5_search(self._db, query, k, ids, table="fts", id_table="ids", counts=self._counts)
+
+    def search_identifiers(self, query: str, k: int, ids: Collection[str] | None) -> list[tuple[str, float, list[str]]]:
+        """As [`DescriptionStore.search_identifiers`][multimodal_rag.protocols.DescriptionStore.search_identifiers]."""
+        return fts5_identifier_search(self._db, query, k, ids, table="ident", id_table="ids")
+
+
+_REMOVE_IDENTIFIERS = "INSERT INTO ident (ident, rowid, identifiers, identifiers_like) VALUES ('delete', ?, ?, ?)"
 
 
 def fts5_search(

@@ -99,6 +99,7 @@ class JSONLDescriptionStore(DescriptionStore):
 
     kind: ClassVar[str] = "jsonl"
     full_text: ClassVar[bool] = True
+    identifier_search: ClassVar[bool] = True
 
     def __init__(
         self, *, text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS, tokenizer: str = "unicode61"
@@ -152,6 +153,13 @@ class JSONLDescriptionStore(DescriptionStore):
         """BM25 over the in-memory FTS5 index (the score is ``-bm25()``); ties by id."""
         with self._lock:
             return self._index.search(query, k, ids)
+
+    def search_identifiers(
+        self, query: str, k: int, *, ids: Collection[str] | None = None
+    ) -> list[tuple[str, float, list[str]]]:
+        """The in-memory trigram index of identifiers, ranked as the SQLite store ranks them."""
+        with self._lock:
+            return self._index.search_identifiers(query, k, ids)
 
     def save(self, directory: Path) -> None:
         with self._lock:

@@ -22,6 +22,10 @@ SQL client wrote without it is indexed from its raw fields. A comment on ``searc
 records which fields, text search configuration and normalisation it was made with, so a
 store opened with other settings, or a table an earlier version made, has ``search_text``
 computed anew for every row and the column made anew (nothing is embedded again).
+
+Identifiers (model numbers) have columns and an index of their own
+(`multimodal_rag.descriptions.postgres_identifiers`): a trigram index with ``pg_trgm``, whole
+identifiers only without it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from multimodal_rag.descriptions.full_text import (
     ocr_text,
     query_terms,
 )
+from multimodal_rag.descriptions.identifiers import identifier_text
 from multimodal_rag.errors import (
     BackendConnectionError,
     BackendError,
@@ -102,15 +107,15 @@ _SEARCH_COLUMN = (
     "(to_tsvector({config}::regconfig, coalesce(search_text, {text}))) STORED"
 )
 _UPSERT = """
-INSERT INTO {table} (id, image_path, description, metadata, metadata_json, ocr, ocr_text{search})
-VALUES (%s, %s, %s, %s, %s, %s, %s{search_value})
+INSERT INTO {table} (id, image_path, description, metadata, metadata_json, ocr, ocr_text{search}{identifiers})
+VALUES (%s, %s, %s, %s, %s, %s, %s{search_value}{identifier_values})
 ON CONFLICT (id) DO UPDATE SET
     image_path = EXCLUDED.image_path,
     description = EXCLUDED.description,
     metadata = EXCLUDED.metadata,
     metadata_json = EXCLUDED.metadata_json,
     ocr = EXCLUDED.ocr,
-    ocr_text = EXCLUDED.ocr_text,{search_update}
+    ocr_text = EXCLUDED.ocr_text,{search_update}{identifier_update}
     updated_at = now()
 """
 
@@ -152,6 +157,7 @@ class PostgresDescriptionStore(DescriptionStore):
 
     kind: ClassVar[str] = "postgres"
     full_text: ClassVar[bool] = True
+    identifier_search: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -184,6 +190,10 @@ class PostgresDescriptionStore(DescriptionStore):
         # Whether the table has search_text (one made before it, by an owner who has not opened
         # it since, may lack it: then records are written without it, indexed from their raw text).
         self._has_search_text = True
+        # The identifier index: True trigrams (pg_trgm), False whole forms, None no columns
+        # (and why, when this user may not add them).
+        self._identifiers: bool | None = None
+        self._no_identifiers = ""
         psycopg = require("psycopg", user="PostgresDescriptionStore", extra="postgres")
         pool_module = require("psycopg_pool", user="PostgresDescriptionStore", extra="postgres")
         from psycopg import sql
@@ -229,6 +239,7 @@ class PostgresDescriptionStore(DescriptionStore):
         # bad password, unknown database) where a pool would only time out.
         with self._calls("connect"), psycopg.connect(self._dsn, **connect_args) as conn:
             self._prepare_table(conn, create=create)
+            self._prepare_identifiers(conn)
         with self._calls("open a connection pool"):
             self._pool = pool_module.ConnectionPool(
                 self._dsn,
@@ -345,6 +356,42 @@ class PostgresDescriptionStore(DescriptionStore):
             if len(rows) < _PAGE:
                 return
             last = rows[-1][0]
+
+    def _prepare_identifiers(self, conn: Any) -> None:
+        """Give the table its identifier columns and index, and fill them in rows that lack them,
+        when this user may; otherwise identifier search is unavailable (`_no_identifiers`)."""
+        import psycopg
+        from psycopg import sql
+
+        from multimodal_rag.descriptions.postgres_identifiers import (
+            add_identifier_columns,
+            fill_identifiers,
+            index_kind,
+        )
+
+        kind = index_kind(conn, self._qualified_name(conn))
+        if kind is not None and not conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {table} WHERE identifiers IS NULL)").format(table=self._table)
+        ).fetchone()[0]:
+            self._identifiers = kind
+            return
+        try:
+            if not self._has_ocr:
+                raise psycopg.errors.InsufficientPrivilege("the table has no columns for read text")
+            with conn.transaction():
+                self._lock_setup(conn)
+                kind = index_kind(conn, self._qualified_name(conn))
+                if kind is None:
+                    kind = add_identifier_columns(conn, self._table)
+                fill_identifiers(conn, self._table, _decode)
+            self._identifiers = kind
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self._identifiers = kind
+            if kind is None:
+                self._no_identifiers = (
+                    f"table {self._table_name!r} on PostgreSQL at {self.where} has no identifier columns, and this "
+                    f"user may not add them ({self._scrub(exc)}); its owner adds them by opening the store once"
+                )
 
     def _table_exists(self, conn: Any) -> bool:
         return bool(
@@ -572,6 +619,36 @@ class PostgresDescriptionStore(DescriptionStore):
             rows = conn.execute(statement, params).fetchall()
         return [(_decode(row[0]), float(row[1])) for row in rows]
 
+    def search_identifiers(
+        self, query: str, k: int, *, ids: Collection[str] | None = None
+    ) -> list[tuple[str, float, list[str]]]:
+        """Candidates from the identifier index (forms found inside longer ones with ``pg_trgm``,
+        whole forms without it), ranked by `identifier_score`.
+
+        Raises:
+            BackendError: The table has no identifier columns and this user may not add them.
+        """
+        from multimodal_rag.descriptions.identifiers import query_identifiers, rank_candidates
+        from multimodal_rag.descriptions.postgres_identifiers import identifier_candidates
+
+        k = check_int("k", k)
+        if self._identifiers is None:
+            raise BackendError(self._no_identifiers or f"table {self._table_name!r} has no identifier columns")
+        identifiers = query_identifiers(query)
+        if not identifiers:
+            return []
+        statement, params = identifier_candidates(
+            identifiers, table=self._table, trigram=self._identifiers, restrict=ids is not None, limit=max(200, 8 * k)
+        )
+        if ids is not None:
+            wanted = [_encode(i) for i in dict.fromkeys(ids) if isinstance(i, str)]
+            if not wanted:
+                return []
+            params.append(wanted)
+        with self._connection("search the identifiers") as conn:
+            rows = conn.execute(statement, params).fetchall()
+        return rank_candidates(identifiers, ((_decode(id_), text or "") for id_, text, _ in rows), k)
+
     def __len__(self) -> int:
         from psycopg import sql
 
@@ -637,16 +714,25 @@ class PostgresDescriptionStore(DescriptionStore):
                     None if record.ocr is None else json.dumps(record.ocr.to_json(), ensure_ascii=True),
                     _encode(ocr_text(record)),
                     *([self._search_text(record)] if self._has_search_text else []),
+                    *(identifier_text([record.description, ocr_text(record)]) if self._identifiers is not None else ()),
                 )
             )
         if not rows:
             return
         search = self._has_search_text
+        identifiers = self._identifiers is not None
         upsert = sql.SQL(_UPSERT).format(
             table=self._table,
             search=sql.SQL(", search_text" if search else ""),
             search_value=sql.SQL(", %s" if search else ""),
             search_update=sql.SQL("\n    search_text = EXCLUDED.search_text," if search else ""),
+            identifiers=sql.SQL(", identifiers, identifiers_like" if identifiers else ""),
+            identifier_values=sql.SQL(", %s, %s" if identifiers else ""),
+            identifier_update=sql.SQL(
+                "\n    identifiers = EXCLUDED.identifiers, identifiers_like = EXCLUDED.identifiers_like,"
+                if identifiers
+                else ""
+            ),
         )
         with self._connection("store records") as conn, conn.cursor() as cursor:
             cursor.executemany(upsert, rows)

@@ -19,6 +19,11 @@ one over ``description`` and ``ocr_text``) with the same external-content trigge
 written before the read text existed have none of them; they are migrated like other earlier
 layouts.
 
+Identifiers (model numbers: "XG-2047") of the description and the read text are kept in
+``identifiers`` and ``identifiers_like`` (`multimodal_rag.descriptions.identifiers`), which a
+second FTS5 table, ``records_ident``, indexes by trigrams with triggers of its own; files
+written before it are migrated when loaded, without anything being embedded again.
+
 Metadata fields named in ``indexed_fields`` get two generated columns each (the value's
 JSON type and the value) with an index on the pair, which filters on those fields use; a
 partial index finds the few records whose metadata holds NUL, which filters test in Python.
@@ -49,6 +54,7 @@ from multimodal_rag.descriptions.full_text import (
     indexed_ocr_text,
     indexed_text,
 )
+from multimodal_rag.descriptions.identifiers import fts5_identifier_search, identifier_text
 from multimodal_rag.errors import (
     CorruptFileError,
     InvalidInputError,
@@ -80,12 +86,17 @@ _PROGRESS_EVERY = 10_000
 _STEPS_PER_BYTE = 100
 _STEPS_FLOOR = 10_000_000
 # What this store (and its earlier versions) puts in a database; sqlite_* are SQLite's own.
-_TABLES = re.compile(r"records|records_fts(_data|_idx|_content|_docsize|_config)?|sqlite_stat\d|sqlite_sequence")
+_TABLES = re.compile(
+    r"records|records_(fts|ident)(_data|_idx|_content|_docsize|_config)?|sqlite_stat\d|sqlite_sequence"
+)
 _INDEXES = re.compile(r"sqlite_autoindex_records_\d+|records_field_\d+|records_nul")
-_TRIGGERS = frozenset({"records_ai", "records_ad", "records_au"})
+_TRIGGERS = frozenset(
+    {"records_ai", "records_ad", "records_au", "records_ident_ai", "records_ident_ad", "records_ident_au"}
+)
 # text_<i>: the generated columns of files whose index held the raw text (before search_<i>).
 _COLUMNS = re.compile(
-    r"seq|id|image_path|description|metadata|ocr|ocr_text|search_\d+|search_ocr|text_\d+|field_\d+(_type)?"
+    r"seq|id|image_path|description|metadata|ocr|ocr_text|search_\d+|search_ocr|identifiers|identifiers_like"
+    r"|text_\d+|field_\d+(_type)?"
 )
 _REQUIRED_COLUMNS = frozenset({"id", "image_path", "description", "metadata"})
 # What records are read from in files of layouts without the read text (see `_salvage_rows`).
@@ -96,10 +107,10 @@ _FIELDS = "id, image_path, description, metadata, ocr"
 
 @lru_cache(maxsize=16)
 def _upsert(fields: int) -> str:
-    """Insert or update a record, its read text, and the normalised texts its index reads:
-    ``fields`` text fields' and the read text's (see `_row`)."""
+    """Insert or update a record, its read text, the normalised texts its index reads
+    (``fields`` text fields' and the read text's) and its identifiers (see `_row`)."""
     columns = ["id", "image_path", "description", "metadata", "ocr", "ocr_text"]
-    columns += [f"search_{i}" for i in range(fields)] + ["search_ocr"]
+    columns += [f"search_{i}" for i in range(fields)] + ["search_ocr", "identifiers", "identifiers_like"]
     return (
         f"INSERT INTO records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})\n"
         "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
@@ -130,6 +141,7 @@ class SQLiteDescriptionStore(DescriptionStore):
 
     kind: ClassVar[str] = "sqlite"
     full_text: ClassVar[bool] = True
+    identifier_search: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -264,6 +276,13 @@ class SQLiteDescriptionStore(DescriptionStore):
                 self._db, query, k, ids, table="records_fts", id_table="records", counts=self._term_counts
             )
 
+    def search_identifiers(
+        self, query: str, k: int, *, ids: Collection[str] | None = None
+    ) -> list[tuple[str, float, list[str]]]:
+        """The trigram index of identifiers (``records_ident``), ranked by `identifier_score`."""
+        with self._lock:
+            return fts5_identifier_search(self._db, query, k, ids, table="records_ident", id_table="records")
+
     def save(self, directory: Path) -> None:
         target = sqlite3.connect(Path(directory) / _FILE)
         try:
@@ -340,8 +359,8 @@ class SQLiteDescriptionStore(DescriptionStore):
 
 
 def _row(record: Record, text_fields: tuple[str, ...]) -> tuple[str | None, ...]:
-    """``records``' columns for ``record`` (`_upsert`'s order): its own, its read text, then the
-    normalised text of each text field and of the read text."""
+    """``records``' columns for ``record`` (`_upsert`'s order): its own, its read text, the
+    normalised text of each text field and of the read text, then its identifiers."""
     read = record.ocr
     return (
         record.id,
@@ -352,6 +371,7 @@ def _row(record: Record, text_fields: tuple[str, ...]) -> tuple[str | None, ...]
         None if read is None else read.text,
         *(indexed_text(record, field) for field in text_fields),
         indexed_ocr_text(record),
+        *identifier_text([record.description, None if read is None else read.text]),
     )
 
 
@@ -587,7 +607,9 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[
         "    description TEXT,\n"
         "    metadata TEXT NOT NULL DEFAULT '{}',\n"
         "    ocr TEXT,\n"
-        "    ocr_text TEXT" + "".join(generated) + "\n)",
+        "    ocr_text TEXT,\n"
+        "    identifiers TEXT,\n"
+        "    identifiers_like TEXT" + "".join(generated) + "\n)",
         f"CREATE VIRTUAL TABLE records_fts USING fts5({names}, content='records', content_rowid='seq', "
         f"tokenize={_literal(TOKENIZERS[tokenizer])})",
         # The index's "delete" must be given the text as it was indexed: the old row's.
@@ -598,8 +620,26 @@ def _schema(text_fields: tuple[str, ...], tokenizer: str, indexed_fields: tuple[
         f"CREATE TRIGGER records_au AFTER UPDATE ON records BEGIN\n"
         f"    INSERT INTO records_fts (records_fts, rowid, {names}) VALUES ('delete', old.seq, {old});\n"
         f"    INSERT INTO records_fts (rowid, {names}) VALUES (new.seq, {new});\nEND",
+        *_IDENTIFIER_INDEX,
         *indexes,
     )
+
+
+# Identifiers by trigrams: a query's form is found inside a longer one ("2047" in "xg2047").
+_IDENT = "identifiers, identifiers_like"
+_IDENTIFIER_INDEX = (
+    f"CREATE VIRTUAL TABLE records_ident USING fts5({_IDENT}, content='records', content_rowid='seq', "
+    "tokenize='trigram')",
+    "CREATE TRIGGER records_ident_ai AFTER INSERT ON records BEGIN\n"
+    f"    INSERT INTO records_ident (rowid, {_IDENT}) VALUES (new.seq, new.identifiers, new.identifiers_like);\nEND",
+    "CREATE TRIGGER records_ident_ad AFTER DELETE ON records BEGIN\n"
+    f"    INSERT INTO records_ident (records_ident, rowid, {_IDENT}) "
+    "VALUES ('delete', old.seq, old.identifiers, old.identifiers_like);\nEND",
+    "CREATE TRIGGER records_ident_au AFTER UPDATE ON records BEGIN\n"
+    f"    INSERT INTO records_ident (records_ident, rowid, {_IDENT}) "
+    "VALUES ('delete', old.seq, old.identifiers, old.identifiers_like);\n"
+    f"    INSERT INTO records_ident (rowid, {_IDENT}) VALUES (new.seq, new.identifiers, new.identifiers_like);\nEND",
+)
 
 
 def _literal(text: str) -> str:
@@ -648,18 +688,9 @@ def _with_full_text(
             db.execute(f"REINDEX records_field_{i}")
         if indexed_fields:
             db.execute("REINDEX records_nul")
-        # Garbled FTS5 records can also declare absurd sizes, which SQLite answers with
-        # SQLITE_NOMEM (Python's MemoryError): that too is damage to rebuild from the rows.
-        try:
-            db.execute("INSERT INTO records_fts (records_fts, rank) VALUES ('integrity-check', 1)")
-            return db
-        except (sqlite3.DatabaseError, MemoryError):
-            pass
-        try:
-            db.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
-            return db
-        except (sqlite3.DatabaseError, MemoryError):
-            pass  # FTS5's own tables are beyond rebuilding: start again from the rows
+        if all(_index_in_step(db, table) for table in ("records_fts", "records_ident")):
+            return db  # both indexes in step, or rebuilt from the rows
+        # FTS5's own tables are beyond rebuilding: start again from the rows
     fresh = _connect()
     try:
         with bound(fresh):
@@ -679,6 +710,7 @@ def _with_full_text(
             fresh.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
             for statement in triggers_and_indexes:
                 fresh.execute(statement)
+            fresh.execute("INSERT INTO records_ident (records_ident) VALUES ('rebuild')")
             fresh.execute("COMMIT")
     except BaseException:
         fresh.close()
@@ -693,7 +725,25 @@ def _migrated_row(row: tuple[Any, ...], text_fields: tuple[str, ...]) -> tuple[s
     computed from them (`_check_rows` checked the row and that ``ocr_text`` is the read text's lines)."""
     record = Record(id=row[0], image_path=row[1], description=row[2], metadata=json.loads(row[3]))
     texts = (indexed_text(record, field) for field in text_fields)
-    return (*row[:6], *texts, None if row[5] is None else index_text(row[5]))
+    # Identifiers are made from the rows here, so a file of any earlier layout gets them.
+    return (*row[:6], *texts, None if row[5] is None else index_text(row[5]), *identifier_text([row[2], row[5]]))
+
+
+def _index_in_step(db: sqlite3.Connection, table: str) -> bool:
+    """Whether the FTS5 ``table`` agrees with the records, rebuilding it from them if not;
+    False when it cannot be rebuilt."""
+    # Garbled FTS5 records can also declare absurd sizes, which SQLite answers with
+    # SQLITE_NOMEM (Python's MemoryError): that too is damage to rebuild from the rows.
+    try:
+        db.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)")
+        return True
+    except (sqlite3.DatabaseError, MemoryError):
+        pass
+    try:
+        db.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")
+        return True
+    except (sqlite3.DatabaseError, MemoryError):
+        return False
 
 
 def _check_rows(db: sqlite3.Connection) -> None:

@@ -54,7 +54,7 @@ class Signal(_Model):
     """How one retrieval channel placed a hit."""
 
     rank: int = Field(ge=1, description="1-based rank in that channel's results.")
-    score: float = Field(description="Cosine similarity (vector) or BM25 relevance (lexical).")
+    score: float = Field(description="Cosine similarity (vector), BM25 relevance (lexical) or the identifier score (identifier).")
 
 
 class Hit(_Model):
@@ -67,8 +67,13 @@ class Hit(_Model):
     metadata: dict[str, Any]
     image_path: str | None = Field(description="Relative to the knowledge base.")
     image_url: str | None = Field(description="The thumbnail's address; null when the image was not kept.")
-    signals: dict[str, Signal] = Field(description="Which channels found it (vector, lexical).")
+    signals: dict[str, Signal] = Field(description="Which channels found it (vector, lexical, identifier).")
     ocr_text: str | None = Field(default=None, description="The text read in the image (OCR), where it was read.")
+    matched: list[str] = Field(
+        default_factory=list,
+        description="Why the words found it: the query's words and identifiers (model numbers) that its "
+        "description or read text holds, as written there.",
+    )
 
 
 class Source(_Model):
