@@ -25,7 +25,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-from multimodal_rag.ocr import TextLine
+from multimodal_rag.ocr._types import TextLine
 
 __all__ = ["CONFIDENT", "LATIN", "dominant_script", "keep_lines", "line_script"]
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from multimodal_rag._extras import require
 from multimodal_rag.errors import InvalidInputError, ModelLoadError
-from multimodal_rag.ocr import OCREngine, Quad, ReadText, TextLine
 from multimodal_rag.ocr._drop_rule import keep_lines
+from multimodal_rag.ocr._types import OCREngine, Quad, ReadText, TextLine
 
 if TYPE_CHECKING:
     from PIL import Image
