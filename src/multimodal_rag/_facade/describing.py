@@ -13,7 +13,7 @@ from multimodal_rag._ingest.machine_descriptions import (
     needs_description,
 )
 from multimodal_rag._locks import reading, writing
-from multimodal_rag.errors import InvalidInputError, NotFoundError
+from multimodal_rag.errors import InvalidInputError
 from multimodal_rag.protocols import ImageDescriber
 from multimodal_rag.types import Answer, DescribeResult, Record
 
@@ -56,16 +56,8 @@ class Describing:
 
     @reading
     def _undescribed(self, ids: Iterable[str] | None) -> list[Record]:
-        if ids is None:
-            wanted = self._records.ids()
-        else:
-            wanted = list(dict.fromkeys([ids] if isinstance(ids, str) else ids))
-            for id_ in wanted:
-                if id_ not in self._state.vector_store:
-                    raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
-        stored = self._records.get_many(wanted)  # kept images by their absolute path, for the describer
-        records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
-        return [record for record in records if needs_description(record)]
+        # Kept images by their absolute path, for the describer.
+        return [record for record in self._records.chosen(ids) if needs_description(record)]
 
     @writing
     def _store(self, written: list[tuple[str, Answer]]) -> list[str]:

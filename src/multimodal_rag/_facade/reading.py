@@ -189,16 +189,7 @@ class TextReading:
 
     @reading
     def _unread(self, ids: Iterable[str] | None) -> list[Record]:
-        if ids is None:
-            wanted = self._records.ids()
-        else:
-            wanted = list(dict.fromkeys([ids] if isinstance(ids, str) else ids))
-            for id_ in wanted:
-                if id_ not in self._state.vector_store:
-                    raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
-        stored = self._records.get_many(wanted)  # kept images by their absolute path
-        records = [stored.get(id_) or Record(id=id_) for id_ in wanted]
-        return [record for record in records if record.ocr is None]
+        return [record for record in self._records.chosen(ids) if record.ocr is None]
 
     def _read_batch(
         self, reader: TextReader, batch: list[Record]

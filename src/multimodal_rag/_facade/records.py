@@ -55,6 +55,24 @@ class Records:
             return records
         return {id_: directory.with_image_file(record) for id_, record in records.items()}
 
+    @reading
+    def chosen(self, ids: Iterable[str] | None) -> list[Record]:
+        """The records of ``ids`` (every image for ``None``), each once, in order; an image with
+        no stored record as an empty one. Kept images are named by their absolute path.
+
+        Raises:
+            NotFoundError: An id the knowledge base does not hold.
+        """
+        if ids is None:
+            wanted = self.ids()
+        else:
+            wanted = list(dict.fromkeys([ids] if isinstance(ids, str) else ids))
+            for id_ in wanted:
+                if id_ not in self._state.vector_store:
+                    raise NotFoundError(f"no image with id {id_!r} in the knowledge base")
+        stored = self.get_many(wanted)
+        return [stored.get(id_) or Record(id=id_) for id_ in wanted]
+
     @writing
     def describe(self, id: str, description: str | None, metadata: Mapping[str, Any] | None) -> Record:
         self._state.check_writable()

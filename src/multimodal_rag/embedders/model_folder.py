@@ -365,17 +365,9 @@ class _Fetcher:
     def _weights(self, open_clip: Any, tag: dict[str, Any]) -> None:
         hub = str(tag.get("hf_hub", ""))
         if hub:
-            from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+            from multimodal_rag.embedders.openclip_loading import hub_weights_files
 
-            # As open_clip downloads it: "org/name/" means its default file, and a
-            # .safetensors copy is preferred where the repository has one.
-            repo, filename = os.path.split(hub)
-            filename = filename or HF_WEIGHTS_NAME
-            candidates = [filename]
-            if filename == HF_WEIGHTS_NAME:
-                candidates.insert(0, HF_SAFE_WEIGHTS_NAME)
-            elif filename.endswith((".bin", ".pth")):
-                candidates.insert(0, filename[:-4] + ".safetensors")
+            repo, candidates = hub_weights_files(hub)  # as open_clip downloads them
             for candidate in candidates:
                 source = self._hub_file(repo, candidate, required=candidate == candidates[-1])
                 if source is not None:

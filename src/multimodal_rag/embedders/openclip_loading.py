@@ -32,6 +32,7 @@ __all__ = [
     "LoadedModel",
     "check_manifest_paths",
     "for_inference",
+    "hub_weights_files",
     "import_open_clip",
     "load_open_clip",
     "offline_reason",
@@ -264,6 +265,21 @@ def _download(
     return Path(path)
 
 
+def hub_weights_files(hub: str) -> tuple[str, list[str]]:
+    """A Hugging Face tag's repository and the weights files open_clip would fetch from it, in
+    its order: ``"org/name/"`` means its default file, and a ``.safetensors`` copy comes first."""
+    from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    repo, filename = os.path.split(hub)
+    filename = filename or HF_WEIGHTS_NAME
+    candidates = [filename]
+    if filename == HF_WEIGHTS_NAME:
+        candidates.insert(0, HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        candidates.insert(0, filename[:-4] + ".safetensors")
+    return repo, candidates
+
+
 def _cached_weights(tag: dict[str, Any], root: Path | None) -> Path | None:
     """The tag's weights file where open_clip caches it, or ``None`` when it is not there yet.
 
@@ -273,15 +289,8 @@ def _cached_weights(tag: dict[str, Any], root: Path | None) -> Path | None:
     hub = str(tag.get("hf_hub", ""))
     if hub:
         from huggingface_hub import try_to_load_from_cache
-        from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
-        repo, filename = os.path.split(hub)
-        filename = filename or HF_WEIGHTS_NAME
-        candidates = [filename]
-        if filename == HF_WEIGHTS_NAME:
-            candidates.insert(0, HF_SAFE_WEIGHTS_NAME)
-        elif filename.endswith((".bin", ".pth")):
-            candidates.insert(0, filename[:-4] + ".safetensors")
+        repo, candidates = hub_weights_files(hub)
         for candidate in candidates:
             found = try_to_load_from_cache(repo, candidate, cache_dir=str(root) if root else None)
             if isinstance(found, str):  # else None, or a marker that the hub lacks the file
