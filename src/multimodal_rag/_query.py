@@ -16,7 +16,7 @@ never reads; ``True`` reads on any knowledge base with a reader, and fails witho
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from multimodal_rag._facade.reading import TextReading
 from multimodal_rag._facade.records import Records
@@ -45,7 +45,24 @@ if TYPE_CHECKING:
     from multimodal_rag.ocr import ReadText
     from multimodal_rag.types import Answer, Vector
 
-__all__ = ["Filter", "Querying"]
+__all__ = ["AskOptions", "Filter", "Querying"]
+
+
+class AskOptions(TypedDict, total=False):
+    """The keyword arguments of [`ask`][multimodal_rag._rag.MultimodalRAG.ask] and
+    [`aask`][multimodal_rag._rag.MultimodalRAG.aask] besides ``stream``, which alone tells their
+    overloads apart: each overload takes these as ``**options``, type checkers check them one by
+    one, and the implementation lists them (with their defaults) as it always did."""
+
+    image: ImageInput | None
+    text: str | None
+    k: int
+    filter: Filter | None
+    text_weight: float
+    mode: SearchMode | None
+    rerank: Reranker | None
+    metadata: Mapping[str, Any] | None
+    query_ocr: bool | None
 
 
 class Querying:

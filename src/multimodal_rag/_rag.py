@@ -30,9 +30,11 @@ from multimodal_rag._kb.manifest import MANIFEST_FILE
 from multimodal_rag._query import Querying
 from multimodal_rag._registry import kind_of
 from multimodal_rag._remote import check_endpoints
-from multimodal_rag.errors import DimensionMismatchError, KnowledgeBaseExistsError
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from multimodal_rag._query import AskOptions
     from multimodal_rag._retrieval import Filter
     from multimodal_rag._streaming import AnswerStream, AsyncAnswerStream
     from multimodal_rag._verify import RepairReport, VerificationReport
@@ -87,6 +89,9 @@ class MultimodalRAG:
 
     Attributes:
         answerer_reason: Why the [`answerer`][multimodal_rag._rag.MultimodalRAG.answerer] is the one in use.
+
+    Raises:
+        DimensionMismatchError: The vector store holds vectors of another dimension.
     """
 
     def __init__(
@@ -99,14 +104,11 @@ class MultimodalRAG:
         path: str | os.PathLike[str] | None = None,
         read_only: bool = False,
     ) -> None:
-        vector_store = vector_store_of(embedder.dim, vector_store)
-        if vector_store.dim != embedder.dim:
-            raise DimensionMismatchError(f"the embedder makes {embedder.dim}-d vectors but the vector store holds {vector_store.dim}-d")
         answerer, self.answerer_reason = answerer_or_default(answerer)
         logger.info("answerer: %s", self.answerer_reason)
         self._state = state = KnowledgeBaseState(
             embedder=embedder,
-            vector_store=vector_store,
+            vector_store=vector_store_of(embedder.dim, vector_store),
             description_store=description_store_of(description_store),
             answerer=answerer,
             read_only=read_only,
@@ -139,9 +141,8 @@ class MultimodalRAG:
         Args:
             path: Directory to create (it may exist if empty).
             embedder: The embedder every image and query goes through.
-            vector_store: A built-in kind ([`VectorStoreKind`][multimodal_rag.types.VectorStoreKind])
-                or a store instance (a store of another class is passed as an instance). By
-                default, the kind for ``expected_size`` (``docs/choosing-an-index.md``).
+            vector_store: A [`VectorStoreKind`][multimodal_rag.types.VectorStoreKind] or a store
+                instance; by default the kind for ``expected_size`` (``docs/choosing-an-index.md``).
             description_store: ``"sqlite"``, ``"jsonl"``, ``"postgres"`` or a store instance.
             answerer: Answerer for [`ask`][multimodal_rag._rag.MultimodalRAG.ask].
             exist_ok: Open the knowledge base already at ``path`` instead of failing.
@@ -149,12 +150,11 @@ class MultimodalRAG:
 
         Raises:
             KnowledgeBaseExistsError: A knowledge base (or other files) is already there.
+            DimensionMismatchError: ``vector_store`` holds vectors of another dimension.
         """
         directory = Path(path)
-        if (directory / MANIFEST_FILE).exists():
-            if exist_ok:
-                return cls.open(directory, embedder=embedder, answerer=answerer)
-            raise KnowledgeBaseExistsError(f"a knowledge base already exists at {str(directory)!r}")
+        if exist_ok and (directory / MANIFEST_FILE).exists():
+            return cls.open(directory, embedder=embedder, answerer=answerer)
         unfinished = KnowledgeBaseDirectory(directory).check_new()
         vectors = vector_store_of(embedder.dim, vector_store, expected_size=expected_size)
         descriptions = description_store_of(description_store)
@@ -179,26 +179,23 @@ class MultimodalRAG:
 
         Args:
             path: The knowledge-base directory.
-            embedder: The embedder to use; it must have the fingerprint the knowledge base was
-                built with. By default it is rebuilt from the manifest.
+            embedder: The embedder, with the fingerprint the knowledge base was built with; by
+                default rebuilt from the manifest.
             answerer: Answerer for [`ask`][multimodal_rag._rag.MultimodalRAG.ask].
             read_only: Open without the writer's lock; changes are refused.
             allow_modules: Packages whose classes the manifest may name by dotted path (custom
-                backends). Nothing else is imported from a manifest.
-            salvage: Open a damaged knowledge base, keeping what its files still hold, instead
-                of refusing it; [`verify`][multimodal_rag._rag.MultimodalRAG.verify] lists the
-                damage and [`repair`][multimodal_rag._rag.MultimodalRAG.repair] rebuilds the
-                rest (``docs/reliability.md``).
-            allow_endpoints: Servers named by the manifest that may receive credentials from the
-                environment, as URLs (``["postgresql://db.internal:5432"]``); those
-                ``$MILVUS_URI`` and ``$DATABASE_URL`` name always may (``docs/scale-out.md``).
+                backends, ``docs/custom-backend.md``); nothing else is imported from a manifest.
+            salvage: Open a damaged knowledge base, keeping what its files still hold
+                (``docs/reliability.md``).
+            allow_endpoints: URLs of servers named by the manifest that may receive credentials
+                from the environment (``docs/scale-out.md``).
 
         Raises:
             KnowledgeBaseNotFoundError: No knowledge base there.
             KnowledgeBaseLockedError: Another process has it open for writing.
             ManifestError: Unreadable manifest or unknown format version.
-            CorruptFileError: A file does not match its checksum (named), the journal lost
-                committed changes, or a path inside the knowledge base is a symbolic link.
+            CorruptFileError: A file does not match its checksum, the journal lost committed
+                changes, or a path inside the knowledge base is a symbolic link.
             KnowledgeBaseAccessError: A file may not be read (nothing is changed).
             EmbedderMismatchError: ``embedder`` differs from the one it was built with.
             InvalidInputError: ``allow_endpoints`` is not a list of URLs.
@@ -213,8 +210,8 @@ class MultimodalRAG:
             allow_modules=allow_modules,
             allow_endpoints=check_endpoints(allow_endpoints),
         )
-        loaded = opened.loaded
-        rag = cls(loaded.embedder, loaded.vector_store, loaded.description_store, answerer, read_only=read_only)
+        kb = opened.loaded
+        rag = cls(kb.embedder, kb.vector_store, kb.description_store, answerer, read_only=read_only)
         rag._state.attach(opened)
         return rag
 
@@ -227,7 +224,7 @@ class MultimodalRAG:
 
     @property
     def vector_store(self) -> VectorStore:
-        """The index of the vectors (a new one after a [`repair`][multimodal_rag._rag.MultimodalRAG.repair] or an adapter's switch)."""
+        """The index of the vectors (a new one after a repair or an adapter's switch)."""
         return self._state.vector_store
 
     @property
@@ -246,8 +243,7 @@ class MultimodalRAG:
 
     @property
     def adapter(self) -> Adapter | None:
-        """The adapter applied to the stored vectors and to every query
-        ([`fit_adapter`][multimodal_rag._rag.MultimodalRAG.fit_adapter]), or ``None``."""
+        """The adapter applied to the stored vectors and every query, or ``None``."""
         return self._state.adapter
 
     @property
@@ -264,8 +260,8 @@ class MultimodalRAG:
 
     @property
     def fingerprint(self) -> str:
-        """The identity of the vector space: the embedder's fingerprint, and the adapter's digest
-        while one is applied; vectors of two knowledge bases compare only when these are equal."""
+        """The identity of the vector space (the embedder's, and the adapter's digest): vectors of
+        two knowledge bases compare only when these are equal."""
         return self._adapting.fingerprint
 
     @property
@@ -296,11 +292,7 @@ class MultimodalRAG:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if exc_type is None and self._state.directory is not None and not self.read_only:
-                self.save()
-        finally:
-            self.close()
+        self._persistence.end_block(succeeded=exc_type is None)
 
     # -- integrity ---------------------------------------------------------------
 
@@ -313,10 +305,8 @@ class MultimodalRAG:
         return self._persistence.verify()
 
     def repair(self) -> RepairReport:
-        """Rebuild what [`verify`][multimodal_rag._rag.MultimodalRAG.verify] found broken, without losing any description.
-
-        Rebuilds the index, embeds again images whose vector is lost, gives vectors without a
-        record an empty one, removes a damaged adapter, and saves (``docs/reliability.md``).
+        """Rebuild what [`verify`][multimodal_rag._rag.MultimodalRAG.verify] found broken, without
+        losing any description, and save (``docs/reliability.md``).
 
         Returns:
             What was done, and in ``remaining`` what could not be fixed.
@@ -342,28 +332,35 @@ class MultimodalRAG:
     ) -> AddResult:
         """Embed images and store them with their descriptions.
 
-        An image whose id is present is reported in ``duplicates``, not embedded again; with
-        explicit ``ids``, an existing id is replaced.
-
         Args:
             images: One image or a sequence of paths, encoded bytes or PIL images.
-            ids: Ids to store them under; by default a hash of each image's bytes.
+            ids: Ids to store them under, an existing one replaced; by default a hash of each
+                image's bytes, an image already present being reported in ``duplicates``.
             descriptions: A description per image (``None`` for none).
             metadata: A metadata mapping per image.
             on_error: ``"raise"`` stops at the first unreadable image, storing nothing;
                 ``"skip"`` reports it in ``skipped`` and goes on, committing batch by batch.
             batch_size: Images embedded per batch.
             progress: Show a progress bar (default: when writing to a terminal).
-            ocr: Read the text in each image (``True``: the built-in reader, or a reader of
-                your own) and keep reading it in later adds; ``None`` follows the knowledge
-                base, ``False`` reads none in this call. See ``docs/ocr.md``.
+            ocr: Read the text in each image (``True``: the built-in reader, or your own) and in
+                later adds; ``None`` follows the knowledge base, ``False`` reads none now
+                (``docs/ocr.md``).
 
         Raises:
             ImageError: An unreadable image, with ``on_error="raise"``.
             InvalidInputError: Lengths that do not match, bad ids, descriptions or metadata.
             KnowledgeBaseError: An image given in memory cannot be kept in ``images/``.
         """
-        return self._ingesting.add(images, ids=ids, descriptions=descriptions, metadata=metadata, on_error=on_error, batch_size=batch_size, progress=progress, ocr=ocr)
+        return self._ingesting.add(
+            images,
+            ids=ids,
+            descriptions=descriptions,
+            metadata=metadata,
+            on_error=on_error,
+            batch_size=batch_size,
+            progress=progress,
+            ocr=ocr,
+        )
 
     def add_directory(
         self,
@@ -376,30 +373,49 @@ class MultimodalRAG:
         allow_outside: bool = False,
         ocr: bool | TextReader | None = None,
     ) -> AddResult:
-        """Index every image under ``directory``, batch by batch.
-
-        Unreadable images, symlinks leading outside ``directory`` and names that are not
-        regular files are skipped and reported, never stopping the rest.
+        """Index every image under ``directory``, batch by batch; what cannot be read (or leads
+        outside it) is skipped and reported, never stopping the rest.
 
         Args:
             directory: Folder of images (jpg, png, webp, gif, bmp, tiff; heic with the ``heif`` extra).
             descriptions: JSON Lines of ``{"image_path", "description", ...}`` (the cookbook's
                 ``description.json``); extra keys become metadata.
             recursive: Include subfolders.
-            batch_size: Images embedded per batch.
-            progress: Show a progress bar (default: when writing to a terminal).
+            batch_size: As for [`add`][multimodal_rag._rag.MultimodalRAG.add].
+            progress: As for add.
             allow_outside: Follow symlinks and descriptions entries that lead outside ``directory``.
-            ocr: As for [`add`][multimodal_rag._rag.MultimodalRAG.add].
+            ocr: As for add.
 
         Raises:
             InvalidInputError: ``directory`` is not a folder, or the descriptions file
                 is unreadable or has an entry leading outside ``directory``.
         """
-        return self._ingesting.add_directory(directory, descriptions=descriptions, recursive=recursive, batch_size=batch_size, progress=progress, allow_outside=allow_outside, ocr=ocr)
+        return self._ingesting.add_directory(
+            directory,
+            descriptions=descriptions,
+            recursive=recursive,
+            batch_size=batch_size,
+            progress=progress,
+            allow_outside=allow_outside,
+            ocr=ocr,
+        )
 
-    def read_text(self, *, ocr: bool | TextReader | None = None, ids: Iterable[str] | None = None, batch_size: int = 16, progress: bool | None = None) -> ReadTextResult:
-        """Read the text in the images that have none yet (turning OCR on), committing batch by
-        batch, so an interrupted run goes on where it stopped; see ``docs/ocr.md``.
+    def read_text(
+        self,
+        *,
+        ocr: bool | TextReader | None = None,
+        ids: Iterable[str] | None = None,
+        batch_size: int = 16,
+        progress: bool | None = None,
+    ) -> ReadTextResult:
+        """Read the text in the images that have none yet (turning OCR on), batch by batch, so an
+        interrupted run goes on where it stopped (``docs/ocr.md``).
+
+        Args:
+            ocr: As for [`add`][multimodal_rag._rag.MultimodalRAG.add].
+            ids: Only these images (default: every image).
+            batch_size: Images read and committed per batch.
+            progress: As for add.
 
         Raises:
             MissingDependencyError: The reader's extra (``ocr``) is not installed.
@@ -408,7 +424,8 @@ class MultimodalRAG:
         return self._reading.read_text(ocr=ocr, ids=ids, batch_size=batch_size, progress=progress)
 
     def edit_text(self, id: str, text: str | ReadText | None) -> Record:
-        """Replace the text read in ``id``'s image (a string: one line per line); ``None`` removes it.
+        """Replace the text read in ``id``'s image with ``text`` (a string: one line per line);
+        ``None`` removes it.
 
         Raises:
             NotFoundError: Unknown id.
@@ -429,11 +446,8 @@ class MultimodalRAG:
         workers: int = 4,
         progress: bool | None = None,
     ) -> DescribeResult:
-        """Have a model describe the images that have no description (``docs/answerers.md``).
-
-        Each description is marked ``{"description_source": "machine", "description_model": ...}``
-        in the metadata; an image that has a description is never touched. Batches are stored
-        (and journalled) as they finish: running it again continues where it stopped.
+        """Have a model describe the images that have no description, marked as its own in their
+        metadata, batch by batch: running it again continues where it stopped (``docs/answerers.md``).
 
         Args:
             describer: Writes the descriptions; by default the `answerer`, which must be able to.
@@ -451,7 +465,9 @@ class MultimodalRAG:
             NotFoundError: An id in ``ids`` is not in the knowledge base.
             AnswererError: The provider failed for every image; earlier batches are kept.
         """
-        return self._describing.describe_missing(describer=describer, ids=ids, batch_size=batch_size, workers=workers, progress=progress)
+        return self._describing.describe_missing(
+            describer=describer, ids=ids, batch_size=batch_size, workers=workers, progress=progress
+        )
 
     # -- records -----------------------------------------------------------------
 
@@ -465,12 +481,15 @@ class MultimodalRAG:
         return self._records.get(id)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Record]:
-        """The stored records of ``ids``, by id, as [`get`][multimodal_rag._rag.MultimodalRAG.get] gives them (a kept image
-        by its absolute path); an id without a stored record, or unknown, is left out."""
+        """The stored records of ``ids`` by id, as [`get`][multimodal_rag._rag.MultimodalRAG.get]
+        gives them; an id without a stored record, or unknown, is left out."""
         return self._records.get_many(ids)
 
-    def describe(self, id: str, description: str | None, *, metadata: Mapping[str, Any] | None = None) -> Record:
-        """Replace the description (and optionally the metadata) of ``id``, without re-embedding.
+    def describe(
+        self, id: str, description: str | None, *, metadata: Mapping[str, Any] | None = None
+    ) -> Record:
+        """Replace the ``description`` (and the ``metadata``, if given) of ``id``, without
+        re-embedding.
 
         Raises:
             InvalidInputError: Not a valid id, or metadata JSON cannot give back exactly.
@@ -498,7 +517,9 @@ class MultimodalRAG:
 
     # -- search and answers ------------------------------------------------------
 
-    def embed_query(self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5) -> Vector:
+    def embed_query(
+        self, image: ImageInput | None = None, text: str | None = None, *, text_weight: float = 0.5
+    ) -> Vector:
         """The query vector, in the index's space, for an image, a text, or both (the normalised
         sum ``(1 - text_weight) * image_vector + text_weight * text_vector``)."""
         return self._querying.embed_query(image, text, text_weight=text_weight)
@@ -516,25 +537,23 @@ class MultimodalRAG:
         rerank: Reranker | None = None,
         query_ocr: bool | None = None,
     ) -> list[Hit]:
-        """Find the knowledge-base images that best match an image, a text, or both.
-
-        ``"vector"`` mode compares CLIP vectors; ``"lexical"`` searches the descriptions' words
-        (BM25); ``"hybrid"`` fuses both. A text query is hybrid when the description store has
-        a full-text index, an image alone a vector search (``docs/search.md``).
+        """Find the knowledge-base images that best match an image, a text, or both (``docs/search.md``).
 
         Args:
             image: Query image (path, bytes or PIL image).
             text: Query text.
             k: How many hits; more than the knowledge base holds returns them all.
-            filter: Metadata conditions (``{"price": {"$lt": 100}}``; ``docs/search.md``) or a
-                predicate over ids, applied in every channel.
+            filter: Metadata conditions (``{"price": {"$lt": 100}}``) or a predicate over ids,
+                applied in every channel.
             text_weight: Weight of the text in the vector channel when both are given.
-            mode: ``"vector"``, ``"lexical"`` or ``"hybrid"`` (default: see above).
+            mode: ``"vector"`` (CLIP vectors), ``"lexical"`` (the descriptions' words, BM25) or
+                ``"hybrid"`` (both); by default hybrid for a text when the description store
+                has a full-text index, otherwise vector.
             fusion: Hybrid mode's fusion: ``"rrf"`` (reciprocal rank) or ``"weighted"`` (scores).
             rerank: A [`Reranker`][multimodal_rag.protocols.Reranker] that reorders the best
                 candidates before the first ``k`` are returned.
             query_ocr: Read the text in ``image`` and search its words too (default: when the
-                knowledge base reads text and the mode is not ``"vector"``; ``docs/search.md``).
+                knowledge base reads text and the mode is not ``"vector"``).
 
         Returns:
             Hits, best first, with their score, cosine ``similarity`` where computed, the
@@ -544,7 +563,17 @@ class MultimodalRAG:
             InvalidInputError: No image and no text, a lexical search without a text or a
                 full-text index, an unknown mode or fusion, or a bad filter.
         """
-        return self._querying.search(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank, query_ocr=query_ocr)
+        return self._querying.search(
+            image,
+            text,
+            k=k,
+            filter=filter,
+            text_weight=text_weight,
+            mode=mode,
+            fusion=fusion,
+            rerank=rerank,
+            query_ocr=query_ocr,
+        )
 
     async def asearch(
         self,
@@ -559,21 +588,42 @@ class MultimodalRAG:
         rerank: Reranker | None = None,
         query_ocr: bool | None = None,
     ) -> list[Hit]:
-        """Like [`search`][multimodal_rag._rag.MultimodalRAG.search], for asyncio code (the work runs in a worker thread)."""
-        return await self._querying.asearch(image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion, rerank=rerank, query_ocr=query_ocr)
+        """[`search`][multimodal_rag._rag.MultimodalRAG.search], with its arguments, for asyncio
+        code (the work runs in a worker thread)."""
+        return await self._querying.asearch(
+            image,
+            text,
+            k=k,
+            filter=filter,
+            text_weight=text_weight,
+            mode=mode,
+            fusion=fusion,
+            rerank=rerank,
+            query_ocr=query_ocr,
+        )
 
-    def search_by_vector(self, vector: Vector, *, k: int = 5, filter: Filter | None = None) -> list[Hit]:
-        """Like [`search`][multimodal_rag._rag.MultimodalRAG.search], for a vector in the index's space
-        (with an adapter applied, make it with [`embed_query`][multimodal_rag._rag.MultimodalRAG.embed_query])."""
+    def search_by_vector(
+        self, vector: Vector, *, k: int = 5, filter: Filter | None = None
+    ) -> list[Hit]:
+        """[`search`][multimodal_rag._rag.MultimodalRAG.search] for a ``vector`` in the index's
+        space (with an adapter applied, make it with
+        [`embed_query`][multimodal_rag._rag.MultimodalRAG.embed_query]); ``k`` and ``filter`` as
+        in search."""
         return self._querying.search_by_vector(vector, k=k, filter=filter)
 
-    # Each overload: ``stream`` decides what comes back (the arguments are those of the last).
+    # The overloads differ only in ``stream``; the other keywords are those of the implementation.
     @overload
-    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer: ...
+    def ask(
+        self, question: str, *, stream: Literal[False] = ..., **options: Unpack[AskOptions]
+    ) -> Answer: ...
     @overload
-    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> AnswerStream: ...
+    def ask(
+        self, question: str, *, stream: Literal[True], **options: Unpack[AskOptions]
+    ) -> AnswerStream: ...
     @overload
-    def ask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer | AnswerStream: ...
+    def ask(
+        self, question: str, *, stream: bool, **options: Unpack[AskOptions]
+    ) -> Answer | AnswerStream: ...
     def ask(
         self,
         question: str,
@@ -589,21 +639,21 @@ class MultimodalRAG:
         metadata: Mapping[str, Any] | None = None,
         query_ocr: bool | None = None,
     ) -> Answer | AnswerStream:
-        """Answer a question about an image (or the knowledge base) from the best matches.
-
-        The knowledge base is searched with ``image`` and ``text`` (the question when there is
-        no image); the `answerer` answers from the ``k`` best matches (``docs/answerers.md``):
-        ``rag.ask("What is this?", image="photo.jpg").text``.
+        """Answer a question about an image (or the knowledge base) from the best matches
+        (``docs/answerers.md``): ``rag.ask("What is this?", image="photo.jpg").text``.
 
         Args:
             question: The user's question.
             image: The user's image: the search query, and shown to the answerer.
             text: Search text; defaults to the question when there is no image.
             k: How many matches the answer may draw on.
-            filter, text_weight, mode, rerank: As in [`search`][multimodal_rag._rag.MultimodalRAG.search].
+            filter: As in [`search`][multimodal_rag._rag.MultimodalRAG.search].
+            text_weight: As in search.
+            mode: As in search.
+            rerank: As in search.
             stream: Return an [`AnswerStream`][multimodal_rag._streaming.AnswerStream] of text chunks.
             metadata: Passed to the answerer, with the text read in ``image`` under ``"image_text"``.
-            query_ocr: As in [`search`][multimodal_rag._rag.MultimodalRAG.search].
+            query_ocr: As in search.
 
         Returns:
             The answer with its sources; with ``stream=True``, an iterator of text chunks whose
@@ -614,14 +664,32 @@ class MultimodalRAG:
             ImageError: The image cannot be read.
             AnswererError: The answerer failed (a subclass says how).
         """
-        return self._querying.ask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata, query_ocr=query_ocr)
+        return self._querying.ask(
+            question,
+            image=image,
+            text=text,
+            k=k,
+            filter=filter,
+            text_weight=text_weight,
+            mode=mode,
+            rerank=rerank,
+            stream=stream,
+            metadata=metadata,
+            query_ocr=query_ocr,
+        )
 
     @overload
-    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[False] = ..., metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer: ...
+    async def aask(
+        self, question: str, *, stream: Literal[False] = ..., **options: Unpack[AskOptions]
+    ) -> Answer: ...
     @overload
-    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: Literal[True], metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> AsyncAnswerStream: ...
+    async def aask(
+        self, question: str, *, stream: Literal[True], **options: Unpack[AskOptions]
+    ) -> AsyncAnswerStream: ...
     @overload
-    async def aask(self, question: str, *, image: ImageInput | None = ..., text: str | None = ..., k: int = ..., filter: Filter | None = ..., text_weight: float = ..., mode: SearchMode | None = ..., rerank: Reranker | None = ..., stream: bool, metadata: Mapping[str, Any] | None = ..., query_ocr: bool | None = ...) -> Answer | AsyncAnswerStream: ...
+    async def aask(
+        self, question: str, *, stream: bool, **options: Unpack[AskOptions]
+    ) -> Answer | AsyncAnswerStream: ...
     async def aask(
         self,
         question: str,
@@ -637,9 +705,22 @@ class MultimodalRAG:
         metadata: Mapping[str, Any] | None = None,
         query_ocr: bool | None = None,
     ) -> Answer | AsyncAnswerStream:
-        """Like [`ask`][multimodal_rag._rag.MultimodalRAG.ask], for asyncio code (the search runs in a worker
-        thread; ``stream=True`` gives an [`AsyncAnswerStream`][multimodal_rag._streaming.AsyncAnswerStream])."""
-        return await self._querying.aask(question, image=image, text=text, k=k, filter=filter, text_weight=text_weight, mode=mode, rerank=rerank, stream=stream, metadata=metadata, query_ocr=query_ocr)
+        """[`ask`][multimodal_rag._rag.MultimodalRAG.ask], with its arguments, for asyncio code (the
+        search runs in a worker thread; ``stream=True`` gives an
+        [`AsyncAnswerStream`][multimodal_rag._streaming.AsyncAnswerStream])."""
+        return await self._querying.aask(
+            question,
+            image=image,
+            text=text,
+            k=k,
+            filter=filter,
+            text_weight=text_weight,
+            mode=mode,
+            rerank=rerank,
+            stream=stream,
+            metadata=metadata,
+            query_ocr=query_ocr,
+        )
 
     def evaluate(
         self,
@@ -655,12 +736,8 @@ class MultimodalRAG:
         fusion: Fusion = "rrf",
         progress: bool | None = None,
     ) -> EvaluationReport:
-        """Measure how well this knowledge base finds the right images, on its own data.
-
-        Queries are made from its images by realistic edits, each expecting its source, and
-        from its descriptions; a ``queries`` file adds labelled ones. Each goes through the
-        index and exact search; the scores give the similarity gate a recommended
-        ``min_score`` (``docs/evaluation.md``).
+        """Measure how well this knowledge base finds the right images, with queries made from its
+        own images and descriptions, and recommend a ``min_score`` gate (``docs/evaluation.md``).
 
         Args:
             queries: JSON Lines of ``{"query": text | "image": path, "expected": [id or path, ...]}``.
@@ -685,7 +762,17 @@ class MultimodalRAG:
         from multimodal_rag.evaluation.run import evaluate
 
         return evaluate(
-            self, queries=queries, edits=edits, negatives=negatives, sample=sample, seed=seed, k=k, keep=keep, mode=mode, fusion=fusion, progress=progress
+            self,
+            queries=queries,
+            edits=edits,
+            negatives=negatives,
+            sample=sample,
+            seed=seed,
+            k=k,
+            keep=keep,
+            mode=mode,
+            fusion=fusion,
+            progress=progress,
         )
 
     # -- the adapter ---------------------------------------------------------------
@@ -709,13 +796,8 @@ class MultimodalRAG:
         seed: int = 0,
         progress: bool | None = None,
     ) -> AdapterReport:
-        """Fit an adapter to this knowledge base's own pairs, and keep it only if it helps.
-
-        A small map on the frozen embedder's vectors is trained on records' images and
-        descriptions (and ``pairs``); it is kept only when, on held-out records, text-to-image
-        recall@5 rises by more than chance (a sign test, p < 0.01) and edited images still find
-        their originals. Kept, it applies to every vector and query, saved as a new snapshot;
-        either way its report is saved under ``adapter-reports/`` (``docs/adapter.md``).
+        """Fit an adapter to this knowledge base's own pairs, and keep it (applied to every vector
+        and query, saved) only if it helps on held-out records (``docs/adapter.md``).
 
         Args:
             kind: ``"low-rank"`` (a residual of ``rank``) or ``"linear"`` (a full matrix).
@@ -727,7 +809,8 @@ class MultimodalRAG:
             progress: Show progress bars (default: when writing to a terminal).
 
         Returns:
-            The before/after measurements, training figures, and whether it was kept and why.
+            The before/after measurements, training figures, and whether it was kept and why
+            (also saved under ``adapter-reports/``).
 
         Raises:
             ReadOnlyError: Opened read-only.
@@ -737,11 +820,21 @@ class MultimodalRAG:
         from multimodal_rag.adapter.fitting import fit_and_judge
 
         # Judged on what this object shows (its records, raw vectors and searches).
-        return self._adapting.fit(lambda: fit_and_judge(self, kind=kind, rank=rank, pairs=pairs, edits=edits, holdout=holdout, seed=seed, progress=progress))
+        return self._adapting.fit(
+            lambda: fit_and_judge(
+                self,
+                kind=kind,
+                rank=rank,
+                pairs=pairs,
+                edits=edits,
+                holdout=holdout,
+                seed=seed,
+                progress=progress,
+            )
+        )
 
     def remove_adapter(self) -> bool:
-        """Remove the adapter: the index gets the embedder's raw vectors back, exactly, and
-        queries are no longer mapped. Saved as a new snapshot.
+        """Remove the adapter, giving the index the embedder's raw vectors back exactly, and save.
 
         Returns:
             Whether there was an adapter to remove.

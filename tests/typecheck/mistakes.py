@@ -54,6 +54,16 @@ def run_time_checks_take_any_string(engine: str, precision: str) -> None:
     check_engine_and_precision(engine, precision, on_gpu=None)
 
 
+# -- ask and aask check each keyword, whichever overload ``stream`` picks ------------------
+
+
+async def question_mistakes(rag: MultimodalRAG) -> None:
+    rag.ask("What is this?", mode="hybird")  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType]
+    # fusion is search's; ask has none
+    rag.ask("What is this?", stream=True, fusion="rrf")  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue]
+    await rag.aask("What is this?", rerank="cross-encoder")  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType]
+
+
 # -- vectors are float32 arrays --------------------------------------------------------------
 
 

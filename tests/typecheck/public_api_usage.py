@@ -121,13 +121,16 @@ def streaming(rag: MultimodalRAG) -> None:
 
 def stream_or_not(rag: MultimodalRAG, want_stream: bool) -> None:
     # With a flag known only at run time the result is either kind.
-    result: Answer | AnswerStream = rag.ask("What is this?", stream=want_stream)
+    result = rag.ask("What is this?", stream=want_stream)
+    assert_type(result, Answer | AnswerStream)
+    assert_type(rag.ask("What is this?", stream=False, k=1, mode="lexical"), Answer)
     text = result.text if isinstance(result, Answer) else "".join(result)
     print(text)
 
 
 async def with_asyncio(rag: MultimodalRAG) -> None:
     answer: Answer = await rag.aask("What is this?", image="photo.jpg")
+    assert_type(await rag.aask("What is this?", stream=bool(answer.sources)), Answer | AsyncAnswerStream)
     print(answer.text)
     stream: AsyncAnswerStream = await rag.aask("What is this?", image="photo.jpg", stream=True)
     async for chunk in stream:

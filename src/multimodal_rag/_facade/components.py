@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from multimodal_rag._registry import resolve
+from multimodal_rag.errors import DimensionMismatchError
 
 if TYPE_CHECKING:
     from multimodal_rag.protocols import Answerer, DescriptionStore, VectorStore
@@ -17,7 +18,11 @@ def vector_store_of(
     dim: int, given: VectorStoreKind | VectorStore | None, *, expected_size: int | None = None
 ) -> VectorStore:
     """``given`` itself, a new store of the kind it names, or (for ``None``) the default kind
-    for ``expected_size`` vectors (docs/choosing-an-index.md)."""
+    for ``expected_size`` vectors (docs/choosing-an-index.md), holding ``dim``-d vectors.
+
+    Raises:
+        DimensionMismatchError: ``given`` is a store of vectors of another dimension.
+    """
     if given is None:
         from multimodal_rag.vectors.defaults import default_vector_store
 
@@ -25,6 +30,10 @@ def vector_store_of(
     if isinstance(given, str):
         store: VectorStore = resolve("vector_store", given)(dim)
         return store
+    if given.dim != dim:
+        raise DimensionMismatchError(
+            f"the embedder makes {dim}-d vectors but the vector store holds {given.dim}-d"
+        )
     return given
 
 

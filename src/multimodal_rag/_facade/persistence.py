@@ -90,6 +90,15 @@ class Persistence:
             return {}
         return {ADAPTER: lambda folder: adapter.save(folder / "adapter.npz"), RAW_VECTORS: raw.save}
 
+    def end_block(self, *, succeeded: bool) -> None:
+        """End a ``with`` block: save a writable knowledge base that is on disk when the block
+        ``succeeded`` (raised nothing), then close."""
+        try:
+            if succeeded and self._state.directory is not None and not self._state.read_only:
+                self.save()
+        finally:
+            self.close()
+
     def close(self) -> None:
         state = self._state
         if state.journal is not None:

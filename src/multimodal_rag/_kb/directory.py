@@ -498,9 +498,11 @@ class KnowledgeBaseDirectory:
         (see `is_unfinished`); anything else is someone's and stops the create.
 
         Raises:
-            KnowledgeBaseExistsError: The path holds other files.
+            KnowledgeBaseExistsError: The path holds a knowledge base or other files.
             KnowledgeBaseError: Not a POSIX system, where writing is not supported.
         """
+        if (self.path / MANIFEST_FILE).exists():
+            raise KnowledgeBaseExistsError(f"a knowledge base already exists at {str(self.path)!r}")
         check_writable_platform(self.path)  # before the create makes any folder
         unfinished = self.is_unfinished()
         if self.path.exists() and not unfinished and (not self.path.is_dir() or any(self.path.iterdir())):
