@@ -83,7 +83,7 @@ def test_a_changed_file_is_reported_by_name(kb: Path, embedder) -> None:
 def test_missing_and_existing_knowledge_bases(tmp_path: Path, kb: Path, embedder) -> None:
     with pytest.raises(KnowledgeBaseNotFoundError):
         MultimodalRAG.open(tmp_path / "nothing", embedder=embedder)
-    with pytest.raises(KnowledgeBaseExistsError):
+    with pytest.raises(KnowledgeBaseExistsError, match="a knowledge base already exists"):
         MultimodalRAG.create(kb, embedder=embedder)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("x")

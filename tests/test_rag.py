@@ -144,6 +144,16 @@ def test_context_manager_saves_on_success(tmp_path: Path, embedder: ColorEmbedde
     assert len(MultimodalRAG.open(tmp_path / "kb", embedder=embedder, read_only=True)) == 1
 
 
+def test_context_manager_closes_without_saving_on_an_error(tmp_path: Path, embedder: ColorEmbedder) -> None:
+    with pytest.raises(RuntimeError), MultimodalRAG.create(tmp_path / "kb", embedder=embedder) as rag:
+        rag.add([solid("red")], progress=False)
+        raise RuntimeError("stop")
+    reopened = MultimodalRAG.open(tmp_path / "kb", embedder=embedder)  # the lock was released
+    # Not saved (still the first snapshot); the journal gives the add back.
+    assert reopened.generation == 1 and len(reopened) == 1
+    reopened.close()
+
+
 def test_a_bad_image_in_add_raises_naming_it_and_stores_nothing(rag, tmp_path: Path) -> None:
     rag.add([solid("white")], progress=False)
     bad = tmp_path / "broken.jpg"
@@ -203,6 +213,16 @@ def test_vector_store_of_another_dimension_is_refused(embedder: ColorEmbedder) -
 
     with pytest.raises(DimensionMismatchError, match="48-d.*12-d"):
         MultimodalRAG(embedder, FaissFlatStore(12))
+
+
+def test_create_refuses_a_vector_store_of_another_dimension_before_making_a_folder(
+    tmp_path: Path, embedder: ColorEmbedder
+) -> None:
+    from multimodal_rag import FaissFlatStore
+
+    with pytest.raises(DimensionMismatchError, match="48-d.*12-d"):
+        MultimodalRAG.create(tmp_path / "kb", embedder=embedder, vector_store=FaissFlatStore(12))
+    assert not (tmp_path / "kb").exists()
 
 
 def test_jsonl_description_store_writes_the_cookbook_format(tmp_path: Path, embedder, image_dir) -> None:
