@@ -446,8 +446,9 @@ class MultimodalRAG:
         workers: int = 4,
         progress: bool | None = None,
     ) -> DescribeResult:
-        """Have a model describe the images that have no description, marked as its own in their
-        metadata, batch by batch: running it again continues where it stopped (``docs/answerers.md``).
+        """Have a model describe the images that have no description, batch by batch (running it
+        again continues where it stopped), each marked as the model's in its metadata
+        (``docs/answerers.md``).
 
         Args:
             describer: Writes the descriptions; by default the `answerer`, which must be able to.
