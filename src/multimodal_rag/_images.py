@@ -366,8 +366,17 @@ def _open_regular_file(name: str, max_file_bytes: int) -> BinaryIO:
 
     A FIFO would block the read forever and a device such as ``/dev/zero`` never
     ends; both are refused before they are opened, and what was opened is checked
-    again, in case the path changed in between.
+    again, in case the path changed in between. An fsspec URL (``s3://...``) is read whole
+    into memory instead, through `multimodal_rag._storage`, with the same size limit.
     """
+    from multimodal_rag._storage import is_url, local_path, read_url, redact
+
+    if is_url(name):
+        data = read_url(name, max_bytes=max_file_bytes)
+        if not data:
+            raise ImageError(f"cannot read image {redact(name)!r}: the file is empty", source=redact(name))
+        return io.BytesIO(data)
+    name = local_path(name)
     try:
         _check_regular(os.stat(name), name, max_file_bytes)
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)

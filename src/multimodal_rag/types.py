@@ -414,7 +414,12 @@ class Answer:
 def source_name(image: object) -> str:
     """How an image input is named in messages and reports."""
     if isinstance(image, (str, os.PathLike)):
-        return os.fspath(image)
+        name = os.fspath(image)
+        if "://" in name:  # a URL may carry a password or a signed-URL secret
+            from multimodal_rag._storage import redact
+
+            return redact(name)
+        return name
     if isinstance(image, (bytes, bytearray, memoryview)):
         return "<bytes>"
     return "<PIL image>"

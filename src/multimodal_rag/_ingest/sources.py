@@ -1,4 +1,11 @@
-"""Finding images in a directory and their entries in a cookbook-style descriptions file."""
+"""Finding images in a folder or a bucket, and their entries in a cookbook-style descriptions file.
+
+`Source` is where an ingest or a sync reads from: a local folder (a path or ``file://``
+URL) or an fsspec URL (``s3://bucket/prefix``). ``Source(location).files()`` lists its
+images lazily, page by page, as `SourceFile` s (the location ``image_path`` keeps, the
+size and a version token that changes when the bytes do); ``Source.read(file)`` returns
+one file's bytes, whose hash is its content id wherever it is stored.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,152 @@ import errno
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from attrs import frozen
 
-from multimodal_rag._images import IMAGE_SUFFIXES, file_kind
+from multimodal_rag._images import DEFAULT_MAX_FILE_BYTES, IMAGE_SUFFIXES, file_kind, image_bytes
+from multimodal_rag._storage import canonical, is_url, list_files, local_path
 from multimodal_rag._validation import RESERVED_KEYS
 from multimodal_rag.descriptions.jsonl import read_jsonl
 from multimodal_rag.errors import CorruptFileError, InvalidInputError
+from multimodal_rag.types import Skipped
 
-__all__ = ["DescriptionEntry", "DescriptionsFile", "find_images", "is_inside", "outside_root", "scan_images"]
+__all__ = [
+    "DescriptionEntry",
+    "DescriptionsFile",
+    "Source",
+    "SourceFile",
+    "find_images",
+    "is_inside",
+    "outside_root",
+    "scan_images",
+]
+
+
+@frozen
+class SourceFile:
+    """One image a `Source` lists.
+
+    Attributes:
+        location: Where it is, as a record's ``image_path`` keeps it: an absolute local path,
+            or the URL without credentials (``s3://bucket/photos/a.jpg``).
+        size: Its size in bytes, where the listing gives it.
+        version: A token that changes whenever its bytes change (an object's ETag or
+            generation; a local file's size and modification time), or ``None``.
+    """
+
+    location: str
+    size: int | None
+    version: str | None
+
+
+class Source:
+    """The images in a local folder or under a URL prefix, listed lazily.
+
+    Args:
+        location: A folder (path or ``file://`` URL) or an fsspec URL (``s3://bucket/prefix``,
+            ``gs://...``, ``az://...``). Credentials come from the filesystem's environment.
+        recursive: Include sub-folders (sub-prefixes).
+        allow_outside: For a local folder, accept symlinks leading outside it.
+        page_size: Keys per listing request for S3 (at most 1000; the store's default when ``None``).
+
+    Raises:
+        InvalidInputError: A local folder that is not a folder; an unsupported URL scheme.
+        MissingDependencyError: The URL scheme's package is not installed (names the extra).
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        recursive: bool = True,
+        allow_outside: bool = False,
+        page_size: int | None = None,
+    ) -> None:
+        name = os.fspath(location)
+        self.remote = is_url(name)
+        self.recursive = recursive
+        self.allow_outside = allow_outside
+        self.page_size = page_size
+        #: Images listed but refused without being read (local folders: FIFOs, broken
+        #: links, symlinks leading outside); filled as `files` runs.
+        self.refused: list[Skipped] = []
+        if self.remote:
+            # An unsupported scheme or a missing extra fails here, not mid-listing.
+            self.location = canonical(name)
+            self._url = name
+        else:
+            self.root = Path(local_path(name))
+            if not self.root.is_dir():
+                raise InvalidInputError(f"not a directory: {name!r}")
+            self.location = str(self.root.resolve())
+
+    def files(self) -> Iterator[SourceFile]:
+        """The image files (by suffix, any letter case), streamed as they are listed.
+
+        Raises:
+            InvalidInputError: The bucket or prefix cannot be listed (missing, access denied).
+        """
+        if self.remote:
+            for found in list_files(self._url, recursive=self.recursive, page_size=self.page_size):
+                if os.path.splitext(found.url)[1].lower() in IMAGE_SUFFIXES:
+                    yield SourceFile(location=found.url, size=found.size, version=found.version)
+            return
+        files, not_files = scan_images(self.root, recursive=self.recursive)
+        escaping = set() if self.allow_outside else set(outside_root(files, self.root))
+        self.refused += [
+            Skipped(
+                source=str(file),
+                reason=f"a symlink to {os.path.realpath(file)!r}, outside {str(self.root)!r}",
+            )
+            for file in sorted(escaping)
+        ]
+        self.refused += [Skipped(source=str(path), reason=reason) for path, reason in not_files]
+        for file in files:
+            if file in escaping:
+                continue
+            try:
+                info = file.stat()
+            except OSError as exc:  # vanished since it was listed
+                self.refused.append(
+                    Skipped(source=str(file), reason=f"cannot be read: {exc.strerror or exc}")
+                )
+                continue
+            yield SourceFile(
+                location=str(file.resolve()),
+                size=info.st_size,
+                version=f"{info.st_size}:{info.st_mtime_ns}",
+            )
+
+    def read(self, file: SourceFile | str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+        """The bytes of one listed file (read into memory, never copied to disk).
+
+        Raises:
+            ImageError: It is missing, unreadable or larger than ``max_bytes``.
+        """
+        return image_bytes(
+            file.location if isinstance(file, SourceFile) else file, max_file_bytes=max_bytes
+        )
+
+    def holds(self, image_path: str | None) -> bool:
+        """Whether a stored ``image_path`` lies in this source (where a sync looks for vanished files)."""
+        if not image_path:
+            return False
+        if self.remote:
+            return (
+                image_path.startswith(self.location + "/")
+                if self.recursive
+                else os.path.dirname(image_path) == self.location
+            )
+        if is_url(image_path):
+            return False
+        path = os.path.normpath(image_path)
+        if self.recursive:
+            return path.startswith(self.location.rstrip(os.sep) + os.sep)
+        return os.path.dirname(path) == self.location
 
 
 def is_inside(path: Path, root: Path) -> bool:
@@ -38,7 +180,9 @@ def find_images(directory: Path, *, recursive: bool = True) -> list[Path]:
     return scan_images(directory, recursive=recursive)[0]
 
 
-def scan_images(directory: Path, *, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
+def scan_images(
+    directory: Path, *, recursive: bool = True
+) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Image files under ``directory`` and the image names that cannot be read as files.
 
     Returns:
@@ -117,7 +261,9 @@ class DescriptionsFile:
         for line, obj in lines:
             image_path = obj.get("image_path")
             if not isinstance(image_path, str) or not image_path or "\0" in image_path:
-                raise InvalidInputError(f"{str(path)!r} line {line} has no usable 'image_path' string")
+                raise InvalidInputError(
+                    f"{str(path)!r} line {line} has no usable 'image_path' string"
+                )
             # A descriptions file may come from someone else: it must not point the
             # library at files outside the folder being indexed ("../", absolute paths).
             if not allow_outside and not any(is_inside(base / image_path, root) for base in bases):
@@ -127,7 +273,9 @@ class DescriptionsFile:
                 )
             description = obj.get("description")
             if description is not None and not isinstance(description, str):
-                raise InvalidInputError(f"{str(path)!r} line {line}: 'description' must be a string")
+                raise InvalidInputError(
+                    f"{str(path)!r} line {line}: 'description' must be a string"
+                )
             metadata = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
             entry = DescriptionEntry(description, metadata, line)
             for base in bases:
