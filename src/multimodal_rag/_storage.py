@@ -231,6 +231,18 @@ def canonical(url: str) -> str:
     return redact(fs.unstrip_protocol(path.rstrip("/")))
 
 
+def image_exists(location: str) -> bool:
+    """Whether the image a record names is there: a regular local file, or an object at a URL
+    that can be found with the environment's credentials."""
+    if not is_url(location):
+        return os.path.isfile(local_path(location))
+    try:
+        fs, path = filesystem(location)
+        return bool(fs.isfile(path))
+    except Exception:  # a missing package, refused credentials: not there for this reader
+        return False
+
+
 def read_url(url: str, *, max_bytes: int) -> bytes:
     """The bytes of the file at ``url``, refused past ``max_bytes``.
 

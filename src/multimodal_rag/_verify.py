@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from attrs import field, frozen
 
+from multimodal_rag._storage import image_exists, is_url
 from multimodal_rag.types import Record, str_tuple
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ def verify_knowledge_base(
                     "base, where the library never put it (a forged record?); the server will not show it",
                 )
             )
-        if record.image_path is not None and not Path(record.image_path).is_file():
+        if record.image_path is not None and not image_exists(record.image_path):
             problems.append(
                 Problem(
                     kind=ProblemKind.MISSING_IMAGE,
@@ -286,6 +286,8 @@ def outside_image(kb: str | os.PathLike[str], image_path: str, roots: tuple[str,
     stores as the absolute path it resolved to; a relative path, or one holding ``..``, that
     leads outside was never written by the library.
     """
+    if is_url(image_path):  # from a bucket: outside only where roots are named and none holds it
+        return bool(roots) and not any(image_path.startswith(root.rstrip("/") + "/") for root in roots if is_url(root))
     resolved = os.path.realpath(os.path.join(kb, image_path))
     for root in (kb, *roots):
         top = os.path.realpath(root)
@@ -541,7 +543,7 @@ def _reembed_raw(
     for id_ in missing:
         record = _with_image_file(records.get(id_), directory)
         try:
-            if record is None or record.image_path is None or not Path(record.image_path).is_file():
+            if record is None or record.image_path is None or not image_exists(record.image_path):
                 raise InvalidInputError("no image")
             raw_store.add([id_], embedder.embed_images([record.image_path]))
         except (ImageError, InvalidInputError):
@@ -584,7 +586,7 @@ def _reembed(
     records = description_store.get_many(ids)
     for id_ in ids:
         record = _with_image_file(records.get(id_), directory)
-        if record is None or record.image_path is None or not Path(record.image_path).is_file():
+        if record is None or record.image_path is None or not image_exists(record.image_path):
             continue
         try:
             vector = embedder.embed_images([record.image_path])

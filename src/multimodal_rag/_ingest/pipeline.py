@@ -14,20 +14,35 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from multimodal_rag._images import content_id, image_bytes
-from multimodal_rag._ingest.sources import DescriptionsFile, outside_root, scan_images
+from multimodal_rag._ingest.sources import (
+    DescriptionsFile,
+    Source,
+    SourceFile,
+    outside_root,
+    scan_images,
+)
+from multimodal_rag._storage import is_url, local_path
 from multimodal_rag._validation import check_metadata, check_new_id, check_record
 from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.protocols import EmbeddedBatch, Embedder, iter_embed_images_in_batches
 from multimodal_rag.types import AddResult, ImageInput, Record, Skipped, is_path, source_name
 
-__all__ = ["IngestItem", "IngestRun", "encoded_image", "items_from_arguments", "items_from_directory"]
+__all__ = [
+    "VERSION_KEY",
+    "IngestItem",
+    "IngestRun",
+    "encoded_image",
+    "items_from_arguments",
+    "items_from_directory",
+    "items_from_source",
+]
 
 #: Stores one batch: ``commit(ids, vectors, records)``.
 Commit = Callable[[list[str], Any, list[Record]], None]
@@ -81,7 +96,7 @@ def items_from_arguments(
             id=ids_list[i],
             description=descriptions_list[i],
             metadata=dict(metadata_list[i] or {}),
-            image_path=str(Path(image).resolve()) if is_path(image) else None,  # type: ignore[arg-type]
+            image_path=_stored_path(image),
         )
         for i, image in enumerate(images)
     ]
@@ -103,13 +118,16 @@ def items_from_directory(
         InvalidInputError: ``directory`` is not a folder, or the descriptions file is
             unreadable or has an entry leading outside ``directory``.
     """
-    root = Path(directory)
+    if is_url(os.fspath(directory)):
+        source = Source(directory, recursive=recursive)
+        return items_from_source(source, source.files(), descriptions=descriptions, allow_outside=allow_outside), []
+    root = Path(local_path(os.fspath(directory)))
     files, not_files = scan_images(root, recursive=recursive)
     escaping = [] if allow_outside else outside_root(files, root)
     if escaping:
         refused_files = set(escaping)
         files = [file for file in files if file not in refused_files]
-    catalog = DescriptionsFile(Path(descriptions), root, allow_outside=allow_outside) if descriptions is not None else None
+    catalog = DescriptionsFile(descriptions, root, allow_outside=allow_outside) if descriptions is not None else None
     items = []
     for file in files:
         entry = catalog.lookup(file) if catalog is not None else None
@@ -128,6 +146,42 @@ def items_from_directory(
     ]
     refused += [Skipped(source=str(path), reason=reason) for path, reason in not_files]
     return items, refused
+
+
+#: The metadata key that keeps the version of an image listed from a source (its ETag, or a
+#: local file's size and modification time), so that a sync knows it unchanged unread.
+VERSION_KEY = "source_version"
+
+
+def items_from_source(
+    source: Source,
+    files: Iterable[SourceFile],
+    *,
+    descriptions: str | os.PathLike[str] | None,
+    allow_outside: bool,
+    kept: Mapping[str, Record] | None = None,
+) -> list[IngestItem]:
+    """The items for ``files`` of ``source``, described by the descriptions file, each with
+    its version in its metadata (`VERSION_KEY`).
+
+    ``kept`` maps a location to the record a changed file replaces: its description and
+    metadata carry over, unless the descriptions file has an entry for it.
+    """
+    catalog = DescriptionsFile(descriptions, source.location, allow_outside=allow_outside) if descriptions is not None else None
+    items = []
+    for file in files:
+        entry = catalog.lookup(file.location) if catalog is not None else None
+        old = kept.get(file.location) if kept is not None else None
+        if entry is not None:
+            description, metadata = entry.description, dict(entry.metadata)
+        elif old is not None:
+            description, metadata = old.description, {k: v for k, v in old.metadata.items() if k != VERSION_KEY}
+        else:
+            description, metadata = None, {}
+        if file.version is not None:
+            metadata[VERSION_KEY] = file.version
+        items.append(IngestItem(image=file.location, source=file.location, description=description, metadata=metadata, image_path=file.location))
+    return items
 
 
 def encoded_image(item: IngestItem) -> tuple[bytes, str]:
@@ -254,9 +308,10 @@ class IngestRun:
                 continue
             self.claimed.add(item.id)
             self.queued.append(pos)
-            # The embedder reads the image itself (in parallel, where it can), so its
+            # The embedder reads a local image itself (in parallel, where it can), so its
             # errors name the file; the hashing read above is served by the page cache.
-            yield item.image
+            # An image at a URL is not fetched twice: the embedder gets the bytes read.
+            yield data if data is not None and is_url(item.image) else item.image
 
     def _take(self, batch: EmbeddedBatch) -> None:
         """Store (or hold, with ``on_error="raise"``) one embedded batch."""
@@ -267,7 +322,8 @@ class IngestRun:
             if self.on_error == "raise":
                 raise error
             self.claimed.discard(item.id or "")
-            self.skipped.append(Skipped(source=item.source, reason=str(error)))
+            reason = str(error).replace("'<bytes>'", repr(item.source)) if is_url(item.image) else str(error)
+            self.skipped.append(Skipped(source=item.source, reason=reason))
         chosen = [self.items[self.queued[i]] for i in batch.indices]
         batch_ids: list[str] = [item.id for item in chosen]  # type: ignore[misc]
         records = [self.record_for(item) for item in chosen]
@@ -282,6 +338,18 @@ class IngestRun:
         for i in batch.indices:
             self.ids[self.queued[i]] = self.items[self.queued[i]].id  # type: ignore[assignment]
             self.added.append(self.queued[i])
+
+
+def _stored_path(image: ImageInput) -> str | None:
+    """Where a record keeps an image given by path: its absolute path, or its URL without credentials."""
+    if not is_path(image):
+        return None
+    name = os.fspath(image)  # type: ignore[arg-type]
+    if is_url(name):
+        from multimodal_rag._storage import redact
+
+        return redact(name)
+    return str(Path(local_path(name)).resolve())
 
 
 def _aligned(name: str, values: object, n: int) -> list[Any]:

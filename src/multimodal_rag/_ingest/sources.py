@@ -10,20 +10,23 @@ one file's bytes, whose hash is its content id wherever it is stored.
 from __future__ import annotations
 
 import errno
+import io
 import os
+import posixpath
 import stat
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from attrs import frozen
 
 from multimodal_rag._images import DEFAULT_MAX_FILE_BYTES, IMAGE_SUFFIXES, file_kind, image_bytes
-from multimodal_rag._storage import canonical, is_url, list_files, local_path
+from multimodal_rag._storage import canonical, is_url, list_files, local_path, read_url, redact
 from multimodal_rag._validation import RESERVED_KEYS
-from multimodal_rag.descriptions.jsonl import read_jsonl
-from multimodal_rag.errors import CorruptFileError, InvalidInputError
+from multimodal_rag.descriptions.jsonl import parse_jsonl
+from multimodal_rag.errors import CorruptFileError, ImageError, InvalidInputError
 from multimodal_rag.types import Skipped
 
 __all__ = [
@@ -180,9 +183,7 @@ def find_images(directory: Path, *, recursive: bool = True) -> list[Path]:
     return scan_images(directory, recursive=recursive)[0]
 
 
-def scan_images(
-    directory: Path, *, recursive: bool = True
-) -> tuple[list[Path], list[tuple[Path, str]]]:
+def scan_images(directory: Path, *, recursive: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Image files under ``directory`` and the image names that cannot be read as files.
 
     Returns:
@@ -233,11 +234,12 @@ class DescriptionsFile:
 
     An entry's ``image_path`` may be relative to the descriptions file's folder or to
     the image directory; when neither matches, an image is matched by its file name,
-    provided only one entry has that name.
+    provided only one entry has that name. The file and the images may each be local
+    or at a URL (``s3://bucket/descriptions.jsonl``, ``https://...``).
 
     Args:
-        path: The JSON Lines file.
-        image_root: The folder being indexed.
+        path: The JSON Lines file: a path or a URL.
+        image_root: The folder being indexed: a path, or a source's URL.
         allow_outside: Accept entries whose ``image_path`` leads outside ``image_root``.
 
     Raises:
@@ -245,47 +247,96 @@ class DescriptionsFile:
             without ``image_path``, or one that leads outside ``image_root``.
     """
 
-    def __init__(self, path: Path, image_root: Path, *, allow_outside: bool = False) -> None:
-        self.path = Path(path)
+    #: A descriptions file at a URL is read into memory; past this it is refused.
+    MAX_URL_BYTES = 1 << 30
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        image_root: str | os.PathLike[str],
+        *,
+        allow_outside: bool = False,
+    ) -> None:
+        name = os.fspath(path)
         self._by_path: dict[str, DescriptionEntry] = {}
         by_name: dict[str, list[DescriptionEntry]] = defaultdict(list)
-        root = Path(image_root).resolve()
-        bases = [self.path.resolve().parent, root]
-        if not self.path.is_file():
-            raise InvalidInputError(f"descriptions file not found: {str(path)!r}")
+        remote_root = is_url(os.fspath(image_root))
+        root = (
+            canonical(os.fspath(image_root))
+            if remote_root
+            else str(Path(local_path(os.fspath(image_root))).resolve())
+        )
+        if is_url(name):
+            self.path: str | Path = redact(name)
+            shown = self.path
+            try:
+                data = read_url(name, max_bytes=self.MAX_URL_BYTES)
+            except ImageError as exc:
+                raise InvalidInputError(f"descriptions file: {exc}") from None
+            lines: BinaryIO = io.BytesIO(data)
+            here = canonical(name).rpartition("/")[0]
+        else:
+            self.path = Path(local_path(name))
+            shown = str(path)
+            if not self.path.is_file():
+                raise InvalidInputError(f"descriptions file not found: {shown!r}")
+            lines = open(self.path, "rb")  # noqa: SIM115 - closed below
+            here = str(self.path.resolve().parent)
+        bases = [here, root]
         try:
-            lines = list(read_jsonl(self.path))
+            with lines:
+                parsed = list(parse_jsonl(lines, shown))
         except CorruptFileError as exc:
             # The file is the caller's input, not part of a knowledge base: bad input.
             raise InvalidInputError(str(exc)) from exc
-        for line, obj in lines:
+        for line, obj in parsed:
             image_path = obj.get("image_path")
             if not isinstance(image_path, str) or not image_path or "\0" in image_path:
-                raise InvalidInputError(
-                    f"{str(path)!r} line {line} has no usable 'image_path' string"
-                )
+                raise InvalidInputError(f"{shown!r} line {line} has no usable 'image_path' string")
             # A descriptions file may come from someone else: it must not point the
             # library at files outside the folder being indexed ("../", absolute paths).
-            if not allow_outside and not any(is_inside(base / image_path, root) for base in bases):
+            if not allow_outside and not any(
+                _inside(_join(base, image_path), root) for base in bases
+            ):
                 raise InvalidInputError(
-                    f"{str(path)!r} line {line}: image_path {image_path!r} points outside the image "
-                    f"directory {str(root)!r}; pass allow_outside=True to accept it"
+                    f"{shown!r} line {line}: image_path {redact(image_path)!r} points outside the image "
+                    f"directory {root!r}; pass allow_outside=True to accept it"
                 )
             description = obj.get("description")
             if description is not None and not isinstance(description, str):
-                raise InvalidInputError(
-                    f"{str(path)!r} line {line}: 'description' must be a string"
-                )
+                raise InvalidInputError(f"{shown!r} line {line}: 'description' must be a string")
             metadata = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
             entry = DescriptionEntry(description, metadata, line)
             for base in bases:
-                self._by_path.setdefault(os.path.normpath(base / image_path), entry)
-            by_name[Path(image_path).name].append(entry)
+                self._by_path.setdefault(_join(base, image_path), entry)
+            by_name[posixpath.basename(image_path.replace(os.sep, "/"))].append(entry)
         self._by_name = {name: entries[0] for name, entries in by_name.items() if len(entries) == 1}
 
-    def lookup(self, image: Path) -> DescriptionEntry | None:
-        """The entry describing ``image``, or ``None``."""
-        entry = self._by_path.get(os.path.normpath(Path(image).resolve()))
+    def lookup(self, image: str | os.PathLike[str]) -> DescriptionEntry | None:
+        """The entry describing ``image`` (a path, or a listed file's URL), or ``None``."""
+        name = os.fspath(image)
+        if is_url(name):
+            entry = self._by_path.get(name)
+            return entry if entry is not None else self._by_name.get(posixpath.basename(name))
+        entry = self._by_path.get(os.path.normpath(Path(name).resolve()))
         if entry is None:
-            entry = self._by_path.get(os.path.normpath(Path(image).absolute()))
-        return entry if entry is not None else self._by_name.get(Path(image).name)
+            entry = self._by_path.get(os.path.normpath(Path(name).absolute()))
+        return entry if entry is not None else self._by_name.get(Path(name).name)
+
+
+def _join(base: str, image_path: str) -> str:
+    """Where ``image_path`` (relative, absolute or a URL) leads from the folder ``base``."""
+    if is_url(image_path):
+        return redact(image_path)
+    if is_url(base):
+        parts = urlsplit(base)
+        # Built by hand: urlunsplit drops the "//" of a URL with no host (memory:///bucket).
+        path = posixpath.normpath(posixpath.join(parts.path or "/", image_path))
+        return f"{parts.scheme}://{parts.netloc}{path}"
+    return os.path.normpath(os.path.join(base, image_path))
+
+
+def _inside(location: str, root: str) -> bool:
+    if is_url(root) or is_url(location):
+        return location.startswith(root.rstrip("/") + "/")
+    return is_inside(Path(location), Path(root))

@@ -52,6 +52,7 @@ import attrs
 from multimodal_rag._hashing import sha256_file
 from multimodal_rag._kb.fileio import atomic_write_bytes, fsync_directory, fsync_tree
 from multimodal_rag._kb.manifest import MANIFEST_FILE, Manifest
+from multimodal_rag._storage import is_url
 from multimodal_rag._version import __version__
 from multimodal_rag.errors import (
     CorruptFileError,
@@ -232,8 +233,8 @@ class KnowledgeBaseDirectory:
     def image_file(self, image_path: str | None) -> str | None:
         """Where a record's image is: a relative ``image_path`` is relative to the knowledge base,
         and one of this knowledge base's images named by an earlier version is found here."""
-        if image_path is None:
-            return None
+        if image_path is None or is_url(image_path):  # an image in a bucket stays there
+            return image_path
         relocated = self.relocated_image_path(image_path)
         if relocated is not None:
             return str(self.root / relocated)
@@ -267,7 +268,7 @@ class KnowledgeBaseDirectory:
         Kept images are named by the hash of their bytes, so a file of that name in this
         knowledge base's ``images/`` holds the same picture: nothing is lost by pointing there.
         """
-        if image_path is None or image_path.startswith(f"{IMAGES}/"):
+        if image_path is None or image_path.startswith(f"{IMAGES}/") or is_url(image_path):
             return None
         path = Path(image_path)
         if path.parent.name != IMAGES or not _KEPT_IMAGE.fullmatch(path.name):

@@ -42,7 +42,7 @@ from multimodal_rag.types import Record
 if TYPE_CHECKING:
     from multimodal_rag.ocr import ReadText
 
-__all__ = ["JSONLDescriptionStore", "read_jsonl", "record_from_json", "record_to_json"]
+__all__ = ["JSONLDescriptionStore", "parse_jsonl", "read_jsonl", "record_from_json", "record_to_json"]
 
 _FILE = "descriptions.jsonl"
 _OCR_FILE = "ocr.jsonl"
@@ -56,18 +56,23 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             message names the file and the line.
     """
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise CorruptFileError(f"{str(path)!r} line {number} is not valid UTF-8: {exc}") from exc
-            except json.JSONDecodeError as exc:
-                raise CorruptFileError(f"{str(path)!r} line {number} is not valid JSON: {exc}") from exc
-            if not isinstance(obj, dict):
-                raise CorruptFileError(f"{str(path)!r} line {number} is not a JSON object")
-            yield number, obj
+        yield from parse_jsonl(f, str(path))
+
+
+def parse_jsonl(lines: Iterable[bytes], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`read_jsonl` of lines read otherwise (a file fetched by URL), named ``name`` in errors."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise CorruptFileError(f"{name!r} line {number} is not valid UTF-8: {exc}") from exc
+        except json.JSONDecodeError as exc:
+            raise CorruptFileError(f"{name!r} line {number} is not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise CorruptFileError(f"{name!r} line {number} is not a JSON object")
+        yield number, obj
 
 
 def record_to_json(record: Record) -> dict[str, Any]:
