@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         ReadTextResult,
         Record,
         SearchMode,
+        SyncResult,
         Vector,
         Vectors,
         VectorStoreKind,
@@ -397,6 +398,50 @@ class MultimodalRAG:
             batch_size=batch_size,
             progress=progress,
             allow_outside=allow_outside,
+            ocr=ocr,
+        )
+
+    def sync(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        descriptions: str | os.PathLike[str] | None = None,
+        recursive: bool = True,
+        dry_run: bool = False,
+        batch_size: int = 32,
+        progress: bool | None = None,
+        allow_outside: bool = False,
+        page_size: int | None = None,
+        ocr: bool | TextReader | None = None,
+    ) -> SyncResult:
+        """Make the knowledge base match ``source``: add its new images, replace the changed
+        ones (same location, other bytes; their description kept unless ``descriptions`` has
+        an entry for them) and remove those it no longer holds (``docs/scale-out.md``).
+
+        Args:
+            source: A folder, or a URL such as ``s3://bucket/photos`` (credentials from the
+                environment; the ``s3``, ``gcs`` or ``azure`` extra).
+            descriptions: As for [`add_directory`][multimodal_rag._rag.MultimodalRAG.add_directory]; a path or a URL.
+            dry_run: Only list what would change.
+            page_size: Keys per listing request of an S3 bucket (at most 1000).
+            recursive, batch_size, progress, allow_outside, ocr: As for ``add_directory``.
+
+        Raises:
+            InvalidInputError: ``source`` cannot be listed (missing, access denied), or the
+                descriptions file is unreadable.
+            MissingDependencyError: The URL's filesystem package is not installed.
+        """
+        from multimodal_rag._facade.syncing import Syncing
+
+        return Syncing(self._state, self._ingesting, self._records).sync(
+            source,
+            descriptions=descriptions,
+            recursive=recursive,
+            allow_outside=allow_outside,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
+            page_size=page_size,
             ocr=ocr,
         )
 

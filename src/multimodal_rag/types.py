@@ -74,6 +74,7 @@ __all__ = [
     "SearchMode",
     "Skipped",
     "Source",
+    "SyncResult",
     "Vector",
     "VectorStoreKind",
     "Vectors",
@@ -317,6 +318,42 @@ class AddResult(Sequence[str]):
 
 
 @frozen(kw_only=True)
+class SyncResult:
+    """What [`MultimodalRAG.sync`][multimodal_rag._rag.MultimodalRAG.sync] found, and did unless it was a dry run.
+
+    Attributes:
+        new: Locations (paths or URLs) of images listed in the source and not in the knowledge base.
+        changed: Locations whose bytes changed since they were indexed; each is stored anew, with
+            the description and metadata of the record it replaces (unless the descriptions file
+            has an entry for it), and that record is removed.
+        removed: Locations of images the knowledge base holds under the source that the source no
+            longer lists; their records are removed.
+        unchanged: How many listed images the knowledge base already holds as they are.
+        dry_run: Nothing was changed: the lists above are the plan.
+        added: The ingest of the new and changed images (stored, duplicates, skipped), or
+            ``None`` on a dry run.
+    """
+
+    new: tuple[str, ...] = field(converter=str_tuple, default=())
+    changed: tuple[str, ...] = field(converter=str_tuple, default=())
+    removed: tuple[str, ...] = field(converter=str_tuple, default=())
+    unchanged: int = 0
+    dry_run: bool = False
+    added: AddResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values."""
+        return {
+            "new": list(self.new),
+            "changed": list(self.changed),
+            "removed": list(self.removed),
+            "unchanged": self.unchanged,
+            "dry_run": self.dry_run,
+            "added": self.added.to_dict() if self.added is not None else None,
+        }
+
+
+@frozen(kw_only=True)
 class DescribeResult:
     """What [`MultimodalRAG.describe_missing`][multimodal_rag._rag.MultimodalRAG.describe_missing] did.
 
@@ -431,6 +468,6 @@ def is_path(image: object) -> bool:
 
 def relative_path(path: str | None, root: str | os.PathLike[str] | None) -> str | None:
     """``path`` relative to ``root`` with ``/`` separators (``..`` where it lies outside); as is without a root."""
-    if path is None or root is None:
+    if path is None or root is None or "://" in path:  # a URL (an image in a bucket) is kept whole
         return path
     return Path(os.path.relpath(path, os.path.abspath(root))).as_posix()

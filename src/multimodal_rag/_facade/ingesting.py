@@ -71,6 +71,10 @@ class Ingesting:
         result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
         return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result
 
+    def ingest(self, items: list[IngestItem], *, batch_size: int, progress: bool | None, ocr: bool | TextReader | None) -> AddResult:
+        """Ingest prepared items, skipping (and reporting) the unreadable ones: a sync's new and changed images."""
+        return self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
+
     def _ingest(
         self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None, ocr: bool | TextReader | None
     ) -> AddResult:

@@ -12,7 +12,7 @@ import base64
 import io
 import os
 
-from multimodal_rag._images import open_image
+from multimodal_rag._images import image_bytes, open_image
 from multimodal_rag.types import ImageInput
 
 __all__ = ["image_data_url"]
@@ -29,6 +29,10 @@ def image_data_url(image: ImageInput, *, max_side: int) -> str:
     """
     from PIL import Image
 
+    from multimodal_rag._storage import is_url
+
+    if isinstance(image, str) and is_url(image):  # fetched once: decoded and its format read from the bytes
+        image = image_bytes(image)
     # JPEG decoding can skip detail we would throw away anyway.
     picture = open_image(image, draft_size=(max_side, max_side))
     width, height = picture.size

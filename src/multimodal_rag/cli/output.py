@@ -118,7 +118,9 @@ def _model_notes() -> dict[str, Any]:
 
 
 def display_path(path: str) -> str:
-    """A path relative to the working directory when it lies under it, else as given."""
+    """A path relative to the working directory when it lies under it, else as given (a URL too)."""
+    if "://" in path:
+        return path
     try:
         relative = os.path.relpath(path)
     except ValueError:  # another drive, on Windows

@@ -65,10 +65,10 @@ PAGE_LANGUAGES = ("en", "fa")
     "--image-root",
     "image_roots",
     multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
     metavar="FOLDER",
-    help="A folder outside KB whose images thumbnails may show, such as the one images were "
-    "added from (repeatable; by default only images inside KB are shown).",
+    help="A folder outside KB, or a bucket's URL prefix (s3://bucket/photos), whose images "
+    "thumbnails may show, such as the one images were added from (repeatable; by default only "
+    "images inside KB are shown).",
 )
 @click.option(
     "--lang",
@@ -131,7 +131,7 @@ def serve(
     token: str | None,
     allow_unauthenticated: bool,
     allowed_hosts: tuple[str, ...],
-    image_roots: tuple[Path, ...],
+    image_roots: tuple[str, ...],
     language: str | None,
     answerer_kind: str,
     answer_model: str | None,
@@ -195,7 +195,7 @@ def serve(
         click.echo("warning: listening beyond this machine without --token: anyone who can reach it can use it", err=True)
     if connections < max_connections:
         click.echo(f"note: at most {connections} connections, as this process may open few files (ulimit -n)", err=True)
-    roots = tuple(str(root) for root in image_roots)
+    roots = tuple(root if "://" in root else str(Path(root)) for root in image_roots)
     hidden = sum(
         1
         for record in rag.description_store

@@ -635,6 +635,10 @@ def servable_path(kb: str | os.PathLike[str], image_path: str, roots: tuple[str,
     Resolved (symbolic links followed, ``..`` removed) against the knowledge base, so a path
     stored relative to it and an absolute one are judged alike.
     """
+    from multimodal_rag._storage import is_url
+
+    if is_url(image_path):  # an image in a bucket: served where an image root is a prefix of it
+        return image_path if any(is_url(root) and image_path.startswith(root.rstrip("/") + "/") for root in roots) else None
     resolved = os.path.realpath(os.path.join(kb, image_path))
     inside = (os.path.realpath(kb), *(os.path.realpath(root) for root in roots))
     return resolved if any(_inside(resolved, root) for root in inside) else None
