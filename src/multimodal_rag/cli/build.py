@@ -27,8 +27,25 @@ INDEX_KINDS: dict[str, VectorStoreKind] = {"flat": "faiss-flat", "hnsw": "faiss-
 DESCRIPTION_STORE_KINDS: tuple[DescriptionStoreKind, ...] = ("jsonl", "sqlite")
 
 
+class _Location(click.ParamType):  # type: ignore[type-arg]
+    """A folder or file given by path (checked as ``click.Path`` checks it) or by URL (``s3://...``),
+    which is checked when it is listed or read, with the environment's credentials."""
+
+    name = "location"
+
+    def __init__(self, *, folder: bool) -> None:
+        self._path = click.Path(exists=True, file_okay=not folder, dir_okay=folder, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str | Path:
+        from multimodal_rag._storage import is_url, local_path
+
+        if isinstance(value, str) and is_url(value):
+            return value
+        return self._path.convert(local_path(value) if isinstance(value, str) else value, param, ctx)
+
+
 @click.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("directory", metavar="SOURCE", type=_Location(folder=True))
 @click.option(
     "--kb",
     required=True,
@@ -37,8 +54,9 @@ DESCRIPTION_STORE_KINDS: tuple[DescriptionStoreKind, ...] = ("jsonl", "sqlite")
 )
 @click.option(
     "--descriptions",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help='JSON Lines of {"image_path": ..., "description": ...}; other keys become metadata.',
+    type=_Location(folder=False),
+    help='JSON Lines of {"image_path": ..., "description": ...}; other keys become metadata '
+    "(a path, or a URL such as s3://bucket/descriptions.jsonl or https://...).",
 )
 @click.option(
     "--embedder",
@@ -133,6 +151,19 @@ DESCRIPTION_STORE_KINDS: tuple[DescriptionStoreKind, ...] = ("jsonl", "sqlite")
     help="Progress bar on stderr (default: on a terminal).",
 )
 @click.option(
+    "--sync",
+    is_flag=True,
+    help="Make the knowledge base match SOURCE: add new images, replace changed ones (keeping "
+    "their description), remove those SOURCE no longer holds.",
+)
+@click.option("--dry-run", is_flag=True, help="With --sync: print what would change, and change nothing.")
+@click.option(
+    "--page-size",
+    type=click.IntRange(min=1, max=1000),
+    default=None,
+    help="Keys per listing request of an S3 bucket (default: the server's, 1000).",
+)
+@click.option(
     "--ocr",
     is_flag=True,
     help="Read the text in each image (labels, model numbers) and keep reading it in later runs; "
@@ -142,9 +173,9 @@ DESCRIPTION_STORE_KINDS: tuple[DescriptionStoreKind, ...] = ("jsonl", "sqlite")
 @click.pass_obj
 def index(
     settings: Settings,
-    directory: Path,
+    directory: str | Path,
     kb: Path,
-    descriptions: Path | None,
+    descriptions: str | Path | None,
     embedder_kind: str | None,
     model: str | None,
     pretrained: str | None,
@@ -161,14 +192,20 @@ def index(
     allow_outside: bool,
     allow_empty: bool,
     progress: bool | None,
+    sync: bool,
+    dry_run: bool,
+    page_size: int | None,
     ocr: bool,
     as_json: bool,
 ) -> None:
-    """Index every image under DIRECTORY into the knowledge base, creating it if needed.
+    """Index every image under SOURCE into the knowledge base, creating it if needed.
 
-    Images already in the knowledge base (same bytes) are not embedded again;
-    unreadable images are skipped and listed, never stopping the rest. A DIRECTORY with
-    no images fails the command (nothing is created) unless --allow-empty is given.
+    SOURCE is a folder or a URL: s3://bucket/prefix, gs://..., az://... (credentials from the
+    environment; pip install 'multimodal-rag[s3]', [gcs] or [azure]). Images already in the
+    knowledge base (same bytes) are not embedded again; unreadable images are skipped and
+    listed, never stopping the rest. A SOURCE with no images fails the command (nothing is
+    created) unless --allow-empty is given. With --sync, images SOURCE no longer holds are
+    removed and changed ones replaced.
     """
     from multimodal_rag._ingest.sources import DescriptionsFile
     from multimodal_rag._kb.manifest import MANIFEST_FILE, read_manifest
@@ -189,7 +226,12 @@ def index(
         "precision": precision,
         "allow_fallback": True if allow_fallback else None,
     }
+    if dry_run and not sync:
+        raise click.UsageError("--dry-run applies to --sync: give both")
     exists = (kb / MANIFEST_FILE).is_file()
+    if sync and dry_run:
+        _print_plan(kb, directory, settings, exists=exists, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside, page_size=page_size, as_json=as_json)
+        return
     # Before any model loads: a folder with no images is most often the wrong folder.
     _check_has_images(directory, recursive=recursive, allow_empty=allow_empty, exists=exists)
     if exists:  # refuse options that cannot apply before loading any model
@@ -220,6 +262,26 @@ def index(
         output.note_random_weights(getattr(embedder, "random_weights", False) is True)
     try:
         with rag:
+            if sync:
+                synced = rag.sync(
+                    directory,
+                    descriptions=descriptions,
+                    recursive=recursive,
+                    allow_outside=allow_outside,
+                    batch_size=batch_size,
+                    progress=progress,
+                    page_size=page_size,
+                    ocr=True if ocr else None,
+                )
+                assert synced.added is not None
+                result = synced.added
+                total = len(rag)
+                reads_text = read_manifest(kb).text_reader is not None
+                if as_json:
+                    output.print_json(output.sync_result_json(kb, synced, created=not exists, total=total))
+                else:
+                    output.print_sync_result(kb, synced, created=not exists, total=total, reads_text=reads_text)
+                return
             result = rag.add_directory(
                 directory,
                 descriptions=descriptions,
@@ -280,7 +342,38 @@ def _given(options: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def _check_has_images(directory: Path, *, recursive: bool, allow_empty: bool, exists: bool) -> None:
+def _print_plan(
+    kb: Path,
+    directory: str | Path,
+    settings: Settings,
+    *,
+    exists: bool,
+    descriptions: str | Path | None,
+    recursive: bool,
+    allow_outside: bool,
+    page_size: int | None,
+    as_json: bool,
+) -> None:
+    """``--sync --dry-run``: what a sync would change; read only, and nothing is created."""
+    from multimodal_rag.types import SyncResult
+
+    if exists:
+        with open_kb(kb, settings, read_only=True) as rag:
+            plan = rag.sync(directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside, dry_run=True, page_size=page_size)
+    else:  # no knowledge base yet: every image is new
+        from multimodal_rag._ingest.sources import DescriptionsFile, Source
+
+        source = Source(directory, recursive=recursive, allow_outside=allow_outside, page_size=page_size)
+        if descriptions is not None:
+            DescriptionsFile(descriptions, source.location, allow_outside=allow_outside)
+        plan = SyncResult(new=[file.location for file in source.files()], dry_run=True)
+    if as_json:
+        output.print_json(output.sync_result_json(kb, plan, created=False, total=None))
+    else:
+        output.print_sync_result(kb, plan, created=False, total=None)
+
+
+def _check_has_images(directory: str | Path, *, recursive: bool, allow_empty: bool, exists: bool) -> None:
     """Refuse a DIRECTORY without images (unless allowed); with --allow-empty, warn.
 
     Raises:
@@ -288,10 +381,19 @@ def _check_has_images(directory: Path, *, recursive: bool, allow_empty: bool, ex
     """
     from multimodal_rag._images import IMAGE_SUFFIXES
     from multimodal_rag._ingest.sources import scan_images
+    from multimodal_rag._storage import is_url
 
-    files, unreadable = scan_images(directory, recursive=recursive)
-    if files or unreadable:
-        return
+    if isinstance(directory, str) and is_url(directory):
+        from multimodal_rag._ingest.sources import Source
+
+        # The first page answers, and a missing bucket or refused credentials fail here,
+        # before a model loads or a knowledge base is created.
+        if next(Source(directory, recursive=recursive).files(), None) is not None:
+            return
+    else:
+        files, unreadable = scan_images(Path(directory), recursive=recursive)
+        if files or unreadable:
+            return
     where = "or its subfolders" if recursive else "(subfolders not searched: --no-recursive)"
     found = (
         f"no images in {str(directory)!r} {where}: no file ends in "

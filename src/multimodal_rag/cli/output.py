@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from multimodal_rag.adapter.fitting import AdapterReport
     from multimodal_rag.embedders.model_folder import ModelFolder
     from multimodal_rag.evaluation.report import EvaluationReport
-    from multimodal_rag.types import AddResult, Answer, Hit, ReadTextResult, Record
+    from multimodal_rag.types import AddResult, Answer, Hit, ReadTextResult, Record, SyncResult
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
@@ -57,12 +57,14 @@ __all__ = [
     "print_record",
     "print_removal",
     "print_repair",
+    "print_sync_result",
     "print_verification",
     "record_json",
     "removal_json",
     "repair_json",
     "score_note",
     "search_json",
+    "sync_result_json",
     "verification_json",
 ]
 
@@ -204,6 +206,32 @@ def print_add_result(kb: Path, result: AddResult, *, created: bool, total: int, 
         click.echo(f"  text not read: {len(result.unread)}" + (" (`multimodal-rag ocr` tries again)" if result.unread else ""))
         for unread in result.unread:
             click.echo(f"    {display_path(unread.source)}: {unread.reason}")
+
+
+def sync_result_json(kb: Path, result: SyncResult, *, created: bool, total: int | None) -> dict[str, Any]:
+    return {"kb": str(kb), "created": created, **result.to_dict(), "total": total}
+
+
+def print_sync_result(kb: Path, result: SyncResult, *, created: bool, total: int | None, reads_text: bool = False) -> None:
+    """A sync's summary: one count per kind of change; a dry run's plan lists each location."""
+    if result.dry_run:
+        click.echo(f"Plan for {kb} (dry run, nothing changed):")
+    else:
+        verb = "Created" if created else "Synced"
+        click.echo(f"{verb} knowledge base {kb}: {total} image{'s' if total != 1 else ''} in total.")
+    for label, locations in (("new", result.new), ("changed", result.changed), ("removed", result.removed)):
+        click.echo(f"  {label + ':':<12} {len(locations)}")
+        if result.dry_run:
+            for location in locations:
+                click.echo(f"    {display_path(location)}")
+    click.echo(f"  {'unchanged:':<12} {result.unchanged}")
+    if result.added is not None:
+        click.echo(f"  {'duplicates:':<12} {len(result.added.duplicates)} (already indexed, not embedded again)")
+        click.echo(f"  {'skipped:':<12} {len(result.added.skipped)}")
+        for skipped in result.added.skipped:
+            click.echo(f"    {display_path(skipped.source)}: {skipped.reason}")
+        if reads_text:
+            click.echo(f"  text not read: {len(result.added.unread)}")
 
 
 def print_read_text(kb: Path, result: ReadTextResult, info: Mapping[str, Any]) -> None:
