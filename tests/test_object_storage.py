@@ -165,6 +165,7 @@ def test_an_unreadable_object_is_skipped_and_reported(bucket: tuple[str, Any], t
     ]
 
 
+@pytest.mark.slow
 def test_wrong_credentials_are_refused_without_a_traceback_or_the_secret(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -181,6 +182,7 @@ def test_wrong_credentials_are_refused_without_a_traceback_or_the_secret(
     assert not (tmp_path / "kb").exists()
 
 
+@pytest.mark.slow
 def test_sync_adds_replaces_and_removes_and_a_dry_run_changes_nothing(bucket: tuple[str, Any], tmp_path: Path) -> None:
     name, client = bucket
     kb = tmp_path / "kb"
@@ -277,3 +279,33 @@ def test_credentials_in_a_url_appear_in_no_error_or_record(tmp_path: Path) -> No
         with pytest.raises(ImageError) as failed:
             rag.add(f"https://user:{SECRET}@127.0.0.1:9/red.png")
         assert SECRET not in str(failed.value)
+
+
+def test_a_descriptions_file_is_read_over_http(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "d.jsonl").write_text('{"image_path": "red.png", "description": "from the web"}\n')
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "red.png").write_bytes(encoded(solid("red")))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(tmp_path / "site"), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/d.jsonl"
+        with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()) as rag:
+            rag.add_directory(tmp_path / "photos", descriptions=url)
+            assert [r.description for r in rag.get_many(rag.ids()).values()] == ["from the web"]
+            with pytest.raises(InvalidInputError, match="descriptions file: cannot read .*missing.jsonl': not found"):
+                rag.add_directory(tmp_path / "photos", descriptions=url.replace("d.jsonl", "missing.jsonl"))
+    finally:
+        server.shutdown()
+        server.server_close()
