@@ -322,19 +322,18 @@ def _s3_files(
     if page_size is not None:
         kwargs["MaxKeys"] = page_size
     pages = fs._list_pages("list_objects_v2", **kwargs)
-    while True:
-        try:
-            page = sync(fs.loop, pages.__anext__)
-        except StopAsyncIteration:
-            return
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/"):  # a folder marker some tools write
-                continue
-            yield {
-                "name": f"{bucket}/{obj['Key']}",
-                "size": obj.get("Size"),
-                "ETag": obj.get("ETag"),
-            }
+    try:
+        while True:
+            try:
+                page = sync(fs.loop, pages.__anext__)
+            except StopAsyncIteration:
+                return
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):  # a folder marker some tools write
+                    continue
+                yield {"name": f"{bucket}/{obj['Key']}", "size": obj.get("Size"), "ETag": obj.get("ETag")}
+    finally:  # a listing left early (the first file was enough) closes its pages too
+        sync(fs.loop, pages.aclose)
 
 
 def _walked_files(fs: Any, path: str, *, recursive: bool) -> Iterator[dict[str, Any]]:
