@@ -309,3 +309,28 @@ def test_a_descriptions_file_is_read_over_http(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_images_in_a_bucket_are_shown_and_sent_through_the_same_layer(bucket: tuple[str, Any], tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from multimodal_rag._contact_sheet import render_contact_sheet
+    from multimodal_rag.answerers.data_urls import image_data_url
+    from multimodal_rag.server.app import _thumbnail, servable_path
+
+    name, _ = bucket
+    url = f"s3://{name}/photos/solid/red.png"
+    # The server shows a bucket's image only under an image root that holds it.
+    assert servable_path(tmp_path, url) is None
+    assert servable_path(tmp_path, url, (f"s3://{name}/photos",)) == url
+    assert servable_path(tmp_path, url, (f"s3://{name}/other",)) is None
+    import io
+
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(_thumbnail(url, 16))).size == (16, 13)  # 30x24 shrunk to fit 16
+    assert image_data_url(url, max_side=64).startswith("data:image/png;base64,")
+    with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()) as rag:
+        rag.add_directory(f"s3://{name}/photos")
+        hits = rag.search(image=url, k=2)
+        assert hits[0].image_path == url
+        assert render_contact_sheet(url, hits, tile=64).size[0] > 64  # the query and its matches drawn
