@@ -80,7 +80,9 @@ def test_a_descriptions_file_overrides_what_a_changed_image_keeps(tmp_path: Path
         for record in rag.get_many(rag.ids()).values():
             rag.describe(record.id, "old words")
         change(folder, changed=range(0, 2), removed=range(0), added=range(0))
-        (tmp_path / "d.jsonl").write_text('{"image_path": "00001.png", "description": "new words"}\n')
+        (tmp_path / "d.jsonl").write_text(
+            '{"image_path": "00001.png", "description": "new words"}\n'
+        )
         rag.sync(folder, descriptions=tmp_path / "d.jsonl")
         found = by_path(rag)
         assert found["00000.png"] == ["old words"] and found["00001.png"] == ["new words"]
@@ -99,7 +101,12 @@ def test_a_sync_killed_at_random_points_finishes_when_run_again(tmp_path: Path) 
     rng = random.Random(7)
     kills = 0
     for _ in range(6):
-        worker = subprocess.Popen([sys.executable, str(WORKER), str(kb), str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+        worker = subprocess.Popen(
+            [sys.executable, str(WORKER), str(kb), str(folder)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert worker.stdout is not None
         assert worker.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 1.0))

@@ -331,7 +331,11 @@ def _s3_files(
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith("/"):  # a folder marker some tools write
                     continue
-                yield {"name": f"{bucket}/{obj['Key']}", "size": obj.get("Size"), "ETag": obj.get("ETag")}
+                yield {
+                    "name": f"{bucket}/{obj['Key']}",
+                    "size": obj.get("Size"),
+                    "ETag": obj.get("ETag"),
+                }
     finally:  # a listing left early (the first file was enough) closes its pages too
         sync(fs.loop, pages.aclose)
 

@@ -43,7 +43,9 @@ __all__ = ["Syncing"]
 class _Plan:
     new: list[SourceFile] = attrs.field(factory=list)
     changed: list[SourceFile] = attrs.field(factory=list)
-    replaced: dict[str, Record] = attrs.field(factory=dict)  # changed location -> the record it replaces
+    replaced: dict[str, Record] = attrs.field(
+        factory=dict
+    )  # changed location -> the record it replaces
     versions: list[Record] = attrs.field(factory=list)  # unchanged records to give their version
     stale: dict[str, str] = attrs.field(factory=dict)  # id -> location, to remove
     vanished: list[str] = attrs.field(factory=list)
@@ -79,7 +81,9 @@ class Syncing:
         state = self._state
         if not dry_run:
             state.check_writable()
-        source = Source(location, recursive=recursive, allow_outside=allow_outside, page_size=page_size)
+        source = Source(
+            location, recursive=recursive, allow_outside=allow_outside, page_size=page_size
+        )
         if descriptions is not None:  # a bad file changes nothing: read before the listing
             DescriptionsFile(descriptions, source.location, allow_outside=allow_outside)
         plan = self._plan(source, progress=progress)
@@ -93,7 +97,11 @@ class Syncing:
         if dry_run:
             return result
         items = items_from_source(
-            source, [*plan.new, *plan.changed], descriptions=descriptions, allow_outside=allow_outside, kept=plan.replaced
+            source,
+            [*plan.new, *plan.changed],
+            descriptions=descriptions,
+            allow_outside=allow_outside,
+            kept=plan.replaced,
         )
         added = self._ingesting.ingest(items, batch_size=batch_size, progress=progress, ocr=ocr)
         added = attrs.evolve(added, skipped=(*source.refused, *plan.unreadable, *added.skipped))
@@ -111,7 +119,11 @@ class Syncing:
             current = self._records.get_many(list(moved))
             self._records.put(
                 [
-                    attrs.evolve(record, image_path=moved[id_], metadata={k: v for k, v in record.metadata.items() if k != VERSION_KEY})
+                    attrs.evolve(
+                        record,
+                        image_path=moved[id_],
+                        metadata={k: v for k, v in record.metadata.items() if k != VERSION_KEY},
+                    )
                     for id_, record in current.items()
                 ]
             )
@@ -147,7 +159,11 @@ class Syncing:
                 if not records:
                     plan.new.append(file)
                     continue
-                current = [r for r in records if file.version is not None and r.metadata.get(VERSION_KEY) == file.version]
+                current = [
+                    r
+                    for r in records
+                    if file.version is not None and r.metadata.get(VERSION_KEY) == file.version
+                ]
                 if not current:  # written without a version, or changed: its bytes decide
                     try:
                         id_ = content_id(source.read(file))
@@ -166,8 +182,16 @@ class Syncing:
                     continue
                 plan.changed.append(file)
                 # The record whose description carries over: a described one, if any.
-                plan.replaced[file.location] = next((r for r in records if r.description is not None), records[0])
-                plan.stale.update({r.id: file.location for r in records if r.id != plan.replaced[file.location].id})
+                plan.replaced[file.location] = next(
+                    (r for r in records if r.description is not None), records[0]
+                )
+                plan.stale.update(
+                    {
+                        r.id: file.location
+                        for r in records
+                        if r.id != plan.replaced[file.location].id
+                    }
+                )
         finally:
             bar.close()
         for location, records in stored.items():
