@@ -56,7 +56,7 @@ class _Location(click.ParamType):  # type: ignore[type-arg]
     "--descriptions",
     type=_Location(folder=False),
     help='JSON Lines of {"image_path": ..., "description": ...}; other keys become metadata '
-    "(a path, or a URL such as s3://bucket/descriptions.jsonl or https://...).",
+    "(a path, or a URL such as s3://bucket/descriptions.jsonl or a web address).",
 )
 @click.option(
     "--embedder",
