@@ -66,7 +66,7 @@ class Ingesting:
         from multimodal_rag._ingest.pipeline import items_from_directory
 
         items, refused = items_from_directory(
-            directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
+            directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside, progress=progress
         )
         result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
         return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result

@@ -108,8 +108,11 @@ def items_from_directory(
     descriptions: str | os.PathLike[str] | None,
     recursive: bool,
     allow_outside: bool,
+    progress: bool | None = False,
 ) -> tuple[list[IngestItem], list[Skipped]]:
     """The items of an ``add_directory`` call, and what was refused without being opened.
+
+    A bucket is listed page by page, with a progress bar (``progress``: as `IngestRun`'s).
 
     Refused: symlinks leading outside ``directory`` (unless ``allow_outside``) and image
     names that are not regular files (FIFOs, devices, symlink loops, broken links).
@@ -119,8 +122,12 @@ def items_from_directory(
             unreadable or has an entry leading outside ``directory``.
     """
     if is_url(os.fspath(directory)):
+        from tqdm.auto import tqdm
+
         source = Source(directory, recursive=recursive)
-        return items_from_source(source, source.files(), descriptions=descriptions, allow_outside=allow_outside), []
+        # tqdm's disable=None shows the bar only on a terminal; the total is unknown while listing.
+        listing = tqdm(source.files(), desc="listing", unit="file", disable=None if progress is None else not progress)
+        return items_from_source(source, listing, descriptions=descriptions, allow_outside=allow_outside), []
     root = Path(local_path(os.fspath(directory)))
     files, not_files = scan_images(root, recursive=recursive)
     escaping = [] if allow_outside else outside_root(files, root)
