@@ -128,3 +128,21 @@ def test_a_sync_killed_at_random_points_finishes_when_run_again(tmp_path: Path) 
         for seed in range(400, 600):
             assert found[f"{seed:05d}.png"] == [None]
         assert len(rag) == 500 and rag.verify().ok
+
+
+def test_an_image_moved_within_the_source_keeps_its_record(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    write(folder, range(3))
+    with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()) as rag:
+        rag.sync(folder)
+        moved_id = next(r.id for r in rag.get_many(rag.ids()).values() if r.image_path.endswith("00001.png"))
+        rag.describe(moved_id, "kept across the move")
+        (folder / "sub").mkdir()
+        (folder / "00001.png").rename(folder / "sub" / "00001-renamed.png")
+        done = rag.sync(folder)
+        assert len(done.new) == 1 and len(done.removed) == 1
+        record = rag.get(moved_id)  # the same bytes: the same record, pointed at its new place
+        assert record.image_path == str((folder / "sub" / "00001-renamed.png").resolve())
+        assert record.description == "kept across the move" and len(rag) == 3
+        again = rag.sync(folder, dry_run=True)
+        assert (again.new, again.changed, again.removed, again.unchanged) == ((), (), (), 3)
