@@ -49,7 +49,10 @@ def by_path(rag: MultimodalRAG) -> dict[str, list[str | None]]:
     return found
 
 
-def test_sync_of_a_folder_adds_replaces_and_removes(tmp_path: Path) -> None:
+def test_sync_of_a_folder_adds_replaces_and_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("multimodal_rag._facade.ingesting.CHUNK", 2)  # the 5 to embed in three runs
     folder = tmp_path / "photos"
     write(folder, range(10))
     with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()) as rag:
@@ -98,7 +101,9 @@ def test_a_sync_killed_at_random_points_finishes_when_run_again(tmp_path: Path) 
             rag.describe(record.id, f"photo {Path(record.image_path).stem}")
     change(folder, changed=range(0, 200), removed=range(200, 300), added=range(400, 600))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
-    rng = random.Random(int(os.environ.get("SYNC_KILL_SEED", "7")))  # SYNC_KILL_SEED=N tries other kill times
+    rng = random.Random(
+        int(os.environ.get("SYNC_KILL_SEED", "7"))
+    )  # SYNC_KILL_SEED=N tries other kill times
     kills = 0
     for _ in range(6):
         worker = subprocess.Popen(
@@ -135,7 +140,9 @@ def test_an_image_moved_within_the_source_keeps_its_record(tmp_path: Path) -> No
     write(folder, range(3))
     with MultimodalRAG.create(tmp_path / "kb", embedder=ColorEmbedder()) as rag:
         rag.sync(folder)
-        moved_id = next(r.id for r in rag.get_many(rag.ids()).values() if r.image_path.endswith("00001.png"))
+        moved_id = next(
+            r.id for r in rag.get_many(rag.ids()).values() if r.image_path.endswith("00001.png")
+        )
         rag.describe(moved_id, "kept across the move")
         (folder / "sub").mkdir()
         (folder / "00001.png").rename(folder / "sub" / "00001-renamed.png")

@@ -3,8 +3,9 @@ vector store, the raw vectors, the description store and the journal together, o
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -18,7 +19,15 @@ if TYPE_CHECKING:
     from multimodal_rag._ingest.pipeline import IngestItem, ReadText
     from multimodal_rag.ocr import TextReader
 
-__all__ = ["Ingesting"]
+__all__ = ["CHUNK", "Ingesting"]
+
+#: Items of a listed source embedded per ingest run (each run keeps its items in memory).
+CHUNK = 10_000
+
+
+def _chunks(items: Iterator[IngestItem], size: int) -> Iterator[list[IngestItem]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 class Ingesting:
@@ -68,12 +77,29 @@ class Ingesting:
         items, refused = items_from_directory(
             directory, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside, progress=progress
         )
-        result = self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
+        result = self.ingest(items, batch_size=batch_size, progress=progress, ocr=ocr)
         return attrs.evolve(result, skipped=(*refused, *result.skipped)) if refused else result
 
-    def ingest(self, items: list[IngestItem], *, batch_size: int, progress: bool | None, ocr: bool | TextReader | None) -> AddResult:
-        """Ingest prepared items, skipping (and reporting) the unreadable ones: a sync's new and changed images."""
-        return self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
+    def ingest(self, items: Iterable[IngestItem], *, batch_size: int, progress: bool | None, ocr: bool | TextReader | None) -> AddResult:
+        """Ingest prepared items, skipping (and reporting) the unreadable ones. A list is one run;
+        an iterator (a bucket's listing) is taken `CHUNK` items at a time, so memory stays bounded
+        however many keys it lists; each chunk's batches are committed as they are embedded."""
+        if isinstance(items, list):
+            return self._ingest(items, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
+        results = [
+            self._ingest(chunk, on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
+            for chunk in _chunks(iter(items), CHUNK)
+        ]
+        if not results:
+            return self._ingest([], on_error="skip", batch_size=batch_size, progress=progress, ocr=ocr)
+        return AddResult(
+            ids=[id_ for result in results for id_ in result.ids],
+            added=[id_ for result in results for id_ in result.added],
+            duplicates=[pair for result in results for pair in result.duplicates],
+            skipped=[skipped for result in results for skipped in result.skipped],
+            undescribed=[id_ for result in results for id_ in result.undescribed],
+            unread=[unread for result in results for unread in result.unread],
+        )
 
     def _ingest(
         self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None, ocr: bool | TextReader | None

@@ -109,10 +109,11 @@ def items_from_directory(
     recursive: bool,
     allow_outside: bool,
     progress: bool | None = False,
-) -> tuple[list[IngestItem], list[Skipped]]:
+) -> tuple[Iterable[IngestItem], list[Skipped]]:
     """The items of an ``add_directory`` call, and what was refused without being opened.
 
-    A bucket is listed page by page, with a progress bar (``progress``: as `IngestRun`'s).
+    A bucket is listed page by page, with a progress bar (``progress``: as `IngestRun`'s), and
+    its items are an iterator that lists as it is consumed; a folder's are a list.
 
     Refused: symlinks leading outside ``directory`` (unless ``allow_outside``) and image
     names that are not regular files (FIFOs, devices, symlink loops, broken links).
@@ -167,15 +168,19 @@ def items_from_source(
     descriptions: str | os.PathLike[str] | None,
     allow_outside: bool,
     kept: Mapping[str, Record] | None = None,
-) -> list[IngestItem]:
-    """The items for ``files`` of ``source``, described by the descriptions file, each with
-    its version in its metadata (`VERSION_KEY`).
+) -> Iterator[IngestItem]:
+    """The items for ``files`` of ``source``, made as they are consumed, described by the
+    descriptions file (read now, so a bad one fails before any file is listed), each with its
+    version in its metadata (`VERSION_KEY`).
 
     ``kept`` maps a location to the record a changed file replaces: its description and
     metadata carry over, unless the descriptions file has an entry for it.
     """
     catalog = DescriptionsFile(descriptions, source.location, allow_outside=allow_outside) if descriptions is not None else None
-    items = []
+    return _described(files, catalog, kept)
+
+
+def _described(files: Iterable[SourceFile], catalog: DescriptionsFile | None, kept: Mapping[str, Record] | None) -> Iterator[IngestItem]:
     for file in files:
         entry = catalog.lookup(file.location) if catalog is not None else None
         old = kept.get(file.location) if kept is not None else None
@@ -187,8 +192,7 @@ def items_from_source(
             description, metadata = None, {}
         if file.version is not None:
             metadata[VERSION_KEY] = file.version
-        items.append(IngestItem(image=file.location, source=file.location, description=description, metadata=metadata, image_path=file.location))
-    return items
+        yield IngestItem(image=file.location, source=file.location, description=description, metadata=metadata, image_path=file.location)
 
 
 def encoded_image(item: IngestItem) -> tuple[bytes, str]:
