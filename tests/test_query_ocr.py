@@ -74,10 +74,27 @@ def test_a_photo_without_text_and_a_knowledge_base_without_a_reader_search_by_th
     calls = len(ColourTextReader.calls)
     assert all(set(h.signals) == {"vector"} for h in plain.search(image=solid(RED), k=3))
     assert len(ColourTextReader.calls) == calls
-    with pytest.raises(InvalidInputError, match="reads no text"):
-        plain.search(image=solid(RED), query_ocr=True)
     with pytest.raises(InvalidInputError, match="query_ocr"):
         rag.search(image=solid(RED), query_ocr="yes")  # type: ignore[arg-type]
+
+
+def test_query_ocr_on_a_knowledge_base_without_a_reader_reads_with_the_built_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its words meet the descriptions; the knowledge base itself still reads no text."""
+    import multimodal_rag._facade.reading as reading
+
+    built: list[ColourTextReader] = []
+    monkeypatch.setattr(reading, "default_reader", lambda: built.append(ColourTextReader()) or built[-1])
+    plain = kb_with(tmp_path, ocr=False)
+    assert [h.id for h in plain.search(image=solid(RED), k=3)][0] != "battery"  # not read by default
+    for _ in range(2):
+        hits = plain.search(image=solid(RED), k=3, query_ocr=True)
+        assert hits[0].id == "battery" and "XR-2000" in hits[0].matched and "lexical" in hits[0].signals
+    assert len(built) == 1  # built once for the open knowledge base
+    assert not plain.ocr_info["on"] and plain.get("battery").ocr is None
+    plain.close()
+    assert json.loads((tmp_path / "kb" / "manifest.json").read_text()).get("text_reader") is None  # recorded nowhere
 
 
 def test_a_reader_failing_on_the_query_photo_leaves_the_picture_search(tmp_path: Path) -> None:

@@ -10,13 +10,16 @@ vector and a filter, and neighbours into hits.
 a query image is read too (`query_ocr` None), unless the search is ``mode="vector"``: its words
 join the caller's text as the lexical query, so an image alone becomes a hybrid search when its
 photo holds text, and the answerer is given what was read (`IMAGE_TEXT`). ``query_ocr=False``
-never reads; ``True`` reads on any knowledge base with a reader, and fails without one.
+never reads; ``True`` reads on any knowledge base with a full-text index: with its reader, or
+where it reads no text, with the built-in one (the photo's words then meet the descriptions).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
+
+import attrs
 
 from multimodal_rag._facade.reading import TextReading
 from multimodal_rag._facade.records import Records
@@ -31,6 +34,7 @@ from multimodal_rag._retrieval import (
     choose_mode,
     exact_among,
     filter_ids,
+    fuse_channels,
     identifier_channel,
     make_hits,
     native_filter,
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
     from multimodal_rag.ocr import ReadText
     from multimodal_rag.types import Answer, Vector
 
-__all__ = ["AskOptions", "Filter", "Querying"]
+__all__ = ["AskOptions", "Filter", "Querying", "SearchParts"]
 
 
 class AskOptions(TypedDict, total=False):
@@ -63,6 +67,26 @@ class AskOptions(TypedDict, total=False):
     rerank: Reranker | None
     metadata: Mapping[str, Any] | None
     query_ocr: bool | None
+
+
+@attrs.frozen(kw_only=True)
+class SearchParts:
+    """A search's hits and what they were made from (`Querying.search_read`).
+
+    Attributes:
+        hits: The hits, best first.
+        mode: The mode the search ran in: ``vector``, ``lexical`` or ``hybrid``.
+        vector: The query vector (None in lexical mode).
+        channels: The word channels fused with the vector channel (``lexical``, and
+            ``identifier`` when the text has identifiers), each ``(id, score)`` best first, as
+            searched; empty in vector mode. With an exact vector channel in place of the index's,
+            `fuse_channels` gives what an exact index would have returned.
+    """
+
+    hits: list[Hit]
+    mode: str
+    vector: Any
+    channels: dict[str, list[tuple[str, float]]]
 
 
 class Querying:
@@ -115,7 +139,28 @@ class Querying:
         k = check_int("k", k)
         if text is not None and not isinstance(text, str):
             raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
-        read = self._read_query_image(image, mode, query_ocr)
+        read = self.read_query_image(image, mode, query_ocr)
+        # A reranker sees its own number of candidates (``max_candidates``) where it says one.
+        depth = max(k, int(getattr(rerank, "max_candidates", RERANK_CANDIDATES))) if rerank is not None else k
+        hits = self.search_read(image, text, read, depth=depth, filter=filter, text_weight=text_weight, mode=mode, fusion=fusion).hits
+        if rerank is not None:
+            hits = rerank.rerank(hits, text=text, image=image)
+        return hits[:k], read
+
+    def search_read(
+        self,
+        image: ImageInput | None,
+        text: str | None,
+        read: ReadText | None,
+        *,
+        depth: int,
+        filter: Filter | None,
+        text_weight: float,
+        mode: SearchMode | None,
+        fusion: Fusion,
+    ) -> SearchParts:
+        """The search once the query photo's text is ``read`` (None: not read, or nothing in it):
+        the ``depth`` best hits, and the channels they were fused from."""
         words = " ".join(part for part in (text, read.text if read is not None else None) if part and part.strip())
         chosen = choose_mode(mode, image, words or text, self._state.description_store)
         if filter is not None and not callable(filter):
@@ -124,21 +169,16 @@ class Querying:
             if not isinstance(filter, (Mapping, MetadataFilter)):
                 raise InvalidInputError(f"filter must be a mapping or a callable, got {type(filter).__name__}")
             filter = parse_filter(filter)  # a bad filter fails before the model runs
-        # A reranker sees its own number of candidates (``max_candidates``) where it says one.
-        depth = max(k, int(getattr(rerank, "max_candidates", RERANK_CANDIDATES))) if rerank is not None else k
         # Embedded before any lock is taken: the model is the slow part, and must not
         # keep a writer waiting.
         vector = self.embed_query(image, text, text_weight=text_weight) if chosen != "lexical" else None
         if chosen == "vector":
             assert vector is not None
-            hits = self.search_by_vector(vector, k=depth, filter=filter)
-        else:
-            hits = self._search_text(words or text or "", vector, depth=depth, filter=filter, fusion=fusion)
-        if rerank is not None:
-            hits = rerank.rerank(hits, text=text, image=image)
-        return hits[:k], read
+            return SearchParts(hits=self.search_by_vector(vector, k=depth, filter=filter), mode=chosen, vector=vector, channels={})
+        hits, channels = self._search_text(words or text or "", vector, depth=depth, filter=filter, fusion=fusion)
+        return SearchParts(hits=hits, mode=chosen, vector=vector, channels=channels)
 
-    def _read_query_image(self, image: ImageInput | None, mode: SearchMode | None, query_ocr: bool | None) -> ReadText | None:
+    def read_query_image(self, image: ImageInput | None, mode: SearchMode | None, query_ocr: bool | None) -> ReadText | None:
         """The text read in the query image, when it is to be read (see the module's text)."""
         if query_ocr is not None and not isinstance(query_ocr, bool):
             raise InvalidInputError(f"query_ocr must be True, False or None, got {type(query_ocr).__name__}")
@@ -156,7 +196,7 @@ class Querying:
         from multimodal_rag.errors import MissingDependencyError
 
         try:
-            reader = self._reading.reader()  # without a reader on, the error says how to turn one on
+            reader = self._reading.query_reader()
         except MissingDependencyError:
             if query_ocr:
                 raise
@@ -189,14 +229,15 @@ class Querying:
         )
 
     @reading
-    def _search_text(self, text: str, vector: Any, *, depth: int, filter: Filter | None, fusion: Fusion) -> list[Hit]:
-        """Lexical search (``vector`` is None) or hybrid search, under one read lock."""
+    def _search_text(
+        self, text: str, vector: Any, *, depth: int, filter: Filter | None, fusion: Fusion
+    ) -> tuple[list[Hit], dict[str, list[tuple[str, float]]]]:
+        """Lexical search (``vector`` is None) or hybrid search, under one read lock; the hits, and
+        the word channels (``lexical``, ``identifier``) as they were fused."""
         import numpy as np
 
-        from multimodal_rag._fusion import fuse
         from multimodal_rag._matching import matched_terms
         from multimodal_rag._validation import check_queries
-        from multimodal_rag.types import Signal
 
         store = self._state.description_store
         fetch = max(depth, CHANNEL_DEPTH)
@@ -205,20 +246,17 @@ class Querying:
         if predicate is not None:
             lexical = [(id_, score) for id_, score in lexical if predicate(id_)][:fetch]
         identifiers = identifier_channel(store, text, fetch, allowed, predicate)
-        channels: dict[str, list[tuple[str, float]]] = {}
+        words: dict[str, list[tuple[str, float]]] = {"lexical": lexical}
+        if identifiers:
+            words["identifier"] = [(id_, score) for id_, score, _ in identifiers]
+        vector_channel = None
         if vector is not None:
             queries = check_queries(vector, self._state.vector_store.dim, fetch)
             vector_hits = self._native_hits(queries, fetch, filter)
             if vector_hits is None:
                 vector_hits = self._vector_hits(queries, fetch, allowed, predicate)
-            channels["vector"] = [(hit.id, hit.score) for hit in vector_hits]
-        channels["lexical"] = lexical
-        if identifiers:
-            channels["identifier"] = [(id_, score) for id_, score, _ in identifiers]
-        if len(channels) == 1:
-            fused = [(id_, score, {"lexical": Signal(rank=rank, score=score)}) for rank, (id_, score) in enumerate(lexical, 1)]
-        else:
-            fused = fuse(channels, method=fusion)
+            vector_channel = [(hit.id, hit.score) for hit in vector_hits]
+        fused = fuse_channels(vector_channel, words, fusion)
         fused = [entry for entry in fused if entry[0] in self._state.vector_store][:depth]
         records = self._records.get_many([id_ for id_, _, _ in fused])
         similarities: dict[str, float] = {}
@@ -246,7 +284,7 @@ class Querying:
                     matched=matched_terms(text, [record.description, read], forms.get(id_, ())),
                 )
             )
-        return hits
+        return hits, words
 
     @reading
     def search_by_vector(self, vector: Vector, *, k: int, filter: Filter | None) -> list[Hit]:

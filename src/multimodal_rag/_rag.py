@@ -599,7 +599,8 @@ class MultimodalRAG:
             rerank: A [`Reranker`][multimodal_rag.protocols.Reranker] that reorders the best
                 candidates before the first ``k`` are returned.
             query_ocr: Read the text in ``image`` and search its words too (default: when the
-                knowledge base reads text and the mode is not ``"vector"``).
+                knowledge base reads text and the mode is not ``"vector"``; ``True`` also reads
+                where it does not, with the built-in reader; ``docs/search.md``).
 
         Returns:
             Hits, best first, with their score, cosine ``similarity`` where computed, the
@@ -780,6 +781,7 @@ class MultimodalRAG:
         keep: float = 0.95,
         mode: SearchMode = "vector",
         fusion: Fusion = "rrf",
+        query_ocr: bool | None = None,
         progress: bool | None = None,
     ) -> EvaluationReport:
         """Measure how well this knowledge base finds the right images, with queries made from its
@@ -793,8 +795,12 @@ class MultimodalRAG:
             seed: Makes the sample and the edits repeatable.
             k: How many results each query returns.
             keep: The share of answerable queries the recommended gate must keep.
-            mode: How text queries search, as in [`search`][multimodal_rag._rag.MultimodalRAG.search].
+            mode: ``"vector"`` searches every query by its vector; ``"lexical"`` and ``"hybrid"``
+                search labelled and text queries as [`search`][multimodal_rag._rag.MultimodalRAG.search]
+                does, query photos read for their text (``docs/evaluation.md``).
             fusion: The fusion of hybrid mode.
+            query_ocr: Read the text in labelled query photos, as in
+                [`search`][multimodal_rag._rag.MultimodalRAG.search] (lexical and hybrid modes).
             progress: Show a progress bar (default: when writing to a terminal).
 
         Returns:
@@ -818,7 +824,9 @@ class MultimodalRAG:
             keep=keep,
             mode=mode,
             fusion=fusion,
+            query_ocr=query_ocr,
             progress=progress,
+            querying=self._querying,
         )
 
     # -- the adapter ---------------------------------------------------------------

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from multimodal_rag.filters import MetadataFilter
+    from multimodal_rag.types import Signal
 
 __all__ = [
     "CHANNEL_DEPTH",
@@ -29,6 +30,7 @@ __all__ = [
     "choose_mode",
     "exact_among",
     "filter_ids",
+    "fuse_channels",
     "id_filter",
     "identifier_channel",
     "make_hits",
@@ -193,6 +195,22 @@ def identifier_channel(
     if predicate is not None:
         found = [entry for entry in found if predicate(entry[0])][:fetch]
     return found
+
+
+def fuse_channels(
+    vector: Sequence[tuple[str, float]] | None, words: Mapping[str, Sequence[tuple[str, float]]], fusion: str
+) -> list[tuple[str, float, dict[str, Signal]]]:
+    """A lexical or hybrid search's ranking: the ``vector`` channel (None in lexical mode) fused with
+    the ``words`` channels (``lexical``, and ``identifier`` when the text has identifiers), in that
+    order, which breaks ties. The lexical channel alone is its own ranking."""
+    from multimodal_rag._fusion import fuse
+    from multimodal_rag.types import Signal
+
+    channels: dict[str, Sequence[tuple[str, float]]] = {} if vector is None else {"vector": vector}
+    channels.update(words)
+    if len(channels) == 1:
+        return [(id_, score, {name: Signal(rank=rank, score=score)}) for name, ranked in channels.items() for rank, (id_, score) in enumerate(ranked, 1)]
+    return fuse(channels, method=fusion)
 
 
 def exact_among(store: VectorStore, query: Any, allowed: set[str], k: int) -> list[Neighbor]:

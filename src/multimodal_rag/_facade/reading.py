@@ -63,6 +63,7 @@ class TextReading:
         self._state = state
         self._lock = state.lock
         self._records = records
+        self._query_reader: TextReader | None = None
 
     # -- which reader ----------------------------------------------------------------
 
@@ -119,6 +120,20 @@ class TextReading:
         if state.text_reader is None:
             state.text_reader = build_reader(entry, allow_modules=state.allow_modules)
         return state.text_reader
+
+    def query_reader(self) -> TextReader:
+        """The reader of query photos: the knowledge base's, or where it reads no text, the
+        built-in reader with its default settings, built once and never recorded (reading a
+        query photo changes nothing stored).
+
+        Raises:
+            MissingDependencyError: The reader's extra is not installed.
+        """
+        if self._state.ocr_entry is not None:
+            return self.reader()
+        if self._query_reader is None:
+            self._query_reader = default_reader()
+        return self._query_reader
 
     def info(self) -> dict[str, Any]:
         """Whether text is read, by which reader, and how many records have it."""

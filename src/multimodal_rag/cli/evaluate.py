@@ -14,7 +14,7 @@ from multimodal_rag.cli.app import JSON_OPTION, CommandFailed, Settings, open_kb
 
 if TYPE_CHECKING:
     from multimodal_rag.evaluation.report import EvaluationReport
-    from multimodal_rag.types import SearchMode
+    from multimodal_rag.types import Fusion, SearchMode
 
 __all__ = ["eval_"]
 
@@ -23,7 +23,7 @@ _NO_EDITS = "none"
 #: ``--sample`` value that uses every image.
 _ALL = "all"
 #: Options that shape a run, so meaningless with ``--compare``.
-_RUN_OPTIONS = ("queries", "edits", "negatives", "sample", "seed", "k", "keep", "mode", "plot", "progress")
+_RUN_OPTIONS = ("queries", "edits", "negatives", "sample", "seed", "k", "keep", "mode", "fusion", "query_ocr", "plot", "progress")
 
 
 def _parse_edits(
@@ -112,7 +112,22 @@ def _parse_sample(ctx: click.Context, param: click.Parameter, value: str) -> int
     type=click.Choice(["vector", "lexical", "hybrid"]),
     default="vector",
     show_default=True,
-    help="How text queries search, to compare modes (image queries are vector searches).",
+    help="vector: every query by its vector; lexical, hybrid: labelled and text queries as `search` "
+    "searches them, query photos read for their text (edited images stay vector searches).",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["rrf", "weighted"]),
+    default="rrf",
+    show_default=True,
+    help="How hybrid mode fuses its channels.",
+)
+@click.option(
+    "--query-ocr/--no-query-ocr",
+    default=None,
+    help="Read the text in labelled query photos and search its words too, as `search` does "
+    "(default: when the knowledge base reads text; --query-ocr also where it does not). "
+    "Needs --mode lexical or hybrid.",
 )
 @click.option(
     "--plot",
@@ -145,6 +160,8 @@ def eval_(
     k: int,
     keep: float,
     mode: SearchMode,  # click.Choice allows only these
+    fusion: Fusion,
+    query_ocr: bool | None,
     plot: Path | None,
     progress: bool | None,
     compare: tuple[Path, Path] | None,
@@ -170,6 +187,8 @@ def eval_(
         return
     if kb is None:
         raise click.UsageError("give a knowledge base KB, or --compare A.json B.json")
+    if query_ocr and mode == "vector":
+        raise click.UsageError("--query-ocr needs --mode lexical or hybrid: a vector evaluation searches by the picture alone")
 
     if plot is not None:  # before the evaluation, not after it has run for minutes
         from multimodal_rag._extras import check_installed
@@ -186,6 +205,8 @@ def eval_(
             k=k,
             keep=keep,
             mode=mode,
+            fusion=fusion,
+            query_ocr=query_ocr,
             progress=progress,
         )
     if plot is not None:

@@ -126,6 +126,11 @@ def report_table(report: EvaluationReport) -> str:
 
     p50, p95 = report.latency_ms.get("p50"), report.latency_ms.get("p95")
     lines += ["", f"Latency per query: p50 {_number(p50)} ms, p95 {_number(p95)} ms"]
+    if report.settings.get("mode", "vector") != "vector" and any(s.latency_ms for s in report.sets):
+        # Queries searched as users search take another path (a photo's text read, every
+        # channel): one figure for all would hide what each kind of query costs.
+        rows = [[s.query_set, _number(s.latency_ms.get("p50")), _number(s.latency_ms.get("p95"))] for s in report.sets if s.latency_ms]
+        lines += ["", *_table(["latency per set", "p50 ms", "p95 ms"], rows)]
     per_thousand = _per_thousand(report)
     lines.append(
         f"Time: {report.seconds:.3f} s in total for {_query_count(report)} queries"

@@ -48,7 +48,8 @@ class QueryResult:
         exact_scores: Their scores.
         rank: 1-based rank of the first right answer in ``ranked``, or ``None`` if absent.
         exact_rank: The same in ``exact_ranked``.
-        seconds: Time to embed the query and search the index.
+        seconds: Time to embed the query and search the index (a batch's share, for queries
+            embedded in batches); for a query searched as users search, its whole search.
     """
 
     query_set: str
@@ -79,6 +80,8 @@ class SetMetrics:
         exact_recall: Recall@k through exact search (what the index would give if it were exact).
         exact_mrr: MRR through exact search.
         exact_ndcg10: nDCG@10 through exact search.
+        latency_ms: ``{"p50": ..., "p95": ...}`` of the set's queries timed one at a time (every
+            query searched as users search; the first of a vector evaluation's), empty when none was.
     """
 
     query_set: str
@@ -89,6 +92,7 @@ class SetMetrics:
     exact_recall: dict[str, float]
     exact_mrr: float
     exact_ndcg10: float
+    latency_ms: dict[str, float] = field(factory=dict)
 
     @property
     def index_loss(self) -> dict[str, float]:

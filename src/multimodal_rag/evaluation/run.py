@@ -9,6 +9,16 @@ clutter...) expect their source image. A share of those sources is *held out*: t
 queries are also scored against every other image, which is what the similarity gate sees
 when a photo shows something the knowledge base does not hold. Negatives the user supplies
 (a folder of images with no right answer) are used instead when given.
+
+**Labelled and text queries in lexical or hybrid mode** go through the search users get
+(`Querying.search_read`, what ``rag.search`` runs): a text query fuses the words', the
+identifiers' and the picture's channels; an image query is read for its text (``query_ocr``, as
+in ``rag.search``) and, when the photo holds text, fused with the words over descriptions and
+stored text. Their *exact* counterpart is the same fusion with the vector channel taken by exact
+search over the stored vectors: the word channels are the same lists in both, so ``loss@10``
+is still what the approximate index loses. Each is searched one at a time, and its time is the
+whole search (reading the photo, embedding, every channel, fusion). Edited images stay vector
+searches: they measure the picture's robustness.
 """
 
 from __future__ import annotations
@@ -16,9 +26,9 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +42,9 @@ from multimodal_rag.evaluation.report import (
     SetMetrics,
 )
 from multimodal_rag.types import Fusion, ImageInput, Record, SearchMode
+
+if TYPE_CHECKING:
+    from multimodal_rag._query import Querying, SearchParts
 
 __all__ = ["edited_query", "embed_queries", "evaluate"]
 
@@ -51,6 +64,11 @@ NOTES = {
         "the gate's unanswerable queries are edited images scored against every other image: a "
         "near-duplicate in the knowledge base makes them look answerable, as it would in use"
     ),
+    "searched": (
+        "labelled and description queries went through the search users get (lexical or hybrid, the "
+        "query photos' text read where query_ocr allows), one at a time: their latency includes reading "
+        "the photo; exact search fuses the same word channels with an exact vector channel"
+    ),
 }
 
 
@@ -66,7 +84,9 @@ def evaluate(
     keep: float = 0.95,
     mode: SearchMode = "vector",
     fusion: Fusion = "rrf",
+    query_ocr: bool | None = None,
     progress: bool | None = None,
+    querying: Querying | None = None,
 ) -> EvaluationReport:
     """Measure retrieval on ``rag`` (see [`MultimodalRAG.evaluate`][multimodal_rag._rag.MultimodalRAG.evaluate])."""
     from tqdm.auto import tqdm
@@ -92,6 +112,13 @@ def evaluate(
         raise InvalidInputError(f"mode must be vector, lexical or hybrid; got {mode!r}")
     if mode != "vector" and not getattr(rag.description_store, "full_text", False):
         raise InvalidInputError(f"a {mode} evaluation needs a description store with a full-text index")
+    if query_ocr is not None and not isinstance(query_ocr, bool):
+        raise InvalidInputError(f"query_ocr must be True, False or None, got {type(query_ocr).__name__}")
+    if query_ocr and mode == "vector":
+        raise InvalidInputError("query_ocr=True needs mode lexical or hybrid: a vector evaluation searches by the picture alone")
+    searched = mode != "vector"  # labelled and text queries go through the users' search
+    if searched and querying is None:
+        raise InvalidInputError(f"a {mode} evaluation needs the knowledge base's search (rag.evaluate)")
 
     searcher = _Searcher(rag, k=max(k, max(RECALL_AT)))
     records = rag.get_many(searcher.ids)  # kept images by their absolute path
@@ -121,11 +148,17 @@ def evaluate(
             assert query.text is not None
             plan.append(("text:descriptions", query.text, query.expected, _text_query(query.text)))
 
+    # Edited images are vector searches whatever the mode; the rest, in lexical or hybrid mode,
+    # are searched as users search (see the module's text).
+    through_search = [entry for entry in plan if searched and not entry[0].startswith("edit:")]
+    plan = [entry for entry in plan if not searched or entry[0].startswith("edit:")]
+
     results: list[QueryResult] = []
     answerable: list[float] = []
     unanswerable: list[float] = []
     latencies: list[float] = []
-    bar = tqdm(total=len(plan), desc="evaluating", unit="query", disable=None if progress is None else not progress)
+    timed: dict[str, list[float]] = {}  # single-query latencies by query set
+    bar = tqdm(total=len(plan) + len(through_search), desc="evaluating", unit="query", disable=None if progress is None else not progress)
     try:
         for start in range(0, len(plan), _BATCH):
             batch = plan[start : start + _BATCH]
@@ -136,15 +169,12 @@ def evaluate(
             vectors = searcher.embed_batch(made)
             indexed = searcher.search(vectors)
             elapsed = (time.perf_counter() - begin) / len(batch)
-            for made_query in made[: max(0, LATENCY_QUERIES - len(latencies))]:
+            for (query_set, *_), made_query in list(zip(batch, made))[: max(0, LATENCY_QUERIES - len(latencies))]:
                 begin = time.perf_counter()  # one query at a time, as a user's request comes
                 searcher.search(searcher.embed_batch([made_query]))
                 latencies.append(time.perf_counter() - begin)
+                timed.setdefault(query_set, []).append(latencies[-1])
             exact = searcher.exact(vectors)
-            if mode != "vector":  # text queries in lexical or hybrid mode: the words count too
-                for row, (kind, value) in enumerate(made):
-                    if kind == "text":
-                        indexed[row], exact[row] = searcher.text_search(value, indexed[row], exact[row], mode, fusion)
             for (query_set, text, expected, _), (ranked, scores), (exact_ranked, exact_scores) in zip(batch, indexed, exact):
                 results.append(
                     QueryResult(
@@ -172,6 +202,36 @@ def evaluate(
                     if others:
                         unanswerable.append(others[0])
             bar.update(len(batch))
+        warm: set[str] = set()
+        for query_set, text, expected, make in through_search:
+            kind, value = make()
+            assert querying is not None
+            if kind not in warm:  # lazy loading (the reader's models, the text tower) is not latency
+                searcher.searched(querying, kind, value, mode, fusion, query_ocr)
+                warm.add(kind)
+            begin = time.perf_counter()
+            found = searcher.searched(querying, kind, value, mode, fusion, query_ocr)
+            seconds = time.perf_counter() - begin
+            latencies.append(seconds)
+            timed.setdefault(query_set, []).append(seconds)
+            (ranked, scores), (exact_ranked, exact_scores), best_cosine = searcher.exact_searched(found, fusion)
+            results.append(
+                QueryResult(
+                    query_set=query_set,
+                    query=text,
+                    expected=expected,
+                    ranked=ranked[:k],
+                    scores=[float(s) for s in scores[:k]],
+                    exact_ranked=exact_ranked[:k],
+                    exact_scores=[float(s) for s in exact_scores[:k]],
+                    rank=first_rank(ranked, expected),
+                    exact_rank=first_rank(exact_ranked, expected),
+                    seconds=round(seconds, 6),
+                )
+            )
+            if kind == "image" and best_cosine is not None:
+                answerable.append(best_cosine)  # the gate judges the picture's cosine, as the answerer does
+            bar.update(1)
         if negatives is not None:
             files, _ = scan_images(Path(negatives), recursive=True)
             if not files:
@@ -183,7 +243,7 @@ def evaluate(
         bar.close()
 
     return EvaluationReport(
-        sets=_set_metrics(results, k),
+        sets=_set_metrics(results, k, timed),
         results=results,
         gate=_gate(answerable, unanswerable, keep, "negatives folder" if negatives is not None else "held-out images"),
         latency_ms={key: value * 1000 for key, value in _percentiles(latencies).items()},
@@ -195,6 +255,7 @@ def evaluate(
             "keep": keep,
             "mode": mode,
             "fusion": fusion,
+            "query_ocr": query_ocr,
             "edits": list(kinds),
             "images": len(searcher.ids),
             "queries_file": str(queries) if queries is not None else None,
@@ -205,7 +266,8 @@ def evaluate(
             "vector_store_config": rag.vector_store.config(),
         },
         notes=[NOTES[key] for key in ("text:descriptions",) if any(r.query_set == key for r in results)]
-        + ([NOTES["held-out"]] if held_out else []),
+        + ([NOTES["held-out"]] if held_out else [])
+        + ([NOTES["searched"]] if through_search else []),
     )
 
 
@@ -234,37 +296,49 @@ class _Searcher:
         found = self.rag.vector_store.search(vectors, self.k)
         return [([n.id for n in row], [n.score for n in row]) for row in found]
 
-    def text_search(
-        self,
-        text: str,
-        indexed: tuple[list[str], list[float]],
-        exact: tuple[list[str], list[float]],
-        mode: str,
-        fusion: str,
-    ) -> tuple[tuple[list[str], list[float]], tuple[list[str], list[float]]]:
-        """A text query's results in lexical or hybrid mode: the words' ranking, alone or fused
-        with the vector ranking through the index and through exact search."""
-        from multimodal_rag._fusion import fuse
+    def searched(
+        self, querying: Querying, kind: str, value: Any, mode: SearchMode, fusion: Fusion, query_ocr: bool | None
+    ) -> tuple[str, SearchParts | None]:
+        """A text or image query searched as ``rag.search`` searches it in ``mode``: an image is
+        read first (``query_ocr``), and is a hybrid search only when its photo holds text (a
+        vector search otherwise, as ``rag.search(image=...)``); in lexical mode, a photo in which
+        nothing is read finds nothing (None)."""
+        if kind == "text":
+            return kind, querying.search_read(None, value, None, depth=self.k, filter=None, text_weight=0.5, mode=mode, fusion=fusion)
+        read = querying.read_query_image(value, None, query_ocr)
+        if mode == "lexical" and read is None:
+            return kind, None
+        image_mode: SearchMode | None = "lexical" if mode == "lexical" else None
+        return kind, querying.search_read(value, None, read, depth=self.k, filter=None, text_weight=0.5, mode=image_mode, fusion=fusion)
 
-        lexical = self.rag.description_store.search_text(text, max(self.k, 50))
-        lexical = [(id_, score) for id_, score in lexical if id_ in self._known]
-        if mode == "lexical":
-            ranked = ([id_ for id_, _ in lexical][: self.k], [score for _, score in lexical][: self.k])
-            return ranked, ranked
+    def exact_searched(
+        self, found: tuple[str, SearchParts | None], fusion: Fusion
+    ) -> tuple[tuple[list[str], list[float]], tuple[list[str], list[float]], float | None]:
+        """A searched query's ranking through the index and exactly (the same fusion, with the
+        vector channel by exact search), and the best cosine of its picture (None without one)."""
+        from multimodal_rag._retrieval import CHANNEL_DEPTH, fuse_channels
 
-        def fused(vector: tuple[list[str], list[float]]) -> tuple[list[str], list[float]]:
-            result = fuse({"vector": list(zip(*vector)), "lexical": lexical}, method=fusion)[: self.k]
-            return [id_ for id_, _, _ in result], [score for _, score, _ in result]
+        _, parts = found
+        if parts is None:
+            return ([], []), ([], []), None
+        ranked = ([hit.id for hit in parts.hits], [hit.score for hit in parts.hits])
+        if parts.vector is None:  # lexical mode: no vector channel, nothing approximate
+            return ranked, ranked, None
+        vector = np.asarray(parts.vector, dtype=np.float32)[None, :]
+        [(exact_ids, exact_scores)] = self.exact(vector, k=max(self.k, CHANNEL_DEPTH))
+        best = exact_scores[0] if exact_scores else None
+        if parts.mode == "vector":
+            return ranked, (exact_ids[: self.k], exact_scores[: self.k]), best
+        fused = [entry for entry in fuse_channels(list(zip(exact_ids, exact_scores)), parts.channels, fusion) if entry[0] in self._known]
+        return ranked, ([id_ for id_, _, _ in fused[: self.k]], [score for _, score, _ in fused[: self.k]]), best
 
-        return fused(indexed), fused(exact)
-
-    def exact(self, vectors: np.ndarray) -> list[tuple[list[str], list[float]]]:
+    def exact(self, vectors: np.ndarray, *, k: int | None = None) -> list[tuple[list[str], list[float]]]:
         from multimodal_rag.vectors.ranking import exact_top_k
 
         if not self.ids:
             return [([], []) for _ in vectors]
         chunks = ((np.arange(i, min(i + 4096, len(self.ids))), self._vectors[i : i + 4096]) for i in range(0, len(self.ids), 4096))
-        scores, positions = exact_top_k(vectors, self.k, chunks)
+        scores, positions = exact_top_k(vectors, min(self.k if k is None else k, len(self.ids)), chunks)
         return [
             ([self.ids[p] for p in row_positions], [float(s) for s in row_scores])
             for row_scores, row_positions in zip(scores, positions)
@@ -320,7 +394,7 @@ def _has_image(record: Record | None) -> bool:
     return record is not None and record.image_path is not None and Path(record.image_path).is_file()
 
 
-def _set_metrics(results: Sequence[QueryResult], k: int) -> list[SetMetrics]:
+def _set_metrics(results: Sequence[QueryResult], k: int, timed: Mapping[str, Sequence[float]]) -> list[SetMetrics]:
     from multimodal_rag.evaluation.metrics import mean_metrics, query_metrics
 
     by_set: dict[str, list[QueryResult]] = {}
@@ -353,6 +427,9 @@ def _set_metrics(results: Sequence[QueryResult], k: int) -> list[SetMetrics]:
                 exact_recall={str(key): round(value, 6) for key, value in exact_recall.items()},
                 exact_mrr=round(exact_mrr, 6),
                 exact_ndcg10=round(exact_ndcg, 6),
+                latency_ms={key: round(value * 1000, 3) for key, value in _percentiles(list(timed.get(name, ()))).items()}
+                if timed.get(name)
+                else {},
             )
         )
     return metrics
