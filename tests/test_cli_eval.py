@@ -169,6 +169,22 @@ def test_labelled_queries_and_no_edits(kb: Path, photos: Path, tmp_path: Path) -
     assert all(r["rank"] == 1 for r in data["results"])
 
 
+def test_hybrid_mode_searches_labelled_queries_as_search_does(kb: Path, photos: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(
+        json.dumps({"query": "blue card", "expected": [str(photos / "blue.png")]}) + "\n"
+        + json.dumps({"image": str(photos / "red.png"), "expected": [str(photos / "red.png")]}) + "\n"
+    )  # fmt: skip
+    data = evaluate_json(kb, "--queries", queries, "--edits", "none", "--mode", "hybrid", "--fusion", "weighted", "--no-query-ocr")
+    assert (data["settings"]["mode"], data["settings"]["fusion"], data["settings"]["query_ocr"]) == ("hybrid", "weighted", False)
+    text, image = data["results"]
+    searched = json.loads(ok(run_cli(*COLOR, "search", kb, "--text", "blue card", "-k", 10, "--fusion", "weighted", "--json")).stdout)
+    assert text["ranked"] == [hit["id"] for hit in searched["hits"]]  # what a user's search returns
+    assert image["rank"] == 1 and all(s["latency_ms"]["p50"] > 0 for s in data["sets"])
+    table = ok(run_cli(*COLOR, "eval", kb, "--no-progress", "--queries", queries, "--edits", "none", "--mode", "hybrid")).stdout
+    assert "latency per set" in table and "image:labelled" in table
+
+
 def test_sample_all_uses_every_image(kb: Path) -> None:
     data = evaluate_json(kb, "--edits", "crop", "--sample", "all")
     assert data["settings"]["sample"] is None
@@ -251,6 +267,8 @@ def test_compare_of_a_file_that_is_not_a_report_fails(
         (["--keep", "0"], "0.0 is not in the range 0.0<x<=1.0"),
         (["--keep", "1.5"], "1.5 is not in the range 0.0<x<=1.0"),
         (["-k", "0"], "0 is not in the range x>=1"),
+        (["--query-ocr"], "--query-ocr needs --mode lexical or hybrid"),
+        (["--mode", "hybrid", "--fusion", "max"], "'max' is not one of 'rrf', 'weighted'"),
     ],
 )
 def test_bad_options_are_usage_errors(kb: Path, args: list[str], message: str) -> None:
