@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,12 +41,42 @@ from multimodal_rag.evaluation.report import (
     QueryResult,
     SetMetrics,
 )
-from multimodal_rag.types import Fusion, ImageInput, Record, SearchMode
-
-if TYPE_CHECKING:
-    from multimodal_rag._query import Querying, SearchParts
+from multimodal_rag.types import Fusion, Hit, ImageInput, Record, SearchMode
 
 __all__ = ["edited_query", "embed_queries", "evaluate"]
+
+class SearchParts(Protocol):
+    """A search's hits and what they were fused from (the facade's ``SearchParts``)."""
+
+    @property
+    def hits(self) -> list[Hit]: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def vector(self) -> Any: ...
+    @property
+    def channels(self) -> dict[str, list[tuple[str, float]]]: ...
+
+
+class Querying(Protocol):
+    """The knowledge base's own search, in its two steps: reading the query photo, then searching
+    (the facade's ``Querying``; declared here so that evaluation imports no facade part)."""
+
+    def read_query_image(self, image: ImageInput | None, mode: SearchMode | None, query_ocr: bool | None) -> Any: ...
+
+    def search_read(
+        self,
+        image: ImageInput | None,
+        text: str | None,
+        read: Any,
+        *,
+        depth: int,
+        filter: None,
+        text_weight: float,
+        mode: SearchMode | None,
+        fusion: Fusion,
+    ) -> SearchParts: ...
+
 
 #: Share of the sampled images whose edited queries also serve as unanswerable ones.
 HOLDOUT = 0.2
