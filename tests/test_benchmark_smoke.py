@@ -225,10 +225,10 @@ def test_ocr_retrieval(tmp_path: Path) -> None:
     if "skipped" in report:
         pytest.skip(report["skipped"])
     rows = {(r["row"], r["set"]): r for r in report["rows"]}
-    assert len(rows) == 12 and {r["queries"] for r in rows.values()} == {4, 12, 16}
+    assert len(rows) == 14 and {r["queries"] for r in rows.values()} == {4, 12, 16}
     # Only the printed digits tell a group's four products apart: the picture alone cannot
     # rank the right one first every time, and read text on both sides does.
     vector = [rows["image, vector only", s]["top1"] for s in ("image:photo", "image:photo-turned")]
     assert max(vector) < 1.0
     assert all(t["met"] for t in report["targets"].values()), report["targets"]
-    assert set(report["commands"]) == {"vector only", "query OCR only", "OCR on both sides"}
+    assert set(report["commands"]) == {"vector only", "query OCR only", "OCR on both sides", "OCR on both sides, rank fusion"}

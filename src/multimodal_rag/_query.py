@@ -9,7 +9,9 @@ vector and a filter, and neighbours into hits.
 **The text in a query photo.** On a knowledge base that reads text (a reader is on), the text of
 a query image is read too (`query_ocr` None), unless the search is ``mode="vector"``: its words
 join the caller's text as the lexical query, so an image alone becomes a hybrid search when its
-photo holds text, and the answerer is given what was read (`IMAGE_TEXT`). ``query_ocr=False``
+photo holds text (fused by weighted scores unless ``fusion`` says otherwise: the label's brand
+and spec words rank look-alike products just behind the right one, and only the scores keep the
+margin), and the answerer is given what was read (`IMAGE_TEXT`). ``query_ocr=False``
 never reads; ``True`` reads on any knowledge base with a full-text index: with its reader, or
 where it reads no text, with the built-in one (the photo's words then meet the descriptions).
 """
@@ -81,12 +83,14 @@ class SearchParts:
             ``identifier`` when the text has identifiers), each ``(id, score)`` best first, as
             searched; empty in vector mode. With an exact vector channel in place of the index's,
             `fuse_channels` gives what an exact index would have returned.
+        fusion: How the channels were fused (None in vector mode).
     """
 
     hits: list[Hit]
     mode: str
     vector: Any
     channels: dict[str, list[tuple[str, float]]]
+    fusion: Fusion | None
 
 
 class Querying:
@@ -111,7 +115,7 @@ class Querying:
         filter: Filter | None,
         text_weight: float,
         mode: SearchMode | None,
-        fusion: Fusion,
+        fusion: Fusion | None,
         rerank: Reranker | None,
         query_ocr: bool | None = None,
     ) -> list[Hit]:
@@ -129,7 +133,7 @@ class Querying:
         filter: Filter | None,
         text_weight: float,
         mode: SearchMode | None,
-        fusion: Fusion,
+        fusion: Fusion | None,
         rerank: Reranker | None,
         query_ocr: bool | None,
     ) -> tuple[list[Hit], ReadText | None]:
@@ -157,7 +161,7 @@ class Querying:
         filter: Filter | None,
         text_weight: float,
         mode: SearchMode | None,
-        fusion: Fusion,
+        fusion: Fusion | None,
     ) -> SearchParts:
         """The search once the query photo's text is ``read`` (None: not read, or nothing in it):
         the ``depth`` best hits, and the channels they were fused from."""
@@ -174,9 +178,13 @@ class Querying:
         vector = self.embed_query(image, text, text_weight=text_weight) if chosen != "lexical" else None
         if chosen == "vector":
             assert vector is not None
-            return SearchParts(hits=self.search_by_vector(vector, k=depth, filter=filter), mode=chosen, vector=vector, channels={})
-        hits, channels = self._search_text(words or text or "", vector, depth=depth, filter=filter, fusion=fusion)
-        return SearchParts(hits=hits, mode=chosen, vector=vector, channels=channels)
+            return SearchParts(hits=self.search_by_vector(vector, k=depth, filter=filter), mode=chosen, vector=vector, channels={}, fusion=None)
+        # A photo's text repeats its whole label, brand and spec lines that look-alike products
+        # share: the words rank those just behind the product, and only the scores say by how
+        # much. Weighted fusion keeps that margin; rank fusion would let the picture overturn it.
+        method: Fusion = fusion if fusion is not None else ("weighted" if read is not None else "rrf")
+        hits, channels = self._search_text(words or text or "", vector, depth=depth, filter=filter, fusion=method)
+        return SearchParts(hits=hits, mode=chosen, vector=vector, channels=channels, fusion=method)
 
     def read_query_image(self, image: ImageInput | None, mode: SearchMode | None, query_ocr: bool | None) -> ReadText | None:
         """The text read in the query image, when it is to be read (see the module's text)."""
@@ -216,7 +224,7 @@ class Querying:
         filter: Filter | None,
         text_weight: float,
         mode: SearchMode | None,
-        fusion: Fusion,
+        fusion: Fusion | None,
         rerank: Reranker | None,
         query_ocr: bool | None = None,
     ) -> list[Hit]:
@@ -409,7 +417,7 @@ class Querying:
         if image is None and text is None:
             text = question  # a question with no picture is its own search
         matches, read = self._search(
-            image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion="rrf", rerank=rerank,
+            image, text, k=k, filter=filter, text_weight=text_weight, mode=mode, fusion=None, rerank=rerank,
             query_ocr=query_ocr,
         )
         if read is not None:

@@ -579,7 +579,7 @@ class MultimodalRAG:
         filter: Filter | None = None,
         text_weight: float = 0.5,
         mode: SearchMode | None = None,
-        fusion: Fusion = "rrf",
+        fusion: Fusion | None = None,
         rerank: Reranker | None = None,
         query_ocr: bool | None = None,
     ) -> list[Hit]:
@@ -595,7 +595,8 @@ class MultimodalRAG:
             mode: ``"vector"`` (CLIP vectors), ``"lexical"`` (the descriptions' words, BM25) or
                 ``"hybrid"`` (both); by default hybrid for a text when the description store
                 has a full-text index, otherwise vector.
-            fusion: Hybrid mode's fusion: ``"rrf"`` (reciprocal rank) or ``"weighted"`` (scores).
+            fusion: Hybrid mode's fusion: ``"rrf"`` (reciprocal rank) or ``"weighted"`` (scores);
+                by default ``"rrf"``, and ``"weighted"`` when the query photo's text was read.
             rerank: A [`Reranker`][multimodal_rag.protocols.Reranker] that reorders the best
                 candidates before the first ``k`` are returned.
             query_ocr: Read the text in ``image`` and search its words too (default: when the
@@ -631,7 +632,7 @@ class MultimodalRAG:
         filter: Filter | None = None,
         text_weight: float = 0.5,
         mode: SearchMode | None = None,
-        fusion: Fusion = "rrf",
+        fusion: Fusion | None = None,
         rerank: Reranker | None = None,
         query_ocr: bool | None = None,
     ) -> list[Hit]:
@@ -780,7 +781,7 @@ class MultimodalRAG:
         k: int = 10,
         keep: float = 0.95,
         mode: SearchMode = "vector",
-        fusion: Fusion = "rrf",
+        fusion: Fusion | None = None,
         query_ocr: bool | None = None,
         progress: bool | None = None,
     ) -> EvaluationReport:
@@ -798,7 +799,7 @@ class MultimodalRAG:
             mode: ``"vector"`` searches every query by its vector; ``"lexical"`` and ``"hybrid"``
                 search labelled and text queries as [`search`][multimodal_rag._rag.MultimodalRAG.search]
                 does, query photos read for their text (``docs/evaluation.md``).
-            fusion: The fusion of hybrid mode.
+            fusion: The fusion of hybrid mode (default: as in [`search`][multimodal_rag._rag.MultimodalRAG.search]).
             query_ocr: Read the text in labelled query photos, as in
                 [`search`][multimodal_rag._rag.MultimodalRAG.search] (lexical and hybrid modes).
             progress: Show a progress bar (default: when writing to a terminal).

@@ -118,9 +118,9 @@ def _parse_sample(ctx: click.Context, param: click.Parameter, value: str) -> int
 @click.option(
     "--fusion",
     type=click.Choice(["rrf", "weighted"]),
-    default="rrf",
-    show_default=True,
-    help="How hybrid mode fuses its channels.",
+    default=None,
+    help="How hybrid mode fuses its channels (default: as `search`: rrf, weighted for a query "
+    "photo whose text was read).",
 )
 @click.option(
     "--query-ocr/--no-query-ocr",
@@ -160,7 +160,7 @@ def eval_(
     k: int,
     keep: float,
     mode: SearchMode,  # click.Choice allows only these
-    fusion: Fusion,
+    fusion: Fusion | None,
     query_ocr: bool | None,
     plot: Path | None,
     progress: bool | None,

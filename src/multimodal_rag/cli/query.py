@@ -37,9 +37,9 @@ def _search_options(command: Any) -> Any:
         click.option(
             "--fusion",
             type=click.Choice(["rrf", "weighted"]),
-            default="rrf",
-            show_default=True,
-            help="How hybrid mode fuses the two rankings.",
+            default=None,
+            help="How hybrid mode fuses its rankings (default: rrf; weighted when the text in "
+            "--image was read).",
         )(command)
     )
 
@@ -188,7 +188,7 @@ def search(
     text_weight: float,
     where: tuple[str, ...],
     mode: SearchMode | None,  # click.Choice allows only these
-    fusion: Fusion,
+    fusion: Fusion | None,
     filter_json: str | None,
     rerank_model: str | None,
     query_ocr: bool | None,

@@ -56,6 +56,8 @@ class SearchParts(Protocol):
     def vector(self) -> Any: ...
     @property
     def channels(self) -> dict[str, list[tuple[str, float]]]: ...
+    @property
+    def fusion(self) -> Fusion | None: ...
 
 
 class Querying(Protocol):
@@ -74,7 +76,7 @@ class Querying(Protocol):
         filter: None,
         text_weight: float,
         mode: SearchMode | None,
-        fusion: Fusion,
+        fusion: Fusion | None,
     ) -> SearchParts: ...
 
 
@@ -113,7 +115,7 @@ def evaluate(
     k: int = 10,
     keep: float = 0.95,
     mode: SearchMode = "vector",
-    fusion: Fusion = "rrf",
+    fusion: Fusion | None = None,
     query_ocr: bool | None = None,
     progress: bool | None = None,
     querying: Querying | None = None,
@@ -244,7 +246,7 @@ def evaluate(
             seconds = time.perf_counter() - begin
             latencies.append(seconds)
             timed.setdefault(query_set, []).append(seconds)
-            (ranked, scores), (exact_ranked, exact_scores), best_cosine = searcher.exact_searched(found, fusion)
+            (ranked, scores), (exact_ranked, exact_scores), best_cosine = searcher.exact_searched(found)
             results.append(
                 QueryResult(
                     query_set=query_set,
@@ -327,7 +329,7 @@ class _Searcher:
         return [([n.id for n in row], [n.score for n in row]) for row in found]
 
     def searched(
-        self, querying: Querying, kind: str, value: Any, mode: SearchMode, fusion: Fusion, query_ocr: bool | None
+        self, querying: Querying, kind: str, value: Any, mode: SearchMode, fusion: Fusion | None, query_ocr: bool | None
     ) -> tuple[str, SearchParts | None]:
         """A text or image query searched as ``rag.search`` searches it in ``mode``: an image is
         read first (``query_ocr``), and is a hybrid search only when its photo holds text (a
@@ -342,7 +344,7 @@ class _Searcher:
         return kind, querying.search_read(value, None, read, depth=self.k, filter=None, text_weight=0.5, mode=image_mode, fusion=fusion)
 
     def exact_searched(
-        self, found: tuple[str, SearchParts | None], fusion: Fusion
+        self, found: tuple[str, SearchParts | None]
     ) -> tuple[tuple[list[str], list[float]], tuple[list[str], list[float]], float | None]:
         """A searched query's ranking through the index and exactly (the same fusion, with the
         vector channel by exact search), and the best cosine of its picture (None without one)."""
@@ -359,7 +361,8 @@ class _Searcher:
         best = exact_scores[0] if exact_scores else None
         if parts.mode == "vector":
             return ranked, (exact_ids[: self.k], exact_scores[: self.k]), best
-        fused = [entry for entry in fuse_channels(list(zip(exact_ids, exact_scores)), parts.channels, fusion) if entry[0] in self._known]
+        assert parts.fusion is not None
+        fused = [entry for entry in fuse_channels(list(zip(exact_ids, exact_scores)), parts.channels, parts.fusion) if entry[0] in self._known]
         return ranked, ([id_ for id_, _, _ in fused[: self.k]], [score for _, score, _ in fused[: self.k]]), best
 
     def exact(self, vectors: np.ndarray, *, k: int | None = None) -> list[tuple[list[str], list[float]]]:

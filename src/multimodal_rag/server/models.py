@@ -220,7 +220,9 @@ class SearchFields(BaseModel):
     k: int = 5
     filter: _Filter | SkipJsonSchema[None] = None
     mode: Mode | SkipJsonSchema[None] = Field(default=None, description="Default: vector, or hybrid with a text on a full-text store.")
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    fusion: Literal["rrf", "weighted"] | SkipJsonSchema[None] = Field(
+        default=None, description="Default: rrf, or weighted when the text in the image was read."
+    )
     text_weight: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
