@@ -78,6 +78,16 @@ def test_a_photo_without_text_and_a_knowledge_base_without_a_reader_search_by_th
         rag.search(image=solid(RED), query_ocr="yes")  # type: ignore[arg-type]
 
 
+def test_a_read_photo_is_fused_by_weighted_scores_unless_fusion_is_given(tmp_path: Path) -> None:
+    rag = kb_with(tmp_path)
+    default = rag.search(image=solid(RED), k=3)
+    assert default == rag.search(image=solid(RED), k=3, fusion="weighted")
+    ranked = rag.search(image=solid(RED), k=3, fusion="rrf")
+    assert [h.score for h in ranked] != [h.score for h in default] and ranked[0].score < 3 / 61 + 1e-9
+    # Typed text alone keeps rank fusion as its default.
+    assert rag.search(text="XR-2000 battery", k=3) == rag.search(text="XR-2000 battery", k=3, fusion="rrf")
+
+
 def test_query_ocr_on_a_knowledge_base_without_a_reader_reads_with_the_built_in_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
