@@ -150,7 +150,9 @@ def ingest(
     rag = MultimodalRAG(embedder)
     with RSSSampler() as rss:
         start = time.perf_counter()
-        result = rag.add_directory(folder, progress=False, ocr=reader if reader is not None else False)
+        result = rag.add_directory(
+            folder, progress=False, ocr=reader if reader is not None else False
+        )
         seconds = time.perf_counter() - start
     if len(result.added) != len(paths) or result.skipped:
         raise SystemExit(f"ingest stored {len(result.added)} of {len(paths)}: {result.skipped}")
@@ -187,9 +189,13 @@ def ingest(
 def in_subprocess(task: str, **kwargs: Any) -> dict[str, Any]:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+        ),
     }
-    spec = json.dumps({"task": task, **{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}})
+    spec = json.dumps(
+        {"task": task, **{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}}
+    )
     done = subprocess.run(
         [sys.executable, "-W", "ignore", __file__, "--child", spec],
         capture_output=True, text=True, env=env, check=False,
@@ -223,8 +229,12 @@ def main() -> None:
         return
     parser = make_parser(__doc__ or "")
     parser.add_argument("--count", type=int, help="photos ingested (default 48; 8 with --quick)")
-    parser.add_argument("--queries", type=int, help="query photos read (default 24; 4 with --quick)")
-    parser.add_argument("--rounds", type=int, help="rounds of every configuration (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--queries", type=int, help="query photos read (default 24; 4 with --quick)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of every configuration (default 3; 1 with --quick)"
+    )
     args = parser.parse_args()
     if importlib.util.find_spec("rapidocr") is None:
         skipped("ocr_ingest", args, "rapidocr is not installed: pip install 'multimodal-rag[ocr]'")
@@ -234,12 +244,16 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     folder, queries = inputs(count, query_count)
     checkpoint = common.tiny_checkpoint() if args.quick else common.vit_b_32_checkpoint()
-    cache_dir = CACHE / ("ocr-ingest-engine-cache-quick" if args.quick else "ocr-ingest-engine-cache")
+    cache_dir = CACHE / (
+        "ocr-ingest-engine-cache-quick" if args.quick else "ocr-ingest-engine-cache"
+    )
     engines = [e for e in CLIP_ENGINES if e != "openvino" or importlib.util.find_spec("openvino")]
     prepared = {}
     for engine in engines:
         print(f"preparing the engine cache: {engine} {CLIP_ENGINES[engine]}", flush=True)
-        prepared[engine] = in_subprocess("prepare", checkpoint=checkpoint, engine=engine, cache_dir=cache_dir, folder=folder)
+        prepared[engine] = in_subprocess(
+            "prepare", checkpoint=checkpoint, engine=engine, cache_dir=cache_dir, folder=folder
+        )
     combos = [(engine, ocr) for engine in engines for ocr in OCR_ENGINES]
     load_before = os.getloadavg()
     runs: dict[tuple[str, str | None], list[dict[str, Any]]] = {combo: [] for combo in combos}
@@ -247,14 +261,24 @@ def main() -> None:
         for engine, ocr in combos if r % 2 == 0 else combos[::-1]:
             print(f"round {r + 1}: {label(engine, ocr)}", flush=True)
             runs[engine, ocr].append(
-                in_subprocess("ingest", checkpoint=checkpoint, engine=engine, ocr=ocr,
-                              cache_dir=cache_dir, folder=folder, queries=queries)  # fmt: skip
+                in_subprocess(
+                    "ingest",
+                    checkpoint=checkpoint,
+                    engine=engine,
+                    ocr=ocr,
+                    cache_dir=cache_dir,
+                    folder=folder,
+                    queries=queries,
+                )  # fmt: skip
             )
     load_after = os.getloadavg()
     rows = []
     for (engine, ocr), results in runs.items():
         alone = runs[engine, None]
-        ratios = [result["images_per_s"] / base["images_per_s"] for result, base in zip(results, alone, strict=True)]
+        ratios = [
+            result["images_per_s"] / base["images_per_s"]
+            for result, base in zip(results, alone, strict=True)
+        ]
         row: dict[str, Any] = {
             "clip": f"{engine} {CLIP_ENGINES[engine]}", "ocr": ocr, "images": count,
             "images_per_s": statistics.median(result["images_per_s"] for result in results),
@@ -272,22 +296,30 @@ def main() -> None:
         rows.append(row)
     print(f"\n{count} photos of 1920x1080 ({count // 2} with a label), {rounds} round(s); "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs)")  # fmt: skip
-    print(f"{'configuration':<42} {'img/s':>6} {'vs CLIP only':>12} {'peak RSS MB':>11} {'query OCR p50 ms':>16}")
+    print(
+        f"{'configuration':<42} {'img/s':>6} {'vs CLIP only':>12} {'peak RSS MB':>11} {'query OCR p50 ms':>16}"
+    )
     for row in rows:
         query = f"{row['query_ms_p50']:.0f}" if "query_ms_p50" in row else "-"
         print(f"{label(row['clip'].split()[0], row['ocr']):<42} {row['images_per_s']:>6.1f} "
               f"{row['ratio_to_clip_only']:>11.2f}x {row['peak_rss_mb']:>11.0f} {query:>16}")  # fmt: skip
     by = {(row["clip"].split()[0], row["ocr"]): row for row in rows}
     figures = {
-        f"{engine}_clip_{ocr or 'alone'}_images_per_s": Figure(by[engine, ocr]["images_per_s"], "higher", 0.6)
+        f"{engine}_clip_{ocr or 'alone'}_images_per_s": Figure(
+            by[engine, ocr]["images_per_s"], "higher", 0.6
+        )
         for engine, ocr in combos
     }
     figures |= {
-        f"{engine}_clip_ocr_{ocr}_ratio": Figure(by[engine, ocr]["ratio_to_clip_only"], "higher", 0.5)
+        f"{engine}_clip_ocr_{ocr}_ratio": Figure(
+            by[engine, ocr]["ratio_to_clip_only"], "higher", 0.5
+        )
         for engine, ocr in combos
         if ocr is not None
     }
-    figures["openvino_query_ms_p50"] = Figure(by[engines[0], "openvino"]["query_ms_p50"], "lower", 1.5)
+    figures["openvino_query_ms_p50"] = Figure(
+        by[engines[0], "openvino"]["query_ms_p50"], "lower", 1.5
+    )
     if "openvino" in engines:
         main_row = by["openvino", "openvino"]
         targets = {

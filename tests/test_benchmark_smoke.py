@@ -209,6 +209,25 @@ def test_ocr_catalogue(tmp_path: Path) -> None:
     assert all(len(digits) == 4 and len({"".join(sorted(d)) for d in digits}) == 1 for digits in by_group.values())
 
 
+def test_ocr_ingest(tmp_path: Path) -> None:
+    report = run("ocr_ingest", tmp_path)
+    if "skipped" in report:
+        pytest.skip(report["skipped"])
+    rows = {(r["clip"].split()[0], r["ocr"]): r for r in report["rows"]}
+    assert {ocr for _, ocr in rows} == {None, "openvino", "onnxruntime"} and ("torch", None) in rows
+    for (engine, ocr), row in rows.items():
+        assert row["images"] == 8 and row["images_per_s"] > 0 and row["unread"] == 0
+        assert row["peak_rss_mb"] >= row["ingest_peak_rss_mb"] > 0
+        if ocr is None:
+            assert row["ratio_to_clip_only"] == 1.0 and row["with_text"] == {"product": 0, "tiled": 0}
+        else:
+            assert row["with_text"]["product"] == 4  # every printed label was read
+            assert row["query_ms_p90"] >= row["query_ms_p50"] > 0
+        # The engine cache was prepared before timing: OpenVINO loads from it without torch.
+        assert row["torch_loaded"] is (engine == "torch")
+    assert report["load_average_before"] and report["load_average_after"]
+
+
 def test_ocr_speed(tmp_path: Path) -> None:
     report = run("ocr_speed", tmp_path)
     if "skipped" in report:

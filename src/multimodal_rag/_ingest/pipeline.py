@@ -7,7 +7,9 @@ and committed in batches.
 lazily (so memory stays bounded by the embedder's batches), ids already stored are
 reported as duplicates, and each embedded batch goes to the ``commit`` callback — batch
 by batch with ``on_error="skip"``, or all at once at the end with ``on_error="raise"``, so
-that such a call is stored whole or not at all.
+that such a call is stored whole or not at all. When the text in the images is read (OCR),
+each batch is read in a thread of its own while the next one is embedded, and committed,
+in order, once its text is read.
 """
 
 from __future__ import annotations
@@ -222,7 +224,8 @@ class IngestRun:
         on_error: ``"raise"`` or ``"skip"`` (see [`MultimodalRAG.add`][multimodal_rag._rag.MultimodalRAG.add]).
         batch_size: Images embedded per batch.
         progress: Show a progress bar (``None``: when writing to a terminal).
-        read_text: Reads the text in each batch's images before it is stored (OCR), or ``None``.
+        read_text: Reads the text in each batch's images before it is stored (OCR), or ``None``;
+            called in another thread, one batch at a time, while the next batch is embedded.
     """
 
     def __init__(
@@ -279,9 +282,12 @@ class IngestRun:
             else iter_embed_images_in_batches(self.embedder, self._stream(), batch_size=self.batch_size)
         )
         try:
-            for batch in batches:
-                self._take(batch)
-                bar.update(len(batch.indices) + len(batch.failures))
+            if self.read_text is None:
+                for batch in batches:
+                    self._store(self._take(batch))
+                    bar.update(len(batch.indices) + len(batch.failures))
+            else:
+                self._store_reading(batches, self.read_text, bar)
         finally:
             bar.close()
         if self.pending:  # one commit, so the call is stored whole or not at all
@@ -301,6 +307,40 @@ class IngestRun:
             undescribed=[self.ids[pos] for pos in self.added if self.items[pos].description is None],
             unread=self.unread,
         )
+
+    def _store_reading(self, batches: Iterator[EmbeddedBatch], read_text: ReadText, bar: Any) -> None:
+        """Embed and read text at once: a batch's text is read in a thread of its own while the
+        embedder embeds the next batch, and each batch is stored, in order, once both are done.
+
+        The OCR and CLIP engines release the GIL while their models run, so on a few cores
+        the one's Python and decoding fill the gaps the other's model leaves. A failure of
+        the embedder stores the batch already read before it is raised, as a sequential run
+        would have."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        in_flight: tuple[_Taken, Future[tuple[list[Record], list[Skipped]]]] | None = None
+
+        def finish() -> None:
+            nonlocal in_flight
+            if in_flight is not None:
+                taken, reading = in_flight
+                in_flight = None
+                records, unread = reading.result()
+                self.unread += unread
+                self._store(attrs.evolve(taken, records=records))
+                bar.update(taken.size)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-text") as pool:
+            try:
+                for batch in batches:
+                    taken = self._take(batch)
+                    reading = pool.submit(read_text, taken.chosen, taken.records)
+                    finish()
+                    in_flight = taken, reading
+            except Exception:
+                finish()  # the batch already embedded and being read is stored before raising
+                raise
+            finish()
 
     def _stream(self) -> Iterator[ImageInput]:
         """The images to embed, read and hashed as the embedder asks for them."""
@@ -324,10 +364,8 @@ class IngestRun:
             # An image at a URL is not fetched twice: the embedder gets the bytes read.
             yield data if data is not None and is_url(item.image) else item.image
 
-    def _take(self, batch: EmbeddedBatch) -> None:
-        """Store (or hold, with ``on_error="raise"``) one embedded batch."""
-        from multimodal_rag._validation import check_vectors
-
+    def _take(self, batch: EmbeddedBatch) -> _Taken:
+        """One embedded batch's failures reported, and its items' records made."""
         for index, error in batch.failures:
             item = self.items[self.queued[index]]
             if self.on_error == "raise":
@@ -336,19 +374,39 @@ class IngestRun:
             reason = str(error).replace("'<bytes>'", repr(item.source)) if is_url(item.image) else str(error)
             self.skipped.append(Skipped(source=item.source, reason=reason))
         chosen = [self.items[self.queued[i]] for i in batch.indices]
-        batch_ids: list[str] = [item.id for item in chosen]  # type: ignore[misc]
-        records = [self.record_for(item) for item in chosen]
-        if self.read_text is not None:
-            records, unread = self.read_text(chosen, records)
-            self.unread += unread
+        return _Taken(
+            positions=[self.queued[i] for i in batch.indices],
+            chosen=chosen,
+            vectors=batch.vectors,
+            records=[self.record_for(item) for item in chosen],
+            size=len(batch.indices) + len(batch.failures),
+        )
+
+    def _store(self, taken: _Taken) -> None:
+        """Store (or hold, with ``on_error="raise"``) one batch, its text read if it is to be."""
+        from multimodal_rag._validation import check_vectors
+
+        batch_ids: list[str] = [item.id for item in taken.chosen]  # type: ignore[misc]
         if self.on_error == "raise":
             # All or nothing: checked now, so a bad batch fails before more are embedded.
-            self.pending.append((batch_ids, check_vectors(batch.vectors, self.dim, count=len(batch_ids)), records))
+            self.pending.append((batch_ids, check_vectors(taken.vectors, self.dim, count=len(batch_ids)), taken.records))
         else:
-            self.commit(batch_ids, batch.vectors, records)
-        for i in batch.indices:
-            self.ids[self.queued[i]] = self.items[self.queued[i]].id  # type: ignore[assignment]
-            self.added.append(self.queued[i])
+            self.commit(batch_ids, taken.vectors, taken.records)
+        for pos, id_ in zip(taken.positions, batch_ids, strict=True):
+            self.ids[pos] = id_
+            self.added.append(pos)
+
+
+@attrs.frozen
+class _Taken:
+    """One embedded batch on its way to the stores: the item positions and items embedded, their
+    vectors and records, and how many images of the stream it took (failures included)."""
+
+    positions: list[int]
+    chosen: list[IngestItem]
+    vectors: Any
+    records: list[Record]
+    size: int
 
 
 def _stored_path(image: ImageInput) -> str | None:
