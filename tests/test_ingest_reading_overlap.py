@@ -136,3 +136,26 @@ def test_an_add_that_must_store_all_or_nothing_stores_nothing_when_a_later_image
         rag.add(images, ocr=ColourTextReader(), batch_size=1, on_error="raise", progress=False)
     assert len(rag) == 0 and rag.ids() == []
     rag.close()
+
+
+def test_a_batch_is_read_a_few_images_at_a_time_and_a_failure_costs_only_its_image(
+    tmp_path: Path,
+) -> None:
+    from multimodal_rag._ingest.text_reading import READ_GROUP
+
+    folder = photo_folder(tmp_path)
+    ColourTextReader.calls.clear()
+    rag = MultimodalRAG(ColorEmbedder())
+    result = rag.add_directory(folder, ocr=ColourTextReader(), batch_size=32, progress=False)
+    # One batch of ten photos: groups of READ_GROUP; the groups holding a photo the reader
+    # fails on are read again one photo at a time.
+    assert READ_GROUP == 4 and len(result.added) == 10
+    groups = [[RED, GREEN, BLUE, FAILING], [RED, GREEN, GREEN, BLUE], [FAILING, RED]]
+    expected: list[int] = []
+    for group in groups:
+        expected.append(len(group))
+        if FAILING in group:
+            expected += [1] * len(group)
+    assert ColourTextReader.calls == expected
+    assert [Path(u.source).name for u in result.unread] == ["03.png", "08.png"]
+    assert read_texts(rag)["09.png"].text == TEXTS[RED]  # type: ignore[union-attr]
