@@ -17,8 +17,9 @@ machine does; the timed processes then load from it (each reports whether torch 
 In each, loading the models and one warm-up call are outside the timed ingest. The
 configurations run in rounds, in turn (the order reversed every other round); for each the
 median images/s over the rounds, the median over rounds of its ratio to the same round's
-CLIP-only ingest on the same CLIP engine, and the largest peak RSS (``ru_maxrss`` of the
-process: loading included). A process with a reader then reads query photos (the products
+CLIP-only ingest on the same CLIP engine, the median CPU time of the process per image
+during the ingest (all its threads: what the work costs, less moved by other jobs than the wall
+time), and the largest peak RSS (``ru_maxrss`` of the process: loading included). A process with a reader then reads query photos (the products
 photographed again: turned, tilted, blurred, JPEG quality 60; decoded before timing) one at a
 time: the p50 and p90 of one query photo's OCR.
 
@@ -149,11 +150,12 @@ def ingest(
     torch_loaded = "torch" in sys.modules
     rag = MultimodalRAG(embedder)
     with RSSSampler() as rss:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = rag.add_directory(
             folder, progress=False, ocr=reader if reader is not None else False
         )
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - start_cpu
     if len(result.added) != len(paths) or result.skipped:
         raise SystemExit(f"ingest stored {len(result.added)} of {len(paths)}: {result.skipped}")
     records = [rag.get(id_) for id_ in result.added]
@@ -164,6 +166,7 @@ def ingest(
     out: dict[str, Any] = {
         "images": len(result.added),
         "seconds": seconds,
+        "cpu_ms_per_image": cpu_seconds / len(result.added) * 1000,
         "images_per_s": len(result.added) / seconds,
         "load_seconds": load_seconds,
         "torch_loaded": torch_loaded,
@@ -283,6 +286,7 @@ def main() -> None:
             "clip": f"{engine} {CLIP_ENGINES[engine]}", "ocr": ocr, "images": count,
             "images_per_s": statistics.median(result["images_per_s"] for result in results),
             "images_per_s_rounds": [result["images_per_s"] for result in results],
+            "cpu_ms_per_image": statistics.median(result["cpu_ms_per_image"] for result in results),
             "ratio_to_clip_only": statistics.median(ratios),
             "peak_rss_mb": max(result["peak_rss_mb"] for result in results),
             "ingest_peak_rss_mb": max(result["ingest_peak_rss_mb"] for result in results),
@@ -297,12 +301,12 @@ def main() -> None:
     print(f"\n{count} photos of 1920x1080 ({count // 2} with a label), {rounds} round(s); "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs)")  # fmt: skip
     print(
-        f"{'configuration':<42} {'img/s':>6} {'vs CLIP only':>12} {'peak RSS MB':>11} {'query OCR p50 ms':>16}"
+        f"{'configuration':<42} {'img/s':>6} {'vs CLIP only':>12} {'CPU ms/img':>10} {'peak RSS MB':>11} {'query OCR p50 ms':>16}"
     )
     for row in rows:
         query = f"{row['query_ms_p50']:.0f}" if "query_ms_p50" in row else "-"
         print(f"{label(row['clip'].split()[0], row['ocr']):<42} {row['images_per_s']:>6.1f} "
-              f"{row['ratio_to_clip_only']:>11.2f}x {row['peak_rss_mb']:>11.0f} {query:>16}")  # fmt: skip
+              f"{row['ratio_to_clip_only']:>11.2f}x {row['cpu_ms_per_image']:>10.0f} {row['peak_rss_mb']:>11.0f} {query:>16}")  # fmt: skip
     by = {(row["clip"].split()[0], row["ocr"]): row for row in rows}
     figures = {
         f"{engine}_clip_{ocr or 'alone'}_images_per_s": Figure(
