@@ -1,7 +1,8 @@
-"""Tools around a knowledge base: copying it to other stores (`migrate`), the reports of
-`MultimodalRAG.verify` and `repair`, search results as one picture, fusing ranked lists of your
-own channels (`fuse`, as hybrid search does), and a small random-weights CLIP checkpoint for
-trying things with no download."""
+"""Tools around a knowledge base: copying it to other stores (`migrate`), ingesting a large
+collection on a Ray cluster (`ingest_on_ray`), the reports of `MultimodalRAG.verify` and
+`repair`, search results as one picture, fusing ranked lists of your own channels (`fuse`, as
+hybrid search does), and a small random-weights CLIP checkpoint for trying things with no
+download."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ _EXPORTS: dict[str, str] = {
     "MigrationReport": "multimodal_rag._migrate",
     "Problem": "multimodal_rag._verify",
     "ProblemKind": "multimodal_rag._verify",
+    "RayIngestReport": "multimodal_rag._distributed.ingest",
     "RepairReport": "multimodal_rag._verify",
     "VerificationReport": "multimodal_rag._verify",
+    "WorkerThroughput": "multimodal_rag._distributed.ingest",
     "fuse": "multimodal_rag._fusion",
+    "ingest_on_ray": "multimodal_rag._distributed.ingest",
     "make_random_clip_checkpoint": "multimodal_rag._random_checkpoint",
     "migrate": "multimodal_rag._migrate",
     "render_contact_sheet": "multimodal_rag._contact_sheet",
@@ -26,9 +30,12 @@ __all__ = [
     "MigrationReport",
     "Problem",
     "ProblemKind",
+    "RayIngestReport",
     "RepairReport",
     "VerificationReport",
+    "WorkerThroughput",
     "fuse",
+    "ingest_on_ray",
     "make_random_clip_checkpoint",
     "migrate",
     "render_contact_sheet",
@@ -45,6 +52,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from multimodal_rag._contact_sheet import render_contact_sheet
+    from multimodal_rag._distributed.ingest import RayIngestReport, WorkerThroughput, ingest_on_ray
     from multimodal_rag._fusion import fuse
     from multimodal_rag._migrate import MigrationReport, migrate
     from multimodal_rag._random_checkpoint import make_random_clip_checkpoint

@@ -101,6 +101,12 @@ class Ingesting:
             unread=[unread for result in results for unread in result.unread],
         )
 
+    def commit_embedded(self, ids: list[str], vectors: Any, records: list[Record]) -> None:
+        """Store one batch embedded elsewhere (by the workers of a Ray cluster) as an ingest's
+        own batch is stored: vectors, records and journal together, or none of them."""
+        self._state.check_writable()
+        self._commit(ids, vectors, records)
+
     def _ingest(
         self, items: list[IngestItem], *, on_error: str, batch_size: int, progress: bool | None, ocr: bool | TextReader | None
     ) -> AddResult:
