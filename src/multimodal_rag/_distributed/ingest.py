@@ -26,7 +26,8 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -169,24 +170,24 @@ def ingest_on_ray(
         items, refused = _list_source(
             source, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
         )
-        started_ray = connect(ray, address)
-        try:
-            run = _Run(rag, items, progress=progress)
-            report = run.execute(
-                ray,
-                actors=actors,
-                cpus_per_actor=cpus_per_actor,
-                gpus_per_actor=gpus_per_actor,
-                readers=readers,
-                batch_size=batch_size,
-                max_in_flight=max_in_flight,
-                engine=engine,
-                precision=precision,
-                allow_modules=allow_modules,
-            )
-        finally:
-            if started_ray:
-                ray.shutdown()
+        with _ray_notices_hidden():
+            started_ray = connect(ray, address)
+            try:
+                report = _Run(rag, items, progress=progress).execute(
+                    ray,
+                    actors=actors,
+                    cpus_per_actor=cpus_per_actor,
+                    gpus_per_actor=gpus_per_actor,
+                    readers=readers,
+                    batch_size=batch_size,
+                    max_in_flight=max_in_flight,
+                    engine=engine,
+                    precision=precision,
+                    allow_modules=allow_modules,
+                )
+            finally:
+                if started_ray:
+                    ray.shutdown()
     if refused:
         result = report.result
         report = attrs.evolve(
@@ -380,9 +381,7 @@ class _Run:
             unit="img",
             disable=None if self.progress is None else not self.progress,
         )
-        with bar, warnings.catch_warnings():
-            # Ray Data's advice on sizing a small dataset's blocks is no concern of the caller's.
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")
+        with bar:
             batches = embedded.iter_batches(
                 batch_size=None, batch_format="numpy", prefetch_batches=max_in_flight
             )
@@ -489,6 +488,16 @@ class _Run:
             undescribed=[self.ids[pos] for pos in added if self.items[pos].description is None],
             unread=unread,
         )
+
+
+@contextmanager
+def _ray_notices_hidden() -> Iterator[None]:
+    """Hide what Ray Data warns about itself (a deprecated setting its own defaults set) and its
+    advice on sizing a small dataset's blocks: nothing the caller could act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")
+        yield
 
 
 def _decoding_of(embedder: Any) -> tuple[Any, tuple[int, ...] | None]:

@@ -169,6 +169,15 @@ class _Location(click.ParamType):  # type: ignore[type-arg]
     help="Read the text in each image (labels, model numbers) and keep reading it in later runs; "
     "needs pip install 'multimodal-rag[ocr]'.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="auto|ADDRESS",
+    help="Embed on a Ray cluster: 'auto' (this machine's, or $RAY_ADDRESS) or its head's HOST:PORT; "
+    "reading tasks decode, one model per worker, this process stores each batch "
+    "(pip install 'multimodal-rag[ray]'; docs/scale-out.md).",
+)
 @JSON_OPTION
 @click.pass_obj
 def index(
@@ -196,6 +205,7 @@ def index(
     dry_run: bool,
     page_size: int | None,
     ocr: bool,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Index every image under SOURCE into the knowledge base, creating it if needed.
@@ -211,6 +221,10 @@ def index(
     from multimodal_rag._kb.manifest import MANIFEST_FILE, read_manifest
     from multimodal_rag._rag import MultimodalRAG
 
+    if ray_address is not None and ocr:
+        raise CommandFailed(
+            "--ocr does not run on Ray: index with --ray, then read the text with `multimodal-rag read-text`"
+        )
     if descriptions is not None:
         # Read once now, before a model is loaded or a knowledge base created, so a
         # bad file (a line that is not UTF-8, an entry leading outside DIRECTORY)
@@ -260,38 +274,55 @@ def index(
             description_store=description_store or "sqlite",
         )
         output.note_random_weights(getattr(embedder, "random_weights", False) is True)
+    workers = None
     try:
-        with rag:
-            if sync:
-                synced = rag.sync(
+        if ray_address is not None:
+            result, total, workers = _index_on_ray(
+                rag,
+                kb,
+                directory,
+                ray_address,
+                settings=settings,
+                descriptions=descriptions,
+                recursive=recursive,
+                allow_outside=allow_outside,
+                batch_size=batch_size,
+                progress=progress,
+                engine=engine,
+                precision=precision,
+            )
+        else:
+            with rag:
+                if sync:
+                    synced = rag.sync(
+                        directory,
+                        descriptions=descriptions,
+                        recursive=recursive,
+                        allow_outside=allow_outside,
+                        batch_size=batch_size,
+                        progress=progress,
+                        page_size=page_size,
+                        ocr=True if ocr else None,
+                    )
+                    assert synced.added is not None
+                    result = synced.added
+                    total = len(rag)
+                    reads_text = read_manifest(kb).text_reader is not None
+                    if as_json:
+                        output.print_json(output.sync_result_json(kb, synced, created=not exists, total=total))
+                    else:
+                        output.print_sync_result(kb, synced, created=not exists, total=total, reads_text=reads_text)
+                    return
+                result = rag.add_directory(
                     directory,
                     descriptions=descriptions,
                     recursive=recursive,
                     allow_outside=allow_outside,
                     batch_size=batch_size,
                     progress=progress,
-                    page_size=page_size,
                     ocr=True if ocr else None,
                 )
-                assert synced.added is not None
-                result = synced.added
                 total = len(rag)
-                reads_text = read_manifest(kb).text_reader is not None
-                if as_json:
-                    output.print_json(output.sync_result_json(kb, synced, created=not exists, total=total))
-                else:
-                    output.print_sync_result(kb, synced, created=not exists, total=total, reads_text=reads_text)
-                return
-            result = rag.add_directory(
-                directory,
-                descriptions=descriptions,
-                recursive=recursive,
-                allow_outside=allow_outside,
-                batch_size=batch_size,
-                progress=progress,
-                ocr=True if ocr else None,
-            )
-            total = len(rag)
     except BaseException:
         # A first index that failed before committing anything takes back the knowledge
         # base it created, so a failure changes nothing (as docs/cli.md promises). Once a
@@ -301,9 +332,85 @@ def index(
         raise
     reads_text = read_manifest(kb).text_reader is not None
     if as_json:
-        output.print_json(output.add_result_json(kb, result, created=not exists, total=total, reads_text=reads_text))
+        data = output.add_result_json(
+            kb, result, created=not exists, total=total, reads_text=reads_text
+        )
+        if workers is not None:
+            data["ray"] = workers.to_json()
+        output.print_json(data)
     else:
         output.print_add_result(kb, result, created=not exists, total=total, reads_text=reads_text)
+        if workers is not None:
+            workers.print()
+
+
+def _index_on_ray(
+    rag: Any,
+    kb: Path,
+    directory: Path,
+    address: str,
+    *,
+    settings: Settings,
+    descriptions: Path | None,
+    recursive: bool,
+    allow_outside: bool,
+    batch_size: int,
+    progress: bool | None,
+    engine: str | None,
+    precision: str | None,
+) -> tuple[Any, int, _RaySummary]:
+    """``index --ray``: the knowledge base, saved and closed here, is opened by the Ray driver."""
+    from multimodal_rag._distributed.ingest import ingest_on_ray
+
+    rag.save()
+    rag.close()
+    report = ingest_on_ray(
+        kb,
+        directory,
+        address=address,
+        descriptions=descriptions,
+        recursive=recursive,
+        allow_outside=allow_outside,
+        batch_size=batch_size,
+        progress=progress,
+        engine=engine,
+        precision=precision,
+        allow_modules=settings.allow_modules,
+    )
+    return report.result, report.total, _RaySummary(report)
+
+
+class _RaySummary:
+    """The throughput lines of ``index --ray``: overall and per worker."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    def to_json(self) -> dict[str, Any]:
+        report = self.report
+        return {
+            "seconds": round(report.seconds, 3),
+            "images_per_s": round(report.images_per_s, 2),
+            "workers": [
+                {
+                    "worker": w.worker,
+                    "runtime": w.runtime,
+                    "images": w.images,
+                    "images_per_s": round(w.images_per_s, 2),
+                }
+                for w in report.workers
+            ],
+        }
+
+    def print(self) -> None:
+        report = self.report
+        click.echo(
+            f"  on Ray:      {report.images_per_s:.1f} images/s overall in {report.seconds:.1f} s, {len(report.workers)} worker(s)"
+        )
+        for w in report.workers:
+            click.echo(
+                f"    {w.worker} ({w.runtime}): {w.images} images, {w.images_per_s:.1f} images/s while embedding"
+            )
 
 
 class _Undo:
