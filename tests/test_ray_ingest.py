@@ -9,6 +9,7 @@ object store), and the test that kills a driver, which needs a cluster outside i
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -216,7 +217,7 @@ def test_a_driver_killed_midway_and_run_again_stores_every_image_exactly_once(
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
     }
 
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     from multimodal_rag.descriptions import PostgresDescriptionStore
 
     with MultimodalRAG.open(kb, read_only=True) as watcher:

@@ -233,7 +233,8 @@ def connect(ray: ModuleType, address: str) -> bool:
         where = "on this machine or in $RAY_ADDRESS" if address == "auto" else f"at {address!r}"
         raise BackendConnectionError(
             f"cannot connect to a Ray cluster {where}: {exc}. Start one with `ray start --head` "
-            "or pass the address of its head (--ray HOST:PORT)"
+            "or pass the address of its head (--ray HOST:PORT); a cluster with token authentication "
+            "also needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN_PATH)"
         ) from exc
     return True
 
