@@ -19,7 +19,7 @@ def test_import_does_not_load_heavy_libraries() -> None:
     code = (
         "import sys, multimodal_rag; "
         "rag = multimodal_rag.MultimodalRAG; "
-        "print(' '.join(m for m in ('torch', 'faiss', 'openai', 'clip', 'hnswlib') if m in sys.modules))"
+        "print(' '.join(m for m in ('torch', 'faiss', 'openai', 'clip', 'hnswlib', 'ray') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
