@@ -84,12 +84,18 @@ class RayIngestReport:
         seconds: Wall time from the start of the pipeline to the last batch stored.
         workers: Each embedding actor's share and speed.
         total: Images in the knowledge base afterwards.
+        startup_seconds: From the start to the first batch stored: starting the actors and
+            loading the model on each, a cost paid once per run.
+        steady_images_per_s: Images stored per second after the first batch: the rate a
+            longer run tends to.
     """
 
     result: AddResult
     seconds: float
     workers: tuple[WorkerThroughput, ...]
     total: int
+    startup_seconds: float = 0.0
+    steady_images_per_s: float = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -382,18 +388,30 @@ class _Run:
             unit="img",
             disable=None if self.progress is None else not self.progress,
         )
+        first: tuple[float, int] | None = (
+            None  # when the first batch was stored, and how many it added
+        )
         with bar:
             batches = embedded.iter_batches(
                 batch_size=None, batch_format="numpy", prefetch_batches=max_in_flight
             )
             for batch in batches:
                 self._take(batch)
+                if first is None:
+                    first = (time.perf_counter() - start, len(self.added))
                 bar.update(len(batch["pos"]))
                 bar.set_postfix_str(self._rates(time.perf_counter() - start), refresh=False)
         seconds = time.perf_counter() - start
         self.rag.save()
+        startup, first_added = first if first is not None else (seconds, 0)
+        steady = (len(self.added) - first_added) / (seconds - startup) if seconds > startup else 0.0
         return RayIngestReport(
-            result=self._result(), seconds=seconds, workers=self._throughputs(), total=len(self.rag)
+            result=self._result(),
+            seconds=seconds,
+            workers=self._throughputs(),
+            total=len(self.rag),
+            startup_seconds=startup,
+            steady_images_per_s=steady,
         )
 
     def _stored_ids(self) -> np.ndarray:

@@ -391,6 +391,8 @@ class _RaySummary:
         return {
             "seconds": round(report.seconds, 3),
             "images_per_s": round(report.images_per_s, 2),
+            "startup_seconds": round(report.startup_seconds, 3),
+            "steady_images_per_s": round(report.steady_images_per_s, 2),
             "workers": [
                 {
                     "worker": w.worker,
@@ -405,7 +407,9 @@ class _RaySummary:
     def print(self) -> None:
         report = self.report
         click.echo(
-            f"  on Ray:      {report.images_per_s:.1f} images/s overall in {report.seconds:.1f} s, {len(report.workers)} worker(s)"
+            f"  on Ray:      {report.images_per_s:.1f} images/s overall in {report.seconds:.1f} s, "
+            f"{len(report.workers)} worker(s); {report.startup_seconds:.1f} s to the first batch, "
+            f"{report.steady_images_per_s:.1f} images/s after it"
         )
         for w in report.workers:
             click.echo(
