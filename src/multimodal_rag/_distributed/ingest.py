@@ -84,10 +84,11 @@ class RayIngestReport:
         seconds: Wall time from the start of the pipeline to the last batch stored.
         workers: Each embedding actor's share and speed.
         total: Images in the knowledge base afterwards.
-        startup_seconds: From the start to the first batch stored: starting the actors and
-            loading the model on each, a cost paid once per run.
-        steady_images_per_s: Images stored per second after the first batch: the rate a
-            longer run tends to.
+        startup_seconds: From the start until a worker began embedding its first batch:
+            starting the actors, loading the model and building its engine, a cost paid once
+            per run.
+        steady_images_per_s: Images stored per second from then on: the rate a longer run
+            tends to.
     """
 
     result: AddResult
@@ -313,6 +314,7 @@ class _Run:
         self.skipped: list[tuple[int, str]] = []
         self.claimed: set[str] = set()
         self.workers: dict[str, list[Any]] = {}  # worker -> [runtime, images, seconds]
+        self.started: list[float] = []  # when each batch began embedding (time.time())
         self.reads_text = rag._state.ocr_entry is not None
 
     def execute(
@@ -338,7 +340,8 @@ class _Run:
             return RayIngestReport(
                 result=self._result(), seconds=0.0, workers=(), total=len(self.rag)
             )
-        start = time.perf_counter()
+        # Actors say when they begin embedding in wall-clock time: startup is measured from here.
+        start, wall_start = time.perf_counter(), time.time()
         embedder = self.rag.embedder
         config = dict(embedder.config())
         config.update(
@@ -357,10 +360,12 @@ class _Run:
             [{"pos": pos, "path": str(item.image)} for pos, item in enumerate(self.items)],
             override_num_blocks=max(1, math.ceil(len(self.items) / batch_size)),
         )
+        # A batch is one block of at most ``batch_size`` images, from the listing to the store:
+        # with batch_size=None neither step bundles blocks together.
         read = dataset.map_batches(
             read_images,
             fn_kwargs={"stored": ray.put(self._stored_ids()), "decoding": decoding},
-            batch_size=batch_size,
+            batch_size=None,
             batch_format="numpy",
             num_cpus=0,
             compute=data.TaskPoolStrategy(size=readers if readers is not None else 2 * actors),
@@ -374,7 +379,7 @@ class _Run:
                 "pixel_shape": shape,
                 "fault": FaultPlan.from_env(os.environ),
             },
-            batch_size=batch_size,
+            batch_size=None,
             batch_format="numpy",
             compute=data.ActorPoolStrategy(
                 size=actors, max_tasks_in_flight_per_actor=BATCHES_PER_ACTOR
@@ -388,23 +393,19 @@ class _Run:
             unit="img",
             disable=None if self.progress is None else not self.progress,
         )
-        first: tuple[float, int] | None = (
-            None  # when the first batch was stored, and how many it added
-        )
         with bar:
             batches = embedded.iter_batches(
                 batch_size=None, batch_format="numpy", prefetch_batches=max_in_flight
             )
             for batch in batches:
                 self._take(batch)
-                if first is None:
-                    first = (time.perf_counter() - start, len(self.added))
                 bar.update(len(batch["pos"]))
                 bar.set_postfix_str(self._rates(time.perf_counter() - start), refresh=False)
-        seconds = time.perf_counter() - start
+        seconds, wall_end = time.perf_counter() - start, time.time()
         self.rag.save()
-        startup, first_added = first if first is not None else (seconds, 0)
-        steady = (len(self.added) - first_added) / (seconds - startup) if seconds > startup else 0.0
+        embedding_from = min(self.started, default=wall_end)
+        startup = max(0.0, embedding_from - wall_start)
+        steady = len(self.added) / (wall_end - embedding_from) if wall_end > embedding_from else 0.0
         return RayIngestReport(
             result=self._result(),
             seconds=seconds,
@@ -465,6 +466,7 @@ class _Run:
             entry[0] = str(runtime)
             entry[1] += state == "new"
             entry[2] += float(seconds)
+        self.started += [float(t) for t in batch["started"] if t > 0]
 
     def _rates(self, elapsed: float) -> str:
         overall = len(self.added) / elapsed if elapsed > 0 else 0.0

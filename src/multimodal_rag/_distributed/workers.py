@@ -8,8 +8,9 @@ A batch travels as columns (Ray Data's numpy batch format):
   the model's input pixels as float32 bytes (embedders with a numpy preprocessing, such as
   CLIP's), or else the image's encoded bytes; empty unless ``"new"``;
 - `EmbeddingActor` (one per worker, the model loaded once) replaces ``payload`` by ``vector``
-  and adds ``worker``, ``runtime`` (engine and precision) and ``seconds`` (the batch's embedding
-  time, on its first row), for the driver's progress.
+  and adds ``worker``, ``runtime`` (engine and precision), and on the batch's first row (0 on
+  the others) ``seconds`` (its embedding time) and ``started`` (when it began, ``time.time()``),
+  for the driver's progress and rates.
 
 Nothing here writes to a store: the driver does, so a worker that dies mid-batch leaves nothing
 half-written, and Ray's retry of the batch stores it once.
@@ -182,25 +183,28 @@ class EmbeddingActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.batches += 1
         self._maybe_fail()
-        start = time.perf_counter()
         states = np.array(batch["state"], dtype=object)
         reasons = np.array(batch["reason"], dtype=object)
         vectors = np.zeros((len(states), self.embedder.dim), dtype=np.float32)
         new = np.flatnonzero(states == NEW)
-        if len(new):
-            payloads = [bytes(batch["payload"][i]) for i in new]
-            if self.pixel_shape is not None:
-                pixels = np.stack(
-                    [np.frombuffer(p, dtype=np.float32).reshape(self.pixel_shape) for p in payloads]
-                )
-                vectors[new] = self._embed_pixels(pixels)
-            else:
-                for embedded in self.embedder.iter_embed_images(payloads, batch_size=len(payloads)):
-                    vectors[new[embedded.indices]] = embedded.vectors
-                    for index, error in embedded.failures:
-                        states[new[index]] = UNREADABLE
-                        reasons[new[index]] = str(error)
+        payloads = [bytes(batch["payload"][i]) for i in new]
+        pixels = None
+        if payloads and self.pixel_shape is not None:
+            pixels = np.stack(
+                [np.frombuffer(p, dtype=np.float32).reshape(self.pixel_shape) for p in payloads]
+            )
+            self._build_engine(pixels)
+        started, start = time.time(), time.perf_counter()  # the model is ready: embedding starts
+        if pixels is not None:
+            vectors[new] = np.asarray(self.embedder.embed_pixels(pixels), dtype=np.float32)
+        elif payloads:
+            for embedded in self.embedder.iter_embed_images(payloads, batch_size=len(payloads)):
+                vectors[new[embedded.indices]] = embedded.vectors
+                for index, error in embedded.failures:
+                    states[new[index]] = UNREADABLE
+                    reasons[new[index]] = str(error)
         seconds = time.perf_counter() - start
+        rest = [0.0] * (len(states) - 1)  # the batch's figures go on its first row only
         return {
             "pos": np.asarray(batch["pos"], dtype=np.int64),
             "path": np.array(batch["path"], dtype=object),
@@ -210,15 +214,16 @@ class EmbeddingActor:
             "vector": vectors,
             "worker": np.array([self.worker] * len(states), dtype=object),
             "runtime": np.array([self._runtime()] * len(states), dtype=object),
-            "seconds": np.array([seconds] + [0.0] * (len(states) - 1), dtype=np.float64),
+            "seconds": np.array([seconds, *rest], dtype=np.float64),
+            "started": np.array([started, *rest], dtype=np.float64),
         }
 
-    def _embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def _build_engine(self, pixels: np.ndarray) -> None:
+        """Build the model's engine before the first batch is timed; int8 calibrates on the
+        collection's own first batch, as a local ingest does."""
         build = getattr(self.embedder, "_build_engine", None)
         if build is not None and getattr(self.embedder, "_engine", None) is None:
-            # int8 calibrates on the collection's own first batch, as a local ingest does.
             build(pixels)
-        return np.asarray(self.embedder.embed_pixels(pixels), dtype=np.float32)
 
     def _runtime(self) -> str:
         runtime = getattr(self.embedder, "runtime", None)
