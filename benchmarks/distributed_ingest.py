@@ -12,16 +12,19 @@ set, else FAISS and SQLite in its folder. The model is a random-weights CLIP of 
 - **ray, 2 actors**: two actors with one CPU each.
 
 The Ray cluster is ``$RAY_ADDRESS``'s, or one started in this process with 2 CPUs (its own
-start is not timed). For Ray, the table separates the start-up (actors started, model loaded
-on each, until the first batch is stored) from the rate after it, which a longer run tends to.
+start is not timed). Each mode runs on a quarter of the photos and on all of them; the line
+through the two times, ``seconds = fixed + images / rate``, separates what a run pays once
+(for Ray: starting the actors, loading the model on each, Ray Data's planning) from the
+marginal rate a longer run tends to. The overhead of the Ray path is compared on that rate, and
+also shown over the larger run with its start-up.
 
 Then the per-image costs the throughput model of ``docs/scale-out.md`` is built from, each
 measured alone on one thread: reading and hashing, decoding to the model's input, the model,
 writing to the stores (one batch of ``--batch-size``), and a rescan of the folder (listing,
 reading and hashing every file, all already stored).
 
-    python benchmarks/distributed_ingest.py            # 600 photos, ViT-B/32 shape: minutes
-    python benchmarks/distributed_ingest.py --quick    # 48 photos, tiny model: about a minute
+    python benchmarks/distributed_ingest.py            # 100 and 400 photos, ViT-B/32 shape: minutes
+    python benchmarks/distributed_ingest.py --quick    # 12 and 48 photos, tiny model: a few minutes
 
 Prints a table and writes ``benchmarks/results/distributed_ingest.json``.
 """
@@ -201,13 +204,48 @@ def connect_ray(work: Path) -> str:
     return "in this process, 2 CPUs"
 
 
+def subset(folder: Path, count: int, work: Path) -> Path:
+    """The first ``count`` photos of ``folder`` in a folder of their own (hard links: the same
+    bytes, so the same ids)."""
+    part = work / f"first-{count}"
+    part.mkdir()
+    for photo in sorted(folder.glob("*.jpg"))[:count]:
+        os.link(photo, part / photo.name)
+    return part
+
+
+def fit(runs: list[dict[str, Any]], mode: str) -> dict[str, float]:
+    """``seconds = fixed + images * per_image`` through the mode's small and large runs (medians):
+    the marginal rate, without the cost paid once per run."""
+    sizes = sorted({run["images"] for run in runs if run["mode"] == mode})
+    small, large = (
+        statistics.median(
+            run["seconds"] for run in runs if run["mode"] == mode and run["images"] == n
+        )
+        for n in sizes
+    )
+    per_image = (large - small) / (sizes[1] - sizes[0])
+    return {
+        "seconds_small": small,
+        "seconds_large": large,
+        "fixed_s": small - sizes[0] * per_image,
+        "marginal_images_per_s": 1 / per_image if per_image > 0 else float("inf"),
+        "images_per_s_large": sizes[1] / large,
+        "startup_s": statistics.median(
+            run["startup_s"] for run in runs if run["mode"] == mode and run["images"] == sizes[1]
+        ),
+    }
+
+
 def main() -> None:
     parser = make_parser(__doc__, data=True)
-    parser.add_argument("--images", type=int, help="photos to index (default 600, --quick 48)")
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
-        "--repeats", type=int, default=None, help="rounds of the three runs (default 2, --quick 1)"
+        "--images",
+        type=int,
+        help="photos to index in the large runs (default 400, --quick 48); the small runs take a quarter",
     )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the six runs")
     args = parser.parse_args()
     try:
         import ray
@@ -217,75 +255,73 @@ def main() -> None:
             "distributed_ingest", args, "ray is not installed: pip install 'multimodal-rag[ray]'"
         )
         return
-    count = args.images or (48 if args.quick else 600)
-    repeats = args.repeats or (1 if args.quick else 2)
+    count = args.images or (48 if args.quick else 400)
     folder = common.photos("1080p", count, args.data)
     checkpoint = common.tiny_checkpoint() if args.quick else common.vit_b_32_checkpoint()
     stores = "Milvus + PostgreSQL" if server_stores() else "FAISS + SQLite"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        small = subset(folder, count // 4, work)
         started = time.perf_counter()
         cluster = connect_ray(work)
         cluster_start = time.perf_counter() - started
         runs: list[dict[str, Any]] = []
         for _ in range(
-            repeats
-        ):  # interleaved, so that a change in the machine's load hits all three
-            runs.append(run_plain(work, folder, checkpoint, args.batch_size))
-            runs.append(run_ray(work, folder, checkpoint, args.batch_size, actors=1))
-            runs.append(run_ray(work, folder, checkpoint, args.batch_size, actors=2))
+            args.repeats
+        ):  # interleaved, so that a change in the machine's load hits every run
+            for photos in (small, folder):
+                runs.append(run_plain(work, photos, checkpoint, args.batch_size))
+                runs.append(run_ray(work, photos, checkpoint, args.batch_size, actors=1))
+                runs.append(run_ray(work, photos, checkpoint, args.batch_size, actors=2))
         ray.shutdown()
         costs = per_image_costs(work, folder, checkpoint, args.batch_size)
 
     modes = list(dict.fromkeys(run["mode"] for run in runs))
-    summary = {
-        mode: {
-            key: statistics.median(run[key] for run in runs if run["mode"] == mode)
-            for key in ("seconds", "startup_s", "images_per_s", "steady_images_per_s")
-        }
-        for mode in modes
-    }
-    plain = summary["plain"]["images_per_s"]
-    one = summary["ray, 1 actor"]
-    overhead_steady = plain / one["steady_images_per_s"] - 1
-    overhead_total = plain / one["images_per_s"] - 1
+    summary = {mode: fit(runs, mode) for mode in modes}
+    plain, one, two = (summary[mode] for mode in ("plain", "ray, 1 actor", "ray, 2 actors"))
+    overhead = plain["marginal_images_per_s"] / one["marginal_images_per_s"] - 1
+    overhead_large = plain["images_per_s_large"] / one["images_per_s_large"] - 1
     print(
-        f"{count} photos (1080p JPEG), {'tiny' if args.quick else 'ViT-B/32-shape'} random CLIP in fp32, stores: {stores}"
+        f"{count // 4} and {count} photos (1080p JPEG), {'tiny' if args.quick else 'ViT-B/32-shape'} random CLIP in fp32, stores: {stores}"
     )
     print(
-        f"Ray cluster: {cluster} (connecting/starting took {cluster_start:.1f} s, not counted); medians of {repeats} round(s)"
+        f"Ray cluster: {cluster} (connecting/starting took {cluster_start:.1f} s, not counted); medians of {args.repeats} round(s)"
     )
-    print(f"{'run':<16} {'seconds':>8} {'start-up s':>11} {'images/s':>9} {'after start-up':>15}")
+    print(
+        f"{'run':<14} {f's ({count // 4})':>9} {f's ({count})':>9} {'fixed s':>8} {'start-up s':>10} {f'img/s ({count})':>12} {'marginal img/s':>15}"
+    )
     for mode in modes:
         row = summary[mode]
         print(
-            f"{mode:<16} {row['seconds']:>8.1f} {row['startup_s']:>11.1f} {row['images_per_s']:>9.1f} {row['steady_images_per_s']:>15.1f}"
+            f"{mode:<14} {row['seconds_small']:>9.1f} {row['seconds_large']:>9.1f} {row['fixed_s']:>8.1f} "
+            f"{row['startup_s']:>10.1f} {row['images_per_s_large']:>12.1f} {row['marginal_images_per_s']:>15.1f}"
         )
     print(
-        f"overhead of the Ray path at 1 actor: {100 * overhead_steady:+.1f} % after start-up, {100 * overhead_total:+.1f} % with it"
+        f"overhead of the Ray path at 1 actor: {100 * overhead:+.1f} % per image (marginal), {100 * overhead_large:+.1f} % over {count} photos with its start-up"
+    )
+    print(
+        f"2 actors against 1: x{two['marginal_images_per_s'] / one['marginal_images_per_s']:.2f} (marginal)"
     )
     print(
         "per image, one thread (ms): "
         + ", ".join(f"{name} {value:.2f}" for name, value in costs.items())
     )
     report = {
-        "images": count,
+        "images": [count // 4, count],
         "model": "tiny" if args.quick else "ViT-B/32 shape",
         "stores": stores,
         "cluster": cluster,
-        "repeats": repeats,
+        "repeats": args.repeats,
         "runs": runs,
         "summary": summary,
-        "overhead_at_1_actor": {"after_startup": overhead_steady, "with_startup": overhead_total},
+        "overhead_at_1_actor": {"marginal": overhead, f"over_{count}_with_startup": overhead_large},
         "per_image_ms": costs,
     }
     figures = {
-        "plain_images_per_s": Figure(plain, better="higher"),
-        "ray_1_actor_steady_images_per_s": Figure(one["steady_images_per_s"], better="higher"),
-        "ray_2_actors_steady_images_per_s": Figure(
-            summary["ray, 2 actors"]["steady_images_per_s"], better="higher"
-        ),
-        "ray_startup_s": Figure(one["startup_s"], better="lower"),
+        "plain_marginal_images_per_s": Figure(plain["marginal_images_per_s"], better="higher"),
+        "ray_1_actor_marginal_images_per_s": Figure(one["marginal_images_per_s"], better="higher"),
+        "ray_2_actors_marginal_images_per_s": Figure(two["marginal_images_per_s"], better="higher"),
+        "ray_1_actor_startup_s": Figure(one["startup_s"], better="lower"),
     }
     finish("distributed_ingest", args, report, figures)
 
