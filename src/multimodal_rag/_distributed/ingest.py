@@ -491,7 +491,7 @@ class _Run:
             [
                 Skipped(
                     source=self.items[pos].source,
-                    reason="its text was not read on the Ray path: run read_text (multimodal-rag read-text)",
+                    reason="its text was not read on Ray: read it with `multimodal-rag ocr KB` (rag.read_text())",
                 )
                 for pos in added
             ]

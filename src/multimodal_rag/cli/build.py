@@ -221,10 +221,12 @@ def index(
     from multimodal_rag._kb.manifest import MANIFEST_FILE, read_manifest
     from multimodal_rag._rag import MultimodalRAG
 
-    if ray_address is not None and ocr:
-        raise CommandFailed(
-            "--ocr does not run on Ray: index with --ray, then read the text with `multimodal-rag read-text`"
-        )
+    if ray_address is not None:
+        from multimodal_rag._extras import check_installed
+
+        if ocr:
+            raise CommandFailed("--ocr does not run on Ray: index with --ray, then read the text with `multimodal-rag ocr KB`")
+        check_installed("ray", user="--ray", extra="ray")  # before a knowledge base is created
     if descriptions is not None:
         # Read once now, before a model is loaded or a knowledge base created, so a
         # bad file (a line that is not UTF-8, an entry leading outside DIRECTORY)
