@@ -95,6 +95,19 @@ def test_milvus_vs_local(tmp_path: Path) -> None:
     assert local["p50_ms"] > 0 and remote["p50_ms"] > 0
 
 
+def test_distributed_ingest(tmp_path: Path) -> None:
+    report = run("distributed_ingest", tmp_path)
+    if "skipped" in report:
+        pytest.skip(report["skipped"])
+    # Every run stored every photo: a quarter of them, then all of them, in each of the three ways.
+    assert sorted((run["mode"], run["images"]) for run in report["runs"]) == sorted(
+        (mode, n) for mode in ("plain", "ray, 1 actor", "ray, 2 actors") for n in (12, 48)
+    )
+    assert all(run["seconds"] > 0 for run in report["runs"])
+    assert {len(run["workers"]) for run in report["runs"] if run["mode"] == "ray, 2 actors"} <= {1, 2}
+    assert all(cost > 0 for cost in report["per_image_ms"].values())
+
+
 def test_search(tmp_path: Path) -> None:
     report = run("search", tmp_path)
     recall = {(r["mode"], r["set"]): r for r in report["recall"]}
