@@ -36,16 +36,20 @@ OBJECT_STORE_BYTES = 150 * 2**20
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str | None]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     """This process connected to Ray: the address of ``$RAY_ADDRESS``'s cluster, or ``None``
-    for one started here."""
+    for one started here (with an authentication token of its own, never one in ``~/.ray``)."""
     ray = pytest.importorskip(
         "ray", reason="the ray extra is not installed (pip install 'multimodal-rag[ray]')"
     )
     address = os.environ.get("RAY_ADDRESS") or None
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
     if address is not None:
         ray.init(address=address, log_to_driver=False)
     else:
+        token = tmp_path_factory.mktemp("ray") / "token"
+        token.write_text(secrets.token_hex(32))
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
         ray.init(
             num_cpus=2,
             include_dashboard=False,
@@ -54,6 +58,11 @@ def ray_cluster() -> Iterator[str | None]:
         )
     yield address
     ray.shutdown()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +226,9 @@ def test_a_driver_killed_midway_and_run_again_stores_every_image_exactly_once(
         "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
     }
 
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     from multimodal_rag.descriptions import PostgresDescriptionStore
 
     with MultimodalRAG.open(kb, read_only=True) as watcher:
