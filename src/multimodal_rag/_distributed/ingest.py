@@ -132,7 +132,9 @@ def ingest_on_ray(
 
     Args:
         kb: The knowledge-base directory.
-        source: Folder of images (as for ``add_directory``).
+        source: Folder of images, or a bucket's URL (as for ``add_directory``); the workers
+            read the files themselves, so each needs the bucket's credentials in its own
+            environment, or the folder at the same path.
         address: The cluster: ``"auto"`` (``$RAY_ADDRESS``, or the cluster started on this
             machine by ``ray start``), ``"HOST:PORT"`` of its head, or ``"ray://HOST:PORT"``
             (Ray Client). When this process is already connected to Ray, that connection is used.
@@ -175,7 +177,11 @@ def ingest_on_ray(
     with MultimodalRAG.open(kb, allow_modules=allow_modules) as rag:
         rag._state.check_writable()
         items, refused = _list_source(
-            source, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
+            source,
+            descriptions=descriptions,
+            recursive=recursive,
+            allow_outside=allow_outside,
+            progress=progress,
         )
         with _ray_notices_hidden():
             started_ray = connect(ray, address)
@@ -209,13 +215,18 @@ def _list_source(
     descriptions: str | os.PathLike[str] | None,
     recursive: bool,
     allow_outside: bool,
+    progress: bool | None,
 ) -> tuple[list[IngestItem], list[Skipped]]:
-    """The images to ingest and those refused unopened: the one place the Ray path meets the
-    listing of a source."""
+    """The images to ingest and those refused unopened (a folder, or a bucket listed page by
+    page): the one place the Ray path meets the listing of a source."""
     from multimodal_rag._ingest.pipeline import items_from_directory
 
     return items_from_directory(
-        source, descriptions=descriptions, recursive=recursive, allow_outside=allow_outside
+        source,
+        descriptions=descriptions,
+        recursive=recursive,
+        allow_outside=allow_outside,
+        progress=progress,
     )
 
 

@@ -226,6 +226,8 @@ def index(
 
         if ocr:
             raise CommandFailed("--ocr does not run on Ray: index with --ray, then read the text with `multimodal-rag ocr KB`")
+        if sync:
+            raise CommandFailed("--sync does not run on Ray: --ray adds what SOURCE holds and the knowledge base lacks")
         check_installed("ray", user="--ray", extra="ray")  # before a knowledge base is created
     if descriptions is not None:
         # Read once now, before a model is loaded or a knowledge base created, so a
@@ -349,11 +351,11 @@ def index(
 def _index_on_ray(
     rag: Any,
     kb: Path,
-    directory: Path,
+    directory: str | Path,
     address: str,
     *,
     settings: Settings,
-    descriptions: Path | None,
+    descriptions: str | Path | None,
     recursive: bool,
     allow_outside: bool,
     batch_size: int,
