@@ -271,6 +271,7 @@ def test_a_local_knowledge_base_is_written_by_the_driver_alone(
         assert rag.verify().ok
 
 
+@pytest.mark.slow
 def test_an_address_where_no_cluster_answers_is_a_clear_error_and_creates_nothing(
     tmp_path: Path, checkpoint: Path
 ) -> None:
