@@ -218,16 +218,18 @@ def _list_source(
     progress: bool | None,
 ) -> tuple[list[IngestItem], list[Skipped]]:
     """The images to ingest and those refused unopened (a folder, or a bucket listed page by
-    page): the one place the Ray path meets the listing of a source."""
+    page): the one place the Ray path meets the listing of a source. The whole listing is
+    taken before the pipeline starts: Ray Data splits it into blocks of ``batch_size``."""
     from multimodal_rag._ingest.pipeline import items_from_directory
 
-    return items_from_directory(
+    items, refused = items_from_directory(
         source,
         descriptions=descriptions,
         recursive=recursive,
         allow_outside=allow_outside,
         progress=progress,
     )
+    return list(items), refused
 
 
 def connect(ray: ModuleType, address: str) -> bool:
