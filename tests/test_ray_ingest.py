@@ -119,9 +119,9 @@ def _contents(kb: Path) -> tuple[list[str], np.ndarray, dict[str, str | None], i
 
 
 def _local_ingest(tmp_path: Path, checkpoint: Path, photos: Path) -> tuple[list[str], np.ndarray]:
-    with MultimodalRAG.create(
-        tmp_path / "local", embedder=CLIPEmbedder(checkpoint=checkpoint)
-    ) as rag:
+    # fp32 on both sides: "auto" may choose another precision on a worker than here (it times them).
+    embedder = CLIPEmbedder(checkpoint=checkpoint, precision="fp32")
+    with MultimodalRAG.create(tmp_path / "local", embedder=embedder) as rag:
         rag.add_directory(photos, progress=False)
         ids = sorted(rag.ids())
         return ids, rag.vector_store.get_vectors(ids)
@@ -134,7 +134,7 @@ def test_the_ray_ingest_stores_what_a_local_ingest_stores_and_a_rerun_adds_nothi
     from multimodal_rag.tools import ingest_on_ray
 
     kb = _server_kb(tmp_path / "kb", checkpoint)
-    report = ingest_on_ray(kb, photos, actors=2, batch_size=4, progress=False)
+    report = ingest_on_ray(kb, photos, actors=2, batch_size=4, precision="fp32", progress=False)
 
     local_ids, local_vectors = _local_ingest(tmp_path, checkpoint, photos)
     ids, vectors, paths, n_vectors, n_records = _contents(kb)
@@ -261,7 +261,7 @@ def test_a_local_knowledge_base_is_written_by_the_driver_alone(
 
     kb = tmp_path / "kb"
     MultimodalRAG.create(kb, embedder=CLIPEmbedder(checkpoint=checkpoint)).close()
-    report = ingest_on_ray(kb, photos, actors=1, batch_size=8, progress=False)
+    report = ingest_on_ray(kb, photos, actors=1, batch_size=8, precision="fp32", progress=False)
     local_ids, local_vectors = _local_ingest(tmp_path, checkpoint, photos)
     with MultimodalRAG.open(kb) as rag:  # its journal and snapshot agree: it opens, unchanged
         assert sorted(rag.ids()) == local_ids == sorted(report.result.added)
