@@ -32,6 +32,13 @@ from multimodal_rag.errors import InvalidInputError, MissingDependencyError, Mod
 from tiny_clip import make_tiny_clip_checkpoint
 
 
+@pytest.fixture(autouse=True)
+def _prepare_in_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests measure how the OpenVINO engine is made: in the command, as it happens
+    (the background preparation of a first run has its own tests, test_engine_choice.py)."""
+    monkeypatch.setenv("MULTIMODAL_RAG_ENGINE_PREPARATION", "now")
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("clip-engines")
@@ -430,6 +437,11 @@ def test_without_openvino_the_error_names_the_extra_and_torch_still_works(
         CLIPEmbedder(checkpoint=checkpoints["a"], engine="openvino")
     torch_only = CLIPEmbedder(checkpoint=checkpoints["a"])
     assert torch_only.engine == "torch" and torch_only.runtime["engine"] == "torch"
+    # The default engine is "auto": it fell back, and says why.
+    choice = torch_only.runtime["engine_choice"]
+    assert choice["requested"] == "auto" and choice["chose"] == "torch"
+    assert "multimodal-rag[openvino]" in choice["reason"]
+    assert "engine" not in torch_only.config()  # another machine decides for itself
     assert torch_only.embed_texts(["still works"]).shape == (1, 64)
 
 
