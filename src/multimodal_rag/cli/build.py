@@ -303,7 +303,15 @@ def index(
     if as_json:
         output.print_json(output.add_result_json(kb, result, created=not exists, total=total, reads_text=reads_text))
     else:
-        output.print_add_result(kb, result, created=not exists, total=total, reads_text=reads_text)
+        runtime = getattr(rag.embedder, "runtime", None)
+        output.print_add_result(
+            kb,
+            result,
+            created=not exists,
+            total=total,
+            reads_text=reads_text,
+            runtime=runtime if isinstance(runtime, dict) else None,
+        )
 
 
 class _Undo:
