@@ -331,23 +331,23 @@ def test_auto_measures_once_per_machine_and_reuses_the_decision(
         return fixed_speed(runner, example)
 
     monkeypatch.setattr(engines.EngineBuilder, "_items_per_second", counting)
-    first = CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
+    first = CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path)
     assert sorted(set(timed)) == ["bf16", "fp32"]  # torch on a CPU: both timed, never guessed
     measured = first.runtime["items_per_s"]
     assert set(measured) == {"image:fp32", "image:bf16", "text:fp32", "text:bf16"}
     chosen = first.runtime["towers"]
     assert chosen["image"] == max(("fp32", "bf16"), key=lambda p: measured[f"image:{p}"])
     timed.clear()
-    second = CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
+    second = CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path)
     assert timed == [] and second.runtime["towers"] == chosen
     assert second.runtime["items_per_s"] == measured  # the earlier measurement, reported
     # New tower code (a release that changes what the towers run) measures again.
     monkeypatch.setattr(clip_module, "_TOWERS_VERSION", clip_module._TOWERS_VERSION + 1)
-    CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
+    CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path)
     assert timed
     timed.clear()
     # Another cache (another machine, say) measures for itself.
-    CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path / "elsewhere")
+    CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path / "elsewhere")
     assert timed
 
 
@@ -391,7 +391,8 @@ def test_fingerprint_is_the_same_in_every_precision(
         ids = rag.add(images_in(photos)[:10], progress=False).ids
     # The manifest records what ran, apart from the config that rebuilds the embedder.
     entry = read_manifest(kb).embedder
-    assert entry.runtime["engine"] == "torch" and entry.runtime["precision"] == "fp32"
+    assert entry.runtime["engine"] == fp32.runtime["engine"] and entry.runtime["precision"] == "fp32"
+    assert entry.runtime["engine_choice"]["requested"] == "auto"  # the default, and its choice
     assert "engine" not in entry.config
     print_info(kb, read_manifest(kb), size_bytes=0)
     assert "runs as" in capsys.readouterr().out
