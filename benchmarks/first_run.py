@@ -162,11 +162,11 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print()
-    print(f"{'configuration':<38} {'photos':>6} {'seconds':>8} {'img/s':>6} {'vs cookbook':>11} {'peak RSS MB':>11}")
+    print(f"{'configuration':<44} {'photos':>6} {'seconds':>8} {'img/s':>6} {'vs cookbook':>11} {'peak RSS MB':>11}")
     for r in rows:
         ratio = f"{r['vs_cookbook']:.2f}x" if "vs_cookbook" in r else "-"
         speed = f"{r['images_per_s']:.1f}" if r["n"] else "-"
-        print(f"{r['label']:<38} {r['n'] or '-':>6} {r['seconds']:>8.1f} {speed:>6} {ratio:>11} {r['peak_rss_mb']:>11.0f}")
+        print(f"{r['label']:<44} {r['n'] or '-':>6} {r['seconds']:>8.1f} {speed:>6} {ratio:>11} {r['peak_rss_mb']:>11.0f}")
     print(f"\nload average (1, 5, 15 min): before {load_before}, after {load_after}")
     if prepared.get("runtime"):
         print(f"the background preparation chose: {prepared['runtime'][:300]}")

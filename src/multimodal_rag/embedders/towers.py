@@ -322,7 +322,12 @@ class TowerEmbedder(Embedder):
 
     def _ready_engine(self) -> BuiltEngine:
         """The towers on torch, built at once from the modules already loaded: the fastest
-        engine a first run has (its own ``auto`` decision is cached per machine too)."""
+        engine a first run has.
+
+        It runs for one ingest, so it is not timed (``auto``'s timings cost more than they
+        save on a few hundred photos): bf16 where the CPU computes it natively (AMX or
+        AVX-512 BF16), held to the quality gate and falling back to fp32, else fp32.
+        """
         with self._engine_lock:
             if self._engine is not None:
                 return self._engine
@@ -331,11 +336,12 @@ class TowerEmbedder(Embedder):
                 list(self._builder.towers.values()),
                 load=self._load_modules,
                 engine="torch",
-                precision="auto",
+                precision="bf16" if native_bf16() else "fp32",
                 device=self.device,
                 identity=self._identity,
                 cache=self._engine_cache,
                 gate=self._quality_gate,
+                allow_fallback=True,
             )
             self._engine = ready.build()
             return self._engine
@@ -529,6 +535,20 @@ def choose_device(torch: Any, device: str | None) -> TorchDevice:
     if chosen.type not in ("cpu", "cuda"):
         raise InvalidInputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
     return chosen
+
+
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 matrix instructions (``/proc/cpuinfo``'s flags; False
+    where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def default_workers() -> int:
