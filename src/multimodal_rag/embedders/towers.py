@@ -251,7 +251,7 @@ class TowerEmbedder(Embedder):
         config: dict[str, Any] = {"precision": self._precision_setting}
         if self.allow_fallback:
             config["allow_fallback"] = True
-        if self._engine_choice.requested != "auto":
+        if self._engine_choice.requested != "torch":  # OpenCLIPEmbedder's default
             config["engine"] = self._engine_choice.requested
         if not self.draft:
             config["draft"] = False
