@@ -140,6 +140,6 @@ def test_a_knowledge_base_that_recorded_a_fallback_keeps_opening(
     # Opened from its manifest, it asks for what the caller asks (auto): it falls back freely.
     monkeypatch.setattr(towers, "QualityGate", lambda: IMPOSSIBLE)
     with MultimodalRAG.open(kb, read_only=True) as rag:
+        assert len(rag.search(text="a red square", k=2)) == 2
         assert rag.embedder.runtime["requested"] == "auto"
         assert rag.embedder.runtime["precision"] == "fp32"
-        assert len(rag.search(text="a red square", k=2)) == 2

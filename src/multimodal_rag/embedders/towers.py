@@ -233,6 +233,8 @@ class TowerEmbedder(Embedder):
                 "requested": self._precision_setting,
             }
         )
+        # What the caller asked for (a first run's ready engine is built in another precision).
+        report["requested"] = self._precision_setting
         choice: dict[str, str] = {
             "requested": self._engine_choice.requested,
             "chose": self._engine_choice.engine,
