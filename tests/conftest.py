@@ -65,13 +65,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True, scope="session")
 def _engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Converted models and precision decisions go to a temporary folder, never the home."""
-    previous = os.environ.get("MULTIMODAL_RAG_CACHE_DIR")
-    os.environ["MULTIMODAL_RAG_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
+    settings = {
+        "MULTIMODAL_RAG_CACHE_DIR": str(tmp_path_factory.mktemp("engine-cache")),
+        # A first run on OpenVINO (the default engine here) runs on torch; the tests of the
+        # background preparation turn it on themselves, so no other test leaves a process
+        # preparing an engine behind it.
+        "MULTIMODAL_RAG_ENGINE_PREPARATION": "off",
+    }
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     yield
-    if previous is None:
-        os.environ.pop("MULTIMODAL_RAG_CACHE_DIR", None)
-    else:
-        os.environ["MULTIMODAL_RAG_CACHE_DIR"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
@@ -93,7 +101,11 @@ def image_dir(tmp_path: Path) -> Path:
         solid(name, (40 + i, 30)).save(file, format=fmt, quality=95)
         if name != "black":  # one image has no description
             entries.append(
-                {"image_path": str(file.relative_to(root)), "description": f"A {name} square.", "shade": name}
+                {
+                    "image_path": str(file.relative_to(root)),
+                    "description": f"A {name} square.",
+                    "shade": name,
+                }
             )
     (root / "description.json").write_text("\n".join(json.dumps(e) for e in entries) + "\n")
     return root

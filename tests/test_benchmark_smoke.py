@@ -157,6 +157,36 @@ def test_ingest(tmp_path: Path) -> None:
     assert report["query"]["min_cosine_to_fp32_full_decode"] > 0.99
 
 
+def test_first_run(tmp_path: Path) -> None:
+    report = run("first_run", tmp_path)
+    rows = [(r["label"], r["n"]) for r in report["rows"]]
+    assert rows == [
+        ("cookbook", 8),
+        ("openvino, first run (cold cache)", 8),
+        ("background preparation (after the command)", 0),
+        ("openvino, cache warm", 8),
+        ("openvino, prepared in the command", 8),
+        ("cookbook", 24),
+        ("openvino, first run (cold cache)", 24),
+    ]
+    # The command left one preparation behind it, and it ran to its end.
+    preparation = report["rows"][2]
+    assert preparation["processes"] == 1 and '"engine": "openvino"' in preparation["runtime"]
+    assert all(r["peak_rss_mb"] > 0 for r in report["rows"])
+    assert len(report["load_average_before"]) == 3
+
+
+def test_gpu_ingest(tmp_path: Path) -> None:
+    report = run("gpu_ingest", tmp_path)
+    assert report["photos"] == 8 and [r["batch"] for r in report["rows"]] == [4, 8]
+    for row in report["rows"]:
+        assert row["library_cpu_decode"] > 0 and row["torchvision_cpu_decode"] > 0
+        # The GPU decoder is measured only where there is a GPU, and said so where not.
+        assert ("gpu_decode" in row) == (report["precision"] == "fp16")
+    if report["precision"] == "fp32":
+        assert "not a GPU measurement" in report["device"]
+
+
 def test_serve_load(tmp_path: Path) -> None:
     pytest.importorskip("httpx")
     pytest.importorskip("fastapi")

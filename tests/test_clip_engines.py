@@ -32,6 +32,13 @@ from multimodal_rag.errors import InvalidInputError, MissingDependencyError, Mod
 from tiny_clip import make_tiny_clip_checkpoint
 
 
+@pytest.fixture(autouse=True)
+def _prepare_in_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests measure how the OpenVINO engine is made: in the command, as it happens
+    (the background preparation of a first run has its own tests, test_engine_choice.py)."""
+    monkeypatch.setenv("MULTIMODAL_RAG_ENGINE_PREPARATION", "now")
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("clip-engines")
@@ -324,23 +331,23 @@ def test_auto_measures_once_per_machine_and_reuses_the_decision(
         return fixed_speed(runner, example)
 
     monkeypatch.setattr(engines.EngineBuilder, "_items_per_second", counting)
-    first = CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
+    first = CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path)
     assert sorted(set(timed)) == ["bf16", "fp32"]  # torch on a CPU: both timed, never guessed
     measured = first.runtime["items_per_s"]
     assert set(measured) == {"image:fp32", "image:bf16", "text:fp32", "text:bf16"}
     chosen = first.runtime["towers"]
     assert chosen["image"] == max(("fp32", "bf16"), key=lambda p: measured[f"image:{p}"])
     timed.clear()
-    second = CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
+    second = CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path)
     assert timed == [] and second.runtime["towers"] == chosen
     assert second.runtime["items_per_s"] == measured  # the earlier measurement, reported
     # New tower code (a release that changes what the towers run) measures again.
     monkeypatch.setattr(clip_module, "_TOWERS_VERSION", clip_module._TOWERS_VERSION + 1)
-    CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path)
+    CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path)
     assert timed
     timed.clear()
     # Another cache (another machine, say) measures for itself.
-    CLIPEmbedder(checkpoint=checkpoints["a"], cache_dir=tmp_path / "elsewhere")
+    CLIPEmbedder(checkpoint=checkpoints["a"], engine="torch", cache_dir=tmp_path / "elsewhere")
     assert timed
 
 
@@ -384,7 +391,8 @@ def test_fingerprint_is_the_same_in_every_precision(
         ids = rag.add(images_in(photos)[:10], progress=False).ids
     # The manifest records what ran, apart from the config that rebuilds the embedder.
     entry = read_manifest(kb).embedder
-    assert entry.runtime["engine"] == "torch" and entry.runtime["precision"] == "fp32"
+    assert entry.runtime["engine"] == fp32.runtime["engine"] and entry.runtime["precision"] == "fp32"
+    assert entry.runtime["engine_choice"]["requested"] == "auto"  # the default, and its choice
     assert "engine" not in entry.config
     print_info(kb, read_manifest(kb), size_bytes=0)
     assert "runs as" in capsys.readouterr().out
@@ -430,6 +438,11 @@ def test_without_openvino_the_error_names_the_extra_and_torch_still_works(
         CLIPEmbedder(checkpoint=checkpoints["a"], engine="openvino")
     torch_only = CLIPEmbedder(checkpoint=checkpoints["a"])
     assert torch_only.engine == "torch" and torch_only.runtime["engine"] == "torch"
+    # The default engine is "auto": it fell back, and says why.
+    choice = torch_only.runtime["engine_choice"]
+    assert choice["requested"] == "auto" and choice["chose"] == "torch"
+    assert "multimodal-rag[openvino]" in choice["reason"]
+    assert "engine" not in torch_only.config()  # another machine decides for itself
     assert torch_only.embed_texts(["still works"]).shape == (1, 64)
 
 

@@ -74,9 +74,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[..., 
 def maker_of(
     maker: Callable[..., TowerEmbedder], *args: Any, **fixed: Any
 ) -> Callable[..., TowerEmbedder]:
-    """``maker`` with its model arguments fixed, on the CPU."""
+    """``maker`` with its model arguments fixed, on the CPU, on torch unless an engine is named
+    (the torch cases below are torch's whatever an embedder's default engine is)."""
 
     def make(**kwargs: Any) -> TowerEmbedder:
+        kwargs.setdefault("engine", "torch")
         return maker(*args, **fixed, device="cpu", **kwargs)
 
     return make

@@ -37,7 +37,7 @@ SearchMode = Literal["vector", "lexical", "hybrid"]
 #: How hybrid search fuses its two rankings: reciprocal rank, or min-max scaled scores.
 Fusion = Literal["rrf", "weighted"]
 #: What an embedder runs its model on.
-Engine = Literal["torch", "openvino"]
+Engine = Literal["auto", "torch", "openvino"]
 #: The numeric precision an embedder runs at; ``"auto"`` measures and picks.
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 #: Built-in embedder kinds.
@@ -155,7 +155,12 @@ class Record:
         instead: see `multimodal_rag.descriptions.jsonl`.) ``"ocr"`` is there only when the
         image's text was read, so records without it are written as before.
         """
-        obj = {"id": self.id, "image_path": self.image_path, "description": self.description, "metadata": dict(self.metadata)}
+        obj = {
+            "id": self.id,
+            "image_path": self.image_path,
+            "description": self.description,
+            "metadata": dict(self.metadata),
+        }
         if self.ocr is not None:
             obj["ocr"] = self.ocr.to_json()
         return obj
@@ -175,7 +180,13 @@ class Record:
             if not isinstance(ocr, Mapping):
                 raise TypeError(f"the read text of {obj['id']!r} is not an object")
             ocr = ReadText.from_json(dict(ocr))
-        return cls(id=obj["id"], image_path=obj["image_path"], description=obj["description"], metadata=obj["metadata"], ocr=ocr)
+        return cls(
+            id=obj["id"],
+            image_path=obj["image_path"],
+            description=obj["description"],
+            metadata=obj["metadata"],
+            ocr=ocr,
+        )
 
 
 @frozen(kw_only=True)
@@ -250,7 +261,9 @@ class Hit:
             "description": self.description,
             "metadata": dict(self.metadata),
             "image_path": relative_path(self.image_path, root),
-            "signals": {name: {"rank": s.rank, "score": s.score} for name, s in self.signals.items()},
+            "signals": {
+                name: {"rank": s.rank, "score": s.score} for name, s in self.signals.items()
+            },
             "ocr_text": self.ocr.text if self.ocr is not None else None,
             "matched": list(self.matched),
         }
@@ -367,7 +380,10 @@ class DescribeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-ready values."""
-        return {"described": list(self.described), "skipped": [skipped.to_dict() for skipped in self.skipped]}
+        return {
+            "described": list(self.described),
+            "skipped": [skipped.to_dict() for skipped in self.skipped],
+        }
 
 
 @frozen(kw_only=True)

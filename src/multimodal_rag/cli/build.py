@@ -343,7 +343,15 @@ def index(
             data["ray"] = workers.to_json()
         output.print_json(data)
     else:
-        output.print_add_result(kb, result, created=not exists, total=total, reads_text=reads_text)
+        runtime = getattr(rag.embedder, "runtime", None)
+        output.print_add_result(
+            kb,
+            result,
+            created=not exists,
+            total=total,
+            reads_text=reads_text,
+            runtime=runtime if isinstance(runtime, dict) else None,
+        )
         if workers is not None:
             workers.print()
 

@@ -154,6 +154,12 @@ def _runtime_text(runtime: Mapping[str, Any]) -> str:
         )
     for note in runtime.get("fallbacks", []):
         text += f"; {note}"
+    # Which engine "auto" chose and why, and a first run's engine prepared in the background.
+    choice = runtime.get("engine_choice") or {}
+    if choice.get("requested") == "auto":
+        text += f"; engine auto: {choice.get('chose', '?')} ({choice.get('reason', '?')})"
+    if choice.get("first_run"):
+        text += f"; {choice['first_run']}"
     return text
 
 
@@ -184,9 +190,19 @@ def add_result_json(kb: Path, result: AddResult, *, created: bool, total: int, r
     return data
 
 
-def print_add_result(kb: Path, result: AddResult, *, created: bool, total: int, reads_text: bool = False) -> None:
+def print_add_result(
+    kb: Path,
+    result: AddResult,
+    *,
+    created: bool,
+    total: int,
+    reads_text: bool = False,
+    runtime: Mapping[str, Any] | None = None,
+) -> None:
     verb = "Created" if created else "Updated"
     click.echo(f"{verb} knowledge base {kb}: {total} image{'s' if total != 1 else ''} in total.")
+    if runtime and result.added:  # what embedded them: engine, precision and where they came from
+        click.echo(f"  embedded on: {_runtime_text(runtime)}")
     click.echo(f"  added:       {len(result.added)}")
     click.echo(f"  duplicates:  {len(result.duplicates)} (already indexed, not embedded again)")
     for source, id_ in result.duplicates[:SHOWN_DUPLICATES]:

@@ -24,6 +24,7 @@ from multimodal_rag._hashing import sha256_file
 from multimodal_rag._images import DEFAULT_MAX_PIXELS
 from multimodal_rag._random_checkpoint import has_random_weights
 from multimodal_rag._remote import manifest_endpoints
+from multimodal_rag.embedders import clip_loading
 from multimodal_rag.embedders.clip_loading import (
     check_manifest_config,
     download_root_or_default,
@@ -75,9 +76,12 @@ class CLIPEmbedder(TowerEmbedder):
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; by default CUDA when present.
             With ``engine="openvino"``: ``"cpu"`` or ``"gpu"``, by default an Intel GPU
             when OpenVINO sees one.
-        engine: ``"torch"`` (default) or ``"openvino"`` (``pip install
-            'multimodal-rag[openvino]'``): the towers converted once, int8 available,
-            cached under ``cache_dir``.
+        engine: ``"auto"`` (default: OpenVINO on a CPU where ``pip install
+            'multimodal-rag[openvino]'`` installed it, else torch; ``runtime`` says which
+            and why), ``"torch"`` or ``"openvino"``: the towers converted once, int8
+            available, cached under ``cache_dir``. On a machine that has not prepared
+            the OpenVINO engine yet, ``precision="auto"`` runs the first ingest on torch
+            and prepares it in the background (see docs/embedders.md, "The first run").
         precision: ``"auto"`` (on first use on a machine, time the precisions that pass
             the quality gate and keep the fastest; the decision is cached per CPU model),
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (GPU only) or ``"int8"`` (OpenVINO only).
@@ -131,7 +135,7 @@ class CLIPEmbedder(TowerEmbedder):
         *,
         checkpoint: str | os.PathLike[str] | None = None,
         device: str | None = None,
-        engine: Engine = "torch",
+        engine: Engine = "auto",
         precision: Precision = "auto",
         batch_size: int = 32,
         num_workers: int | None = None,
@@ -171,7 +175,9 @@ class CLIPEmbedder(TowerEmbedder):
         # On OpenVINO, a model this machine has loaded before is known by its shapes alone:
         # the engine may then compile its cached towers without torch ever loading.
         sha256, shapes = (
-            self._known_model(name, allow_torchscript) if engine == "openvino" else (None, None)
+            self._known_model(name, allow_torchscript)
+            if self.engine == "openvino"
+            else (None, None)
         )
 
         def load(sha256: str | None = None) -> tuple[Any, str]:
@@ -249,7 +255,13 @@ class CLIPEmbedder(TowerEmbedder):
         shapes = self._engine_cache.read_json("clip-models", _shapes_key(sha256))
         if shapes is None or not _SHAPES.issubset(shapes):
             return sha256, None
-        if shapes.get("torchscript") and not shapes.get("published") and not allow_torchscript:
+        # Whether the file is one of openai's is asked now, not read from the record (which
+        # imports clip, and so torch: only for a TorchScript file not allowed otherwise).
+        if (
+            shapes.get("torchscript")
+            and not allow_torchscript
+            and sha256 not in clip_loading.published_sha256s()
+        ):
             raise torchscript_refused(file)
         return sha256, shapes
 
@@ -292,8 +304,8 @@ class CLIPEmbedder(TowerEmbedder):
         config: dict[str, Any] = {"model": self.model_name, "precision": self._precision_setting}
         if self.allow_fallback:
             config["allow_fallback"] = True
-        if self.engine != "torch":
-            config["engine"] = self.engine
+        if self._engine_choice.requested != "auto":
+            config["engine"] = self._engine_choice.requested
         if self.checkpoint is not None:
             config["checkpoint"] = str(self.checkpoint)
         if self.download_root is not None:

@@ -28,9 +28,16 @@ import numpy as np
 from multimodal_rag._extras import require
 from multimodal_rag._validation import check_int
 from multimodal_rag.embedders.engine_cache import EngineCache
+from multimodal_rag.embedders.engine_choice import EngineChoice, choose_engine
 from multimodal_rag.embedders.engines import HELD_OUT, BuiltEngine, EngineBuilder, Runner, Tower
 from multimodal_rag.embedders.pipeline import ordered_map
 from multimodal_rag.embedders.precision import QualityGate, check_engine_and_precision
+from multimodal_rag.embedders.preparation import (
+    FIRST_RUN_CALIBRATION,
+    BackgroundPreparation,
+    Reservoir,
+    preparation_mode,
+)
 from multimodal_rag.embedders.preprocess import ImagePreprocess, load_pixels
 from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.protocols import EmbeddedBatch, Embedder
@@ -101,6 +108,8 @@ class TowerEmbedder(Embedder):
             MissingDependencyError: ``engine="openvino"`` without its extra.
         """
         check_engine_and_precision(engine, precision, on_gpu=None)
+        self._engine_choice: EngineChoice = choose_engine(engine, device)
+        engine = self._engine_choice.engine
         batch_size = check_int("batch_size", batch_size)
         calibration_size = check_int("calibration_size", calibration_size)
         openvino_device = "CPU"
@@ -132,6 +141,8 @@ class TowerEmbedder(Embedder):
         self._engine: BuiltEngine | None = None
         self._engine_lock = threading.Lock()
         self._builder: EngineBuilder | None = None
+        self._preparation: BackgroundPreparation | None = None
+        self._load_modules: Callable[[], dict[str, Any]] | None = None
         return openvino_device
 
     @property
@@ -161,6 +172,9 @@ class TowerEmbedder(Embedder):
             image_tower, text_tower = load_towers()
             return {"image": image_tower, "text": text_tower}
 
+        self._identity = dict(identity)
+        self._quality_gate = quality_gate or QualityGate()
+        self._load_modules = modules
         self._builder = EngineBuilder(
             [
                 Tower(
@@ -181,15 +195,19 @@ class TowerEmbedder(Embedder):
             openvino_device=openvino_device,
             identity=identity,
             cache=self._engine_cache,
-            gate=quality_gate or QualityGate(),
+            gate=self._quality_gate,
             calibration_size=self.calibration_size,
             allow_fallback=self.allow_fallback,
         )
         if "image" not in self._builder.to_calibrate():
             self._build_engine(None)
+            self._load_modules = None
         elif calibration is not None:
             self._build_engine(self._calibration_folder_sample(Path(calibration)))
-        # Otherwise the first images ingested calibrate int8 (see iter_embed_images).
+            self._load_modules = None
+        # Otherwise the first images ingested calibrate int8 (see iter_embed_images), or,
+        # on a first run with precision "auto", a ready engine runs while the OpenVINO one
+        # is prepared in the background (see `preparation`).
 
     # -- identity ----------------------------------------------------------------
 
@@ -206,21 +224,37 @@ class TowerEmbedder(Embedder):
     def runtime(self) -> dict[str, Any]:
         """What runs: engine, precision asked for and used, fallbacks and their reasons,
         the quality gate's cosines and, for ``"auto"``, the measured speeds."""
-        if self._engine is None:
-            return {
+        report: dict[str, Any] = (
+            self._engine.report.to_dict()
+            if self._engine is not None
+            else {
                 "engine": self.engine,
                 "precision": "pending",
                 "requested": self._precision_setting,
             }
-        return self._engine.report.to_dict()
+        )
+        # What the caller asked for (a first run's ready engine is built in another precision).
+        report["requested"] = self._precision_setting
+        choice: dict[str, str] = {
+            "requested": self._engine_choice.requested,
+            "chose": self._engine_choice.engine,
+            "reason": self._engine_choice.reason,
+        }
+        report["engine_choice"] = choice
+        if self._preparation is not None:
+            choice["first_run"] = (
+                f"{report['engine']} runs while the {self.engine} engine is prepared in the "
+                f"background (log: {self._preparation.log}); later loads use it"
+            )
+        return report
 
     def _runtime_config(self) -> dict[str, Any]:
         """The runtime settings `config` records: what was asked for, never the device."""
         config: dict[str, Any] = {"precision": self._precision_setting}
         if self.allow_fallback:
             config["allow_fallback"] = True
-        if self.engine != "torch":
-            config["engine"] = self.engine
+        if self._engine_choice.requested != "torch":  # OpenCLIPEmbedder's default
+            config["engine"] = self._engine_choice.requested
         if not self.draft:
             config["draft"] = False
         return config
@@ -264,11 +298,81 @@ class TowerEmbedder(Embedder):
             )
         self._engine = self._builder.build({"image": images})
         self._builder = None
+        self._load_modules = None
         return self._engine
 
     def _runner(self, tower: str) -> Runner:
-        engine = self._engine if self._engine is not None else self._build_engine(None)
-        return engine.runners[tower]
+        if self._preparation is not None and self._preparation.finished() is not None:
+            self._switch_to_prepared()
+        if self._engine is not None:
+            return self._engine.runners[tower]
+        if self._prepares_in_background():
+            return self._ready_engine().runners[tower]
+        return self._build_engine(None).runners[tower]
+
+    # -- the first run: a ready engine while the OpenVINO one is prepared ---------------
+
+    def _prepares_in_background(self) -> bool:
+        """Whether this embedder's first run goes on a ready engine (see `preparation`):
+        OpenVINO with ``auto`` precision, nothing of it cached yet, no folder to calibrate on."""
+        return (
+            self._builder is not None
+            and self.engine == "openvino"
+            and self._precision_setting == "auto"
+            and preparation_mode() != "now"
+        )
+
+    def _ready_engine(self) -> BuiltEngine:
+        """The towers on torch, built at once from the modules already loaded: the fastest
+        engine a first run has.
+
+        It runs for one ingest, so it is not timed (``auto``'s timings cost more than they
+        save on a few hundred photos): bf16 where the CPU computes it natively (AMX or
+        AVX-512 BF16), held to the quality gate and falling back to fp32, else fp32.
+        """
+        with self._engine_lock:
+            if self._engine is not None:
+                return self._engine
+            assert self._builder is not None and self._load_modules is not None
+            ready = EngineBuilder(
+                list(self._builder.towers.values()),
+                load=self._load_modules,
+                engine="torch",
+                precision="bf16" if native_bf16() else "fp32",
+                device=self.device,
+                identity=self._identity,
+                cache=self._engine_cache,
+                gate=self._quality_gate,
+                allow_fallback=True,
+            )
+            self._engine = ready.build()
+            return self._engine
+
+    def _start_preparation(self, sample: np.ndarray | None) -> None:
+        if preparation_mode() == "off" or self._preparation is not None:
+            return
+        from multimodal_rag._registry import kind_of
+
+        preparation = BackgroundPreparation(self._engine_cache, self._identity)
+        if preparation.start(kind_of(self), self.config(), sample):
+            self._preparation = preparation
+
+    def _switch_to_prepared(self) -> None:
+        """Run on the engine the background preparation cached, once it has finished."""
+        with self._engine_lock:
+            preparation, self._preparation = self._preparation, None
+            if preparation is None or self._load_modules is None or self._builder is None:
+                return
+            builder, self._builder = self._builder, None
+            if not preparation.finished() or builder.to_calibrate():
+                logger.warning(
+                    "the OpenVINO engine could not be prepared (see %s): %s keeps running",
+                    preparation.log,
+                    self._engine.report.engine if self._engine is not None else "torch",
+                )
+                return
+            self._engine = builder.build()
+            self._load_modules = None
 
     def _calibration_folder_sample(self, folder: Path) -> np.ndarray | None:
         if not folder.is_dir():
@@ -301,6 +405,18 @@ class TowerEmbedder(Embedder):
         self._build_engine(np.stack(pixels) if pixels else None)
         yield from head
         yield from prepared
+
+    def _sampling(
+        self, prepared: Iterator[np.ndarray | ImageError]
+    ) -> Iterator[np.ndarray | ImageError]:
+        """Pass ``prepared`` through, keeping a sample spread over it; once it is all
+        through (the ingest is done), start preparing the engine on that sample."""
+        reservoir = Reservoir(min(self.calibration_size, FIRST_RUN_CALIBRATION) + HELD_OUT)
+        for item in prepared:
+            if isinstance(item, np.ndarray):
+                reservoir.offer(item)
+            yield item
+        self._start_preparation(reservoir.sample())
 
     # -- images ------------------------------------------------------------------
 
@@ -335,7 +451,11 @@ class TowerEmbedder(Embedder):
         prepared: Iterator[np.ndarray | ImageError] = ordered_map(
             self._try_pixels, images, workers=self.num_workers, window=2 * size
         )
-        if self._engine is None:
+        if self._prepares_in_background():
+            self._ready_engine()
+            if self._preparation is None and preparation_mode() == "background":
+                prepared = self._sampling(prepared)
+        elif self._engine is None:
             prepared = self._calibrating(prepared)
         indices: list[int] = []
         arrays: list[np.ndarray] = []
@@ -417,6 +537,20 @@ def choose_device(torch: Any, device: str | None) -> TorchDevice:
     if chosen.type not in ("cpu", "cuda"):
         raise InvalidInputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
     return chosen
+
+
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 matrix instructions (``/proc/cpuinfo``'s flags; False
+    where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def default_workers() -> int:
