@@ -727,7 +727,9 @@ def test_random_checkpoint_loads_through_clip_and_is_not_overwritten(tmp_path: P
 
     import torch
 
-    with warnings.catch_warnings():
+    from multimodal_rag._pkg_resources import pkg_resources_for_clip
+
+    with warnings.catch_warnings(), pkg_resources_for_clip():
         warnings.simplefilter("ignore")
         import clip
 

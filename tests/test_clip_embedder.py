@@ -313,7 +313,10 @@ def test_bad_settings_are_refused(checkpoints: dict[str, Path]) -> None:
     "size", [(640, 480), (480, 640), (225, 224), (300, 301), (50, 20), (224, 224), (1001, 333)]
 )
 def test_preprocessing_matches_clips_own(size: tuple[int, int], resolution: int) -> None:
-    from clip.clip import _transform
+    from multimodal_rag._pkg_resources import pkg_resources_for_clip
+
+    with pkg_resources_for_clip():  # clip-anytorch imports pkg_resources, gone from setuptools >= 81
+        from clip.clip import _transform
 
     rng = np.random.default_rng(size[0] * size[1])
     picture = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))

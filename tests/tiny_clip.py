@@ -41,7 +41,11 @@ def make_tiny_clip_checkpoint(
     )
     if jit:
         import torch
-        from clip.model import build_model
+
+        from multimodal_rag._pkg_resources import pkg_resources_for_clip
+
+        with pkg_resources_for_clip():  # clip-anytorch imports pkg_resources
+            from clip.model import build_model
 
         model = build_model(torch.load(path)).float().eval()
         # openai's own TorchScript archives were traced: CLIP's LayerNorm calls
