@@ -306,7 +306,9 @@ def register_tiny_timm_models(folder: Path) -> None:
         if trunk in timm.list_models(trunk):
             continue
 
-        def build(pretrained: bool = False, *, _real: str = real, _args: Any = arguments, **kwargs: Any) -> Any:
+        def build(
+            pretrained: bool = False, *, _real: str = real, _args: Any = arguments, **kwargs: Any
+        ) -> Any:
             return timm.create_model(_real, pretrained=False, **{**_args, **kwargs})
 
         build.__name__ = trunk

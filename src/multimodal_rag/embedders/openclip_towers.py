@@ -139,8 +139,10 @@ def _is_plain_vit(visual: Any) -> bool:
 
 
 def _is_timm_vit(visual: Any) -> bool:
-    trunk = getattr(visual, "trunk", None)
-    if type(visual).__name__ != "TimmModel" or type(trunk).__name__ != "VisionTransformer":
+    if type(visual).__name__ != "TimmModel":
+        return False
+    trunk: Any = visual.trunk
+    if type(trunk).__name__ != "VisionTransformer":
         return False
     pool = trunk.attn_pool
     if pool is not None:
@@ -165,7 +167,9 @@ def _timm_block_row(block: Any, x: Any, row: int) -> Any:
     normed = block.norm1(x)
     dim = attn.attn_dim
     weight, bias = attn.qkv.weight, attn.qkv.bias
-    q = functional.linear(normed[:, row : row + 1], weight[:dim], None if bias is None else bias[:dim])
+    q = functional.linear(
+        normed[:, row : row + 1], weight[:dim], None if bias is None else bias[:dim]
+    )
     kv = functional.linear(normed, weight[dim:], None if bias is None else bias[dim:])
     q = attn.q_norm(q.reshape(batch, 1, heads, head_dim).transpose(1, 2))
     k, v = kv.reshape(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -256,8 +260,9 @@ def _text_tower(model: Any) -> Any:
         def forward(self, tokens: Any) -> Any:
             return self.clip.encode_text(tokens)
 
-    pool = getattr(text, "pool_type", None) or getattr(text, "text_pool_type", None)
-    eos_id = getattr(text, "eos_id", None) if text is not model else getattr(model, "text_eos_id", None)
+    custom = text is not model
+    pool = str(getattr(text, "pool_type" if custom else "text_pool_type", ""))
+    eos_id = getattr(text, "eos_id" if custom else "text_eos_id", None)
     plain = (
         hasattr(text, "token_embedding")
         and getattr(text, "cls_emb", None) is None
