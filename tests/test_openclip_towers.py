@@ -141,3 +141,28 @@ def test_the_full_size_towers_are_encode_image_and_encode_text(name: str) -> Non
         got = (image_tower(pixels[:2]), text_tower(tokens))
     for ours, theirs in zip(got, expected, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-timm-ViT-B-16-SigLIP2", "tiny-timm-MobileCLIP2-L-14"])
+def test_openvino_converts_the_timm_towers(name: str) -> None:
+    pytest.importorskip("openvino")
+    from multimodal_rag.embedders.openvino_engine import convert_module, import_openvino
+
+    model = _model(name)
+    pixels, tokens = _inputs(model, name)
+    core = import_openvino().Core()
+    image_tower, text_tower = tower_modules(model)
+    # Batches of other sizes than the example's, and token rows of another length (SigLIP's
+    # text tower reads out the last row, wherever that is): the conversion leaves both free.
+    for tower, example, batches in (
+        (image_tower, pixels[:2], [pixels]),
+        (text_tower, tokens[:2], [tokens, tokens[:3, : tokens.shape[1] - 3]]),
+    ):
+        compiled = core.compile_model(
+            convert_module(tower, example.numpy()), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+        )
+        for batch in batches:
+            with torch.inference_mode():
+                expected = tower(batch)
+            got = torch.from_numpy(compiled(batch.numpy())[0])
+            torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)

@@ -133,7 +133,7 @@ def _attention_pool(pool: Any, x: Any) -> Any:
 
 def residual_blocks(blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
     """Run CLIP's residual attention blocks on ``x`` ``[batch, length, width]``; return the
-    output at position ``rows`` (an int) or ``rows[i]`` of each sequence ``i``, ``[batch, width]``,
+    output at position ``rows`` (an int, negative from the end) or ``rows[i]`` of each sequence ``i``, ``[batch, width]``,
     or every position's, ``[batch, length, width]``, when ``rows`` is None.
 
     ``mask`` is CLIP's additive attention mask for the whole sequence (or None). Blocks with a
@@ -149,8 +149,8 @@ def residual_blocks(blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
     if last is None:
         return x
     # The last block: every position is a key and a value, only the read-out row a query.
-    if isinstance(rows, int):
-        row = x[:, rows : rows + 1]  # [batch, 1, width]
+    if isinstance(rows, int):  # a position from the start, or from the end if negative
+        row = x[:, rows:][:, :1]  # [batch, 1, width]
     else:
         row = x[torch.arange(x.shape[0], device=x.device), rows][:, None]
     row_mask = None if mask is None else mask[rows][..., None, None, :]  # [batch, 1, 1, length]

@@ -235,7 +235,7 @@ def _text_tower(model: Any) -> Any:
             elif self.pool == "eos":
                 rows = (tokens == self.eos_id).int().argmax(dim=-1)
             elif self.pool == "last":
-                rows = length - 1
+                rows = -1  # from the end: a converted tower takes rows of any length
             else:
                 rows = 0
             pooled = parts.ln_final(
