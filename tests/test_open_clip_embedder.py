@@ -418,5 +418,7 @@ def test_the_model_benchmark_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(out.read_text())["models"]
-    assert row["model"] == "ViT-B-32" and row["dim"] == 512 and row["images_per_s"] > 0
+    assert row["model"] == "ViT-B-32" and row["dim"] == 512
+    assert row["open_clip_images_per_s"] > 0 and row["fast_images_per_s"] > 0
+    assert row["image_tower"] == "fast: open_clip ViT" and "int8" not in row
     assert row["quality_xm3600_en"] == 59.4 and "img/s" in done.stdout

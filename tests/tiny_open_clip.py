@@ -267,3 +267,59 @@ def make_tiny_hf_text_weights_repo(
         str(folder / "open_clip_model.safetensors"),
     )
     return folder
+
+
+#: Shrunk timm trunks with the kinds of layer of the real ones: registered name -> (the timm
+#: model it shrinks, the arguments that shrink it).
+TIMM_TRUNKS = {
+    "tiny_vit_siglip_map": (  # SigLIP 2's: no class token, attention-pooling (MAP) head
+        "vit_base_patch16_siglip_224",
+        {"img_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 2},
+    ),
+    "tiny_vit_clip_token": (  # MobileCLIP2-L-14's kind: class-token pooling
+        "vit_base_patch16_clip_224",
+        {"img_size": 32, "embed_dim": 64, "depth": 2, "num_heads": 2},
+    ),
+    "tiny_fastvit_mci0": (  # MobileCLIP2-S0's FastViT: convolutions, one attention stage
+        "fastvit_mci0",
+        {"layers": (1, 1, 1, 1), "embed_dims": (16, 32, 64, 128)},
+    ),
+}
+
+#: Tiny models whose image tower is a shrunk timm trunk: name -> (the real architecture whose
+#: text tower and pooling they keep, the trunk of TIMM_TRUNKS, the input size).
+TIMM_FAMILIES = {
+    "tiny-timm-ViT-B-16-SigLIP2": ("ViT-B-16-SigLIP2", "tiny_vit_siglip_map", 32),
+    "tiny-timm-MobileCLIP2-L-14": ("MobileCLIP2-L-14", "tiny_vit_clip_token", 32),
+    "tiny-timm-MobileCLIP2-S0": ("MobileCLIP2-S0", "tiny_fastvit_mci0", 64),
+}
+
+
+def register_tiny_timm_models(folder: Path) -> None:
+    """Make the shrunk timm trunks known to timm and the models of :data:`TIMM_FAMILIES` known
+    to open_clip, which then builds them with its own factory as it builds the real ones."""
+    import open_clip
+    import timm
+    from timm.models import register_model
+
+    for trunk, (real, arguments) in TIMM_TRUNKS.items():
+        if trunk in timm.list_models(trunk):
+            continue
+
+        def build(
+            pretrained: bool = False, *, _real: str = real, _args: Any = arguments, **kwargs: Any
+        ) -> Any:
+            return timm.create_model(_real, pretrained=False, **{**_args, **kwargs})
+
+        build.__name__ = trunk
+        build.__module__ = "tiny_open_clip"
+        register_model(build)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (family, trunk, size) in TIMM_FAMILIES.items():
+        config = deepcopy(open_clip.get_model_config(family))
+        config["embed_dim"] = 32
+        config["vision_cfg"].update(timm_model_name=trunk, image_size=size)
+        config["text_cfg"].update(width=64, heads=2, layers=2, vocab_size=300)
+        config["text_cfg"].pop("hf_tokenizer_name", None)
+        (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)

@@ -30,7 +30,7 @@ from typing import Any
 from multimodal_rag.embedders.clip_loading import import_torch
 from multimodal_rag.errors import ModelLoadError
 
-__all__ = ["SUPPORTED_IMAGE_ENCODERS", "tower_modules"]
+__all__ = ["SUPPORTED_IMAGE_ENCODERS", "block_attention", "residual_blocks", "tower_modules"]
 
 #: The image encoders of openai/CLIP's models, by the class ``clip.model`` builds.
 SUPPORTED_IMAGE_ENCODERS = ("VisionTransformer", "ModifiedResNet")
@@ -60,7 +60,7 @@ def tower_modules(model: Any) -> tuple[Any, Any]:
             cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
             x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
             x = visual.ln_pre(x)
-            x = _transformer(visual.transformer.resblocks, x, mask=None, rows=0)
+            x = residual_blocks(visual.transformer.resblocks, x, mask=None, rows=0)
             return visual.ln_post(x) @ visual.proj
 
     class ResNetImageTower(module):  # type: ignore[misc]
@@ -97,7 +97,7 @@ def tower_modules(model: Any) -> tuple[Any, Any]:
             x = x + clip.positional_embedding[:length].type(clip.dtype)
             mask = clip.transformer.resblocks[0].attn_mask[:length, :length].to(x.dtype)
             ends = tokens.argmax(dim=-1)  # the end token has the highest id
-            x = _transformer(clip.transformer.resblocks, x, mask=mask, rows=ends)
+            x = residual_blocks(clip.transformer.resblocks, x, mask=mask, rows=ends)
             return clip.ln_final(x).type(clip.dtype) @ clip.text_projection
 
     # The model is passed in, not closed over: classes sit in reference cycles, and a
@@ -131,29 +131,42 @@ def _attention_pool(pool: Any, x: Any) -> Any:
     return pool.c_proj(out.transpose(1, 2).reshape(batch, channels))
 
 
-def _transformer(blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
+def residual_blocks(blocks: Any, x: Any, *, mask: Any, rows: Any) -> Any:
     """Run CLIP's residual attention blocks on ``x`` ``[batch, length, width]``; return the
-    output at position ``rows`` (an int) or ``rows[i]`` of each sequence ``i``, ``[batch, width]``.
+    output at position ``rows`` (an int, negative from the end) or ``rows[i]`` of each sequence ``i``, ``[batch, width]``,
+    or every position's, ``[batch, length, width]``, when ``rows`` is None.
 
-    ``mask`` is CLIP's additive attention mask for the whole sequence (or None).
+    ``mask`` is CLIP's additive attention mask for the whole sequence (or None). Blocks with a
+    layer scale (open_clip's ``ls_1`` and ``ls_2``) apply it to each branch.
     """
     torch = import_torch()
     *leading, last = blocks
+    if rows is None:
+        leading, last = [*leading, last], None
     for block in leading:
-        x = x + _attention(block.attn, block.ln_1(x), None, mask)
-        x = x + block.mlp(block.ln_2(x))
+        x = x + _scaled(block, "ls_1", block_attention(block.attn, block.ln_1(x), None, mask))
+        x = x + _scaled(block, "ls_2", block.mlp(block.ln_2(x)))
+    if last is None:
+        return x
     # The last block: every position is a key and a value, only the read-out row a query.
-    if isinstance(rows, int):
-        row = x[:, rows : rows + 1]  # [batch, 1, width]
+    if isinstance(rows, int):  # a position from the start, or from the end if negative
+        row = x[:, rows:][:, :1]  # [batch, 1, width]
     else:
         row = x[torch.arange(x.shape[0], device=x.device), rows][:, None]
     row_mask = None if mask is None else mask[rows][..., None, None, :]  # [batch, 1, 1, length]
-    row = row + _attention(last.attn, last.ln_1(x), last.ln_1(row), row_mask)
-    row = row + last.mlp(last.ln_2(row))
+    attended = block_attention(last.attn, last.ln_1(x), last.ln_1(row), row_mask)
+    row = row + _scaled(last, "ls_1", attended)
+    row = row + _scaled(last, "ls_2", last.mlp(last.ln_2(row)))
     return row[:, 0]
 
 
-def _attention(attn: Any, x: Any, query: Any, mask: Any) -> Any:
+def _scaled(block: Any, name: str, branch: Any) -> Any:
+    """``branch`` through the block's layer scale ``name`` where it has one."""
+    scale = getattr(block, name, None)
+    return branch if scale is None else scale(branch)
+
+
+def block_attention(attn: Any, x: Any, query: Any, mask: Any) -> Any:
     """``nn.MultiheadAttention(x, x, x)`` of CLIP's blocks, batch first; with ``query``, only
     for those positions (``x`` still gives every key and value)."""
     functional = import_torch().nn.functional

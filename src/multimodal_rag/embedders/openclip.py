@@ -24,6 +24,7 @@ from multimodal_rag.embedders.openclip_loading import (
     check_manifest_paths,
     load_open_clip,
 )
+from multimodal_rag.embedders.openclip_towers import tower_modules
 from multimodal_rag.embedders.precision import QualityGate
 from multimodal_rag.embedders.preprocess import PREPROCESS_VERSION
 from multimodal_rag.embedders.towers import TowerEmbedder
@@ -34,7 +35,7 @@ __all__ = ["OpenCLIPEmbedder", "tower_modules"]
 
 #: Bumped whenever the tower modules change what they compute or take: part of the key
 #: of every converted model in the engine cache.
-_TOWERS_VERSION = 1
+_TOWERS_VERSION = 2
 
 
 class OpenCLIPEmbedder(TowerEmbedder):
@@ -220,35 +221,6 @@ class OpenCLIPEmbedder(TowerEmbedder):
 
 def _absolute(path: str | os.PathLike[str] | None) -> Path | None:
     return Path(path).expanduser().resolve() if path is not None else None
-
-
-def tower_modules(model: Any) -> tuple[Any, Any]:
-    """An open_clip model's image and text towers as modules with one input each (pixels, token
-    ids), as the engines run and convert them; the benchmarks time them alone."""
-    from multimodal_rag.embedders.openclip_loading import import_open_clip
-
-    import_open_clip()
-    import torch
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self, clip_model: Any) -> None:
-            super().__init__()
-            self.clip = clip_model
-
-        def forward(self, pixels: Any) -> Any:
-            return self.clip.encode_image(pixels)
-
-    class TextTower(torch.nn.Module):
-        def __init__(self, clip_model: Any) -> None:
-            super().__init__()
-            self.clip = clip_model
-
-        def forward(self, tokens: Any) -> Any:
-            return self.clip.encode_text(tokens)
-
-    # The model is passed in, not closed over: classes sit in reference cycles, and a
-    # closure would keep the torch weights alive until the cyclic collector runs.
-    return ImageTower(model).eval(), TextTower(model).eval()
 
 
 def _no_grad() -> Any:
