@@ -424,7 +424,11 @@ class MultimodalRAG:
             descriptions: As for [`add_directory`][multimodal_rag._rag.MultimodalRAG.add_directory]; a path or a URL.
             dry_run: Only list what would change.
             page_size: Keys per listing request of an S3 bucket (at most 1000).
-            recursive, batch_size, progress, allow_outside, ocr: As for ``add_directory``.
+            recursive: Include subfolders.
+            batch_size: As for [`add`][multimodal_rag._rag.MultimodalRAG.add].
+            progress: As for add.
+            allow_outside: As for [`add_directory`][multimodal_rag._rag.MultimodalRAG.add_directory].
+            ocr: As for add.
 
         Raises:
             InvalidInputError: ``source`` cannot be listed (missing, access denied), or the
