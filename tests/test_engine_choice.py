@@ -117,3 +117,56 @@ def test_the_first_run_ingests_on_torch_and_the_next_load_runs_openvino(
     # Vectors from the two engines agree within the quality gate (see preparation's docstring).
     assert float(np.min(np.sum(early * late, axis=1))) > 0.98
     assert not list(cache.glob("preparing/*/pid"))  # the process cleaned up after itself
+
+
+def _last_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_preparation_that_failed_is_not_started_again(
+    checkpoint: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from multimodal_rag.embedders.preparation import BackgroundPreparation
+
+    monkeypatch.setenv("MULTIMODAL_RAG_ENGINE_PREPARATION", "background")
+    embedder = CLIPEmbedder(checkpoint=checkpoint, cache_dir=tmp_path / "cache")
+    preparation = BackgroundPreparation(embedder._engine_cache, embedder._identity)
+    assert preparation.failure() is None
+    # A preparation that raised: its process says why in its folder, and exits with an error.
+    preparation.folder.mkdir(parents=True)
+    job = '{"kind": "no-such-embedder", "config": {}, "cache_dir": "."}'
+    (preparation.folder / "job.json").write_text(job)
+    run = subprocess.run(
+        [sys.executable, "-m", "multimodal_rag.embedders.preparation", str(preparation.folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert "no-such-embedder" in (preparation.failure() or "")
+    assert not (preparation.folder / "pid").exists()
+
+    vectors = embedder.embed_images(sorted(photos.glob("*.png")))
+    assert vectors.shape == (24, 64)
+    choice = embedder.runtime["engine_choice"]
+    assert embedder.runtime["engine"] == "torch" and embedder._preparation is None
+    assert "failed earlier" in choice["first_run"] and "no-such-embedder" in choice["first_run"]
+    assert not (preparation.folder / "pid").exists()  # no process was started
+
+
+def test_a_preparation_killed_midway_counts_as_failed(tmp_path: Path) -> None:
+    from multimodal_rag.embedders.engine_cache import EngineCache
+    from multimodal_rag.embedders.preparation import BackgroundPreparation
+
+    preparation = BackgroundPreparation(EngineCache(tmp_path), {"model": "m"})
+    preparation.folder.mkdir(parents=True)
+    (preparation.folder / "pid").write_text(str(_last_pid()))  # a process that has ended
+    assert "ended before finishing" in (preparation.failure() or "")

@@ -20,6 +20,11 @@ built in fp32 be searched in int8 (see ``CLIPEmbedder.fingerprint``).
 ``MULTIMODAL_RAG_ENGINE_PREPARATION`` chooses: ``background`` (the default), ``now`` (the
 first ingest waits while the engine is made, on its own images) or ``off`` (the first run's
 engine is kept; nothing is prepared).
+
+A preparation that failed (it raised, or was killed: out of memory, say) is remembered in its
+folder and not started again in the background, where nobody would see it fail each time at
+the cost of minutes and gigabytes; the runtime report says so, and ``now`` tries again in the
+command, where its error shows.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ _MODES: tuple[Mode, ...] = ("background", "now", "off")
 #: few dozen images spread over the whole ingest cover a collection's range of activations
 #: (NNCF's ranges and SmoothQuant's scales), at a fifth of the default 300's cost.
 FIRST_RUN_CALIBRATION = 64
+
+#: The file in a preparation's folder that says why it failed.
+_FAILED = "failed.txt"
 
 
 def preparation_mode() -> Mode:
@@ -106,6 +114,20 @@ class BackgroundPreparation:
     def log(self) -> Path:
         return self.folder / "log.txt"
 
+    def failure(self) -> str | None:
+        """Why an earlier preparation of this model failed, or None.
+
+        One that raised wrote why; one that was killed left its pid file behind (a preparation
+        that succeeds removes it).
+        """
+        try:
+            return (self.folder / _FAILED).read_text(encoding="utf-8").strip() or "it failed"
+        except OSError:
+            pass
+        if (self.folder / "pid").is_file() and not self.running_elsewhere():
+            return "its process ended before finishing (killed, perhaps for lack of memory)"
+        return None
+
     def running_elsewhere(self) -> bool:
         """Whether another process is preparing the same model now."""
         try:
@@ -123,6 +145,7 @@ class BackgroundPreparation:
         if self.running_elsewhere():
             return False
         self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / _FAILED).unlink(missing_ok=True)
         if sample is not None:
             np.save(self.folder / "sample.npy", sample)
         else:
@@ -181,5 +204,15 @@ def _prepare(folder: Path) -> None:
     (folder / "pid").unlink(missing_ok=True)
 
 
+def _main(folder: Path) -> None:
+    try:
+        _prepare(folder)
+    except BaseException as error:
+        # Written before the pid file goes, so no reader sees neither.
+        (folder / _FAILED).write_text(f"{type(error).__name__}: {error}"[:2000], encoding="utf-8")
+        (folder / "pid").unlink(missing_ok=True)
+        raise
+
+
 if __name__ == "__main__":
-    _prepare(Path(sys.argv[1]))
+    _main(Path(sys.argv[1]))

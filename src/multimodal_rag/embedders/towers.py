@@ -142,6 +142,7 @@ class TowerEmbedder(Embedder):
         self._engine_lock = threading.Lock()
         self._builder: EngineBuilder | None = None
         self._preparation: BackgroundPreparation | None = None
+        self._preparation_failed: str | None = None  # why an earlier one failed, and its log
         self._load_modules: Callable[[], dict[str, Any]] | None = None
         return openvino_device
 
@@ -246,6 +247,12 @@ class TowerEmbedder(Embedder):
                 f"{report['engine']} runs while the {self.engine} engine is prepared in the "
                 f"background (log: {self._preparation.log}); later loads use it"
             )
+        elif self._preparation_failed is not None:
+            choice["first_run"] = (
+                f"{report['engine']} runs: preparing the {self.engine} engine in the background "
+                f"failed earlier ({self._preparation_failed}), so it is not tried again there; "
+                "MULTIMODAL_RAG_ENGINE_PREPARATION=now makes it in the command"
+            )
         return report
 
     def _runtime_config(self) -> dict[str, Any]:
@@ -349,11 +356,20 @@ class TowerEmbedder(Embedder):
             return self._engine
 
     def _start_preparation(self, sample: np.ndarray | None) -> None:
-        if preparation_mode() == "off" or self._preparation is not None:
+        if preparation_mode() == "off" or self._preparation is not None or self._preparation_failed:
             return
         from multimodal_rag._registry import kind_of
 
         preparation = BackgroundPreparation(self._engine_cache, self._identity)
+        failure = preparation.failure()
+        if failure is not None:
+            self._preparation_failed = f"{failure}; log: {preparation.log}"
+            logger.warning(
+                "the %s engine is not prepared: an earlier preparation failed (%s)",
+                self.engine,
+                self._preparation_failed,
+            )
+            return
         if preparation.start(kind_of(self), self.config(), sample):
             self._preparation = preparation
 
@@ -453,7 +469,8 @@ class TowerEmbedder(Embedder):
         )
         if self._prepares_in_background():
             self._ready_engine()
-            if self._preparation is None and preparation_mode() == "background":
+            idle = self._preparation is None and self._preparation_failed is None
+            if idle and preparation_mode() == "background":
                 prepared = self._sampling(prepared)
         elif self._engine is None:
             prepared = self._calibrating(prepared)
