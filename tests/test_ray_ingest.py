@@ -8,6 +8,7 @@ object store), and the test that kills a driver, which needs a cluster outside i
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import signal
@@ -39,17 +40,20 @@ OBJECT_STORE_BYTES = 150 * 2**20
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     """This process connected to Ray: the address of ``$RAY_ADDRESS``'s cluster, or ``None``
     for one started here (with an authentication token of its own, never one in ``~/.ray``)."""
-    ray = pytest.importorskip(
-        "ray", reason="the ray extra is not installed (pip install 'multimodal-rag[ray]')"
-    )
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed (pip install 'multimodal-rag[ray]')")
     address = os.environ.get("RAY_ADDRESS") or None
     saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
-    if address is not None:
-        ray.init(address=address, log_to_driver=False)
-    else:
+    if address is None:
+        # Before ray is imported: it reads its authentication settings once, at import.
         token = tmp_path_factory.mktemp("ray") / "token"
         token.write_text(secrets.token_hex(32))
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    import ray
+
+    if address is not None:
+        ray.init(address=address, log_to_driver=False)
+    else:
         ray.init(
             num_cpus=2,
             include_dashboard=False,
@@ -186,6 +190,39 @@ def test_an_actor_killed_mid_batch_is_retried_by_ray_with_nothing_lost_or_double
     ids, _, _, n_vectors, n_records = _contents(kb)
     assert ids == sorted(report.result.added) and len(ids) == PHOTOS
     assert n_vectors == n_records == PHOTOS
+
+
+@pytest.mark.slow
+def test_a_batch_that_kills_every_worker_stops_the_ingest_and_a_rerun_finishes(
+    ray_cluster: str | None,
+    checkpoint: Path,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from multimodal_rag._distributed.ingest import BATCH_ATTEMPTS
+    from multimodal_rag._distributed.workers import FAULT_ENV
+    from multimodal_rag.errors import BackendError
+    from multimodal_rag.tools import ingest_on_ray
+
+    kb = tmp_path / "kb"
+    MultimodalRAG.create(kb, embedder=CLIPEmbedder(checkpoint=checkpoint)).close()
+    marker = tmp_path / "exits"
+    monkeypatch.setenv(FAULT_ENV, f"{marker}:@5")  # the batch holding the 6th image, every time
+    with pytest.raises(
+        BackendError, match=f"killed the embedding worker running it {BATCH_ATTEMPTS} times"
+    ):
+        ingest_on_ray(kb, photos, actors=1, batch_size=4, precision="fp32", progress=False)
+    assert len(marker.read_text().splitlines()) == BATCH_ATTEMPTS  # tried that often, then stopped
+    with MultimodalRAG.open(kb) as rag:
+        stopped = set(rag.ids())
+        assert len(stopped) < PHOTOS and rag.verify().ok
+
+    monkeypatch.delenv(FAULT_ENV)
+    again = ingest_on_ray(kb, photos, actors=1, batch_size=4, precision="fp32", progress=False)
+    assert set(again.result.added).isdisjoint(stopped)
+    ids, _, _, n_vectors, n_records = _contents(kb)
+    assert len(ids) == n_vectors == n_records == PHOTOS
 
 
 @pytest.mark.slow

@@ -14,8 +14,10 @@ both its vector store and its description store) are skipped by the reading task
 met twice in one run is stored once. A driver killed midway leaves whole batches stored (the
 stores' writes replace an id, so a batch written halfway is written again); running the same
 ingest again embeds only what is missing. A worker killed mid-batch returns nothing for it; Ray
-restarts the actor and runs the batch again (Ray Data's actor pools restart a lost actor and
-retry its batches without limit: ``max_restarts=-1``, ``max_task_retries=-1``).
+restarts the actor and runs the batch again. Actors are restarted without limit (a long ingest
+on preemptible machines loses many), but a batch runs at most ``BATCH_ATTEMPTS`` times: one
+that kills every worker it meets (an image that exhausts the memory, a decoder that crashes)
+stops the ingest with an error instead of looping, what was stored staying stored.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import attrs
 import numpy as np
 from attrs import frozen
 
-from multimodal_rag.errors import BackendConnectionError, InvalidInputError
+from multimodal_rag.errors import BackendConnectionError, BackendError, InvalidInputError
 from multimodal_rag.types import AddResult, Record, Skipped
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 #: Batches an embedding actor may hold at once (one running, one queued).
 BATCHES_PER_ACTOR = 2
+#: Times a batch is run when the worker running it dies (Ray Data's default: without limit).
+BATCH_ATTEMPTS = 3
 #: Seconds to wait for a cluster address to accept a connection before saying it does not.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -159,6 +163,8 @@ def ingest_on_ray(
         KnowledgeBaseNotFoundError: No knowledge base at ``kb``.
         InvalidInputError: ``source`` is not a folder, a bad descriptions file, or bad settings.
         EmbedderMismatchError: A worker built an embedder with other weights.
+        BackendError: A batch killed the worker running it ``BATCH_ATTEMPTS`` times; the
+            batches stored before stay stored.
     """
     from multimodal_rag._extras import require
     from multimodal_rag._rag import MultimodalRAG
@@ -399,6 +405,7 @@ class _Run:
             ),
             num_cpus=cpus_per_actor,
             num_gpus=gpus_per_actor,
+            max_task_retries=BATCH_ATTEMPTS - 1,
         )
         bar = tqdm(
             total=len(self.items),
@@ -410,10 +417,19 @@ class _Run:
             batches = embedded.iter_batches(
                 batch_size=None, batch_format="numpy", prefetch_batches=max_in_flight
             )
-            for batch in batches:
-                self._take(batch)
-                bar.update(len(batch["pos"]))
-                bar.set_postfix_str(self._rates(time.perf_counter() - start), refresh=False)
+            try:
+                for batch in batches:
+                    self._take(batch)
+                    bar.update(len(batch["pos"]))
+                    bar.set_postfix_str(self._rates(time.perf_counter() - start), refresh=False)
+            except ray.exceptions.RayActorError as exc:
+                self.rag.save()
+                raise BackendError(
+                    f"a batch of images killed the embedding worker running it {BATCH_ATTEMPTS} "
+                    "times (out of memory, or a crash in decoding or the model; see the Ray "
+                    f"workers' logs); the ingest stopped with {len(self.added)} new images stored. "
+                    "Running it again goes on where it stopped"
+                ) from exc
         seconds, wall_end = time.perf_counter() - start, time.time()
         self.rag.save()
         embedding_from = min(self.started, default=wall_end)
@@ -527,9 +543,12 @@ class _Run:
 @contextmanager
 def _ray_notices_hidden() -> Iterator[None]:
     """Hide what Ray Data warns about itself (a deprecated setting its own defaults set) and its
-    advice on sizing a small dataset's blocks: nothing the caller could act on."""
+    advice on sizing a small dataset's blocks: nothing the caller could act on. Ray Data
+    takes ``max_task_retries`` only among its deprecated remote arguments (it has no named
+    parameter for it yet) and warns, pointing at the call in this module."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")
         yield
 

@@ -31,8 +31,10 @@ from attrs import frozen
 __all__ = ["FAULT_ENV", "Decoding", "EmbeddingActor", "FaultPlan", "read_images"]
 
 #: Fault injection for the tests of Ray's retries: ``"<marker file>:<n>"`` makes an embedding
-#: actor's process exit on its n-th batch, once (the marker file records that it did). The
-#: driver reads it and hands it to the actors, so it reaches workers on any cluster.
+#: actor's process exit on its n-th batch, once (the marker file records that it did);
+#: ``"<marker file>:@<p>"`` makes it exit on every batch that holds the p-th listed image (a
+#: batch that kills every worker it meets; the marker file gets a line per exit). The driver
+#: reads it and hands it to the actors, so it reaches workers on any cluster.
 FAULT_ENV = "MULTIMODAL_RAG_RAY_EXIT_ON_BATCH"
 
 NEW, STORED, UNREADABLE = "new", "stored", "unreadable"
@@ -51,18 +53,22 @@ class Decoding:
 
 @frozen
 class FaultPlan:
-    """Exit the actor's process on its ``batch``-th batch, unless ``marker`` exists (then create it)."""
+    """Exit the actor's process on its ``batch``-th batch, unless ``marker`` exists (then
+    create it); or, with ``position``, on every batch holding that listed image."""
 
     marker: str
     batch: int
+    position: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FaultPlan | None:
         value = environ.get(FAULT_ENV)
         if not value:
             return None
-        marker, _, batch = value.rpartition(":")
-        return cls(marker, int(batch))
+        marker, _, where = value.rpartition(":")
+        if where.startswith("@"):
+            return cls(marker, 0, int(where[1:]))
+        return cls(marker, int(where))
 
 
 _stored_cache: dict[str, np.ndarray] = {}
@@ -182,7 +188,7 @@ class EmbeddingActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.batches += 1
-        self._maybe_fail()
+        self._maybe_fail(batch["pos"])
         states = np.array(batch["state"], dtype=object)
         reasons = np.array(batch["reason"], dtype=object)
         vectors = np.zeros((len(states), self.embedder.dim), dtype=np.float32)
@@ -231,8 +237,12 @@ class EmbeddingActor:
             return f"{runtime.get('engine', '?')} {runtime.get('precision', '?')}"
         return type(self.embedder).__name__
 
-    def _maybe_fail(self) -> None:
+    def _maybe_fail(self, positions: np.ndarray) -> None:
         fault = self.fault
+        if fault is not None and fault.position is not None and fault.position in positions:
+            with open(fault.marker, "a", encoding="utf-8") as exits:
+                exits.write(f"{self.worker}\n")
+            os._exit(1)
         if fault is None or self.batches != fault.batch:
             return
         marker = Path(fault.marker)
