@@ -51,6 +51,35 @@ def test_vectors_and_records_that_drifted_apart_are_reported_by_id(kb) -> None:
     assert all(p.detail and p.id in p.detail for p in report.problems)
 
 
+def test_an_image_at_a_url_this_reader_may_not_check_is_not_called_missing(
+    tmp_path: Path, embedder: ColorEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for color in ("red", "blue"):
+        encoded = io.BytesIO()
+        solid(color).save(encoded, format="PNG")
+        memory.pipe(f"/verify-bucket/{color}.png", encoded.getvalue())
+    with MultimodalRAG.create(tmp_path / "kb", embedder=embedder) as rag:
+        assert len(rag.add_directory("memory://verify-bucket", progress=False).added) == 2
+        assert rag.verify().ok
+        memory.rm("/verify-bucket/blue.png")
+        [gone] = rag.verify().problems
+        assert gone.kind == ProblemKind.MISSING_IMAGE and "blue.png" in gone.detail
+
+        def refused(url: str) -> object:
+            raise PermissionError("403 Forbidden")
+
+        monkeypatch.setattr("multimodal_rag._storage.filesystem", refused)
+        problems = rag.verify().problems
+        assert {p.kind for p in problems} == {ProblemKind.UNREACHABLE_IMAGE}
+        assert len(problems) == 2 and all("access denied" in p.detail for p in problems)
+    memory.rm("/verify-bucket", recursive=True)
+
+
 def test_missing_image_files_are_reported(kb, tmp_path: Path) -> None:
     (tmp_path / "images" / "blue.png").unlink()
     report = kb.verify()

@@ -23,16 +23,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from attrs import frozen
 
 from multimodal_rag._remote import redact_url
-from multimodal_rag.errors import ImageError, InvalidInputError
+from multimodal_rag.errors import ImageError, InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 __all__ = [
+    "MISSING",
     "SCHEMES",
     "RemoteFile",
     "canonical",
     "filesystem",
+    "image_absence",
     "is_url",
     "list_files",
     "local_path",
@@ -148,12 +150,7 @@ def url_error(url: str, exc: BaseException, *, action: str = "read") -> InvalidI
     """
     shown = redact(url)
     code = _error_code(exc)
-    if isinstance(exc, FileNotFoundError) or code in {
-        "NoSuchBucket",
-        "NoSuchKey",
-        "404",
-        "NotFound",
-    }:
+    if _not_found(exc):
         return InvalidInputError(f"cannot {action} {shown!r}: not found")
     if (
         isinstance(exc, PermissionError)
@@ -165,6 +162,15 @@ def url_error(url: str, exc: BaseException, *, action: str = "read") -> InvalidI
             f"or configuration of {scheme_of(url)}:// ({_CREDENTIAL_SOURCES.get(scheme_of(url), 'its filesystem')})"
         )
     return InvalidInputError(f"cannot {action} {shown!r}: {_scrub(_describe(exc))}")
+
+
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, FileNotFoundError) or _error_code(exc) in {
+        "NoSuchBucket",
+        "NoSuchKey",
+        "404",
+        "NotFound",
+    }
 
 
 _DENIED = frozenset(
@@ -231,16 +237,29 @@ def canonical(url: str) -> str:
     return redact(fs.unstrip_protocol(path.rstrip("/")))
 
 
-def image_exists(location: str) -> bool:
-    """Whether the image a record names is there: a regular local file, or an object at a URL
-    that can be found with the environment's credentials."""
+#: What `image_absence` says of an image that is not there.
+MISSING = "missing"
+
+
+def image_absence(location: str) -> str | None:
+    """Why the image a record names cannot be found, or ``None`` when it is there (a regular
+    local file, or an object at a URL): `MISSING`, or for a URL that could not be checked
+    (refused credentials, an unreachable store, a missing package) the reason, so that what
+    this reader may not see is not reported as gone."""
     if not is_url(location):
-        return os.path.isfile(local_path(location))
+        return None if os.path.isfile(local_path(location)) else MISSING
     try:
         fs, path = filesystem(location)
-        return bool(fs.isfile(path))
-    except Exception:  # a missing package, refused credentials: not there for this reader
-        return False
+        return None if fs.isfile(path) else MISSING
+    except MissingDependencyError as exc:
+        return str(exc)
+    except Exception as exc:  # whatever the filesystem raises: its message, without secrets
+        return MISSING if _not_found(exc) else str(url_error(location, exc, action="check"))
+
+
+def image_exists(location: str) -> bool:
+    """Whether the image a record names is there (see `image_absence`)."""
+    return image_absence(location) is None
 
 
 def read_url(url: str, *, max_bytes: int) -> bytes:

@@ -2,7 +2,8 @@
 
 `verify_knowledge_base` looks for every way the parts of a knowledge base
 can disagree: a vector without a description record, a record without a
-vector, an image file that has gone, an image path leading out of the knowledge base that
+vector, an image file that has gone (or, at a URL, that this reader could not check: refused
+credentials are not a deleted photo), an image path leading out of the knowledge base that
 the library never wrote (see `outside_image`), a vector that is not finite or not of
 unit length, a vector store's copy of the metadata that differs from the records,
 files on disk that no longer match the manifest's checksums, a damaged journal, and an
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from attrs import field, frozen
 
-from multimodal_rag._storage import image_exists, is_url
+from multimodal_rag._storage import MISSING, image_absence, image_exists, is_url
 from multimodal_rag.types import Record, str_tuple
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class ProblemKind:
     VECTOR_WITHOUT_RECORD = "vector-without-record"
     RECORD_WITHOUT_VECTOR = "record-without-vector"
     MISSING_IMAGE = "missing-image"
+    UNREACHABLE_IMAGE = "unreachable-image"
     IMAGE_OUTSIDE = "image-outside"
     BAD_VECTOR = "bad-vector"
     CORRUPT_FILE = "corrupt-file"
@@ -244,12 +246,21 @@ def verify_knowledge_base(
                     "base, where the library never put it (a forged record?); the server will not show it",
                 )
             )
-        if record.image_path is not None and not image_exists(record.image_path):
+        absence = image_absence(record.image_path) if record.image_path is not None else None
+        if absence == MISSING:
             problems.append(
                 Problem(
                     kind=ProblemKind.MISSING_IMAGE,
                     id=record.id,
                     detail=f"image file {record.image_path!r} of {record.id!r} is missing",
+                )
+            )
+        elif absence is not None:
+            problems.append(
+                Problem(
+                    kind=ProblemKind.UNREACHABLE_IMAGE,
+                    id=record.id,
+                    detail=f"the image of {record.id!r} could not be checked: {absence}",
                 )
             )
     problems.extend(_vector_problems(vector_store, vector_ids))
