@@ -164,8 +164,12 @@ def test_a_precision_that_fails_the_gate_falls_back_and_says_so(
     assert any(
         "image tower: int8 failed the quality gate" in f and "using bf16" in f for f in fallbacks
     )
+    # bf16 is next in the chain: it fails the gate too where the CPU runs it, and is passed
+    # over where it does not (OpenVINO runs bf16 only with AVX-512 BF16 or AMX).
     assert any(
-        "image tower: bf16 failed the quality gate" in f and "using fp32" in f for f in fallbacks
+        ("image tower: bf16 failed the quality gate" in f and "using fp32" in f)
+        or f.startswith("image bf16 is not available here")
+        for f in fallbacks
     )
     assert "int8 failed the quality gate" in caplog.text
     assert "precision=fp32" in repr(embedder)

@@ -340,6 +340,8 @@ class EngineBuilder:
         for precision in chain:
             if precision == "fp32":
                 return False
+            if self.cache.read_json("unavailable", self._gate_key(name, precision)):
+                continue  # it does not run here: no gate to measure
             cached = self._cached_gate(name, precision)
             if cached is None:
                 return True
@@ -430,6 +432,9 @@ class EngineBuilder:
         try:
             runner = self._runner(name, precision)
         except _Unavailable as exc:
+            # Remembered, so that a later load walking the same chain knows it is settled
+            # without the gate's fp32 reference (and so without loading the torch model).
+            self.cache.write_json("unavailable", self._gate_key(name, precision), {"reason": str(exc)})
             if refuse:
                 raise self._refusal(name, precision, f"cannot run in it here ({exc})") from exc
             self._fallbacks.append(f"{name} {precision} is not available here ({exc})")
