@@ -170,3 +170,16 @@ def test_a_preparation_killed_midway_counts_as_failed(tmp_path: Path) -> None:
     preparation.folder.mkdir(parents=True)
     (preparation.folder / "pid").write_text(str(_last_pid()))  # a process that has ended
     assert "ended before finishing" in (preparation.failure() or "")
+
+
+def test_where_the_cpu_has_bf16_the_first_run_times_it_against_fp32(
+    checkpoint: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flags say bf16 may pay; the first run measures whether it does, and never assumes.
+    monkeypatch.setattr("multimodal_rag.embedders.towers.native_bf16", lambda: True)
+    embedder = CLIPEmbedder(checkpoint=checkpoint, cache_dir=tmp_path / "cache")
+    embedder.embed_images(sorted(photos.glob("*.png"))[:4])
+    runtime = embedder.runtime
+    assert runtime["engine"] == "torch"
+    assert set(runtime["decided"].values()) == {"auto, measured now"}
+    assert {key.split(":")[-1] for key in runtime["items_per_s"]} >= {"fp32", "bf16"}

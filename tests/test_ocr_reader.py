@@ -108,7 +108,7 @@ def test_lines_come_in_reading_order_even_upside_down(reader: RapidOCRReader, de
 
 
 def test_small_lines_beside_a_larger_one_are_found_by_zooming_in() -> None:
-    # At 480 px the detector finds the brand (50 px in a 1000-px photo) but not the 30-px
+    # At 480 px the detector finds the brand (50 px in a 1000-px photo) but not all the smaller
     # lines under it; detecting again around the brand finds them.
     photo = Image.new("RGB", (1000, 750), (200, 196, 210))
     draw = ImageDraw.Draw(photo)
@@ -120,7 +120,9 @@ def test_small_lines_beside_a_larger_one_are_found_by_zooming_in() -> None:
         )
     (without,) = RapidOCRReader(zoom=False).read([photo])
     (zoomed,) = RapidOCRReader().read([photo])
-    assert without.text == "BELLUM"
+    # Which of the small lines the first pass still catches depends on the CPU's arithmetic
+    # (one machine read the brand alone, another the model number too); never all three.
+    assert without.lines[0].text == "BELLUM" and len(without.lines) < 3
     assert [compact(line.text) for line in zoomed.lines] == ["BELLUM", "KV-4935", "2500mAhLi-ion"]
     # Boxes found in the zoomed part are in the whole photo's pixels.
     cx, cy = _centre(zoomed.lines[1])

@@ -333,9 +333,11 @@ class TowerEmbedder(Embedder):
         """The towers on torch, built at once from the modules already loaded: the fastest
         engine a first run has.
 
-        It runs for one ingest, so it is not timed (``auto``'s timings cost more than they
-        save on a few hundred photos): bf16 where the CPU computes it natively (AMX or
-        AVX-512 BF16), held to the quality gate and falling back to fp32, else fp32.
+        fp32, except where the CPU has bf16 matrix instructions (AMX or AVX-512 BF16): there
+        torch's ``auto`` times bf16 against fp32 on a few batches and keeps the faster that
+        passes the quality gate, a decision cached for this CPU model. The flags only say
+        where bf16 may pay; whether it does is measured (emulated or slow bf16 runs below
+        fp32), and where it cannot pay the first run spends nothing on timing it.
         """
         with self._engine_lock:
             if self._engine is not None:
@@ -345,7 +347,7 @@ class TowerEmbedder(Embedder):
                 list(self._builder.towers.values()),
                 load=self._load_modules,
                 engine="torch",
-                precision="bf16" if native_bf16() else "fp32",
+                precision="auto" if native_bf16() else "fp32",
                 device=self.device,
                 identity=self._identity,
                 cache=self._engine_cache,
