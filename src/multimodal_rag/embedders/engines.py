@@ -340,7 +340,7 @@ class EngineBuilder:
         for precision in chain:
             if precision == "fp32":
                 return False
-            if self.cache.read_json("unavailable", self._gate_key(name, precision)):
+            if self._known_unavailable(name, precision):
                 continue  # it does not run here: no gate to measure
             cached = self._cached_gate(name, precision)
             if cached is None:
@@ -432,9 +432,10 @@ class EngineBuilder:
         try:
             runner = self._runner(name, precision)
         except _Unavailable as exc:
-            # Remembered, so that a later load walking the same chain knows it is settled
-            # without the gate's fp32 reference (and so without loading the torch model).
-            self.cache.write_json("unavailable", self._gate_key(name, precision), {"reason": str(exc)})
+            if not self._known_unavailable(name, precision):
+                # Remembered, so that a later load walking the same chain knows it is settled
+                # without the gate's fp32 reference (and so without loading the torch model).
+                self.cache.write_json("unavailable", self._gate_key(name, precision), {"reason": str(exc)})
             if refuse:
                 raise self._refusal(name, precision, f"cannot run in it here ({exc})") from exc
             self._fallbacks.append(f"{name} {precision} is not available here ({exc})")
@@ -578,6 +579,10 @@ class EngineBuilder:
             "device": self.openvino_device if self.engine == "openvino" else str(self.device),
             "cpu": cpu_model(),
         }
+
+    def _known_unavailable(self, name: str, precision: str) -> bool:
+        """Whether an earlier load on this machine found the tower cannot run in ``precision``."""
+        return self.cache.read_json("unavailable", self._gate_key(name, precision)) is not None
 
     def _cached_gate(self, name: str, precision: str) -> GateResult | None:
         """The gate's earlier measurement on this machine, held against today's bounds."""

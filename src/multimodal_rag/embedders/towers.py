@@ -336,8 +336,8 @@ class TowerEmbedder(Embedder):
         fp32, except where the CPU has bf16 matrix instructions (AMX or AVX-512 BF16): there
         torch's ``auto`` times bf16 against fp32 on a few batches and keeps the faster that
         passes the quality gate, a decision cached for this CPU model. The flags only say
-        where bf16 may pay; whether it does is measured (emulated or slow bf16 runs below
-        fp32), and where it cannot pay the first run spends nothing on timing it.
+        where bf16 may pay; whether it does is measured, and where it cannot (bf16 emulated
+        in software) the first run spends nothing on timing it.
         """
         with self._engine_lock:
             if self._engine is not None:

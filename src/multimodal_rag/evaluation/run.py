@@ -34,6 +34,7 @@ import numpy as np
 
 from multimodal_rag._registry import kind_of
 from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.evaluation.metrics import first_rank
 from multimodal_rag.evaluation.report import (
     RECALL_AT,
     EvaluationReport,
@@ -127,7 +128,6 @@ def evaluate(
     from multimodal_rag._ingest.sources import scan_images
     from multimodal_rag._validation import check_int
     from multimodal_rag.evaluation.edits import EDIT_KINDS
-    from multimodal_rag.evaluation.metrics import first_rank
     from multimodal_rag.evaluation.queries import description_queries, read_labelled_queries
 
     started = time.perf_counter()
@@ -209,19 +209,7 @@ def evaluate(
             exact = searcher.exact(vectors)
             for (query_set, text, expected, _), (ranked, scores), (exact_ranked, exact_scores) in zip(batch, indexed, exact):
                 results.append(
-                    QueryResult(
-                        query_set=query_set,
-                        query=text,
-                        expected=expected,
-                        ranked=ranked[:k],
-                        # Unrounded: ties are equal scores, and rounding would make neighbours equal.
-                        scores=[float(s) for s in scores[:k]],
-                        exact_ranked=exact_ranked[:k],
-                        exact_scores=[float(s) for s in exact_scores[:k]],
-                        rank=first_rank(ranked, expected),
-                        exact_rank=first_rank(exact_ranked, expected),
-                        seconds=round(elapsed, 6),
-                    )
+                    _query_result(query_set, text, expected, (ranked, scores), (exact_ranked, exact_scores), k, elapsed)
                 )
                 if exact_scores and not query_set.startswith("text:"):
                     # Image queries only: text and image scores live on different scales, and
@@ -248,18 +236,7 @@ def evaluate(
             timed.setdefault(query_set, []).append(seconds)
             (ranked, scores), (exact_ranked, exact_scores), best_cosine = searcher.exact_searched(found)
             results.append(
-                QueryResult(
-                    query_set=query_set,
-                    query=text,
-                    expected=expected,
-                    ranked=ranked[:k],
-                    scores=[float(s) for s in scores[:k]],
-                    exact_ranked=exact_ranked[:k],
-                    exact_scores=[float(s) for s in exact_scores[:k]],
-                    rank=first_rank(ranked, expected),
-                    exact_rank=first_rank(exact_ranked, expected),
-                    seconds=round(seconds, 6),
-                )
+                _query_result(query_set, text, expected, (ranked, scores), (exact_ranked, exact_scores), k, seconds)
             )
             if kind == "image" and best_cosine is not None:
                 answerable.append(best_cosine)  # the gate judges the picture's cosine, as the answerer does
@@ -421,6 +398,33 @@ def _image_query(image: ImageInput) -> Callable[[], tuple[str, Any]]:
 
 def _text_query(text: str) -> Callable[[], tuple[str, Any]]:
     return lambda: ("text", text)
+
+
+def _query_result(
+    query_set: str,
+    query: str,
+    expected: Sequence[str],
+    found: tuple[Sequence[str], Sequence[float]],
+    exact: tuple[Sequence[str], Sequence[float]],
+    k: int,
+    seconds: float,
+) -> QueryResult:
+    """One query's result: its first ``k`` ranked ids and scores, from the index and from
+    exact search."""
+    (ranked, scores), (exact_ranked, exact_scores) = found, exact
+    return QueryResult(
+        query_set=query_set,
+        query=query,
+        expected=expected,
+        ranked=ranked[:k],
+        # Unrounded: ties are equal scores, and rounding would make neighbours equal.
+        scores=[float(s) for s in scores[:k]],
+        exact_ranked=exact_ranked[:k],
+        exact_scores=[float(s) for s in exact_scores[:k]],
+        rank=first_rank(ranked, expected),
+        exact_rank=first_rank(exact_ranked, expected),
+        seconds=round(seconds, 6),
+    )
 
 
 def _has_image(record: Record | None) -> bool:
