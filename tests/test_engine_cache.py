@@ -2,13 +2,18 @@
 
 A cached OpenVINO model (IR) or compiled blob that was altered since it was written is
 removed and made again, and the towers give the same vectors as before; so is a JSON entry
-(a gate's result, an ``auto`` decision). Modification times play no part.
+(a gate's result, an ``auto`` decision). Modification times play no part. Processes that
+load the same model at once (a Ray ingest's workers) take turns on what they make.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +133,75 @@ def test_an_altered_cached_model_is_converted_again_with_the_same_vectors(
         third = CLIPEmbedder(checkpoint=checkpoint, **settings)
     np.testing.assert_allclose(vectors(third), expected, atol=1e-5)
     assert "removed" not in caplog.text
+
+
+def test_a_blob_folder_being_filled_is_waited_for_not_removed(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """A process compiling while another still fills the blob folder waits for it, instead of
+    taking the folder for a cut-short one and removing it under the writer."""
+    pytest.importorskip("openvino")
+    # Converted once in this process; its compiled blob lands in ``cache``.
+    CLIPEmbedder(checkpoint=checkpoint, engine="openvino", precision="fp32", cache_dir=tmp_path)
+    [model] = sorted((tmp_path / "openvino").glob("image-fp32/*/model.xml"))
+    cache = EngineCache(tmp_path / "other-blobs")
+    openvino_engine.compile_model(model, "CPU", "fp32", cache_dir=cache.root)
+    [blobs] = [p for p in (cache.root / "blobs").iterdir() if p.is_dir()]
+    shutil.rmtree(blobs)
+
+    writer_holds = threading.Event()
+    release = threading.Event()
+
+    def writer() -> None:  # what another process does while OpenVINO writes its blob
+        with EngineCache(cache.root).exclusive(blobs):
+            blobs.mkdir()
+            (blobs / "half-written.blob").write_bytes(b"\0" * 64)
+            writer_holds.set()
+            release.wait(30)
+            EngineCache(cache.root).record_files(blobs)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert writer_holds.wait(30)
+    compiled: list[object] = []
+    reader = threading.Thread(
+        target=lambda: compiled.append(
+            openvino_engine.compile_model(model, "CPU", "fp32", cache_dir=cache.root)
+        )
+    )
+    reader.start()
+    time.sleep(0.5)
+    assert reader.is_alive() and not compiled  # waiting on the writer
+    assert (blobs / "half-written.blob").is_file()  # and the writer's file is still there
+    release.set()
+    thread.join(30)
+    reader.join(60)
+    assert compiled and (blobs / "contents.json").is_file()
+
+
+def _load_in_a_process(checkpoint: Path, cache: Path, start: object) -> list[list[float]] | str:
+    start.wait()  # type: ignore[attr-defined]
+    try:
+        embedder = CLIPEmbedder(
+            checkpoint=checkpoint, engine="openvino", precision="fp32", cache_dir=cache
+        )
+    except Exception as exc:  # reported to the test, which names it
+        return repr(exc)
+    return embedder.embed_texts(TEXTS).tolist()  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_processes_loading_one_model_at_once_all_get_it(checkpoint: Path, tmp_path: Path) -> None:
+    """Four processes start on an empty cache together (a Ray ingest's workers do): each
+    gets the engine and the same vectors, and the models were converted once."""
+    pytest.importorskip("openvino")
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(4) as pool:
+        start = manager.Barrier(4)
+        results = pool.starmap(_load_in_a_process, [(checkpoint, tmp_path, start)] * 4)
+    failures = [r for r in results if isinstance(r, str)]
+    assert not failures, failures
+    for vectors in results[1:]:
+        np.testing.assert_allclose(vectors, results[0], atol=1e-6)
+    assert len(list((tmp_path / "openvino").glob("*-fp32/*/model.xml"))) == 2
+    assert not list((tmp_path / "unavailable").glob("*.json"))  # nothing was taken for missing

@@ -4,7 +4,9 @@ Everything is keyed by what it depends on (weights checksum, preprocessing versi
 precision, engine versions, and for measurements the CPU model), so a changed checkpoint
 or an upgraded OpenVINO never reuses a stale entry. Entries are written whole into a
 temporary name and renamed into place: two processes filling the cache at once each
-write their own copy, one rename wins, and no reader ever sees half a file.
+write their own copy, one rename wins, and no reader ever sees half a file. A folder
+that another program fills in place (OpenVINO its compiled blobs) cannot be renamed into
+place: processes take turns on it under `EngineCache.exclusive`.
 
 Nothing in the cache is trusted as it lies on disk. Every entry records the SHA-256 of
 its content when it is written, and a read checks it: a file that was altered, truncated
@@ -15,6 +17,7 @@ is logged, dropped and made again, as if it had never been cached.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -22,7 +25,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,25 @@ class EngineCache:
         """Where the entry of this kind and key lives (it may not exist yet)."""
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         return self.root / kind / digest
+
+    @contextlib.contextmanager
+    def exclusive(self, final: Path) -> Iterator[None]:
+        """Hold the entry ``final`` for this process until the block ends; another process
+        (or thread) asking for it waits.
+
+        For work on an entry that must not interleave: two processes that find it missing
+        would both make it, and one checking a folder that another is still filling would
+        take it for a cut-short one and remove it under the writer. The lock is an OS file
+        lock (``flock``) on a file beside the entry, so the kernel releases it when its
+        holder dies.
+        """
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(final.parent / f".{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
 
     def publish_dir(
         self, final: Path, key: Mapping[str, Any], write: Callable[[Path], None]

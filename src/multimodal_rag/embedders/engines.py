@@ -432,10 +432,14 @@ class EngineBuilder:
         try:
             runner = self._runner(name, precision)
         except _Unavailable as exc:
-            if not self._known_unavailable(name, precision):
+            if precision != "fp32" and not self._known_unavailable(name, precision):
                 # Remembered, so that a later load walking the same chain knows it is settled
                 # without the gate's fp32 reference (and so without loading the torch model).
-                self.cache.write_json("unavailable", self._gate_key(name, precision), {"reason": str(exc)})
+                # Not fp32: every chain ends there, so its failure is never a settled fact
+                # of the machine but something to retry (a full disk, a killed compile).
+                self.cache.write_json(
+                    "unavailable", self._gate_key(name, precision), {"reason": str(exc)}
+                )
             if refuse:
                 raise self._refusal(name, precision, f"cannot run in it here ({exc})") from exc
             self._fallbacks.append(f"{name} {precision} is not available here ({exc})")
@@ -490,10 +494,15 @@ class EngineBuilder:
     ) -> PrecisionError:
         """The error for a precision the caller asked for that the tower cannot keep."""
         rest = " then ".join(fallback_chain(precision)[1:])
+        if rest:
+            remedy = (
+                f"Pass allow_fallback=True to accept {rest} instead (the first that passes), "
+                "or precision='auto' for the fastest precision that passes"
+            )
+        else:  # fp32 ends every chain: only another engine is left
+            remedy = "Nothing follows fp32; engine='torch' runs the model without OpenVINO"
         return PrecisionError(
-            f"precision {precision!r} was asked for, but the {name} tower {why}. Pass "
-            f"allow_fallback=True to accept {rest} instead (the first that passes), or "
-            "precision='auto' for the fastest precision that passes",
+            f"precision {precision!r} was asked for, but the {name} tower {why}. {remedy}",
             precision=precision,
             tower=name,
             gate=gate,
@@ -527,7 +536,7 @@ class EngineBuilder:
                 cache_dir=None if fresh else self.cache.root / "openvino-compiled" / precision,
             )
         except RuntimeError as exc:  # the device refuses the precision hint
-            raise _Unavailable(str(exc).splitlines()[0]) from exc
+            raise _Unavailable(ov_engine.error_reason(exc)) from exc
         if not ov_engine.runs_in(compiled, precision):
             # Reported as what it is, not as the precision asked for.
             raise _Unavailable(f"{self.openvino_device} runs another precision for this hint")
@@ -551,15 +560,22 @@ class EngineBuilder:
         stage = "int8" if precision == "int8" else "fp32"
         folder = self._ir_folder(name, stage)
         if not self._ir_cached(name, stage):
-            if stage == "fp32":
-                model = ov_engine.convert_module(self._module(name), self.towers[name].example)
-            else:
-                calibration = [item[None] for item in self._calibration[name]]
-                model = ov_engine.quantize(
-                    self._fp32_model(name), calibration, subset_size=len(calibration)
-                )
-            self.cache.publish_dir(folder, self._ir_key(name, stage), _saver(model))
+            # Processes that load the same model at once (a Ray ingest's workers) take turns:
+            # the first converts it, the others wait and read what it made.
+            with self.cache.exclusive(folder):
+                if not self._ir_cached(name, stage):
+                    self._make_ir(name, stage, folder)
         return ov_engine.model_file(folder)
+
+    def _make_ir(self, name: str, stage: str, folder: Path) -> None:
+        if stage == "fp32":
+            model = ov_engine.convert_module(self._module(name), self.towers[name].example)
+        else:
+            calibration = [item[None] for item in self._calibration[name]]
+            model = ov_engine.quantize(
+                self._fp32_model(name), calibration, subset_size=len(calibration)
+            )
+        self.cache.publish_dir(folder, self._ir_key(name, stage), _saver(model))
 
     def _fp32_model(self, name: str) -> Any:
         """The tower's fp32 OpenVINO model, which int8 quantization starts from."""

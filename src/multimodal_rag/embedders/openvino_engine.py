@@ -180,12 +180,24 @@ def compile_model(model: Path, device: str, precision: str, *, cache_dir: Path |
         "cpu": cpu_model(),
     }
     blobs = cache.entry("blobs", key)
-    cache.verified_files(blobs)  # a folder that fails its check is gone after this
-    blobs.mkdir(parents=True, exist_ok=True)
-    core.set_property({"CACHE_DIR": str(blobs)})
-    compiled = core.compile_model(str(model), device, config)
-    cache.record_files(blobs)
+    # One process at a time: OpenVINO writes its blob in place, and another process checking
+    # the folder meanwhile would find no record of it and remove it under the writer. The
+    # next in turn imports the blob the first compiled.
+    with cache.exclusive(blobs):
+        cache.verified_files(blobs)  # a folder that fails its check is gone after this
+        blobs.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(blobs)})
+        compiled = core.compile_model(str(model), device, config)
+        cache.record_files(blobs)
     return compiled
+
+
+def error_reason(exc: BaseException) -> str:
+    """What an OpenVINO error says, without the location line it starts with
+    ("Exception from src/inference/src/cpp/core.cpp:132:"), which names no cause."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("Exception from ")]
+    return (said or lines or [type(exc).__name__])[0][:300]
 
 
 def _ir_files(model: Path) -> list[Path]:
