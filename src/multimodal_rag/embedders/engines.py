@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 from attrs import define, field, frozen
 
+from multimodal_rag._memory import release_memory
 from multimodal_rag.embedders import openvino_engine as ov_engine
 from multimodal_rag.embedders.engine_cache import EngineCache, cpu_model
 from multimodal_rag.embedders.precision import (
@@ -218,7 +219,6 @@ class EngineBuilder:
             if engine == "openvino"
             else {"torch": str(import_torch().__version__)}
         )
-        self._fp32_models: dict[str, Any] = {}
         self._references: dict[str, np.ndarray] = {}
         self._held_out: dict[str, np.ndarray] = {}
         self._calibration: dict[str, np.ndarray] = {}
@@ -258,6 +258,7 @@ class EngineBuilder:
         self._gates: dict[str, dict[str, Any]] = {}
         self._measured: dict[str, float] = {}
         self._decided: dict[str, str] = {}
+        self._compiled_fresh: set[tuple[str, str]] = set()
         # Set when a measurement gave no number: nothing is decided on it for later loads.
         self._unsettled = False
         if self.engine == "openvino":
@@ -278,6 +279,7 @@ class EngineBuilder:
             else:
                 for name in self.towers:
                     runners[name] = self._auto(name)
+                    release_memory()  # what the tower's candidates held, before the next
                 if not self._unsettled:  # a failed measurement is measured again next time
                     self.cache.write_json(
                         "decisions",
@@ -305,7 +307,6 @@ class EngineBuilder:
             measured=self._measured,
         )
         # The converted fp32 models and the torch modules are no longer needed here.
-        self._fp32_models.clear()
         self.towers.clear()
         self._modules = None
         self._load = None
@@ -333,6 +334,7 @@ class EngineBuilder:
                 self._reference(name)
         self._modules = None
         self._load = None
+        release_memory()
 
     def _chain_unjudged(self, name: str, chain: Sequence[str]) -> bool:
         """Whether walking ``chain`` meets a precision whose gate was never measured here,
@@ -382,7 +384,13 @@ class EngineBuilder:
 
     def _auto(self, name: str) -> Runner:
         """The fastest of the candidates that pass the gate, timed on the tower's example."""
-        timed: dict[str, tuple[float, Runner]] = {}
+        timed: dict[str, float] = {}
+        # Each runner holds a compiled model. Only the fastest so far is kept, and on OpenVINO
+        # none: the winner is compiled again at the end (imported from the blob cache), so
+        # that no compiled tower is held while the next candidate is made (int8's
+        # quantization needs the memory most).
+        keep = self.engine != "openvino"
+        best, fastest = "", None
         for candidate in auto_candidates(self.engine, on_gpu=self._on_gpu()):
             runner = self._gated(name, candidate, then=())
             if runner is None:
@@ -395,23 +403,34 @@ class EngineBuilder:
                     "candidate this time, timed again at the next load"
                 )
                 continue
-            self._measured[f"{name}:{candidate}"] = speed
-            timed[candidate] = (speed, runner)
-        best = max(timed, key=lambda candidate: timed[candidate][0])
+            self._measured[f"{name}:{candidate}"] = timed[candidate] = speed
+            if not best or speed > timed[best]:
+                best, fastest = candidate, (runner if keep else None)
+            del runner
+            release_memory()
+        if not best:  # not even fp32 ran here: its reason is among the fallbacks
+            raise PrecisionError(
+                f"precision='auto' found nothing that runs the {name} tower here: "
+                + "; ".join(self._fallbacks),
+                precision="fp32",
+                tower=name,
+            )
         logger.info(
             "precision='auto' timed the %s tower at %s; chose %s",
             name,
-            ", ".join(f"{k} {v[0]:.1f}/s" for k, v in timed.items()),
+            ", ".join(f"{k} {v:.1f}/s" for k, v in timed.items()),
             best,
         )
-        for candidate, (speed, _) in timed.items():
+        for candidate, speed in timed.items():
             if candidate != best:
                 self._fallbacks.append(
                     f"{name} tower: {candidate} passed the quality gate but ran at "
-                    f"{speed:.1f}/s, {best} at {timed[best][0]:.1f}/s: not chosen"
+                    f"{speed:.1f}/s, {best} at {timed[best]:.1f}/s: not chosen"
                 )
         self._decided[name] = "auto, measured now"
-        return timed[best][1]
+        if fastest is None:
+            fastest = self._runner(name, best, fresh=(name, best) in self._compiled_fresh)
+        return fastest
 
     def _reuse(self, decision: Mapping[str, Any]) -> None:
         """Report what an earlier load measured for the cached ``decision``."""
@@ -452,6 +471,7 @@ class EngineBuilder:
             # from the compiled-blob cache), before the precision is given up for this load.
             runner = self._runner(name, precision, fresh=True)
             result, source = self._gate(name, precision, runner)
+            self._compiled_fresh.add((name, precision))  # not from the blob cache again
         self._gates[f"{name}:{precision}"] = {**result.to_dict(), "source": source}
         if result.passed:
             return runner
@@ -578,10 +598,9 @@ class EngineBuilder:
         self.cache.publish_dir(folder, self._ir_key(name, stage), _saver(model))
 
     def _fp32_model(self, name: str) -> Any:
-        """The tower's fp32 OpenVINO model, which int8 quantization starts from."""
-        if name not in self._fp32_models:
-            self._fp32_models[name] = ov_engine.read_model(self._ir_path(name, "fp32").parent)
-        return self._fp32_models[name]
+        """The tower's fp32 OpenVINO model, which int8 quantization starts from (read for
+        it and not kept: held, it would stay in memory beside every compiled tower)."""
+        return ov_engine.read_model(self._ir_path(name, "fp32").parent)
 
     # -- the gate and the clock --------------------------------------------------------
 
