@@ -6,7 +6,7 @@ or an upgraded OpenVINO never reuses a stale entry. Entries are written whole in
 temporary name and renamed into place: two processes filling the cache at once each
 write their own copy, one rename wins, and no reader ever sees half a file. A folder
 that another program fills in place (OpenVINO its compiled blobs) cannot be renamed into
-place: processes take turns on it under `EngineCache.exclusive`.
+place: one process at a time fills it, under `EngineCache.exclusive`.
 
 Nothing in the cache is trusted as it lies on disk. Every entry records the SHA-256 of
 its content when it is written, and a read checks it: a file that was altered, truncated
@@ -71,21 +71,26 @@ class EngineCache:
         return self.root / kind / digest
 
     @contextlib.contextmanager
-    def exclusive(self, final: Path) -> Iterator[None]:
-        """Hold the entry ``final`` for this process until the block ends; another process
-        (or thread) asking for it waits.
+    def exclusive(self, final: Path) -> Iterator[bool]:
+        """Hold the entry ``final`` for this process until the block ends, if no other process
+        (or thread) holds it; yields whether it is held. Nobody waits: a caller that does not
+        get it works without the entry, so a process never stalls behind another (say the
+        background preparation, which runs at the lowest priority).
 
-        For work on an entry that must not interleave: two processes that find it missing
-        would both make it, and one checking a folder that another is still filling would
-        take it for a cut-short one and remove it under the writer. The lock is an OS file
-        lock (``flock``) on a file beside the entry, so the kernel releases it when its
-        holder dies.
+        For a folder that another program fills in place (OpenVINO its compiled blobs): a
+        process checking it while another still fills it would take it for a cut-short one
+        and remove it under the writer. The lock is an OS file lock (``flock``) on a file
+        beside the entry, so the kernel releases it when its holder dies.
         """
         final.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(final.parent / f".{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+            else:
+                yield True
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 

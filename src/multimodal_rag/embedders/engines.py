@@ -580,11 +580,8 @@ class EngineBuilder:
         stage = "int8" if precision == "int8" else "fp32"
         folder = self._ir_folder(name, stage)
         if not self._ir_cached(name, stage):
-            # Processes that load the same model at once (a Ray ingest's workers) take turns:
-            # the first converts it, the others wait and read what it made.
-            with self.cache.exclusive(folder):
-                if not self._ir_cached(name, stage):
-                    self._make_ir(name, stage, folder)
+            # Processes that convert at once each publish a whole copy; one rename wins.
+            self._make_ir(name, stage, folder)
         return ov_engine.model_file(folder)
 
     def _make_ir(self, name: str, stage: str, folder: Path) -> None:

@@ -181,9 +181,11 @@ def compile_model(model: Path, device: str, precision: str, *, cache_dir: Path |
     }
     blobs = cache.entry("blobs", key)
     # One process at a time: OpenVINO writes its blob in place, and another process checking
-    # the folder meanwhile would find no record of it and remove it under the writer. The
-    # next in turn imports the blob the first compiled.
-    with cache.exclusive(blobs):
+    # the folder meanwhile would find no record of it and remove it under the writer. One
+    # that finds the folder busy compiles without the blob cache, and leaves it alone.
+    with cache.exclusive(blobs) as held:
+        if not held:
+            return core.compile_model(str(model), device, config)
         cache.verified_files(blobs)  # a folder that fails its check is gone after this
         blobs.mkdir(parents=True, exist_ok=True)
         core.set_property({"CACHE_DIR": str(blobs)})
