@@ -279,7 +279,6 @@ class EngineBuilder:
             else:
                 for name in self.towers:
                     runners[name] = self._auto(name)
-                    release_memory()  # what the tower's candidates held, before the next
                 if not self._unsettled:  # a failed measurement is measured again next time
                     self.cache.write_json(
                         "decisions",
@@ -580,19 +579,16 @@ class EngineBuilder:
         stage = "int8" if precision == "int8" else "fp32"
         folder = self._ir_folder(name, stage)
         if not self._ir_cached(name, stage):
+            if stage == "fp32":
+                model = ov_engine.convert_module(self._module(name), self.towers[name].example)
+            else:
+                calibration = [item[None] for item in self._calibration[name]]
+                model = ov_engine.quantize(
+                    self._fp32_model(name), calibration, subset_size=len(calibration)
+                )
             # Processes that convert at once each publish a whole copy; one rename wins.
-            self._make_ir(name, stage, folder)
+            self.cache.publish_dir(folder, self._ir_key(name, stage), _saver(model))
         return ov_engine.model_file(folder)
-
-    def _make_ir(self, name: str, stage: str, folder: Path) -> None:
-        if stage == "fp32":
-            model = ov_engine.convert_module(self._module(name), self.towers[name].example)
-        else:
-            calibration = [item[None] for item in self._calibration[name]]
-            model = ov_engine.quantize(
-                self._fp32_model(name), calibration, subset_size=len(calibration)
-            )
-        self.cache.publish_dir(folder, self._ir_key(name, stage), _saver(model))
 
     def _fp32_model(self, name: str) -> Any:
         """The tower's fp32 OpenVINO model, which int8 quantization starts from (read for
