@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import atexit
 import importlib.util
 import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +62,8 @@ def import_doc_module(path: Path, name: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     directory = Path(tempfile.mkdtemp(prefix="doc-modules-"))
+    # The module stays importable for the whole session; its folder goes when the session ends.
+    atexit.register(shutil.rmtree, directory, True)
     source = directory / f"{name}.py"
     source.write_text(module_blocks(path)[name], encoding="utf-8")
     spec = importlib.util.spec_from_file_location(name, source)
