@@ -53,6 +53,8 @@ AnswererKind = Literal["extractive", "openai"]
 RerankerKind = Literal["vision-llm"]
 #: The shapes of adapter a knowledge base fits: a low-rank residual, or a full matrix.
 AdapterKind = Literal["low-rank", "linear"]
+#: What an ingest does with an image it cannot read: stop, storing nothing, or skip and report it.
+OnError = Literal["raise", "skip"]
 
 __all__ = [
     "AdapterKind",
@@ -67,6 +69,7 @@ __all__ = [
     "Hit",
     "ImageInput",
     "Neighbor",
+    "OnError",
     "Precision",
     "ReadTextResult",
     "Record",

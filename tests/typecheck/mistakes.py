@@ -21,7 +21,9 @@ from multimodal_rag import (
     MultimodalRAG,
     OpenCLIPEmbedder,
 )
+from multimodal_rag.adapter import Adapter
 from multimodal_rag.embedders.precision import check_engine_and_precision
+from multimodal_rag.embedders.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
 from multimodal_rag.ocr import RapidOCRReader
 from multimodal_rag.tools import migrate
 
@@ -37,6 +39,9 @@ def misspelled_choices(rag: MultimodalRAG) -> None:
     rag.search(text="a bird", mode="hybrid", fusion="rff")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     rag.fit_adapter(kind="lowrank")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     RapidOCRReader(engine="tensorrt")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    rag.add("photo.jpg", on_error="ignore")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    Adapter.identity(512, kind="full")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    ImagePreprocess(size=224, mean=CLIP_MEAN, std=CLIP_STD, resize_mode="crop")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
 def misspelled_kinds(embedder: CLIPEmbedder) -> None:

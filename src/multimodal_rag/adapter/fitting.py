@@ -39,7 +39,7 @@ from attrs import field, frozen
 from multimodal_rag.adapter.projection import KINDS, Adapter
 from multimodal_rag.adapter.training import fit_adapter_weights, split_pairs
 from multimodal_rag.errors import InvalidInputError
-from multimodal_rag.types import Record
+from multimodal_rag.types import AdapterKind, Record
 
 __all__ = ["IMAGE_TOLERANCE", "RECALL_AT", "SIGNIFICANCE", "AdapterReport", "fit_and_judge", "recall_at", "sign_test"]
 
@@ -209,7 +209,7 @@ def sign_test(gained: int, lost: int) -> float:
 def fit_and_judge(
     rag: Any,
     *,
-    kind: str = "low-rank",
+    kind: AdapterKind = "low-rank",
     rank: int = 32,
     pairs: str | os.PathLike[str] | None = None,
     edits: bool = True,

@@ -23,16 +23,17 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from attrs import field, frozen
 
 from multimodal_rag.errors import CorruptFileError, InvalidInputError
+from multimodal_rag.types import AdapterKind
 
 __all__ = ["KINDS", "SIDES", "Adapter"]
 
-KINDS = ("low-rank", "linear")
+KINDS: tuple[AdapterKind, ...] = get_args(AdapterKind)
 SIDES = ("image", "text")
 _ALL_ARRAYS = frozenset(f"{side}.{part}" for side in SIDES for part in ("down", "up", "weight"))
 
@@ -57,7 +58,7 @@ class Adapter:
             (``dim x dim``), and the same for ``text``.
     """
 
-    kind: str
+    kind: AdapterKind
     dim: int
     arrays: Mapping[str, np.ndarray] = field(converter=_frozen_arrays)
 
@@ -80,7 +81,7 @@ class Adapter:
         return int(self.arrays["image.down"].shape[1]) if "image.down" in self.arrays else 0
 
     @classmethod
-    def identity(cls, dim: int, *, kind: str = "low-rank", rank: int = 32) -> Adapter:
+    def identity(cls, dim: int, *, kind: AdapterKind = "low-rank", rank: int = 32) -> Adapter:
         """An adapter that changes nothing (the starting point of a fit)."""
         arrays: dict[str, np.ndarray] = {}
         for side in SIDES:

@@ -21,6 +21,7 @@ from attrs import frozen
 from multimodal_rag._validation import check_int
 from multimodal_rag.adapter.projection import KINDS, SIDES, Adapter
 from multimodal_rag.errors import InvalidInputError
+from multimodal_rag.types import AdapterKind
 
 __all__ = ["Fit", "fit_adapter_weights", "split_pairs"]
 
@@ -83,7 +84,7 @@ def fit_adapter_weights(
     *,
     train: np.ndarray,
     holdout: np.ndarray,
-    kind: str = "low-rank",
+    kind: AdapterKind = "low-rank",
     rank: int = 32,
     image_pairs: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,

@@ -23,7 +23,7 @@ decode (``benchmarks/ingest.py`` reports the cosine between the two embeddings).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 from attrs import field, frozen
@@ -41,6 +41,8 @@ __all__ = [
     "PREPROCESS_VERSION",
     "RESIZE_MODES",
     "ImagePreprocess",
+    "Interpolation",
+    "ResizeMode",
     "clip_pixels",
     "draft_size",
     "load_clip_pixels",
@@ -53,8 +55,13 @@ PREPROCESS_VERSION = 1
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
-RESIZE_MODES = ("shortest", "squash", "longest")
-INTERPOLATIONS = ("bicubic", "bilinear")
+#: How an image is brought to the model's input size (see the module's docstring).
+ResizeMode = Literal["shortest", "squash", "longest"]
+#: PIL's resampling filter for the resize (as torchvision uses them).
+Interpolation = Literal["bicubic", "bilinear"]
+
+RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
+INTERPOLATIONS: tuple[Interpolation, ...] = get_args(Interpolation)
 
 
 def _size(value: int | Sequence[int]) -> tuple[int, int]:
@@ -85,8 +92,8 @@ class ImagePreprocess:
     size: tuple[int, int] = field(converter=_size)
     mean: np.ndarray = field(converter=_channels)
     std: np.ndarray = field(converter=_channels)
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
+    interpolation: Interpolation = "bicubic"
+    resize_mode: ResizeMode = "shortest"
     fill_color: int = 0
 
     def __attrs_post_init__(self) -> None:
