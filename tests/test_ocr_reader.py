@@ -184,6 +184,48 @@ def test_an_image_without_text_costs_the_detection_only(
     assert calls["recognise"] == 1 and calls["classify"] == 1
 
 
+def test_a_sideways_label_is_detected_once(
+    reader: RapidOCRReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages = reader._load()
+    detections: list[tuple[int, ...]] = []
+    real = stages.detect
+
+    def detect(pixels: np.ndarray) -> np.ndarray:
+        detections.append(pixels.shape)
+        return real(pixels)
+
+    monkeypatch.setattr(stages, "detect", detect)
+    # Every line of a label turned a quarter is a tall box: the boxes are turned with the image.
+    (sideways,) = reader.read([turned(label_photo(), 90)])
+    assert len(detections) == 1 and MODEL in compact(sideways.text)
+
+
+def test_tall_and_wide_boxes_together_are_checked_by_detecting_the_turned_image_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A tall box (a big glyph) outweighing a wide line of an upright photo: the turned image is
+    # detected again; its lines (the label's, turned) run down, so the photo is not turned.
+    reader = RapidOCRReader(zoom=False, min_confidence=0.0)
+    stages = reader._load()
+    glyph = [[600, 50], [660, 50], [660, 550], [600, 550]]
+    line = [[100, 280], [400, 280], [400, 300], [100, 300]]
+    found = [np.array([glyph, line], np.float32)]
+    shapes: list[tuple[int, ...]] = []
+    real = stages.detect
+
+    def detect(pixels: np.ndarray) -> np.ndarray:
+        shapes.append(pixels.shape)
+        return found.pop() if found else real(pixels)
+
+    monkeypatch.setattr(stages, "detect", detect)
+    (result,) = reader.read([label_photo()])
+    assert shapes == [(600, 800, 3), (800, 600, 3)]
+    # Read from the boxes of the first detection, in the photo's own pixels (the glyph's box
+    # holds no text, so its line is dropped).
+    assert [[list(point) for point in text_line.box] for text_line in result.lines] == [line]
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -8,8 +8,8 @@ drives the three stages itself rather than through ``RapidOCR.__call__``, for th
   (rapidocr's default scales the *shorter* side up to 736); recognition runs on crops of the
   full-resolution image, so small text is still read from all the pixels there are;
 - **orientation**: a label photographed sideways (90 or 270 degrees) gives the detector tall,
-  narrow boxes. When those outweigh the wide ones, the image is turned a quarter and
-  detected again, and the lines are read in the turned frame; the line classifier then turns
+  narrow boxes. When those outweigh the wide ones, the image is turned a quarter (and
+  detected again, unless every box was tall), and the lines are read in the turned frame; the line classifier then turns
   each upside-down line the right way up, and when most lines were upside down the reading
   order is reversed (an image at 180 or 270 degrees). An image without tall boxes costs one
   detection;
@@ -177,9 +177,13 @@ class RapidOCRReader:
             # Turned clockwise a quarter; text at 270 degrees comes out upside down and the
             # line classifier turns it back, so one direction serves both.
             upright = np.ascontiguousarray(np.rot90(pixels, k=-1))
-            turned_boxes = stages.detect(upright)
-            # Tall glyphs (a big single digit) can outweigh the lines of an upright photo;
-            # the turn stands only when its text runs the right way.
+            # Tall glyphs (a big single digit) can outweigh the lines of an upright photo: where
+            # wide boxes were found too, the turned image is detected again and the turn stands
+            # only when its text runs the right way. Where every box is tall, the same boxes
+            # turned with the image are its lines: a second detection would find them again.
+            turned_boxes = (
+                _turn(boxes, height) if _all_tall(boxes) else stages.detect(upright)
+            )
             if len(turned_boxes) and not _mostly_tall(turned_boxes):
                 pixels, boxes, turned = upright, turned_boxes, True
         if not len(boxes):
@@ -327,11 +331,22 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _mostly_tall(boxes: np.ndarray) -> bool:
-    """Whether tall boxes (vertical lines) outweigh wide ones, by the length of their lines."""
+def _sides(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each box's width and height (its top and left edges), and whether it is tall (holds a
+    vertical line)."""
     widths = np.linalg.norm(boxes[:, 1] - boxes[:, 0], axis=1)
     heights = np.linalg.norm(boxes[:, 3] - boxes[:, 0], axis=1)
-    tall = heights >= _TALL * widths
+    return widths, heights, np.greater_equal(heights, _TALL * widths)
+
+
+def _all_tall(boxes: np.ndarray) -> bool:
+    """Whether every box is tall."""
+    return bool(_sides(boxes)[2].all())
+
+
+def _mostly_tall(boxes: np.ndarray) -> bool:
+    """Whether tall boxes (vertical lines) outweigh wide ones, by the length of their lines."""
+    widths, heights, tall = _sides(boxes)
     return float(heights[tall].sum()) > float(widths[~tall].sum())
 
 
@@ -392,6 +407,15 @@ def _crop(pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
     if height >= _TALL * width:
         crop = np.rot90(crop)
     return np.ascontiguousarray(crop)
+
+
+def _turn(boxes: np.ndarray, height: int) -> np.ndarray:
+    """Boxes found in an image, in its pixels once turned a quarter clockwise, each starting
+    from its top-left corner again (the detector's order: clockwise from the top left).
+
+    Turning clockwise sends (x, y) to (height - y, x); the inverse of `_unturn`."""
+    turned = np.stack([height - boxes[..., 1], boxes[..., 0]], axis=-1)
+    return np.ascontiguousarray(turned[:, [3, 0, 1, 2]], dtype=np.float32)
 
 
 def _unturn(box: np.ndarray, height: int) -> np.ndarray:
