@@ -18,7 +18,7 @@ import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import attrs
 
@@ -34,7 +34,15 @@ from multimodal_rag._storage import is_url, local_path
 from multimodal_rag._validation import check_metadata, check_new_id, check_record
 from multimodal_rag.errors import ImageError, InvalidInputError
 from multimodal_rag.protocols import EmbeddedBatch, Embedder, iter_embed_images_in_batches
-from multimodal_rag.types import AddResult, ImageInput, Record, Skipped, is_path, source_name
+from multimodal_rag.types import (
+    AddResult,
+    ImageInput,
+    OnError,
+    Record,
+    Skipped,
+    is_path,
+    source_name,
+)
 
 __all__ = [
     "VERSION_KEY",
@@ -242,7 +250,7 @@ class IngestRun:
         progress: bool | None,
         read_text: ReadText | None = None,
     ) -> None:
-        if on_error not in ("raise", "skip"):
+        if on_error not in get_args(OnError):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         for item in items:  # refuse bad records before anything is embedded
             if item.id is not None:
